@@ -1,0 +1,137 @@
+#include "pglist/free_map.h"
+
+#include <algorithm>
+
+namespace physpool::pglist {
+namespace {
+
+constexpr uint64_t kAll = ~uint64_t{0};
+
+// Bits [lo, hi) of a word, 0 <= lo < hi <= 64.
+uint64_t Mask(uint64_t lo, uint64_t hi) {
+  const uint64_t upper = hi == 64 ? kAll : (uint64_t{1} << hi) - 1;
+  return upper & (kAll << lo);
+}
+
+// Calls f(word_index, mask) for each word that [begin, end) touches.
+template <typename F>
+void ForEachWord(uint64_t begin, uint64_t end, F f) {
+  while (begin < end) {
+    const uint64_t w = begin >> 6;
+    const uint64_t hi = std::min<uint64_t>(end - (w << 6), 64);
+    f(w, Mask(begin & 63, hi));
+    begin = (w + 1) << 6;
+  }
+}
+
+uint64_t LongestOnes(uint64_t x) {
+  uint64_t n = 0;
+  while (x != 0) {
+    x &= x << 1;
+    ++n;
+  }
+  return n;
+}
+
+}  // namespace
+
+FreeMap::FreeMap(uint64_t pages)
+    : pages_(pages),
+      free_(pages),
+      words_((pages + 63) / 64, kAll),
+      any_free_(words_.size()),
+      any_used_(words_.size()) {
+  if (pages_ % 64 != 0) words_.back() = Mask(0, pages_ % 64);
+  for (uint64_t w = 0; w < words_.size(); ++w) {
+    if (words_[w] != 0) any_free_.Set(w);
+    if (words_[w] != kAll) any_used_.Set(w);
+  }
+}
+
+void FreeMap::UpdateSummaries(uint64_t w, uint64_t old_word) {
+  const uint64_t now = words_[w];
+  if ((old_word != 0) != (now != 0)) {
+    now != 0 ? any_free_.Set(w) : any_free_.Clear(w);
+  }
+  if ((old_word != kAll) != (now != kAll)) {
+    now != kAll ? any_used_.Set(w) : any_used_.Clear(w);
+  }
+}
+
+void FreeMap::MarkUsed(uint64_t begin, uint64_t end) {
+  free_ -= end - begin;
+  ForEachWord(begin, end, [this](uint64_t w, uint64_t mask) {
+    const uint64_t old = words_[w];
+    words_[w] = old & ~mask;
+    UpdateSummaries(w, old);
+  });
+}
+
+void FreeMap::MarkFree(uint64_t begin, uint64_t end) {
+  free_ += end - begin;
+  ForEachWord(begin, end, [this](uint64_t w, uint64_t mask) {
+    const uint64_t old = words_[w];
+    words_[w] = old | mask;
+    UpdateSummaries(w, old);
+  });
+}
+
+uint64_t FreeMap::NextFree(uint64_t from, uint64_t limit) const {
+  if (from >= limit) return limit;
+  uint64_t w = from >> 6;
+  uint64_t bits = words_[w] & (kAll << (from & 63));
+  if (bits == 0) {
+    w = any_free_.Next(w + 1);
+    if (w == SummaryTree::kNone || (w << 6) >= limit) return limit;
+    bits = words_[w];
+  }
+  return std::min(limit, (w << 6) | static_cast<uint64_t>(__builtin_ctzll(bits)));
+}
+
+uint64_t FreeMap::NextUsed(uint64_t from, uint64_t limit) const {
+  if (from >= limit) return limit;
+  uint64_t w = from >> 6;
+  uint64_t bits = ~words_[w] & (kAll << (from & 63));
+  if (bits == 0) {
+    w = any_used_.Next(w + 1);
+    if (w == SummaryTree::kNone || (w << 6) >= limit) return limit;
+    bits = ~words_[w];
+  }
+  return std::min(limit, (w << 6) | static_cast<uint64_t>(__builtin_ctzll(bits)));
+}
+
+uint64_t FreeMap::CountFree(uint64_t begin, uint64_t end) const {
+  uint64_t n = 0;
+  ForEachWord(begin, end, [&](uint64_t w, uint64_t mask) {
+    n += static_cast<uint64_t>(__builtin_popcountll(words_[w] & mask));
+  });
+  return n;
+}
+
+uint64_t FreeMap::LargestFreeRun() const {
+  uint64_t best = 0;
+  uint64_t run = 0;      // free pages ending at the previous word's top bit
+  uint64_t next_w = 0;   // the word after the previous one visited
+  for (uint64_t w = any_free_.Next(0); w != SummaryTree::kNone;
+       w = any_free_.Next(w + 1)) {
+    if (w != next_w) run = 0;  // a fully used word lies between
+    const uint64_t x = words_[w];
+    if (x == kAll) {
+      run += 64;
+    } else {
+      run += static_cast<uint64_t>(__builtin_ctzll(~x));  // low free bits
+      best = std::max({best, run, LongestOnes(x)});
+      run = static_cast<uint64_t>(__builtin_clzll(~x));  // high free bits
+    }
+    best = std::max(best, run);
+    next_w = w + 1;
+  }
+  return best;
+}
+
+size_t FreeMap::MetadataBytes() const {
+  return words_.size() * sizeof(uint64_t) + any_free_.MetadataBytes() +
+         any_used_.MetadataBytes();
+}
+
+}  // namespace physpool::pglist

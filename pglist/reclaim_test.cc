@@ -1,0 +1,137 @@
+#include "pglist/reclaim.h"
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "pglist/pool.h"
+#include "pglist/testing/status_matchers.h"
+
+namespace physpool::pglist {
+namespace {
+
+using ::physpool::testing::StatusIs;
+using ::testing::ElementsAre;
+constexpr uint64_t kPs = 4096;
+
+PageRun R(uint64_t start, uint64_t pages) { return {Pfn(start), PageCount(pages)}; }
+
+Pool MakePool(std::vector<std::pair<uint64_t, uint64_t>> segs) {
+  Pool pool = *Pool::Create({});
+  for (auto [pfn, pages] : segs) {
+    SegmentSpec s;
+    s.iova = pfn * kPs;
+    s.pages = PageCount(pages);
+    EXPECT_OK(pool.AddSegment(s));
+  }
+  return pool;
+}
+
+Request Contig(uint64_t pages) {
+  Request r;
+  r.bytes = pages * kPs;
+  r.max_segments = 1;
+  return r;
+}
+
+AllocationId Hold(Pool& pool, std::vector<PageRun> runs, bool preemptible) {
+  auto a = pool.Claim(runs, preemptible);
+  EXPECT_OK(a);
+  return a.ok() ? a->id : 0;
+}
+
+TEST(ReclaimTest, PicksTheWindowWithFewestPreemptiblePages) {
+  Pool pool = MakePool({{0, 32}});
+  Hold(pool, {R(0, 2)}, false);
+  Hold(pool, {R(18, 4)}, false);
+  const AllocationId a = Hold(pool, {R(2, 8)}, true);
+  const AllocationId b = Hold(pool, {R(10, 1)}, true);
+  const AllocationId c = Hold(pool, {R(11, 1)}, true);
+  Hold(pool, {R(24, 2)}, true);
+  Hold(pool, {R(28, 1)}, true);
+  ASSERT_EQ(FailReasonOf(pool.Allocate(Contig(8)).status()), FailReason::kNoSpace);
+  ASSERT_OK_AND_ASSIGN(ReclaimPlan plan, pool.PlanReclaim(Contig(8)));
+  EXPECT_EQ(plan.window, R(10, 8));  // only b and c: 2 pages
+  EXPECT_EQ(plan.reclaim_pages, PageCount(2));
+  EXPECT_THAT(plan.victims, ElementsAre(b, c));
+  ASSERT_OK_AND_ASSIGN(Allocation got, pool.CommitReclaim(Contig(8), plan));
+  EXPECT_EQ(got.path, Path::kAggressive);
+  EXPECT_THAT(got.runs, ElementsAre(R(10, 8)));
+  EXPECT_EQ(pool.Find(b), nullptr);
+  EXPECT_NE(pool.Find(a), nullptr);
+  ASSERT_OK(pool.Verify());
+  EXPECT_EQ(pool.stats().at(Path::kAggressive).successes, 1u);
+  EXPECT_EQ(pool.stats().fallback(Path::kContig, Path::kAggressive), 1u);
+}
+
+TEST(ReclaimTest, TiesGoToTheFewestAllocations) {
+  Pool pool = MakePool({{0, 10}, {100, 10}});
+  Hold(pool, {R(0, 1)}, true);
+  Hold(pool, {R(9, 1)}, true);
+  const AllocationId z = Hold(pool, {R(104, 2)}, true);
+  ASSERT_OK_AND_ASSIGN(ReclaimPlan plan, pool.PlanReclaim(Contig(10)));
+  EXPECT_EQ(plan.window, R(100, 10));  // 2 pages of 1 allocation beats 2 of 2
+  EXPECT_THAT(plan.victims, ElementsAre(z));
+}
+
+TEST(ReclaimTest, NeverTakesPagesThatAreNotPreemptible) {
+  Pool pool = MakePool({{0, 16}});
+  Hold(pool, {R(7, 1)}, false);
+  Hold(pool, {R(0, 2)}, true);
+  auto plan = pool.PlanReclaim(Contig(9));
+  EXPECT_THAT(plan, StatusIs(absl::StatusCode::kResourceExhausted));
+  EXPECT_EQ(FailReasonOf(plan.status()), FailReason::kNoReclaim);
+  ASSERT_OK_AND_ASSIGN(ReclaimPlan ok, pool.PlanReclaim(Contig(7)));
+  EXPECT_EQ(ok.window, R(8, 7));  // free: cost 0 beats [0, 7)
+}
+
+TEST(ReclaimTest, HonoursAlignmentAndBoundary) {
+  Pool pool = MakePool({{1, 40}});
+  Hold(pool, {R(1, 40)}, true);
+  Request r = Contig(4);
+  r.alignment = 4 * kPs;
+  r.boundary = 8 * kPs;
+  ASSERT_OK_AND_ASSIGN(ReclaimPlan plan, pool.PlanReclaim(r));
+  EXPECT_EQ(plan.window, R(4, 4));
+  Request unaligned_tail = Contig(6);
+  unaligned_tail.boundary = 8 * kPs;
+  ASSERT_OK_AND_ASSIGN(plan, pool.PlanReclaim(unaligned_tail));
+  EXPECT_EQ(plan.window, R(1, 6));
+}
+
+TEST(ReclaimTest, CommitFreesWholeVictims) {
+  Pool pool = MakePool({{0, 32}});
+  const AllocationId v = Hold(pool, {R(0, 4), R(20, 4)}, true);
+  Hold(pool, {R(4, 16)}, false);
+  Hold(pool, {R(24, 8)}, false);
+  ASSERT_OK_AND_ASSIGN(ReclaimPlan plan, pool.PlanReclaim(Contig(2)));
+  EXPECT_EQ(plan.window, R(0, 2));
+  ASSERT_OK(pool.CommitReclaim(Contig(2), plan).status());
+  EXPECT_EQ(pool.Find(v), nullptr);
+  EXPECT_EQ(pool.free_pages(), PageCount(6));  // [2,4) and [20,24)
+  ASSERT_OK(pool.Verify());
+}
+
+TEST(ReclaimTest, StalePlansAreRefused) {
+  Pool pool = MakePool({{0, 8}});
+  const AllocationId v = Hold(pool, {R(0, 8)}, true);
+  ASSERT_OK_AND_ASSIGN(ReclaimPlan plan, pool.PlanReclaim(Contig(8)));
+  ASSERT_OK(pool.Free(v));
+  Hold(pool, {R(3, 1)}, false);
+  EXPECT_THAT(pool.CommitReclaim(Contig(8), plan),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
+  ReclaimPlan forged = plan;
+  forged.victims.clear();
+  EXPECT_THAT(pool.CommitReclaim(Contig(8), forged),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_THAT(pool.CommitReclaim(Contig(4), plan),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
+  ASSERT_OK(pool.Verify());
+}
+
+TEST(ReclaimTest, NothingPreemptibleMeansNoReclaim) {
+  Pool pool = MakePool({{0, 8}});
+  Hold(pool, {R(0, 8)}, false);
+  EXPECT_EQ(FailReasonOf(pool.PlanReclaim(Contig(1)).status()), FailReason::kNoReclaim);
+}
+
+}  // namespace
+}  // namespace physpool::pglist

@@ -1,0 +1,54 @@
+#include "pglist/request.h"
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+
+namespace physpool::pglist {
+
+absl::StatusOr<Constraints> Normalize(const Request& req, uint64_t page_size) {
+  if (req.bytes == 0) return absl::InvalidArgumentError("bytes must be > 0");
+  const auto rounded = CheckedAlignUp(req.bytes, page_size);
+  if (!rounded) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "bytes ", req.bytes, " overflows when rounded up to the page size ",
+        page_size));
+  }
+  if (req.alignment != 0 && !IsPowerOfTwo(req.alignment)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("alignment ", req.alignment, " is not a power of two"));
+  }
+  if (req.boundary != 0 && !IsPowerOfTwo(req.boundary)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("boundary ", req.boundary, " is not a power of two"));
+  }
+  if (req.boundary != 0 && req.boundary < *rounded) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "boundary ", req.boundary, " is smaller than the request (", *rounded,
+        " bytes after rounding to pages)"));
+  }
+  if (req.low >= req.high) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "empty window: low ", req.low, " >= high ", req.high));
+  }
+  Constraints c;
+  c.pages = PageCount(*rounded / page_size);
+  c.align = req.alignment > page_size ? req.alignment / page_size : 1;
+  c.boundary = req.boundary / page_size;
+  c.max_runs = req.max_segments;
+  c.preemptible = req.preemptible;
+  c.privileged = req.privileged;
+  // Pages are whole: the first page starting at or above low, the last page
+  // ending at or below high. kMaxIova stands for 2^64.
+  c.low = Pfn(req.low / page_size + (req.low % page_size != 0));
+  c.high = Pfn(req.high == kMaxIova ? kMaxIova / page_size + 1
+                                    : req.high / page_size);
+  const uint64_t first = c.AlignUp(c.low.value);  // < 2^53: no overflow
+  if (first >= c.high.value || c.high.value - first < c.pages.value) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "window [", req.low, ", ", req.high, ") cannot hold ", *rounded,
+        " bytes at alignment ", req.alignment));
+  }
+  return c;
+}
+
+}  // namespace physpool::pglist

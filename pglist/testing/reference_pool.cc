@@ -1,0 +1,341 @@
+#include "pglist/testing/reference_pool.h"
+
+#include <algorithm>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+
+namespace physpool::pglist::testing {
+namespace {
+absl::Status Exhausted(FailReason r) {
+  return FailWith(absl::StatusCode::kResourceExhausted, r, "model");
+}
+}  // namespace
+
+absl::StatusOr<SegmentId> ReferencePool::AddSegment(const SegmentSpec& spec) {
+  const uint64_t ps = opts_.page_size;
+  const uint64_t avail_end = spec.avail_end ? spec.avail_end : spec.pages.value;
+  if (spec.iova % ps != 0 || spec.pages.value == 0 ||
+      spec.pages.value > Pool::kMaxSegmentPages ||
+      spec.avail_begin >= avail_end || avail_end > spec.pages.value) {
+    return absl::InvalidArgumentError("model: bad segment");
+  }
+  const uint64_t base = spec.iova / ps;
+  for (const Seg& s : segs_) {
+    if (base < s.base + s.pages && s.base < base + spec.pages.value) {
+      return absl::AlreadyExistsError("model: overlap");
+    }
+  }
+  Seg s{next_seg_++, base, spec.pages.value, base + spec.avail_begin,
+        base + avail_end, spec.freelist, false, base + spec.avail_begin,
+        std::vector<uint8_t>(spec.pages.value, kFree)};
+  for (uint64_t p = s.base; p < s.base + s.pages; ++p) {
+    if (p < s.avail_begin || p >= s.avail_end) s.at(p) = kUsed;
+  }
+  segs_.push_back(std::move(s));
+  return segs_.back().id;
+}
+
+absl::Status ReferencePool::DrainSegment(SegmentId id, bool drain) {
+  for (Seg& s : segs_) {
+    if (s.id == id) {
+      s.draining = drain;
+      return absl::OkStatus();
+    }
+  }
+  return absl::NotFoundError("model");
+}
+
+absl::Status ReferencePool::RemoveSegment(SegmentId id) {
+  for (size_t i = 0; i < segs_.size(); ++i) {
+    if (segs_[i].id != id) continue;
+    for (uint64_t p = segs_[i].avail_begin; p < segs_[i].avail_end; ++p) {
+      if (segs_[i].at(p) != kFree) return absl::FailedPreconditionError("model");
+    }
+    segs_.erase(segs_.begin() + i);
+    return absl::OkStatus();
+  }
+  return absl::NotFoundError("model");
+}
+
+std::vector<ReferencePool::Seg*> ReferencePool::Order() {
+  std::vector<Seg*> order;
+  for (Seg& s : segs_) order.push_back(&s);
+  const bool big = opts_.strategy == Strategy::kBigFirst;
+  std::sort(order.begin(), order.end(), [big](Seg* a, Seg* b) {
+    if (a->freelist != b->freelist) return a->freelist < b->freelist;
+    const uint64_t sa = a->avail_end - a->avail_begin;
+    const uint64_t sb = b->avail_end - b->avail_begin;
+    if (big && sa != sb) return sa > sb;
+    return a->base < b->base;
+  });
+  return order;
+}
+
+ReferencePool::Seg* ReferencePool::SegOf(uint64_t pfn) {
+  for (Seg& s : segs_) {
+    if (s.base <= pfn && pfn < s.base + s.pages) return &s;
+  }
+  return nullptr;
+}
+
+std::pair<uint64_t, uint64_t> ReferencePool::Clip(const Seg& s,
+                                                  const Constraints& c) const {
+  return {std::max(c.low.value, s.avail_begin), std::min(c.high.value, s.avail_end)};
+}
+
+bool ReferencePool::AllFree(Seg& s, uint64_t start, uint64_t n) {
+  for (uint64_t p = start; p < start + n; ++p) {
+    if (s.at(p) != kFree) return false;
+  }
+  return true;
+}
+
+void ReferencePool::Mark(uint64_t start, uint64_t n, uint8_t state) {
+  for (uint64_t p = start; p < start + n; ++p) SegOf(p)->at(p) = state;
+}
+
+uint64_t ReferencePool::free_pages() const {
+  uint64_t n = 0;
+  for (const Seg& s : segs_) {
+    n += std::count(s.state.begin(), s.state.end(), kFree);
+  }
+  return n;
+}
+
+uint64_t ReferencePool::total_pages() const {
+  uint64_t n = 0;
+  for (const Seg& s : segs_) n += s.avail_end - s.avail_begin;
+  return n;
+}
+
+uint64_t ReferencePool::used_pages() const { return total_pages() - free_pages(); }
+
+absl::Status ReferencePool::Precheck(const Constraints& c) {
+  const uint64_t n = c.pages.value;
+  uint64_t capacity = 0, free = 0;
+  bool one_run = false;
+  for (Seg* s : Order()) {
+    if (s->draining) continue;
+    for (uint64_t p = s->avail_begin; p < s->avail_end; ++p) free += s->at(p) == kFree;
+    const auto [lo, hi] = Clip(*s, c);
+    if (lo >= hi) continue;
+    capacity += hi - lo;
+    for (uint64_t cand = lo; cand + n <= hi && !one_run; ++cand) {
+      one_run = c.Admits(cand, n);
+    }
+  }
+  uint64_t usable = capacity;
+  const uint64_t total = total_pages(), reserve = opts_.reserve_pages.value;
+  if (!c.privileged) usable = std::min(usable, total > reserve ? total - reserve : 0);
+  if (usable < n || (c.max_runs == 1 && !one_run)) {
+    return Exhausted(FailReason::kNeverFits);
+  }
+  if (free < n) return Exhausted(FailReason::kNoSpace);
+  if (!c.privileged && free - n < reserve) return Exhausted(FailReason::kReserve);
+  return absl::OkStatus();
+}
+
+Allocation ReferencePool::Record(std::vector<PageRun> runs, Path path,
+                                 bool preemptible) {
+  Allocation a;
+  a.id = next_id_++;
+  a.path = path;
+  a.preemptible = preemptible;
+  std::sort(runs.begin(), runs.end(),
+            [](const PageRun& x, const PageRun& y) { return x.start < y.start; });
+  for (const PageRun& r : runs) {
+    Mark(r.start.value, r.pages.value, preemptible ? kPreemptible : kUsed);
+    // Neighbouring pages join only on the simple path: the other paths'
+    // touching runs were cut at a boundary multiple.
+    if (path == Path::kSimple && !a.runs.empty() && a.runs.back().end() == r.start &&
+        SegOf(r.start.value) == SegOf(r.start.value - 1)) {
+      a.runs.back().pages += r.pages;
+    } else {
+      a.runs.push_back(r);
+    }
+  }
+  allocs_[a.id] = a;
+  return a;
+}
+
+absl::StatusOr<Allocation> ReferencePool::Allocate(const Request& req) {
+  auto cor = Normalize(req, opts_.page_size);
+  if (!cor.ok()) return FailWith(cor.status().code(), FailReason::kInvalid, "model");
+  const Constraints c = *cor;
+  const uint64_t n = c.pages.value;
+  if (auto s = Precheck(c); !s.ok()) return s;
+  const std::vector<Seg*> order = Order();
+
+  if (c.Simple()) {
+    std::vector<PageRun> taken;
+    std::vector<std::pair<Seg*, uint64_t>> old_hints;
+    uint64_t got = 0;
+    for (Seg* s : order) {
+      if (s->draining || got == n) continue;
+      const auto [lo, hi] = Clip(*s, c);
+      if (lo >= hi) continue;
+      old_hints.emplace_back(s, s->hint);
+      const uint64_t start = std::clamp(s->hint, lo, hi);
+      auto walk = [&](uint64_t from, uint64_t to) {
+        for (uint64_t p = from; p < to && got < n; ++p) {
+          if (s->at(p) != kFree) continue;
+          s->at(p) = kUsed;
+          taken.push_back({Pfn(p), PageCount(1)});
+          ++got;
+          s->hint = p + 1;
+        }
+      };
+      walk(start, hi);
+      walk(lo, start);
+    }
+    if (got < n) {
+      for (const PageRun& r : taken) Mark(r.start.value, 1, kFree);
+      for (auto& [s, h] : old_hints) s->hint = h;
+      return Exhausted(FailReason::kNoSpace);
+    }
+    return Record(taken, Path::kSimple, c.preemptible);
+  }
+
+  // Contig: every start, one by one, from the hint; then from the window's
+  // start up to the first pass's first aligned start.
+  for (Seg* s : order) {
+    if (s->draining) continue;
+    const auto [lo, hi] = Clip(*s, c);
+    if (lo >= hi) continue;
+    const uint64_t start = std::clamp(s->hint, lo, hi);
+    uint64_t first_pass_start = start;
+    while (first_pass_start % c.align != 0) ++first_pass_start;
+    auto try_from = [&](uint64_t from, uint64_t limit) -> std::optional<uint64_t> {
+      for (uint64_t cand = from; cand < limit && cand + n <= hi; ++cand) {
+        if (c.Admits(cand, n) && AllFree(*s, cand, n)) return cand;
+      }
+      return std::nullopt;
+    };
+    auto found = try_from(start, hi);
+    if (!found && start > lo) found = try_from(lo, first_pass_start);
+    if (found) {
+      s->hint = *found + n;
+      return Record({{Pfn(*found), c.pages}}, Path::kContig, c.preemptible);
+    }
+  }
+  if (c.max_runs == 1) return Exhausted(FailReason::kNoSpace);
+
+  // Multi: free stretches cut at boundary multiples, each from its first
+  // aligned page; the largest first.
+  std::vector<PageRun> slots;
+  for (Seg* s : order) {
+    if (s->draining) continue;
+    const auto [lo, hi] = Clip(*s, c);
+    uint64_t piece_start = 0;
+    bool in_piece = false;
+    for (uint64_t p = lo; p <= hi; ++p) {
+      const bool cut = p == hi || s->at(p) != kFree ||
+                       (c.boundary != 0 && p % c.boundary == 0 && in_piece);
+      if (in_piece && cut) {
+        for (uint64_t q = piece_start; q < p; ++q) {
+          if (q % c.align == 0) {
+            slots.push_back({Pfn(q), PageCount(p - q)});
+            break;
+          }
+        }
+        in_piece = false;
+      }
+      if (p < hi && s->at(p) == kFree && !in_piece) {
+        in_piece = true;
+        piece_start = p;
+      }
+    }
+  }
+  std::stable_sort(slots.begin(), slots.end(),
+                   [](const PageRun& a, const PageRun& b) { return a.pages > b.pages; });
+  std::vector<PageRun> runs;
+  uint64_t got = 0;
+  for (const PageRun& slot : slots) {
+    if (got == n || (c.max_runs != 0 && runs.size() == c.max_runs)) break;
+    const uint64_t take = std::min(slot.pages.value, n - got);
+    runs.push_back({slot.start, PageCount(take)});
+    got += take;
+  }
+  if (got < n) return Exhausted(FailReason::kNoSpace);
+  return Record(runs, Path::kMulti, c.preemptible);
+}
+
+absl::StatusOr<ReclaimPlan> ReferencePool::PlanReclaim(const Request& req) {
+  auto cor = Normalize(req, opts_.page_size);
+  if (!cor.ok()) return FailWith(cor.status().code(), FailReason::kInvalid, "model");
+  const Constraints c = *cor;
+  const uint64_t n = c.pages.value;
+  bool any_preemptible = false;
+  for (const auto& [id, a] : allocs_) any_preemptible |= a.preemptible;
+  if (!any_preemptible) return Exhausted(FailReason::kNoReclaim);
+  auto victims_of = [&](uint64_t start) {
+    std::vector<AllocationId> v;
+    const PageRun w{Pfn(start), c.pages};
+    for (const auto& [id, a] : allocs_) {
+      for (const PageRun& r : a.runs) {
+        if (r.Overlaps(w)) {
+          v.push_back(id);
+          break;
+        }
+      }
+    }
+    return v;
+  };
+  bool found = false;
+  uint64_t best_start = 0, best_cost = 0, best_victims = 0;
+  for (Seg* s : Order()) {
+    if (s->draining) continue;
+    const auto [lo, hi] = Clip(*s, c);
+    for (uint64_t cand = lo; cand + n <= hi; ++cand) {
+      if (!c.Admits(cand, n)) continue;
+      uint64_t cost = 0;
+      bool pinned = false;
+      for (uint64_t p = cand; p < cand + n; ++p) {
+        pinned |= s->at(p) == kUsed;
+        cost += s->at(p) == kPreemptible;
+      }
+      if (pinned) continue;
+      const uint64_t victims = victims_of(cand).size();
+      if (!found || cost < best_cost || (cost == best_cost && victims < best_victims)) {
+        found = true;
+        best_start = cand;
+        best_cost = cost;
+        best_victims = victims;
+      }
+    }
+  }
+  if (!found) return Exhausted(FailReason::kNoReclaim);
+  ReclaimPlan plan;
+  plan.window = {Pfn(best_start), c.pages};
+  plan.victims = victims_of(best_start);
+  plan.reclaim_pages = PageCount(best_cost);
+  uint64_t victim_pages = 0, free = 0;
+  for (AllocationId v : plan.victims) victim_pages += allocs_[v].pages().value;
+  for (Seg& s : segs_) {
+    if (!s.draining) free += std::count(s.state.begin(), s.state.end(), kFree);
+  }
+  if (!c.privileged && free + victim_pages - n < opts_.reserve_pages.value) {
+    return Exhausted(FailReason::kReserve);
+  }
+  return plan;
+}
+
+absl::StatusOr<Allocation> ReferencePool::CommitReclaim(const Request& req,
+                                                        const ReclaimPlan& plan) {
+  for (AllocationId v : plan.victims) {
+    if (auto s = Free(v); !s.ok()) return s;
+  }
+  SegOf(plan.window.start.value)->hint = plan.window.end().value;
+  return Record({plan.window}, Path::kAggressive, req.preemptible);
+}
+
+absl::Status ReferencePool::Free(AllocationId id) {
+  auto it = allocs_.find(id);
+  if (it == allocs_.end()) return absl::NotFoundError("model");
+  for (const PageRun& r : it->second.runs) Mark(r.start.value, r.pages.value, kFree);
+  allocs_.erase(it);
+  return absl::OkStatus();
+}
+
+}  // namespace physpool::pglist::testing
