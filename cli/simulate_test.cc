@@ -1,0 +1,135 @@
+#include "cli/simulate.h"
+
+#include <cstdio>
+#include <string>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "pglist/testing/status_matchers.h"
+
+namespace physpool::cli {
+namespace {
+
+using ::physpool::testing::StatusIs;
+using ::testing::HasSubstr;
+
+struct Replay {
+  absl::Status status;
+  std::string out;
+};
+
+Replay Simulated(const std::string& trace) {
+  std::FILE* in = fmemopen(const_cast<char*>(trace.data()), trace.size(), "r");
+  char* buf = nullptr;
+  size_t len = 0;
+  std::FILE* out = open_memstream(&buf, &len);
+  Simulator sim;
+  Replay r;
+  r.status = Simulate(in, out, &sim);
+  std::fclose(in);
+  std::fclose(out);
+  r.out.assign(buf, len);
+  std::free(buf);
+  return r;
+}
+
+TEST(SimulateTest, DesignExample) {
+  const Replay r = Simulated(
+      R"json({"op":"pool","page_size":4096,"strategy":"address","reserve_pages":0}
+{"op":"segment","iova":4294967296,"pages":262144,"freelist":0,"numa":0}
+{"op":"alloc","id":"a1","bytes":65536,"low":0,"high":18446744073709551615,"alignment":65536,"boundary":0,"max_segments":1,"preemptible":false,"reclaim":false}
+{"op":"alloc","id":"a2","bytes":2147483648}
+{"op":"free","id":"a1"}
+{"op":"free","id":"a1"}
+)json");
+  ASSERT_OK(r.status);
+  EXPECT_EQ(r.out,
+            R"json({"id":"a1","ok":true,"path":"contig","runs":[{"iova":4294967296,"pages":16}],"reclaimed":[]}
+{"id":"a2","ok":false,"code":"RESOURCE_EXHAUSTED","message":"never fits: no layout of the allocatable segments (less the reserve) can hold 524288 pages (alignment 1 pages, boundary 0 pages, window pfn [0, 4503599627370496), at most 0 runs)"}
+{"id":"a1","ok":true}
+{"id":"a1","ok":false,"code":"NOT_FOUND","message":"no live allocation \"a1\""}
+)json");
+}
+
+TEST(SimulateTest, SimplePathSpansSegmentsAndDefaultsApply) {
+  const Replay r = Simulated(R"json({"op":"segment","iova":0,"pages":4}
+{"op":"segment","iova":65536,"pages":4}
+{"op":"alloc","id":"x","bytes":20000}
+{"op":"alloc","id":"bad","bytes":4096,"alignment":3}
+)json");
+  ASSERT_OK(r.status);
+  EXPECT_EQ(r.out,
+            R"json({"id":"x","ok":true,"path":"simple","runs":[{"iova":0,"pages":4},{"iova":65536,"pages":1}],"reclaimed":[]}
+{"id":"bad","ok":false,"code":"INVALID_ARGUMENT","message":"alignment 3 is not a power of two"}
+)json");
+}
+
+TEST(SimulateTest, ReclaimReportsTheVictims) {
+  const Replay r = Simulated(R"json({"op":"segment","iova":0,"pages":8}
+{"op":"alloc","id":"p1","bytes":16384,"preemptible":true}
+{"op":"alloc","id":"p2","bytes":16384,"preemptible":true}
+{"op":"alloc","id":"big","bytes":8192,"max_segments":1,"reclaim":true}
+{"op":"free","id":"p1"}
+{"op":"alloc","id":"p1","bytes":4096}
+)json");
+  ASSERT_OK(r.status);
+  EXPECT_EQ(r.out,
+            R"json({"id":"p1","ok":true,"path":"simple","runs":[{"iova":0,"pages":4}],"reclaimed":[]}
+{"id":"p2","ok":true,"path":"simple","runs":[{"iova":16384,"pages":4}],"reclaimed":[]}
+{"id":"big","ok":true,"path":"aggressive","runs":[{"iova":0,"pages":2}],"reclaimed":["p1"]}
+{"id":"p1","ok":false,"code":"NOT_FOUND","message":"\"p1\" was reclaimed by the aggressive path"}
+{"id":"p1","ok":true,"path":"simple","runs":[{"iova":8192,"pages":1}],"reclaimed":[]}
+)json");
+}
+
+TEST(SimulateTest, MalformedLinesStopWithTheirNumber) {
+  struct Case {
+    std::string trace;
+    std::string error;
+  } cases[] = {
+      {"{\"op\":\"segment\",\"iova\":0,\"pages\":4}\n\n{\"op\":\"alloc\",\"bytes\":1}\n",
+       "line 3: missing field \"id\""},
+      {"{\"op\":\"bogus\"}\n", "line 1: unknown op \"bogus\""},
+      {"{\"op\":\"alloc\",\"id\":\"a\",\"bytes\":1,\"colour\":\"red\"}\n",
+       "line 1: unknown field \"colour\" for op \"alloc\""},
+      {"{\"op\":\"alloc\",\"id\":\"a\",\"bytes\":\"1\"}\n",
+       "line 1: field \"bytes\" must be an unsigned integer"},
+      {"{\"op\":\"segment\",\"iova\":0,\"pages\":4}\n{\"op\":\"pool\"}\n",
+       "line 2: the pool line must come first"},
+      {"{\"op\":\"pool\",\"page_size\":1000}\n", "line 1: page_size 1000"},
+      {"{\"op\":\"pool\",\"strategy\":\"random\"}\n", "must be \"address\" or \"bigfirst\""},
+      {"{\"op\":\"segment\",\"iova\":0,\"pages\":4}\n{\"op\":\"segment\",\"iova\":0,\"pages\":4}\n",
+       "line 2: segment at iova 0 overlaps segment 0"},
+      {"{\"op\":\"segment\",\"iova\":0,\"pages\":4}\n{\"op\":\"alloc\",\"id\":\"a\",\"bytes\":1}\n"
+       "{\"op\":\"alloc\",\"id\":\"a\",\"bytes\":1}\n",
+       "line 3: alloc id \"a\" is still live"},
+      {"{\"op\":\"drain\",\"iova\":4096}\n", "line 1: no segment starts at iova 4096"},
+      {"{\"op\":\"alloc\",\"id\":\"a\",\"bytes\":-1}\n", "line 1: column 32: negative"},
+      {"not json\n", "line 1: column 1: expected '{'"},
+  };
+  for (const Case& c : cases) {
+    const Replay r = Simulated(c.trace);
+    EXPECT_THAT(r.status, StatusIs(absl::StatusCode::kInvalidArgument)) << c.trace;
+    EXPECT_THAT(std::string(r.status.message()), HasSubstr(c.error)) << c.trace;
+  }
+  // Results before the bad line are written.
+  const Replay partial = Simulated(
+      "{\"op\":\"segment\",\"iova\":0,\"pages\":4}\n{\"op\":\"alloc\",\"id\":\"a\",\"bytes\":1}\nx\n");
+  EXPECT_THAT(partial.out, HasSubstr("\"id\":\"a\",\"ok\":true"));
+}
+
+TEST(SimulateTest, DrainUndrainRemove) {
+  const Replay r = Simulated(R"json({"op":"segment","iova":0,"pages":4}
+{"op":"segment","iova":1048576,"pages":4}
+{"op":"drain","iova":0}
+{"op":"alloc","id":"a","bytes":4096}
+{"op":"remove","iova":0}
+{"op":"alloc","id":"b","bytes":16384}
+)json");
+  ASSERT_OK(r.status);
+  EXPECT_THAT(r.out, HasSubstr(R"json({"id":"a","ok":true,"path":"simple","runs":[{"iova":1048576,"pages":1}])json"));
+  EXPECT_THAT(r.out, HasSubstr(R"json({"id":"b","ok":false,"code":"RESOURCE_EXHAUSTED")json"));
+}
+
+}  // namespace
+}  // namespace physpool::cli

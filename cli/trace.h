@@ -1,0 +1,40 @@
+// One line of a `physpoolctl simulate` trace (DESIGN.md, "pglist"), decoded
+// and checked: required fields present, no unknown fields, right types.
+#ifndef PHYSPOOL_CLI_TRACE_H_
+#define PHYSPOOL_CLI_TRACE_H_
+
+#include <string>
+#include <variant>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "pglist/physseg.h"
+#include "pglist/pool.h"
+#include "pglist/request.h"
+
+namespace physpool::cli {
+
+struct PoolLine { pglist::PoolOptions options; };
+struct SegmentLine { pglist::SegmentSpec spec; };
+struct AllocLine {
+  std::string id;
+  pglist::Request req;
+  bool reclaim = false;
+};
+struct FreeLine { std::string id; };
+// Extensions for capacity planning: drain, undrain or remove the segment
+// whose IOVA start is `iova`.
+struct SegmentControlLine {
+  enum class Action { kDrain, kUndrain, kRemove } action;
+  pglist::Iova iova = 0;
+};
+using TraceOp =
+    std::variant<PoolLine, SegmentLine, AllocLine, FreeLine, SegmentControlLine>;
+
+// Decodes one non-blank line. INVALID_ARGUMENT with the reason (column,
+// field) otherwise; the caller adds the line number.
+absl::StatusOr<TraceOp> ParseTraceLine(absl::string_view line);
+
+}  // namespace physpool::cli
+
+#endif  // PHYSPOOL_CLI_TRACE_H_
