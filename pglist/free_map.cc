@@ -24,15 +24,6 @@ void ForEachWord(uint64_t begin, uint64_t end, F f) {
   }
 }
 
-uint64_t LongestOnes(uint64_t x) {
-  uint64_t n = 0;
-  while (x != 0) {
-    x &= x << 1;
-    ++n;
-  }
-  return n;
-}
-
 }  // namespace
 
 FreeMap::FreeMap(uint64_t pages)
@@ -40,12 +31,21 @@ FreeMap::FreeMap(uint64_t pages)
       free_(pages),
       words_((pages + 63) / 64, kAll),
       any_free_(words_.size()),
-      any_used_(words_.size()) {
+      any_used_(words_.size()),
+      runs_(words_.size()) {
   if (pages_ % 64 != 0) words_.back() = Mask(0, pages_ % 64);
   for (uint64_t w = 0; w < words_.size(); ++w) {
     if (words_[w] != 0) any_free_.Set(w);
     if (words_[w] != kAll) any_used_.Set(w);
   }
+  RunsChanged(0, pages_);
+}
+
+void FreeMap::RunsChanged(uint64_t begin, uint64_t end) {
+  if (begin >= end) return;
+  runs_.MarkDirty(begin / 64, (end - 1) / 64);
+  // Bound the pending work between queries.
+  if (runs_.pending() > (1u << 16)) runs_.Flush(words_);
 }
 
 void FreeMap::UpdateSummaries(uint64_t w, uint64_t old_word) {
@@ -65,6 +65,7 @@ void FreeMap::MarkUsed(uint64_t begin, uint64_t end) {
     words_[w] = old & ~mask;
     UpdateSummaries(w, old);
   });
+  RunsChanged(begin, end);
 }
 
 void FreeMap::MarkFree(uint64_t begin, uint64_t end) {
@@ -74,6 +75,7 @@ void FreeMap::MarkFree(uint64_t begin, uint64_t end) {
     words_[w] = old | mask;
     UpdateSummaries(w, old);
   });
+  RunsChanged(begin, end);
 }
 
 uint64_t FreeMap::NextFree(uint64_t from, uint64_t limit) const {
@@ -108,30 +110,9 @@ uint64_t FreeMap::CountFree(uint64_t begin, uint64_t end) const {
   return n;
 }
 
-uint64_t FreeMap::LargestFreeRun() const {
-  uint64_t best = 0;
-  uint64_t run = 0;      // free pages ending at the previous word's top bit
-  uint64_t next_w = 0;   // the word after the previous one visited
-  for (uint64_t w = any_free_.Next(0); w != SummaryTree::kNone;
-       w = any_free_.Next(w + 1)) {
-    if (w != next_w) run = 0;  // a fully used word lies between
-    const uint64_t x = words_[w];
-    if (x == kAll) {
-      run += 64;
-    } else {
-      run += static_cast<uint64_t>(__builtin_ctzll(~x));  // low free bits
-      best = std::max({best, run, LongestOnes(x)});
-      run = static_cast<uint64_t>(__builtin_clzll(~x));  // high free bits
-    }
-    best = std::max(best, run);
-    next_w = w + 1;
-  }
-  return best;
-}
-
 size_t FreeMap::MetadataBytes() const {
   return words_.size() * sizeof(uint64_t) + any_free_.MetadataBytes() +
-         any_used_.MetadataBytes();
+         any_used_.MetadataBytes() + runs_.MetadataBytes();
 }
 
 }  // namespace physpool::pglist

@@ -1,7 +1,8 @@
 // The free map of one physseg: one bit per page (1 = free) plus two summary
 // trees over its words ("word has a free page", "word has a used page"), so
 // that searches skip fully used and fully free stretches 64 pages (and, one
-// level up, 4096 pages) at a time. About 1.03 bits of metadata per page.
+// level up, 4096 pages) at a time, and a run index that finds the first free
+// run of a given length. About 1.22 bits of metadata per page.
 //
 // Indices are page offsets within the segment, [0, size()). The map checks
 // nothing about ownership: callers test AllFree/AllUsed before changing a
@@ -13,6 +14,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "pglist/run_index.h"
 #include "pglist/summary_tree.h"
 
 namespace physpool::pglist {
@@ -36,6 +38,13 @@ class FreeMap {
   uint64_t NextFree(uint64_t from, uint64_t limit) const;
   uint64_t NextUsed(uint64_t from, uint64_t limit) const;
 
+  // The first s in [from, limit - n] with pages [s, s + n) all free, or
+  // `limit`. REQUIRES: n >= 1, limit <= size().
+  uint64_t NextRun(uint64_t from, uint64_t n, uint64_t limit) const {
+    FlushRuns();
+    return runs_.NextRun(words_, from, n, limit);
+  }
+
   uint64_t CountFree(uint64_t begin, uint64_t end) const;
   bool AllFree(uint64_t begin, uint64_t end) const {
     return NextUsed(begin, end) == end;
@@ -44,19 +53,33 @@ class FreeMap {
     return NextFree(begin, end) == end;
   }
 
-  // Length of the longest run of free pages. O(words holding a free page).
-  uint64_t LargestFreeRun() const;
+  // Updates the run index now for the changes made so far (queries do it
+  // anyway; calling it at the end of each operation charges the work to the
+  // operation that caused it).
+  void Sync() { FlushRuns(); }
+
+  // Length of the longest run of free pages. O(1).
+  uint64_t LargestFreeRun() const {
+    FlushRuns();
+    return runs_.LongestRun(words_);
+  }
 
   size_t MetadataBytes() const;
 
  private:
   void UpdateSummaries(uint64_t word_index, uint64_t old_word);
+  // Brings the run index up to date (it is updated lazily, before a query).
+  void FlushRuns() const {
+    if (runs_.pending() != 0) runs_.Flush(words_);
+  }
+  void RunsChanged(uint64_t begin, uint64_t end);
 
   uint64_t pages_;
   uint64_t free_;
   std::vector<uint64_t> words_;  // bit set = page free; padding bits clear
   SummaryTree any_free_;         // words_[w] != 0
   SummaryTree any_used_;         // words_[w] != ~0
+  mutable RunIndex runs_;  // flushed lazily by the const queries
 };
 
 }  // namespace physpool::pglist

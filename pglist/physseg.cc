@@ -37,10 +37,11 @@ std::optional<Pfn> PhysSeg::Scan(const Constraints& c, uint64_t from,
     }
     const uint64_t used = map_.NextUsed(Off(Pfn(cand)), Off(Pfn(cand + n)));
     if (used == Off(Pfn(cand + n))) return Pfn(cand);
-    // No admissible run starts at or before a used page; the next one
-    // starts at the first free page after it, rounded up to alignment.
-    const uint64_t next_free = map_.NextFree(used + 1, Off(Pfn(hi)));
-    cand = c.AlignUp(base_.value + next_free);
+    // No admissible run starts at or before a used page: the next one
+    // starts at or after the first free run of n pages past it.
+    const uint64_t run = map_.NextRun(used + 1, n, Off(Pfn(hi)));
+    if (run == Off(Pfn(hi))) return std::nullopt;
+    cand = c.AlignUp(base_.value + run);
   }
 }
 
@@ -83,10 +84,7 @@ PageCount PhysSeg::TakeNextFit(const Constraints& c, PageCount want,
   return taken;
 }
 
-void PhysSeg::Take(const PageRun& r) {
-  map_.MarkUsed(Off(r.start), Off(r.end()));
-  largest_free_run_.reset();
-}
+void PhysSeg::Take(const PageRun& r) { map_.MarkUsed(Off(r.start), Off(r.end())); }
 
 absl::Status PhysSeg::Release(const PageRun& r) {
   if (!Holds(r)) {
@@ -100,13 +98,7 @@ absl::Status PhysSeg::Release(const PageRun& r) {
         " has free pages: double free or a run that was never allocated"));
   }
   map_.MarkFree(Off(r.start), Off(r.end()));
-  largest_free_run_.reset();
   return absl::OkStatus();
-}
-
-PageCount PhysSeg::LargestFreeRun() const {
-  if (!largest_free_run_) largest_free_run_ = map_.LargestFreeRun();
-  return PageCount(*largest_free_run_);
 }
 
 }  // namespace physpool::pglist

@@ -90,8 +90,10 @@ class PhysSeg {
   // Offset of an absolute PFN within the segment.
   uint64_t Off(Pfn p) const { return p.value - base_.value; }
 
-  // Longest free run in pages; cached until the next change.
-  PageCount LargestFreeRun() const;
+  // Longest free run in pages.
+  PageCount LargestFreeRun() const { return PageCount(map_.LargestFreeRun()); }
+  // Brings the free map's search index up to date (see FreeMap::Sync).
+  void Sync() { map_.Sync(); }
 
  private:
   // The first admissible free start in [from, cand_limit) whose run ends at
@@ -109,7 +111,6 @@ class PhysSeg {
   FreeMap map_;  // pages outside the available range stay marked used
   Pfn hint_;
   bool draining_ = false;
-  mutable std::optional<uint64_t> largest_free_run_;
 };
 
 template <typename F>

@@ -269,8 +269,9 @@ Allocation& Pool::Record(std::vector<PageRun> runs, Path path, bool preemptible)
   a.preemptible = preemptible;
   a.runs = Canonical(std::move(runs), path == Path::kSimple,
                      [this](Pfn p) { return FindSegment(p); });
-  if (preemptible) {
-    for (const PageRun& r : a.runs) preempt_[r.start] = {r.pages, id};
+  for (const PageRun& r : a.runs) {
+    if (preemptible) preempt_[r.start] = {r.pages, id};
+    FindSegment(r.start)->Sync();
   }
   if (path != Path::kClaim) ++stats_.at(path).successes;
   return a;
@@ -460,6 +461,7 @@ absl::Status Pool::Free(AllocationId id) {
     }
     if (it->second.preemptible) preempt_.erase(r.start);
   }
+  for (const PageRun& r : it->second.runs) FindSegment(r.start)->Sync();
   allocs_.erase(it);
   return absl::OkStatus();
 }

@@ -330,6 +330,16 @@ absl::StatusOr<Allocation> ReferencePool::CommitReclaim(const Request& req,
   return Record({plan.window}, Path::kAggressive, req.preemptible);
 }
 
+AllocationId ReferencePool::Claim(const std::vector<PageRun>& runs, bool preemptible) {
+  return Record(runs, Path::kClaim, preemptible).id;
+}
+
+void ReferencePool::SetHint(SegmentId id, Pfn hint) {
+  for (Seg& s : segs_) {
+    if (s.id == id) s.hint = hint.value;
+  }
+}
+
 absl::Status ReferencePool::Free(AllocationId id) {
   auto it = allocs_.find(id);
   if (it == allocs_.end()) return absl::NotFoundError("model");

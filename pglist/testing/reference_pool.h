@@ -32,6 +32,12 @@ class ReferencePool {
                                            const ReclaimPlan& plan);
   absl::Status Free(AllocationId id);
 
+  // Mirrors a state built elsewhere (for benchmarks): takes exactly `runs`
+  // as the next allocation id, and sets a segment's hint.
+  // REQUIRES: the runs are free and inside segments.
+  AllocationId Claim(const std::vector<PageRun>& runs, bool preemptible);
+  void SetHint(SegmentId id, Pfn hint);
+
   uint64_t free_pages() const;
   uint64_t used_pages() const;
   uint64_t total_pages() const;
