@@ -17,7 +17,7 @@ JOBS       ?= $(shell nproc)
 FUZZ_SECONDS ?= 60
 # Operations of the property test in the sanitizer build (the optimised
 # build runs its default of 1,000,000).
-ASAN_PROPERTY_OPS ?= 200000
+ASAN_PROPERTY_OPS ?= 500000
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -56,14 +56,8 @@ test-asan: build-asan
 	  ctest -L core --output-on-failure
 
 # Each fuzz target for FUZZ_SECONDS; a crash or a disagreement fails.
-FUZZERS := pglist/pglist_program_fuzz cli/simulate_trace_fuzz
 fuzz-smoke: build-asan
-	@for f in $(FUZZERS); do \
-	  name=$$(basename $$f); corpus=$(ASAN_BUILD)/corpus/$$name; mkdir -p $$corpus; \
-	  echo "fuzzing $$name for $(FUZZ_SECONDS) s"; \
-	  $(ASAN_BUILD)/$$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
-	    -rss_limit_mb=4096 $$corpus 2>&1 | tail -n 12; \
-	done
+	tests/run_fuzzers.sh $(ASAN_BUILD) $(FUZZ_SECONDS)
 
 check: test test-asan fuzz-smoke
 	@echo "make check: all tests passed"

@@ -38,14 +38,8 @@ FreeMap::FreeMap(uint64_t pages)
     if (words_[w] != 0) any_free_.Set(w);
     if (words_[w] != kAll) any_used_.Set(w);
   }
-  RunsChanged(0, pages_);
-}
-
-void FreeMap::RunsChanged(uint64_t begin, uint64_t end) {
-  if (begin >= end) return;
-  runs_.MarkDirty(begin / 64, (end - 1) / 64);
-  // Bound the pending work between queries.
-  if (runs_.pending() > (1u << 16)) runs_.Flush(words_);
+  if (!words_.empty()) runs_.MarkDirty(0, words_.size() - 1);
+  runs_.Flush(words_);
 }
 
 void FreeMap::UpdateSummaries(uint64_t w, uint64_t old_word) {
@@ -58,24 +52,38 @@ void FreeMap::UpdateSummaries(uint64_t w, uint64_t old_word) {
   }
 }
 
-void FreeMap::MarkUsed(uint64_t begin, uint64_t end) {
-  free_ -= end - begin;
-  ForEachWord(begin, end, [this](uint64_t w, uint64_t mask) {
-    const uint64_t old = words_[w];
-    words_[w] = old & ~mask;
-    UpdateSummaries(w, old);
-  });
-  RunsChanged(begin, end);
-}
+void FreeMap::MarkUsed(uint64_t begin, uint64_t end) { Mark(begin, end, false); }
 
-void FreeMap::MarkFree(uint64_t begin, uint64_t end) {
-  free_ += end - begin;
-  ForEachWord(begin, end, [this](uint64_t w, uint64_t mask) {
+void FreeMap::MarkFree(uint64_t begin, uint64_t end) { Mark(begin, end, true); }
+
+void FreeMap::Mark(uint64_t begin, uint64_t end, bool free) {
+  if (begin >= end) return;
+  free ? free_ += end - begin : free_ -= end - begin;
+  // Partial words one by one; whole words in bulk.
+  uint64_t first_full = (begin + 63) / 64, end_full = end / 64;
+  if (first_full >= end_full) first_full = end_full = begin / 64;
+  auto one = [&](uint64_t w, uint64_t mask) {
     const uint64_t old = words_[w];
-    words_[w] = old | mask;
+    words_[w] = free ? old | mask : old & ~mask;
     UpdateSummaries(w, old);
-  });
-  RunsChanged(begin, end);
+  };
+  ForEachWord(begin, std::min(end, first_full * 64), one);
+  if (first_full < end_full) {
+    std::fill(words_.begin() + first_full, words_.begin() + end_full, free ? kAll : 0);
+    if (free) {
+      any_free_.SetRange(first_full, end_full);
+      any_used_.ClearRange(first_full, end_full);
+    } else {
+      any_free_.ClearRange(first_full, end_full);
+      any_used_.SetRange(first_full, end_full);
+    }
+    runs_.Fill(first_full, end_full - 1, free);
+  }
+  ForEachWord(std::max(begin, end_full * 64), end, one);
+  runs_.MarkDirty(begin / 64, begin / 64);
+  runs_.MarkDirty((end - 1) / 64, (end - 1) / 64);
+  // Bound the pending work between queries.
+  if (runs_.pending() > (1u << 16)) runs_.Flush(words_);
 }
 
 uint64_t FreeMap::NextFree(uint64_t from, uint64_t limit) const {

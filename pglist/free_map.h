@@ -72,7 +72,7 @@ class FreeMap {
   void FlushRuns() const {
     if (runs_.pending() != 0) runs_.Flush(words_);
   }
-  void RunsChanged(uint64_t begin, uint64_t end);
+  void Mark(uint64_t begin, uint64_t end, bool free);
 
   uint64_t pages_;
   uint64_t free_;

@@ -26,6 +26,29 @@ TEST(SummaryTreeTest, NextFindsAcrossLevels) {
   EXPECT_EQ(t.Next(1 << 20), SummaryTree::kNone);
 }
 
+TEST(SummaryTreeTest, RangesMatchNaive) {
+  std::mt19937_64 rng(3);
+  for (int round = 0; round < 50; ++round) {
+    const uint64_t n = 1 + rng() % 300000;
+    SummaryTree t(n);
+    std::vector<bool> naive(n, false);
+    for (int op = 0; op < 40; ++op) {
+      uint64_t a = rng() % n, b = rng() % n;
+      if (a > b) std::swap(a, b);
+      ++b;
+      const bool set = rng() % 2;
+      set ? t.SetRange(a, b) : t.ClearRange(a, b);
+      for (uint64_t i = a; i < b; ++i) naive[i] = set;
+      for (int q = 0; q < 20; ++q) {
+        const uint64_t from = rng() % n;
+        uint64_t want = from;
+        while (want < n && !naive[want]) ++want;
+        ASSERT_EQ(t.Next(from), want == n ? SummaryTree::kNone : want);
+      }
+    }
+  }
+}
+
 TEST(FreeMapTest, StartsFreeAndTracksCounts) {
   FreeMap m(130);
   EXPECT_EQ(m.free_count(), 130u);

@@ -28,6 +28,7 @@ RunIndex::RunIndex(uint64_t words) : words_(words) {
     nodes = (nodes + fanout - 1) / fanout;
     levels_.emplace_back(nodes);
   } while (nodes > 1);
+  dirty_.resize(levels_.size());
 }
 
 RunIndex::Node RunIndex::OfWord(uint64_t w) {
@@ -86,26 +87,50 @@ bool RunIndex::Recompute(const std::vector<uint64_t>& words, size_t level,
 }
 
 void RunIndex::MarkDirty(uint64_t first_word, uint64_t last_word) {
+  auto& d = dirty_[0];
   for (uint64_t b = first_word / kLeafFanout; b <= last_word / kLeafFanout; ++b) {
-    if (dirty_.empty() || dirty_.back() != b) dirty_.push_back(b);
+    if (d.empty() || d.back() != b) {
+      d.push_back(b);
+      ++pending_;
+    }
+  }
+}
+
+void RunIndex::Fill(uint64_t first_word, uint64_t last_word, bool free) {
+  const uint64_t span = Span(1);
+  const Node full = free ? Node{span, span, span} : Node{};
+  for (uint64_t b = first_word / kLeafFanout; b <= last_word / kLeafFanout; ++b) {
+    const uint64_t lo = b * kLeafFanout, hi = lo + kLeafFanout - 1;
+    if (lo < first_word || hi > last_word || hi >= words_) {
+      MarkDirty(std::max(lo, first_word), std::min(hi, last_word));
+      continue;
+    }
+    levels_[0][b] = full;
+    if (levels_.size() > 1) {
+      auto& up = dirty_[1];
+      if (up.empty() || up.back() != b / kFanout) {
+        up.push_back(b / kFanout);
+        ++pending_;
+      }
+    }
   }
 }
 
 void RunIndex::Flush(const std::vector<uint64_t>& words) {
-  std::vector<uint64_t> nodes;
-  nodes.swap(dirty_);
-  for (size_t level = 1; level <= levels_.size() && !nodes.empty(); ++level) {
+  for (size_t level = 1; level <= levels_.size(); ++level) {
+    auto& nodes = dirty_[level - 1];
     std::sort(nodes.begin(), nodes.end());
     nodes.erase(std::unique(nodes.begin(), nodes.end()), nodes.end());
-    std::vector<uint64_t> parents;
     for (uint64_t i : nodes) {
-      const uint64_t parent = i / Fanout(level + 1);
-      if (Recompute(words, level, i) && (parents.empty() || parents.back() != parent)) {
-        parents.push_back(parent);
+      if (Recompute(words, level, i) && level < levels_.size()) {
+        auto& up = dirty_[level];
+        const uint64_t parent = i / Fanout(level + 1);
+        if (up.empty() || up.back() != parent) up.push_back(parent);
       }
     }
-    nodes.swap(parents);
+    nodes.clear();
   }
+  pending_ = 0;
 }
 
 uint64_t RunIndex::NextRun(const std::vector<uint64_t>& words, uint64_t from,

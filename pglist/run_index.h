@@ -1,8 +1,8 @@
 // An index of free runs over a free bitmap (bit set = page free): for every
-// block of 16 words (1024 pages), and every 64 nodes above that, the length
+// block of 16 words (1024 pages), and every 16 nodes above that, the length
 // of the free run at its start (prefix), at its end (suffix) and the longest
 // inside (max). NextRun() uses it to find the first free run of a given
-// length in O(64 * levels) steps, however fragmented the map is.
+// length in O(16 * levels) steps, however fragmented the map is.
 //
 // About 24 bytes per 1024 pages (0.19 bits per page). The index does not own
 // the bitmap: callers pass the same word array to every call, report changed
@@ -25,7 +25,10 @@ class RunIndex {
 
   // Words [first_word, last_word] changed.
   void MarkDirty(uint64_t first_word, uint64_t last_word);
-  size_t pending() const { return dirty_.size(); }
+  // Words [first_word, last_word] are now all ones (`free`) or all zeros:
+  // the blocks they cover entirely are set without reading their words.
+  void Fill(uint64_t first_word, uint64_t last_word, bool free);
+  size_t pending() const { return pending_; }
   // Brings every summary up to date with `words`.
   void Flush(const std::vector<uint64_t>& words);
 
@@ -44,13 +47,13 @@ class RunIndex {
   struct Node {
     uint64_t prefix = 0, suffix = 0, max = 0;
   };
-  // Level 1 nodes have kLeafFanout words as children; higher ones 64 nodes.
-  static constexpr uint64_t kLeafFanout = 16;
-  static uint64_t Fanout(size_t level) { return level == 1 ? kLeafFanout : 64; }
+  // Every node has 16 children (words, for level 1): a change recomputes
+  // 16 children per level.
+  static constexpr uint64_t kFanout = 16;
+  static constexpr uint64_t kLeafFanout = kFanout;
+  static uint64_t Fanout(size_t) { return kFanout; }
   // Node i of level k covers pages [i, i + 1) * Span(k); level 0 is a word.
-  static uint64_t Span(size_t level) {
-    return level == 0 ? 64 : 64 * kLeafFanout << (6 * (level - 1));
-  }
+  static uint64_t Span(size_t level) { return uint64_t{64} << (4 * level); }
   static Node OfWord(uint64_t w);
   Node Get(const std::vector<uint64_t>& words, size_t level, uint64_t i) const;
   // Recomputes node i of `level` >= 1; true if it changed.
@@ -58,7 +61,9 @@ class RunIndex {
 
   uint64_t words_;
   std::vector<std::vector<Node>> levels_;  // levels_[k - 1] is level k
-  std::vector<uint64_t> dirty_;            // level-1 nodes, unsorted
+  // dirty_[k - 1]: nodes of level k to recompute, unsorted.
+  std::vector<std::vector<uint64_t>> dirty_;
+  size_t pending_ = 0;
 };
 
 }  // namespace physpool::pglist

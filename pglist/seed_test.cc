@@ -181,7 +181,8 @@ TEST(SeedTest, AgreesWhereTheSeedSucceedsAndFindsWhatItMisses) {
     const SeedResult seed = Seed(seg, c);
     const std::optional<Pfn> ours = seg.FindRun(c);
     // Brute force: the first feasible start in physpool's order.
-    const auto [lo, hi] = seg.Clip(c);
+    const auto range = seg.Clip(c);
+    const uint64_t lo = range.first, hi = range.second;
     const uint64_t from = std::clamp(seg.hint().value, lo, std::max(lo, hi));
     std::optional<uint64_t> first;
     auto feasible = [&](uint64_t s) {

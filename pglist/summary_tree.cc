@@ -31,6 +31,28 @@ void SummaryTree::Clear(uint64_t i) {
   }
 }
 
+void SummaryTree::Fill(uint64_t lo, uint64_t hi, bool set) {
+  if (lo >= hi) return;
+  uint64_t first = lo, last = hi - 1;
+  for (uint64_t w = first >> 6; w <= last >> 6; ++w) {
+    const uint64_t from = w == first >> 6 ? first & 63 : 0;
+    const uint64_t to = w == last >> 6 ? last & 63 : 63;
+    const uint64_t mask = (~uint64_t{0} >> (63 - to)) & (~uint64_t{0} << from);
+    levels_[0][w] = set ? levels_[0][w] | mask : levels_[0][w] & ~mask;
+  }
+  // Bit w of level k + 1 says whether word w of level k is non-zero:
+  // recompute the bits of the words touched, level by level.
+  for (size_t k = 0; k + 1 < levels_.size(); ++k) {
+    first >>= 6;
+    last >>= 6;
+    for (uint64_t w = first; w <= last; ++w) {
+      uint64_t& up = levels_[k + 1][w >> 6];
+      const uint64_t bit = uint64_t{1} << (w & 63);
+      up = levels_[k][w] != 0 ? up | bit : up & ~bit;
+    }
+  }
+}
+
 bool SummaryTree::Test(uint64_t i) const {
   return (levels_[0][i >> 6] >> (i & 63)) & 1;
 }

@@ -22,6 +22,9 @@ class SummaryTree {
 
   void Set(uint64_t i);
   void Clear(uint64_t i);
+  // Sets (clears) positions [lo, hi). O((hi - lo) / 64 + levels).
+  void SetRange(uint64_t lo, uint64_t hi) { Fill(lo, hi, true); }
+  void ClearRange(uint64_t lo, uint64_t hi) { Fill(lo, hi, false); }
   bool Test(uint64_t i) const;
 
   // The first set position >= i, or kNone.
@@ -30,6 +33,8 @@ class SummaryTree {
   size_t MetadataBytes() const;
 
  private:
+  void Fill(uint64_t lo, uint64_t hi, bool set);
+
   std::vector<std::vector<uint64_t>> levels_;  // levels_[0]: one bit per position
 };
 

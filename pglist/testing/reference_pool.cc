@@ -201,7 +201,8 @@ absl::StatusOr<Allocation> ReferencePool::Allocate(const Request& req) {
   // start up to the first pass's first aligned start.
   for (Seg* s : order) {
     if (s->draining) continue;
-    const auto [lo, hi] = Clip(*s, c);
+    const std::pair<uint64_t, uint64_t> range = Clip(*s, c);
+    const uint64_t lo = range.first, hi = range.second;
     if (lo >= hi) continue;
     const uint64_t start = std::clamp(s->hint, lo, hi);
     uint64_t first_pass_start = start;
