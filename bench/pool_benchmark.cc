@@ -9,10 +9,10 @@
 // reference model from the same state and reports the ratio.
 #include <algorithm>
 #include <chrono>
-#include <numeric>
-#include <string>
 #include <cmath>
+#include <numeric>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "benchmark/benchmark.h"
@@ -30,7 +30,8 @@ struct Workload {
 
   Request Next() {
     Request r;
-    const double l = std::uniform_real_distribution<double>(0, std::log(16384.0))(rng);
+    const double l =
+        std::uniform_real_distribution<double>(0, std::log(16384.0))(rng);
     const uint64_t pages = static_cast<uint64_t>(std::exp(l));
     r.bytes = pages * kPs;
     const uint64_t kind = rng() % 30;
@@ -99,7 +100,8 @@ struct Samples {
 };
 
 template <typename P>
-double TimeAllocate(P& pool, const Request& r, absl::StatusOr<Allocation>* out) {
+double TimeAllocate(P& pool, const Request& r,
+                    absl::StatusOr<Allocation>* out) {
   const auto t0 = std::chrono::steady_clock::now();
   *out = pool.Allocate(r);
   const auto t1 = std::chrono::steady_clock::now();
@@ -107,8 +109,9 @@ double TimeAllocate(P& pool, const Request& r, absl::StatusOr<Allocation>* out) 
 }
 
 Path RequestedPath(const Request& r) {
-  return r.alignment > kPs || r.boundary != 0 || r.max_segments == 1 ? Path::kContig
-                                                                      : Path::kSimple;
+  return r.alignment > kPs || r.boundary != 0 || r.max_segments == 1
+             ? Path::kContig
+             : Path::kSimple;
 }
 
 void BM_Churn(benchmark::State& state) {
@@ -150,13 +153,16 @@ void BM_Churn(benchmark::State& state) {
     state.counters[name + "_p99_ns"] = Samples::Quantile(v, 0.99);
   }
   state.counters["all_mean_ns"] =
-      std::accumulate(samples.all.begin(), samples.all.end(), 0.0) / samples.all.size();
+      std::accumulate(samples.all.begin(), samples.all.end(), 0.0) /
+      samples.all.size();
   state.counters["fail_pct"] = 100.0 * samples.failures / ops;
   state.counters["used_pct"] =
-      100.0 * (pool.total_pages().value - pool.free_pages().value) / pool.total_pages().value;
+      100.0 * (pool.total_pages().value - pool.free_pages().value) /
+      pool.total_pages().value;
   state.counters["meta_bits_per_page"] =
       8.0 * pool.MetadataBytes() / pool.total_pages().value;
-  state.counters["multi_fallbacks"] = pool.stats().fallback(Path::kContig, Path::kMulti);
+  state.counters["multi_fallbacks"] =
+      pool.stats().fallback(Path::kContig, Path::kMulti);
 }
 
 void BM_CoreVsModel(benchmark::State& state) {
@@ -204,8 +210,10 @@ void BM_CoreVsModel(benchmark::State& state) {
     }
     state.SetIterationTime(total * 1e-9);
   }
-  const double core_mean = std::accumulate(core.all.begin(), core.all.end(), 0.0) / ops;
-  const double model_mean = std::accumulate(naive.all.begin(), naive.all.end(), 0.0) / ops;
+  const double core_mean =
+      std::accumulate(core.all.begin(), core.all.end(), 0.0) / ops;
+  const double model_mean =
+      std::accumulate(naive.all.begin(), naive.all.end(), 0.0) / ops;
   state.counters["core_mean_ns"] = core_mean;
   state.counters["model_mean_ns"] = model_mean;
   state.counters["core_p50_ns"] = Samples::Quantile(core.all, 0.5);
@@ -215,10 +223,19 @@ void BM_CoreVsModel(benchmark::State& state) {
 }
 
 // Args: log2(pool pages), steady-state operations.
-BENCHMARK(BM_Churn)->Args({18, 200000})->Args({24, 200000})->Args({28, 200000})
-    ->Iterations(1)->UseManualTime()->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_CoreVsModel)->Args({18, 2000})->Args({24, 200})
-    ->Iterations(1)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Churn)
+    ->Args({18, 200000})
+    ->Args({24, 200000})
+    ->Args({28, 200000})
+    ->Iterations(1)
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_CoreVsModel)
+    ->Args({18, 2000})
+    ->Args({24, 200})
+    ->Iterations(1)
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
 
 }  // namespace
 }  // namespace physpool::pglist

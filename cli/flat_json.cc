@@ -22,7 +22,8 @@ class Parser {
       if (Peek() != '"') return Error("expected a key in double quotes");
       if (auto s = String(&f.key); !s.ok()) return s;
       for (const JsonField& other : fields) {
-        if (other.key == f.key) return Error(absl::StrCat("duplicate key \"", f.key, "\""));
+        if (other.key == f.key)
+          return Error(absl::StrCat("duplicate key \"", f.key, "\""));
       }
       Space();
       if (!Eat(':')) return Error("expected ':'");
@@ -42,7 +43,8 @@ class Parser {
     return fields;
   }
   absl::Status Error(absl::string_view what) const {
-    return absl::InvalidArgumentError(absl::StrCat("column ", i_ + 1, ": ", what));
+    return absl::InvalidArgumentError(
+        absl::StrCat("column ", i_ + 1, ": ", what));
   }
   char Peek() const { return i_ < t_.size() ? t_[i_] : '\0'; }
   bool Eat(char c) {
@@ -51,7 +53,9 @@ class Parser {
     return true;
   }
   void Space() {
-    while (i_ < t_.size() && (t_[i_] == ' ' || t_[i_] == '\t' || t_[i_] == '\r')) ++i_;
+    while (i_ < t_.size() &&
+           (t_[i_] == ' ' || t_[i_] == '\t' || t_[i_] == '\r'))
+      ++i_;
   }
   bool Word(absl::string_view w) {
     if (t_.substr(i_, w.size()) != w) return false;
@@ -75,7 +79,8 @@ class Parser {
       return absl::OkStatus();
     }
     if (c == '-') return Error("negative numbers are not allowed");
-    if (c == '{' || c == '[') return Error("nested objects and arrays are not allowed");
+    if (c == '{' || c == '[')
+      return Error("nested objects and arrays are not allowed");
     if (Word("null")) return Error("null is not allowed");
     return Error("expected a string, an unsigned integer, true or false");
   }
@@ -105,10 +110,14 @@ class Parser {
     for (int k = 0; k < 4; ++k) {
       const char c = Peek();
       uint32_t d;
-      if (c >= '0' && c <= '9') d = c - '0';
-      else if (c >= 'a' && c <= 'f') d = c - 'a' + 10;
-      else if (c >= 'A' && c <= 'F') d = c - 'A' + 10;
-      else return Error("bad \\u escape");
+      if (c >= '0' && c <= '9')
+        d = c - '0';
+      else if (c >= 'a' && c <= 'f')
+        d = c - 'a' + 10;
+      else if (c >= 'A' && c <= 'F')
+        d = c - 'A' + 10;
+      else
+        return Error("bad \\u escape");
       v = v * 16 + d;
       ++i_;
     }
@@ -151,14 +160,30 @@ class Parser {
       const char e = Peek();
       ++i_;
       switch (e) {
-        case '"': out->push_back('"'); break;
-        case '\\': out->push_back('\\'); break;
-        case '/': out->push_back('/'); break;
-        case 'b': out->push_back('\b'); break;
-        case 'f': out->push_back('\f'); break;
-        case 'n': out->push_back('\n'); break;
-        case 'r': out->push_back('\r'); break;
-        case 't': out->push_back('\t'); break;
+        case '"':
+          out->push_back('"');
+          break;
+        case '\\':
+          out->push_back('\\');
+          break;
+        case '/':
+          out->push_back('/');
+          break;
+        case 'b':
+          out->push_back('\b');
+          break;
+        case 'f':
+          out->push_back('\f');
+          break;
+        case 'n':
+          out->push_back('\n');
+          break;
+        case 'r':
+          out->push_back('\r');
+          break;
+        case 't':
+          out->push_back('\t');
+          break;
         case 'u': {
           uint32_t cp = 0;
           if (auto s = Hex4(&cp); !s.ok()) return s;
@@ -196,11 +221,21 @@ void AppendJsonString(absl::string_view s, std::string* out) {
   out->push_back('"');
   for (const char c : s) {
     switch (c) {
-      case '"': out->append("\\\""); break;
-      case '\\': out->append("\\\\"); break;
-      case '\n': out->append("\\n"); break;
-      case '\r': out->append("\\r"); break;
-      case '\t': out->append("\\t"); break;
+      case '"':
+        out->append("\\\"");
+        break;
+      case '\\':
+        out->append("\\\\");
+        break;
+      case '\n':
+        out->append("\\n");
+        break;
+      case '\r':
+        out->append("\\r");
+        break;
+      case '\t':
+        out->append("\\t");
+        break;
       default:
         if (static_cast<unsigned char>(c) < 0x20) {
           out->append("\\u00");

@@ -11,7 +11,9 @@ using ::testing::HasSubstr;
 
 TEST(FlatJsonTest, ParsesStringsNumbersBooleans) {
   ASSERT_OK_AND_ASSIGN(
-      auto f, ParseFlatObject(R"( {"a":"x\"y\u00e9\ud83d\ude00", "b" : 18446744073709551615, "c":true,"d":false} )"));
+      auto f,
+      ParseFlatObject(
+          R"( {"a":"x\"y\u00e9\ud83d\ude00", "b" : 18446744073709551615, "c":true,"d":false} )"));
   ASSERT_EQ(f.size(), 4u);
   EXPECT_EQ(f[0].str, "x\"y\xc3\xa9\xf0\x9f\x98\x80");
   EXPECT_EQ(f[1].uint, 18446744073709551615u);
@@ -47,7 +49,8 @@ TEST(FlatJsonTest, RejectsWithTheColumn) {
   for (const Case& c : cases) {
     auto r = ParseFlatObject(c.text);
     ASSERT_FALSE(r.ok()) << c.text;
-    EXPECT_THAT(std::string(r.status().message()), HasSubstr(c.error)) << c.text;
+    EXPECT_THAT(std::string(r.status().message()), HasSubstr(c.error))
+        << c.text;
   }
 }
 

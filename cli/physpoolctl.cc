@@ -67,12 +67,14 @@ int Simulate(const std::vector<std::string>& args) {
     }
   }
   if (path.empty()) {
-    std::fprintf(stderr, "Error: simulate needs a FILE (or - for standard input)\n");
+    std::fprintf(stderr,
+                 "Error: simulate needs a FILE (or - for standard input)\n");
     return 2;
   }
   std::FILE* in = path == "-" ? stdin : std::fopen(path.c_str(), "r");
   if (in == nullptr) {
-    std::fprintf(stderr, "Error: cannot open %s: %s\n", path.c_str(), std::strerror(errno));
+    std::fprintf(stderr, "Error: cannot open %s: %s\n", path.c_str(),
+                 std::strerror(errno));
     return 2;
   }
   physpool::cli::Simulator sim;
@@ -80,7 +82,8 @@ int Simulate(const std::vector<std::string>& args) {
   if (in != stdin) std::fclose(in);
   if (summary) std::fputs(sim.Summary().c_str(), stderr);
   if (!s.ok()) {
-    std::fprintf(stderr, "Error: %s: %s\n", path == "-" ? "<stdin>" : path.c_str(),
+    std::fprintf(stderr, "Error: %s: %s\n",
+                 path == "-" ? "<stdin>" : path.c_str(),
                  std::string(s.message()).c_str());
     return 1;
   }
@@ -101,6 +104,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (args[0] == "simulate") return Simulate({args.begin() + 1, args.end()});
-  std::fprintf(stderr, "Error: unknown command \"%s\"\n\n%s", args[0].c_str(), kUsage);
+  std::fprintf(stderr, "Error: unknown command \"%s\"\n\n%s", args[0].c_str(),
+               kUsage);
   return 2;
 }

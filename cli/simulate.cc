@@ -11,7 +11,8 @@
 namespace physpool::cli {
 namespace {
 
-void AppendFailure(absl::string_view id, const absl::Status& s, std::string* out) {
+void AppendFailure(absl::string_view id, const absl::Status& s,
+                   std::string* out) {
   out->append("{\"id\":");
   AppendJsonString(id, out);
   out->append(",\"ok\":false,\"code\":\"");
@@ -32,7 +33,8 @@ absl::Status Simulator::EnsurePool() {
 absl::Status Simulator::Apply(const TraceOp& op, std::string* out) {
   if (const auto* l = std::get_if<PoolLine>(&op)) {
     if (pool_) {
-      return absl::InvalidArgumentError("the pool line must come first, and only once");
+      return absl::InvalidArgumentError(
+          "the pool line must come first, and only once");
     }
     auto p = pglist::Pool::Create(l->options);
     if (!p.ok()) return absl::InvalidArgumentError(p.status().message());
@@ -67,7 +69,8 @@ absl::Status Simulator::Alloc(const AllocLine& l, std::string* out) {
       a = plan.status();
     }
   }
-  ++results_[absl::StrCat("alloc ", absl::StatusCodeToString(a.status().code()))];
+  ++results_[absl::StrCat("alloc ",
+                          absl::StatusCodeToString(a.status().code()))];
   if (!a.ok()) {
     AppendFailure(l.id, a.status(), out);
     return absl::OkStatus();
@@ -81,7 +84,8 @@ absl::Status Simulator::Alloc(const AllocLine& l, std::string* out) {
   absl::StrAppend(out, pglist::PathName(a->path));
   out->append("\",\"runs\":[");
   for (size_t i = 0; i < a->runs.size(); ++i) {
-    absl::StrAppend(out, i ? "," : "", "{\"iova\":", pool_->ToIova(a->runs[i].start),
+    absl::StrAppend(out, i ? "," : "",
+                    "{\"iova\":", pool_->ToIova(a->runs[i].start),
                     ",\"pages\":", a->runs[i].pages.value, "}");
   }
   out->append("],\"reclaimed\":[");
@@ -102,9 +106,11 @@ absl::Status Simulator::Free(const FreeLine& l, std::string* out) {
   auto it = live_.find(l.id);
   absl::Status s;
   if (it == live_.end()) {
-    s = absl::NotFoundError(reclaimed_.contains(l.id)
-                                ? absl::StrCat("\"", l.id, "\" was reclaimed by the aggressive path")
-                                : absl::StrCat("no live allocation \"", l.id, "\""));
+    s = absl::NotFoundError(
+        reclaimed_.contains(l.id)
+            ? absl::StrCat("\"", l.id,
+                           "\" was reclaimed by the aggressive path")
+            : absl::StrCat("no live allocation \"", l.id, "\""));
   } else {
     s = pool_->Free(it->second);
     names_.erase(it->second);
@@ -126,34 +132,44 @@ absl::Status Simulator::Control(const SegmentControlLine& l) {
     if (seg.spec.iova != l.iova) continue;
     absl::Status s;
     switch (l.action) {
-      case SegmentControlLine::Action::kDrain: s = pool_->DrainSegment(seg.id); break;
-      case SegmentControlLine::Action::kUndrain: s = pool_->UndrainSegment(seg.id); break;
-      case SegmentControlLine::Action::kRemove: s = pool_->RemoveSegment(seg.id); break;
+      case SegmentControlLine::Action::kDrain:
+        s = pool_->DrainSegment(seg.id);
+        break;
+      case SegmentControlLine::Action::kUndrain:
+        s = pool_->UndrainSegment(seg.id);
+        break;
+      case SegmentControlLine::Action::kRemove:
+        s = pool_->RemoveSegment(seg.id);
+        break;
     }
     if (!s.ok()) return absl::InvalidArgumentError(s.message());
     return absl::OkStatus();
   }
-  return absl::InvalidArgumentError(absl::StrCat("no segment starts at iova ", l.iova));
+  return absl::InvalidArgumentError(
+      absl::StrCat("no segment starts at iova ", l.iova));
 }
 
 std::string Simulator::Summary() const {
   std::string s;
-  std::vector<std::pair<std::string, uint64_t>> rows(results_.begin(), results_.end());
+  std::vector<std::pair<std::string, uint64_t>> rows(results_.begin(),
+                                                     results_.end());
   std::sort(rows.begin(), rows.end());
   for (const auto& [k, v] : rows) absl::StrAppend(&s, k, ": ", v, "\n");
   if (pool_) {
     const auto& st = pool_->stats();
-    for (auto [from, to] : {std::pair{pglist::Path::kContig, pglist::Path::kMulti},
-                            std::pair{pglist::Path::kSimple, pglist::Path::kAggressive},
-                            std::pair{pglist::Path::kContig, pglist::Path::kAggressive},
-                            std::pair{pglist::Path::kMulti, pglist::Path::kAggressive}}) {
-      absl::StrAppend(&s, "fallback ", pglist::PathName(from), "->", pglist::PathName(to),
-                      ": ", st.fallback(from, to), "\n");
+    for (auto [from, to] :
+         {std::pair{pglist::Path::kContig, pglist::Path::kMulti},
+          std::pair{pglist::Path::kSimple, pglist::Path::kAggressive},
+          std::pair{pglist::Path::kContig, pglist::Path::kAggressive},
+          std::pair{pglist::Path::kMulti, pglist::Path::kAggressive}}) {
+      absl::StrAppend(&s, "fallback ", pglist::PathName(from), "->",
+                      pglist::PathName(to), ": ", st.fallback(from, to), "\n");
     }
     absl::StrAppend(&s, "pages: ", pool_->total_pages().value, " total, ",
                     pool_->free_pages().value, " free\n");
     for (const auto& seg : pool_->Segments()) {
-      absl::StrAppend(&s, "segment iova=", seg.spec.iova, " free=", seg.free_pages.value,
+      absl::StrAppend(&s, "segment iova=", seg.spec.iova,
+                      " free=", seg.free_pages.value,
                       " used=", seg.used_pages.value,
                       " largest_free_run=", seg.largest_free_run.value,
                       seg.draining ? " draining" : "", "\n");
@@ -178,7 +194,8 @@ absl::Status Simulate(std::FILE* in, std::FILE* out, Simulator* sim) {
     auto op = ParseTraceLine(text);
     status = op.ok() ? sim->Apply(*op, &buf) : op.status();
     if (!status.ok()) {
-      status = absl::InvalidArgumentError(absl::StrCat("line ", lineno, ": ", status.message()));
+      status = absl::InvalidArgumentError(
+          absl::StrCat("line ", lineno, ": ", status.message()));
       break;
     }
     if (buf.size() > (1 << 20)) {
@@ -189,7 +206,8 @@ absl::Status Simulate(std::FILE* in, std::FILE* out, Simulator* sim) {
   std::free(line);
   std::fwrite(buf.data(), 1, buf.size(), out);
   std::fflush(out);
-  if (status.ok() && std::ferror(in)) status = absl::DataLossError("error reading the trace");
+  if (status.ok() && std::ferror(in))
+    status = absl::DataLossError("error reading the trace");
   return status;
 }
 

@@ -17,16 +17,20 @@ using Type = JsonField::Type;
 // that leftovers can be reported as unknown.
 class Fields {
  public:
-  explicit Fields(std::vector<JsonField> f) : f_(std::move(f)), used_(f_.size()) {}
+  explicit Fields(std::vector<JsonField> f)
+      : f_(std::move(f)), used_(f_.size()) {}
 
   absl::Status Uint(absl::string_view key, bool required, uint64_t* out) {
-    return Get(key, Type::kUint, required, [&](const JsonField& f) { *out = f.uint; });
+    return Get(key, Type::kUint, required,
+               [&](const JsonField& f) { *out = f.uint; });
   }
   absl::Status Bool(absl::string_view key, bool* out) {
-    return Get(key, Type::kBool, false, [&](const JsonField& f) { *out = f.boolean; });
+    return Get(key, Type::kBool, false,
+               [&](const JsonField& f) { *out = f.boolean; });
   }
   absl::Status String(absl::string_view key, bool required, std::string* out) {
-    return Get(key, Type::kString, required, [&](const JsonField& f) { *out = f.str; });
+    return Get(key, Type::kString, required,
+               [&](const JsonField& f) { *out = f.str; });
   }
   absl::Status NoneLeft(absl::string_view op) const {
     std::vector<std::string> unknown;
@@ -34,9 +38,9 @@ class Fields {
       if (!used_[i]) unknown.push_back(absl::StrCat("\"", f_[i].key, "\""));
     }
     if (unknown.empty()) return absl::OkStatus();
-    return absl::InvalidArgumentError(absl::StrCat(
-        "unknown field", unknown.size() > 1 ? "s " : " ", absl::StrJoin(unknown, ", "),
-        " for op \"", op, "\""));
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown field", unknown.size() > 1 ? "s " : " ",
+                     absl::StrJoin(unknown, ", "), " for op \"", op, "\""));
   }
 
  private:
@@ -46,8 +50,8 @@ class Fields {
       if (f_[i].key != key) continue;
       used_[i] = true;
       if (f_[i].type != type) {
-        static constexpr const char* kNames[] = {"a string", "an unsigned integer",
-                                                 "true or false"};
+        static constexpr const char* kNames[] = {
+            "a string", "an unsigned integer", "true or false"};
         return absl::InvalidArgumentError(absl::StrCat(
             "field \"", key, "\" must be ", kNames[static_cast<int>(type)]));
       }
@@ -55,7 +59,8 @@ class Fields {
       return absl::OkStatus();
     }
     if (required) {
-      return absl::InvalidArgumentError(absl::StrCat("missing field \"", key, "\""));
+      return absl::InvalidArgumentError(
+          absl::StrCat("missing field \"", key, "\""));
     }
     return absl::OkStatus();
   }
@@ -78,7 +83,8 @@ absl::StatusOr<TraceOp> Pool(Fields& f) {
     l.options.strategy = pglist::Strategy::kBigFirst;
   } else {
     return absl::InvalidArgumentError(absl::StrCat(
-        "field \"strategy\" must be \"address\" or \"bigfirst\", not \"", strategy, "\""));
+        "field \"strategy\" must be \"address\" or \"bigfirst\", not \"",
+        strategy, "\""));
   }
   l.options.reserve_pages = pglist::PageCount(reserve);
   return l;
@@ -92,8 +98,10 @@ absl::StatusOr<TraceOp> Segment(Fields& f) {
   RETURN_IF_ERROR(f.Uint("freelist", false, &freelist));
   RETURN_IF_ERROR(f.Uint("numa", false, &numa));
   RETURN_IF_ERROR(f.NoneLeft("segment"));
-  if (freelist > 255) return absl::InvalidArgumentError("field \"freelist\" must be <= 255");
-  if (numa > 65535) return absl::InvalidArgumentError("field \"numa\" must be <= 65535");
+  if (freelist > 255)
+    return absl::InvalidArgumentError("field \"freelist\" must be <= 255");
+  if (numa > 65535)
+    return absl::InvalidArgumentError("field \"numa\" must be <= 65535");
   l.spec.pages = pglist::PageCount(pages);
   l.spec.freelist = static_cast<uint32_t>(freelist);
   l.spec.numa = static_cast<int32_t>(numa);

@@ -14,22 +14,28 @@
 
 namespace physpool::cli {
 
-struct PoolLine { pglist::PoolOptions options; };
-struct SegmentLine { pglist::SegmentSpec spec; };
+struct PoolLine {
+  pglist::PoolOptions options;
+};
+struct SegmentLine {
+  pglist::SegmentSpec spec;
+};
 struct AllocLine {
   std::string id;
   pglist::Request req;
   bool reclaim = false;
 };
-struct FreeLine { std::string id; };
+struct FreeLine {
+  std::string id;
+};
 // Extensions for capacity planning: drain, undrain or remove the segment
 // whose IOVA start is `iova`.
 struct SegmentControlLine {
   enum class Action { kDrain, kUndrain, kRemove } action;
   pglist::Iova iova = 0;
 };
-using TraceOp =
-    std::variant<PoolLine, SegmentLine, AllocLine, FreeLine, SegmentControlLine>;
+using TraceOp = std::variant<PoolLine, SegmentLine, AllocLine, FreeLine,
+                             SegmentControlLine>;
 
 // Decodes one non-blank line. INVALID_ARGUMENT with the reason (column,
 // field) otherwise; the caller adds the line number.

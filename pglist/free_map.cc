@@ -52,7 +52,9 @@ void FreeMap::UpdateSummaries(uint64_t w, uint64_t old_word) {
   }
 }
 
-void FreeMap::MarkUsed(uint64_t begin, uint64_t end) { Mark(begin, end, false); }
+void FreeMap::MarkUsed(uint64_t begin, uint64_t end) {
+  Mark(begin, end, false);
+}
 
 void FreeMap::MarkFree(uint64_t begin, uint64_t end) { Mark(begin, end, true); }
 
@@ -69,7 +71,8 @@ void FreeMap::Mark(uint64_t begin, uint64_t end, bool free) {
   };
   ForEachWord(begin, std::min(end, first_full * 64), one);
   if (first_full < end_full) {
-    std::fill(words_.begin() + first_full, words_.begin() + end_full, free ? kAll : 0);
+    std::fill(words_.begin() + first_full, words_.begin() + end_full,
+              free ? kAll : 0);
     if (free) {
       any_free_.SetRange(first_full, end_full);
       any_used_.ClearRange(first_full, end_full);
@@ -95,7 +98,8 @@ uint64_t FreeMap::NextFree(uint64_t from, uint64_t limit) const {
     if (w == SummaryTree::kNone || (w << 6) >= limit) return limit;
     bits = words_[w];
   }
-  return std::min(limit, (w << 6) | static_cast<uint64_t>(__builtin_ctzll(bits)));
+  return std::min(limit,
+                  (w << 6) | static_cast<uint64_t>(__builtin_ctzll(bits)));
 }
 
 uint64_t FreeMap::NextUsed(uint64_t from, uint64_t limit) const {
@@ -107,7 +111,8 @@ uint64_t FreeMap::NextUsed(uint64_t from, uint64_t limit) const {
     if (w == SummaryTree::kNone || (w << 6) >= limit) return limit;
     bits = ~words_[w];
   }
-  return std::min(limit, (w << 6) | static_cast<uint64_t>(__builtin_ctzll(bits)));
+  return std::min(limit,
+                  (w << 6) | static_cast<uint64_t>(__builtin_ctzll(bits)));
 }
 
 uint64_t FreeMap::CountFree(uint64_t begin, uint64_t end) const {

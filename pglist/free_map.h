@@ -79,7 +79,7 @@ class FreeMap {
   std::vector<uint64_t> words_;  // bit set = page free; padding bits clear
   SummaryTree any_free_;         // words_[w] != 0
   SummaryTree any_used_;         // words_[w] != ~0
-  mutable RunIndex runs_;  // flushed lazily by the const queries
+  mutable RunIndex runs_;        // flushed lazily by the const queries
 };
 
 }  // namespace physpool::pglist

@@ -120,7 +120,8 @@ TEST(FreeMapTest, MatchesNaiveOnRandomPatterns) {
         if (k == len) want = s;
       }
       ASSERT_EQ(m.NextRun(from, len, limit), want)
-          << "from " << from << " len " << len << " limit " << limit << " n " << n;
+          << "from " << from << " len " << len << " limit " << limit << " n "
+          << n;
     }
   }
 }
@@ -131,7 +132,8 @@ TEST(FreeMapTest, AtMostTwoBitsPerPage) {
     EXPECT_LE(m.MetadataBytes() * 8, 2 * pages + 3 * 64 * 8) << pages;
   }
   FreeMap big(uint64_t{1} << 26);
-  EXPECT_LT(static_cast<double>(big.MetadataBytes() * 8) / (uint64_t{1} << 26), 1.25);
+  EXPECT_LT(static_cast<double>(big.MetadataBytes() * 8) / (uint64_t{1} << 26),
+            1.25);
 }
 
 }  // namespace

@@ -9,23 +9,34 @@ constexpr char kReasonUrl[] = "type.physpool.dev/physpool.pglist.FailReason";
 
 absl::string_view PathName(Path p) {
   switch (p) {
-    case Path::kSimple: return "simple";
-    case Path::kContig: return "contig";
-    case Path::kMulti: return "multi";
-    case Path::kAggressive: return "aggressive";
-    case Path::kClaim: return "claim";
+    case Path::kSimple:
+      return "simple";
+    case Path::kContig:
+      return "contig";
+    case Path::kMulti:
+      return "multi";
+    case Path::kAggressive:
+      return "aggressive";
+    case Path::kClaim:
+      return "claim";
   }
   return "unknown";
 }
 
 absl::string_view FailReasonName(FailReason r) {
   switch (r) {
-    case FailReason::kNone: return "none";
-    case FailReason::kInvalid: return "invalid";
-    case FailReason::kReserve: return "reserve";
-    case FailReason::kNoSpace: return "no_space";
-    case FailReason::kNeverFits: return "never_fits";
-    case FailReason::kNoReclaim: return "no_reclaim";
+    case FailReason::kNone:
+      return "none";
+    case FailReason::kInvalid:
+      return "invalid";
+    case FailReason::kReserve:
+      return "reserve";
+    case FailReason::kNoSpace:
+      return "no_space";
+    case FailReason::kNeverFits:
+      return "never_fits";
+    case FailReason::kNoReclaim:
+      return "no_reclaim";
   }
   return "unknown";
 }

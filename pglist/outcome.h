@@ -5,10 +5,10 @@
 #define PHYSPOOL_PGLIST_OUTCOME_H_
 
 #include <cstdint>
-#include "absl/strings/string_view.h"
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 #include "pglist/units.h"
 
 namespace physpool::pglist {
@@ -24,11 +24,11 @@ absl::string_view PathName(Path p);
 
 enum class FailReason : uint8_t {
   kNone,
-  kInvalid,     // the request is malformed (INVALID_ARGUMENT)
-  kReserve,     // it would dip into the reserve (RESOURCE_EXHAUSTED)
-  kNoSpace,     // no placement now; frees could make one (RESOURCE_EXHAUSTED)
-  kNeverFits,   // no placement even in an empty pool of these segments
-  kNoReclaim,   // aggressive: no window can be formed by reclaiming
+  kInvalid,    // the request is malformed (INVALID_ARGUMENT)
+  kReserve,    // it would dip into the reserve (RESOURCE_EXHAUSTED)
+  kNoSpace,    // no placement now; frees could make one (RESOURCE_EXHAUSTED)
+  kNeverFits,  // no placement even in an empty pool of these segments
+  kNoReclaim,  // aggressive: no window can be formed by reclaiming
 };
 inline constexpr int kNumFailReasons = 6;
 absl::string_view FailReasonName(FailReason r);

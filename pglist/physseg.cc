@@ -12,7 +12,7 @@ PhysSeg::PhysSeg(SegmentId id, const SegmentSpec& spec, uint64_t page_size)
       base_(Pfn(spec.iova / page_size)),
       avail_begin_(base_ + PageCount(spec.avail_begin)),
       avail_end_(base_ + PageCount(spec.avail_end != 0 ? spec.avail_end
-                                                        : spec.pages.value)),
+                                                       : spec.pages.value)),
       map_(spec.pages.value),
       hint_(avail_begin_) {
   map_.MarkUsed(0, Off(avail_begin_));
@@ -63,7 +63,8 @@ void PhysSeg::Gather(uint64_t from, uint64_t to, PageCount want,
     const uint64_t a = base_.value + map_.NextFree(Off(Pfn(pos)), Off(Pfn(to)));
     if (a >= to) return;
     const uint64_t limit = std::min(to, a + (want - *taken).value);
-    const uint64_t b = base_.value + map_.NextUsed(Off(Pfn(a)), Off(Pfn(limit)));
+    const uint64_t b =
+        base_.value + map_.NextUsed(Off(Pfn(a)), Off(Pfn(limit)));
     const PageRun r{Pfn(a), PageCount(b - a)};
     Take(r);
     out->push_back(r);
@@ -84,13 +85,15 @@ PageCount PhysSeg::TakeNextFit(const Constraints& c, PageCount want,
   return taken;
 }
 
-void PhysSeg::Take(const PageRun& r) { map_.MarkUsed(Off(r.start), Off(r.end())); }
+void PhysSeg::Take(const PageRun& r) {
+  map_.MarkUsed(Off(r.start), Off(r.end()));
+}
 
 absl::Status PhysSeg::Release(const PageRun& r) {
   if (!Holds(r)) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "run [pfn ", r.start.value, " +", r.pages.value,
-        ") is not inside the available range of segment ", id_));
+    return absl::FailedPreconditionError(
+        absl::StrCat("run [pfn ", r.start.value, " +", r.pages.value,
+                     ") is not inside the available range of segment ", id_));
   }
   if (!IsUsed(r)) {
     return absl::FailedPreconditionError(absl::StrCat(

@@ -19,8 +19,8 @@ using SegmentId = uint32_t;
 
 // What a segment is made of, as its memory source declares it.
 struct SegmentSpec {
-  Iova iova = 0;        // a multiple of the pool's page size
-  PageCount pages;      // > 0
+  Iova iova = 0;          // a multiple of the pool's page size
+  PageCount pages;        // > 0
   uint32_t freelist = 0;  // priority class: lists are tried 0, 1, 2, ...
   int32_t numa = 0;
   // Pages [avail_begin, avail_end) of the segment may be allocated; the rest

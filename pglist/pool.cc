@@ -9,11 +9,16 @@
 namespace physpool::pglist {
 namespace {
 
-std::string Describe(const Constraints& c) {
-  return absl::StrCat(c.pages.value, " pages (alignment ", c.align,
-                      " pages, boundary ", c.boundary, " pages, window pfn [",
-                      c.low.value, ", ", c.high.value, "), at most ",
-                      c.max_runs, " runs)");
+// The request in an operator's terms, for error messages.
+std::string Describe(const Constraints& c, uint64_t ps) {
+  const bool unbounded = c.high.value == kMaxIova / ps + 1;
+  return absl::StrCat(
+      c.pages.value, " pages (alignment ", c.align * ps, ", boundary ",
+      c.boundary == 0 ? "none" : absl::StrCat(c.boundary * ps), ", window [",
+      c.low.value * ps, ", ",
+      unbounded ? "unbounded" : absl::StrCat(c.high.value * ps), "), ",
+      c.max_runs == 0 ? "any number of" : absl::StrCat("at most ", c.max_runs),
+      " runs)");
 }
 
 // Sorts runs by address. With `join`, joins neighbours that lie in the same
@@ -21,8 +26,9 @@ std::string Describe(const Constraints& c) {
 // touch were cut at a boundary multiple and must stay apart.
 std::vector<PageRun> Canonical(std::vector<PageRun> runs, bool join,
                                const std::function<PhysSeg*(Pfn)>& seg_of) {
-  std::sort(runs.begin(), runs.end(),
-            [](const PageRun& a, const PageRun& b) { return a.start < b.start; });
+  std::sort(runs.begin(), runs.end(), [](const PageRun& a, const PageRun& b) {
+    return a.start < b.start;
+  });
   std::vector<PageRun> out;
   for (const PageRun& r : runs) {
     if (join && !out.empty() && out.back().end() == r.start &&
@@ -40,9 +46,9 @@ std::vector<PageRun> Canonical(std::vector<PageRun> runs, bool join,
 absl::StatusOr<Pool> Pool::Create(const PoolOptions& options) {
   if (!IsPowerOfTwo(options.page_size) || options.page_size < 4096 ||
       options.page_size > (uint64_t{1} << 30)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "page_size ", options.page_size,
-        " must be a power of two from 4096 to 1073741824"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("page_size ", options.page_size,
+                     " must be a power of two from 4096 to 1073741824"));
   }
   return Pool(options);
 }
@@ -52,21 +58,23 @@ absl::StatusOr<Pool> Pool::Create(const PoolOptions& options) {
 absl::StatusOr<SegmentId> Pool::AddSegment(const SegmentSpec& spec) {
   const uint64_t ps = opts_.page_size;
   if (spec.iova % ps != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "segment iova ", spec.iova, " is not a multiple of the page size ", ps));
+    return absl::InvalidArgumentError(
+        absl::StrCat("segment iova ", spec.iova,
+                     " is not a multiple of the page size ", ps));
   }
   if (spec.pages.value == 0 || spec.pages.value > kMaxSegmentPages) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "segment pages ", spec.pages.value, " must be in [1, ",
-        kMaxSegmentPages, "]"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("segment pages ", spec.pages.value, " must be in [1, ",
+                     kMaxSegmentPages, "]"));
   }
   const auto bytes = CheckedMul(spec.pages.value, ps);
   if (!bytes || !CheckedAdd(spec.iova, *bytes)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "segment at iova ", spec.iova, " with ", spec.pages.value,
-        " pages ends past 2^64"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("segment at iova ", spec.iova, " with ", spec.pages.value,
+                     " pages ends past 2^64"));
   }
-  const uint64_t avail_end = spec.avail_end != 0 ? spec.avail_end : spec.pages.value;
+  const uint64_t avail_end =
+      spec.avail_end != 0 ? spec.avail_end : spec.pages.value;
   if (spec.avail_begin >= avail_end || avail_end > spec.pages.value) {
     return absl::InvalidArgumentError(absl::StrCat(
         "segment available range [", spec.avail_begin, ", ", avail_end,
@@ -77,8 +85,9 @@ absl::StatusOr<SegmentId> Pool::AddSegment(const SegmentSpec& spec) {
   auto next = by_base_.lower_bound(base);
   if (next != by_base_.end() &&
       range.Overlaps({next->second->base(), next->second->spec().pages})) {
-    return absl::AlreadyExistsError(absl::StrCat(
-        "segment at iova ", spec.iova, " overlaps segment ", next->second->id()));
+    return absl::AlreadyExistsError(absl::StrCat("segment at iova ", spec.iova,
+                                                 " overlaps segment ",
+                                                 next->second->id()));
   }
   if (next != by_base_.begin()) {
     const PhysSeg* prev = std::prev(next)->second;
@@ -141,8 +150,9 @@ absl::Status Pool::RemoveSegment(SegmentId id) {
   PhysSeg* s = SegmentById(id);
   if (s == nullptr) return absl::NotFoundError(absl::StrCat("no segment ", id));
   if (s->used_pages().value != 0) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "segment ", id, " still has ", s->used_pages().value, " pages allocated"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("segment ", id, " still has ", s->used_pages().value,
+                     " pages allocated"));
   }
   by_base_.erase(s->base());
   segs_.erase(std::find_if(segs_.begin(), segs_.end(),
@@ -155,7 +165,8 @@ std::vector<SegmentInfo> Pool::Segments() const {
   std::vector<SegmentInfo> out;
   for (const PhysSeg* s : order_) {
     out.push_back({s->id(), s->spec(), s->avail(), s->free_pages(),
-                   s->used_pages(), s->LargestFreeRun(), s->hint(), s->draining()});
+                   s->used_pages(), s->LargestFreeRun(), s->hint(),
+                   s->draining()});
   }
   return out;
 }
@@ -178,7 +189,8 @@ bool Pool::NeverFits(const Constraints& c) const {
     if (lo >= hi) continue;
     capacity += hi - lo;
     uint64_t cand = c.AlignUp(lo);
-    if (c.CrossesBoundary(cand, c.pages.value)) cand = c.AlignUp(c.NextCell(cand));
+    if (c.CrossesBoundary(cand, c.pages.value))
+      cand = c.AlignUp(c.NextCell(cand));
     one_run_fits |= cand + c.pages.value <= hi;
   }
   uint64_t usable = capacity;
@@ -195,14 +207,14 @@ absl::Status Pool::CheckCapacity(const Constraints& c) const {
   const uint64_t free = allocatable_free_pages().value;
   const uint64_t n = c.pages.value;
   if (free < n) {
-    return FailWith(absl::StatusCode::kResourceExhausted, FailReason::kNoSpace,
-                    absl::StrCat("no memory: ", n, " pages requested, ", free,
-                                 " free"));
+    return FailWith(
+        absl::StatusCode::kResourceExhausted, FailReason::kNoSpace,
+        absl::StrCat("no memory: ", n, " pages requested, ", free, " free"));
   }
   if (!c.privileged && free - n < opts_.reserve_pages.value) {
     return FailWith(absl::StatusCode::kResourceExhausted, FailReason::kReserve,
-                    absl::StrCat("reserve: ", n, " pages would leave ", free - n,
-                                 " free, below the reserve of ",
+                    absl::StrCat("reserve: ", n, " pages would leave ",
+                                 free - n, " free, below the reserve of ",
                                  opts_.reserve_pages.value));
   }
   return absl::OkStatus();
@@ -247,12 +259,14 @@ std::optional<std::vector<PageRun>> Pool::TryMulti(const Constraints& c) {
     if (s->draining()) continue;
     s->ForEachSlot(c, [&](const PageRun& r) { slots.push_back(r); });
   }
-  std::stable_sort(slots.begin(), slots.end(),
-                   [](const PageRun& a, const PageRun& b) { return a.pages > b.pages; });
+  std::stable_sort(
+      slots.begin(), slots.end(),
+      [](const PageRun& a, const PageRun& b) { return a.pages > b.pages; });
   std::vector<PageRun> runs;
   PageCount left = c.pages;
   for (const PageRun& slot : slots) {
-    if (left.value == 0 || (c.max_runs != 0 && runs.size() == c.max_runs)) break;
+    if (left.value == 0 || (c.max_runs != 0 && runs.size() == c.max_runs))
+      break;
     runs.push_back({slot.start, std::min(slot.pages, left)});
     left -= runs.back().pages;
   }
@@ -261,7 +275,8 @@ std::optional<std::vector<PageRun>> Pool::TryMulti(const Constraints& c) {
   return runs;
 }
 
-Allocation& Pool::Record(std::vector<PageRun> runs, Path path, bool preemptible) {
+Allocation& Pool::Record(std::vector<PageRun> runs, Path path,
+                         bool preemptible) {
   const AllocationId id = next_id_++;
   Allocation& a = allocs_[id];
   a.id = id;
@@ -281,30 +296,38 @@ absl::StatusOr<Allocation> Pool::Allocate(const Request& req) {
   auto c = Normalize(req, opts_.page_size);
   // An invalid request is counted on the path its fields point to.
   const uint64_t pages = req.bytes / opts_.page_size + 1;
-  const bool simple = c.ok() ? c->Simple()
-                             : req.alignment <= opts_.page_size && req.boundary == 0 &&
-                                   (req.max_segments == 0 || req.max_segments >= pages);
+  const bool simple =
+      c.ok() ? c->Simple()
+             : req.alignment <= opts_.page_size && req.boundary == 0 &&
+                   (req.max_segments == 0 || req.max_segments >= pages);
   const Path path = simple ? Path::kSimple : Path::kContig;
   ++stats_.at(path).attempts;
   if (!c.ok()) {
-    return Fail(path, c.status().code(), FailReason::kInvalid, c.status().message());
+    return Fail(path, c.status().code(), FailReason::kInvalid,
+                c.status().message());
   }
   if (NeverFits(*c)) {
-    return Fail(path, absl::StatusCode::kResourceExhausted, FailReason::kNeverFits,
-                absl::StrCat("never fits: no layout of the allocatable segments",
-                             " (less the reserve) can hold ", Describe(*c)));
+    return Fail(
+        path, absl::StatusCode::kResourceExhausted, FailReason::kNeverFits,
+        absl::StrCat("never fits: no layout of the allocatable segments",
+                     " (less the reserve) can hold ",
+                     Describe(*c, opts_.page_size)));
   }
   if (auto s = CheckCapacity(*c); !s.ok()) {
     ++stats_.at(path).failures[static_cast<int>(FailReasonOf(s))];
     return s;
   }
   if (path == Path::kSimple) {
-    if (auto runs = TrySimple(*c)) return Record(std::move(*runs), path, c->preemptible);
+    if (auto runs = TrySimple(*c))
+      return Record(std::move(*runs), path, c->preemptible);
   } else {
-    if (auto runs = TryContig(*c)) return Record(std::move(*runs), path, c->preemptible);
+    if (auto runs = TryContig(*c))
+      return Record(std::move(*runs), path, c->preemptible);
     if (c->max_runs != 1) {
-      ++stats_.at(Path::kContig).failures[static_cast<int>(FailReason::kNoSpace)];
-      ++stats_.fallbacks[static_cast<int>(Path::kContig)][static_cast<int>(Path::kMulti)];
+      ++stats_.at(Path::kContig)
+            .failures[static_cast<int>(FailReason::kNoSpace)];
+      ++stats_.fallbacks[static_cast<int>(Path::kContig)]
+                        [static_cast<int>(Path::kMulti)];
       ++stats_.at(Path::kMulti).attempts;
       if (auto runs = TryMulti(*c)) {
         return Record(std::move(*runs), Path::kMulti, c->preemptible);
@@ -312,21 +335,22 @@ absl::StatusOr<Allocation> Pool::Allocate(const Request& req) {
       return Fail(Path::kMulti, absl::StatusCode::kResourceExhausted,
                   FailReason::kNoSpace,
                   absl::StrCat("no space: no placement in free memory for ",
-                               Describe(*c)));
+                               Describe(*c, opts_.page_size)));
     }
   }
   return Fail(path, absl::StatusCode::kResourceExhausted, FailReason::kNoSpace,
               absl::StrCat("no space: no placement in free memory for ",
-                           Describe(*c)));
+                           Describe(*c, opts_.page_size)));
 }
 
 absl::StatusOr<ReclaimPlan> Pool::PlanReclaim(const Request& req) {
   auto c = Normalize(req, opts_.page_size);
   if (c.ok()) {
-    const Path from = c->Simple()            ? Path::kSimple
+    const Path from = c->Simple()        ? Path::kSimple
                       : c->max_runs != 1 ? Path::kMulti
-                                             : Path::kContig;
-    ++stats_.fallbacks[static_cast<int>(from)][static_cast<int>(Path::kAggressive)];
+                                         : Path::kContig;
+    ++stats_.fallbacks[static_cast<int>(from)]
+                      [static_cast<int>(Path::kAggressive)];
   }
   ++stats_.at(Path::kAggressive).attempts;
   if (!c.ok()) {
@@ -345,7 +369,7 @@ absl::StatusOr<ReclaimPlan> Pool::PlanReclaim(const Request& req) {
     return Fail(Path::kAggressive, absl::StatusCode::kResourceExhausted,
                 FailReason::kNoReclaim,
                 absl::StrCat("no reclaim: no window of free and preemptible",
-                             " pages admits ", Describe(*c)));
+                             " pages admits ", Describe(*c, opts_.page_size)));
   }
   ReclaimPlan plan;
   plan.window = {best->start, c->pages};
@@ -363,7 +387,8 @@ absl::StatusOr<ReclaimPlan> Pool::PlanReclaim(const Request& req) {
   std::sort(plan.victims.begin(), plan.victims.end());
   plan.victims.erase(std::unique(plan.victims.begin(), plan.victims.end()),
                      plan.victims.end());
-  for (AllocationId v : plan.victims) victim_pages += allocs_.at(v).pages().value;
+  for (AllocationId v : plan.victims)
+    victim_pages += allocs_.at(v).pages().value;
   const uint64_t free_after =
       allocatable_free_pages().value + victim_pages - c->pages.value;
   if (!c->privileged && free_after < opts_.reserve_pages.value) {
@@ -380,7 +405,8 @@ absl::StatusOr<Allocation> Pool::CommitReclaim(const Request& req,
                                                const ReclaimPlan& plan) {
   auto stale = [&](absl::string_view why) {
     return Fail(Path::kAggressive, absl::StatusCode::kFailedPrecondition,
-                FailReason::kNoReclaim, absl::StrCat("stale reclaim plan: ", why));
+                FailReason::kNoReclaim,
+                absl::StrCat("stale reclaim plan: ", why));
   };
   auto c = Normalize(req, opts_.page_size);
   if (!c.ok()) {
@@ -397,7 +423,8 @@ absl::StatusOr<Allocation> Pool::CommitReclaim(const Request& req,
   for (AllocationId v : plan.victims) {
     const Allocation* a = Find(v);
     if (a == nullptr || !a->preemptible) {
-      return stale(absl::StrCat("allocation ", v, " is gone or not preemptible"));
+      return stale(
+          absl::StrCat("allocation ", v, " is gone or not preemptible"));
     }
     for (const PageRun& r : a->runs) {
       if (!r.Overlaps(w)) continue;
@@ -406,8 +433,8 @@ absl::StatusOr<Allocation> Pool::CommitReclaim(const Request& req,
       victim_pages_in_window += (e - s).value;
     }
   }
-  const uint64_t used = w.pages.value -
-                        seg->map().CountFree(seg->Off(w.start), seg->Off(w.end()));
+  const uint64_t used = w.pages.value - seg->map().CountFree(seg->Off(w.start),
+                                                             seg->Off(w.end()));
   if (used != victim_pages_in_window) {
     return stale("the window holds pages of allocations not in the plan");
   }
@@ -422,8 +449,9 @@ absl::StatusOr<Allocation> Pool::CommitReclaim(const Request& req,
 absl::StatusOr<Allocation> Pool::Claim(absl::Span<const PageRun> runs,
                                        bool preemptible) {
   std::vector<PageRun> sorted(runs.begin(), runs.end());
-  std::sort(sorted.begin(), sorted.end(),
-            [](const PageRun& a, const PageRun& b) { return a.start < b.start; });
+  std::sort(
+      sorted.begin(), sorted.end(),
+      [](const PageRun& a, const PageRun& b) { return a.start < b.start; });
   if (sorted.empty()) return absl::InvalidArgumentError("claim of no runs");
   for (size_t i = 0; i < sorted.size(); ++i) {
     const PageRun& r = sorted[i];
@@ -434,8 +462,8 @@ absl::StatusOr<Allocation> Pool::Claim(absl::Span<const PageRun> runs,
           ") is empty or not inside one segment's available range"));
     }
     if (i > 0 && sorted[i - 1].Overlaps(r)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "runs overlap at pfn ", r.start.value));
+      return absl::InvalidArgumentError(
+          absl::StrCat("runs overlap at pfn ", r.start.value));
     }
     if (!s->IsFree(r)) {
       return absl::FailedPreconditionError(absl::StrCat(
@@ -454,10 +482,11 @@ absl::Status Pool::Free(AllocationId id) {
   }
   for (const PageRun& r : it->second.runs) {
     PhysSeg* s = FindSegment(r.start);
-    absl::Status st = s == nullptr ? absl::InternalError("no segment") : s->Release(r);
+    absl::Status st =
+        s == nullptr ? absl::InternalError("no segment") : s->Release(r);
     if (!st.ok()) {
-      return absl::InternalError(absl::StrCat("allocation ", id,
-                                              " is inconsistent: ", st.message()));
+      return absl::InternalError(
+          absl::StrCat("allocation ", id, " is inconsistent: ", st.message()));
     }
     if (it->second.preemptible) preempt_.erase(r.start);
   }
@@ -507,9 +536,9 @@ absl::Status Pool::Verify() const {
     for (const PageRun& r : a.runs) {
       const PhysSeg* s = FindSegment(r.start);
       if (s == nullptr || !s->Holds(r) || !s->IsUsed(r)) {
-        return absl::InternalError(absl::StrCat(
-            "allocation ", id, " run at pfn ", r.start.value,
-            " is outside a segment or not marked used"));
+        return absl::InternalError(
+            absl::StrCat("allocation ", id, " run at pfn ", r.start.value,
+                         " is outside a segment or not marked used"));
       }
       used[s] += r.pages.value;
       all.emplace_back(r, id);
@@ -518,8 +547,8 @@ absl::Status Pool::Verify() const {
         auto it = preempt_.find(r.start);
         if (it == preempt_.end() || it->second.id != id ||
             it->second.pages != r.pages) {
-          return absl::InternalError(absl::StrCat(
-              "preemptible index misses allocation ", id));
+          return absl::InternalError(
+              absl::StrCat("preemptible index misses allocation ", id));
         }
       }
     }
@@ -533,16 +562,17 @@ absl::Status Pool::Verify() const {
   for (size_t i = 1; i < all.size(); ++i) {
     if (all[i - 1].first.Overlaps(all[i].first)) {
       return absl::InternalError(absl::StrCat("allocations ", all[i - 1].second,
-                                              " and ", all[i].second, " overlap"));
+                                              " and ", all[i].second,
+                                              " overlap"));
     }
   }
   for (const auto& s : segs_) {
     const uint64_t want = used.contains(s.get()) ? used[s.get()] : 0;
     if (s->used_pages().value != want ||
         s->free_pages() + s->used_pages() != s->avail().pages) {
-      return absl::InternalError(absl::StrCat(
-          "segment ", s->id(), " marks ", s->used_pages().value,
-          " pages used but allocations hold ", want));
+      return absl::InternalError(
+          absl::StrCat("segment ", s->id(), " marks ", s->used_pages().value,
+                       " pages used but allocations hold ", want));
     }
   }
   return absl::OkStatus();

@@ -113,11 +113,11 @@ class Pool {
     return allocs_;
   }
   const PoolStats& stats() const { return stats_; }
-  PageCount total_pages() const;   // available pages of all segments
-  PageCount free_pages() const;    // free pages of all segments
+  PageCount total_pages() const;  // available pages of all segments
+  PageCount free_pages() const;   // free pages of all segments
   // Free pages of segments that are not draining.
   PageCount allocatable_free_pages() const;
-  size_t MetadataBytes() const;    // free maps and summaries
+  size_t MetadataBytes() const;  // free maps and summaries
 
   // Checks every invariant (allocations inside segments and marked used, no
   // two overlapping, used pages == allocated pages per segment, the
@@ -141,8 +141,8 @@ class Pool {
 
   PoolOptions opts_;
   std::vector<std::unique_ptr<PhysSeg>> segs_;
-  std::vector<PhysSeg*> order_;        // allocation order
-  std::map<Pfn, PhysSeg*> by_base_;    // lookup by page
+  std::vector<PhysSeg*> order_;      // allocation order
+  std::map<Pfn, PhysSeg*> by_base_;  // lookup by page
   SegmentId next_segment_id_ = 0;
   absl::flat_hash_map<AllocationId, Allocation> allocs_;
   PreemptMap preempt_;

@@ -2,8 +2,8 @@
 // reference model, compared after every operation. PHYSPOOL_PROPERTY_OPS sets
 // the total number of operations (default 1,000,000).
 #include <cstdlib>
-#include <string>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -35,7 +35,8 @@ TEST(PoolPropertyTest, MatchesTheReferenceModel) {
   // The programs must reach every path and every way to fail, or the
   // comparison proves little.
   const PoolStats& st = totals.stats;
-  for (Path p : {Path::kSimple, Path::kContig, Path::kMulti, Path::kAggressive}) {
+  for (Path p :
+       {Path::kSimple, Path::kContig, Path::kMulti, Path::kAggressive}) {
     const PathCounters& c = st.at(p);
     std::printf("  %-10s attempts %8llu successes %8llu\n",
                 std::string(PathName(p)).c_str(),
@@ -48,9 +49,11 @@ TEST(PoolPropertyTest, MatchesTheReferenceModel) {
     for (const auto& c : st.paths) n += c.failures[static_cast<int>(r)];
     return n;
   };
-  for (FailReason r : {FailReason::kInvalid, FailReason::kReserve, FailReason::kNoSpace,
-                       FailReason::kNeverFits, FailReason::kNoReclaim}) {
-    std::printf("  failures %-10s %8llu\n", std::string(FailReasonName(r)).c_str(),
+  for (FailReason r :
+       {FailReason::kInvalid, FailReason::kReserve, FailReason::kNoSpace,
+        FailReason::kNeverFits, FailReason::kNoReclaim}) {
+    std::printf("  failures %-10s %8llu\n",
+                std::string(FailReasonName(r)).c_str(),
                 static_cast<unsigned long long>(failures(r)));
     EXPECT_GT(failures(r), 0u) << FailReasonName(r);
   }

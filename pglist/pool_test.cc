@@ -27,7 +27,8 @@ Request Req(uint64_t pages) {
   return r;
 }
 
-Request Contig(uint64_t pages, uint64_t align_pages = 1, uint64_t boundary_pages = 0) {
+Request Contig(uint64_t pages, uint64_t align_pages = 1,
+               uint64_t boundary_pages = 0) {
   Request r = Req(pages);
   r.alignment = align_pages * kPs;
   r.boundary = boundary_pages * kPs;
@@ -35,7 +36,9 @@ Request Contig(uint64_t pages, uint64_t align_pages = 1, uint64_t boundary_pages
   return r;
 }
 
-PageRun R(uint64_t start, uint64_t pages) { return {Pfn(start), PageCount(pages)}; }
+PageRun R(uint64_t start, uint64_t pages) {
+  return {Pfn(start), PageCount(pages)};
+}
 
 Pool MakePool(const std::vector<SegmentSpec>& segs, PoolOptions opts = {}) {
   Pool pool = *Pool::Create(opts);
@@ -202,19 +205,25 @@ TEST(PoolTest, DoubleFreesAndForeignRunsAreErrors) {
   EXPECT_THAT(pool.Free(a.id), StatusIs(absl::StatusCode::kNotFound));
   EXPECT_THAT(pool.Free(12345), StatusIs(absl::StatusCode::kNotFound));
   // Claiming: outside any segment, overlapping itself, already in use.
-  EXPECT_THAT(pool.Claim({R(40, 2)}, false), StatusIs(absl::StatusCode::kInvalidArgument));
-  EXPECT_THAT(pool.Claim({R(14, 4)}, false), StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(pool.Claim({R(40, 2)}, false),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(pool.Claim({R(14, 4)}, false),
+              StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_THAT(pool.Claim({R(2, 2), R(3, 2)}, false),
               StatusIs(absl::StatusCode::kInvalidArgument));
   ASSERT_OK_AND_ASSIGN(Allocation c, pool.Claim({R(2, 2), R(8, 1)}, false));
-  EXPECT_THAT(pool.Claim({R(3, 1)}, false), StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_THAT(pool.Claim({R(3, 1)}, false),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
   ASSERT_OK(pool.Verify());
   // A segment refuses to free pages that are free or outside it.
   PhysSeg seg(0, Seg(0, 16), kPs);
-  EXPECT_THAT(seg.Release(R(0, 1)), StatusIs(absl::StatusCode::kFailedPrecondition));
-  EXPECT_THAT(seg.Release(R(15, 2)), StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_THAT(seg.Release(R(0, 1)),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_THAT(seg.Release(R(15, 2)),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
   seg.Take(R(0, 4));
-  EXPECT_THAT(seg.Release(R(2, 4)), StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_THAT(seg.Release(R(2, 4)),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
   EXPECT_OK(seg.Release(R(0, 4)));
   EXPECT_EQ(seg.free_pages(), PageCount(16));
   ASSERT_OK(pool.Free(c.id));
@@ -225,16 +234,20 @@ TEST(PoolTest, AddSegmentValidates) {
   SegmentSpec s = Seg(0, 4);
   s.iova = 100;  // not page aligned
   EXPECT_THAT(pool.AddSegment(s), StatusIs(absl::StatusCode::kInvalidArgument));
-  EXPECT_THAT(pool.AddSegment(Seg(0, 0)), StatusIs(absl::StatusCode::kInvalidArgument));
-  EXPECT_THAT(pool.AddSegment(Seg(110, 16)), StatusIs(absl::StatusCode::kAlreadyExists));
-  EXPECT_THAT(pool.AddSegment(Seg(90, 11)), StatusIs(absl::StatusCode::kAlreadyExists));
+  EXPECT_THAT(pool.AddSegment(Seg(0, 0)),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(pool.AddSegment(Seg(110, 16)),
+              StatusIs(absl::StatusCode::kAlreadyExists));
+  EXPECT_THAT(pool.AddSegment(Seg(90, 11)),
+              StatusIs(absl::StatusCode::kAlreadyExists));
   EXPECT_OK(pool.AddSegment(Seg(90, 10)));  // adjacent is fine
   EXPECT_THAT(pool.AddSegment(Seg((uint64_t{1} << 52) - 2, 4)),
               StatusIs(absl::StatusCode::kInvalidArgument));  // past 2^64
   SegmentSpec bad_avail = Seg(500, 8);
   bad_avail.avail_begin = 6;
   bad_avail.avail_end = 4;
-  EXPECT_THAT(pool.AddSegment(bad_avail), StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(pool.AddSegment(bad_avail),
+              StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_THAT(Pool::Create(PoolOptions{1000, Strategy::kAddress, {}}),
               StatusIs(absl::StatusCode::kInvalidArgument));
 }
@@ -261,8 +274,8 @@ TEST(PoolTest, MultiRunsUseTheFewestRunsEachAligned) {
   Request aligned = Req(6);
   aligned.alignment = 4 * kPs;
   aligned.max_segments = 3;
-  // Left: [2, 6) and [20, 22) and [30, 32): aligned starts 4, 20 -> 2 + 2 pages,
-  // 30 is not aligned to 4.
+  // Left: [2, 6) and [20, 22) and [30, 32): aligned starts 4, 20 -> 2 + 2
+  // pages, 30 is not aligned to 4.
   EXPECT_EQ(ReasonOf(pool.Allocate(aligned)), FailReason::kNoSpace);
   aligned.bytes = 4 * kPs;
   ASSERT_OK_AND_ASSIGN(Allocation b, pool.Allocate(aligned));
@@ -297,17 +310,20 @@ TEST(PoolTest, CountsPathsFailuresAndFallbacks) {
   Pool pool = MakePool({Seg(0, 16)});
   ASSERT_OK(pool.Allocate(Req(4)).status());
   ASSERT_OK(pool.Allocate(Contig(4)).status());
-  EXPECT_THAT(pool.Allocate(Req(0)), StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(pool.Allocate(Req(0)),
+              StatusIs(absl::StatusCode::kInvalidArgument));
   Request multi = Req(9);
   multi.max_segments = 3;
   EXPECT_FALSE(pool.Allocate(multi).ok());  // 8 free: no space
   const PoolStats& s = pool.stats();
   EXPECT_EQ(s.at(Path::kSimple).attempts, 2u);
   EXPECT_EQ(s.at(Path::kSimple).successes, 1u);
-  EXPECT_EQ(s.at(Path::kSimple).failures[static_cast<int>(FailReason::kInvalid)], 1u);
+  EXPECT_EQ(
+      s.at(Path::kSimple).failures[static_cast<int>(FailReason::kInvalid)], 1u);
   EXPECT_EQ(s.at(Path::kContig).attempts, 2u);
   EXPECT_EQ(s.at(Path::kContig).successes, 1u);
-  EXPECT_EQ(s.at(Path::kContig).failures[static_cast<int>(FailReason::kNoSpace)], 1u);
+  EXPECT_EQ(
+      s.at(Path::kContig).failures[static_cast<int>(FailReason::kNoSpace)], 1u);
   EXPECT_EQ(s.fallback(Path::kContig, Path::kMulti), 0u);  // refused up front
   multi.bytes = 8 * kPs;
   ASSERT_OK(pool.Claim({R(10, 1)}, false).status());

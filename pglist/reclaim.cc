@@ -19,7 +19,8 @@ class Stretch {
           const std::vector<Span>& runs)
       : c_(c), n_(c.pages.value), a_(a), e_(e), runs_(runs) {
     prefix_.push_back(0);
-    for (const Span& r : runs_) prefix_.push_back(prefix_.back() + r.end - r.start);
+    for (const Span& r : runs_)
+      prefix_.push_back(prefix_.back() + r.end - r.start);
   }
 
   void Search(std::optional<ReclaimWindow>* best) const {
@@ -27,10 +28,10 @@ class Stretch {
     // edges, so the best start is an admissible start next to one of them.
     std::vector<uint64_t> cands;
     auto add_around = [&](int64_t x) {
-      const uint64_t p = static_cast<uint64_t>(
-          std::clamp<int64_t>(x, static_cast<int64_t>(a_),
-                              static_cast<int64_t>(e_ - n_)));
-      for (auto cand : {Succ(p), Pred(p), p > a_ ? Pred(p - 1) : std::nullopt}) {
+      const uint64_t p = static_cast<uint64_t>(std::clamp<int64_t>(
+          x, static_cast<int64_t>(a_), static_cast<int64_t>(e_ - n_)));
+      for (auto cand :
+           {Succ(p), Pred(p), p > a_ ? Pred(p - 1) : std::nullopt}) {
         if (cand) cands.push_back(*cand);
       }
     };
@@ -79,11 +80,11 @@ class Stretch {
   }
   // The runs [i, j) that meet [cand, cand + n).
   std::pair<size_t, size_t> Touching(uint64_t cand) const {
-    auto first = std::partition_point(runs_.begin(), runs_.end(),
-                                      [&](const Span& r) { return r.end <= cand; });
-    auto last = std::partition_point(first, runs_.end(), [&](const Span& r) {
-      return r.start < cand + n_;
-    });
+    auto first =
+        std::partition_point(runs_.begin(), runs_.end(),
+                             [&](const Span& r) { return r.end <= cand; });
+    auto last = std::partition_point(
+        first, runs_.end(), [&](const Span& r) { return r.start < cand + n_; });
     return {static_cast<size_t>(first - runs_.begin()),
             static_cast<size_t>(last - runs_.begin())};
   }

@@ -12,7 +12,9 @@ using ::physpool::testing::StatusIs;
 using ::testing::ElementsAre;
 constexpr uint64_t kPs = 4096;
 
-PageRun R(uint64_t start, uint64_t pages) { return {Pfn(start), PageCount(pages)}; }
+PageRun R(uint64_t start, uint64_t pages) {
+  return {Pfn(start), PageCount(pages)};
+}
 
 Pool MakePool(std::vector<std::pair<uint64_t, uint64_t>> segs) {
   Pool pool = *Pool::Create({});
@@ -47,7 +49,8 @@ TEST(ReclaimTest, PicksTheWindowWithFewestPreemptiblePages) {
   const AllocationId c = Hold(pool, {R(11, 1)}, true);
   Hold(pool, {R(24, 2)}, true);
   Hold(pool, {R(28, 1)}, true);
-  ASSERT_EQ(FailReasonOf(pool.Allocate(Contig(8)).status()), FailReason::kNoSpace);
+  ASSERT_EQ(FailReasonOf(pool.Allocate(Contig(8)).status()),
+            FailReason::kNoSpace);
   ASSERT_OK_AND_ASSIGN(ReclaimPlan plan, pool.PlanReclaim(Contig(8)));
   EXPECT_EQ(plan.window, R(10, 8));  // only b and c: 2 pages
   EXPECT_EQ(plan.reclaim_pages, PageCount(2));
@@ -130,7 +133,8 @@ TEST(ReclaimTest, StalePlansAreRefused) {
 TEST(ReclaimTest, NothingPreemptibleMeansNoReclaim) {
   Pool pool = MakePool({{0, 8}});
   Hold(pool, {R(0, 8)}, false);
-  EXPECT_EQ(FailReasonOf(pool.PlanReclaim(Contig(1)).status()), FailReason::kNoReclaim);
+  EXPECT_EQ(FailReasonOf(pool.PlanReclaim(Contig(1)).status()),
+            FailReason::kNoReclaim);
 }
 
 }  // namespace

@@ -27,8 +27,8 @@ absl::StatusOr<Constraints> Normalize(const Request& req, uint64_t page_size) {
         " bytes after rounding to pages)"));
   }
   if (req.low >= req.high) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "empty window: low ", req.low, " >= high ", req.high));
+    return absl::InvalidArgumentError(
+        absl::StrCat("empty window: low ", req.low, " >= high ", req.high));
   }
   Constraints c;
   c.pages = PageCount(*rounded / page_size);
@@ -44,9 +44,9 @@ absl::StatusOr<Constraints> Normalize(const Request& req, uint64_t page_size) {
                                     : req.high / page_size);
   const uint64_t first = c.AlignUp(c.low.value);  // < 2^53: no overflow
   if (first >= c.high.value || c.high.value - first < c.pages.value) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "window [", req.low, ", ", req.high, ") cannot hold ", *rounded,
-        " bytes at alignment ", req.alignment));
+    return absl::InvalidArgumentError(
+        absl::StrCat("window [", req.low, ", ", req.high, ") cannot hold ",
+                     *rounded, " bytes at alignment ", req.alignment));
   }
   return c;
 }

@@ -12,13 +12,13 @@
 namespace physpool::pglist {
 
 struct Request {
-  uint64_t bytes = 0;       // rounded up to whole pages
-  Iova low = 0;             // window [low, high) on the IOVA
-  Iova high = kMaxIova;     // kMaxIova means unbounded (up to 2^64)
-  uint64_t alignment = 0;   // power of two; below the page size (or 0) means
-                            // the page size; applies to each run's IOVA
-  uint64_t boundary = 0;    // 0, or a power of two >= the rounded size: no
-                            // run crosses a multiple of it
+  uint64_t bytes = 0;         // rounded up to whole pages
+  Iova low = 0;               // window [low, high) on the IOVA
+  Iova high = kMaxIova;       // kMaxIova means unbounded (up to 2^64)
+  uint64_t alignment = 0;     // power of two; below the page size (or 0) means
+                              // the page size; applies to each run's IOVA
+  uint64_t boundary = 0;      // 0, or a power of two >= the rounded size: no
+                              // run crosses a multiple of it
   uint32_t max_segments = 0;  // most runs the caller accepts; 0 = unlimited
   bool preemptible = false;   // the aggressive path may reclaim it later
   bool privileged = false;    // may dip into the pool's reserve
@@ -27,10 +27,10 @@ struct Request {
 // A request in page units. Addresses are absolute page frame numbers, so
 // alignment and boundary hold for the IOVA whatever a segment's base is.
 struct Constraints {
-  PageCount pages;     // >= 1
-  Pfn low;             // first page a run may use
-  Pfn high;            // one past the last page a run may use
-  uint64_t align = 1;  // in pages, a power of two
+  PageCount pages;        // >= 1
+  Pfn low;                // first page a run may use
+  Pfn high;               // one past the last page a run may use
+  uint64_t align = 1;     // in pages, a power of two
   uint64_t boundary = 0;  // in pages: 0, or a power of two >= pages
   uint64_t max_runs = 0;  // 0 = unlimited
   bool preemptible = false;
@@ -42,9 +42,12 @@ struct Constraints {
     return align == 1 && boundary == 0 &&
            (max_runs == 0 || max_runs >= pages.value);
   }
-  uint64_t AlignUp(uint64_t pfn) const { return (pfn + align - 1) & ~(align - 1); }
+  uint64_t AlignUp(uint64_t pfn) const {
+    return (pfn + align - 1) & ~(align - 1);
+  }
   bool CrossesBoundary(uint64_t start, uint64_t len) const {
-    return boundary != 0 && ((start ^ (start + len - 1)) & ~(boundary - 1)) != 0;
+    return boundary != 0 &&
+           ((start ^ (start + len - 1)) & ~(boundary - 1)) != 0;
   }
   // The first page of the boundary cell after the one holding `pfn`.
   // REQUIRES: boundary != 0.
@@ -54,9 +57,8 @@ struct Constraints {
   // A run of `len` pages at `start` honours alignment (only checked when
   // `check_align`), boundary and window.
   bool Admits(uint64_t start, uint64_t len, bool check_align = true) const {
-    return (!check_align || (start & (align - 1)) == 0) &&
-           start >= low.value && start + len <= high.value &&
-           !CrossesBoundary(start, len);
+    return (!check_align || (start & (align - 1)) == 0) && start >= low.value &&
+           start + len <= high.value && !CrossesBoundary(start, len);
   }
 };
 

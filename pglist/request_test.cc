@@ -60,12 +60,13 @@ TEST(NormalizeTest, RejectsMalformedRequests) {
   align_narrow.low = kPs;
   align_narrow.high = 1 << 20;
   align_narrow.alignment = 1 << 20;  // first aligned start is at high
-  for (const Case& c : {Case{"zero", req(0)}, Case{"align3", align3},
-                        Case{"bound3", bound3}, Case{"small_bound", small_bound},
-                        Case{"empty", empty}, Case{"inverted", inverted},
-                        Case{"narrow", narrow}, Case{"align_narrow", align_narrow},
-                        Case{"overflow", overflow}}) {
-    EXPECT_THAT(Normalize(c.r, kPs), StatusIs(absl::StatusCode::kInvalidArgument))
+  for (const Case& c :
+       {Case{"zero", req(0)}, Case{"align3", align3}, Case{"bound3", bound3},
+        Case{"small_bound", small_bound}, Case{"empty", empty},
+        Case{"inverted", inverted}, Case{"narrow", narrow},
+        Case{"align_narrow", align_narrow}, Case{"overflow", overflow}}) {
+    EXPECT_THAT(Normalize(c.r, kPs),
+                StatusIs(absl::StatusCode::kInvalidArgument))
         << c.name;
   }
 }
@@ -87,8 +88,8 @@ TEST(ConstraintsTest, BoundaryAndAlignmentAreOnAbsolutePages) {
   c.low = Pfn(0);
   c.high = Pfn(100);
   EXPECT_TRUE(c.Admits(4, 4));
-  EXPECT_FALSE(c.Admits(6, 4));          // unaligned
-  EXPECT_FALSE(c.Admits(6, 4, false));   // crosses 8
+  EXPECT_FALSE(c.Admits(6, 4));         // unaligned
+  EXPECT_FALSE(c.Admits(6, 4, false));  // crosses 8
   EXPECT_EQ(c.NextCell(6), 8u);
   EXPECT_EQ(c.AlignUp(5), 8u);
 }

@@ -88,7 +88,8 @@ bool RunIndex::Recompute(const std::vector<uint64_t>& words, size_t level,
 
 void RunIndex::MarkDirty(uint64_t first_word, uint64_t last_word) {
   auto& d = dirty_[0];
-  for (uint64_t b = first_word / kLeafFanout; b <= last_word / kLeafFanout; ++b) {
+  for (uint64_t b = first_word / kLeafFanout; b <= last_word / kLeafFanout;
+       ++b) {
     if (d.empty() || d.back() != b) {
       d.push_back(b);
       ++pending_;
@@ -99,7 +100,8 @@ void RunIndex::MarkDirty(uint64_t first_word, uint64_t last_word) {
 void RunIndex::Fill(uint64_t first_word, uint64_t last_word, bool free) {
   const uint64_t span = Span(1);
   const Node full = free ? Node{span, span, span} : Node{};
-  for (uint64_t b = first_word / kLeafFanout; b <= last_word / kLeafFanout; ++b) {
+  for (uint64_t b = first_word / kLeafFanout; b <= last_word / kLeafFanout;
+       ++b) {
     const uint64_t lo = b * kLeafFanout, hi = lo + kLeafFanout - 1;
     if (lo < first_word || hi > last_word || hi >= words_) {
       MarkDirty(std::max(lo, first_word), std::min(hi, last_word));
@@ -143,8 +145,8 @@ uint64_t RunIndex::NextRun(const std::vector<uint64_t>& words, uint64_t from,
   while (pos < limit) {
     // The biggest aligned node at pos inside [pos, limit).
     size_t level = 0;
-    while (level < levels_.size() && pos >= from && pos % Span(level + 1) == 0 &&
-           pos + Span(level + 1) <= limit) {
+    while (level < levels_.size() && pos >= from &&
+           pos % Span(level + 1) == 0 && pos + Span(level + 1) <= limit) {
       ++level;
     }
     for (;;) {

@@ -35,8 +35,8 @@ class RunIndex {
   // The first s in [from, limit - n] such that bits [s, s + n) are all set,
   // or `limit` if there is none. REQUIRES: n >= 1, limit <= words * 64,
   // pending() == 0.
-  uint64_t NextRun(const std::vector<uint64_t>& words, uint64_t from, uint64_t n,
-                   uint64_t limit) const;
+  uint64_t NextRun(const std::vector<uint64_t>& words, uint64_t from,
+                   uint64_t n, uint64_t limit) const;
 
   // The longest run of set bits. REQUIRES: pending() == 0.
   uint64_t LongestRun(const std::vector<uint64_t>& words) const;

@@ -38,7 +38,8 @@ SeedResult SeedFindRun(const PhysSeg& seg, int num, uint64_t low, uint64_t high,
   const paddr_t hint = seg.hint().value - avail_start;
   SeedResult res;
   if (high <= avail_start || low >= avail_end) return res;
-  int candidate = static_cast<int>(roundup2(uimax(low, avail_start + hint), alignment));
+  int candidate =
+      static_cast<int>(roundup2(uimax(low, avail_start + hint), alignment));
   int limit = static_cast<int>(uimin(high, avail_end));
   const int pagemask = static_cast<int>(~(boundary - 1));
   int skip = 0;
@@ -48,12 +49,14 @@ SeedResult SeedFindRun(const PhysSeg& seg, int num, uint64_t low, uint64_t high,
     if (candidate + num > limit) {
       if (hint == 0 || second_pass) return res;
       second_pass = true;
-      candidate = static_cast<int>(roundup2(uimax(low, avail_start), alignment));
+      candidate =
+          static_cast<int>(roundup2(uimax(low, avail_start), alignment));
       limit = static_cast<int>(uimin(limit, avail_start + hint));
       skip = 0;
       continue;
     }
-    if (boundary != 0 && ((candidate ^ (candidate + num - 1)) & pagemask) != 0) {
+    if (boundary != 0 &&
+        ((candidate ^ (candidate + num - 1)) & pagemask) != 0) {
       candidate = (candidate + num - 1) & pagemask;
       candidate = static_cast<int>(roundup2(candidate, alignment));
       skip = 0;
@@ -108,10 +111,10 @@ Constraints Want(uint64_t pages, uint64_t align = 1, uint64_t boundary = 0,
 // The seed's arguments for `c`: an unbounded window is atop(2^64 - 1), as a
 // kernel caller passes it.
 SeedResult Seed(const PhysSeg& seg, const Constraints& c) {
-  const uint64_t high = c.high.value == (uint64_t{1} << 52) ? (~uint64_t{0}) / kPs
-                                                             : c.high.value;
-  return SeedFindRun(seg, static_cast<int>(c.pages.value), c.AlignUp(c.low.value),
-                     high, c.align, c.boundary);
+  const uint64_t high =
+      c.high.value == (uint64_t{1} << 52) ? (~uint64_t{0}) / kPs : c.high.value;
+  return SeedFindRun(seg, static_cast<int>(c.pages.value),
+                     c.AlignUp(c.low.value), high, c.align, c.boundary);
 }
 
 // Miss 1: the wrap pass limits runs to end at the hint, so a run that starts
@@ -186,7 +189,8 @@ TEST(SeedTest, AgreesWhereTheSeedSucceedsAndFindsWhatItMisses) {
     const uint64_t from = std::clamp(seg.hint().value, lo, std::max(lo, hi));
     std::optional<uint64_t> first;
     auto feasible = [&](uint64_t s) {
-      return s + num <= hi && c.Admits(s, num) && seg.IsFree({Pfn(s), PageCount(num)});
+      return s + num <= hi && c.Admits(s, num) &&
+             seg.IsFree({Pfn(s), PageCount(num)});
     };
     for (uint64_t s = from; s < hi && !first; ++s) {
       if (feasible(s)) first = s;

@@ -35,7 +35,8 @@ class SummaryTree {
  private:
   void Fill(uint64_t lo, uint64_t hi, bool set);
 
-  std::vector<std::vector<uint64_t>> levels_;  // levels_[0]: one bit per position
+  std::vector<std::vector<uint64_t>>
+      levels_;  // levels_[0]: one bit per position
 };
 
 }  // namespace physpool::pglist

@@ -32,7 +32,7 @@ uint64_t NextPow2(uint64_t x) {
 SegmentSpec NextSegment(Reader& r, uint64_t* cursor) {
   SegmentSpec s;
   const uint8_t shape = r.u8();
-  uint64_t base = *cursor + r.u8() % 8;  // gap 0: adjacent segments
+  uint64_t base = *cursor + r.u8() % 8;        // gap 0: adjacent segments
   if (shape % 16 == 0 && base > 4) base -= 4;  // sometimes overlaps
   s.pages = PageCount(1 + r.u16() % 400);
   s.iova = base * kPage;
@@ -73,7 +73,11 @@ Request NextRequest(Reader& r, uint64_t span, bool* reclaim) {
     q.high = (r.u16() % (span + 64)) * kPage;
   }
   const uint8_t m = r.u8() % 8;
-  q.max_segments = m == 0 || m == 6 ? 0 : m <= 3 ? 1 : m == 4 ? 2 : m == 5 ? 3 : r.u8();
+  q.max_segments = m == 0 || m == 6 ? 0
+                   : m <= 3         ? 1
+                   : m == 4         ? 2
+                   : m == 5         ? 3
+                                    : r.u8();
   q.preemptible = flags & 2;
   q.privileged = (flags & 12) == 12;
   *reclaim = flags & 16;
@@ -91,7 +95,8 @@ Program DecodeProgram(absl::Span<const uint8_t> bytes) {
   p.options.reserve_pages = PageCount((reserve & 3) == 0 ? reserve >> 3 : 0);
   uint64_t cursor = r.u8();  // bases not aligned to anything in particular
   const int segments = 1 + r.u8() % 4;
-  for (int i = 0; i < segments; ++i) p.ops.push_back(AddSegmentOp{NextSegment(r, &cursor)});
+  for (int i = 0; i < segments; ++i)
+    p.ops.push_back(AddSegmentOp{NextSegment(r, &cursor)});
   while (!r.done()) {
     const uint8_t kind = r.u8() % 32;
     if (kind < 17) {
@@ -114,19 +119,22 @@ Program DecodeProgram(absl::Span<const uint8_t> bytes) {
 std::string DescribeOp(const Op& op) {
   struct V {
     std::string operator()(const AddSegmentOp& o) {
-      return absl::StrCat("segment iova=", o.spec.iova, " pages=", o.spec.pages.value,
-                          " freelist=", o.spec.freelist, " avail=[", o.spec.avail_begin,
-                          ",", o.spec.avail_end, ")");
+      return absl::StrCat("segment iova=", o.spec.iova,
+                          " pages=", o.spec.pages.value,
+                          " freelist=", o.spec.freelist, " avail=[",
+                          o.spec.avail_begin, ",", o.spec.avail_end, ")");
     }
     std::string operator()(const AllocOp& o) {
       const Request& q = o.req;
-      return absl::StrCat("alloc bytes=", q.bytes, " low=", q.low, " high=", q.high,
-                          " align=", q.alignment, " boundary=", q.boundary,
-                          " max_segments=", q.max_segments, " preemptible=",
-                          q.preemptible, " privileged=", q.privileged,
-                          " reclaim=", o.reclaim);
+      return absl::StrCat(
+          "alloc bytes=", q.bytes, " low=", q.low, " high=", q.high,
+          " align=", q.alignment, " boundary=", q.boundary,
+          " max_segments=", q.max_segments, " preemptible=", q.preemptible,
+          " privileged=", q.privileged, " reclaim=", o.reclaim);
     }
-    std::string operator()(const FreeOp& o) { return absl::StrCat("free pick=", o.pick); }
+    std::string operator()(const FreeOp& o) {
+      return absl::StrCat("free pick=", o.pick);
+    }
     std::string operator()(const DrainOp& o) {
       return absl::StrCat(o.drain ? "drain" : "undrain", " pick=", o.pick);
     }
@@ -150,10 +158,12 @@ std::string Outcome(const absl::StatusOr<Allocation>& a) {
     return absl::StrCat(absl::StatusCodeToString(a.status().code()), "/",
                         FailReasonName(FailReasonOf(a.status())));
   }
-  return absl::StrCat("id=", a->id, " path=", PathName(a->path), " runs=", Runs(a->runs));
+  return absl::StrCat("id=", a->id, " path=", PathName(a->path),
+                      " runs=", Runs(a->runs));
 }
 
-bool Same(const absl::StatusOr<Allocation>& a, const absl::StatusOr<Allocation>& b) {
+bool Same(const absl::StatusOr<Allocation>& a,
+          const absl::StatusOr<Allocation>& b) {
   if (a.status().code() != b.status().code()) return false;
   if (!a.ok()) return FailReasonOf(a.status()) == FailReasonOf(b.status());
   return a->id == b->id && a->path == b->path && a->runs == b->runs &&
@@ -171,12 +181,12 @@ absl::Status CheckPlacement(const Allocation& a, const Request& req) {
   for (const PageRun& r : a.runs) {
     if (!c->Admits(r.start.value, r.pages.value)) {
       return absl::InternalError(absl::StrCat("run ", r.start.value, "+",
-                                              r.pages.value, " breaks the constraints"));
+                                              r.pages.value,
+                                              " breaks the constraints"));
     }
   }
   return absl::OkStatus();
 }
-
 
 void Add(const PoolStats& from, PoolStats* to) {
   for (int p = 0; p < kNumPaths; ++p) {
@@ -185,7 +195,8 @@ void Add(const PoolStats& from, PoolStats* to) {
     for (int r = 0; r < kNumFailReasons; ++r) {
       to->paths[p].failures[r] += from.paths[p].failures[r];
     }
-    for (int q = 0; q < kNumPaths; ++q) to->fallbacks[p][q] += from.fallbacks[p][q];
+    for (int q = 0; q < kNumPaths; ++q)
+      to->fallbacks[p][q] += from.fallbacks[p][q];
   }
 }
 
@@ -207,7 +218,8 @@ absl::Status RunAgainstModel(const Program& program, RunTotals* totals) {
       auto a = pool.AddSegment(o->spec);
       auto b = model.AddSegment(o->spec);
       if (a.status().code() != b.status().code() || (a.ok() && *a != *b)) {
-        differ(absl::StrCat("pool ", a.status().ToString(), " model ", b.status().ToString()));
+        differ(absl::StrCat("pool ", a.status().ToString(), " model ",
+                            b.status().ToString()));
       } else if (a.ok()) {
         segments.push_back(*a);
       }
@@ -217,15 +229,18 @@ absl::Status RunAgainstModel(const Program& program, RunTotals* totals) {
       if (!Same(a, b)) {
         differ(absl::StrCat("pool ", Outcome(a), " model ", Outcome(b)));
       } else if (a.ok()) {
-        if (auto s = CheckPlacement(*a, o->req); !s.ok()) differ(std::string(s.message()));
+        if (auto s = CheckPlacement(*a, o->req); !s.ok())
+          differ(std::string(s.message()));
         live.push_back(a->id);
-      } else if (o->reclaim && FailReasonOf(a.status()) == FailReason::kNoSpace) {
+      } else if (o->reclaim &&
+                 FailReasonOf(a.status()) == FailReason::kNoSpace) {
         auto pa = pool.PlanReclaim(o->req);
         auto pb = model.PlanReclaim(o->req);
         if (pa.status().code() != pb.status().code() ||
             FailReasonOf(pa.status()) != FailReasonOf(pb.status()) ||
-            (pa.ok() && (pa->window != pb->window || pa->victims != pb->victims ||
-                         pa->reclaim_pages != pb->reclaim_pages))) {
+            (pa.ok() &&
+             (pa->window != pb->window || pa->victims != pb->victims ||
+              pa->reclaim_pages != pb->reclaim_pages))) {
           differ(absl::StrCat("plan: pool ", pa.status().ToString(), " ",
                               pa.ok() ? Runs({pa->window}) : "", " model ",
                               pb.status().ToString(), " ",
@@ -234,7 +249,8 @@ absl::Status RunAgainstModel(const Program& program, RunTotals* totals) {
           auto ca = pool.CommitReclaim(o->req, *pa);
           auto cb = model.CommitReclaim(o->req, *pb);
           if (!Same(ca, cb)) {
-            differ(absl::StrCat("commit: pool ", Outcome(ca), " model ", Outcome(cb)));
+            differ(absl::StrCat("commit: pool ", Outcome(ca), " model ",
+                                Outcome(cb)));
           } else if (ca.ok()) {
             if (auto s = CheckPlacement(*ca, o->req); !s.ok()) {
               differ(std::string(s.message()));
@@ -260,7 +276,8 @@ absl::Status RunAgainstModel(const Program& program, RunTotals* totals) {
       auto a = pool.Free(id);
       auto b = model.Free(id);
       if (a.code() != b.code()) {
-        differ(absl::StrCat("free ", id, ": pool ", a.ToString(), " model ", b.ToString()));
+        differ(absl::StrCat("free ", id, ": pool ", a.ToString(), " model ",
+                            b.ToString()));
       }
     } else if (auto* o = std::get_if<DrainOp>(&op)) {
       if (!segments.empty()) {
@@ -275,7 +292,8 @@ absl::Status RunAgainstModel(const Program& program, RunTotals* totals) {
         auto a = pool.RemoveSegment(segments[k]);
         auto b = model.RemoveSegment(segments[k]);
         if (a.code() != b.code()) {
-          differ(absl::StrCat("remove: pool ", a.ToString(), " model ", b.ToString()));
+          differ(absl::StrCat("remove: pool ", a.ToString(), " model ",
+                              b.ToString()));
         } else if (a.ok()) {
           segments.erase(segments.begin() + k);
         }
@@ -284,11 +302,12 @@ absl::Status RunAgainstModel(const Program& program, RunTotals* totals) {
     if (diff.empty()) {
       if (auto s = pool.Verify(); !s.ok()) diff = std::string(s.message());
     }
-    if (diff.empty() && (pool.free_pages().value != model.free_pages() ||
-                         pool.total_pages().value != model.total_pages() ||
-                         pool.allocations().size() != model.allocations().size())) {
-      diff = absl::StrCat("free pages: pool ", pool.free_pages().value, " model ",
-                          model.free_pages(), "; allocations: pool ",
+    if (diff.empty() &&
+        (pool.free_pages().value != model.free_pages() ||
+         pool.total_pages().value != model.total_pages() ||
+         pool.allocations().size() != model.allocations().size())) {
+      diff = absl::StrCat("free pages: pool ", pool.free_pages().value,
+                          " model ", model.free_pages(), "; allocations: pool ",
                           pool.allocations().size(), " model ",
                           model.allocations().size());
     }

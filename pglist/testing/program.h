@@ -18,12 +18,25 @@
 
 namespace physpool::pglist::testing {
 
-struct AddSegmentOp { SegmentSpec spec; };
-struct AllocOp { Request req; bool reclaim = false; };
-struct FreeOp { uint32_t pick = 0; };        // live allocation pick % count
-struct DrainOp { uint32_t pick = 0; bool drain = true; };
-struct RemoveSegmentOp { uint32_t pick = 0; };
-using Op = std::variant<AddSegmentOp, AllocOp, FreeOp, DrainOp, RemoveSegmentOp>;
+struct AddSegmentOp {
+  SegmentSpec spec;
+};
+struct AllocOp {
+  Request req;
+  bool reclaim = false;
+};
+struct FreeOp {
+  uint32_t pick = 0;
+};  // live allocation pick % count
+struct DrainOp {
+  uint32_t pick = 0;
+  bool drain = true;
+};
+struct RemoveSegmentOp {
+  uint32_t pick = 0;
+};
+using Op =
+    std::variant<AddSegmentOp, AllocOp, FreeOp, DrainOp, RemoveSegmentOp>;
 
 struct Program {
   PoolOptions options;

@@ -26,8 +26,14 @@ absl::StatusOr<SegmentId> ReferencePool::AddSegment(const SegmentSpec& spec) {
       return absl::AlreadyExistsError("model: overlap");
     }
   }
-  Seg s{next_seg_++, base, spec.pages.value, base + spec.avail_begin,
-        base + avail_end, spec.freelist, false, base + spec.avail_begin,
+  Seg s{next_seg_++,
+        base,
+        spec.pages.value,
+        base + spec.avail_begin,
+        base + avail_end,
+        spec.freelist,
+        false,
+        base + spec.avail_begin,
         std::vector<uint8_t>(spec.pages.value, kFree)};
   for (uint64_t p = s.base; p < s.base + s.pages; ++p) {
     if (p < s.avail_begin || p >= s.avail_end) s.at(p) = kUsed;
@@ -50,7 +56,8 @@ absl::Status ReferencePool::RemoveSegment(SegmentId id) {
   for (size_t i = 0; i < segs_.size(); ++i) {
     if (segs_[i].id != id) continue;
     for (uint64_t p = segs_[i].avail_begin; p < segs_[i].avail_end; ++p) {
-      if (segs_[i].at(p) != kFree) return absl::FailedPreconditionError("model");
+      if (segs_[i].at(p) != kFree)
+        return absl::FailedPreconditionError("model");
     }
     segs_.erase(segs_.begin() + i);
     return absl::OkStatus();
@@ -81,7 +88,8 @@ ReferencePool::Seg* ReferencePool::SegOf(uint64_t pfn) {
 
 std::pair<uint64_t, uint64_t> ReferencePool::Clip(const Seg& s,
                                                   const Constraints& c) const {
-  return {std::max(c.low.value, s.avail_begin), std::min(c.high.value, s.avail_end)};
+  return {std::max(c.low.value, s.avail_begin),
+          std::min(c.high.value, s.avail_end)};
 }
 
 bool ReferencePool::AllFree(Seg& s, uint64_t start, uint64_t n) {
@@ -109,7 +117,9 @@ uint64_t ReferencePool::total_pages() const {
   return n;
 }
 
-uint64_t ReferencePool::used_pages() const { return total_pages() - free_pages(); }
+uint64_t ReferencePool::used_pages() const {
+  return total_pages() - free_pages();
+}
 
 absl::Status ReferencePool::Precheck(const Constraints& c) {
   const uint64_t n = c.pages.value;
@@ -117,7 +127,8 @@ absl::Status ReferencePool::Precheck(const Constraints& c) {
   bool one_run = false;
   for (Seg* s : Order()) {
     if (s->draining) continue;
-    for (uint64_t p = s->avail_begin; p < s->avail_end; ++p) free += s->at(p) == kFree;
+    for (uint64_t p = s->avail_begin; p < s->avail_end; ++p)
+      free += s->at(p) == kFree;
     const auto [lo, hi] = Clip(*s, c);
     if (lo >= hi) continue;
     capacity += hi - lo;
@@ -127,12 +138,14 @@ absl::Status ReferencePool::Precheck(const Constraints& c) {
   }
   uint64_t usable = capacity;
   const uint64_t total = total_pages(), reserve = opts_.reserve_pages.value;
-  if (!c.privileged) usable = std::min(usable, total > reserve ? total - reserve : 0);
+  if (!c.privileged)
+    usable = std::min(usable, total > reserve ? total - reserve : 0);
   if (usable < n || (c.max_runs == 1 && !one_run)) {
     return Exhausted(FailReason::kNeverFits);
   }
   if (free < n) return Exhausted(FailReason::kNoSpace);
-  if (!c.privileged && free - n < reserve) return Exhausted(FailReason::kReserve);
+  if (!c.privileged && free - n < reserve)
+    return Exhausted(FailReason::kReserve);
   return absl::OkStatus();
 }
 
@@ -142,13 +155,15 @@ Allocation ReferencePool::Record(std::vector<PageRun> runs, Path path,
   a.id = next_id_++;
   a.path = path;
   a.preemptible = preemptible;
-  std::sort(runs.begin(), runs.end(),
-            [](const PageRun& x, const PageRun& y) { return x.start < y.start; });
+  std::sort(runs.begin(), runs.end(), [](const PageRun& x, const PageRun& y) {
+    return x.start < y.start;
+  });
   for (const PageRun& r : runs) {
     Mark(r.start.value, r.pages.value, preemptible ? kPreemptible : kUsed);
     // Neighbouring pages join only on the simple path: the other paths'
     // touching runs were cut at a boundary multiple.
-    if (path == Path::kSimple && !a.runs.empty() && a.runs.back().end() == r.start &&
+    if (path == Path::kSimple && !a.runs.empty() &&
+        a.runs.back().end() == r.start &&
         SegOf(r.start.value) == SegOf(r.start.value - 1)) {
       a.runs.back().pages += r.pages;
     } else {
@@ -161,7 +176,8 @@ Allocation ReferencePool::Record(std::vector<PageRun> runs, Path path,
 
 absl::StatusOr<Allocation> ReferencePool::Allocate(const Request& req) {
   auto cor = Normalize(req, opts_.page_size);
-  if (!cor.ok()) return FailWith(cor.status().code(), FailReason::kInvalid, "model");
+  if (!cor.ok())
+    return FailWith(cor.status().code(), FailReason::kInvalid, "model");
   const Constraints c = *cor;
   const uint64_t n = c.pages.value;
   if (auto s = Precheck(c); !s.ok()) return s;
@@ -207,7 +223,8 @@ absl::StatusOr<Allocation> ReferencePool::Allocate(const Request& req) {
     const uint64_t start = std::clamp(s->hint, lo, hi);
     uint64_t first_pass_start = start;
     while (first_pass_start % c.align != 0) ++first_pass_start;
-    auto try_from = [&](uint64_t from, uint64_t limit) -> std::optional<uint64_t> {
+    auto try_from = [&](uint64_t from,
+                        uint64_t limit) -> std::optional<uint64_t> {
       for (uint64_t cand = from; cand < limit && cand + n <= hi; ++cand) {
         if (c.Admits(cand, n) && AllFree(*s, cand, n)) return cand;
       }
@@ -248,8 +265,9 @@ absl::StatusOr<Allocation> ReferencePool::Allocate(const Request& req) {
       }
     }
   }
-  std::stable_sort(slots.begin(), slots.end(),
-                   [](const PageRun& a, const PageRun& b) { return a.pages > b.pages; });
+  std::stable_sort(
+      slots.begin(), slots.end(),
+      [](const PageRun& a, const PageRun& b) { return a.pages > b.pages; });
   std::vector<PageRun> runs;
   uint64_t got = 0;
   for (const PageRun& slot : slots) {
@@ -264,7 +282,8 @@ absl::StatusOr<Allocation> ReferencePool::Allocate(const Request& req) {
 
 absl::StatusOr<ReclaimPlan> ReferencePool::PlanReclaim(const Request& req) {
   auto cor = Normalize(req, opts_.page_size);
-  if (!cor.ok()) return FailWith(cor.status().code(), FailReason::kInvalid, "model");
+  if (!cor.ok())
+    return FailWith(cor.status().code(), FailReason::kInvalid, "model");
   const Constraints c = *cor;
   const uint64_t n = c.pages.value;
   bool any_preemptible = false;
@@ -298,7 +317,8 @@ absl::StatusOr<ReclaimPlan> ReferencePool::PlanReclaim(const Request& req) {
       }
       if (pinned) continue;
       const uint64_t victims = victims_of(cand).size();
-      if (!found || cost < best_cost || (cost == best_cost && victims < best_victims)) {
+      if (!found || cost < best_cost ||
+          (cost == best_cost && victims < best_victims)) {
         found = true;
         best_start = cand;
         best_cost = cost;
@@ -322,8 +342,8 @@ absl::StatusOr<ReclaimPlan> ReferencePool::PlanReclaim(const Request& req) {
   return plan;
 }
 
-absl::StatusOr<Allocation> ReferencePool::CommitReclaim(const Request& req,
-                                                        const ReclaimPlan& plan) {
+absl::StatusOr<Allocation> ReferencePool::CommitReclaim(
+    const Request& req, const ReclaimPlan& plan) {
   for (AllocationId v : plan.victims) {
     if (auto s = Free(v); !s.ok()) return s;
   }
@@ -331,7 +351,8 @@ absl::StatusOr<Allocation> ReferencePool::CommitReclaim(const Request& req,
   return Record({plan.window}, Path::kAggressive, req.preemptible);
 }
 
-AllocationId ReferencePool::Claim(const std::vector<PageRun>& runs, bool preemptible) {
+AllocationId ReferencePool::Claim(const std::vector<PageRun>& runs,
+                                  bool preemptible) {
   return Record(runs, Path::kClaim, preemptible).id;
 }
 
@@ -344,7 +365,8 @@ void ReferencePool::SetHint(SegmentId id, Pfn hint) {
 absl::Status ReferencePool::Free(AllocationId id) {
   auto it = allocs_.find(id);
   if (it == allocs_.end()) return absl::NotFoundError("model");
-  for (const PageRun& r : it->second.runs) Mark(r.start.value, r.pages.value, kFree);
+  for (const PageRun& r : it->second.runs)
+    Mark(r.start.value, r.pages.value, kFree);
   allocs_.erase(it);
   return absl::OkStatus();
 }

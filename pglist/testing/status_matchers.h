@@ -33,10 +33,10 @@ MATCHER_P(StatusIs, code, "has status code " + absl::StatusCodeToString(code)) {
 
 #define PHYSPOOL_CONCAT_INNER(a, b) a##b
 #define PHYSPOOL_CONCAT(a, b) PHYSPOOL_CONCAT_INNER(a, b)
-#define ASSERT_OK_AND_ASSIGN(lhs, expr)                              \
-  auto PHYSPOOL_CONCAT(statusor_, __LINE__) = (expr);                \
-  ASSERT_TRUE(PHYSPOOL_CONCAT(statusor_, __LINE__).ok())             \
-      << PHYSPOOL_CONCAT(statusor_, __LINE__).status();              \
+#define ASSERT_OK_AND_ASSIGN(lhs, expr)                  \
+  auto PHYSPOOL_CONCAT(statusor_, __LINE__) = (expr);    \
+  ASSERT_TRUE(PHYSPOOL_CONCAT(statusor_, __LINE__).ok()) \
+      << PHYSPOOL_CONCAT(statusor_, __LINE__).status();  \
   lhs = std::move(*PHYSPOOL_CONCAT(statusor_, __LINE__))
 #define ASSERT_OK(expr) ASSERT_THAT((expr), ::physpool::testing::IsOk())
 #define EXPECT_OK(expr) EXPECT_THAT((expr), ::physpool::testing::IsOk())
