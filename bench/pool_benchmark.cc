@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cmath>
 #include <numeric>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -82,6 +83,21 @@ std::vector<AllocationId> Prefill(Pool& pool, Workload& w) {
   return live;
 }
 
+// Steady state: while the pool is at or above 85 % used, one random live
+// allocation to free (taken off `live`), so that failed allocations cannot
+// drain the pool; else nothing.
+std::optional<AllocationId> PickVictim(const Pool& pool, Workload& w,
+                                       std::vector<AllocationId>* live) {
+  if (pool.free_pages().value * 100 > pool.total_pages().value * 15) {
+    return std::nullopt;
+  }
+  const size_t k = w.rng() % live->size();
+  const AllocationId id = (*live)[k];
+  (*live)[k] = live->back();
+  live->pop_back();
+  return id;
+}
+
 struct Samples {
   std::vector<double> ns[kNumPaths];
   std::vector<double> all;
@@ -125,14 +141,7 @@ void BM_Churn(benchmark::State& state) {
   for (auto _ : state) {
     double total = 0;
     for (int64_t i = 0; i < ops; ++i) {
-      // Free one while at or above 85 % (a failed allocation must not
-      // drain the pool), then allocate one.
-      if (pool.free_pages().value * 100 <= pool.total_pages().value * 15) {
-        const size_t k = w.rng() % live.size();
-        (void)pool.Free(live[k]);
-        live[k] = live.back();
-        live.pop_back();
-      }
+      if (auto id = PickVictim(pool, w, &live)) (void)pool.Free(*id);
       const Request r = w.Next();
       absl::StatusOr<Allocation> a;
       const double t = TimeAllocate(pool, r, &a);
@@ -191,12 +200,9 @@ void BM_CoreVsModel(benchmark::State& state) {
   for (auto _ : state) {
     double total = 0;
     for (int64_t i = 0; i < ops; ++i) {
-      if (pool.free_pages().value * 100 <= pool.total_pages().value * 15) {
-        const size_t k = w.rng() % live.size();
-        (void)pool.Free(live[k]);
-        (void)model.Free(live[k]);
-        live[k] = live.back();
-        live.pop_back();
+      if (auto id = PickVictim(pool, w, &live)) {
+        (void)pool.Free(*id);
+        (void)model.Free(*id);
       }
       const Request r = w.Next();
       absl::StatusOr<Allocation> a, b;

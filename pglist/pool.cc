@@ -171,6 +171,30 @@ std::vector<SegmentInfo> Pool::Segments() const {
   return out;
 }
 
+namespace {
+template <typename Key, typename F>
+std::map<Key, Usage> UsageBy(const std::vector<PhysSeg*>& segs, F key) {
+  std::map<Key, Usage> out;
+  for (const PhysSeg* s : segs) {
+    Usage& u = out[key(*s)];
+    u.free_pages += s->free_pages();
+    u.used_pages += s->used_pages();
+    u.largest_free_run = std::max(u.largest_free_run, s->LargestFreeRun());
+  }
+  return out;
+}
+}  // namespace
+
+std::map<uint32_t, Usage> Pool::UsageByFreelist() const {
+  return UsageBy<uint32_t>(order_,
+                           [](const PhysSeg& s) { return s.spec().freelist; });
+}
+
+std::map<int32_t, Usage> Pool::UsageByNuma() const {
+  return UsageBy<int32_t>(order_,
+                          [](const PhysSeg& s) { return s.spec().numa; });
+}
+
 // --- Allocation -------------------------------------------------------------
 
 absl::Status Pool::Fail(Path path, absl::StatusCode code, FailReason reason,

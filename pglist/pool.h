@@ -50,6 +50,13 @@ struct SegmentInfo {
   bool draining = false;
 };
 
+// Usage of a group of segments (a freelist, a NUMA node).
+struct Usage {
+  PageCount free_pages;
+  PageCount used_pages;
+  PageCount largest_free_run;  // the largest of its segments'
+};
+
 class Pool {
  public:
   // The most pages one segment may have (16 TiB of 4 KiB pages; its free
@@ -79,6 +86,9 @@ class Pool {
   absl::Status RemoveSegment(SegmentId id);
   // All segments, in allocation order (freelist, then strategy).
   std::vector<SegmentInfo> Segments() const;
+  // Usage summed per freelist and per NUMA node. O(segments).
+  std::map<uint32_t, Usage> UsageByFreelist() const;
+  std::map<int32_t, Usage> UsageByNuma() const;
 
   // --- Allocation ---------------------------------------------------------
   // Serves `req` by the simple path, or by the contig path and (when the

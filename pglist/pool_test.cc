@@ -345,5 +345,23 @@ TEST(PoolTest, SegmentInfoReportsUsage) {
   EXPECT_GT(pool.MetadataBytes(), 0u);
 }
 
+TEST(PoolTest, UsageByFreelistAndNuma) {
+  SegmentSpec a = Seg(0, 100, 0), b = Seg(200, 50, 1), c = Seg(300, 30, 1);
+  b.numa = 1;
+  c.numa = 1;
+  Pool pool = MakePool({a, b, c});
+  ASSERT_OK(pool.Claim({R(10, 10), R(210, 5), R(300, 30)}, false).status());
+  const auto fl = pool.UsageByFreelist();
+  ASSERT_EQ(fl.size(), 2u);
+  EXPECT_EQ(fl.at(0).free_pages, PageCount(90));
+  EXPECT_EQ(fl.at(0).largest_free_run, PageCount(80));
+  EXPECT_EQ(fl.at(1).free_pages, PageCount(45));
+  EXPECT_EQ(fl.at(1).used_pages, PageCount(35));
+  EXPECT_EQ(fl.at(1).largest_free_run, PageCount(35));
+  const auto numa = pool.UsageByNuma();
+  ASSERT_EQ(numa.size(), 2u);
+  EXPECT_EQ(numa.at(1).used_pages, PageCount(35));
+}
+
 }  // namespace
 }  // namespace physpool::pglist
