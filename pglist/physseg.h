@@ -47,6 +47,11 @@ class PhysSeg {
   Pfn hint() const { return hint_; }
   void set_hint(Pfn h) { hint_ = h; }
 
+  // May take new allocations for `c`: not draining, on c's NUMA node.
+  bool Eligible(const Constraints& c) const {
+    return !draining_ && (c.numa < 0 || c.numa == spec_.numa);
+  }
+
   // The pages of `c`'s window inside this segment's available range, as
   // [lo, hi) absolute PFNs; lo >= hi when they do not meet.
   std::pair<uint64_t, uint64_t> Clip(const Constraints& c) const;

@@ -208,7 +208,7 @@ bool Pool::NeverFits(const Constraints& c) const {
   uint64_t capacity = 0;
   bool one_run_fits = false;
   for (const PhysSeg* s : order_) {
-    if (s->draining()) continue;
+    if (!s->Eligible(c)) continue;
     const auto [lo, hi] = s->Clip(c);
     if (lo >= hi) continue;
     capacity += hi - lo;
@@ -249,7 +249,7 @@ std::optional<std::vector<PageRun>> Pool::TrySimple(const Constraints& c) {
   std::vector<std::pair<PhysSeg*, Pfn>> hints;
   PageCount left = c.pages;
   for (PhysSeg* s : order_) {
-    if (s->draining()) continue;
+    if (!s->Eligible(c)) continue;
     hints.emplace_back(s, s->hint());
     left -= s->TakeNextFit(c, left, &runs);
     if (left.value == 0) return runs;
@@ -262,7 +262,7 @@ std::optional<std::vector<PageRun>> Pool::TrySimple(const Constraints& c) {
 
 std::optional<std::vector<PageRun>> Pool::TryContig(const Constraints& c) {
   for (PhysSeg* s : order_) {
-    if (s->draining()) continue;
+    if (!s->Eligible(c)) continue;
     if (auto start = s->FindRun(c)) {
       const PageRun r{*start, c.pages};
       s->Take(r);
@@ -280,7 +280,7 @@ std::optional<std::vector<PageRun>> Pool::TryMulti(const Constraints& c) {
   // max_runs slots hold enough pages.
   std::vector<PageRun> slots;
   for (const PhysSeg* s : order_) {
-    if (s->draining()) continue;
+    if (!s->Eligible(c)) continue;
     s->ForEachSlot(c, [&](const PageRun& r) { slots.push_back(r); });
   }
   std::stable_sort(
@@ -384,7 +384,7 @@ absl::StatusOr<ReclaimPlan> Pool::PlanReclaim(const Request& req) {
   std::optional<ReclaimWindow> best;
   if (!preempt_.empty()) {
     for (const PhysSeg* s : order_) {
-      if (s->draining()) continue;
+      if (!s->Eligible(*c)) continue;
       auto w = FindReclaimWindow(*s, preempt_, *c);
       if (w && (!best || w->BetterThan(*best))) best = w;
     }
@@ -440,7 +440,7 @@ absl::StatusOr<Allocation> Pool::CommitReclaim(const Request& req,
   const PageRun& w = plan.window;
   PhysSeg* seg = FindSegment(w.start);
   if (w.pages != c->pages || !c->Admits(w.start.value, w.pages.value) ||
-      seg == nullptr || seg->draining() || !seg->Holds(w)) {
+      seg == nullptr || !seg->Eligible(*c) || !seg->Holds(w)) {
     return stale("the window does not fit the request or its segment");
   }
   uint64_t victim_pages_in_window = 0;
@@ -519,7 +519,41 @@ absl::Status Pool::Free(AllocationId id) {
   return absl::OkStatus();
 }
 
+absl::Status Pool::SetPreemptible(AllocationId id, bool preemptible) {
+  auto it = allocs_.find(id);
+  if (it == allocs_.end()) {
+    return absl::NotFoundError(absl::StrCat("allocation ", id, " is not live"));
+  }
+  Allocation& a = it->second;
+  if (a.preemptible == preemptible) return absl::OkStatus();
+  a.preemptible = preemptible;
+  for (const PageRun& r : a.runs) {
+    if (preemptible) {
+      preempt_[r.start] = {r.pages, id};
+    } else {
+      preempt_.erase(r.start);
+    }
+  }
+  return absl::OkStatus();
+}
+
 // --- Inspection -------------------------------------------------------------
+
+std::vector<PageRun> Pool::FreeRunsIn(const PageRun& r) const {
+  std::vector<PageRun> out;
+  const PhysSeg* s = FindSegment(r.start);
+  if (s == nullptr || !s->Holds(r)) return out;
+  const FreeMap& m = s->map();
+  const uint64_t end = s->Off(r.end());
+  for (uint64_t pos = s->Off(r.start); pos < end;) {
+    const uint64_t a = m.NextFree(pos, end);
+    if (a >= end) break;
+    const uint64_t b = m.NextUsed(a, end);
+    out.push_back({s->base() + PageCount(a), PageCount(b - a)});
+    pos = b;
+  }
+  return out;
+}
 
 const Allocation* Pool::Find(AllocationId id) const {
   auto it = allocs_.find(id);

@@ -117,12 +117,19 @@ class Pool {
   // already freed).
   absl::Status Free(AllocationId id);
 
+  // Makes a live allocation (not) preemptible: memory on its way back (being
+  // zeroed) must not be chosen by the aggressive path. NOT_FOUND if not live.
+  absl::Status SetPreemptible(AllocationId id, bool preemptible);
+
   // --- Inspection ---------------------------------------------------------
   const Allocation* Find(AllocationId id) const;
   const absl::flat_hash_map<AllocationId, Allocation>& allocations() const {
     return allocs_;
   }
   const PoolStats& stats() const { return stats_; }
+  // The free stretches of `r`, ascending; empty if r is not inside one
+  // segment's available range.
+  std::vector<PageRun> FreeRunsIn(const PageRun& r) const;
   PageCount total_pages() const;  // available pages of all segments
   PageCount free_pages() const;   // free pages of all segments
   // Free pages of segments that are not draining.

@@ -345,6 +345,23 @@ TEST(PoolTest, SegmentInfoReportsUsage) {
   EXPECT_GT(pool.MetadataBytes(), 0u);
 }
 
+TEST(PoolTest, NumaFilterAndFreeRunsIn) {
+  SegmentSpec a = Seg(0, 16), b = Seg(100, 16);
+  b.numa = 1;
+  Pool pool = MakePool({a, b});
+  Request r = Req(4);
+  r.numa = 1;
+  ASSERT_OK_AND_ASSIGN(Allocation x, pool.Allocate(r));
+  EXPECT_THAT(x.runs, ElementsAre(R(100, 4)));
+  r.bytes = 13 * kPs;  // node 1 has 12 free pages, node 0 has 16
+  EXPECT_EQ(ReasonOf(pool.Allocate(r)), FailReason::kNoSpace);
+  r.numa = -1;
+  EXPECT_OK(pool.Allocate(r));
+  EXPECT_THAT(pool.FreeRunsIn(R(0, 16)), ElementsAre(R(13, 3)));
+  EXPECT_THAT(pool.FreeRunsIn(R(100, 16)), ElementsAre(R(104, 12)));
+  EXPECT_TRUE(pool.FreeRunsIn(R(50, 2)).empty());
+}
+
 TEST(PoolTest, UsageByFreelistAndNuma) {
   SegmentSpec a = Seg(0, 100, 0), b = Seg(200, 50, 1), c = Seg(300, 30, 1);
   b.numa = 1;

@@ -130,6 +130,17 @@ TEST(ReclaimTest, StalePlansAreRefused) {
   ASSERT_OK(pool.Verify());
 }
 
+TEST(ReclaimTest, AllocationsMadeNotPreemptibleAreNotVictims) {
+  Pool pool = MakePool({{0, 8}});
+  const AllocationId v = Hold(pool, {R(0, 8)}, true);
+  ASSERT_OK(pool.SetPreemptible(v, false));
+  EXPECT_EQ(FailReasonOf(pool.PlanReclaim(Contig(8)).status()), FailReason::kNoReclaim);
+  ASSERT_OK(pool.SetPreemptible(v, true));
+  EXPECT_OK(pool.PlanReclaim(Contig(8)));
+  ASSERT_OK(pool.Verify());
+  EXPECT_THAT(pool.SetPreemptible(999, true), StatusIs(absl::StatusCode::kNotFound));
+}
+
 TEST(ReclaimTest, NothingPreemptibleMeansNoReclaim) {
   Pool pool = MakePool({{0, 8}});
   Hold(pool, {R(0, 8)}, false);

@@ -37,6 +37,7 @@ absl::StatusOr<Constraints> Normalize(const Request& req, uint64_t page_size) {
   c.max_runs = req.max_segments;
   c.preemptible = req.preemptible;
   c.privileged = req.privileged;
+  c.numa = req.numa < 0 ? -1 : req.numa;
   // Pages are whole: the first page starting at or above low, the last page
   // ending at or below high. kMaxIova stands for 2^64.
   c.low = Pfn(req.low / page_size + (req.low % page_size != 0));

@@ -22,6 +22,7 @@ struct Request {
   uint32_t max_segments = 0;  // most runs the caller accepts; 0 = unlimited
   bool preemptible = false;   // the aggressive path may reclaim it later
   bool privileged = false;    // may dip into the pool's reserve
+  int32_t numa = -1;          // only segments of this NUMA node; -1 = any
 };
 
 // A request in page units. Addresses are absolute page frame numbers, so
@@ -35,6 +36,7 @@ struct Constraints {
   uint64_t max_runs = 0;  // 0 = unlimited
   bool preemptible = false;
   bool privileged = false;
+  int32_t numa = -1;  // only segments of this node; -1 = any
 
   // The simple path (any free pages) applies: no alignment beyond a page, no
   // boundary, and as many runs as pages allowed.

@@ -1,0 +1,23 @@
+// The time source of leases and waits, injected so tests can control it.
+#ifndef PHYSPOOL_SERVER_CLOCK_H_
+#define PHYSPOOL_SERVER_CLOCK_H_
+
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+
+namespace physpool::server {
+
+class Clock {
+ public:
+  virtual ~Clock() = default;
+  virtual absl::Time Now() const = 0;
+};
+
+class SystemClock final : public Clock {
+ public:
+  absl::Time Now() const override { return absl::Now(); }
+};
+
+}  // namespace physpool::server
+
+#endif  // PHYSPOOL_SERVER_CLOCK_H_

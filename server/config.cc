@@ -1,0 +1,285 @@
+#include "server/config.h"
+
+#include <unistd.h>
+
+#include <cstdlib>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "util/status_macros.h"
+#include "yaml-cpp/yaml.h"
+
+namespace physpool::server {
+namespace {
+
+// Errors carry the file, the line and the key path.
+class Reader {
+ public:
+  explicit Reader(absl::string_view name) : name_(name) {}
+
+  absl::Status Error(const YAML::Node& n, absl::string_view key,
+                     absl::string_view why) const {
+    return absl::InvalidArgumentError(
+        absl::StrCat(name_, ":", n.Mark().line + 1, ": ", key, ": ", why));
+  }
+
+  // `n` must be a map whose keys are all in `allowed`.
+  absl::Status Keys(const YAML::Node& n, absl::string_view where,
+                    const std::set<std::string>& allowed) const {
+    if (!n.IsMap()) return Error(n, where, "must be a mapping");
+    for (const auto& kv : n) {
+      const std::string key = kv.first.as<std::string>();
+      if (!allowed.count(key)) {
+        return Error(kv.first,
+                     absl::StrCat(where, where.empty() ? "" : ".", key),
+                     absl::StrCat("unknown key (expected one of: ",
+                                  absl::StrJoin(allowed, ", "), ")"));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  template <typename T>
+  absl::Status Get(const YAML::Node& parent, const std::string& key,
+                   absl::string_view where, T* out) const {
+    const YAML::Node n = parent[key];
+    if (!n) return absl::OkStatus();
+    const std::string path = absl::StrCat(where, where.empty() ? "" : ".", key);
+    if (!n.IsScalar()) return Error(n, path, "must be a single value");
+    try {
+      *out = n.as<T>();
+    } catch (const YAML::Exception&) {
+      return Error(n, path, absl::StrCat("bad value \"", n.Scalar(), "\""));
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  std::string name_;
+};
+
+absl::Status ParseSeconds(const Reader& r, const YAML::Node& parent,
+                          const std::string& key, absl::string_view where,
+                          absl::Duration unit, absl::Duration* out) {
+  int64_t v = -1;
+  RETURN_IF_ERROR(r.Get(parent, key, where, &v));
+  if (!parent[key]) return absl::OkStatus();
+  if (v < 0)
+    return r.Error(parent[key], absl::StrCat(where, ".", key), "must be >= 0");
+  *out = v * unit;
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+std::string DefaultRuntimeDir() {
+  if (geteuid() == 0) return "/run/physpool";
+  if (const char* xdg = std::getenv("XDG_RUNTIME_DIR");
+      xdg != nullptr && *xdg) {
+    return absl::StrCat(xdg, "/physpool");
+  }
+  return absl::StrCat("/tmp/physpool-", geteuid());
+}
+
+ServerConfig DefaultConfig() {
+  ServerConfig c;
+  const std::string run = DefaultRuntimeDir();
+  c.unix_socket = run + "/physpool.sock";
+  c.tcp = "127.0.0.1:7600";
+  c.metrics = "127.0.0.1:9464";
+  c.sim =
+      vfio::DefaultSimConfig(access("/dev/shm", W_OK) == 0
+                                 ? absl::StrCat("/dev/shm/physpool-", geteuid())
+                                 : run + "/sim");
+  c.implicit_tenant = true;
+  return c;
+}
+
+absl::StatusOr<ServerConfig> ParseConfig(absl::string_view yaml,
+                                         absl::string_view name) {
+  Reader r(name);
+  YAML::Node root;
+  try {
+    root = YAML::Load(std::string(yaml));
+  } catch (const YAML::ParserException& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(name, ":", e.mark.line + 1, ": YAML syntax: ", e.msg));
+  }
+  ServerConfig c = DefaultConfig();
+  c.implicit_tenant = false;
+  if (root.IsNull()) return c;
+  RETURN_IF_ERROR(r.Keys(root, "",
+                         {"listen", "metrics", "source", "pool", "leases",
+                          "wait", "tenants", "implicit_tenant", "log_level"}));
+  if (const YAML::Node l = root["listen"]) {
+    RETURN_IF_ERROR(
+        r.Keys(l, "listen", {"unix", "tcp", "insecure_tcp", "tls"}));
+    RETURN_IF_ERROR(r.Get(l, "unix", "listen", &c.unix_socket));
+    RETURN_IF_ERROR(r.Get(l, "tcp", "listen", &c.tcp));
+    RETURN_IF_ERROR(r.Get(l, "insecure_tcp", "listen", &c.insecure_tcp));
+    if (const YAML::Node t = l["tls"]) {
+      RETURN_IF_ERROR(r.Keys(t, "listen.tls", {"cert", "key", "client_ca"}));
+      RETURN_IF_ERROR(r.Get(t, "cert", "listen.tls", &c.tls_cert));
+      RETURN_IF_ERROR(r.Get(t, "key", "listen.tls", &c.tls_key));
+      RETURN_IF_ERROR(r.Get(t, "client_ca", "listen.tls", &c.tls_client_ca));
+      if (c.tls_cert.empty() != c.tls_key.empty()) {
+        return r.Error(t, "listen.tls", "cert and key go together");
+      }
+    }
+  }
+  if (const YAML::Node m = root["metrics"]) {
+    RETURN_IF_ERROR(r.Keys(m, "metrics", {"listen"}));
+    RETURN_IF_ERROR(r.Get(m, "listen", "metrics", &c.metrics));
+  }
+  if (const YAML::Node s = root["source"]) {
+    RETURN_IF_ERROR(r.Keys(s, "source", {"type", "sim"}));
+    RETURN_IF_ERROR(r.Get(s, "type", "source", &c.source));
+    if (c.source != "sim") {
+      return r.Error(
+          s["type"], "source.type",
+          absl::StrCat("\"", c.source, "\" is not available (expected sim)"));
+    }
+    if (const YAML::Node sim = s["sim"]) {
+      RETURN_IF_ERROR(r.Keys(sim, "source.sim",
+                             {"dir", "page_size", "base_iova", "segments"}));
+      RETURN_IF_ERROR(r.Get(sim, "dir", "source.sim", &c.sim.dir));
+      RETURN_IF_ERROR(r.Get(sim, "page_size", "source.sim", &c.sim.page_size));
+      RETURN_IF_ERROR(r.Get(sim, "base_iova", "source.sim", &c.sim.base_iova));
+      const uint64_t ps = c.sim.page_size;
+      if (ps < 4096 || (ps & (ps - 1)) != 0 || ps > (uint64_t{1} << 30)) {
+        return r.Error(sim["page_size"], "source.sim.page_size",
+                       "must be a power of two from 4096 to 1073741824");
+      }
+      if (const YAML::Node segs = sim["segments"]) {
+        if (!segs.IsSequence() || segs.size() == 0) {
+          return r.Error(segs, "source.sim.segments",
+                         "must be a non-empty list");
+        }
+        c.sim.segments.clear();
+        for (size_t i = 0; i < segs.size(); ++i) {
+          const std::string where =
+              absl::StrCat("source.sim.segments[", i, "]");
+          RETURN_IF_ERROR(
+              r.Keys(segs[i], where, {"bytes", "freelist", "numa"}));
+          vfio::SimSegmentConfig seg;
+          RETURN_IF_ERROR(r.Get(segs[i], "bytes", where, &seg.bytes));
+          RETURN_IF_ERROR(r.Get(segs[i], "freelist", where, &seg.freelist));
+          RETURN_IF_ERROR(r.Get(segs[i], "numa", where, &seg.numa));
+          if (seg.bytes == 0 || seg.bytes % ps != 0) {
+            return r.Error(
+                segs[i], where + ".bytes",
+                absl::StrCat("must be a positive multiple of the page size ",
+                             ps));
+          }
+          c.sim.segments.push_back(seg);
+        }
+      }
+    }
+  }
+  if (const YAML::Node p = root["pool"]) {
+    RETURN_IF_ERROR(r.Keys(p, "pool", {"strategy", "reserve_bytes"}));
+    std::string strategy = "address";
+    RETURN_IF_ERROR(r.Get(p, "strategy", "pool", &strategy));
+    if (strategy == "address") {
+      c.manager.strategy = pglist::Strategy::kAddress;
+    } else if (strategy == "bigfirst") {
+      c.manager.strategy = pglist::Strategy::kBigFirst;
+    } else {
+      return r.Error(p["strategy"], "pool.strategy",
+                     "must be address or bigfirst");
+    }
+    RETURN_IF_ERROR(
+        r.Get(p, "reserve_bytes", "pool", &c.manager.reserve_bytes));
+  }
+  if (const YAML::Node l = root["leases"]) {
+    RETURN_IF_ERROR(r.Keys(l, "leases",
+                           {"default_ttl_seconds", "max_ttl_seconds",
+                            "expiring_warning_seconds", "reclaim_grace_ms"}));
+    RETURN_IF_ERROR(ParseSeconds(r, l, "default_ttl_seconds", "leases",
+                                 absl::Seconds(1), &c.manager.default_ttl));
+    RETURN_IF_ERROR(ParseSeconds(r, l, "max_ttl_seconds", "leases",
+                                 absl::Seconds(1), &c.manager.max_ttl));
+    RETURN_IF_ERROR(ParseSeconds(r, l, "expiring_warning_seconds", "leases",
+                                 absl::Seconds(1),
+                                 &c.manager.expiring_warning));
+    RETURN_IF_ERROR(ParseSeconds(r, l, "reclaim_grace_ms", "leases",
+                                 absl::Milliseconds(1),
+                                 &c.manager.reclaim_grace));
+    if (c.manager.default_ttl <= absl::ZeroDuration() ||
+        c.manager.default_ttl > c.manager.max_ttl) {
+      return r.Error(l, "leases.default_ttl_seconds",
+                     "must be > 0 and <= max_ttl_seconds");
+    }
+  }
+  if (const YAML::Node w = root["wait"]) {
+    RETURN_IF_ERROR(r.Keys(w, "wait", {"starvation_ms"}));
+    RETURN_IF_ERROR(ParseSeconds(r, w, "starvation_ms", "wait",
+                                 absl::Milliseconds(1), &c.manager.starvation));
+  }
+  if (const YAML::Node ts = root["tenants"]) {
+    if (!ts.IsSequence()) return r.Error(ts, "tenants", "must be a list");
+    std::set<std::string> names;
+    for (size_t i = 0; i < ts.size(); ++i) {
+      const std::string where = absl::StrCat("tenants[", i, "]");
+      RETURN_IF_ERROR(r.Keys(ts[i], where,
+                             {"name", "token_sha256", "cert_common_names",
+                              "roles", "max_bytes", "max_leases"}));
+      Tenant t;
+      RETURN_IF_ERROR(r.Get(ts[i], "name", where, &t.name));
+      if (t.name.empty()) return r.Error(ts[i], where + ".name", "is required");
+      if (!names.insert(t.name).second) {
+        return r.Error(ts[i]["name"], where + ".name", "duplicate tenant name");
+      }
+      for (const char* list : {"token_sha256", "cert_common_names", "roles"}) {
+        const YAML::Node n = ts[i][list];
+        if (!n) continue;
+        if (!n.IsSequence())
+          return r.Error(n, absl::StrCat(where, ".", list), "must be a list");
+        for (const auto& v : n) {
+          const std::string s = v.as<std::string>();
+          if (std::string(list) == "token_sha256") {
+            if (s.size() != 64 ||
+                s.find_first_not_of("0123456789abcdef") != std::string::npos) {
+              return r.Error(
+                  v, where + ".token_sha256",
+                  "must be 64 lowercase hex digits (sha256sum of the token)");
+            }
+            t.token_sha256.push_back(s);
+          } else if (std::string(list) == "cert_common_names") {
+            t.cert_common_names.push_back(s);
+          }
+        }
+      }
+      if (const YAML::Node roles = ts[i]["roles"]) {
+        std::vector<std::string> names_list;
+        for (const auto& v : roles) names_list.push_back(v.as<std::string>());
+        auto parsed = ParseRoles(names_list);
+        if (!parsed.ok())
+          return r.Error(roles, where + ".roles", parsed.status().message());
+        t.roles = *parsed;
+      }
+      RETURN_IF_ERROR(r.Get(ts[i], "max_bytes", where, &t.limits.max_bytes));
+      RETURN_IF_ERROR(r.Get(ts[i], "max_leases", where, &t.limits.max_leases));
+      if (t.token_sha256.empty() && t.cert_common_names.empty()) {
+        return r.Error(ts[i], where, "needs token_sha256 or cert_common_names");
+      }
+      c.tenants.push_back(std::move(t));
+    }
+  }
+  RETURN_IF_ERROR(r.Get(root, "implicit_tenant", "", &c.implicit_tenant));
+  std::string level = "info";
+  RETURN_IF_ERROR(r.Get(root, "log_level", "", &level));
+  if (!ParseLogLevel(level, &c.log_level)) {
+    return r.Error(root["log_level"], "log_level",
+                   "must be debug, info, warn or error");
+  }
+  if (c.tenants.empty() && !c.implicit_tenant) {
+    return r.Error(
+        root, "tenants",
+        "no tenants and implicit_tenant is false: nobody could call");
+  }
+  return c;
+}
+
+}  // namespace physpool::server

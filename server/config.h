@@ -1,0 +1,49 @@
+// physpoold's configuration: one YAML file, flags override it. Every
+// unknown key and bad value is an error naming the file, line, key and
+// reason. With no file, the embedded default: the sim source (1 GiB), one
+// implicit admin tenant, a unix socket in a user-writable runtime dir and
+// TCP on 127.0.0.1.
+#ifndef PHYSPOOL_SERVER_CONFIG_H_
+#define PHYSPOOL_SERVER_CONFIG_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "server/log.h"
+#include "server/options.h"
+#include "server/tenants.h"
+#include "vfio/sim_source.h"
+
+namespace physpool::server {
+
+struct ServerConfig {
+  std::string unix_socket;    // "" disables
+  std::string tcp;            // host:port; "" disables
+  bool insecure_tcp = false;  // allow TCP off loopback without TLS
+  std::string tls_cert, tls_key, tls_client_ca;
+  std::string metrics;  // host:port; "" disables
+  std::string source = "sim";
+  vfio::SimConfig sim;
+  ManagerOptions manager;
+  std::vector<Tenant> tenants;
+  bool implicit_tenant = false;  // every caller is tenant "default" (admin)
+  LogLevel log_level = LogLevel::kInfo;
+};
+
+// The runtime directory: /run/physpool as root, else $XDG_RUNTIME_DIR/physpool
+// or /tmp/physpool-<uid>.
+std::string DefaultRuntimeDir();
+
+// The embedded default (no config file).
+ServerConfig DefaultConfig();
+
+// Parses a config file's text over the defaults. INVALID_ARGUMENT
+// "<name>:<line>: <key>: <reason>" for any unknown key or bad value.
+absl::StatusOr<ServerConfig> ParseConfig(absl::string_view yaml,
+                                         absl::string_view name);
+
+}  // namespace physpool::server
+
+#endif  // PHYSPOOL_SERVER_CONFIG_H_

@@ -1,0 +1,191 @@
+#include "server/metrics.h"
+
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "prometheus/client_metric.h"
+
+namespace physpool::server {
+namespace {
+
+using prometheus::ClientMetric;
+using prometheus::MetricFamily;
+using prometheus::MetricType;
+
+MetricFamily Family(const char* name, const char* help, MetricType type) {
+  MetricFamily f;
+  f.name = name;
+  f.help = help;
+  f.type = type;
+  return f;
+}
+
+ClientMetric Value(MetricType type, double v,
+                   std::vector<ClientMetric::Label> labels = {}) {
+  ClientMetric m;
+  m.label = std::move(labels);
+  if (type == MetricType::Counter) {
+    m.counter.value = v;
+  } else {
+    m.gauge.value = v;
+  }
+  return m;
+}
+
+ClientMetric HistogramMetric(const Histogram& h,
+                             std::vector<ClientMetric::Label> labels = {}) {
+  ClientMetric m;
+  m.label = std::move(labels);
+  m.histogram.sample_count = h.count;
+  m.histogram.sample_sum = h.sum;
+  uint64_t cumulative = 0;
+  for (size_t i = 0; i <= h.bounds.size(); ++i) {
+    cumulative += h.counts[i];
+    ClientMetric::Bucket b;
+    b.cumulative_count = cumulative;
+    b.upper_bound = i < h.bounds.size()
+                        ? h.bounds[i]
+                        : std::numeric_limits<double>::infinity();
+    m.histogram.bucket.push_back(b);
+  }
+  return m;
+}
+
+}  // namespace
+
+std::vector<MetricFamily> PoolCollector::Collect() const {
+  const ManagerStats st = manager_->Stats();
+  std::vector<MetricFamily> out;
+
+  MetricFamily pages = Family(
+      "physpool_pages", "Pool pages by segment and state.", MetricType::Gauge);
+  MetricFamily largest =
+      Family("physpool_segment_largest_free_run_pages",
+             "Longest run of free pages in each segment.", MetricType::Gauge);
+  for (const SegmentView& s : st.segments) {
+    const std::string seg = absl::StrCat(s.info.id);
+    const std::string fl = absl::StrCat(s.info.spec.freelist);
+    const std::string numa = absl::StrCat(s.info.spec.numa);
+    const double used =
+        static_cast<double>(s.info.used_pages.value - s.scrubbing_pages);
+    for (auto [state, v] :
+         {std::pair{"free", static_cast<double>(s.info.free_pages.value)},
+          std::pair{"used", used},
+          std::pair{"scrubbing", static_cast<double>(s.scrubbing_pages)}}) {
+      pages.metric.push_back(Value(MetricType::Gauge, v,
+                                   {{"freelist", fl},
+                                    {"numa", numa},
+                                    {"segment", seg},
+                                    {"state", state}}));
+    }
+    largest.metric.push_back(Value(
+        MetricType::Gauge, static_cast<double>(s.info.largest_free_run.value),
+        {{"segment", seg}}));
+  }
+  out.push_back(std::move(pages));
+  out.push_back(std::move(largest));
+
+  MetricFamily requests =
+      Family("physpool_alloc_requests_total",
+             "Allocation attempts by path and result.", MetricType::Counter);
+  for (pglist::Path p : {pglist::Path::kSimple, pglist::Path::kContig,
+                         pglist::Path::kMulti, pglist::Path::kAggressive}) {
+    const pglist::PathCounters& c = st.pool.at(p);
+    const std::string path(pglist::PathName(p));
+    requests.metric.push_back(Value(MetricType::Counter,
+                                    static_cast<double>(c.successes),
+                                    {{"path", path}, {"result", "success"}}));
+    for (int r = 1; r < pglist::kNumFailReasons; ++r) {
+      requests.metric.push_back(
+          Value(MetricType::Counter, static_cast<double>(c.failures[r]),
+                {{"path", path},
+                 {"result", std::string(pglist::FailReasonName(
+                                static_cast<pglist::FailReason>(r)))}}));
+    }
+  }
+  out.push_back(std::move(requests));
+
+  MetricFamily fallbacks =
+      Family("physpool_alloc_fallbacks_total",
+             "Requests one path could not serve that went on to another.",
+             MetricType::Counter);
+  using pglist::Path;
+  for (auto [from, to] : {std::pair{Path::kContig, Path::kMulti},
+                          std::pair{Path::kSimple, Path::kAggressive},
+                          std::pair{Path::kContig, Path::kAggressive},
+                          std::pair{Path::kMulti, Path::kAggressive}}) {
+    fallbacks.metric.push_back(Value(
+        MetricType::Counter, static_cast<double>(st.pool.fallback(from, to)),
+        {{"from", std::string(pglist::PathName(from))},
+         {"to", std::string(pglist::PathName(to))}}));
+  }
+  fallbacks.metric.push_back(Value(MetricType::Counter,
+                                   static_cast<double>(st.waits_started),
+                                   {{"from", "any"}, {"to", "wait"}}));
+  out.push_back(std::move(fallbacks));
+
+  MetricFamily duration =
+      Family("physpool_alloc_duration_seconds",
+             "Time the allocation core took per request, by path.",
+             MetricType::Histogram);
+  for (const auto& [path, h] : st.alloc_seconds) {
+    duration.metric.push_back(HistogramMetric(h, {{"path", path}}));
+  }
+  out.push_back(std::move(duration));
+
+  MetricFamily leases =
+      Family("physpool_leases", "Live leases per tenant.", MetricType::Gauge);
+  MetricFamily lease_bytes =
+      Family("physpool_lease_bytes", "Bytes held by live leases per tenant.",
+             MetricType::Gauge);
+  for (const auto& [tenant, u] : st.tenants) {
+    leases.metric.push_back(
+        Value(MetricType::Gauge, u.leases, {{"tenant", tenant}}));
+    lease_bytes.metric.push_back(Value(
+        MetricType::Gauge, static_cast<double>(u.bytes), {{"tenant", tenant}}));
+  }
+  out.push_back(std::move(leases));
+  out.push_back(std::move(lease_bytes));
+
+  MetricFamily expirations =
+      Family("physpool_lease_expirations_total",
+             "Leases that expired without renewal.", MetricType::Counter);
+  expirations.metric.push_back(
+      Value(MetricType::Counter, static_cast<double>(st.lease_expirations)));
+  out.push_back(std::move(expirations));
+
+  MetricFamily revocations =
+      Family("physpool_lease_revocations_total",
+             "Leases ended by revocation, by reason.", MetricType::Counter);
+  for (const char* reason : {"admin", "preempted"}) {
+    auto it = st.revocations.find(reason);
+    revocations.metric.push_back(Value(
+        MetricType::Counter, it == st.revocations.end() ? 0.0 : it->second,
+        {{"reason", reason}}));
+  }
+  out.push_back(std::move(revocations));
+
+  MetricFamily reclaimed =
+      Family("physpool_reclaimed_bytes_total",
+             "Bytes of preemptible leases reclaimed by the aggressive path.",
+             MetricType::Counter);
+  reclaimed.metric.push_back(
+      Value(MetricType::Counter, static_cast<double>(st.reclaimed_bytes)));
+  out.push_back(std::move(reclaimed));
+
+  MetricFamily wait =
+      Family("physpool_wait_duration_seconds",
+             "Time requests spent waiting for memory.", MetricType::Histogram);
+  wait.metric.push_back(HistogramMetric(st.wait_seconds));
+  out.push_back(std::move(wait));
+
+  MetricFamily backlog =
+      Family("physpool_scrub_backlog_pages",
+             "Pages waiting to be zeroed before reuse.", MetricType::Gauge);
+  backlog.metric.push_back(
+      Value(MetricType::Gauge, static_cast<double>(st.scrub_backlog_pages)));
+  out.push_back(std::move(backlog));
+  return out;
+}
+
+}  // namespace physpool::server

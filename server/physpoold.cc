@@ -1,0 +1,349 @@
+// physpoold: owns the DMA memory of the host and leases it to tenants.
+// See docs/api.md and docs/operations.md; `physpoold --help` for flags.
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "prometheus/exposer.h"
+#include "prometheus/registry.h"
+#include "server/config.h"
+#include "server/log.h"
+#include "server/metrics.h"
+#include "server/pool_manager.h"
+#include "server/services.h"
+#include "vfio/sim_source.h"
+
+namespace physpool::server {
+namespace {
+
+constexpr char kUsage[] =
+    R"(physpoold - lease DMA memory to accelerator runtimes
+
+Usage: physpoold [flags]
+
+  --config FILE      YAML configuration (docs/operations.md); without it the
+                     embedded default: 1 GiB of sim memory, one implicit admin
+                     tenant, unix socket + TCP on 127.0.0.1
+  --unix PATH        unix socket ("" disables)
+  --tcp HOST:PORT    TCP listener ("" disables; port 0 picks one)
+  --insecure-tcp     allow TCP off loopback without TLS
+  --metrics HOST:PORT  Prometheus endpoint ("" disables; port 0 picks one)
+  --sim-dir DIR      directory of the sim backing files
+  --log-level LEVEL  debug, info, warn or error
+  --ready-file FILE  write {"unix":..,"tcp_port":..,"metrics_port":..} once serving
+  --help
+)";
+
+struct Flags {
+  std::string config;
+  std::string ready_file;
+  // Overrides: set only when the flag was given.
+  std::optional<std::string> unix_socket, tcp, metrics, sim_dir, log_level;
+  bool insecure_tcp = false;
+};
+
+absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
+  Flags f;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    std::string value;
+    const bool has_eq = absl::StrContains(a, "=");
+    if (has_eq) {
+      value = a.substr(a.find('=') + 1);
+      a = a.substr(0, a.find('='));
+    }
+    auto next = [&]() -> absl::StatusOr<std::string> {
+      if (has_eq) return value;
+      if (i + 1 >= argc)
+        return absl::InvalidArgumentError(absl::StrCat(a, " needs a value"));
+      return std::string(argv[++i]);
+    };
+    auto take = [&](std::optional<std::string>* out) -> absl::Status {
+      auto v = next();
+      if (!v.ok()) return v.status();
+      *out = *v;
+      return absl::OkStatus();
+    };
+    absl::Status s;
+    if (a == "--help" || a == "-h") {
+      std::fputs(kUsage, stdout);
+      std::exit(0);
+    } else if (a == "--config") {
+      auto v = next();
+      if (!v.ok()) return v.status();
+      f.config = *v;
+    } else if (a == "--ready-file") {
+      auto v = next();
+      if (!v.ok()) return v.status();
+      f.ready_file = *v;
+    } else if (a == "--unix") {
+      s = take(&f.unix_socket);
+    } else if (a == "--tcp") {
+      s = take(&f.tcp);
+    } else if (a == "--metrics") {
+      s = take(&f.metrics);
+    } else if (a == "--sim-dir") {
+      s = take(&f.sim_dir);
+    } else if (a == "--log-level") {
+      s = take(&f.log_level);
+    } else if (a == "--insecure-tcp") {
+      f.insecure_tcp = true;
+    } else {
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown flag ", a, " (see --help)"));
+    }
+    if (!s.ok()) return s;
+  }
+  return f;
+}
+
+bool IsLoopback(const std::string& hostport) {
+  return absl::StartsWith(hostport, "127.") ||
+         absl::StartsWith(hostport, "localhost:") ||
+         absl::StartsWith(hostport, "[::1]:");
+}
+
+absl::Status MakeDirs(const std::string& dir) {
+  for (size_t pos = 1; pos != std::string::npos;) {
+    pos = dir.find('/', pos + 1);
+    const std::string part = dir.substr(0, pos);
+    if (mkdir(part.c_str(), 0755) != 0 && errno != EEXIST) {
+      return absl::PermissionDeniedError(
+          absl::StrCat("mkdir ", part, ": ", std::strerror(errno)));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Removes a stale socket; refuses if a daemon answers on it.
+absl::Status PrepareSocket(const std::string& path) {
+  const size_t slash = path.rfind('/');
+  if (slash != std::string::npos && slash > 0) {
+    if (auto s = MakeDirs(path.substr(0, slash)); !s.ok()) return s;
+  }
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0) return absl::OkStatus();
+  const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
+  const bool live =
+      connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+  close(fd);
+  if (live) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("another physpoold is listening on ", path));
+  }
+  unlink(path.c_str());
+  return absl::OkStatus();
+}
+
+std::string ReadFile(const std::string& path, absl::Status* status) {
+  std::ifstream in(path);
+  if (!in) {
+    *status = absl::NotFoundError(
+        absl::StrCat("cannot read config ", path, ": ", std::strerror(errno)));
+    return "";
+  }
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+int Run(int argc, char** argv) {
+  auto flags = ParseFlags(argc, argv);
+  if (!flags.ok()) {
+    std::fprintf(stderr, "physpoold: %s\n",
+                 std::string(flags.status().message()).c_str());
+    return 2;
+  }
+  // Config: the file (or the embedded default), then flags.
+  absl::StatusOr<ServerConfig> cfg = DefaultConfig();
+  const bool embedded = flags->config.empty();
+  if (!embedded) {
+    absl::Status read;
+    const std::string text = ReadFile(flags->config, &read);
+    cfg = read.ok() ? ParseConfig(text, flags->config)
+                    : absl::StatusOr<ServerConfig>(read);
+  }
+  if (!cfg.ok()) {
+    std::fprintf(stderr, "physpoold: %s\n",
+                 std::string(cfg.status().message()).c_str());
+    return 2;
+  }
+  if (flags->unix_socket) cfg->unix_socket = *flags->unix_socket;
+  if (flags->tcp) cfg->tcp = *flags->tcp;
+  if (flags->metrics) cfg->metrics = *flags->metrics;
+  if (flags->sim_dir) cfg->sim.dir = *flags->sim_dir;
+  if (flags->insecure_tcp) cfg->insecure_tcp = true;
+  if (flags->log_level && !ParseLogLevel(*flags->log_level, &cfg->log_level)) {
+    std::fprintf(stderr,
+                 "physpoold: --log-level must be debug, info, warn or error\n");
+    return 2;
+  }
+  SetLogLevel(cfg->log_level);
+  const bool tls = !cfg->tls_cert.empty();
+  if (!cfg->tcp.empty() && !IsLoopback(cfg->tcp) && !tls &&
+      !cfg->insecure_tcp) {
+    Log(LogLevel::kError, "refusing TCP off loopback without TLS",
+        {F("tcp", cfg->tcp),
+         F("hint", "configure listen.tls or pass --insecure-tcp")});
+    return 2;
+  }
+
+  // Signals are taken by sigwait in this thread only.
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+
+  vfio::SimSource source(cfg->sim);
+  if (absl::Status s = source.Start(); !s.ok()) {
+    Log(LogLevel::kError, "memory source failed",
+        {F("source", "sim"), F("error", s.ToString())});
+    return 1;
+  }
+  std::vector<Tenant> tenants = cfg->tenants;
+  if (cfg->implicit_tenant) tenants.push_back(Authenticator::Implicit());
+  TenantRegistry registry(tenants);
+  SystemClock clock;
+  PoolManager manager(cfg->manager, &source, &clock, &registry);
+  if (absl::Status s = manager.Start(); !s.ok()) {
+    Log(LogLevel::kError, "pool failed to start", {F("error", s.ToString())});
+    return 1;
+  }
+  uint64_t total = 0;
+  for (const auto& seg : source.segments()) {
+    total += seg.spec.pages.value * source.page_size();
+    Log(LogLevel::kInfo, "segment",
+        {F("iova", absl::StrCat("0x", absl::Hex(seg.spec.iova))),
+         F("bytes", seg.spec.pages.value * source.page_size()),
+         F("freelist", seg.spec.freelist), F("numa", seg.spec.numa),
+         F("backing", seg.path)});
+  }
+  Log(LogLevel::kInfo, "memory ready",
+      {F("source", source.name()), F("page_size", source.page_size()),
+       F("bytes", total), F("segments", source.segments().size())});
+  if (embedded) {
+    Log(LogLevel::kWarn, "embedded default configuration",
+        {F("tenants",
+           "one implicit tenant \"default\" with admin rights, no "
+           "authentication"),
+         F("hint", "pass --config for tenants, tokens and TLS")});
+  }
+
+  Authenticator auth(&registry, cfg->implicit_tenant);
+  PoolService pool_service(&manager, &auth, &registry, source.name());
+  AdminService admin_service(&manager, &auth, &registry);
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  if (!cfg->unix_socket.empty()) {
+    if (absl::Status s = PrepareSocket(cfg->unix_socket); !s.ok()) {
+      Log(LogLevel::kError, "unix socket", {F("error", s.ToString())});
+      return 1;
+    }
+    builder.AddListeningPort("unix:" + cfg->unix_socket,
+                             grpc::InsecureServerCredentials());
+  }
+  int tcp_port = 0;
+  if (!cfg->tcp.empty()) {
+    std::shared_ptr<grpc::ServerCredentials> creds =
+        grpc::InsecureServerCredentials();
+    if (tls) {
+      absl::Status read;
+      grpc::SslServerCredentialsOptions opts(
+          cfg->tls_client_ca.empty()
+              ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+              : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+      opts.pem_key_cert_pairs.push_back(
+          {ReadFile(cfg->tls_key, &read), ReadFile(cfg->tls_cert, &read)});
+      if (!cfg->tls_client_ca.empty())
+        opts.pem_root_certs = ReadFile(cfg->tls_client_ca, &read);
+      if (!read.ok()) {
+        Log(LogLevel::kError, "TLS files", {F("error", read.ToString())});
+        return 1;
+      }
+      creds = grpc::SslServerCredentials(opts);
+    }
+    builder.AddListeningPort(cfg->tcp, creds, &tcp_port);
+  }
+  builder.RegisterService(&pool_service);
+  builder.RegisterService(&admin_service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server || (!cfg->tcp.empty() && tcp_port == 0)) {
+    Log(LogLevel::kError, "cannot listen",
+        {F("unix", cfg->unix_socket), F("tcp", cfg->tcp)});
+    return 1;
+  }
+  if (!cfg->unix_socket.empty()) chmod(cfg->unix_socket.c_str(), 0660);
+  server->GetHealthCheckService()->SetServingStatus(true);
+
+  std::unique_ptr<prometheus::Exposer> exposer;
+  // The exposer keeps a weak_ptr: the collector lives here.
+  auto collector = std::make_shared<PoolCollector>(&manager);
+  int metrics_port = 0;
+  if (!cfg->metrics.empty()) {
+    try {
+      exposer = std::make_unique<prometheus::Exposer>(cfg->metrics);
+      exposer->RegisterCollectable(collector);
+      metrics_port = exposer->GetListeningPorts().at(0);
+    } catch (const std::exception& e) {
+      Log(LogLevel::kError, "metrics endpoint",
+          {F("listen", cfg->metrics), F("error", e.what())});
+      return 1;
+    }
+  }
+  Log(LogLevel::kInfo, "serving",
+      {F("unix", cfg->unix_socket), F("tcp", cfg->tcp.empty() ? "" : cfg->tcp),
+       F("tcp_port", tcp_port), F("tls", tls ? "on" : "off"),
+       F("metrics", cfg->metrics.empty() ? "" : absl::StrCat(cfg->metrics)),
+       F("metrics_port", metrics_port), F("pid", getpid())});
+  if (!flags->ready_file.empty()) {
+    const std::string tmp = flags->ready_file + ".tmp";
+    std::ofstream(tmp) << "{\"unix\":\"" << cfg->unix_socket
+                       << "\",\"tcp_port\":" << tcp_port
+                       << ",\"metrics_port\":" << metrics_port
+                       << ",\"pid\":" << getpid() << "}\n";
+    std::rename(tmp.c_str(), flags->ready_file.c_str());
+  }
+
+  int sig = 0;
+  sigwait(&sigs, &sig);
+  Log(LogLevel::kInfo, "shutting down", {F("signal", strsignal(sig))});
+  server->GetHealthCheckService()->SetServingStatus(false);
+  manager.Shutdown();  // waiters end with FAILED_PRECONDITION
+  Log(LogLevel::kDebug, "manager stopped");
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(3));
+  server->Wait();
+  Log(LogLevel::kDebug, "grpc stopped");
+  exposer.reset();
+  Log(LogLevel::kDebug, "metrics stopped");
+  if (!cfg->unix_socket.empty()) unlink(cfg->unix_socket.c_str());
+  Log(LogLevel::kInfo, "stopped");
+  return 0;
+}
+
+}  // namespace
+}  // namespace physpool::server
+
+int main(int argc, char** argv) { return physpool::server::Run(argc, argv); }

@@ -1,0 +1,530 @@
+#include "server/services.h"
+
+#include <deque>
+#include <memory>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+
+namespace physpool::server {
+namespace {
+
+using grpc::CallbackServerContext;
+using grpc::ServerUnaryReactor;
+
+// Finishes a unary call at once with `s`.
+ServerUnaryReactor* Done(CallbackServerContext* ctx, const absl::Status& s) {
+  ServerUnaryReactor* r = ctx->DefaultReactor();
+  r->Finish(ToGrpc(s));
+  return r;
+}
+
+int64_t UnixMillis(absl::Time t) { return absl::ToUnixMillis(t); }
+
+void ToProto(const LeaseInfo& l, v1::Lease* out) {
+  out->set_id(l.id);
+  out->set_tenant(l.tenant);
+  for (const LeaseRun& r : l.runs) {
+    v1::Run* p = out->add_runs();
+    p->set_iova(r.iova);
+    p->set_length(r.bytes);
+    p->set_backing_path(r.backing_path);
+    p->set_backing_offset(r.backing_offset);
+    p->set_segment_id(r.segment_id);
+  }
+  out->set_bytes(l.bytes);
+  out->set_preemptible(l.preemptible);
+  out->set_expires_unix_ms(UnixMillis(l.expires));
+  out->set_ttl_seconds(static_cast<uint32_t>(absl::ToInt64Seconds(l.ttl)));
+  out->set_path(l.path);
+  out->set_label(l.label);
+}
+
+void ToProto(const SegmentView& s, uint64_t ps, v1::SegmentInfo* out) {
+  out->set_id(s.info.id);
+  out->set_iova(s.info.spec.iova);
+  out->set_bytes(s.info.avail.pages.value * ps);
+  out->set_freelist(s.info.spec.freelist);
+  out->set_numa_node(s.info.spec.numa);
+  out->set_draining(s.info.draining);
+  out->set_free_bytes(s.info.free_pages.value * ps);
+  out->set_used_bytes((s.info.used_pages.value - s.scrubbing_pages) * ps);
+  out->set_scrubbing_bytes(s.scrubbing_pages * ps);
+  out->set_largest_free_run_bytes(s.info.largest_free_run.value * ps);
+  out->set_backing_path(s.backing_path);
+}
+
+void ToProto(const Tenant& t, const TenantUsage& u, v1::TenantInfo* out) {
+  out->set_name(t.name);
+  for (const auto& r : RoleNames(t.roles)) out->add_roles(r);
+  out->mutable_limits()->set_max_bytes(t.limits.max_bytes);
+  out->mutable_limits()->set_max_leases(t.limits.max_leases);
+  out->set_bytes(u.bytes);
+  out->set_leases(u.leases);
+}
+
+absl::Status CheckLeaseId(const std::string& id) {
+  if (id.empty()) return absl::InvalidArgumentError("lease_id is required");
+  if (id.size() > 128)
+    return absl::InvalidArgumentError("lease_id is too long");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<AllocateParams> ToParams(const v1::AllocateRequest& r,
+                                        absl::Duration max_ttl) {
+  AllocateParams p;
+  if (r.bytes() == 0) return absl::InvalidArgumentError("bytes must be > 0");
+  p.req.bytes = r.bytes();
+  p.req.low = r.low();
+  p.req.high = r.high() == 0 ? pglist::kMaxIova : r.high();
+  p.req.alignment = r.alignment();
+  p.req.boundary = r.boundary();
+  p.req.max_segments = r.max_segments();
+  p.req.preemptible = r.preemptible();
+  if (r.has_numa_node()) {
+    if (r.numa_node() < 0)
+      return absl::InvalidArgumentError("numa_node must be >= 0");
+    p.req.numa = r.numa_node();
+  } else if (r.numa_strict()) {
+    return absl::InvalidArgumentError("numa_strict needs numa_node");
+  }
+  p.numa_strict = r.numa_strict();
+  p.may_wait = r.may_wait();
+  p.may_reclaim = r.may_reclaim();
+  if (absl::Seconds(r.ttl_seconds()) > max_ttl) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "ttl_seconds ", r.ttl_seconds(), " is above the maximum of ",
+        absl::ToInt64Seconds(max_ttl)));
+  }
+  p.ttl = absl::Seconds(r.ttl_seconds());
+  if (r.label().size() > 256)
+    return absl::InvalidArgumentError("label is longer than 256 bytes");
+  p.label = r.label();
+  return p;
+}
+
+// Allocate may wait: the reactor cancels the wait if the client goes away.
+class AllocateReactor final : public ServerUnaryReactor {
+ public:
+  explicit AllocateReactor(PoolManager* m)
+      : manager_(m), state_(std::make_shared<State>()) {}
+
+  void Start(const Tenant& tenant, AllocateParams params, absl::Time deadline,
+             v1::AllocateResponse* resp) {
+    const uint64_t handle = manager_->Allocate(
+        tenant, std::move(params), deadline,
+        [this, resp](absl::StatusOr<LeaseInfo> r) {
+          if (r.ok()) ToProto(*r, resp->mutable_lease());
+          Finish(ToGrpc(r.status()));  // the last use of `this`
+        });
+    bool cancelled;
+    {
+      absl::MutexLock l(&state_->mu);
+      state_->handle = handle;
+      cancelled = state_->cancelled;
+    }
+    if (cancelled && handle != 0) manager_->CancelWait(handle);
+  }
+  void OnCancel() override {
+    uint64_t handle;
+    {
+      absl::MutexLock l(&state_->mu);
+      state_->cancelled = true;
+      handle = state_->handle;
+    }
+    if (handle != 0) manager_->CancelWait(handle);
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  struct State {
+    absl::Mutex mu;
+    uint64_t handle = 0;
+    bool cancelled = false;
+  };
+  PoolManager* manager_;
+  std::shared_ptr<State> state_;
+};
+
+v1::LeaseEvent ToProto(const LeaseEventInfo& e) {
+  v1::LeaseEvent out;
+  out.set_kind(static_cast<v1::LeaseEvent::Kind>(e.kind));
+  out.set_lease_id(e.lease_id);
+  out.set_reason(e.reason);
+  out.set_unix_ms(UnixMillis(e.at));
+  if (e.deadline != absl::InfinitePast())
+    out.set_deadline_unix_ms(UnixMillis(e.deadline));
+  return out;
+}
+
+// Streams the tenant's lease events until the client cancels.
+class WatchReactor final : public grpc::ServerWriteReactor<v1::LeaseEvent> {
+ public:
+  WatchReactor(PoolManager* m, const std::string& tenant) : manager_(m) {
+    sub_ = manager_->Subscribe(
+        tenant, [this](const LeaseEventInfo& e) { Push(ToProto(e)); });
+    StartSendInitialMetadata();  // the subscription is live from here on
+  }
+  void OnWriteDone(bool ok) override {
+    absl::MutexLock l(&mu_);
+    queue_.pop_front();
+    writing_ = false;
+    if (!ok || finished_) return;
+    if (!queue_.empty()) {
+      writing_ = true;
+      StartWrite(&queue_.front());
+    }
+  }
+  void OnCancel() override {
+    manager_->Unsubscribe(sub_);
+    absl::MutexLock l(&mu_);
+    if (!finished_) {
+      finished_ = true;
+      Finish(grpc::Status::CANCELLED);
+    }
+  }
+  void OnDone() override {
+    manager_->Unsubscribe(sub_);
+    delete this;
+  }
+
+ private:
+  void Push(v1::LeaseEvent e) {
+    absl::MutexLock l(&mu_);
+    if (finished_) return;
+    queue_.push_back(std::move(e));
+    if (!writing_) {
+      writing_ = true;
+      StartWrite(&queue_.front());
+    }
+  }
+
+  PoolManager* manager_;
+  uint64_t sub_ = 0;
+  absl::Mutex mu_;
+  std::deque<v1::LeaseEvent> queue_;  // front: being written
+  bool writing_ = false;
+  bool finished_ = false;
+};
+
+}  // namespace
+
+grpc::Status ToGrpc(const absl::Status& s) {
+  if (s.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(s.code()),
+                      std::string(s.message()));
+}
+
+Tenant Authenticator::Implicit() {
+  Tenant t;
+  t.name = "default";
+  t.roles = kRoleTenant | kRolePrivileged | kRoleAdmin;
+  return t;
+}
+
+absl::StatusOr<Tenant> Authenticator::Identify(
+    const grpc::ServerContextBase& ctx) const {
+  const auto& md = ctx.client_metadata();
+  auto it = md.find("authorization");
+  if (it != md.end()) {
+    const absl::string_view v(it->second.data(), it->second.size());
+    if (!absl::StartsWithIgnoreCase(v, "bearer ")) {
+      return absl::UnauthenticatedError(
+          "authorization must be \"Bearer <token>\"");
+    }
+    if (auto t = tenants_->ByToken(v.substr(7))) return *t;
+    return absl::UnauthenticatedError("unknown bearer token");
+  }
+  if (auto auth = ctx.auth_context(); auth && auth->IsPeerAuthenticated()) {
+    for (const auto& cn : auth->FindPropertyValues("x509_common_name")) {
+      if (auto t = tenants_->ByCommonName(std::string(cn.data(), cn.size())))
+        return *t;
+    }
+    return absl::UnauthenticatedError("the client certificate names no tenant");
+  }
+  if (implicit_) return Implicit();
+  return absl::UnauthenticatedError(
+      "no credentials: send \"authorization: Bearer <token>\"");
+}
+
+// --- Pool
+// ---------------------------------------------------------------------
+
+ServerUnaryReactor* PoolService::Allocate(CallbackServerContext* ctx,
+                                          const v1::AllocateRequest* req,
+                                          v1::AllocateResponse* resp) {
+  auto tenant = auth_->Identify(*ctx);
+  if (!tenant.ok()) return Done(ctx, tenant.status());
+  auto params = ToParams(*req, manager_->options().max_ttl);
+  if (!params.ok()) return Done(ctx, params.status());
+  absl::Time deadline = absl::FromChrono(ctx->deadline());
+  auto* reactor = new AllocateReactor(manager_);
+  reactor->Start(*tenant, *std::move(params), deadline, resp);
+  return reactor;
+}
+
+ServerUnaryReactor* PoolService::Renew(CallbackServerContext* ctx,
+                                       const v1::RenewRequest* req,
+                                       v1::RenewResponse* resp) {
+  auto tenant = auth_->Identify(*ctx);
+  if (!tenant.ok()) return Done(ctx, tenant.status());
+  if (auto s = CheckLeaseId(req->lease_id()); !s.ok()) return Done(ctx, s);
+  if (absl::Seconds(req->ttl_seconds()) > manager_->options().max_ttl) {
+    return Done(ctx, absl::InvalidArgumentError(absl::StrCat(
+                         "ttl_seconds ", req->ttl_seconds(),
+                         " is above the maximum of ",
+                         absl::ToInt64Seconds(manager_->options().max_ttl))));
+  }
+  auto lease = manager_->Renew(*tenant, req->lease_id(),
+                               absl::Seconds(req->ttl_seconds()));
+  if (lease.ok()) ToProto(*lease, resp->mutable_lease());
+  return Done(ctx, lease.status());
+}
+
+ServerUnaryReactor* PoolService::Release(CallbackServerContext* ctx,
+                                         const v1::ReleaseRequest* req,
+                                         v1::ReleaseResponse* resp) {
+  auto tenant = auth_->Identify(*ctx);
+  if (!tenant.ok()) return Done(ctx, tenant.status());
+  if (auto s = CheckLeaseId(req->lease_id()); !s.ok()) return Done(ctx, s);
+  auto released = manager_->Release(*tenant, req->lease_id());
+  if (released.ok()) resp->set_released(*released);
+  return Done(ctx, released.status());
+}
+
+ServerUnaryReactor* PoolService::GetLease(CallbackServerContext* ctx,
+                                          const v1::GetLeaseRequest* req,
+                                          v1::GetLeaseResponse* resp) {
+  auto tenant = auth_->Identify(*ctx);
+  if (!tenant.ok()) return Done(ctx, tenant.status());
+  if (auto s = CheckLeaseId(req->lease_id()); !s.ok()) return Done(ctx, s);
+  auto lease = manager_->Get(*tenant, req->lease_id());
+  if (lease.ok()) ToProto(*lease, resp->mutable_lease());
+  return Done(ctx, lease.status());
+}
+
+ServerUnaryReactor* PoolService::ListLeases(CallbackServerContext* ctx,
+                                            const v1::ListLeasesRequest*,
+                                            v1::ListLeasesResponse* resp) {
+  auto tenant = auth_->Identify(*ctx);
+  if (!tenant.ok()) return Done(ctx, tenant.status());
+  for (const LeaseInfo& l : manager_->Leases(tenant->name))
+    ToProto(l, resp->add_leases());
+  return Done(ctx, absl::OkStatus());
+}
+
+grpc::ServerWriteReactor<v1::LeaseEvent>* PoolService::Watch(
+    CallbackServerContext* ctx, const v1::WatchRequest*) {
+  auto tenant = auth_->Identify(*ctx);
+  if (!tenant.ok()) {
+    // A reactor that fails at once.
+    class Fail final : public grpc::ServerWriteReactor<v1::LeaseEvent> {
+     public:
+      explicit Fail(const absl::Status& s) { Finish(ToGrpc(s)); }
+      void OnDone() override { delete this; }
+    };
+    return new Fail(tenant.status());
+  }
+  return new WatchReactor(manager_, tenant->name);
+}
+
+ServerUnaryReactor* PoolService::GetPoolInfo(CallbackServerContext* ctx,
+                                             const v1::GetPoolInfoRequest*,
+                                             v1::GetPoolInfoResponse* resp) {
+  auto tenant = auth_->Identify(*ctx);
+  if (!tenant.ok()) return Done(ctx, tenant.status());
+  const uint64_t ps = manager_->page_size();
+  resp->set_page_size(ps);
+  for (const SegmentView& s : manager_->Segments()) {
+    v1::SegmentInfo* info = resp->add_segments();
+    ToProto(s, ps, info);
+    resp->set_free_bytes(resp->free_bytes() + info->free_bytes());
+    resp->set_used_bytes(resp->used_bytes() + info->used_bytes());
+    resp->set_scrubbing_bytes(resp->scrubbing_bytes() +
+                              info->scrubbing_bytes());
+  }
+  const Tenant current = tenants_->ByName(tenant->name).value_or(*tenant);
+  resp->set_tenant(current.name);
+  resp->mutable_limits()->set_max_bytes(current.limits.max_bytes);
+  resp->mutable_limits()->set_max_leases(current.limits.max_leases);
+  const TenantUsage u = manager_->Usage(current.name);
+  resp->set_tenant_bytes(u.bytes);
+  resp->set_tenant_leases(u.leases);
+  resp->set_default_ttl_seconds(static_cast<uint32_t>(
+      absl::ToInt64Seconds(manager_->options().default_ttl)));
+  resp->set_max_ttl_seconds(
+      static_cast<uint32_t>(absl::ToInt64Seconds(manager_->options().max_ttl)));
+  resp->set_source(source_);
+  return Done(ctx, absl::OkStatus());
+}
+
+// --- Admin
+// --------------------------------------------------------------------
+
+absl::StatusOr<Tenant> AdminService::Admin(
+    const CallbackServerContext& ctx) const {
+  auto tenant = auth_->Identify(ctx);
+  if (!tenant.ok()) return tenant.status();
+  if (!tenant->Has(kRoleAdmin)) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "tenant \"", tenant->name, "\" does not have the admin role"));
+  }
+  return tenant;
+}
+
+#define ADMIN_OR_DONE(ctx)                               \
+  do {                                                   \
+    auto admin_ = Admin(*ctx);                           \
+    if (!admin_.ok()) return Done(ctx, admin_.status()); \
+  } while (0)
+
+ServerUnaryReactor* AdminService::ListSegments(CallbackServerContext* ctx,
+                                               const v1::ListSegmentsRequest*,
+                                               v1::ListSegmentsResponse* resp) {
+  ADMIN_OR_DONE(ctx);
+  for (const SegmentView& s : manager_->Segments()) {
+    ToProto(s, manager_->page_size(), resp->add_segments());
+  }
+  return Done(ctx, absl::OkStatus());
+}
+
+ServerUnaryReactor* AdminService::DrainSegment(CallbackServerContext* ctx,
+                                               const v1::SegmentRequest* req,
+                                               v1::SegmentResponse* resp) {
+  ADMIN_OR_DONE(ctx);
+  auto s = manager_->SetDraining(req->segment_id(), true);
+  if (s.ok()) ToProto(*s, manager_->page_size(), resp->mutable_segment());
+  return Done(ctx, s.status());
+}
+
+ServerUnaryReactor* AdminService::UndrainSegment(CallbackServerContext* ctx,
+                                                 const v1::SegmentRequest* req,
+                                                 v1::SegmentResponse* resp) {
+  ADMIN_OR_DONE(ctx);
+  auto s = manager_->SetDraining(req->segment_id(), false);
+  if (s.ok()) ToProto(*s, manager_->page_size(), resp->mutable_segment());
+  return Done(ctx, s.status());
+}
+
+ServerUnaryReactor* AdminService::AddSegment(CallbackServerContext* ctx,
+                                             const v1::AddSegmentRequest* req,
+                                             v1::SegmentResponse* resp) {
+  ADMIN_OR_DONE(ctx);
+  auto s =
+      manager_->AddSegment(req->bytes(), req->freelist(), req->numa_node());
+  if (s.ok()) ToProto(*s, manager_->page_size(), resp->mutable_segment());
+  return Done(ctx, s.status());
+}
+
+ServerUnaryReactor* AdminService::RemoveSegment(CallbackServerContext* ctx,
+                                                const v1::SegmentRequest* req,
+                                                v1::RemoveSegmentResponse*) {
+  ADMIN_OR_DONE(ctx);
+  return Done(ctx, manager_->RemoveSegment(req->segment_id()));
+}
+
+ServerUnaryReactor* AdminService::ListLeases(
+    CallbackServerContext* ctx, const v1::AdminListLeasesRequest* req,
+    v1::ListLeasesResponse* resp) {
+  ADMIN_OR_DONE(ctx);
+  std::optional<std::string> tenant;
+  if (!req->tenant().empty()) tenant = req->tenant();
+  for (const LeaseInfo& l : manager_->Leases(tenant))
+    ToProto(l, resp->add_leases());
+  return Done(ctx, absl::OkStatus());
+}
+
+ServerUnaryReactor* AdminService::RevokeLease(CallbackServerContext* ctx,
+                                              const v1::RevokeLeaseRequest* req,
+                                              v1::RevokeLeaseResponse* resp) {
+  ADMIN_OR_DONE(ctx);
+  if (auto s = CheckLeaseId(req->lease_id()); !s.ok()) return Done(ctx, s);
+  auto l = manager_->Revoke(req->lease_id(), req->reason());
+  if (l.ok()) ToProto(*l, resp->mutable_lease());
+  return Done(ctx, l.status());
+}
+
+ServerUnaryReactor* AdminService::ListTenants(CallbackServerContext* ctx,
+                                              const v1::ListTenantsRequest*,
+                                              v1::ListTenantsResponse* resp) {
+  ADMIN_OR_DONE(ctx);
+  for (const Tenant& t : tenants_->List()) {
+    ToProto(t, manager_->Usage(t.name), resp->add_tenants());
+  }
+  return Done(ctx, absl::OkStatus());
+}
+
+ServerUnaryReactor* AdminService::SetTenantLimits(
+    CallbackServerContext* ctx, const v1::SetTenantLimitsRequest* req,
+    v1::SetTenantLimitsResponse* resp) {
+  ADMIN_OR_DONE(ctx);
+  if (req->tenant().empty())
+    return Done(ctx, absl::InvalidArgumentError("tenant is required"));
+  auto t = tenants_->SetLimits(
+      req->tenant(), {req->limits().max_bytes(), req->limits().max_leases()});
+  if (t.ok()) ToProto(*t, manager_->Usage(t->name), resp->mutable_tenant());
+  return Done(ctx, t.status());
+}
+
+ServerUnaryReactor* AdminService::GetStats(CallbackServerContext* ctx,
+                                           const v1::GetStatsRequest*,
+                                           v1::GetStatsResponse* resp) {
+  ADMIN_OR_DONE(ctx);
+  const ManagerStats st = manager_->Stats();
+  for (pglist::Path p : {pglist::Path::kSimple, pglist::Path::kContig,
+                         pglist::Path::kMulti, pglist::Path::kAggressive}) {
+    const pglist::PathCounters& c = st.pool.at(p);
+    v1::PathStats* ps = resp->add_paths();
+    ps->set_path(std::string(pglist::PathName(p)));
+    ps->set_attempts(c.attempts);
+    ps->set_successes(c.successes);
+    for (int r = 1; r < pglist::kNumFailReasons; ++r) {
+      if (c.failures[r] != 0) {
+        (*ps->mutable_failures())[std::string(pglist::FailReasonName(
+            static_cast<pglist::FailReason>(r)))] = c.failures[r];
+      }
+    }
+  }
+  for (int from = 0; from < pglist::kNumPaths; ++from) {
+    for (int to = 0; to < pglist::kNumPaths; ++to) {
+      if (st.pool.fallbacks[from][to] == 0) continue;
+      (*resp->mutable_fallbacks())[absl::StrCat(
+          pglist::PathName(static_cast<pglist::Path>(from)), "->",
+          pglist::PathName(static_cast<pglist::Path>(to)))] =
+          st.pool.fallbacks[from][to];
+    }
+  }
+  (*resp->mutable_fallbacks())["any->wait"] = st.waits_started;
+  resp->set_lease_expirations(st.lease_expirations);
+  for (const auto& [reason, n] : st.revocations)
+    (*resp->mutable_lease_revocations())[reason] = n;
+  resp->set_reclaimed_bytes(st.reclaimed_bytes);
+  resp->set_scrub_backlog_bytes(st.scrub_backlog_pages * st.page_size);
+  resp->set_waiting_requests(st.waiting);
+  return Done(ctx, absl::OkStatus());
+}
+
+ServerUnaryReactor* AdminService::GetOccupancy(CallbackServerContext* ctx,
+                                               const v1::OccupancyRequest* req,
+                                               v1::OccupancyResponse* resp) {
+  ADMIN_OR_DONE(ctx);
+  std::optional<uint32_t> id;
+  if (req->has_segment_id()) id = req->segment_id();
+  auto occ = manager_->Occupancy(id);
+  if (!occ.ok()) return Done(ctx, occ.status());
+  for (const auto& [seg, runs] : *occ) {
+    v1::SegmentOccupancy* so = resp->add_segments();
+    ToProto(seg, manager_->page_size(), so->mutable_segment());
+    for (const OccupancyRun& r : runs) {
+      v1::OccupancyRun* p = so->add_runs();
+      p->set_state(static_cast<v1::OccupancyRun::State>(r.state));
+      p->set_iova(r.iova);
+      p->set_length(r.bytes);
+    }
+  }
+  return Done(ctx, absl::OkStatus());
+}
+
+}  // namespace physpool::server

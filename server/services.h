@@ -1,0 +1,123 @@
+// The gRPC services: physpool.v1.Pool (tenants) and physpool.v1.Admin.
+// Each handler authenticates the caller, calls the PoolManager and maps its
+// absl::Status to a grpc::Status with the same code and message.
+#ifndef PHYSPOOL_SERVER_SERVICES_H_
+#define PHYSPOOL_SERVER_SERVICES_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/status/statusor.h"
+#include "physpool/v1/physpool.grpc.pb.h"
+#include "server/pool_manager.h"
+#include "server/tenants.h"
+
+namespace physpool::server {
+
+// Who is calling: a bearer token ("authorization: Bearer <token>"), else an
+// mTLS client certificate's common name, else (embedded default) the
+// implicit tenant. UNAUTHENTICATED otherwise.
+class Authenticator {
+ public:
+  Authenticator(const TenantRegistry* tenants, bool implicit_tenant)
+      : tenants_(tenants), implicit_(implicit_tenant) {}
+  absl::StatusOr<Tenant> Identify(const grpc::ServerContextBase& ctx) const;
+
+  // The implicit tenant of the embedded default: all roles.
+  static Tenant Implicit();
+
+ private:
+  const TenantRegistry* tenants_;
+  bool implicit_;
+};
+
+grpc::Status ToGrpc(const absl::Status& s);
+
+class PoolService final : public physpool::v1::Pool::CallbackService {
+ public:
+  PoolService(PoolManager* manager, const Authenticator* auth,
+              const TenantRegistry* tenants, std::string source_name)
+      : manager_(manager),
+        auth_(auth),
+        tenants_(tenants),
+        source_(std::move(source_name)) {}
+
+  grpc::ServerUnaryReactor* Allocate(grpc::CallbackServerContext* ctx,
+                                     const v1::AllocateRequest* req,
+                                     v1::AllocateResponse* resp) override;
+  grpc::ServerUnaryReactor* Renew(grpc::CallbackServerContext* ctx,
+                                  const v1::RenewRequest* req,
+                                  v1::RenewResponse* resp) override;
+  grpc::ServerUnaryReactor* Release(grpc::CallbackServerContext* ctx,
+                                    const v1::ReleaseRequest* req,
+                                    v1::ReleaseResponse* resp) override;
+  grpc::ServerUnaryReactor* GetLease(grpc::CallbackServerContext* ctx,
+                                     const v1::GetLeaseRequest* req,
+                                     v1::GetLeaseResponse* resp) override;
+  grpc::ServerUnaryReactor* ListLeases(grpc::CallbackServerContext* ctx,
+                                       const v1::ListLeasesRequest* req,
+                                       v1::ListLeasesResponse* resp) override;
+  grpc::ServerWriteReactor<v1::LeaseEvent>* Watch(
+      grpc::CallbackServerContext* ctx, const v1::WatchRequest* req) override;
+  grpc::ServerUnaryReactor* GetPoolInfo(grpc::CallbackServerContext* ctx,
+                                        const v1::GetPoolInfoRequest* req,
+                                        v1::GetPoolInfoResponse* resp) override;
+
+ private:
+  PoolManager* manager_;
+  const Authenticator* auth_;
+  const TenantRegistry* tenants_;
+  std::string source_;
+};
+
+class AdminService final : public physpool::v1::Admin::CallbackService {
+ public:
+  AdminService(PoolManager* manager, const Authenticator* auth,
+               TenantRegistry* tenants)
+      : manager_(manager), auth_(auth), tenants_(tenants) {}
+
+  grpc::ServerUnaryReactor* ListSegments(
+      grpc::CallbackServerContext* ctx, const v1::ListSegmentsRequest* req,
+      v1::ListSegmentsResponse* resp) override;
+  grpc::ServerUnaryReactor* DrainSegment(grpc::CallbackServerContext* ctx,
+                                         const v1::SegmentRequest* req,
+                                         v1::SegmentResponse* resp) override;
+  grpc::ServerUnaryReactor* UndrainSegment(grpc::CallbackServerContext* ctx,
+                                           const v1::SegmentRequest* req,
+                                           v1::SegmentResponse* resp) override;
+  grpc::ServerUnaryReactor* AddSegment(grpc::CallbackServerContext* ctx,
+                                       const v1::AddSegmentRequest* req,
+                                       v1::SegmentResponse* resp) override;
+  grpc::ServerUnaryReactor* RemoveSegment(
+      grpc::CallbackServerContext* ctx, const v1::SegmentRequest* req,
+      v1::RemoveSegmentResponse* resp) override;
+  grpc::ServerUnaryReactor* ListLeases(grpc::CallbackServerContext* ctx,
+                                       const v1::AdminListLeasesRequest* req,
+                                       v1::ListLeasesResponse* resp) override;
+  grpc::ServerUnaryReactor* RevokeLease(grpc::CallbackServerContext* ctx,
+                                        const v1::RevokeLeaseRequest* req,
+                                        v1::RevokeLeaseResponse* resp) override;
+  grpc::ServerUnaryReactor* ListTenants(grpc::CallbackServerContext* ctx,
+                                        const v1::ListTenantsRequest* req,
+                                        v1::ListTenantsResponse* resp) override;
+  grpc::ServerUnaryReactor* SetTenantLimits(
+      grpc::CallbackServerContext* ctx, const v1::SetTenantLimitsRequest* req,
+      v1::SetTenantLimitsResponse* resp) override;
+  grpc::ServerUnaryReactor* GetStats(grpc::CallbackServerContext* ctx,
+                                     const v1::GetStatsRequest* req,
+                                     v1::GetStatsResponse* resp) override;
+  grpc::ServerUnaryReactor* GetOccupancy(grpc::CallbackServerContext* ctx,
+                                         const v1::OccupancyRequest* req,
+                                         v1::OccupancyResponse* resp) override;
+
+ private:
+  // The caller if it has the admin role, else the error to return.
+  absl::StatusOr<Tenant> Admin(const grpc::CallbackServerContext& ctx) const;
+
+  PoolManager* manager_;
+  const Authenticator* auth_;
+  TenantRegistry* tenants_;
+};
+
+}  // namespace physpool::server
+
+#endif  // PHYSPOOL_SERVER_SERVICES_H_

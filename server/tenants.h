@@ -1,0 +1,68 @@
+// Who may call: tenants identified by bearer token (the config keeps only
+// SHA-256 hashes) or by mTLS client certificate common name, with roles and
+// limits. Thread-safe.
+#ifndef PHYSPOOL_SERVER_TENANTS_H_
+#define PHYSPOOL_SERVER_TENANTS_H_
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+
+namespace physpool::server {
+
+enum Role : uint32_t {
+  kRoleTenant = 1,      // allocate and manage its own leases
+  kRolePrivileged = 2,  // may allocate from the reserve
+  kRoleAdmin = 4,       // the Admin service
+};
+
+struct TenantLimits {
+  uint64_t max_bytes = 0;   // 0 = unlimited
+  uint32_t max_leases = 0;  // 0 = unlimited
+};
+
+struct Tenant {
+  std::string name;
+  uint32_t roles = kRoleTenant;
+  TenantLimits limits;
+  std::vector<std::string> token_sha256;  // lowercase hex
+  std::vector<std::string> cert_common_names;
+
+  bool Has(Role r) const { return (roles & r) != 0; }
+};
+
+// Lowercase hex SHA-256 of `data`.
+std::string Sha256Hex(absl::string_view data);
+
+// "tenant,privileged" <-> role bits. INVALID_ARGUMENT for unknown names.
+absl::StatusOr<uint32_t> ParseRoles(const std::vector<std::string>& names);
+std::vector<std::string> RoleNames(uint32_t roles);
+
+class TenantRegistry {
+ public:
+  explicit TenantRegistry(std::vector<Tenant> tenants);
+
+  // The tenant holding `token`, or nullopt.
+  std::optional<Tenant> ByToken(absl::string_view token) const;
+  std::optional<Tenant> ByCommonName(absl::string_view cn) const;
+  std::optional<Tenant> ByName(absl::string_view name) const;
+  std::vector<Tenant> List() const;
+  // NOT_FOUND for an unknown tenant.
+  absl::StatusOr<Tenant> SetLimits(absl::string_view name, TenantLimits limits);
+
+ private:
+  mutable absl::Mutex mu_;
+  std::map<std::string, Tenant> by_name_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::string> by_token_hash_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::string> by_cn_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace physpool::server
+
+#endif  // PHYSPOOL_SERVER_TENANTS_H_

@@ -1,0 +1,162 @@
+#include "tests/server/daemon.h"
+
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "server/tenants.h"
+
+namespace physpool::testing {
+namespace {
+
+std::string Slurp(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+int JsonInt(const std::string& json, const std::string& key) {
+  const size_t at = json.find("\"" + key + "\":");
+  if (at == std::string::npos) return 0;
+  return std::atoi(json.c_str() + at + key.size() + 3);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(DaemonOptions o) {
+  auto d = std::make_unique<Daemon>();
+  char tmpl[] = "/tmp/physpool-test-XXXXXX";
+  if (mkdtemp(tmpl) == nullptr) return absl::InternalError("mkdtemp failed");
+  d->dir_ = tmpl;
+  d->socket_ = d->dir_ + "/physpool.sock";
+  using server::Sha256Hex;
+  const std::string config = absl::StrFormat(
+      R"(listen:
+  unix: %s
+  tcp: 127.0.0.1:0
+metrics:
+  listen: 127.0.0.1:0
+source:
+  type: sim
+  sim:
+    dir: %s/sim
+    segments:
+      - {bytes: 16777216, freelist: 0, numa: 0}
+      - {bytes: 8388608, freelist: 1, numa: 1}
+pool:
+  reserve_bytes: %d
+leases:
+  default_ttl_seconds: %d
+  max_ttl_seconds: 600
+  expiring_warning_seconds: %d
+  reclaim_grace_ms: %d
+wait:
+  starvation_ms: %d
+tenants:
+  - {name: alice, token_sha256: [%s], roles: [tenant]}
+  - {name: bob, token_sha256: [%s], roles: [tenant]}
+  - {name: carol, token_sha256: [%s], roles: [tenant], max_leases: 2, max_bytes: 1048576}
+  - {name: root, token_sha256: [%s], roles: [tenant, admin, privileged]}
+log_level: debug
+%s)",
+      d->socket_, d->dir_, o.reserve_bytes, o.default_ttl_seconds,
+      o.expiring_warning_seconds, o.reclaim_grace_ms, o.starvation_ms,
+      Sha256Hex(kAlice), Sha256Hex(kBob), Sha256Hex(kCarol), Sha256Hex(kRoot),
+      o.extra_yaml);
+  std::ofstream(d->dir_ + "/physpoold.yaml") << config;
+  const std::string ready = d->dir_ + "/ready.json";
+  d->pid_ = fork();
+  if (d->pid_ == 0) {
+    const std::string log = d->dir_ + "/physpoold.log";
+    freopen(log.c_str(), "w", stderr);
+    execl(PHYSPOOLD_PATH, "physpoold", "--config",
+          (d->dir_ + "/physpoold.yaml").c_str(), "--ready-file", ready.c_str(),
+          nullptr);
+    _exit(127);
+  }
+  for (int i = 0; i < 400; ++i) {
+    const std::string json = Slurp(ready);
+    if (!json.empty()) {
+      d->tcp_port_ = JsonInt(json, "tcp_port");
+      d->metrics_port_ = JsonInt(json, "metrics_port");
+      return d;
+    }
+    int status;
+    if (waitpid(d->pid_, &status, WNOHANG) == d->pid_) {
+      d->pid_ = -1;
+      return absl::InternalError(
+          absl::StrCat("physpoold exited early:\n", d->Log()));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return absl::DeadlineExceededError(
+      absl::StrCat("physpoold not ready:\n", d->Log()));
+}
+
+Daemon::~Daemon() {
+  Stop();
+  RunCommand("rm -rf " + dir_);
+}
+
+int Daemon::Stop() {
+  if (pid_ <= 0) return -1;
+  kill(pid_, SIGTERM);
+  for (int i = 0; i < 200; ++i) {
+    int status;
+    if (waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  kill(pid_, SIGKILL);
+  waitpid(pid_, nullptr, 0);
+  pid_ = -1;
+  return -1;
+}
+
+std::string Daemon::Log() const { return Slurp(dir_ + "/physpoold.log"); }
+
+std::shared_ptr<grpc::Channel> Daemon::UnixChannel() const {
+  return grpc::CreateChannel("unix:" + socket_,
+                             grpc::InsecureChannelCredentials());
+}
+
+std::shared_ptr<grpc::Channel> Daemon::TcpChannel() const {
+  return grpc::CreateChannel(absl::StrCat("127.0.0.1:", tcp_port_),
+                             grpc::InsecureChannelCredentials());
+}
+
+std::unique_ptr<grpc::ClientContext> Ctx(const std::string& token,
+                                         double seconds) {
+  auto ctx = std::make_unique<grpc::ClientContext>();
+  if (!token.empty()) ctx->AddMetadata("authorization", "Bearer " + token);
+  ctx->set_deadline(
+      std::chrono::system_clock::now() +
+      std::chrono::microseconds(static_cast<int64_t>(seconds * 1e6)));
+  return ctx;
+}
+
+RunResult RunCommand(const std::string& command) {
+  RunResult r;
+  FILE* p = popen((command + " 2>&1").c_str(), "r");
+  if (p == nullptr) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) r.output.append(buf, n);
+  const int status = pclose(p);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+}  // namespace physpool::testing

@@ -1,0 +1,153 @@
+#include "vfio/sim_source.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "absl/cleanup/cleanup.h"
+#include "absl/strings/str_cat.h"
+
+namespace physpool::vfio {
+namespace {
+
+absl::Status ErrnoStatus(absl::string_view step, int err) {
+  const absl::StatusCode code =
+      err == ENOENT                    ? absl::StatusCode::kNotFound
+      : err == EACCES || err == EPERM  ? absl::StatusCode::kPermissionDenied
+      : err == ENOSPC || err == ENOMEM ? absl::StatusCode::kResourceExhausted
+                                       : absl::StatusCode::kInternal;
+  return absl::Status(code, absl::StrCat(step, ": ", std::strerror(err)));
+}
+
+// mkdir -p.
+absl::Status MakeDirs(const std::string& dir) {
+  for (size_t pos = 0; pos != std::string::npos;) {
+    pos = dir.find('/', pos + 1);
+    const std::string part = dir.substr(0, pos);
+    if (mkdir(part.c_str(), 0700) != 0 && errno != EEXIST) {
+      return ErrnoStatus(absl::StrCat("mkdir ", part), errno);
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+SimConfig DefaultSimConfig(const std::string& dir) {
+  SimConfig c;
+  c.dir = dir;
+  const uint64_t mib = 1 << 20;
+  c.segments = {{512 * mib, 0, 0},
+                {256 * mib, 0, 1},
+                {128 * mib, 1, 0},
+                {128 * mib, 1, 1}};
+  return c;
+}
+
+SimSource::~SimSource() {
+  absl::MutexLock l(&mu_);
+  for (auto& [iova, m] : maps_) munmap(m.base, m.bytes);
+}
+
+absl::Status SimSource::Start() {
+  if (config_.page_size < 4096 ||
+      (config_.page_size & (config_.page_size - 1))) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "sim page size ", config_.page_size, " is not a power of two >= 4096"));
+  }
+  if (absl::Status s = MakeDirs(config_.dir); !s.ok()) return s;
+  next_iova_ = config_.base_iova;
+  for (const SimSegmentConfig& s : config_.segments) {
+    auto seg = AddSegment(s.bytes, s.freelist, s.numa);
+    if (!seg.ok()) return seg.status();
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<BackedSegment> SimSource::AddSegment(uint64_t bytes,
+                                                    uint32_t freelist,
+                                                    int32_t numa) {
+  if (bytes == 0 || bytes % config_.page_size != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "segment size ", bytes, " is not a positive multiple of the page size ",
+        config_.page_size));
+  }
+  auto seg = Create(next_iova_, {bytes, freelist, numa});
+  if (!seg.ok()) return seg.status();
+  // Leave a gap of one page between segments: IOVA-adjacent segments are
+  // legal, but a gap catches runs that wrongly cross a segment.
+  next_iova_ += bytes + config_.page_size;
+  segments_.push_back(*seg);
+  return seg;
+}
+
+absl::StatusOr<BackedSegment> SimSource::Create(uint64_t iova,
+                                                const SimSegmentConfig& s) {
+  BackedSegment seg;
+  seg.spec.iova = iova;
+  seg.spec.pages = pglist::PageCount(s.bytes / config_.page_size);
+  seg.spec.freelist = s.freelist;
+  seg.spec.numa = s.numa;
+  seg.path = absl::StrCat(config_.dir, "/segment-", next_file_++, ".mem");
+  const int fd =
+      open(seg.path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return ErrnoStatus(absl::StrCat("open ", seg.path), errno);
+  absl::Cleanup close_fd = [fd] { close(fd); };
+  absl::Cleanup unlink_file = [&seg] { unlink(seg.path.c_str()); };
+  if (ftruncate(fd, static_cast<off_t>(s.bytes)) != 0) {
+    return ErrnoStatus(absl::StrCat("ftruncate ", seg.path, " to ", s.bytes),
+                       errno);
+  }
+  void* base =
+      mmap(nullptr, s.bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (base == MAP_FAILED)
+    return ErrnoStatus(absl::StrCat("mmap ", seg.path), errno);
+  std::move(unlink_file).Cancel();
+  absl::MutexLock l(&mu_);
+  maps_[iova] = {static_cast<uint8_t*>(base), s.bytes};
+  return seg;
+}
+
+absl::Status SimSource::RemoveSegment(uint64_t iova) {
+  for (auto it = segments_.begin(); it != segments_.end(); ++it) {
+    if (it->spec.iova != iova) continue;
+    {
+      absl::MutexLock l(&mu_);
+      auto m = maps_.find(iova);
+      if (m != maps_.end()) {
+        munmap(m->second.base, m->second.bytes);
+        maps_.erase(m);
+      }
+    }
+    unlink(it->path.c_str());
+    segments_.erase(it);
+    return absl::OkStatus();
+  }
+  return absl::NotFoundError(absl::StrCat("no sim segment at iova ", iova));
+}
+
+absl::Status SimSource::Zero(uint64_t iova, uint64_t bytes) {
+  uint8_t* p = nullptr;
+  {
+    absl::MutexLock l(&mu_);
+    auto it = maps_.upper_bound(iova);
+    if (it == maps_.begin()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("iova ", iova, " is in no segment"));
+    }
+    --it;
+    if (iova + bytes > it->first + it->second.bytes) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("[", iova, ", +", bytes, ") is not inside one segment"));
+    }
+    p = it->second.base + (iova - it->first);
+  }
+  std::memset(p, 0, bytes);
+  return absl::OkStatus();
+}
+
+}  // namespace physpool::vfio
