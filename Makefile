@@ -1,6 +1,6 @@
 # physpool — the two commands of the README:
-#   make run     install what is missing, build, start (for now: a sample
-#                `physpoolctl simulate`; the daemon comes with the server)
+#   make run     install what is missing, build, start physpoold on its
+#                embedded default (Ctrl-C stops it)
 #   make check   install what is missing, build, run the whole test suite
 # Other targets: make build, make bench, make fuzz, make clean.
 
@@ -9,7 +9,10 @@ SHELL := /bin/bash
 
 # Debian 12 packages the build and the tests need.
 PACKAGES := cmake ninja-build g++ clang libclang-rt-14-dev libabsl-dev \
-            libgtest-dev libgmock-dev libbenchmark-dev python3
+            libgtest-dev libgmock-dev libbenchmark-dev python3 \
+            libgrpc++-dev protobuf-compiler-grpc protobuf-compiler libprotobuf-dev \
+            grpc-proto libyaml-cpp-dev prometheus-cpp-dev libssl-dev \
+            prometheus python3-grpcio python3-protobuf curl
 
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
@@ -51,9 +54,10 @@ build-asan: deps $(ASAN_BUILD)/build.ninja
 test: build
 	cd $(BUILD) && ctest -LE benchmark --output-on-failure
 
+# The core's tests, and the daemon's (which then runs sanitized).
 test-asan: build-asan
 	cd $(ASAN_BUILD) && PHYSPOOL_PROPERTY_OPS=$(ASAN_PROPERTY_OPS) \
-	  ctest -L core --output-on-failure
+	  ctest -L 'core|server' --output-on-failure
 
 # Each fuzz target for FUZZ_SECONDS; a crash or a disagreement fails.
 fuzz-smoke: build-asan
@@ -66,8 +70,11 @@ fuzz:
 	$(MAKE) fuzz-smoke FUZZ_SECONDS=600
 
 run: build
-	@echo "physpoold arrives with the server issue; meanwhile, a sample replay:"
-	python3 bench/gen_trace.py 20 1 | $(BUILD)/cli/physpoolctl simulate --summary -
+	@echo "physpoold: embedded default (1 GiB sim memory, one implicit admin tenant)."
+	@echo "  metrics:  curl -s http://127.0.0.1:9464/metrics | grep ^physpool_"
+	@echo "  allocate: /usr/bin/python3 examples/allocate.py"
+	@echo "  stop:     Ctrl-C"
+	$(BUILD)/server/physpoold
 
 bench: build
 	$(BUILD)/bench/pool_benchmark --benchmark_counters_tabular=true

@@ -701,10 +701,10 @@ PoolManager::Occupancy(std::optional<uint32_t> segment_id) {
     auto add = [&](OccupancyState st, pglist::Pfn from, uint64_t pages) {
       if (pages == 0) return;
       if (!runs.empty() && runs.back().state == st &&
-          runs.back().iova + runs.back().bytes == pool_->ToIova(from)) {
+          runs.back().iova + runs.back().bytes == from.value * page_size_) {
         runs.back().bytes += pages * page_size_;
       } else {
-        runs.push_back({st, pool_->ToIova(from), pages * page_size_});
+        runs.push_back({st, from.value * page_size_, pages * page_size_});
       }
     };
     for (auto it = used.lower_bound(s.avail.start);

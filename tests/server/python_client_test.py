@@ -1,0 +1,170 @@
+#!/usr/bin/python3
+"""Every physpool RPC and the error path of each, from Python
+(Debian's python3-grpcio), against the real daemon.
+
+usage: python_client_test.py PHYSPOOLD GEN_DIR
+"""
+import sys
+import threading
+import time
+import unittest
+
+import grpc
+
+import physpool_testlib as lib
+
+PHYSPOOLD, GEN = sys.argv[1], sys.argv[2]
+pb = lib.load_protos(GEN)
+A, B, ROOT = lib.TOKENS["alice"], lib.TOKENS["bob"], lib.TOKENS["root"]
+
+
+class PythonClientTest(unittest.TestCase):
+    def setUp(self):
+        self.d = lib.Daemon(PHYSPOOLD)
+
+    def tearDown(self):
+        self.assertEqual(self.d.stop(), 0)
+
+    def pool(self, method, req, resp, token=A, timeout=10):
+        return self.d.call("Pool", method, req, resp, token, timeout)
+
+    def admin(self, method, req, resp, token=ROOT):
+        return self.d.call("Admin", method, req, resp, token)
+
+    def assertCode(self, code, fn):
+        with self.assertRaises(grpc.RpcError) as e:
+            fn()
+        self.assertEqual(e.exception.code(), code, e.exception.details())
+        self.assertTrue(e.exception.details())
+
+    def allocate(self, token=A, **kw):
+        return self.pool("Allocate", pb.AllocateRequest(**kw), pb.AllocateResponse, token).lease
+
+    def test_pool_rpcs(self):
+        lease = self.allocate(bytes=65536, alignment=65536, max_segments=1, label="py")
+        self.assertEqual(lease.bytes, 65536)
+        self.assertEqual(lease.runs[0].iova % 65536, 0)
+        self.assertEqual(lease.tenant, "alice")
+        self.assertCode(grpc.StatusCode.INVALID_ARGUMENT, lambda: self.allocate(bytes=0))
+        self.assertCode(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                        lambda: self.allocate(bytes=1 << 40))
+
+        got = self.pool("GetLease", pb.GetLeaseRequest(lease_id=lease.id), pb.GetLeaseResponse)
+        self.assertEqual(got.lease.id, lease.id)
+        self.assertCode(grpc.StatusCode.NOT_FOUND, lambda: self.pool(
+            "GetLease", pb.GetLeaseRequest(lease_id="l-none"), pb.GetLeaseResponse))
+        self.assertCode(grpc.StatusCode.PERMISSION_DENIED, lambda: self.pool(
+            "GetLease", pb.GetLeaseRequest(lease_id=lease.id), pb.GetLeaseResponse, B))
+
+        renewed = self.pool("Renew", pb.RenewRequest(lease_id=lease.id, ttl_seconds=60),
+                            pb.RenewResponse)
+        self.assertEqual(renewed.lease.ttl_seconds, 60)
+        self.assertCode(grpc.StatusCode.INVALID_ARGUMENT, lambda: self.pool(
+            "Renew", pb.RenewRequest(lease_id=""), pb.RenewResponse))
+
+        listed = self.pool("ListLeases", pb.ListLeasesRequest(), pb.ListLeasesResponse)
+        self.assertEqual([l.id for l in listed.leases], [lease.id])
+        self.assertCode(grpc.StatusCode.UNAUTHENTICATED, lambda: self.pool(
+            "ListLeases", pb.ListLeasesRequest(), pb.ListLeasesResponse, ""))
+
+        info = self.pool("GetPoolInfo", pb.GetPoolInfoRequest(), pb.GetPoolInfoResponse)
+        self.assertEqual(info.page_size, 4096)
+        self.assertEqual(info.used_bytes, 65536)
+        self.assertEqual(info.tenant_leases, 1)
+        self.assertCode(grpc.StatusCode.UNAUTHENTICATED, lambda: self.pool(
+            "GetPoolInfo", pb.GetPoolInfoRequest(), pb.GetPoolInfoResponse, "bad"))
+
+        released = self.pool("Release", pb.ReleaseRequest(lease_id=lease.id),
+                             pb.ReleaseResponse)
+        self.assertTrue(released.released)
+        again = self.pool("Release", pb.ReleaseRequest(lease_id=lease.id), pb.ReleaseResponse)
+        self.assertFalse(again.released)
+        self.assertCode(grpc.StatusCode.NOT_FOUND, lambda: self.pool(
+            "Release", pb.ReleaseRequest(lease_id="l-none"), pb.ReleaseResponse))
+
+    def test_watch_and_wait(self):
+        events = self.d.stream("Pool", "Watch", pb.WatchRequest(), pb.LeaseEvent, A, timeout=10)
+        lease = self.allocate(bytes=lib.MIB, preemptible=True)
+        time.sleep(0.2)  # the stream is set up by now
+        self.admin("RevokeLease", pb.RevokeLeaseRequest(lease_id=lease.id, reason="py"),
+                   pb.RevokeLeaseResponse)
+        event = next(events)
+        self.assertEqual(event.kind, pb.LeaseEvent.REVOKED)
+        self.assertEqual(event.lease_id, lease.id)
+        events.cancel()
+        bad = self.d.stream("Pool", "Watch", pb.WatchRequest(), pb.LeaseEvent, "", timeout=5)
+        self.assertCode(grpc.StatusCode.UNAUTHENTICATED, lambda: next(bad))
+        # Wait: fill (waiting for the revoked MiB to be zeroed), then wait
+        # from another tenant until the filler releases.
+        full = self.allocate(bytes=24 * lib.MIB, may_wait=True)
+        self.assertCode(grpc.StatusCode.DEADLINE_EXCEEDED, lambda: self.pool(
+            "Allocate", pb.AllocateRequest(bytes=4096, may_wait=True), pb.AllocateResponse,
+            B, timeout=0.5))
+        threading.Timer(0.3, lambda: self.pool(
+            "Release", pb.ReleaseRequest(lease_id=full.id), pb.ReleaseResponse)).start()
+        served = self.pool("Allocate", pb.AllocateRequest(bytes=4096, may_wait=True),
+                           pb.AllocateResponse, B, timeout=10)
+        self.assertEqual(served.lease.tenant, "bob")
+
+    def test_admin_rpcs(self):
+        segs = self.admin("ListSegments", pb.ListSegmentsRequest(), pb.ListSegmentsResponse)
+        self.assertEqual(len(segs.segments), 2)
+        self.assertCode(grpc.StatusCode.PERMISSION_DENIED, lambda: self.admin(
+            "ListSegments", pb.ListSegmentsRequest(), pb.ListSegmentsResponse, A))
+        sid = segs.segments[0].id
+        self.assertTrue(self.admin("DrainSegment", pb.SegmentRequest(segment_id=sid),
+                                   pb.SegmentResponse).segment.draining)
+        self.assertFalse(self.admin("UndrainSegment", pb.SegmentRequest(segment_id=sid),
+                                    pb.SegmentResponse).segment.draining)
+        self.assertCode(grpc.StatusCode.NOT_FOUND, lambda: self.admin(
+            "DrainSegment", pb.SegmentRequest(segment_id=42), pb.SegmentResponse))
+        self.assertCode(grpc.StatusCode.NOT_FOUND, lambda: self.admin(
+            "UndrainSegment", pb.SegmentRequest(segment_id=42), pb.SegmentResponse))
+        added = self.admin("AddSegment", pb.AddSegmentRequest(bytes=lib.MIB, freelist=3),
+                           pb.SegmentResponse)
+        self.assertEqual(added.segment.bytes, lib.MIB)
+        self.assertCode(grpc.StatusCode.INVALID_ARGUMENT, lambda: self.admin(
+            "AddSegment", pb.AddSegmentRequest(bytes=123), pb.SegmentResponse))
+        self.admin("RemoveSegment", pb.SegmentRequest(segment_id=added.segment.id),
+                   pb.RemoveSegmentResponse)
+        self.assertCode(grpc.StatusCode.NOT_FOUND, lambda: self.admin(
+            "RemoveSegment", pb.SegmentRequest(segment_id=added.segment.id),
+            pb.RemoveSegmentResponse))
+        lease = self.allocate(bytes=8192)
+        all_leases = self.admin("ListLeases", pb.AdminListLeasesRequest(),
+                                pb.ListLeasesResponse)
+        self.assertEqual([l.id for l in all_leases.leases], [lease.id])
+        self.assertCode(grpc.StatusCode.PERMISSION_DENIED, lambda: self.admin(
+            "ListLeases", pb.AdminListLeasesRequest(), pb.ListLeasesResponse, B))
+        tenants = self.admin("ListTenants", pb.ListTenantsRequest(), pb.ListTenantsResponse)
+        self.assertEqual(sorted(t.name for t in tenants.tenants), ["alice", "bob", "root"])
+        self.assertCode(grpc.StatusCode.PERMISSION_DENIED, lambda: self.admin(
+            "ListTenants", pb.ListTenantsRequest(), pb.ListTenantsResponse, A))
+        limited = self.admin("SetTenantLimits", pb.SetTenantLimitsRequest(
+            tenant="bob", limits=pb.Limits(max_leases=1)), pb.SetTenantLimitsResponse)
+        self.assertEqual(limited.tenant.limits.max_leases, 1)
+        self.allocate(B, bytes=4096)
+        self.assertCode(grpc.StatusCode.RESOURCE_EXHAUSTED, lambda: self.allocate(B, bytes=4096))
+        self.assertCode(grpc.StatusCode.NOT_FOUND, lambda: self.admin(
+            "SetTenantLimits", pb.SetTenantLimitsRequest(tenant="eve"),
+            pb.SetTenantLimitsResponse))
+        stats = self.admin("GetStats", pb.GetStatsRequest(), pb.GetStatsResponse)
+        simple = [p for p in stats.paths if p.path == "simple"][0]
+        self.assertEqual(simple.successes, 2)
+        self.assertCode(grpc.StatusCode.PERMISSION_DENIED, lambda: self.admin(
+            "GetStats", pb.GetStatsRequest(), pb.GetStatsResponse, A))
+        occ = self.admin("GetOccupancy", pb.OccupancyRequest(), pb.OccupancyResponse)
+        self.assertEqual(len(occ.segments), 2)
+        for s in occ.segments:
+            self.assertEqual(sum(r.length for r in s.runs), s.segment.bytes)
+        self.assertCode(grpc.StatusCode.NOT_FOUND, lambda: self.admin(
+            "GetOccupancy", pb.OccupancyRequest(segment_id=9), pb.OccupancyResponse))
+        revoked = self.admin("RevokeLease", pb.RevokeLeaseRequest(lease_id=lease.id),
+                             pb.RevokeLeaseResponse)
+        self.assertEqual(revoked.lease.id, lease.id)
+        self.assertCode(grpc.StatusCode.NOT_FOUND, lambda: self.admin(
+            "RevokeLease", pb.RevokeLeaseRequest(lease_id=lease.id), pb.RevokeLeaseResponse))
+
+
+if __name__ == "__main__":
+    unittest.main(argv=[sys.argv[0], "-v"])
