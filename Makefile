@@ -12,7 +12,7 @@ PACKAGES := cmake ninja-build g++ clang libclang-rt-14-dev libabsl-dev \
             libgtest-dev libgmock-dev libbenchmark-dev python3 \
             libgrpc++-dev protobuf-compiler-grpc protobuf-compiler libprotobuf-dev \
             grpc-proto libyaml-cpp-dev prometheus-cpp-dev libssl-dev \
-            prometheus python3-grpcio python3-protobuf curl
+            prometheus python3-grpcio python3-protobuf curl openssl
 
 BUILD      ?= build
 ASAN_BUILD ?= build-asan

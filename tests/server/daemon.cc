@@ -44,7 +44,7 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(DaemonOptions o) {
       R"(listen:
   unix: %s
   tcp: 127.0.0.1:0
-metrics:
+%smetrics:
   listen: 127.0.0.1:0
 source:
   type: sim
@@ -63,13 +63,19 @@ leases:
 wait:
   starvation_ms: %d
 tenants:
-  - {name: alice, token_sha256: [%s], roles: [tenant]}
+  - {name: alice, token_sha256: [%s], cert_common_names: [alice.example], roles: [tenant]}
   - {name: bob, token_sha256: [%s], roles: [tenant]}
   - {name: carol, token_sha256: [%s], roles: [tenant], max_leases: 2, max_bytes: 1048576}
   - {name: root, token_sha256: [%s], roles: [tenant, admin, privileged]}
 log_level: debug
 %s)",
-      d->socket_, d->dir_, o.reserve_bytes, o.default_ttl_seconds,
+      d->socket_,
+      o.tls_dir.empty()
+          ? std::string()
+          : absl::StrFormat("  tls: {cert: %s/server.crt, key: %s/server.key, "
+                            "client_ca: %s/ca.crt}\n",
+                            o.tls_dir, o.tls_dir, o.tls_dir),
+      d->dir_, o.reserve_bytes, o.default_ttl_seconds,
       o.expiring_warning_seconds, o.reclaim_grace_ms, o.starvation_ms,
       Sha256Hex(kAlice), Sha256Hex(kBob), Sha256Hex(kCarol), Sha256Hex(kRoot),
       o.extra_yaml);

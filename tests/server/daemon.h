@@ -16,7 +16,8 @@
 namespace physpool::testing {
 
 // Tokens of the test tenants: alice, bob (tenants), carol (tenant with
-// limits: 2 leases, 1 MiB), root (tenant + admin + privileged).
+// limits: 2 leases, 1 MiB), root (tenant + admin + privileged). alice is
+// also the client certificate with common name "alice.example".
 inline constexpr char kAlice[] = "alice-token";
 inline constexpr char kBob[] = "bob-token";
 inline constexpr char kCarol[] = "carol-token";
@@ -30,6 +31,9 @@ struct DaemonOptions {
   int starvation_ms = 500;
   int expiring_warning_seconds = 1;
   uint64_t reserve_bytes = 0;
+  // With a directory holding server.crt, server.key and ca.crt: TCP with TLS
+  // that requires client certificates signed by ca.crt.
+  std::string tls_dir;
   std::string extra_yaml;  // appended verbatim at the top level
 };
 

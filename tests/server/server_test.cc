@@ -9,6 +9,7 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -748,6 +749,80 @@ TEST_F(ServerTest, SigtermEndsWaitersAndExitsPromptly) {
   waiter.join();
   EXPECT_EQ(waited.error_code(), grpc::StatusCode::FAILED_PRECONDITION)
       << waited.error_message();
+}
+
+// A CA, a server certificate for 127.0.0.1, and client certificates.
+std::string MakeCertificates() {
+  char tmpl[] = "/tmp/physpool-tls-XXXXXX";
+  EXPECT_NE(mkdtemp(tmpl), nullptr);
+  const std::string d = tmpl;
+  const std::string script = absl::StrCat(
+      "set -e; cd ", d, "\n",
+      "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt "
+      "-days 2 "
+      "-subj /CN=physpool-test-ca\n",
+      "printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\n' > san.ext\n",
+      "openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr "
+      "-subj /CN=localhost\n",
+      "openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key "
+      "-CAcreateserial "
+      "-out server.crt -days 2 -extfile san.ext\n",
+      "for cn in alice.example nobody.example; do\n",
+      "  openssl req -newkey rsa:2048 -nodes -keyout $cn.key -out $cn.csr "
+      "-subj /CN=$cn\n",
+      "  openssl x509 -req -in $cn.csr -CA ca.crt -CAkey ca.key "
+      "-CAcreateserial "
+      "-out $cn.crt -days 2\n",
+      "done\n");
+  const RunResult r = RunCommand("bash -c '" + script + "'");
+  EXPECT_EQ(r.code, 0) << r.output;
+  return d;
+}
+
+std::string Slurp(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+TEST(ServerTlsTest, ClientCertificatesIdentifyTenants) {
+  const std::string certs = MakeCertificates();
+  DaemonOptions o;
+  o.tls_dir = certs;
+  auto d = Daemon::Start(o);
+  ASSERT_TRUE(d.ok()) << d.status();
+  auto channel_for = [&](const std::string& cn) {
+    grpc::SslCredentialsOptions opts;
+    opts.pem_root_certs = Slurp(certs + "/ca.crt");
+    if (!cn.empty()) {
+      opts.pem_private_key = Slurp(certs + "/" + cn + ".key");
+      opts.pem_cert_chain = Slurp(certs + "/" + cn + ".crt");
+    }
+    return grpc::CreateChannel(absl::StrCat("127.0.0.1:", (*d)->tcp_port()),
+                               grpc::SslCredentials(opts));
+  };
+  auto alice = v1::Pool::NewStub(channel_for("alice.example"));
+  v1::GetPoolInfoResponse info;
+  auto ctx = Ctx("", 10);
+  const grpc::Status ok = alice->GetPoolInfo(ctx.get(), {}, &info);
+  ASSERT_TRUE(ok.ok()) << ok.error_message() << "\n" << (*d)->Log();
+  EXPECT_EQ(info.tenant(), "alice");
+  // A valid certificate that names no tenant.
+  auto nobody = v1::Pool::NewStub(channel_for("nobody.example"));
+  ctx = Ctx("", 10);
+  const grpc::Status unknown = nobody->GetPoolInfo(ctx.get(), {}, &info);
+  EXPECT_EQ(unknown.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_THAT(unknown.error_message(), HasSubstr("names no tenant"));
+  // No client certificate: the handshake fails.
+  auto anonymous = v1::Pool::NewStub(channel_for(""));
+  ctx = Ctx("", 3);
+  EXPECT_FALSE(anonymous->GetPoolInfo(ctx.get(), {}, &info).ok());
+  // A bearer token still works over TLS.
+  ctx = Ctx(kBob, 10);
+  ASSERT_TRUE(nobody->GetPoolInfo(ctx.get(), {}, &info).ok());
+  EXPECT_EQ(info.tenant(), "bob");
+  RunCommand("rm -rf " + certs);
 }
 
 TEST(ServerStartTest, RefusesBadConfigAndInsecureRemoteTcp) {
