@@ -721,6 +721,11 @@ PoolManager::Occupancy(std::optional<uint32_t> segment_id) {
   return out;
 }
 
+void PoolManager::Wake() {
+  absl::MutexLock l(&mu_);
+  wake_maintenance_.Signal();
+}
+
 TenantUsage PoolManager::Usage(const std::string& tenant) {
   absl::MutexLock l(&mu_);
   auto it = usage_.find(tenant);

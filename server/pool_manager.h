@@ -163,6 +163,10 @@ class PoolManager {
   absl::StatusOr<std::vector<std::pair<SegmentView, std::vector<OccupancyRun>>>>
   Occupancy(std::optional<uint32_t> segment_id);
 
+  // Re-examines expiries, warnings and deadlines now. For an injected clock
+  // that jumps; the system clock needs no help.
+  void Wake();
+
   TenantUsage Usage(const std::string& tenant);
   ManagerStats Stats();
   uint64_t page_size() const { return page_size_; }

@@ -106,6 +106,25 @@ class PythonClientTest(unittest.TestCase):
                            pb.AllocateResponse, B, timeout=10)
         self.assertEqual(served.lease.tenant, "bob")
 
+    def test_health_and_reflection(self):
+        import health_pb2
+        import reflection_pb2
+        check = self.d.channel.unary_unary(
+            "/grpc.health.v1.Health/Check",
+            request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+            response_deserializer=health_pb2.HealthCheckResponse.FromString)
+        self.assertEqual(check(health_pb2.HealthCheckRequest(), timeout=5).status,
+                         health_pb2.HealthCheckResponse.SERVING)
+        info = self.d.channel.stream_stream(
+            "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+            request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+            response_deserializer=reflection_pb2.ServerReflectionResponse.FromString)
+        reply = next(info(iter([reflection_pb2.ServerReflectionRequest(list_services="")]),
+                          timeout=5))
+        names = {s.name for s in reply.list_services_response.service}
+        self.assertTrue({"physpool.v1.Pool", "physpool.v1.Admin",
+                         "grpc.health.v1.Health"} <= names, names)
+
     def test_admin_rpcs(self):
         segs = self.admin("ListSegments", pb.ListSegmentsRequest(), pb.ListSegmentsResponse)
         self.assertEqual(len(segs.segments), 2)

@@ -1,0 +1,200 @@
+// PoolManager on an injected clock and a real sim source: expiry, warnings,
+// renewal and waiting deadlines follow the clock, not the wall.
+#include "server/pool_manager.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <thread>
+
+#include "absl/synchronization/mutex.h"
+#include "gtest/gtest.h"
+#include "pglist/testing/status_matchers.h"
+#include "vfio/sim_source.h"
+
+namespace physpool::server {
+namespace {
+
+class FakeClock final : public Clock {
+ public:
+  absl::Time Now() const override {
+    absl::MutexLock l(&mu_);
+    return now_;
+  }
+  void Advance(absl::Duration d) {
+    absl::MutexLock l(&mu_);
+    now_ += d;
+  }
+
+ private:
+  mutable absl::Mutex mu_;
+  absl::Time now_ = absl::FromUnixSeconds(1700000000);
+};
+
+class PoolManagerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/physpool-mgr-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    vfio::SimConfig sim;
+    sim.dir = dir_;
+    sim.segments = {{4 << 20, 0, 0}};
+    source_ = std::make_unique<vfio::SimSource>(sim);
+    ASSERT_OK(source_->Start());
+    Tenant a;
+    a.name = "a";
+    tenants_ = std::make_unique<TenantRegistry>(std::vector<Tenant>{a});
+    ManagerOptions o;
+    o.default_ttl = absl::Seconds(10);
+    o.expiring_warning = absl::Seconds(2);
+    manager_ = std::make_unique<PoolManager>(o, source_.get(), &clock_,
+                                             tenants_.get());
+    ASSERT_OK(manager_->Start());
+    manager_->Subscribe("a", [this](const LeaseEventInfo& e) {
+      absl::MutexLock l(&mu_);
+      events_.push_back(e.kind);
+    });
+    tenant_ = *tenants_->ByName("a");
+  }
+  void TearDown() override {
+    manager_.reset();
+    source_.reset();
+    std::system(("rm -rf " + dir_).c_str());
+  }
+
+  absl::StatusOr<LeaseInfo> Allocate(
+      uint64_t bytes, bool wait = false,
+      absl::Duration deadline = absl::Seconds(60)) {
+    AllocateParams p;
+    p.req.bytes = bytes;
+    p.may_wait = wait;
+    absl::Mutex mu;
+    std::optional<absl::StatusOr<LeaseInfo>> result;
+    manager_->Allocate(tenant_, p, clock_.Now() + deadline,
+                       [&](absl::StatusOr<LeaseInfo> r) {
+                         absl::MutexLock l(&mu);
+                         result = std::move(r);
+                       });
+    absl::MutexLock l(&mu);
+    mu.Await(absl::Condition(
+        +[](std::optional<absl::StatusOr<LeaseInfo>>* r) {
+          return r->has_value();
+        },
+        &result));
+    return std::move(*result);
+  }
+  // Waits (wall time, bounded) until `n` events have been seen.
+  std::vector<LeaseEventInfo::Kind> Events(size_t n) {
+    for (int i = 0; i < 500; ++i) {
+      {
+        absl::MutexLock l(&mu_);
+        if (events_.size() >= n) return events_;
+      }
+      manager_->Wake();
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    absl::MutexLock l(&mu_);
+    return events_;
+  }
+  uint64_t UsedBytes() {
+    uint64_t used = 0;
+    for (const auto& s : manager_->Segments())
+      used += s.info.used_pages.value * 4096;
+    return used;
+  }
+
+  std::string dir_;
+  FakeClock clock_;
+  std::unique_ptr<vfio::SimSource> source_;
+  std::unique_ptr<TenantRegistry> tenants_;
+  std::unique_ptr<PoolManager> manager_;
+  Tenant tenant_;
+  absl::Mutex mu_;
+  std::vector<LeaseEventInfo::Kind> events_;
+};
+
+using Kind = LeaseEventInfo::Kind;
+
+TEST_F(PoolManagerTest, LeasesExpireOnTheInjectedClock) {
+  ASSERT_OK_AND_ASSIGN(LeaseInfo lease, Allocate(1 << 20));
+  EXPECT_EQ(lease.expires, clock_.Now() + absl::Seconds(10));
+  // Real time passes, the injected clock does not: nothing happens.
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  manager_->Wake();
+  EXPECT_TRUE(Events(0).empty());
+  clock_.Advance(absl::Seconds(8));  // 2 s before expiry
+  EXPECT_EQ(Events(1), std::vector<Kind>{Kind::kExpiring});
+  // Renewal pushes expiry out from the clock's now.
+  ASSERT_OK_AND_ASSIGN(LeaseInfo renewed,
+                       manager_->Renew(tenant_, lease.id, absl::Seconds(10)));
+  EXPECT_EQ(renewed.expires, clock_.Now() + absl::Seconds(10));
+  clock_.Advance(absl::Seconds(9));
+  EXPECT_EQ(Events(2), (std::vector<Kind>{Kind::kExpiring, Kind::kExpiring}));
+  clock_.Advance(absl::Seconds(1));
+  EXPECT_EQ(Events(3), (std::vector<Kind>{Kind::kExpiring, Kind::kExpiring,
+                                          Kind::kExpired}));
+  EXPECT_FALSE(manager_->Get(tenant_, lease.id).ok());
+  // The memory comes back once zeroed.
+  for (int i = 0; i < 500 && UsedBytes() != 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(UsedBytes(), 0u);
+}
+
+TEST_F(PoolManagerTest, WaitDeadlinesFollowTheInjectedClock) {
+  ASSERT_OK(Allocate(4 << 20).status());
+  std::optional<absl::Status> result;
+  absl::Mutex mu;
+  AllocateParams p;
+  p.req.bytes = 4096;
+  p.may_wait = true;
+  manager_->Allocate(tenant_, p, clock_.Now() + absl::Seconds(5),
+                     [&](absl::StatusOr<LeaseInfo> r) {
+                       absl::MutexLock l(&mu);
+                       result = r.status();
+                     });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  manager_->Wake();
+  {
+    absl::MutexLock l(&mu);
+    EXPECT_FALSE(result.has_value());  // still waiting: no injected time passed
+  }
+  clock_.Advance(absl::Seconds(6));
+  for (int i = 0; i < 500; ++i) {
+    manager_->Wake();
+    absl::MutexLock l(&mu);
+    if (result) break;
+    mu.Unlock();
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    mu.Lock();
+  }
+  absl::MutexLock l(&mu);
+  ASSERT_TRUE(result.has_value());
+  EXPECT_EQ(result->code(), absl::StatusCode::kDeadlineExceeded);
+}
+
+TEST_F(PoolManagerTest, ReleasedMemoryIsZeroedBeforeReuse) {
+  ASSERT_OK_AND_ASSIGN(LeaseInfo lease, Allocate(4 << 20));
+  const LeaseRun& run = lease.runs.at(0);
+  const int fd = open(run.backing_path.c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  auto* p =
+      static_cast<uint8_t*>(mmap(nullptr, run.bytes, PROT_READ | PROT_WRITE,
+                                 MAP_SHARED, fd, run.backing_offset));
+  ASSERT_NE(p, MAP_FAILED);
+  std::memset(p, 0x5a, run.bytes);
+  ASSERT_OK(manager_->Release(tenant_, lease.id).status());
+  ASSERT_OK_AND_ASSIGN(LeaseInfo again, Allocate(4 << 20, /*wait=*/true));
+  EXPECT_EQ(again.runs.at(0).iova, run.iova);
+  size_t nonzero = 0;
+  for (uint64_t i = 0; i < run.bytes; ++i) nonzero += p[i] != 0;
+  EXPECT_EQ(nonzero, 0u);
+  munmap(p, run.bytes);
+  close(fd);
+}
+
+}  // namespace
+}  // namespace physpool::server
