@@ -1,0 +1,261 @@
+#include "physpool/client.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <map>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "client/connection.h"
+#include "physpool/v1/physpool.grpc.pb.h"
+
+namespace physpool {
+
+using client_internal::FromGrpc;
+using client_internal::NewContext;
+
+// What the client's threads know about a live region.
+struct Region::Shared {
+  std::shared_ptr<Client::Impl> impl;
+  std::string lease_id;
+  RevokedCallback on_revoked;
+  absl::Duration ttl;
+  absl::Time next_renew;
+  bool revoked = false;   // guarded by impl->mu
+  bool released = false;  // guarded by impl->mu
+};
+
+struct Client::Impl {
+  ClientOptions opts;
+  std::string token;
+  std::shared_ptr<grpc::Channel> channel;
+  std::unique_ptr<v1::Pool::Stub> stub;
+  std::string tenant;
+  uint64_t page_size = 0;
+
+  absl::Mutex mu;
+  absl::CondVar cv;
+  std::map<std::string, std::shared_ptr<Region::Shared>> live
+      ABSL_GUARDED_BY(mu);
+  bool stopping ABSL_GUARDED_BY(mu) = false;
+  grpc::ClientContext* watch_ctx ABSL_GUARDED_BY(mu) = nullptr;
+  std::thread renewer, watcher;
+
+  // Marks a region taken back and runs its callback (without mu).
+  void TakeBack(const std::string& id, const std::string& kind,
+                const std::string& reason, int64_t deadline) {
+    std::shared_ptr<Region::Shared> r;
+    {
+      absl::MutexLock l(&mu);
+      auto it = live.find(id);
+      if (it == live.end()) return;
+      r = it->second;
+      live.erase(it);
+      r->revoked = true;
+    }
+    if (r->on_revoked) r->on_revoked(id, kind, reason, deadline);
+  }
+
+  void RenewLoop() {
+    absl::MutexLock l(&mu);
+    while (!stopping) {
+      absl::Time next = absl::Now() + absl::Seconds(1);
+      std::vector<std::shared_ptr<Region::Shared>> due;
+      for (auto& [id, r] : live) {
+        if (r->next_renew <= absl::Now()) due.push_back(r);
+        next = std::min(next, r->next_renew);
+      }
+      if (due.empty()) {
+        cv.WaitWithDeadline(&mu, next);
+        continue;
+      }
+      mu.Unlock();
+      for (auto& r : due) {
+        v1::RenewRequest req;
+        req.set_lease_id(r->lease_id);
+        v1::RenewResponse resp;
+        auto ctx = NewContext(token, opts.timeout);
+        const grpc::Status s = stub->Renew(ctx.get(), req, &resp);
+        if (s.error_code() == grpc::StatusCode::NOT_FOUND ||
+            s.error_code() == grpc::StatusCode::PERMISSION_DENIED) {
+          TakeBack(r->lease_id, "lost", s.error_message(), 0);
+        }
+        absl::MutexLock relock(&mu);
+        // On a transient error, retry sooner.
+        r->next_renew = absl::Now() + (s.ok() ? r->ttl / 3 : absl::Seconds(1));
+      }
+      mu.Lock();
+    }
+  }
+
+  void WatchLoop() {
+    absl::Duration backoff = absl::Milliseconds(100);
+    for (;;) {
+      grpc::ClientContext ctx;
+      if (!token.empty()) ctx.AddMetadata("authorization", "Bearer " + token);
+      {
+        absl::MutexLock l(&mu);
+        if (stopping) return;
+        watch_ctx = &ctx;
+      }
+      auto reader = stub->Watch(&ctx, v1::WatchRequest());
+      v1::LeaseEvent e;
+      while (reader->Read(&e)) {
+        backoff = absl::Milliseconds(100);
+        if (e.kind() == v1::LeaseEvent::EXPIRING) continue;
+        std::string kind = v1::LeaseEvent::Kind_Name(e.kind());
+        for (char& c : kind) c = static_cast<char>(std::tolower(c));
+        TakeBack(e.lease_id(), kind, e.reason(), e.deadline_unix_ms());
+      }
+      reader->Finish();
+      absl::MutexLock l(&mu);
+      watch_ctx = nullptr;
+      if (stopping) return;
+      cv.WaitWithTimeout(&mu, backoff);  // the daemon restarts: reconnect
+      backoff = std::min(backoff * 2, absl::Seconds(5));
+    }
+  }
+
+  void Stop() {
+    {
+      absl::MutexLock l(&mu);
+      if (stopping) return;
+      stopping = true;
+      if (watch_ctx != nullptr) watch_ctx->TryCancel();
+      cv.SignalAll();
+    }
+    if (renewer.joinable()) renewer.join();
+    if (watcher.joinable()) watcher.join();
+  }
+};
+
+Client::Client(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Client::~Client() { impl_->Stop(); }
+
+const std::string& Client::tenant() const { return impl_->tenant; }
+uint64_t Client::page_size() const { return impl_->page_size; }
+
+absl::StatusOr<std::unique_ptr<Client>> Client::Connect(ClientOptions options) {
+  auto impl = std::make_shared<Impl>();
+  impl->opts = std::move(options);
+  auto token = client_internal::ResolveToken(impl->opts);
+  if (!token.ok()) return token.status();
+  impl->token = *token;
+  auto channel = client_internal::OpenChannel(impl->opts);
+  if (!channel.ok()) return channel.status();
+  impl->channel = *channel;
+  impl->stub = v1::Pool::NewStub(impl->channel);
+  v1::GetPoolInfoResponse info;
+  auto ctx = NewContext(impl->token, impl->opts.timeout);
+  if (grpc::Status s = impl->stub->GetPoolInfo(ctx.get(), {}, &info); !s.ok()) {
+    return FromGrpc(s);
+  }
+  impl->tenant = info.tenant();
+  impl->page_size = info.page_size();
+  impl->renewer = std::thread([i = impl.get()] { i->RenewLoop(); });
+  impl->watcher = std::thread([i = impl.get()] { i->WatchLoop(); });
+  return std::unique_ptr<Client>(new Client(std::move(impl)));
+}
+
+absl::StatusOr<std::unique_ptr<Region>> Client::Allocate(
+    const AllocateOptions& o, RevokedCallback on_revoked) {
+  v1::AllocateRequest req;
+  req.set_bytes(o.bytes);
+  req.set_alignment(o.alignment);
+  req.set_boundary(o.boundary);
+  req.set_max_segments(o.max_segments);
+  req.set_low(o.low);
+  req.set_high(o.high);
+  if (o.numa_node) req.set_numa_node(*o.numa_node);
+  req.set_numa_strict(o.numa_strict);
+  req.set_preemptible(o.preemptible);
+  req.set_may_reclaim(o.may_reclaim);
+  req.set_may_wait(o.wait_timeout.count() > 0);
+  req.set_ttl_seconds(static_cast<uint32_t>(o.ttl.count()));
+  req.set_label(o.label);
+  v1::AllocateResponse resp;
+  auto ctx =
+      NewContext(impl_->token, std::max(impl_->opts.timeout, o.wait_timeout));
+  if (grpc::Status s = impl_->stub->Allocate(ctx.get(), req, &resp); !s.ok()) {
+    return FromGrpc(s);
+  }
+  const v1::Lease& lease = resp.lease();
+  auto shared = std::make_shared<Region::Shared>();
+  shared->impl = impl_;
+  shared->lease_id = lease.id();
+  shared->on_revoked = std::move(on_revoked);
+  shared->ttl = absl::Seconds(lease.ttl_seconds());
+  shared->next_renew = absl::Now() + shared->ttl / 3;
+  // Map every run; on failure release the lease and unmap what was mapped.
+  std::vector<Region::Run> runs;
+  absl::Status mapped;
+  for (const v1::Run& r : lease.runs()) {
+    const int fd = open(r.backing_path().c_str(), O_RDWR | O_CLOEXEC);
+    void* p =
+        fd < 0 ? MAP_FAILED
+               : mmap(nullptr, r.length(), PROT_READ | PROT_WRITE, MAP_SHARED,
+                      fd, static_cast<off_t>(r.backing_offset()));
+    const int err = errno;
+    if (fd >= 0) close(fd);
+    if (p == MAP_FAILED) {
+      mapped = absl::PermissionDeniedError(
+          absl::StrCat("cannot map ", r.backing_path(), " at ",
+                       r.backing_offset(), ": ", std::strerror(err)));
+      break;
+    }
+    runs.push_back({r.iova(), r.length(), p});
+  }
+  {
+    absl::MutexLock l(&impl_->mu);
+    impl_->live[lease.id()] = shared;
+    impl_->cv.SignalAll();
+  }
+  auto region = std::unique_ptr<Region>(new Region(
+      shared, lease.id(), std::move(runs), lease.bytes(), lease.path()));
+  if (!mapped.ok()) return mapped;  // ~Region releases and unmaps
+  return region;
+}
+
+Region::Region(std::shared_ptr<Shared> shared, std::string lease_id,
+               std::vector<Run> runs, uint64_t bytes, std::string path)
+    : shared_(std::move(shared)),
+      lease_id_(std::move(lease_id)),
+      runs_(std::move(runs)),
+      bytes_(bytes),
+      path_(std::move(path)) {}
+
+Region::~Region() {
+  (void)Release();
+  for (const Run& r : runs_) munmap(r.cpu, r.bytes);
+}
+
+bool Region::revoked() const {
+  absl::MutexLock l(&shared_->impl->mu);
+  return shared_->revoked;
+}
+
+absl::Status Region::Release() {
+  Client::Impl* impl = shared_->impl.get();
+  {
+    absl::MutexLock l(&impl->mu);
+    if (shared_->released || shared_->revoked) return absl::OkStatus();
+    shared_->released = true;
+    impl->live.erase(lease_id_);
+  }
+  v1::ReleaseRequest req;
+  req.set_lease_id(lease_id_);
+  v1::ReleaseResponse resp;
+  auto ctx = NewContext(impl->token, impl->opts.timeout);
+  return FromGrpc(impl->stub->Release(ctx.get(), req, &resp));
+}
+
+}  // namespace physpool

@@ -1,0 +1,97 @@
+#include "client/connection.h"
+
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+
+namespace physpool {
+
+std::string DefaultEndpoint() {
+  if (const char* e = std::getenv("PHYSPOOL_ENDPOINT"); e != nullptr && *e)
+    return e;
+  if (geteuid() == 0) return "unix:/run/physpool/physpool.sock";
+  if (const char* xdg = std::getenv("XDG_RUNTIME_DIR");
+      xdg != nullptr && *xdg) {
+    return absl::StrCat("unix:", xdg, "/physpool/physpool.sock");
+  }
+  return absl::StrCat("unix:/tmp/physpool-", geteuid(), "/physpool.sock");
+}
+
+namespace client_internal {
+namespace {
+
+absl::StatusOr<std::string> ReadFile(const std::string& path,
+                                     absl::string_view what) {
+  std::ifstream in(path);
+  if (!in)
+    return absl::NotFoundError(absl::StrCat("cannot read ", what, " ", path));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<grpc::Channel>> OpenChannel(
+    const ClientOptions& o) {
+  const std::string endpoint =
+      o.endpoint.empty() ? DefaultEndpoint() : o.endpoint;
+  if (absl::StartsWith(endpoint, "unix:") || o.tls_ca.empty()) {
+    if (!o.tls_cert.empty() && o.tls_ca.empty()) {
+      return absl::InvalidArgumentError(
+          "a client certificate needs the server's CA too");
+    }
+    return grpc::CreateChannel(endpoint, grpc::InsecureChannelCredentials());
+  }
+  grpc::SslCredentialsOptions ssl;
+  auto ca = ReadFile(o.tls_ca, "TLS CA");
+  if (!ca.ok()) return ca.status();
+  ssl.pem_root_certs = *ca;
+  if (!o.tls_cert.empty()) {
+    auto cert = ReadFile(o.tls_cert, "TLS certificate");
+    if (!cert.ok()) return cert.status();
+    auto key = ReadFile(o.tls_key, "TLS key");
+    if (!key.ok()) return key.status();
+    ssl.pem_cert_chain = *cert;
+    ssl.pem_private_key = *key;
+  }
+  return grpc::CreateChannel(endpoint, grpc::SslCredentials(ssl));
+}
+
+absl::StatusOr<std::string> ResolveToken(const ClientOptions& o) {
+  std::string file = o.token_file;
+  if (!o.token.empty()) return o.token;
+  if (file.empty()) {
+    if (const char* t = std::getenv("PHYSPOOL_TOKEN"); t != nullptr && *t)
+      return std::string(t);
+    if (const char* f = std::getenv("PHYSPOOL_TOKEN_FILE"); f != nullptr && *f)
+      file = f;
+  }
+  if (file.empty()) return std::string();
+  auto text = ReadFile(file, "token file");
+  if (!text.ok()) return text.status();
+  return std::string(absl::StripAsciiWhitespace(*text));
+}
+
+std::unique_ptr<grpc::ClientContext> NewContext(
+    const std::string& token, std::chrono::milliseconds timeout) {
+  auto ctx = std::make_unique<grpc::ClientContext>();
+  if (!token.empty()) ctx->AddMetadata("authorization", "Bearer " + token);
+  ctx->set_deadline(std::chrono::system_clock::now() + timeout);
+  return ctx;
+}
+
+absl::Status FromGrpc(const grpc::Status& s) {
+  if (s.ok()) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(s.error_code()),
+                      s.error_message());
+}
+
+}  // namespace client_internal
+}  // namespace physpool

@@ -1,0 +1,33 @@
+// How physpool clients reach the daemon: endpoint, credentials and TLS
+// resolved from options and PHYSPOOL_* environment variables. Shared by the
+// client library and physpoolctl; not installed.
+#ifndef PHYSPOOL_CLIENT_CONNECTION_H_
+#define PHYSPOOL_CLIENT_CONNECTION_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "physpool/client.h"
+
+namespace physpool::client_internal {
+
+// A channel to options.endpoint (or the default), with TLS if configured.
+// INVALID_ARGUMENT / NOT_FOUND for unreadable TLS files.
+absl::StatusOr<std::shared_ptr<grpc::Channel>> OpenChannel(
+    const ClientOptions& options);
+
+// The bearer token from options or the environment ("" for none).
+absl::StatusOr<std::string> ResolveToken(const ClientOptions& options);
+
+// A context with the token and options.timeout (or `timeout` if non-zero).
+std::unique_ptr<grpc::ClientContext> NewContext(
+    const std::string& token, std::chrono::milliseconds timeout);
+
+absl::Status FromGrpc(const grpc::Status& s);
+
+}  // namespace physpool::client_internal
+
+#endif  // PHYSPOOL_CLIENT_CONNECTION_H_

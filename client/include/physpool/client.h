@@ -1,0 +1,138 @@
+// physpool-client: the library accelerator runtimes link to lease DMA
+// memory from physpoold.
+//
+//   auto client = physpool::Client::Connect({});           // default socket
+//   physpool::AllocateOptions o;
+//   o.bytes = 1 << 20;
+//   o.alignment = 1 << 16;
+//   auto region = (*client)->Allocate(o);                   // mapped, renewed
+//   for (const auto& run : (*region)->runs()) {
+//     program_dma_descriptor(run.iova, run.bytes);          // device side
+//     memset(run.cpu, 0, run.bytes);                         // CPU side
+//   }
+//   // ~Region releases the lease and unmaps the memory.
+//
+// Thread-safe: a Client and its Regions may be used from any thread.
+#ifndef PHYSPOOL_CLIENT_H_
+#define PHYSPOOL_CLIENT_H_
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace physpool {
+
+struct ClientOptions {
+  // "unix:/path", "unix:///path" or "host:port". Empty: $PHYSPOOL_ENDPOINT,
+  // else the daemon's default socket (/run/physpool/physpool.sock as root,
+  // else $XDG_RUNTIME_DIR/physpool/physpool.sock or
+  // /tmp/physpool-<uid>/physpool.sock).
+  std::string endpoint;
+  // Bearer token. Empty: the file `token_file`, else $PHYSPOOL_TOKEN, else
+  // the file $PHYSPOOL_TOKEN_FILE, else none (embedded default daemons).
+  std::string token;
+  std::string token_file;
+  // TCP with TLS: the CA that signed the server (PEM file); with cert and
+  // key, a client certificate (mTLS).
+  std::string tls_ca, tls_cert, tls_key;
+  // Deadline of each call (Allocate with may_wait uses wait_timeout).
+  std::chrono::milliseconds timeout{10000};
+};
+
+// The default endpoint, as physpoold chooses its socket.
+std::string DefaultEndpoint();
+
+struct AllocateOptions {
+  uint64_t bytes = 0;
+  uint64_t alignment = 0;      // power of two; 0 = page size
+  uint64_t boundary = 0;       // 0 or a power of two >= bytes
+  uint32_t max_segments = 0;   // 0 = any number of runs
+  uint64_t low = 0, high = 0;  // IOVA window; high 0 = unbounded
+  std::optional<int32_t> numa_node;
+  bool numa_strict = false;
+  bool preemptible = false;
+  bool may_reclaim = false;
+  // > 0: wait up to this long for memory to free up.
+  std::chrono::milliseconds wait_timeout{0};
+  std::chrono::seconds ttl{0};  // 0 = the daemon's default
+  std::string label;
+};
+
+// Called once when the daemon takes a region back (revoked by an admin,
+// preempted by a reclaim, or expired). `deadline_unix_ms` (preemption) is
+// when the device must have stopped using the memory; 0 otherwise. Runs on
+// the client's event thread: do not destroy the Region from inside it.
+using RevokedCallback =
+    std::function<void(const std::string& lease_id, const std::string& kind,
+                       const std::string& reason, int64_t deadline_unix_ms)>;
+
+class Client;
+
+// A leased, mapped region. Destroying it stops renewal, releases the lease
+// and unmaps the memory.
+class Region {
+ public:
+  struct Run {
+    uint64_t iova = 0;  // what the device uses
+    uint64_t bytes = 0;
+    void* cpu = nullptr;  // the same memory in this process
+  };
+
+  ~Region();
+  Region(const Region&) = delete;
+  Region& operator=(const Region&) = delete;
+
+  const std::string& lease_id() const { return lease_id_; }
+  const std::vector<Run>& runs() const { return runs_; }
+  uint64_t bytes() const { return bytes_; }
+  const std::string& path() const { return path_; }  // allocation path
+  // True once the daemon has taken it back (the callback has run).
+  bool revoked() const;
+  // Releases now (idempotent); the memory stays mapped until destruction.
+  absl::Status Release();
+
+ private:
+  friend class Client;
+  struct Shared;
+  Region(std::shared_ptr<Shared> shared, std::string lease_id,
+         std::vector<Run> runs, uint64_t bytes, std::string path);
+
+  std::shared_ptr<Shared> shared_;
+  std::string lease_id_;
+  std::vector<Run> runs_;
+  uint64_t bytes_ = 0;
+  std::string path_;
+};
+
+class Client {
+ public:
+  // Connects and checks the daemon answers (GetPoolInfo). UNAVAILABLE if
+  // not, UNAUTHENTICATED for bad credentials.
+  static absl::StatusOr<std::unique_ptr<Client>> Connect(ClientOptions options);
+  ~Client();
+
+  // Leases and maps a region. The lease is renewed in the background at a
+  // third of its TTL until the Region is destroyed or taken back; then
+  // `on_revoked` runs (if given). Errors are the daemon's status codes.
+  absl::StatusOr<std::unique_ptr<Region>> Allocate(
+      const AllocateOptions& options, RevokedCallback on_revoked = nullptr);
+
+  const std::string& tenant() const;
+  uint64_t page_size() const;
+
+ private:
+  friend class Region;
+  struct Impl;
+  explicit Client(std::shared_ptr<Impl> impl);
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace physpool
+
+#endif  // PHYSPOOL_CLIENT_H_

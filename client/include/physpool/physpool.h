@@ -1,0 +1,76 @@
+/* physpool-client C API: lease DMA memory from physpoold from C.
+ *
+ *   physpool_client* c;
+ *   if (physpool_connect(NULL, NULL, &c) != 0) fail(physpool_last_error());
+ *   physpool_alloc_options o = {0};
+ *   o.bytes = 1 << 20;
+ *   physpool_region* r;
+ *   if (physpool_alloc(c, &o, NULL, NULL, &r) != 0) fail(physpool_last_error());
+ *   for (size_t i = 0; i < physpool_region_run_count(r); i++) {
+ *     physpool_run run = physpool_region_run(r, i);   // run.iova, run.cpu
+ *   }
+ *   physpool_region_free(r);     // releases the lease, unmaps
+ *   physpool_disconnect(c);
+ *
+ * Functions returning int return 0 on success or a gRPC status code
+ * (8 = RESOURCE_EXHAUSTED, 14 = UNAVAILABLE, ...); physpool_last_error()
+ * then describes the failure (per thread). Thread-safe.
+ */
+#ifndef PHYSPOOL_PHYSPOOL_H_
+#define PHYSPOOL_PHYSPOOL_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct physpool_client physpool_client;
+typedef struct physpool_region physpool_region;
+
+typedef struct {
+  uint64_t iova;  /* what the device uses */
+  uint64_t bytes;
+  void* cpu;      /* the same memory in this process */
+} physpool_run;
+
+typedef struct {
+  uint64_t bytes;
+  uint64_t alignment;    /* 0 = page size */
+  uint64_t boundary;     /* 0 = none */
+  uint32_t max_segments; /* 0 = any number of runs */
+  uint64_t low, high;    /* IOVA window; high 0 = unbounded */
+  int32_t numa_node;     /* -1 = any */
+  int preemptible;
+  int may_reclaim;
+  uint32_t wait_timeout_ms; /* > 0: wait for memory this long */
+  uint32_t ttl_seconds;     /* 0 = the daemon's default */
+  const char* label;        /* may be NULL */
+} physpool_alloc_options;
+
+/* Called once if the daemon takes the region back; kind is "revoked",
+ * "preempted", "expired" or "lost". Do not free the region from inside. */
+typedef void (*physpool_revoked_fn)(const char* lease_id, const char* kind, const char* reason,
+                                    int64_t deadline_unix_ms, void* user);
+
+/* endpoint and token may be NULL: the defaults and PHYSPOOL_* variables. */
+int physpool_connect(const char* endpoint, const char* token, physpool_client** out);
+void physpool_disconnect(physpool_client* client);
+
+int physpool_alloc(physpool_client* client, const physpool_alloc_options* options,
+                   physpool_revoked_fn on_revoked, void* user, physpool_region** out);
+size_t physpool_region_run_count(const physpool_region* region);
+physpool_run physpool_region_run(const physpool_region* region, size_t i);
+const char* physpool_region_lease_id(const physpool_region* region);
+int physpool_region_revoked(const physpool_region* region);
+/* Releases the lease and unmaps the memory. */
+void physpool_region_free(physpool_region* region);
+
+const char* physpool_last_error(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* PHYSPOOL_PHYSPOOL_H_ */

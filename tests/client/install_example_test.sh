@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs physpool into a scratch prefix, builds examples/fill_region against
+# the installed package, and runs it against a real physpoold.
+# usage: install_example_test.sh BUILD_DIR SOURCE_DIR
+set -euo pipefail
+build=$1
+src=$2
+work=$(mktemp -d /tmp/physpool-install-XXXXXX)
+pid=
+cleanup() {
+  [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
+cmake --install "$build" --prefix "$work/prefix" > "$work/install.log"
+test -f "$work/prefix/lib/cmake/physpool/physpoolConfig.cmake"
+test -f "$work/prefix/include/physpool/physpool.h"
+cmake -S "$src/examples/fill_region" -B "$work/example" -G Ninja \
+  -DCMAKE_PREFIX_PATH="$work/prefix" > "$work/configure.log"
+cmake --build "$work/example" > "$work/build.log"
+"$build/server/physpoold" --unix "$work/physpool.sock" --tcp '' --metrics '' \
+  --sim-dir "$work/sim" --ready-file "$work/ready.json" 2> "$work/physpoold.log" &
+pid=$!
+for _ in $(seq 200); do [ -f "$work/ready.json" ] && break; sleep 0.05; done
+test -f "$work/ready.json" || { cat "$work/physpoold.log"; exit 1; }
+out=$(LD_LIBRARY_PATH="$work/prefix/lib" PHYSPOOL_ENDPOINT="unix:$work/physpool.sock" \
+      "$work/example/fill_region" 3000000)
+echo "$out"
+grep -q "^lease l-" <<< "$out"
+grep -q "^run 0: iova 0x" <<< "$out"
+grep -q "^filled and verified$" <<< "$out"
+echo "installed package: example built and ran"
