@@ -1,25 +1,24 @@
-// physpoolctl: the physpool admin CLI. This build carries the offline
-// commands; the daemon commands come with the server (see docs/cli.md).
+// physpoolctl: the physpool admin CLI (docs/cli.md): daemon commands and
+// the offline `simulate`.
 //
-// Exit codes: 0 success; 1 the command failed (e.g. a malformed trace line);
-// 2 usage error (unknown command or flag, unreadable file).
+// Exit codes: 0 success; 1 the command failed; 2 usage error; 3-7 by gRPC
+// status (see CtlUsage).
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <string>
 #include <vector>
 
+#ifdef PHYSPOOL_CTL_DAEMON
+#include "cli/ctl.h"
+#endif
 #include "cli/simulate.h"
 
 namespace {
 
 constexpr char kUsage[] = R"(physpoolctl - administer physpool
 
-Usage:
-  physpoolctl simulate [--summary] FILE|-   replay an allocation trace offline
-  physpoolctl help [COMMAND]
-
-Run 'physpoolctl help simulate' for the trace format.
+Usage: physpoolctl COMMAND [ARGS] [FLAGS]
 )";
 
 constexpr char kSimulateHelp[] = R"(physpoolctl simulate [--summary] FILE|-
@@ -94,17 +93,26 @@ int Simulate(const std::vector<std::string>& args) {
 
 int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
+#ifdef PHYSPOOL_CTL_DAEMON
+  const std::string usage = std::string(kUsage) + physpool::cli::CtlUsage();
+#else
+  const std::string usage = std::string(kUsage) + "  simulate FILE|-\n";
+#endif
   if (args.empty() || args[0] == "--help" || args[0] == "-h" ||
       (args[0] == "help" && args.size() == 1)) {
-    std::fputs(kUsage, args.empty() ? stderr : stdout);
+    std::fputs(usage.c_str(), args.empty() ? stderr : stdout);
     return args.empty() ? 2 : 0;
   }
-  if (args[0] == "help" && args[1] == "simulate") {
-    std::fputs(kSimulateHelp, stdout);
-    return 0;
+  if (args[0] == "help") {  // "help pool status" = "pool status --help"
+    args.erase(args.begin());
+    args.push_back("--help");
   }
   if (args[0] == "simulate") return Simulate({args.begin() + 1, args.end()});
+#ifdef PHYSPOOL_CTL_DAEMON
+  return physpool::cli::RunCtl(args);
+#else
   std::fprintf(stderr, "Error: unknown command \"%s\"\n\n%s", args[0].c_str(),
-               kUsage);
+               usage.c_str());
   return 2;
+#endif
 }

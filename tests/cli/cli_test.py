@@ -1,0 +1,192 @@
+#!/usr/bin/python3
+"""physpoolctl against the real daemon: each command's table and JSON output,
+the exit code of each error class, and the map of a known occupancy.
+
+usage: cli_test.py PHYSPOOLCTL PHYSPOOLD GEN_DIR
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../server"))
+import physpool_testlib as lib  # noqa: E402
+
+CTL, PHYSPOOLD, GEN = sys.argv[1], sys.argv[2], sys.argv[3]
+pb = lib.load_protos(GEN)
+A, B, ROOT = lib.TOKENS["alice"], lib.TOKENS["bob"], lib.TOKENS["root"]
+
+
+class CliTest(unittest.TestCase):
+    def setUp(self):
+        self.d = lib.Daemon(PHYSPOOLD)
+        self.env = dict(os.environ, PHYSPOOL_ENDPOINT="unix:" + self.d.socket,
+                        PHYSPOOL_TOKEN=ROOT)
+
+    def tearDown(self):
+        self.assertEqual(self.d.stop(), 0)
+
+    def ctl(self, *args, token=None, code=0):
+        env = dict(self.env)
+        if token is not None:
+            env["PHYSPOOL_TOKEN"] = token
+        r = subprocess.run([CTL, *args], capture_output=True, text=True, env=env, timeout=60)
+        self.assertEqual(r.returncode, code, f"{args}: {r.stdout}{r.stderr}")
+        if code != 0:
+            self.assertTrue(r.stderr.startswith("Error: "), r.stderr)
+        return r.stdout, r.stderr
+
+    def json(self, *args, token=None):
+        out, _ = self.ctl(*args, "-o", "json", token=token)
+        return json.loads(out)
+
+    def allocate(self, token=A, **kw):
+        return self.d.call("Pool", "Allocate", pb.AllocateRequest(**kw),
+                           pb.AllocateResponse, token).lease
+
+    def test_health_and_pool_status(self):
+        out, _ = self.ctl("health")
+        self.assertEqual(out, "SERVING\n")
+        self.assertEqual(self.json("health")["status"], "SERVING")
+        self.allocate(bytes=8 * lib.MIB)
+        out, _ = self.ctl("pool", "status")
+        lines = out.splitlines()
+        self.assertTrue(lines[0].startswith("SEGMENT"))
+        self.assertIn("[###############...............]", lines[1])  # 8 of 16 MiB
+        self.assertIn("8 MiB", lines[1])
+        self.assertIn("total 24 MiB: used 8 MiB", out)
+        info = self.json("pool", "status")
+        self.assertEqual(info["page_size"], "4096")
+        self.assertEqual(len(info["segments"]), 2)
+        self.assertEqual(int(info["used_bytes"]), 8 * lib.MIB)
+
+    def test_pool_map_of_a_known_occupancy(self):
+        self.allocate(bytes=8 * lib.MIB)                      # segment 0, first half
+        self.allocate(bytes=lib.MIB, preemptible=True)        # then 1 MiB preemptible
+        out, _ = self.ctl("pool", "map", "--segment", "0", "--width", "16", "--ascii")
+        self.assertEqual(out, "\n".join([
+            "segment 0  0x100000000  16 MiB  freelist 0  numa 0  (1 cell = 256 KiB)",
+            "################",
+            "################",
+            "PPPP............",
+            "................",
+            "legend: # used  P preemptible  ~ scrubbing  . free", ""]))
+        occ = self.json("pool", "map")
+        self.assertEqual(len(occ["segments"]), 2)
+        states = [r["state"] for r in occ["segments"][0]["runs"]]
+        self.assertEqual(states, ["USED", "PREEMPTIBLE", "FREE"])
+        out, _ = self.ctl("pool", "map")  # unicode shades by default
+        self.assertIn("\u2588", out)
+        self.assertIn("\u2593", out)
+
+    def test_segments(self):
+        out, _ = self.ctl("segment", "list")
+        self.assertEqual(len(out.splitlines()), 3)
+        segs = self.json("segment", "list")["segments"]
+        out, _ = self.ctl("segment", "drain", str(segs[0]["id"]))
+        self.assertIn("draining", out)
+        self.assertTrue(self.json("segment", "undrain", "0")["segment"]["draining"] is False)
+        added = self.json("segment", "add", "--bytes", "2MiB", "--freelist", "2")["segment"]
+        self.assertEqual(int(added["bytes"]), 2 * lib.MIB)
+        out, _ = self.ctl("segment", "remove", str(added["id"]))
+        self.assertEqual(out, f"segment {added['id']} removed\n")
+        self.ctl("segment", "remove", "99", code=5)
+        self.ctl("segment", "drain", code=2)
+        self.ctl("segment", "add", code=2)
+
+    def test_leases_and_release(self):
+        lease = self.allocate(bytes=2 * lib.MIB, label="mine")
+        out, _ = self.ctl("lease", "list", token=A)
+        self.assertIn(lease.id, out)
+        self.assertIn("mine", out)
+        self.assertEqual(self.json("lease", "list", token=B)["leases"], [])
+        everyone = self.json("lease", "list", "--all")["leases"]
+        self.assertEqual([l["id"] for l in everyone], [lease.id])
+        self.assertEqual(len(self.json("lease", "list", "--tenant", "bob")["leases"]), 0)
+        out, _ = self.ctl("lease", "get", lease.id, token=A)
+        self.assertTrue(out.startswith(f"lease {lease.id}  tenant alice  2 MiB in 1 run"))
+        got = self.json("lease", "get", lease.id, token=A)
+        self.assertEqual(got["runs"][0]["length"], str(2 * lib.MIB))
+        renewed = self.json("lease", "renew", lease.id, "--ttl", "120s", token=A)
+        self.assertEqual(renewed["ttl_seconds"], 120)
+        out, _ = self.ctl("release", lease.id, token=A)
+        self.assertEqual(out, f"{lease.id} released\n")
+        self.assertEqual(self.json("release", lease.id, token=A), {"released": False})
+        other = self.allocate(bytes=4096)
+        out, _ = self.ctl("lease", "revoke", other.id, "--reason", "cli")
+        self.assertTrue(out.startswith("revoked:"))
+        # Error classes and their exit codes.
+        self.ctl("lease", "get", "l-nope", token=A, code=5)
+        self.ctl("lease", "get", other.id, token=A, code=5)  # ended: not found
+        mine = self.allocate(bytes=4096)
+        self.ctl("lease", "get", mine.id, token=B, code=4)   # someone else's
+        self.ctl("lease", "list", "--all", token=A, code=4)  # not admin
+        self.ctl("pool", "status", token="wrong", code=4)
+        self.ctl("lease", "get", code=2)
+        self.ctl("pool", "status", "--bogus", code=2)
+        self.ctl("pool", "status", "-o", "yaml", code=2)
+        self.ctl("--endpoint", "unix:/nonexistent.sock", "health", code=3)
+        self.ctl("alloc", "--bytes", "1TiB", code=6)
+
+    def test_tenants(self):
+        out, _ = self.ctl("tenant", "list")
+        self.assertEqual([l.split()[0] for l in out.splitlines()],
+                         ["NAME", "alice", "bob", "root"])
+        t = self.json("tenant", "set-limits", "bob", "--max-bytes", "1MiB",
+                      "--max-leases", "3")["tenant"]
+        self.assertEqual(t["limits"]["max_bytes"], str(lib.MIB))
+        out, _ = self.ctl("tenant", "set-limits", "bob", "--max-leases", "0")
+        self.assertEqual(out, "tenant bob: max unlimited bytes, max unlimited leases\n")
+        self.ctl("tenant", "set-limits", "eve", code=5)
+        self.ctl("tenant", "list", token=B, code=4)
+
+    def test_alloc_holds_until_interrupted_and_watch_streams(self):
+        watch = subprocess.Popen([CTL, "watch", "--timeout", "20s"], env=dict(
+            self.env, PHYSPOOL_TOKEN=A), stdout=subprocess.PIPE, text=True)
+        self.assertTrue(watch.stdout.readline().startswith("TIME"))
+        alloc = subprocess.Popen([CTL, "alloc", "--bytes", "3MiB", "--alignment", "1MiB",
+                                  "--max-segments", "1"],
+                                 env=dict(self.env, PHYSPOOL_TOKEN=A),
+                                 stdout=subprocess.PIPE, text=True)
+        first = alloc.stdout.readline()
+        self.assertTrue(first.startswith("lease l-"), first)
+        lease_id = first.split()[1]
+        for line in alloc.stdout:
+            if line.startswith("holding it"):
+                break
+        self.assertEqual([l["id"] for l in self.json("lease", "list", token=A)["leases"]],
+                         [lease_id])
+        alloc.send_signal(signal.SIGINT)
+        self.assertEqual(alloc.wait(timeout=10), 0)
+        self.assertEqual(self.json("lease", "list", token=A)["leases"], [])
+        # A revoked lease shows up on the watch stream.
+        lease = self.allocate(bytes=4096)
+        self.ctl("lease", "revoke", lease.id, "--reason", "test")
+        line = watch.stdout.readline()
+        self.assertIn("REVOKED", line)
+        self.assertIn(lease.id, line)
+        watch.send_signal(signal.SIGINT)
+        self.assertEqual(watch.wait(timeout=10), 0)
+        watch.stdout.close()
+        alloc.stdout.close()
+        # Waiting that runs out: DEADLINE_EXCEEDED, exit 7.
+        self.allocate(bytes=24 * lib.MIB, may_wait=True)
+        self.ctl("alloc", "--bytes", "4KiB", "--wait", "500ms", code=7)
+
+    def test_help_everywhere(self):
+        out, _ = self.ctl("--help")
+        for cmd in ["pool status", "pool map", "segment list", "lease revoke",
+                    "tenant set-limits", "alloc", "release", "watch", "health", "simulate"]:
+            self.assertIn(cmd, out)
+        for cmd in [["pool", "status"], ["pool", "map"], ["segment", "add"], ["lease", "list"],
+                    ["lease", "renew"], ["tenant", "set-limits"], ["alloc"], ["watch"]]:
+            out, _ = self.ctl(*cmd, "--help")
+            self.assertIn("physpoolctl " + " ".join(cmd), out)
+            self.assertIn("Exit codes", out)
+
+
+if __name__ == "__main__":
+    unittest.main(argv=[sys.argv[0], "-v"])
