@@ -227,6 +227,18 @@ void PrintLease(const v1::Lease& l) {
   std::fputs(t.Render().c_str(), stdout);
 }
 
+// One segment, as JSON or a one-row table.
+int ShowSegment(const Ctx& c, const v1::SegmentResponse& resp) {
+  if (c.json) {
+    PrintJson(resp);
+  } else {
+    google::protobuf::RepeatedPtrField<v1::SegmentInfo> one;
+    *one.Add() = resp.segment();
+    PrintSegments(one);
+  }
+  return 0;
+}
+
 // --- Commands --------------------------------------------------------------
 
 int PoolStatus(const Ctx& c, const Args&) {
@@ -364,14 +376,7 @@ int SegmentChange(const Ctx& c, const Args& a) {
                              ? c.Admin()->DrainSegment(ctx.get(), req, &resp)
                              : c.Admin()->UndrainSegment(ctx.get(), req, &resp);
   if (!s.ok()) return Fail(s);
-  if (c.json) {
-    PrintJson(resp);
-  } else {
-    google::protobuf::RepeatedPtrField<v1::SegmentInfo> one;
-    *one.Add() = resp.segment();
-    PrintSegments(one);
-  }
-  return 0;
+  return ShowSegment(c, resp);
 }
 
 int SegmentAdd(const Ctx& c, const Args& a) {
@@ -394,14 +399,7 @@ int SegmentAdd(const Ctx& c, const Args& a) {
   auto ctx = c.Call();
   if (auto s = c.Admin()->AddSegment(ctx.get(), req, &resp); !s.ok())
     return Fail(s);
-  if (c.json) {
-    PrintJson(resp);
-  } else {
-    google::protobuf::RepeatedPtrField<v1::SegmentInfo> one;
-    *one.Add() = resp.segment();
-    PrintSegments(one);
-  }
-  return 0;
+  return ShowSegment(c, resp);
 }
 
 int LeaseList(const Ctx& c, const Args& a) {
