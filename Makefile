@@ -10,7 +10,7 @@ SHELL := /bin/bash
 # Debian 12 packages the build and the tests need.
 PACKAGES := cmake ninja-build g++ clang libclang-rt-14-dev libabsl-dev \
             libgtest-dev libgmock-dev libbenchmark-dev python3 \
-            libgrpc++-dev protobuf-compiler-grpc protobuf-compiler libprotobuf-dev \
+            libgrpc++-dev protobuf-compiler-grpc protobuf-compiler libprotobuf-dev libsqlite3-dev \
             grpc-proto libyaml-cpp-dev prometheus-cpp-dev libssl-dev \
             prometheus python3-grpcio python3-protobuf curl openssl
 

@@ -93,6 +93,7 @@ ServerConfig DefaultConfig() {
                                  ? absl::StrCat("/dev/shm/physpool-", geteuid())
                                  : run + "/sim");
   c.implicit_tenant = true;
+  c.store_path = run + "/leases.db";
   return c;
 }
 
@@ -109,9 +110,15 @@ absl::StatusOr<ServerConfig> ParseConfig(absl::string_view yaml,
   ServerConfig c = DefaultConfig();
   c.implicit_tenant = false;
   if (root.IsNull()) return c;
-  RETURN_IF_ERROR(r.Keys(root, "",
-                         {"listen", "metrics", "source", "pool", "leases",
-                          "wait", "tenants", "implicit_tenant", "log_level"}));
+  RETURN_IF_ERROR(
+      r.Keys(root, "",
+             {"listen", "metrics", "source", "pool", "leases", "wait",
+              "tenants", "implicit_tenant", "log_level", "store"}));
+  if (const YAML::Node st = root["store"]) {
+    RETURN_IF_ERROR(r.Keys(st, "store", {"path", "boot_id_file"}));
+    RETURN_IF_ERROR(r.Get(st, "path", "store", &c.store_path));
+    RETURN_IF_ERROR(r.Get(st, "boot_id_file", "store", &c.boot_id_file));
+  }
   if (const YAML::Node l = root["listen"]) {
     RETURN_IF_ERROR(
         r.Keys(l, "listen", {"unix", "tcp", "insecure_tcp", "tls"}));

@@ -29,6 +29,8 @@ struct ServerConfig {
   ManagerOptions manager;
   std::vector<Tenant> tenants;
   bool implicit_tenant = false;  // every caller is tenant "default" (admin)
+  std::string store_path;        // the lease store; "" = nothing persists
+  std::string boot_id_file = "/proc/sys/kernel/random/boot_id";
   LogLevel log_level = LogLevel::kInfo;
 };
 

@@ -25,6 +25,7 @@
 #include "prometheus/exposer.h"
 #include "prometheus/registry.h"
 #include "server/config.h"
+#include "server/lease_store.h"
 #include "server/log.h"
 #include "server/metrics.h"
 #include "server/pool_manager.h"
@@ -217,7 +218,34 @@ int Run(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
 
   vfio::SimSource source(cfg->sim);
-  if (absl::Status s = source.Start(); !s.ok()) {
+  // The lease store first: whether it holds live leases decides whether the
+  // backing is re-attached as it is or zeroed.
+  std::unique_ptr<LeaseStore> store;
+  if (!cfg->store_path.empty()) {
+    const size_t slash = cfg->store_path.rfind('/');
+    if (slash != std::string::npos && slash > 0) {
+      (void)MakeDirs(cfg->store_path.substr(0, slash));
+    }
+    auto boot = ReadBootId(cfg->boot_id_file);
+    auto opened =
+        boot.ok() ? LeaseStore::Open(cfg->store_path, *boot, source.Layout())
+                  : absl::StatusOr<std::unique_ptr<LeaseStore>>(boot.status());
+    if (!opened.ok()) {
+      Log(LogLevel::kError, "lease store refused",
+          {F("path", cfg->store_path), F("error", opened.status().ToString()),
+           F("hint", "see docs/operations.md, \"A damaged store\"")});
+      return 1;
+    }
+    store = *std::move(opened);
+    if (store->voided_leases() > 0) {
+      Log(LogLevel::kWarn,
+          "host rebooted since the store was written: leases void",
+          {F("voided", store->voided_leases())});
+    }
+  }
+  const bool reattach =
+      store && (!store->leases().empty() || !store->scrubs().empty());
+  if (absl::Status s = source.Start(reattach); !s.ok()) {
     Log(LogLevel::kError, "memory source failed",
         {F("source", "sim"), F("error", s.ToString())});
     return 1;
@@ -226,7 +254,7 @@ int Run(int argc, char** argv) {
   if (cfg->implicit_tenant) tenants.push_back(Authenticator::Implicit());
   TenantRegistry registry(tenants);
   SystemClock clock;
-  PoolManager manager(cfg->manager, &source, &clock, &registry);
+  PoolManager manager(cfg->manager, &source, &clock, &registry, store.get());
   if (absl::Status s = manager.Start(); !s.ok()) {
     Log(LogLevel::kError, "pool failed to start", {F("error", s.ToString())});
     return 1;

@@ -38,11 +38,13 @@ const char* KindName(LeaseEventInfo::Kind k) {
 }  // namespace
 
 PoolManager::PoolManager(ManagerOptions options, vfio::MemorySource* source,
-                         const Clock* clock, TenantRegistry* tenants)
+                         const Clock* clock, TenantRegistry* tenants,
+                         LeaseStore* store)
     : opts_(std::move(options)),
       source_(source),
       clock_(clock),
       tenants_(tenants),
+      store_(store),
       wait_seconds_(SecondsBuckets()) {}
 
 PoolManager::~PoolManager() { Shutdown(); }
@@ -65,6 +67,43 @@ absl::Status PoolManager::Start() {
     absl::MutexLock l(&mu_);
     pool_ = std::move(pool);
     backing_ = std::move(backing);
+    if (store_ != nullptr) {
+      for (const StoredScrub& sc : store_->scrubs()) {
+        auto a = pool_->Claim(sc.runs, false);
+        if (!a.ok()) {
+          return absl::FailedPreconditionError(
+              absl::StrCat("the store's memory to zero does not fit the pool: ",
+                           a.status().message()));
+        }
+        ScrubAndFree(a->id, sc.row);
+      }
+      for (const StoredLease& sl : store_->leases()) {
+        auto a = pool_->Claim(sl.runs, sl.preemptible);
+        if (!a.ok()) {
+          return absl::FailedPreconditionError(
+              absl::StrCat("stored lease ", sl.id,
+                           " does not fit the pool: ", a.status().message()));
+        }
+        Lease l;
+        l.alloc = a->id;
+        l.info.id = sl.id;
+        l.info.tenant = sl.tenant;
+        l.info.preemptible = sl.preemptible;
+        l.info.ttl = absl::Seconds(sl.ttl_seconds);
+        l.info.expires = absl::FromUnixMillis(sl.expires_unix_ms);
+        l.info.path = sl.path;
+        l.info.label = sl.label;
+        for (const pglist::PageRun& r : a->runs) {
+          l.info.runs.push_back(ToLeaseRun(r));
+          l.info.bytes += l.info.runs.back().bytes;
+        }
+        Install(std::move(l));
+      }
+      Log(LogLevel::kInfo, "leases restored",
+          {F("leases", store_->leases().size()),
+           F("zeroing", store_->scrubs().size()),
+           F("voided_by_reboot", store_->voided_leases())});
+    }
     started_ = true;
   }
   maintenance_ = std::thread([this] { MaintenanceLoop(); });
@@ -151,6 +190,7 @@ absl::StatusOr<LeaseInfo> PoolManager::TryAllocate(
                    p,
                    plan,
                    plan.victims,
+                   {},
                    std::nullopt,
                    now + opts_.reclaim_grace,
                    deadline,
@@ -264,9 +304,10 @@ void PoolManager::RetryWaiters(std::vector<Completion>* out) {
   }
 }
 
-LeaseInfo PoolManager::MakeLease(const Tenant& t, const AllocateParams& p,
-                                 const pglist::Allocation& a,
-                                 absl::string_view path) {
+absl::StatusOr<LeaseInfo> PoolManager::MakeLease(const Tenant& t,
+                                                 const AllocateParams& p,
+                                                 const pglist::Allocation& a,
+                                                 absl::string_view path) {
   absl::BitGen gen;
   std::string id;
   do {
@@ -274,27 +315,47 @@ LeaseInfo PoolManager::MakeLease(const Tenant& t, const AllocateParams& p,
   } while (leases_.count(id) || ended_.count(id));
   absl::Duration ttl = p.ttl > absl::ZeroDuration() ? p.ttl : opts_.default_ttl;
   ttl = std::min(ttl, opts_.max_ttl);
-  Lease& l = leases_[id];
+  Lease l;
   l.alloc = a.id;
   LeaseInfo& info = l.info;
   info.id = id;
   info.tenant = t.name;
   info.preemptible = a.preemptible;
   info.ttl = ttl;
-  info.expires = clock_->Now() + ttl;
+  // Whole milliseconds: what the store keeps is what the tenant is told.
+  info.expires = absl::FromUnixMillis(absl::ToUnixMillis(clock_->Now() + ttl));
   info.path = std::string(path);
   info.label = p.label;
   for (const pglist::PageRun& r : a.runs) {
     info.runs.push_back(ToLeaseRun(r));
     info.bytes += info.runs.back().bytes;
   }
-  expiry_.insert({info.expires, id});
-  warn_.insert({info.expires - opts_.expiring_warning, id});
-  lease_of_[a.id] = id;
-  TenantUsage& u = usage_[t.name];
+  if (store_ != nullptr) {
+    absl::Status s = store_->PutLease(
+        {id, t.name, a.runs, a.preemptible, absl::ToUnixMillis(info.expires),
+         absl::ToInt64Seconds(ttl), info.path, info.label});
+    if (!s.ok()) {
+      Log(LogLevel::kError, "lease not recorded; not granted",
+          {F("error", s.ToString())});
+      (void)pool_->Free(a.id);  // never handed out: still zero
+      return absl::UnavailableError(
+          absl::StrCat("the lease store failed: ", s.message()));
+    }
+  }
+  LeaseInfo out = info;
+  Install(std::move(l));
+  return out;
+}
+
+void PoolManager::Install(Lease l) {
+  const LeaseInfo& info = l.info;
+  expiry_.insert({info.expires, info.id});
+  warn_.insert({info.expires - opts_.expiring_warning, info.id});
+  lease_of_[l.alloc] = info.id;
+  TenantUsage& u = usage_[info.tenant];
   u.bytes += info.bytes;
   ++u.leases;
-  return info;
+  leases_[info.id] = std::move(l);
 }
 
 LeaseRun PoolManager::ToLeaseRun(const pglist::PageRun& r) {
@@ -312,12 +373,12 @@ LeaseRun PoolManager::ToLeaseRun(const pglist::PageRun& r) {
 // --- Leases
 // -------------------------------------------------------------------
 
-void PoolManager::EndLease(std::string id,
-                           std::optional<LeaseEventInfo::Kind> kind,
-                           absl::string_view reason, absl::Time deadline,
-                           bool scrub) {
+int64_t PoolManager::EndLease(std::string id,
+                              std::optional<LeaseEventInfo::Kind> kind,
+                              absl::string_view reason, absl::Time deadline,
+                              bool scrub) {
   auto it = leases_.find(id);
-  if (it == leases_.end()) return;
+  if (it == leases_.end()) return 0;
   Lease l = std::move(it->second);
   leases_.erase(it);
   expiry_.erase({l.info.expires, id});
@@ -346,14 +407,28 @@ void PoolManager::EndLease(std::string id,
   Log(LogLevel::kInfo, "lease ended",
       {F("lease", id), F("tenant", l.info.tenant), F("how", how),
        F("bytes", l.info.bytes)});
-  if (!scrub) return;
+  int64_t row = 0;
+  if (store_ != nullptr) {
+    auto r = store_->EndLease(id, pool_->Find(l.alloc)->runs);
+    if (r.ok()) {
+      row = *r;
+    } else {
+      Log(LogLevel::kError, "lease store: ending a lease",
+          {F("lease", id), F("error", r.status().ToString())});
+    }
+  }
   (void)pool_->SetPreemptible(l.alloc, false);
-  scrubbing_.insert(l.alloc);
-  const pglist::AllocationId alloc = l.alloc;
-  Scrub(pool_->Find(alloc)->runs, [this, alloc](std::vector<Completion>*) {
+  if (scrub) ScrubAndFree(l.alloc, row);
+  return row;
+}
+
+void PoolManager::ScrubAndFree(pglist::AllocationId alloc, int64_t row) {
+  scrubbing_.insert(alloc);
+  Scrub(pool_->Find(alloc)->runs, [this, alloc, row](std::vector<Completion>*) {
     mu_.AssertHeld();
     scrubbing_.erase(alloc);
     (void)pool_->Free(alloc);
+    if (store_ != nullptr && row != 0) (void)store_->ScrubDone(row);
   });
 }
 
@@ -391,10 +466,21 @@ absl::StatusOr<LeaseInfo> PoolManager::Renew(const Tenant& t,
   absl::MutexLock l(&mu_);
   ASSIGN_OR_RETURN(Lease * lease, Owned(t, id));
   LeaseInfo& info = lease->info;
+  const absl::Duration new_ttl =
+      ttl > absl::ZeroDuration() ? std::min(ttl, opts_.max_ttl) : info.ttl;
+  const absl::Time new_expiry =
+      absl::FromUnixMillis(absl::ToUnixMillis(clock_->Now() + new_ttl));
+  if (store_ != nullptr) {
+    absl::Status s = store_->SetExpiry(info.id, absl::ToUnixMillis(new_expiry),
+                                       absl::ToInt64Seconds(new_ttl));
+    if (!s.ok())
+      return absl::UnavailableError(
+          absl::StrCat("the lease store failed: ", s.message()));
+  }
   expiry_.erase({info.expires, info.id});
   warn_.erase({info.expires - opts_.expiring_warning, info.id});
-  if (ttl > absl::ZeroDuration()) info.ttl = std::min(ttl, opts_.max_ttl);
-  info.expires = clock_->Now() + info.ttl;
+  info.ttl = new_ttl;
+  info.expires = new_expiry;
   expiry_.insert({info.expires, info.id});
   warn_.insert({info.expires - opts_.expiring_warning, info.id});
   lease->warned = false;
@@ -499,6 +585,9 @@ void PoolManager::FinishReclaim(PendingReclaim r,
                                 std::vector<Completion>* out) {
   for (pglist::AllocationId v : r.victims) (void)pool_->Free(v);
   if (r.hold) (void)pool_->Free(*r.hold);
+  for (int64_t row : r.victim_rows) {
+    if (store_ != nullptr && row != 0) (void)store_->ScrubDone(row);
+  }
   const absl::Time now = clock_->Now();
   wait_seconds_.Observe(absl::ToDoubleSeconds(now - r.since));
   if (now > r.deadline) {
@@ -516,7 +605,7 @@ void PoolManager::FinishReclaim(PendingReclaim r,
     });
     return;
   }
-  LeaseInfo lease = MakeLease(r.tenant, r.params, *a, "aggressive");
+  auto lease = MakeLease(r.tenant, r.params, *a, "aggressive");
   out->push_back([d = std::move(r.done), lease] { d(lease); });
 }
 

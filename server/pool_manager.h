@@ -33,6 +33,7 @@
 #include "pglist/pool.h"
 #include "server/clock.h"
 #include "server/histogram.h"
+#include "server/lease_store.h"
 #include "server/options.h"
 #include "server/tenants.h"
 #include "vfio/memory_source.h"
@@ -119,11 +120,16 @@ struct OccupancyRun {
 
 class PoolManager {
  public:
+  // `store` (may be null: nothing persists) must outlive the manager.
   PoolManager(ManagerOptions options, vfio::MemorySource* source,
-              const Clock* clock, TenantRegistry* tenants);
+              const Clock* clock, TenantRegistry* tenants,
+              LeaseStore* store = nullptr);
   ~PoolManager();
 
-  // Builds the pool from the (started) source's segments; starts threads.
+  // Builds the pool from the (started) source's segments, restores the
+  // store's leases (same ids, runs and expiry) and re-zeroes the memory it
+  // lists as being zeroed; starts the threads. FAILED_PRECONDITION if a
+  // stored lease does not fit the pool.
   absl::Status Start();
   // Refuses new work (FAILED_PRECONDITION), fails waiters, stops threads.
   void Shutdown();
@@ -192,6 +198,7 @@ class PoolManager {
     AllocateParams params;
     pglist::ReclaimPlan plan;
     std::vector<pglist::AllocationId> victims;
+    std::vector<int64_t> victim_rows;          // their scrub rows in the store
     std::optional<pglist::AllocationId> hold;  // free pages of the window
     absl::Time ready;
     absl::Time deadline;
@@ -220,14 +227,23 @@ class PoolManager {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status CheckQuota(const Tenant& t, uint64_t bytes)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  LeaseInfo MakeLease(const Tenant& t, const AllocateParams& p,
-                      const pglist::Allocation& a, absl::string_view path)
+  // Records a lease for allocation `a` (in the store too); on a store
+  // failure frees `a` and returns UNAVAILABLE.
+  absl::StatusOr<LeaseInfo> MakeLease(const Tenant& t, const AllocateParams& p,
+                                      const pglist::Allocation& a,
+                                      absl::string_view path)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Install(Lease lease) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Queues an allocation's memory for zeroing; frees it (and the store's
+  // scrub row) once zero.
+  void ScrubAndFree(pglist::AllocationId alloc, int64_t row)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Ends a lease: events, counters, and its memory to the scrubber.
   // `kind` nullopt: released by its owner (no event). With `scrub` false
   // the memory stays allocated for the caller to deal with (preemption).
-  void EndLease(std::string id, std::optional<LeaseEventInfo::Kind> kind,
-                absl::string_view reason, absl::Time deadline, bool scrub)
+  // Returns the store's scrub row for the lease's memory (0 without store).
+  int64_t EndLease(std::string id, std::optional<LeaseEventInfo::Kind> kind,
+                   absl::string_view reason, absl::Time deadline, bool scrub)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Scrub(std::vector<pglist::PageRun> runs,
              std::function<void(std::vector<Completion>*)> then)
@@ -253,6 +269,7 @@ class PoolManager {
   vfio::MemorySource* const source_;
   const Clock* const clock_;
   TenantRegistry* const tenants_;
+  LeaseStore* const store_;
   uint64_t page_size_ = 0;
 
   absl::Mutex mu_;

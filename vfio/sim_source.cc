@@ -53,7 +53,23 @@ SimSource::~SimSource() {
   for (auto& [iova, m] : maps_) munmap(m.base, m.bytes);
 }
 
-absl::Status SimSource::Start() {
+std::string SimSource::PathOf(int n) const {
+  return absl::StrCat(config_.dir, "/segment-", n, ".mem");
+}
+
+std::string SimSource::Layout() const {
+  std::string out = absl::StrCat(config_.page_size);
+  uint64_t iova = config_.base_iova;
+  for (size_t i = 0; i < config_.segments.size(); ++i) {
+    absl::StrAppend(&out, ";", iova, ":", config_.segments[i].bytes, ":",
+                    PathOf(i));
+    iova += config_.segments[i].bytes + config_.page_size;
+  }
+  return out;
+}
+
+absl::Status SimSource::Start(bool keep_contents) {
+  keep_contents_ = keep_contents;
   if (config_.page_size < 4096 ||
       (config_.page_size & (config_.page_size - 1))) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -92,12 +108,21 @@ absl::StatusOr<BackedSegment> SimSource::Create(uint64_t iova,
   seg.spec.pages = pglist::PageCount(s.bytes / config_.page_size);
   seg.spec.freelist = s.freelist;
   seg.spec.numa = s.numa;
-  seg.path = absl::StrCat(config_.dir, "/segment-", next_file_++, ".mem");
+  seg.path = PathOf(next_file_++);
   const int fd =
-      open(seg.path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+      open(seg.path.c_str(),
+           O_RDWR | O_CREAT | O_CLOEXEC | (keep_contents_ ? 0 : O_TRUNC), 0600);
   if (fd < 0) return ErrnoStatus(absl::StrCat("open ", seg.path), errno);
   absl::Cleanup close_fd = [fd] { close(fd); };
   absl::Cleanup unlink_file = [&seg] { unlink(seg.path.c_str()); };
+  struct stat st;
+  if (keep_contents_ &&
+      (fstat(fd, &st) != 0 || static_cast<uint64_t>(st.st_size) != s.bytes)) {
+    std::move(unlink_file).Cancel();  // not ours to delete
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot re-attach ", seg.path, ": it is not ", s.bytes,
+                     " bytes long any more"));
+  }
   if (ftruncate(fd, static_cast<off_t>(s.bytes)) != 0) {
     return ErrnoStatus(absl::StrCat("ftruncate ", seg.path, " to ", s.bytes),
                        errno);

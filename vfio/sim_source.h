@@ -38,7 +38,14 @@ class SimSource final : public MemorySource {
 
   std::string name() const override { return "sim"; }
   uint64_t page_size() const override { return config_.page_size; }
-  absl::Status Start() override;
+  // Creates the backing files, zeroed. With keep_contents (a restart with
+  // live leases) existing files of the right size are re-attached as they
+  // are, at the same IOVAs.
+  absl::Status Start() override { return Start(false); }
+  absl::Status Start(bool keep_contents);
+  // The layout Start will create, as "page_size;iova:bytes:path;...", known
+  // before any file exists (the lease store compares it across restarts).
+  std::string Layout() const;
   const std::vector<BackedSegment>& segments() const override {
     return segments_;
   }
@@ -54,6 +61,7 @@ class SimSource final : public MemorySource {
   };
   absl::StatusOr<BackedSegment> Create(uint64_t iova,
                                        const SimSegmentConfig& s);
+  std::string PathOf(int n) const;
 
   const SimConfig config_;
   std::vector<BackedSegment> segments_;  // changed only by the server's
@@ -62,6 +70,7 @@ class SimSource final : public MemorySource {
   std::map<uint64_t, Mapping> maps_ ABSL_GUARDED_BY(mu_);  // by IOVA
   uint64_t next_iova_ = 0;
   int next_file_ = 0;
+  bool keep_contents_ = false;
 };
 
 }  // namespace physpool::vfio

@@ -68,6 +68,9 @@ tenants:
   - {name: carol, token_sha256: [%s], roles: [tenant], max_leases: 2, max_bytes: 1048576}
   - {name: root, token_sha256: [%s], roles: [tenant, admin, privileged]}
 log_level: debug
+store:
+  path: %s/leases.db
+  boot_id_file: %s
 %s)",
       d->socket_,
       o.tls_dir.empty()
@@ -78,40 +81,56 @@ log_level: debug
       d->dir_, o.reserve_bytes, o.default_ttl_seconds,
       o.expiring_warning_seconds, o.reclaim_grace_ms, o.starvation_ms,
       Sha256Hex(kAlice), Sha256Hex(kBob), Sha256Hex(kCarol), Sha256Hex(kRoot),
-      o.extra_yaml);
+      d->dir_, o.boot_id_file, o.extra_yaml);
   std::ofstream(d->dir_ + "/physpoold.yaml") << config;
-  const std::string ready = d->dir_ + "/ready.json";
-  d->pid_ = fork();
-  if (d->pid_ == 0) {
-    const std::string log = d->dir_ + "/physpoold.log";
-    freopen(log.c_str(), "w", stderr);
+  if (absl::Status s = d->Launch(); !s.ok()) return s;
+  return d;
+}
+
+absl::Status Daemon::Launch() {
+  const std::string ready = dir_ + "/ready.json";
+  unlink(ready.c_str());
+  pid_ = fork();
+  if (pid_ == 0) {
+    const std::string log = dir_ + "/physpoold.log";
+    freopen(log.c_str(), "a", stderr);
     execl(PHYSPOOLD_PATH, "physpoold", "--config",
-          (d->dir_ + "/physpoold.yaml").c_str(), "--ready-file", ready.c_str(),
+          (dir_ + "/physpoold.yaml").c_str(), "--ready-file", ready.c_str(),
           nullptr);
     _exit(127);
   }
   for (int i = 0; i < 400; ++i) {
     const std::string json = Slurp(ready);
     if (!json.empty()) {
-      d->tcp_port_ = JsonInt(json, "tcp_port");
-      d->metrics_port_ = JsonInt(json, "metrics_port");
-      return d;
+      tcp_port_ = JsonInt(json, "tcp_port");
+      metrics_port_ = JsonInt(json, "metrics_port");
+      return absl::OkStatus();
     }
     int status;
-    if (waitpid(d->pid_, &status, WNOHANG) == d->pid_) {
-      d->pid_ = -1;
+    if (waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
       return absl::InternalError(
-          absl::StrCat("physpoold exited early:\n", d->Log()));
+          absl::StrCat("physpoold exited early:\n", Log()));
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   return absl::DeadlineExceededError(
-      absl::StrCat("physpoold not ready:\n", d->Log()));
+      absl::StrCat("physpoold not ready:\n", Log()));
 }
+
+void Daemon::Kill() {
+  if (pid_ <= 0) return;
+  kill(pid_, SIGKILL);
+  waitpid(pid_, nullptr, 0);
+  pid_ = -1;
+}
+
+absl::Status Daemon::Restart() { return Launch(); }
 
 Daemon::~Daemon() {
   Stop();
-  RunCommand("rm -rf " + dir_);
+  if (std::getenv("PHYSPOOL_KEEP_TEST_DIRS") == nullptr)
+    RunCommand("rm -rf " + dir_);
 }
 
 int Daemon::Stop() {

@@ -35,6 +35,7 @@ struct DaemonOptions {
   // that requires client certificates signed by ca.crt.
   std::string tls_dir;
   std::string extra_yaml;  // appended verbatim at the top level
+  std::string boot_id_file = "/proc/sys/kernel/random/boot_id";
 };
 
 class Daemon {
@@ -54,6 +55,10 @@ class Daemon {
 
   // SIGTERM and wait; the exit status (or -1 after 10 s, then SIGKILL).
   int Stop();
+  // SIGKILL, as a crash.
+  void Kill();
+  // Starts the daemon again on the same directory, config and store.
+  absl::Status Restart();
 
   const std::string& dir() const { return dir_; }
   const std::string& socket() const { return socket_; }
@@ -63,6 +68,8 @@ class Daemon {
   std::string Log() const;  // its stderr so far
 
  private:
+  absl::Status Launch();
+
   std::string dir_, socket_;
   int tcp_port_ = 0, metrics_port_ = 0;
   pid_t pid_ = -1;

@@ -47,6 +47,8 @@ source:
 leases:
   default_ttl_seconds: 30
   reclaim_grace_ms: 100
+store:
+  path: {self.dir}/leases.db
 tenants:
   - {{name: alice, token_sha256: [{sha['alice']}], roles: [tenant]}}
   - {{name: bob, token_sha256: [{sha['bob']}], roles: [tenant]}}

@@ -1,0 +1,317 @@
+#include "server/lease_store.h"
+
+#include <sqlite3.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "util/status_macros.h"
+
+namespace physpool::server {
+namespace {
+
+constexpr int kApplicationId = 0x50505331;  // "PPS1"
+constexpr int kSchemaVersion = 1;
+
+// Finalizes a statement when the scope ends.
+struct Stmt {
+  sqlite3_stmt* s = nullptr;
+  ~Stmt() { sqlite3_finalize(s); }
+};
+
+}  // namespace
+
+std::string EncodeRuns(const std::vector<pglist::PageRun>& runs) {
+  return absl::StrJoin(
+      runs, ",", [](std::string* out, const pglist::PageRun& r) {
+        absl::StrAppend(out, r.start.value, ":", r.pages.value);
+      });
+}
+
+absl::StatusOr<std::vector<pglist::PageRun>> DecodeRuns(
+    const std::string& text) {
+  std::vector<pglist::PageRun> runs;
+  for (absl::string_view part : absl::StrSplit(text, ',', absl::SkipEmpty())) {
+    std::pair<absl::string_view, absl::string_view> kv =
+        absl::StrSplit(part, ':');
+    uint64_t start, pages;
+    if (!absl::SimpleAtoi(kv.first, &start) ||
+        !absl::SimpleAtoi(kv.second, &pages) || pages == 0) {
+      return absl::DataLossError(absl::StrCat("bad run \"", part, "\""));
+    }
+    runs.push_back({pglist::Pfn(start), pglist::PageCount(pages)});
+  }
+  if (runs.empty()) return absl::DataLossError("a record without runs");
+  return runs;
+}
+
+absl::StatusOr<std::string> ReadBootId(const std::string& file) {
+  std::ifstream in(file);
+  if (!in)
+    return absl::NotFoundError(
+        absl::StrCat("cannot read the boot id from ", file));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return std::string(absl::StripAsciiWhitespace(ss.str()));
+}
+
+absl::Status LeaseStore::Error(const char* what) const {
+  return absl::FailedPreconditionError(absl::StrCat(
+      "lease store ", path_, ": ", what, ": ", sqlite3_errmsg(db_)));
+}
+
+absl::Status LeaseStore::Exec(const char* sql) {
+  char* err = nullptr;
+  if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
+    absl::Status s = absl::FailedPreconditionError(
+        absl::StrCat("lease store ", path_, ": ",
+                     err != nullptr ? err : "error", " (", sql, ")"));
+    sqlite3_free(err);
+    return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<LeaseStore>> LeaseStore::Open(
+    const std::string& path, const std::string& boot_id,
+    const std::string& layout) {
+  std::unique_ptr<LeaseStore> st(new LeaseStore());
+  st->path_ = path;
+  if (sqlite3_open_v2(path.c_str(), &st->db_,
+                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
+                      nullptr) != SQLITE_OK) {
+    return st->Error("cannot open");
+  }
+  sqlite3_busy_timeout(st->db_, 2000);
+  // A file that is not SQLite fails here ("file is not a database").
+  int app = 0;
+  bool empty = false;
+  {
+    Stmt q;
+    if (sqlite3_prepare_v2(st->db_, "PRAGMA application_id", -1, &q.s,
+                           nullptr) != SQLITE_OK ||
+        sqlite3_step(q.s) != SQLITE_ROW) {
+      return st->Error("damaged or not a database");
+    }
+    app = sqlite3_column_int(q.s, 0);
+    Stmt tables;
+    if (sqlite3_prepare_v2(st->db_, "SELECT count(*) FROM sqlite_master", -1,
+                           &tables.s, nullptr) != SQLITE_OK ||
+        sqlite3_step(tables.s) != SQLITE_ROW) {
+      return st->Error("damaged or not a database");
+    }
+    empty = sqlite3_column_int(tables.s, 0) == 0;
+  }
+  if (!empty && app != kApplicationId) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "lease store ", path, ": not a physpool lease store (application_id ",
+        app, "); refusing to touch it"));
+  }
+  RETURN_IF_ERROR(st->Exec("PRAGMA journal_mode=WAL"));
+  RETURN_IF_ERROR(st->Exec("PRAGMA synchronous=NORMAL"));
+  if (empty) {
+    RETURN_IF_ERROR(st->Exec(
+        "BEGIN;"
+        "PRAGMA application_id=1347441457;"
+        "PRAGMA user_version=1;"
+        "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+        "CREATE TABLE leases(id TEXT PRIMARY KEY, tenant TEXT NOT NULL, runs "
+        "TEXT NOT NULL,"
+        " preemptible INTEGER NOT NULL, expires_ms INTEGER NOT NULL, ttl_s "
+        "INTEGER NOT NULL,"
+        " path TEXT NOT NULL, label TEXT NOT NULL);"
+        "CREATE TABLE scrubs(row INTEGER PRIMARY KEY, runs TEXT NOT NULL);"
+        "COMMIT;"));
+  }
+  Stmt version;
+  sqlite3_prepare_v2(st->db_, "PRAGMA user_version", -1, &version.s, nullptr);
+  sqlite3_step(version.s);
+  if (sqlite3_column_int(version.s, 0) != kSchemaVersion) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "lease store ", path, ": schema version ",
+        sqlite3_column_int(version.s, 0), " is not ", kSchemaVersion));
+  }
+  // The boot id and layout it was written for.
+  std::string stored_boot, stored_layout;
+  {
+    Stmt m;
+    if (sqlite3_prepare_v2(st->db_, "SELECT key, value FROM meta", -1, &m.s,
+                           nullptr) != SQLITE_OK) {
+      return st->Error("damaged (meta)");
+    }
+    while (sqlite3_step(m.s) == SQLITE_ROW) {
+      const std::string k =
+          reinterpret_cast<const char*>(sqlite3_column_text(m.s, 0));
+      const std::string v =
+          reinterpret_cast<const char*>(sqlite3_column_text(m.s, 1));
+      if (k == "boot_id") stored_boot = v;
+      if (k == "layout") stored_layout = v;
+    }
+  }
+  const bool same_boot = stored_boot == boot_id;
+  if (!same_boot) {
+    // After a host reboot the memory and every lease on it are gone.
+    Stmt n;
+    sqlite3_prepare_v2(st->db_, "SELECT count(*) FROM leases", -1, &n.s,
+                       nullptr);
+    if (sqlite3_step(n.s) == SQLITE_ROW)
+      st->voided_ = sqlite3_column_int64(n.s, 0);
+    RETURN_IF_ERROR(
+        st->Exec("BEGIN; DELETE FROM leases; DELETE FROM scrubs; COMMIT;"));
+  }
+  // Load what survives.
+  {
+    Stmt l;
+    if (sqlite3_prepare_v2(st->db_,
+                           "SELECT id, tenant, runs, preemptible, expires_ms, "
+                           "ttl_s, path, label"
+                           " FROM leases",
+                           -1, &l.s, nullptr) != SQLITE_OK) {
+      return st->Error("damaged (leases)");
+    }
+    while (sqlite3_step(l.s) == SQLITE_ROW) {
+      StoredLease s;
+      s.id = reinterpret_cast<const char*>(sqlite3_column_text(l.s, 0));
+      s.tenant = reinterpret_cast<const char*>(sqlite3_column_text(l.s, 1));
+      auto runs = DecodeRuns(
+          reinterpret_cast<const char*>(sqlite3_column_text(l.s, 2)));
+      if (!runs.ok()) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("lease store ", path, ": damaged lease ", s.id, ": ",
+                         runs.status().message()));
+      }
+      s.runs = *std::move(runs);
+      s.preemptible = sqlite3_column_int(l.s, 3) != 0;
+      s.expires_unix_ms = sqlite3_column_int64(l.s, 4);
+      s.ttl_seconds = sqlite3_column_int64(l.s, 5);
+      s.path = reinterpret_cast<const char*>(sqlite3_column_text(l.s, 6));
+      s.label = reinterpret_cast<const char*>(sqlite3_column_text(l.s, 7));
+      st->leases_.push_back(std::move(s));
+    }
+    Stmt sc;
+    if (sqlite3_prepare_v2(st->db_, "SELECT row, runs FROM scrubs", -1, &sc.s,
+                           nullptr) != SQLITE_OK) {
+      return st->Error("damaged (scrubs)");
+    }
+    while (sqlite3_step(sc.s) == SQLITE_ROW) {
+      auto runs = DecodeRuns(
+          reinterpret_cast<const char*>(sqlite3_column_text(sc.s, 1)));
+      if (!runs.ok())
+        return absl::FailedPreconditionError("lease store: damaged scrub row");
+      st->scrubs_.push_back({sqlite3_column_int64(sc.s, 0), *std::move(runs)});
+    }
+  }
+  if (same_boot && stored_layout != layout &&
+      (!st->leases_.empty() || !st->scrubs_.empty())) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "lease store ", path, ": written for another segment layout (",
+        stored_layout, ") while ", st->leases_.size(),
+        " leases are live; restore the old layout, or delete the store to drop "
+        "them"));
+  }
+  {
+    Stmt m;
+    sqlite3_prepare_v2(st->db_,
+                       "INSERT OR REPLACE INTO meta(key, value) VALUES(?, ?)",
+                       -1, &m.s, nullptr);
+    for (auto [k, v] :
+         {std::pair{"boot_id", boot_id}, std::pair{"layout", layout}}) {
+      sqlite3_reset(m.s);
+      sqlite3_bind_text(m.s, 1, k, -1, SQLITE_TRANSIENT);
+      sqlite3_bind_text(m.s, 2, v.c_str(), -1, SQLITE_TRANSIENT);
+      if (sqlite3_step(m.s) != SQLITE_DONE) return st->Error("writing meta");
+    }
+  }
+  const struct {
+    sqlite3_stmt** stmt;
+    const char* sql;
+  } prepared[] = {
+      {&st->put_,
+       "INSERT OR REPLACE INTO leases(id, tenant, runs, preemptible, "
+       "expires_ms, ttl_s, path,"
+       " label) VALUES(?, ?, ?, ?, ?, ?, ?, ?)"},
+      {&st->expiry_,
+       "UPDATE leases SET expires_ms = ?, ttl_s = ? WHERE id = ?"},
+      {&st->delete_lease_, "DELETE FROM leases WHERE id = ?"},
+      {&st->add_scrub_, "INSERT INTO scrubs(runs) VALUES(?)"},
+      {&st->scrub_done_, "DELETE FROM scrubs WHERE row = ?"},
+  };
+  for (const auto& p : prepared) {
+    if (sqlite3_prepare_v2(st->db_, p.sql, -1, p.stmt, nullptr) != SQLITE_OK) {
+      return st->Error("preparing statements");
+    }
+  }
+  return st;
+}
+
+LeaseStore::~LeaseStore() {
+  for (sqlite3_stmt* s :
+       {put_, expiry_, delete_lease_, add_scrub_, scrub_done_}) {
+    sqlite3_finalize(s);
+  }
+  if (db_ != nullptr) {
+    sqlite3_exec(db_, "PRAGMA wal_checkpoint(TRUNCATE)", nullptr, nullptr,
+                 nullptr);
+    sqlite3_close(db_);
+  }
+}
+
+absl::Status LeaseStore::PutLease(const StoredLease& l) {
+  sqlite3_reset(put_);
+  sqlite3_bind_text(put_, 1, l.id.c_str(), -1, SQLITE_TRANSIENT);
+  sqlite3_bind_text(put_, 2, l.tenant.c_str(), -1, SQLITE_TRANSIENT);
+  const std::string runs = EncodeRuns(l.runs);
+  sqlite3_bind_text(put_, 3, runs.c_str(), -1, SQLITE_TRANSIENT);
+  sqlite3_bind_int(put_, 4, l.preemptible ? 1 : 0);
+  sqlite3_bind_int64(put_, 5, l.expires_unix_ms);
+  sqlite3_bind_int64(put_, 6, l.ttl_seconds);
+  sqlite3_bind_text(put_, 7, l.path.c_str(), -1, SQLITE_TRANSIENT);
+  sqlite3_bind_text(put_, 8, l.label.c_str(), -1, SQLITE_TRANSIENT);
+  if (sqlite3_step(put_) != SQLITE_DONE) return Error("writing a lease");
+  return absl::OkStatus();
+}
+
+absl::Status LeaseStore::SetExpiry(const std::string& id,
+                                   int64_t expires_unix_ms,
+                                   int64_t ttl_seconds) {
+  sqlite3_reset(expiry_);
+  sqlite3_bind_int64(expiry_, 1, expires_unix_ms);
+  sqlite3_bind_int64(expiry_, 2, ttl_seconds);
+  sqlite3_bind_text(expiry_, 3, id.c_str(), -1, SQLITE_TRANSIENT);
+  if (sqlite3_step(expiry_) != SQLITE_DONE) return Error("renewing a lease");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int64_t> LeaseStore::EndLease(
+    const std::string& id, const std::vector<pglist::PageRun>& runs) {
+  RETURN_IF_ERROR(Exec("BEGIN"));
+  sqlite3_reset(delete_lease_);
+  sqlite3_bind_text(delete_lease_, 1, id.c_str(), -1, SQLITE_TRANSIENT);
+  sqlite3_reset(add_scrub_);
+  const std::string text = EncodeRuns(runs);
+  sqlite3_bind_text(add_scrub_, 1, text.c_str(), -1, SQLITE_TRANSIENT);
+  if (sqlite3_step(delete_lease_) != SQLITE_DONE ||
+      sqlite3_step(add_scrub_) != SQLITE_DONE) {
+    absl::Status s = Error("ending a lease");
+    (void)Exec("ROLLBACK");
+    return s;
+  }
+  const int64_t row = sqlite3_last_insert_rowid(db_);
+  RETURN_IF_ERROR(Exec("COMMIT"));
+  return row;
+}
+
+absl::Status LeaseStore::ScrubDone(int64_t row) {
+  sqlite3_reset(scrub_done_);
+  sqlite3_bind_int64(scrub_done_, 1, row);
+  if (sqlite3_step(scrub_done_) != SQLITE_DONE)
+    return Error("finishing a scrub");
+  return absl::OkStatus();
+}
+
+}  // namespace physpool::server

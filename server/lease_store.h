@@ -1,0 +1,95 @@
+// The durable record of leases: an SQLite database (WAL mode) holding every
+// live lease, every range of memory waiting to be zeroed, the host's boot id
+// and the segment layout. Each change is committed before the RPC that made
+// it answers, so a daemon killed at any moment restarts with every lease it
+// granted and nothing it did not.
+//
+// Not thread-safe: the PoolManager calls it under its lock.
+#ifndef PHYSPOOL_SERVER_LEASE_STORE_H_
+#define PHYSPOOL_SERVER_LEASE_STORE_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "pglist/units.h"
+
+struct sqlite3;
+struct sqlite3_stmt;
+
+namespace physpool::server {
+
+struct StoredLease {
+  std::string id;
+  std::string tenant;
+  std::vector<pglist::PageRun> runs;
+  bool preemptible = false;
+  int64_t expires_unix_ms = 0;
+  int64_t ttl_seconds = 0;
+  std::string path;
+  std::string label;
+};
+
+struct StoredScrub {
+  int64_t row = 0;
+  std::vector<pglist::PageRun> runs;
+};
+
+class LeaseStore {
+ public:
+  // Opens or creates the store at `path`. `boot_id` is this boot's id;
+  // `layout` describes the segments (compared with the stored one).
+  // FAILED_PRECONDITION naming the path and the reason for a file that is
+  // damaged, not a physpool store, of a newer schema, or written for another
+  // segment layout while leases are live.
+  static absl::StatusOr<std::unique_ptr<LeaseStore>> Open(
+      const std::string& path, const std::string& boot_id,
+      const std::string& layout);
+  ~LeaseStore();
+
+  // What the store held at Open. Empty after a host reboot (the leases were
+  // void: voided_leases says how many).
+  const std::vector<StoredLease>& leases() const { return leases_; }
+  const std::vector<StoredScrub>& scrubs() const { return scrubs_; }
+  int64_t voided_leases() const { return voided_; }
+
+  absl::Status PutLease(const StoredLease& lease);
+  absl::Status SetExpiry(const std::string& id, int64_t expires_unix_ms,
+                         int64_t ttl_seconds);
+  // Deletes the lease and records `runs` as waiting to be zeroed, in one
+  // transaction; returns the scrub row.
+  absl::StatusOr<int64_t> EndLease(const std::string& id,
+                                   const std::vector<pglist::PageRun>& runs);
+  // The runs of a scrub row are zero now.
+  absl::Status ScrubDone(int64_t row);
+
+ private:
+  LeaseStore() = default;
+  absl::Status Exec(const char* sql);
+  absl::Status Error(const char* what) const;
+
+  std::string path_;
+  sqlite3* db_ = nullptr;
+  sqlite3_stmt* put_ = nullptr;
+  sqlite3_stmt* expiry_ = nullptr;
+  sqlite3_stmt* delete_lease_ = nullptr;
+  sqlite3_stmt* add_scrub_ = nullptr;
+  sqlite3_stmt* scrub_done_ = nullptr;
+  std::vector<StoredLease> leases_;
+  std::vector<StoredScrub> scrubs_;
+  int64_t voided_ = 0;
+};
+
+// "start:pages,start:pages" <-> runs.
+std::string EncodeRuns(const std::vector<pglist::PageRun>& runs);
+absl::StatusOr<std::vector<pglist::PageRun>> DecodeRuns(
+    const std::string& text);
+
+// This boot's id (/proc/sys/kernel/random/boot_id, or `file`).
+absl::StatusOr<std::string> ReadBootId(const std::string& file);
+
+}  // namespace physpool::server
+
+#endif  // PHYSPOOL_SERVER_LEASE_STORE_H_

@@ -1,0 +1,288 @@
+// Durability: physpoold killed with SIGKILL at random moments under a load
+// of concurrent clients, restarted each time; every answered, unreleased
+// lease must come back with the same runs, and no page may be shared or lost.
+// Also: data survives a restart, a host reboot voids leases, a damaged or
+// foreign store is refused.
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <random>
+#include <set>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/server/daemon.h"
+
+namespace physpool::testing {
+namespace {
+
+using ::testing::HasSubstr;
+constexpr uint64_t kTotal = 24 << 20;
+
+struct Known {
+  std::vector<std::pair<uint64_t, uint64_t>> runs;  // iova, length
+  int64_t expires_ms = 0;
+  std::string token;
+};
+
+std::vector<std::pair<uint64_t, uint64_t>> RunsOf(const v1::Lease& l) {
+  std::vector<std::pair<uint64_t, uint64_t>> r;
+  for (const auto& run : l.runs()) r.push_back({run.iova(), run.length()});
+  return r;
+}
+
+// The daemon's view: all live leases, and pool totals once zeroing is done.
+struct View {
+  std::map<std::string, v1::Lease> leases;
+  v1::GetPoolInfoResponse info;
+};
+
+View Look(Daemon& d) {
+  View v;
+  auto admin = d.Admin();
+  v1::ListLeasesResponse list;
+  auto ctx = Ctx(kRoot);
+  EXPECT_TRUE(admin->ListLeases(ctx.get(), {}, &list).ok());
+  for (const auto& l : list.leases()) v.leases[l.id()] = l;
+  auto pool = d.Pool();
+  for (int i = 0; i < 200; ++i) {  // wait for the scrubber
+    ctx = Ctx(kRoot);
+    v.info.Clear();
+    EXPECT_TRUE(pool->GetPoolInfo(ctx.get(), {}, &v.info).ok());
+    if (v.info.scrubbing_bytes() == 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return v;
+}
+
+TEST(CrashTest, LeasesSurviveKill9UnderLoad) {
+  auto started = Daemon::Start();
+  ASSERT_TRUE(started.ok()) << started.status();
+  Daemon& d = **started;
+  std::mutex mu;
+  std::map<std::string, Known> known;  // answered, not released
+  std::set<std::string> uncertain;     // a Release was in flight at the kill
+  std::mt19937_64 rng(7);
+  int kills = 0, checked = 0, extras = 0, expired = 0;
+  for (int round = 0; round < 20; ++round) {
+    std::atomic<bool> stop{false};
+    std::vector<std::thread> clients;
+    for (int c = 0; c < 4; ++c) {
+      clients.emplace_back([&, c] {
+        std::mt19937_64 r(round * 10 + c);
+        const std::string token = c % 2 ? kAlice : kBob;
+        auto pool = d.Pool();
+        while (!stop) {
+          const int op = r() % 10;
+          if (op < 5) {
+            v1::AllocateRequest req;
+            req.set_bytes(4096 * (1 + r() % 64));
+            if (r() % 3 == 0) {
+              req.set_alignment(65536);
+              req.set_max_segments(1);
+            }
+            req.set_ttl_seconds(r() % 8 == 0 ? 1 : 300);  // some expire
+            v1::AllocateResponse resp;
+            auto ctx = Ctx(token, 2);
+            if (pool->Allocate(ctx.get(), req, &resp).ok()) {
+              std::lock_guard<std::mutex> l(mu);
+              known[resp.lease().id()] = {
+                  RunsOf(resp.lease()), resp.lease().expires_unix_ms(), token};
+            }
+          } else {
+            std::string id;
+            {
+              std::lock_guard<std::mutex> l(mu);
+              for (const auto& [k, v] : known) {
+                if (v.token == token && !uncertain.count(k) && r() % 4 == 0) {
+                  id = k;
+                  break;
+                }
+              }
+              if (!id.empty() && op >= 8) uncertain.insert(id);
+            }
+            if (id.empty()) continue;
+            auto ctx = Ctx(token, 2);
+            if (op < 8) {  // renew
+              v1::RenewRequest req;
+              req.set_lease_id(id);
+              v1::RenewResponse resp;
+              if (pool->Renew(ctx.get(), req, &resp).ok()) {
+                std::lock_guard<std::mutex> l(mu);
+                // Another thread may have released it since.
+                auto it = known.find(id);
+                if (it != known.end())
+                  it->second.expires_ms = resp.lease().expires_unix_ms();
+              }
+            } else {  // release
+              v1::ReleaseRequest req;
+              req.set_lease_id(id);
+              v1::ReleaseResponse resp;
+              const bool ok = pool->Release(ctx.get(), req, &resp).ok();
+              std::lock_guard<std::mutex> l(mu);
+              if (ok) {
+                known.erase(id);
+                uncertain.erase(id);
+              }
+            }
+          }
+        }
+      });
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100 + rng() % 300));
+    d.Kill();
+    ++kills;
+    stop = true;
+    for (auto& t : clients) t.join();
+    ASSERT_TRUE(d.Restart().ok()) << d.Log();
+    const View v = Look(d);
+    // Every answered, unreleased, unexpired lease is back with its runs.
+    const int64_t now = absl::ToUnixMillis(absl::Now());
+    for (auto it = known.begin(); it != known.end();) {
+      auto live = v.leases.find(it->first);
+      if (live == v.leases.end()) {
+        const bool may_be_gone =
+            uncertain.count(it->first) || it->second.expires_ms <= now + 500;
+        EXPECT_TRUE(may_be_gone)
+            << "lease " << it->first << " lost in round " << round;
+        expired += may_be_gone;
+        uncertain.erase(it->first);
+        it = known.erase(it);
+        continue;
+      }
+      EXPECT_EQ(RunsOf(live->second), it->second.runs) << it->first;
+      ++checked;
+      ++it;
+    }
+    // No page in two leases; every used page belongs to a lease.
+    std::vector<std::pair<uint64_t, uint64_t>> all;
+    uint64_t leased = 0;
+    for (const auto& [id, l] : v.leases) {
+      extras +=
+          !known.count(id);  // granted, but the answer died with the daemon
+      for (const auto& r : RunsOf(l)) all.push_back(r);
+      leased += l.bytes();
+    }
+    std::sort(all.begin(), all.end());
+    for (size_t i = 1; i < all.size(); ++i) {
+      EXPECT_LE(all[i - 1].first + all[i - 1].second, all[i].first)
+          << "overlap in round " << round;
+    }
+    EXPECT_EQ(
+        v.info.free_bytes() + v.info.used_bytes() + v.info.scrubbing_bytes(),
+        kTotal);
+    EXPECT_EQ(v.info.used_bytes(), leased) << "round " << round;
+  }
+  std::printf(
+      "%d kills; %d lease checks passed; %d leases expired or released in "
+      "flight; "
+      "%d granted with the answer lost\n",
+      kills, checked, expired, extras);
+  EXPECT_EQ(kills, 20);
+  EXPECT_GT(checked, 100);
+}
+
+TEST(RestartTest, DataAndLeasesSurviveARestartButNotAReboot) {
+  char tmpl[] = "/tmp/physpool-boot-XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  const std::string boot = std::string(tmpl) + "/boot_id";
+  std::ofstream(boot) << "11111111-1111-1111-1111-111111111111\n";
+  DaemonOptions o;
+  o.boot_id_file = boot;
+  auto started = Daemon::Start(o);
+  ASSERT_TRUE(started.ok()) << started.status();
+  Daemon& d = **started;
+  auto pool = d.Pool();
+  v1::AllocateRequest req;
+  req.set_bytes(1 << 20);
+  v1::AllocateResponse held;
+  auto ctx = Ctx(kAlice);
+  ASSERT_TRUE(pool->Allocate(ctx.get(), req, &held).ok());
+  const v1::Run& run = held.lease().runs(0);
+  auto write_read = [&](bool write) {
+    const int fd = open(run.backing_path().c_str(), O_RDWR);
+    auto* p = static_cast<uint8_t*>(mmap(nullptr, run.length(),
+                                         PROT_READ | PROT_WRITE, MAP_SHARED, fd,
+                                         run.backing_offset()));
+    bool same = true;
+    for (uint64_t i = 0; i < run.length(); ++i) {
+      if (write) p[i] = static_cast<uint8_t>(i * 7);
+      same &= p[i] == static_cast<uint8_t>(i * 7);
+    }
+    munmap(p, run.length());
+    close(fd);
+    return same;
+  };
+  ASSERT_TRUE(write_read(true));
+  d.Kill();
+  ASSERT_TRUE(d.Restart().ok()) << d.Log();
+  pool = d.Pool();
+  v1::GetLeaseRequest get;
+  get.set_lease_id(held.lease().id());
+  v1::GetLeaseResponse got;
+  ctx = Ctx(kAlice);
+  ASSERT_TRUE(pool->GetLease(ctx.get(), get, &got).ok()) << d.Log();
+  EXPECT_EQ(RunsOf(got.lease()), RunsOf(held.lease()));
+  EXPECT_EQ(got.lease().expires_unix_ms(),
+            held.lease().expires_unix_ms());  // clock continues
+  EXPECT_TRUE(write_read(false)) << "the backing was not re-attached as it was";
+  // A graceful stop and start too.
+  ASSERT_EQ(d.Stop(), 0);
+  ASSERT_TRUE(d.Restart().ok()) << d.Log();
+  pool = d.Pool();
+  ctx = Ctx(kAlice);
+  ASSERT_TRUE(pool->GetLease(ctx.get(), get, &got).ok());
+  // A host reboot: another boot id. The lease is void, memory free and zero.
+  d.Kill();
+  std::ofstream(boot) << "22222222-2222-2222-2222-222222222222\n";
+  ASSERT_TRUE(d.Restart().ok()) << d.Log();
+  pool = d.Pool();
+  ctx = Ctx(kAlice);
+  EXPECT_EQ(pool->GetLease(ctx.get(), get, &got).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+  EXPECT_THAT(d.Log(), HasSubstr("host rebooted since the store was written"));
+  v1::GetPoolInfoResponse info;
+  ctx = Ctx(kRoot);
+  ASSERT_TRUE(pool->GetPoolInfo(ctx.get(), {}, &info).ok());
+  EXPECT_EQ(info.free_bytes(), kTotal);
+  EXPECT_FALSE(write_read(false));  // zeroed
+  RunCommand(absl::StrCat("rm -rf ", tmpl));
+}
+
+TEST(RestartTest, DamagedOrForeignStoresAreRefused) {
+  auto started = Daemon::Start();
+  ASSERT_TRUE(started.ok()) << started.status();
+  Daemon& d = **started;
+  ASSERT_EQ(d.Stop(), 0);
+  const std::string db = d.dir() + "/leases.db";
+  {
+    std::ofstream(db, std::ios::trunc)
+        << "this is not a database, just bytes\n";
+  }
+  EXPECT_FALSE(d.Restart().ok());
+  EXPECT_THAT(d.Log(), HasSubstr("lease store refused"));
+  EXPECT_THAT(d.Log(), HasSubstr(db));
+  RunCommand("rm -f " + db + "*");
+  RunResult r =
+      RunCommand("/usr/bin/python3 -c \"import sqlite3; c = sqlite3.connect('" +
+                 db + "'); c.execute('create table photos(x)'); c.commit()\"");
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_FALSE(d.Restart().ok());
+  EXPECT_THAT(d.Log(), HasSubstr("not a physpool lease store"));
+  // The refused files are left as they were.
+  r = RunCommand(
+      "/usr/bin/python3 -c \"import sqlite3; print(sqlite3.connect('" + db +
+      "').execute('select count(*) from photos').fetchone()[0])\"");
+  EXPECT_EQ(r.output, "0\n");
+}
+
+}  // namespace
+}  // namespace physpool::testing
