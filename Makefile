@@ -78,6 +78,7 @@ run: build
 
 bench: build
 	$(BUILD)/bench/pool_benchmark --benchmark_counters_tabular=true
+	$(BUILD)/bench/restore_benchmark --benchmark_counters_tabular=true
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)
