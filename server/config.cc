@@ -97,8 +97,26 @@ ServerConfig DefaultConfig() {
   return c;
 }
 
+namespace {
+absl::StatusOr<ServerConfig> Parse(absl::string_view yaml,
+                                   absl::string_view name);
+}  // namespace
+
 absl::StatusOr<ServerConfig> ParseConfig(absl::string_view yaml,
                                          absl::string_view name) {
+  // yaml-cpp throws on shapes our reads do not expect (a mapping where a
+  // string goes): every such case is a bad value, never a crash.
+  try {
+    return Parse(yaml, name);
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(name, ":", e.mark.line + 1, ": bad value: ", e.msg));
+  }
+}
+
+namespace {
+absl::StatusOr<ServerConfig> Parse(absl::string_view yaml,
+                                   absl::string_view name) {
   Reader r(name);
   YAML::Node root;
   try {
@@ -288,5 +306,7 @@ absl::StatusOr<ServerConfig> ParseConfig(absl::string_view yaml,
   }
   return c;
 }
+
+}  // namespace
 
 }  // namespace physpool::server

@@ -12,6 +12,8 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 targets=(
   "pglist/pglist_program_fuzz|"
   "cli/simulate_trace_fuzz|-dict=$root/cli/testdata/simulate.dict $root/cli/testdata/fuzz_seeds"
+  "server/config_fuzz|$root/server/testdata/config_fuzz_seeds"
+  "server/services_fuzz|"
 )
 
 for entry in "${targets[@]}"; do

@@ -46,18 +46,31 @@ struct View {
 };
 
 View Look(Daemon& d) {
+  // Short leases expire while we look: retry until the lease list is the
+  // same before and after reading the totals, with nothing being zeroed.
+  auto list = [&] {
+    std::map<std::string, v1::Lease> leases;
+    auto admin = d.Admin();
+    v1::ListLeasesResponse resp;
+    auto ctx = Ctx(kRoot);
+    EXPECT_TRUE(admin->ListLeases(ctx.get(), {}, &resp).ok());
+    for (const auto& l : resp.leases()) leases[l.id()] = l;
+    return leases;
+  };
   View v;
-  auto admin = d.Admin();
-  v1::ListLeasesResponse list;
-  auto ctx = Ctx(kRoot);
-  EXPECT_TRUE(admin->ListLeases(ctx.get(), {}, &list).ok());
-  for (const auto& l : list.leases()) v.leases[l.id()] = l;
   auto pool = d.Pool();
-  for (int i = 0; i < 200; ++i) {  // wait for the scrubber
-    ctx = Ctx(kRoot);
+  for (int i = 0; i < 500; ++i) {
+    v.leases = list();
     v.info.Clear();
+    auto ctx = Ctx(kRoot);
     EXPECT_TRUE(pool->GetPoolInfo(ctx.get(), {}, &v.info).ok());
-    if (v.info.scrubbing_bytes() == 0) break;
+    const auto after = list();
+    if (v.info.scrubbing_bytes() == 0 && after.size() == v.leases.size() &&
+        std::equal(
+            after.begin(), after.end(), v.leases.begin(),
+            [](const auto& a, const auto& b) { return a.first == b.first; })) {
+      break;
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   return v;
