@@ -24,7 +24,7 @@ ASAN_PROPERTY_OPS ?= 500000
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: deps build build-asan check test test-asan fuzz-smoke fuzz run bench clean
+.PHONY: deps build build-asan check test test-asan fuzz-smoke fuzz run bench soak clean
 
 deps:
 	@missing=$$(for p in $(PACKAGES); do \
@@ -52,7 +52,11 @@ build-asan: deps $(ASAN_BUILD)/build.ninja
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
 
 test: build
-	cd $(BUILD) && ctest -LE benchmark --output-on-failure
+	cd $(BUILD) && ctest -LE 'benchmark|soak' --output-on-failure
+
+# 64 concurrent clients for 60 s against the real daemon (not in make check).
+soak: build
+	$(BUILD)/tests/server/soak_test
 
 # The core's tests, and the daemon's (which then runs sanitized).
 test-asan: build-asan

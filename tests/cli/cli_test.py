@@ -176,6 +176,33 @@ class CliTest(unittest.TestCase):
         self.allocate(bytes=24 * lib.MIB, may_wait=True)
         self.ctl("alloc", "--bytes", "4KiB", "--wait", "500ms", code=7)
 
+    def test_a_killed_tenant_gets_its_memory_back_within_ttl_plus_1s(self):
+        ttl = 2
+        events = self.d.stream("Pool", "Watch", pb.WatchRequest(), pb.LeaseEvent, A, timeout=30)
+        holder = subprocess.Popen([CTL, "alloc", "--bytes", "4MiB", "--ttl", f"{ttl}s"],
+                                  env=dict(self.env, PHYSPOOL_TOKEN=A),
+                                  stdout=subprocess.PIPE, text=True)
+        lease_id = holder.stdout.readline().split()[1]
+        time.sleep(ttl * 1.5)  # renewed in the background meanwhile
+        self.assertEqual([l["id"] for l in self.json("lease", "list", token=A)["leases"]],
+                         [lease_id])
+        holder.kill()  # SIGKILL: no release, no more renewals
+        killed = time.time()
+        holder.wait()
+        holder.stdout.close()
+        for event in events:
+            if event.kind == pb.LeaseEvent.EXPIRED and event.lease_id == lease_id:
+                break
+        expired_after = time.time() - killed
+        while self.json("pool", "status")["scrubbing_bytes"] != "0":
+            time.sleep(0.01)
+        back_after = time.time() - killed
+        events.cancel()
+        print(f"killed tenant: lease expired {expired_after:.2f} s and memory back "
+              f"{back_after:.2f} s after the kill (TTL {ttl} s)", file=sys.stderr)
+        self.assertLessEqual(back_after, ttl + 1)
+        self.assertEqual(int(self.json("pool", "status")["free_bytes"]), 24 * lib.MIB)
+
     def test_help_everywhere(self):
         out, _ = self.ctl("--help")
         for cmd in ["pool status", "pool map", "segment list", "lease revoke",
