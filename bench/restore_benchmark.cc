@@ -25,7 +25,8 @@ void BM_RestoreLeases(benchmark::State& state) {
   const std::string dir = tmpl;
   vfio::SimConfig sim;
   sim.dir = dir + "/sim";
-  sim.segments = {{static_cast<uint64_t>(n) * 2 * 4096, 0, 0}};  // sparse tmpfs file
+  sim.segments = {
+      {static_cast<uint64_t>(n) * 2 * 4096, 0, 0}};  // sparse tmpfs file
   const std::string db = dir + "/leases.db";
   {
     vfio::SimSource layout(sim);
@@ -34,9 +35,14 @@ void BM_RestoreLeases(benchmark::State& state) {
     const int64_t expires = absl::ToUnixMillis(absl::Now()) + 3600000;
     for (int64_t i = 0; i < n; ++i) {  // every other page, one lease each
       const uint64_t pfn = (uint64_t{1} << 20) + 2 * i;
-      (void)(*store)->PutLease({"l-" + std::to_string(i), i % 2 ? "alice" : "bob",
-                                {{pglist::Pfn(pfn), pglist::PageCount(1)}}, false, expires,
-                                3600, "simple", ""});
+      (void)(*store)->PutLease({"l-" + std::to_string(i),
+                                i % 2 ? "alice" : "bob",
+                                {{pglist::Pfn(pfn), pglist::PageCount(1)}},
+                                false,
+                                expires,
+                                3600,
+                                "simple",
+                                ""});
     }
   }
   for (auto _ : state) {
@@ -56,14 +62,18 @@ void BM_RestoreLeases(benchmark::State& state) {
     }
     const double seconds = absl::ToDoubleSeconds(absl::Now() - t0);
     state.SetIterationTime(seconds);
-    state.counters["leases"] = static_cast<double>(manager.Leases(std::nullopt).size());
+    state.counters["leases"] =
+        static_cast<double>(manager.Leases(std::nullopt).size());
     state.counters["restore_ms"] = seconds * 1000;
     manager.Shutdown();
   }
   std::system(("rm -rf " + dir).c_str());
 }
 
-BENCHMARK(BM_RestoreLeases)->Arg(100000)->Iterations(3)->UseManualTime()
+BENCHMARK(BM_RestoreLeases)
+    ->Arg(100000)
+    ->Iterations(3)
+    ->UseManualTime()
     ->Unit(benchmark::kMillisecond);
 
 }  // namespace

@@ -134,11 +134,13 @@ TEST(ReclaimTest, AllocationsMadeNotPreemptibleAreNotVictims) {
   Pool pool = MakePool({{0, 8}});
   const AllocationId v = Hold(pool, {R(0, 8)}, true);
   ASSERT_OK(pool.SetPreemptible(v, false));
-  EXPECT_EQ(FailReasonOf(pool.PlanReclaim(Contig(8)).status()), FailReason::kNoReclaim);
+  EXPECT_EQ(FailReasonOf(pool.PlanReclaim(Contig(8)).status()),
+            FailReason::kNoReclaim);
   ASSERT_OK(pool.SetPreemptible(v, true));
   EXPECT_OK(pool.PlanReclaim(Contig(8)));
   ASSERT_OK(pool.Verify());
-  EXPECT_THAT(pool.SetPreemptible(999, true), StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_THAT(pool.SetPreemptible(999, true),
+              StatusIs(absl::StatusCode::kNotFound));
 }
 
 TEST(ReclaimTest, NothingPreemptibleMeansNoReclaim) {

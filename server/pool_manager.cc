@@ -15,7 +15,8 @@ namespace {
 using pglist::FailReason;
 using pglist::FailReasonOf;
 
-constexpr size_t kEndedMemory = 16384;  // ended lease ids remembered (idempotent Release)
+constexpr size_t kEndedMemory =
+    16384;  // ended lease ids remembered (idempotent Release)
 
 std::vector<double> SecondsBuckets() {
   return {1e-6, 5e-6, 2e-5, 1e-4, 5e-4, 2e-3, 1e-2, 5e-2, 0.25, 1, 5, 30};

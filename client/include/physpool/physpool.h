@@ -5,9 +5,10 @@
  *   physpool_alloc_options o = {0};
  *   o.bytes = 1 << 20;
  *   physpool_region* r;
- *   if (physpool_alloc(c, &o, NULL, NULL, &r) != 0) fail(physpool_last_error());
- *   for (size_t i = 0; i < physpool_region_run_count(r); i++) {
- *     physpool_run run = physpool_region_run(r, i);   // run.iova, run.cpu
+ *   if (physpool_alloc(c, &o, NULL, NULL, &r) != 0)
+ * fail(physpool_last_error()); for (size_t i = 0; i <
+ * physpool_region_run_count(r); i++) { physpool_run run =
+ * physpool_region_run(r, i);   // run.iova, run.cpu
  *   }
  *   physpool_region_free(r);     // releases the lease, unmaps
  *   physpool_disconnect(c);
@@ -30,9 +31,9 @@ typedef struct physpool_client physpool_client;
 typedef struct physpool_region physpool_region;
 
 typedef struct {
-  uint64_t iova;  /* what the device uses */
+  uint64_t iova; /* what the device uses */
   uint64_t bytes;
-  void* cpu;      /* the same memory in this process */
+  void* cpu; /* the same memory in this process */
 } physpool_run;
 
 typedef struct {
@@ -51,15 +52,19 @@ typedef struct {
 
 /* Called once if the daemon takes the region back; kind is "revoked",
  * "preempted", "expired" or "lost". Do not free the region from inside. */
-typedef void (*physpool_revoked_fn)(const char* lease_id, const char* kind, const char* reason,
+typedef void (*physpool_revoked_fn)(const char* lease_id, const char* kind,
+                                    const char* reason,
                                     int64_t deadline_unix_ms, void* user);
 
 /* endpoint and token may be NULL: the defaults and PHYSPOOL_* variables. */
-int physpool_connect(const char* endpoint, const char* token, physpool_client** out);
+int physpool_connect(const char* endpoint, const char* token,
+                     physpool_client** out);
 void physpool_disconnect(physpool_client* client);
 
-int physpool_alloc(physpool_client* client, const physpool_alloc_options* options,
-                   physpool_revoked_fn on_revoked, void* user, physpool_region** out);
+int physpool_alloc(physpool_client* client,
+                   const physpool_alloc_options* options,
+                   physpool_revoked_fn on_revoked, void* user,
+                   physpool_region** out);
 size_t physpool_region_run_count(const physpool_region* region);
 physpool_run physpool_region_run(const physpool_region* region, size_t i);
 const char* physpool_region_lease_id(const physpool_region* region);
