@@ -719,20 +719,23 @@ const std::vector<Command>& Commands() {
        "list",
        0,
        {},
-       "physpoolctl segment list   (admin)",
+       "physpoolctl segment list   (admin)\n  Example: physpoolctl segment "
+       "list -o json",
        SegmentList},
       {"segment",
        "drain",
        1,
        {},
        R"(physpoolctl segment drain ID   (admin)
-  No new allocations in the segment; frees still work.)",
+  No new allocations in the segment; frees still work.
+  Example: physpoolctl segment drain 2)",
        SegmentChange},
       {"segment",
        "undrain",
        1,
        {},
-       "physpoolctl segment undrain ID   (admin)",
+       "physpoolctl segment undrain ID   (admin)\n  Example: physpoolctl "
+       "segment undrain 2",
        SegmentChange},
       {"segment",
        "add",
@@ -746,40 +749,46 @@ const std::vector<Command>& Commands() {
        1,
        {},
        R"(physpoolctl segment remove ID   (admin)
-  Only when no page of it is allocated (drain it first).)",
+  Only when no page of it is allocated (drain it first).
+  Example: physpoolctl segment remove 4)",
        SegmentChange},
       {"lease",
        "list",
        0,
        {"--all", "--tenant"},
        R"(physpoolctl lease list [--all | --tenant NAME]
-  Your leases; --all or --tenant (admin) for everyone's or one tenant's.)",
+  Your leases; --all or --tenant (admin) for everyone's or one tenant's.
+  Example: physpoolctl lease list --tenant trainer -o json)",
        LeaseList},
       {"lease",
        "get",
        1,
        {},
        "physpoolctl lease get ID\n  One of your leases with its runs and "
-       "backing files.",
+       "backing files.\n  Example: physpoolctl lease get l-2989f08544ac69d2 -o "
+       "json",
        LeaseOne},
       {"lease",
        "renew",
        1,
        {"--ttl"},
-       "physpoolctl lease renew ID [--ttl 60s]",
+       "physpoolctl lease renew ID [--ttl 60s]\n  Example: physpoolctl lease "
+       "renew l-2989f08544ac69d2 --ttl 5m",
        LeaseOne},
       {"lease",
        "revoke",
        1,
        {"--reason"},
        R"(physpoolctl lease revoke ID [--reason TEXT]   (admin)
-  Ends the lease; its owner gets a REVOKED event; the memory is zeroed.)",
+  Ends the lease; its owner gets a REVOKED event; the memory is zeroed.
+  Example: physpoolctl lease revoke l-2989f08544ac69d2 --reason "device reset")",
        LeaseOne},
       {"tenant",
        "list",
        0,
        {},
-       "physpoolctl tenant list   (admin)",
+       "physpoolctl tenant list   (admin)\n  Example: physpoolctl tenant list "
+       "-o json",
        TenantList},
       {"tenant",
        "set-limits",
@@ -805,7 +814,8 @@ const std::vector<Command>& Commands() {
        "",
        1,
        {},
-       "physpoolctl release ID\n  Releases one of your leases (idempotent).",
+       "physpoolctl release ID\n  Releases one of your leases (idempotent).\n  "
+       "Example: physpoolctl release l-2989f08544ac69d2",
        Release},
       {"watch",
        "",
@@ -813,13 +823,15 @@ const std::vector<Command>& Commands() {
        {},
        R"(physpoolctl watch [--timeout 60s]
   Streams your lease events (EXPIRING, EXPIRED, REVOKED, PREEMPTED) until
-  interrupted (or until --timeout, if given).)",
+  interrupted (or until --timeout, if given).
+  Example: physpoolctl watch -o json)",
        Watch},
       {"health",
        "",
        0,
        {},
-       "physpoolctl health\n  SERVING (exit 0) or NOT_SERVING (exit 1).",
+       "physpoolctl health\n  SERVING (exit 0) or NOT_SERVING (exit 1).\n  "
+       "Example: physpoolctl --endpoint 127.0.0.1:7600 health",
        Health},
   };
   return *kCommands;

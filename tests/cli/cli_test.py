@@ -208,10 +208,14 @@ class CliTest(unittest.TestCase):
         for cmd in ["pool status", "pool map", "segment list", "lease revoke",
                     "tenant set-limits", "alloc", "release", "watch", "health", "simulate"]:
             self.assertIn(cmd, out)
-        for cmd in [["pool", "status"], ["pool", "map"], ["segment", "add"], ["lease", "list"],
-                    ["lease", "renew"], ["tenant", "set-limits"], ["alloc"], ["watch"]]:
+        for cmd in [["pool", "status"], ["pool", "map"], ["segment", "list"],
+                    ["segment", "drain"], ["segment", "undrain"], ["segment", "add"],
+                    ["segment", "remove"], ["lease", "list"], ["lease", "get"],
+                    ["lease", "renew"], ["lease", "revoke"], ["tenant", "list"],
+                    ["tenant", "set-limits"], ["alloc"], ["release"], ["watch"], ["health"]]:
             out, _ = self.ctl(*cmd, "--help")
             self.assertIn("physpoolctl " + " ".join(cmd), out)
+            self.assertIn("Example: physpoolctl ", out)
             self.assertIn("Exit codes", out)
 
 
