@@ -14,7 +14,9 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "absl/strings/numbers.h"
 #include "client/connection.h"
+#include "client/fd_socket.h"
 #include "physpool/v1/physpool.grpc.pb.h"
 
 namespace physpool {
@@ -40,6 +42,8 @@ struct Client::Impl {
   std::unique_ptr<v1::Pool::Stub> stub;
   std::string tenant;
   uint64_t page_size = 0;
+  std::string fd_socket;
+  std::vector<DeviceInfo> devices;
 
   absl::Mutex mu;
   absl::CondVar cv;
@@ -143,6 +147,23 @@ Client::~Client() { impl_->Stop(); }
 
 const std::string& Client::tenant() const { return impl_->tenant; }
 uint64_t Client::page_size() const { return impl_->page_size; }
+const std::vector<DeviceInfo>& Client::devices() const {
+  return impl_->devices;
+}
+
+absl::StatusOr<int> Client::OpenDevice(const std::string& bdf) {
+  if (bdf.empty() || bdf.find_first_of(" \n") != std::string::npos) {
+    return absl::InvalidArgumentError("bad device address \"" + bdf + "\"");
+  }
+  auto answer = client_internal::FdRequest(
+      impl_->fd_socket, absl::StrCat("device ", bdf, " ", impl_->token));
+  if (!answer.ok()) return answer.status();
+  if (answer->fds.size() != 1) {
+    for (int fd : answer->fds) close(fd);
+    return absl::InternalError("fd socket: expected one device fd");
+  }
+  return answer->fds[0];
+}
 
 absl::StatusOr<std::unique_ptr<Client>> Client::Connect(ClientOptions options) {
   auto impl = std::make_shared<Impl>();
@@ -161,6 +182,11 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(ClientOptions options) {
   }
   impl->tenant = info.tenant();
   impl->page_size = info.page_size();
+  impl->fd_socket = impl->opts.fd_socket.empty() ? info.fd_socket()
+                                                 : impl->opts.fd_socket;
+  for (const v1::Device& d : info.devices()) {
+    impl->devices.push_back({d.bdf(), d.dma_limit()});
+  }
   impl->renewer = std::thread([i = impl.get()] { i->RenewLoop(); });
   impl->watcher = std::thread([i = impl.get()] { i->WatchLoop(); });
   return std::unique_ptr<Client>(new Client(std::move(impl)));
@@ -198,8 +224,33 @@ absl::StatusOr<std::unique_ptr<Region>> Client::Allocate(
   // Map every run; on failure release the lease and unmap what was mapped.
   std::vector<Region::Run> runs;
   absl::Status mapped;
-  for (const v1::Run& r : lease.runs()) {
-    const int fd = open(r.backing_path().c_str(), O_RDWR | O_CLOEXEC);
+  // Backing without a path (memfd) comes as fds over the fd socket.
+  client_internal::FdAnswer backing;
+  bool by_fd = false;
+  for (const v1::Run& r : lease.runs()) by_fd |= r.backing_path()[0] != '/';
+  if (by_fd) {
+    auto answer = client_internal::FdRequest(
+        impl_->fd_socket, absl::StrCat("backing ", lease.id(), " ", impl_->token));
+    if (!answer.ok()) {
+      mapped = answer.status();
+    } else if (answer->words.size() !=
+               static_cast<size_t>(lease.runs_size()) + 1) {
+      mapped = absl::InternalError("fd socket: one fd index per run expected");
+    }
+    if (answer.ok()) backing = *std::move(answer);
+  }
+  for (int i = 0; mapped.ok() && i < lease.runs_size(); ++i) {
+    const v1::Run& r = lease.runs(i);
+    int fd = -1;
+    if (!by_fd) {
+      fd = open(r.backing_path().c_str(), O_RDWR | O_CLOEXEC);
+    } else {
+      size_t index = 0;
+      if (absl::SimpleAtoi(backing.words[i + 1], &index) &&
+          index < backing.fds.size()) {
+        fd = dup(backing.fds[index]);
+      }
+    }
     void* p =
         fd < 0 ? MAP_FAILED
                : mmap(nullptr, r.length(), PROT_READ | PROT_WRITE, MAP_SHARED,
@@ -214,6 +265,7 @@ absl::StatusOr<std::unique_ptr<Region>> Client::Allocate(
     }
     runs.push_back({r.iova(), r.length(), p});
   }
+  for (int fd : backing.fds) close(fd);
   {
     absl::MutexLock l(&impl_->mu);
     impl_->live[lease.id()] = shared;

@@ -71,6 +71,105 @@ absl::Status ParseSeconds(const Reader& r, const YAML::Node& parent,
   return absl::OkStatus();
 }
 
+absl::Status ParseVfio(const Reader& r, const YAML::Node& v,
+                       vfio::VfioConfig* out) {
+  const std::string w = "source.vfio";
+  RETURN_IF_ERROR(r.Keys(v, w,
+                         {"devices", "page_size", "backing", "dir", "pool",
+                          "max_segment_bytes", "iova_base",
+                          "group_busy_timeout_ms"}));
+  vfio::LayoutConfig& l = out->layout;
+  RETURN_IF_ERROR(r.Get(v, "page_size", w, &l.page_size));
+  if (l.page_size != 4096 && l.page_size != (2 << 20) &&
+      l.page_size != (1 << 30)) {
+    return r.Error(v["page_size"], w + ".page_size",
+                   "must be 4096, 2097152 (2 MiB) or 1073741824 (1 GiB)");
+  }
+  const uint64_t ps = l.page_size;
+  auto page_multiple = [&](const YAML::Node& parent, const std::string& key,
+                           const std::string& where, uint64_t* value,
+                           bool zero_ok) -> absl::Status {
+    RETURN_IF_ERROR(r.Get(parent, key, where, value));
+    if (parent[key] && ((*value == 0 && !zero_ok) || *value % ps != 0)) {
+      return r.Error(parent[key], where + "." + key,
+                     absl::StrCat("must be a ", zero_ok ? "" : "positive ",
+                                  "multiple of the page size ", ps));
+    }
+    return absl::OkStatus();
+  };
+  std::string backing = "file";
+  RETURN_IF_ERROR(r.Get(v, "backing", w, &backing));
+  if (backing == "file") {
+    out->backing = vfio::BackingKind::kFile;
+  } else if (backing == "memfd") {
+    out->backing = vfio::BackingKind::kMemfd;
+  } else {
+    return r.Error(v["backing"], w + ".backing", "must be file or memfd");
+  }
+  RETURN_IF_ERROR(r.Get(v, "dir", w, &out->dir));
+  RETURN_IF_ERROR(
+      page_multiple(v, "max_segment_bytes", w, &l.max_segment_bytes, false));
+  RETURN_IF_ERROR(page_multiple(v, "iova_base", w, &l.iova_base, true));
+  RETURN_IF_ERROR(ParseSeconds(r, v, "group_busy_timeout_ms", w,
+                               absl::Milliseconds(1),
+                               &out->group_busy_timeout));
+  const YAML::Node devs = v["devices"];
+  if (!devs || !devs.IsSequence() || devs.size() == 0) {
+    return r.Error(devs ? devs : v, w + ".devices",
+                   "must be a non-empty list of {bdf, dma_limit}");
+  }
+  out->devices.clear();
+  l.dma_limits.clear();
+  for (size_t i = 0; i < devs.size(); ++i) {
+    const std::string where = absl::StrCat(w, ".devices[", i, "]");
+    RETURN_IF_ERROR(r.Keys(devs[i], where, {"bdf", "dma_limit"}));
+    vfio::VfioDevice d;
+    RETURN_IF_ERROR(r.Get(devs[i], "bdf", where, &d.bdf));
+    if (d.bdf.empty() || d.bdf.find('/') != std::string::npos) {
+      return r.Error(devs[i], where + ".bdf",
+                     "must be a PCI address like 0000:00:01.0");
+    }
+    RETURN_IF_ERROR(page_multiple(devs[i], "dma_limit", where, &d.dma_limit,
+                                  true));
+    if (d.dma_limit) l.dma_limits.push_back(d.dma_limit);
+    out->devices.push_back(d);
+  }
+  const YAML::Node pool = v["pool"];
+  if (!pool || !pool.IsSequence() || pool.size() == 0) {
+    return r.Error(pool ? pool : v, w + ".pool",
+                   "must be a non-empty list of {numa, bytes, low_bytes}");
+  }
+  l.pool.clear();
+  for (size_t i = 0; i < pool.size(); ++i) {
+    const std::string where = absl::StrCat(w, ".pool[", i, "]");
+    RETURN_IF_ERROR(r.Keys(pool[i], where, {"numa", "bytes", "low_bytes"}));
+    vfio::PoolShare share;
+    RETURN_IF_ERROR(r.Get(pool[i], "numa", where, &share.numa));
+    if (share.numa < 0 || share.numa >= 128) {
+      return r.Error(pool[i]["numa"], where + ".numa", "must be 0 to 127");
+    }
+    if (!pool[i]["bytes"]) {
+      return r.Error(pool[i], where + ".bytes", "is required");
+    }
+    RETURN_IF_ERROR(page_multiple(pool[i], "bytes", where, &share.bytes, false));
+    if (pool[i]["low_bytes"]) {
+      uint64_t low = 0;
+      RETURN_IF_ERROR(page_multiple(pool[i], "low_bytes", where, &low, true));
+      if (low > share.bytes) {
+        return r.Error(pool[i]["low_bytes"], where + ".low_bytes",
+                       "must not exceed bytes");
+      }
+      if (low > 0 && l.dma_limits.empty()) {
+        return r.Error(pool[i]["low_bytes"], where + ".low_bytes",
+                       "needs a device with a dma_limit");
+      }
+      share.low_bytes = low;
+    }
+    l.pool.push_back(share);
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 std::string DefaultRuntimeDir() {
@@ -139,8 +238,9 @@ absl::StatusOr<ServerConfig> Parse(absl::string_view yaml,
   }
   if (const YAML::Node l = root["listen"]) {
     RETURN_IF_ERROR(
-        r.Keys(l, "listen", {"unix", "tcp", "insecure_tcp", "tls"}));
+        r.Keys(l, "listen", {"unix", "tcp", "insecure_tcp", "tls", "fd_socket"}));
     RETURN_IF_ERROR(r.Get(l, "unix", "listen", &c.unix_socket));
+    RETURN_IF_ERROR(r.Get(l, "fd_socket", "listen", &c.fd_socket));
     RETURN_IF_ERROR(r.Get(l, "tcp", "listen", &c.tcp));
     RETURN_IF_ERROR(r.Get(l, "insecure_tcp", "listen", &c.insecure_tcp));
     if (const YAML::Node t = l["tls"]) {
@@ -158,13 +258,17 @@ absl::StatusOr<ServerConfig> Parse(absl::string_view yaml,
     RETURN_IF_ERROR(r.Get(m, "listen", "metrics", &c.metrics));
   }
   if (const YAML::Node s = root["source"]) {
-    RETURN_IF_ERROR(r.Keys(s, "source", {"type", "sim"}));
+    RETURN_IF_ERROR(r.Keys(s, "source", {"type", "sim", "vfio"}));
     RETURN_IF_ERROR(r.Get(s, "type", "source", &c.source));
-    if (c.source != "sim") {
-      return r.Error(
-          s["type"], "source.type",
-          absl::StrCat("\"", c.source, "\" is not available (expected sim)"));
+    if (c.source != "sim" && c.source != "vfio") {
+      return r.Error(s["type"], "source.type",
+                     absl::StrCat("\"", c.source,
+                                  "\" is not available (expected sim or vfio)"));
     }
+    if (c.source == "vfio" && !s["vfio"]) {
+      return r.Error(s, "source.vfio", "is required with type vfio");
+    }
+    if (const YAML::Node v = s["vfio"]) RETURN_IF_ERROR(ParseVfio(r, v, &c.vfio));
     if (const YAML::Node sim = s["sim"]) {
       RETURN_IF_ERROR(r.Keys(sim, "source.sim",
                              {"dir", "page_size", "base_iova", "segments"}));

@@ -15,6 +15,7 @@
 #include "server/options.h"
 #include "server/tenants.h"
 #include "vfio/sim_source.h"
+#include "vfio/vfio_source.h"
 
 namespace physpool::server {
 
@@ -24,8 +25,10 @@ struct ServerConfig {
   bool insecure_tcp = false;  // allow TCP off loopback without TLS
   std::string tls_cert, tls_key, tls_client_ca;
   std::string metrics;  // host:port; "" disables
+  std::string fd_socket;  // device/backing fds; "" = unix_socket + ".fds"
   std::string source = "sim";
   vfio::SimConfig sim;
+  vfio::VfioConfig vfio;
   ManagerOptions manager;
   std::vector<Tenant> tenants;
   bool implicit_tenant = false;  // every caller is tenant "default" (admin)

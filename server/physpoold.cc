@@ -24,13 +24,16 @@
 #include "absl/strings/str_cat.h"
 #include "prometheus/exposer.h"
 #include "prometheus/registry.h"
+#include "absl/strings/str_join.h"
 #include "server/config.h"
+#include "server/fd_server.h"
 #include "server/lease_store.h"
 #include "server/log.h"
 #include "server/metrics.h"
 #include "server/pool_manager.h"
 #include "server/services.h"
 #include "vfio/sim_source.h"
+#include "vfio/vfio_source.h"
 
 namespace physpool::server {
 namespace {
@@ -44,6 +47,8 @@ Usage: physpoold [flags]
                      embedded default: 1 GiB of sim memory, one implicit admin
                      tenant, unix socket + TCP on 127.0.0.1
   --unix PATH        unix socket ("" disables)
+  --fd-socket PATH   socket handing out device/backing fds (default: the
+                     unix socket's path + ".fds"; "" disables)
   --tcp HOST:PORT    TCP listener ("" disables; port 0 picks one)
   --insecure-tcp     allow TCP off loopback without TLS
   --metrics HOST:PORT  Prometheus endpoint ("" disables; port 0 picks one)
@@ -57,7 +62,8 @@ struct Flags {
   std::string config;
   std::string ready_file;
   // Overrides: set only when the flag was given.
-  std::optional<std::string> unix_socket, tcp, metrics, sim_dir, log_level;
+  std::optional<std::string> unix_socket, fd_socket, tcp, metrics, sim_dir,
+      log_level;
   bool insecure_tcp = false;
 };
 
@@ -97,6 +103,8 @@ absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
       f.ready_file = *v;
     } else if (a == "--unix") {
       s = take(&f.unix_socket);
+    } else if (a == "--fd-socket") {
+      s = take(&f.fd_socket);
     } else if (a == "--tcp") {
       s = take(&f.tcp);
     } else if (a == "--metrics") {
@@ -191,6 +199,10 @@ int Run(int argc, char** argv) {
     return 2;
   }
   if (flags->unix_socket) cfg->unix_socket = *flags->unix_socket;
+  if (flags->fd_socket) cfg->fd_socket = *flags->fd_socket;
+  if (cfg->fd_socket.empty() && !flags->fd_socket && !cfg->unix_socket.empty()) {
+    cfg->fd_socket = cfg->unix_socket + ".fds";
+  }
   if (flags->tcp) cfg->tcp = *flags->tcp;
   if (flags->metrics) cfg->metrics = *flags->metrics;
   if (flags->sim_dir) cfg->sim.dir = *flags->sim_dir;
@@ -217,7 +229,16 @@ int Run(int argc, char** argv) {
   sigaddset(&sigs, SIGINT);
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
 
-  vfio::SimSource source(cfg->sim);
+  std::unique_ptr<vfio::MemorySource> source_holder;
+  if (cfg->source == "vfio") {
+    source_holder = std::make_unique<vfio::VfioSource>(
+        cfg->vfio, vfio::LinuxKernel(), [](const std::string& notice) {
+          Log(LogLevel::kWarn, "vfio", {F("notice", notice)});
+        });
+  } else {
+    source_holder = std::make_unique<vfio::SimSource>(cfg->sim);
+  }
+  vfio::MemorySource& source = *source_holder;
   // The lease store first: whether it holds live leases decides whether the
   // backing is re-attached as it is or zeroed.
   std::unique_ptr<LeaseStore> store;
@@ -227,6 +248,12 @@ int Run(int argc, char** argv) {
       (void)MakeDirs(cfg->store_path.substr(0, slash));
     }
     auto boot = ReadBootId(cfg->boot_id_file);
+    if (boot.ok() && !source.persistent()) {
+      // memfd backing dies with the daemon: every start is a new "boot" of
+      // the memory, and leases of the last one are void.
+      boot = absl::StrCat(*boot, ";memfd-instance=", getpid(), "-",
+                          absl::ToUnixNanos(absl::Now()));
+    }
     auto opened =
         boot.ok() ? LeaseStore::Open(cfg->store_path, *boot, source.Layout())
                   : absl::StatusOr<std::unique_ptr<LeaseStore>>(boot.status());
@@ -245,10 +272,15 @@ int Run(int argc, char** argv) {
   }
   const bool reattach =
       store && (!store->leases().empty() || !store->scrubs().empty());
+  const absl::Time source_start = absl::Now();
   if (absl::Status s = source.Start(reattach); !s.ok()) {
     Log(LogLevel::kError, "memory source failed",
-        {F("source", "sim"), F("error", s.ToString())});
+        {F("source", source.name()), F("error", std::string(s.message()))});
     return 1;
+  }
+  for (const vfio::IovaRange& r : source.iova_ranges()) {
+    Log(LogLevel::kInfo, "iova range",
+        {F("first", vfio::Hex(r.first)), F("last", vfio::Hex(r.last))});
   }
   std::vector<Tenant> tenants = cfg->tenants;
   if (cfg->implicit_tenant) tenants.push_back(Authenticator::Implicit());
@@ -270,7 +302,10 @@ int Run(int argc, char** argv) {
   }
   Log(LogLevel::kInfo, "memory ready",
       {F("source", source.name()), F("page_size", source.page_size()),
-       F("bytes", total), F("segments", source.segments().size())});
+       F("bytes", total), F("segments", source.segments().size()),
+       F("reattached", reattach ? "yes" : "no"),
+       F("devices", absl::StrJoin(source.devices(), ",")),
+       F("start_ms", absl::ToInt64Milliseconds(absl::Now() - source_start))});
   if (embedded) {
     Log(LogLevel::kWarn, "embedded default configuration",
         {F("tenants",
@@ -280,7 +315,20 @@ int Run(int argc, char** argv) {
   }
 
   Authenticator auth(&registry, cfg->implicit_tenant);
-  PoolService pool_service(&manager, &auth, &registry, source.name());
+  SourceFacts facts{source.name(), source.iova_ranges(), {}, cfg->fd_socket};
+  if (cfg->source == "vfio") {
+    for (const vfio::VfioDevice& d : cfg->vfio.devices) {
+      facts.devices.push_back({d.bdf, d.dma_limit});
+    }
+  }
+  FdServer fd_server(&source, &manager, &auth);
+  if (!cfg->fd_socket.empty()) {
+    if (absl::Status s = fd_server.Start(cfg->fd_socket); !s.ok()) {
+      Log(LogLevel::kError, "fd socket", {F("error", s.ToString())});
+      return 1;
+    }
+  }
+  PoolService pool_service(&manager, &auth, &registry, std::move(facts));
   AdminService admin_service(&manager, &auth, &registry);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -342,7 +390,8 @@ int Run(int argc, char** argv) {
     }
   }
   Log(LogLevel::kInfo, "serving",
-      {F("unix", cfg->unix_socket), F("tcp", cfg->tcp.empty() ? "" : cfg->tcp),
+      {F("unix", cfg->unix_socket), F("fd_socket", cfg->fd_socket),
+       F("tcp", cfg->tcp.empty() ? "" : cfg->tcp),
        F("tcp_port", tcp_port), F("tls", tls ? "on" : "off"),
        F("metrics", cfg->metrics.empty() ? "" : absl::StrCat(cfg->metrics)),
        F("metrics_port", metrics_port), F("pid", getpid())});
@@ -360,6 +409,7 @@ int Run(int argc, char** argv) {
   Log(LogLevel::kInfo, "shutting down", {F("signal", strsignal(sig))});
   server->GetHealthCheckService()->SetServingStatus(false);
   manager.Shutdown();  // waiters end with FAILED_PRECONDITION
+  fd_server.Stop();
   Log(LogLevel::kDebug, "manager stopped");
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(3));
   server->Wait();

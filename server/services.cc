@@ -224,6 +224,16 @@ Tenant Authenticator::Implicit() {
   return t;
 }
 
+absl::StatusOr<Tenant> Authenticator::IdentifyToken(
+    absl::string_view token) const {
+  if (token.empty()) {
+    if (implicit_) return Implicit();
+    return absl::UnauthenticatedError("no credentials: send a token");
+  }
+  if (auto t = tenants_->ByToken(token)) return *t;
+  return absl::UnauthenticatedError("unknown bearer token");
+}
+
 absl::StatusOr<Tenant> Authenticator::Identify(
     const grpc::ServerContextBase& ctx) const {
   const auto& md = ctx.client_metadata();
@@ -234,8 +244,7 @@ absl::StatusOr<Tenant> Authenticator::Identify(
       return absl::UnauthenticatedError(
           "authorization must be \"Bearer <token>\"");
     }
-    if (auto t = tenants_->ByToken(v.substr(7))) return *t;
-    return absl::UnauthenticatedError("unknown bearer token");
+    return IdentifyToken(v.substr(7));
   }
   if (auto auth = ctx.auth_context(); auth && auth->IsPeerAuthenticated()) {
     for (const auto& cn : auth->FindPropertyValues("x509_common_name")) {
@@ -356,7 +365,18 @@ ServerUnaryReactor* PoolService::GetPoolInfo(CallbackServerContext* ctx,
       absl::ToInt64Seconds(manager_->options().default_ttl)));
   resp->set_max_ttl_seconds(
       static_cast<uint32_t>(absl::ToInt64Seconds(manager_->options().max_ttl)));
-  resp->set_source(source_);
+  resp->set_source(source_.name);
+  for (const vfio::IovaRange& r : source_.iova_ranges) {
+    v1::IovaRange* out = resp->add_iova_ranges();
+    out->set_first(r.first);
+    out->set_last(r.last);
+  }
+  for (const auto& [bdf, limit] : source_.devices) {
+    v1::Device* d = resp->add_devices();
+    d->set_bdf(bdf);
+    d->set_dma_limit(limit);
+  }
+  resp->set_fd_socket(source_.fd_socket);
   return Done(ctx, absl::OkStatus());
 }
 

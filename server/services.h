@@ -21,6 +21,9 @@ class Authenticator {
   Authenticator(const TenantRegistry* tenants, bool implicit_tenant)
       : tenants_(tenants), implicit_(implicit_tenant) {}
   absl::StatusOr<Tenant> Identify(const grpc::ServerContextBase& ctx) const;
+  // The tenant of a bare bearer token ("" = none given: the implicit
+  // tenant if there is one), for the fd socket.
+  absl::StatusOr<Tenant> IdentifyToken(absl::string_view token) const;
 
   // The implicit tenant of the embedded default: all roles.
   static Tenant Implicit();
@@ -32,14 +35,22 @@ class Authenticator {
 
 grpc::Status ToGrpc(const absl::Status& s);
 
+// What GetPoolInfo says about the memory source; fixed at start.
+struct SourceFacts {
+  std::string name;  // sim, vfio
+  std::vector<vfio::IovaRange> iova_ranges;
+  std::vector<std::pair<std::string, uint64_t>> devices;  // bdf, dma_limit
+  std::string fd_socket;
+};
+
 class PoolService final : public physpool::v1::Pool::CallbackService {
  public:
   PoolService(PoolManager* manager, const Authenticator* auth,
-              const TenantRegistry* tenants, std::string source_name)
+              const TenantRegistry* tenants, SourceFacts source)
       : manager_(manager),
         auth_(auth),
         tenants_(tenants),
-        source_(std::move(source_name)) {}
+        source_(std::move(source)) {}
 
   grpc::ServerUnaryReactor* Allocate(grpc::CallbackServerContext* ctx,
                                      const v1::AllocateRequest* req,
@@ -66,7 +77,7 @@ class PoolService final : public physpool::v1::Pool::CallbackService {
   PoolManager* manager_;
   const Authenticator* auth_;
   const TenantRegistry* tenants_;
-  std::string source_;
+  const SourceFacts source_;
 };
 
 class AdminService final : public physpool::v1::Admin::CallbackService {

@@ -18,7 +18,7 @@ namespace physpool::server {
 
 enum Role : uint32_t {
   kRoleTenant = 1,      // allocate and manage its own leases
-  kRolePrivileged = 2,  // may allocate from the reserve
+  kRolePrivileged = 2,  // may allocate from the reserve and get device fds
   kRoleAdmin = 4,       // the Admin service
 };
 

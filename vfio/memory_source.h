@@ -11,7 +11,9 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "pglist/physseg.h"
+#include "vfio/kernel.h"
 
 namespace physpool::vfio {
 
@@ -28,9 +30,18 @@ class MemorySource {
   virtual std::string name() const = 0;  // "sim", "vfio"
   virtual uint64_t page_size() const = 0;
 
-  // Creates or re-attaches the backing and makes it DMA-visible. On error
-  // nothing stays allocated.
-  virtual absl::Status Start() = 0;
+  // Creates the backing (zeroed) and makes it DMA-visible. With
+  // keep_contents (a restart with live leases) the backing of the same
+  // layout is re-attached as it is, at the same IOVAs. On error nothing
+  // stays allocated.
+  virtual absl::Status Start(bool keep_contents) = 0;
+  absl::Status Start() { return Start(false); }
+  // The layout Start will create, known before it runs: the lease store
+  // refuses to re-attach leases to a different one.
+  virtual std::string Layout() const = 0;
+  // Whether the backing outlives the daemon (files), so that leases can
+  // survive a restart. memfd backing does not.
+  virtual bool persistent() const = 0;
   virtual const std::vector<BackedSegment>& segments() const = 0;
 
   // Adds a segment of `bytes` (a multiple of the page size) at an IOVA the
@@ -40,6 +51,22 @@ class MemorySource {
                                                    int32_t numa) = 0;
   // Removes the segment starting at `iova`; its memory must be unused.
   virtual absl::Status RemoveSegment(uint64_t iova) = 0;
+
+  // The IOVA ranges the IOMMU translates (empty for sim).
+  virtual std::vector<IovaRange> iova_ranges() const { return {}; }
+  // The PCI devices the source drives (BDFs).
+  virtual std::vector<std::string> devices() const { return {}; }
+
+  // A new descriptor (the caller closes it) of the backing of the segment
+  // containing `iova`: for tenants to map memory they cannot open by path.
+  // NOT_FOUND if no segment holds it.
+  virtual absl::StatusOr<int> BackingFd(uint64_t iova) = 0;
+  // A new descriptor of the VFIO device `bdf` (the caller closes it).
+  // NOT_FOUND for a device the source does not drive.
+  virtual absl::StatusOr<int> DeviceFd(const std::string& bdf) {
+    return absl::NotFoundError(
+        absl::StrCat("the ", name(), " source drives no device ", bdf));
+  }
 
   // Zeroes [iova, iova + bytes), which lies inside one segment.
   // Thread-safe for disjoint ranges.

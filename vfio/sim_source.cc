@@ -133,7 +133,7 @@ absl::StatusOr<BackedSegment> SimSource::Create(uint64_t iova,
     return ErrnoStatus(absl::StrCat("mmap ", seg.path), errno);
   std::move(unlink_file).Cancel();
   absl::MutexLock l(&mu_);
-  maps_[iova] = {static_cast<uint8_t*>(base), s.bytes};
+  maps_[iova] = {static_cast<uint8_t*>(base), s.bytes, seg.path};
   return seg;
 }
 
@@ -173,6 +173,23 @@ absl::Status SimSource::Zero(uint64_t iova, uint64_t bytes) {
   }
   std::memset(p, 0, bytes);
   return absl::OkStatus();
+}
+
+absl::StatusOr<int> SimSource::BackingFd(uint64_t iova) {
+  std::string path;
+  {
+    absl::MutexLock l(&mu_);
+    auto it = maps_.upper_bound(iova);
+    if (it == maps_.begin() || iova - std::prev(it)->first >=
+                                   std::prev(it)->second.bytes) {
+      return absl::NotFoundError(
+          absl::StrCat("no sim segment holds iova ", iova));
+    }
+    path = std::prev(it)->second.path;
+  }
+  const int fd = open(path.c_str(), O_RDWR | O_CLOEXEC);
+  if (fd < 0) return ErrnoStatus("open " + path, errno);
+  return fd;
 }
 
 }  // namespace physpool::vfio

@@ -38,14 +38,12 @@ class SimSource final : public MemorySource {
 
   std::string name() const override { return "sim"; }
   uint64_t page_size() const override { return config_.page_size; }
-  // Creates the backing files, zeroed. With keep_contents (a restart with
-  // live leases) existing files of the right size are re-attached as they
-  // are, at the same IOVAs.
-  absl::Status Start() override { return Start(false); }
-  absl::Status Start(bool keep_contents);
-  // The layout Start will create, as "page_size;iova:bytes:path;...", known
-  // before any file exists (the lease store compares it across restarts).
-  std::string Layout() const;
+  using MemorySource::Start;
+  absl::Status Start(bool keep_contents) override;
+  // "page_size;iova:bytes:path;...".
+  std::string Layout() const override;
+  bool persistent() const override { return true; }
+  absl::StatusOr<int> BackingFd(uint64_t iova) override;
   const std::vector<BackedSegment>& segments() const override {
     return segments_;
   }
@@ -58,6 +56,7 @@ class SimSource final : public MemorySource {
   struct Mapping {
     uint8_t* base = nullptr;
     uint64_t bytes = 0;
+    std::string path;
   };
   absl::StatusOr<BackedSegment> Create(uint64_t iova,
                                        const SimSegmentConfig& s);

@@ -29,6 +29,15 @@ MATCHER_P(StatusIs, code, "has status code " + absl::StatusCodeToString(code)) {
   return s.code() == code;
 }
 
+// The code, and the message matching `message` (a matcher of std::string).
+MATCHER_P2(StatusIs, code, message,
+           "has status code " + absl::StatusCodeToString(code)) {
+  const absl::Status& s = GetStatus(arg);
+  *result_listener << "status is " << s;
+  return s.code() == code &&
+         ::testing::Matches(message)(std::string(s.message()));
+}
+
 }  // namespace physpool::testing
 
 #define PHYSPOOL_CONCAT_INNER(a, b) a##b

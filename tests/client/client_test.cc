@@ -12,6 +12,7 @@
 #include "absl/synchronization/mutex.h"
 #include "gtest/gtest.h"
 #include "physpool/physpool.h"
+#include "client/fd_socket.h"
 #include "tests/server/daemon.h"
 
 namespace physpool::testing {
@@ -187,6 +188,72 @@ TEST_F(ClientTest, CApi) {
             std::string::npos);
   physpool_disconnect(c);
   EXPECT_EQ(physpool_connect("unix:/nonexistent", "x", &c), 14);  // UNAVAILABLE
+}
+
+// The fd socket with the sim source: backing fds of one's own lease map
+// the same memory as the lease's files; everything else is refused with
+// the gRPC code the API would give.
+TEST_F(ClientTest, FdSocketHandsOutBackingFdsOnlyToTheOwner) {
+  auto alice = Connect(kAlice);
+  ASSERT_NE(alice, nullptr);
+  AllocateOptions o;
+  o.bytes = 5 * 4096;
+  o.max_segments = 1;
+  auto region = alice->Allocate(o);
+  ASSERT_TRUE(region.ok()) << region.status();
+  const auto& run = (*region)->runs()[0];
+  std::memset(run.cpu, 0x5a, run.bytes);
+
+  auto pool = daemon_->Pool();
+  v1::GetPoolInfoResponse info;
+  auto ctx = Ctx(kAlice);
+  ASSERT_TRUE(pool->GetPoolInfo(ctx.get(), {}, &info).ok());
+  ASSERT_EQ(info.fd_socket(), daemon_->socket() + ".fds");
+  const std::string id = (*region)->lease_id();
+  auto answer = client_internal::FdRequest(info.fd_socket(),
+                                           "backing " + id + " " + kAlice);
+  ASSERT_TRUE(answer.ok()) << answer.status();
+  ASSERT_EQ(answer->fds.size(), 1u);
+  ASSERT_EQ(answer->words, (std::vector<std::string>{"1", "0"}));
+  v1::GetLeaseRequest req;
+  req.set_lease_id(id);
+  v1::GetLeaseResponse lease;
+  auto ctx2 = Ctx(kAlice);
+  ASSERT_TRUE(pool->GetLease(ctx2.get(), req, &lease).ok());
+  std::vector<uint8_t> buf(run.bytes);
+  ASSERT_EQ(pread(answer->fds[0], buf.data(), buf.size(),
+                  lease.lease().runs(0).backing_offset()),
+            static_cast<ssize_t>(buf.size()));
+  EXPECT_EQ(buf, std::vector<uint8_t>(run.bytes, 0x5a));
+  close(answer->fds[0]);
+
+  struct Case {
+    std::string request;
+    absl::StatusCode code;
+  } cases[] = {
+      {"backing " + id + " " + kBob, absl::StatusCode::kPermissionDenied},
+      {"backing " + id + " nobody-token", absl::StatusCode::kUnauthenticated},
+      {"backing " + id, absl::StatusCode::kUnauthenticated},
+      {"backing l-0000000000000000 " + std::string(kAlice),
+       absl::StatusCode::kNotFound},
+      {"device 0000:00:01.0 " + std::string(kAlice),
+       absl::StatusCode::kPermissionDenied},
+      {"device 0000:00:01.0 " + std::string(kRoot),
+       absl::StatusCode::kNotFound},  // the sim source drives no device
+      {"fetch everything", absl::StatusCode::kInvalidArgument},
+      {"", absl::StatusCode::kInvalidArgument},
+      {std::string(5000, 'x'), absl::StatusCode::kInvalidArgument},
+  };
+  for (const Case& c : cases) {
+    auto a = client_internal::FdRequest(info.fd_socket(), c.request);
+    EXPECT_EQ(a.status().code(), c.code)
+        << c.request.substr(0, 40) << ": " << a.status();
+  }
+  auto root = Connect(kRoot);
+  ASSERT_NE(root, nullptr);
+  EXPECT_EQ(root->OpenDevice("0000:00:01.0").status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_TRUE(root->devices().empty());
 }
 
 }  // namespace

@@ -43,6 +43,15 @@ struct ClientOptions {
   std::string tls_ca, tls_cert, tls_key;
   // Deadline of each call (Allocate with may_wait uses wait_timeout).
   std::chrono::milliseconds timeout{10000};
+  // The daemon's fd socket (device and backing fds). Empty: the one the
+  // daemon names in GetPoolInfo.
+  std::string fd_socket;
+};
+
+// A PCI device the daemon drives (vfio source).
+struct DeviceInfo {
+  std::string bdf;
+  uint64_t dma_limit = 0;  // the device reaches IOVAs below this; 0 = all
 };
 
 // The default endpoint, as physpoold chooses its socket.
@@ -123,8 +132,18 @@ class Client {
   absl::StatusOr<std::unique_ptr<Region>> Allocate(
       const AllocateOptions& options, RevokedCallback on_revoked = nullptr);
 
+  // The VFIO device fd of `bdf` from the daemon (over its fd socket, with
+  // SCM_RIGHTS): for BAR registers, config space and interrupts. The caller
+  // owns it and closes it. PERMISSION_DENIED without the privileged role,
+  // NOT_FOUND for a device the daemon does not drive, FAILED_PRECONDITION
+  // if the daemon has no fd socket. Keeping it across a daemon restart
+  // keeps the device's IOMMU group busy: close it when the daemon goes
+  // away (docs/vfio.md).
+  absl::StatusOr<int> OpenDevice(const std::string& bdf);
+
   const std::string& tenant() const;
   uint64_t page_size() const;
+  const std::vector<DeviceInfo>& devices() const;
 
  private:
   friend class Region;

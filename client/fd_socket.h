@@ -1,0 +1,27 @@
+// The client side of physpoold's fd socket (server/fd_server.h): one
+// request line, one answer line with descriptors over SCM_RIGHTS. Not
+// installed.
+#ifndef PHYSPOOL_CLIENT_FD_SOCKET_H_
+#define PHYSPOOL_CLIENT_FD_SOCKET_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace physpool::client_internal {
+
+struct FdAnswer {
+  std::vector<int> fds;             // owned by the caller
+  std::vector<std::string> words;   // after "ok"
+};
+
+// Sends `request` (without the newline) to the socket at `path`. An
+// "error CODE message" answer becomes that status; UNAVAILABLE if the
+// socket does not answer.
+absl::StatusOr<FdAnswer> FdRequest(const std::string& path,
+                                   const std::string& request);
+
+}  // namespace physpool::client_internal
+
+#endif  // PHYSPOOL_CLIENT_FD_SOCKET_H_

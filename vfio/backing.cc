@@ -1,0 +1,136 @@
+#include "vfio/backing.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/vfs.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+
+#include "absl/cleanup/cleanup.h"
+#include "absl/strings/str_cat.h"
+
+#ifndef MFD_HUGETLB
+#define MFD_HUGETLB 0x0004U
+#endif
+#ifndef MFD_HUGE_SHIFT
+#define MFD_HUGE_SHIFT 26
+#endif
+
+namespace physpool::vfio {
+namespace {
+
+constexpr long kHugetlbfsMagic = 0x958458f6;
+constexpr int kMpolBind = 2;
+
+int Log2(uint64_t v) { return 63 - __builtin_clzll(v); }
+
+}  // namespace
+
+absl::StatusOr<Backing> CreatePosixBacking(BackingKind kind,
+                                           const std::string& path,
+                                           uint64_t bytes, uint64_t page_size,
+                                           int32_t numa, bool reattach) {
+  Backing b;
+  b.bytes = bytes;
+  b.created = !reattach;
+  if (kind == BackingKind::kMemfd) {
+    if (reattach) {
+      return absl::FailedPreconditionError(
+          "memfd backing cannot be re-attached after a restart");
+    }
+    unsigned flags = MFD_CLOEXEC;
+    if (page_size > 4096) {
+      flags |= MFD_HUGETLB | (unsigned(Log2(page_size)) << MFD_HUGE_SHIFT);
+    }
+    b.fd = memfd_create(path.c_str(), flags);
+    b.path = "memfd:" + path;
+    if (b.fd < 0) {
+      return KernelError(absl::StrCat("memfd_create ", path, " page size ",
+                                      page_size),
+                         errno);
+    }
+  } else {
+    const size_t slash = path.rfind('/');
+    const std::string dir = slash == std::string::npos ? "." : path.substr(0, slash);
+    struct statfs fs;
+    if (statfs(dir.c_str(), &fs) != 0) {
+      return KernelError(absl::StrCat("statfs ", dir), errno);
+    }
+    const bool huge = fs.f_type == kHugetlbfsMagic;
+    if (page_size > 4096 && (!huge || uint64_t(fs.f_bsize) != page_size)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          dir, " is not a hugetlbfs mount with ", page_size,
+          "-byte pages (mount -t hugetlbfs -o pagesize=", page_size / 1024,
+          "K none ", dir, ")"));
+    }
+    b.fd = open(path.c_str(),
+                O_RDWR | O_CLOEXEC | (reattach ? 0 : O_CREAT | O_TRUNC), 0600);
+    b.path = path;
+    if (b.fd < 0) return KernelError(absl::StrCat("open ", path), errno);
+  }
+  absl::Cleanup close_fd = [&b, kind, reattach] {
+    close(b.fd);
+    if (kind == BackingKind::kFile && !reattach) unlink(b.path.c_str());
+  };
+  if (reattach) {
+    struct stat st;
+    if (fstat(b.fd, &st) != 0) return KernelError("fstat " + path, errno);
+    if (uint64_t(st.st_size) != bytes) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("cannot re-attach ", path, ": it is ", st.st_size,
+                       " bytes, the layout needs ", bytes));
+    }
+  } else if (ftruncate(b.fd, off_t(bytes)) != 0) {
+    return KernelError(absl::StrCat("ftruncate ", b.path, " to ", bytes),
+                       errno);
+  }
+  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, b.fd, 0);
+  if (p == MAP_FAILED) {
+    const int err = errno;
+    absl::Status s = KernelError(
+        absl::StrCat("mmap ", b.path, " (", bytes, " bytes)"), err);
+    if (err == ENOMEM && page_size > 4096) {
+      std::ifstream f("/sys/kernel/mm/hugepages/hugepages-" +
+                      absl::StrCat(page_size / 1024) + "kB/free_hugepages");
+      uint64_t free_pages = 0;
+      f >> free_pages;
+      s = absl::ResourceExhaustedError(absl::StrCat(
+          s.message(), ": needs ", bytes / page_size, " free ",
+          page_size / 1024, " kB hugepages, the host has ", free_pages,
+          " (raise /proc/sys/vm/nr_hugepages)"));
+    }
+    return s;
+  }
+  b.base = static_cast<uint8_t*>(p);
+  absl::Cleanup unmap = [&b] { munmap(b.base, b.bytes); };
+  if (numa >= 0 && !reattach) {
+    unsigned long mask[2] = {0, 0};
+    if (numa >= 128) {
+      return absl::InvalidArgumentError(absl::StrCat("numa node ", numa));
+    }
+    mask[numa / 64] = 1UL << (numa % 64);
+    if (syscall(SYS_mbind, p, bytes, kMpolBind, mask, 129, 0) != 0) {
+      return KernelError(absl::StrCat("mbind ", b.path, " to node ", numa),
+                         errno);
+    }
+  }
+  // Fresh backing is zeroed by the kernel on first touch; touching it here
+  // allocates it (on the bound node) now rather than at the first DMA.
+  if (!reattach) std::memset(b.base, 0, bytes);
+  std::move(unmap).Cancel();
+  std::move(close_fd).Cancel();
+  return b;
+}
+
+void ReleasePosixBacking(const Backing& b, bool remove) {
+  if (b.base) munmap(b.base, b.bytes);
+  if (b.fd >= 0) close(b.fd);
+  if (remove && b.path.rfind("memfd:", 0) != 0) unlink(b.path.c_str());
+}
+
+}  // namespace physpool::vfio

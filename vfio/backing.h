@@ -1,0 +1,19 @@
+// The backing memory of physsegs, made with plain POSIX calls: memfd
+// (MFD_HUGETLB for 2 MiB / 1 GiB pages) or a file on a hugetlbfs mount.
+// Shared by LinuxKernel and FakeKernel; see Kernel::CreateBacking.
+#ifndef PHYSPOOL_VFIO_BACKING_H_
+#define PHYSPOOL_VFIO_BACKING_H_
+
+#include "vfio/kernel.h"
+
+namespace physpool::vfio {
+
+absl::StatusOr<Backing> CreatePosixBacking(BackingKind kind,
+                                           const std::string& path,
+                                           uint64_t bytes, uint64_t page_size,
+                                           int32_t numa, bool reattach);
+void ReleasePosixBacking(const Backing& b, bool remove);
+
+}  // namespace physpool::vfio
+
+#endif  // PHYSPOOL_VFIO_BACKING_H_

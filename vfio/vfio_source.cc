@@ -1,0 +1,384 @@
+#include "vfio/vfio_source.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace physpool::vfio {
+namespace {
+
+// Undo steps run in reverse unless committed: the scope guard of a
+// multi-step setup.
+class Undo {
+ public:
+  Undo() = default;
+  Undo(const Undo&) = delete;
+  Undo& operator=(const Undo&) = delete;
+  ~Undo() {
+    if (committed_) return;
+    for (auto it = steps_.rbegin(); it != steps_.rend(); ++it) (*it)();
+  }
+  void Push(std::function<void()> f) { steps_.push_back(std::move(f)); }
+  void Commit() { committed_ = true; }
+
+ private:
+  std::vector<std::function<void()>> steps_;
+  bool committed_ = false;
+};
+
+absl::Status Annotate(const absl::Status& s, absl::string_view what) {
+  absl::Status out(s.code(), absl::StrCat(what, ": ", s.message()));
+  s.ForEachPayload([&out](absl::string_view url, const absl::Cord& payload) {
+    out.SetPayload(url, payload);
+  });
+  return out;
+}
+
+}  // namespace
+
+VfioSource::VfioSource(VfioConfig config, Kernel* kernel,
+                       std::function<void(const std::string&)> notice)
+    : config_(std::move(config)), kernel_(kernel), notice_(std::move(notice)) {}
+
+VfioSource::~VfioSource() { Teardown(); }
+
+void VfioSource::Teardown() {
+  for (const auto& [bdf, fd] : device_fds_) kernel_->Close(fd);
+  device_fds_.clear();
+  {
+    absl::MutexLock l(&mu_);
+    for (const auto& [iova, m] : mapped_) {
+      (void)kernel_->UnmapDma(container_, iova, m.backing.bytes);
+      kernel_->ReleaseBacking(m.backing, /*remove=*/false);
+    }
+    mapped_.clear();
+  }
+  for (const auto& [group, fd] : group_fds_) kernel_->Close(fd);
+  group_fds_.clear();
+  if (container_ >= 0) kernel_->Close(container_);
+  container_ = -1;
+  segments_.clear();
+}
+
+std::vector<std::string> VfioSource::devices() const {
+  std::vector<std::string> out;
+  for (const VfioDevice& d : config_.devices) out.push_back(d.bdf);
+  return out;
+}
+
+std::string VfioSource::Layout() const {
+  const LayoutConfig& l = config_.layout;
+  std::string out = absl::StrCat(
+      "vfio;page=", l.page_size, ";backing=",
+      config_.backing == BackingKind::kFile ? "file:" + config_.dir : "memfd",
+      ";base=", l.iova_base, ";max_segment=", l.max_segment_bytes,
+      ";devices=");
+  for (const VfioDevice& d : config_.devices) {
+    absl::StrAppend(&out, d.bdf, "@", d.dma_limit, ",");
+  }
+  absl::StrAppend(&out, ";pool=");
+  for (const PoolShare& p : l.pool) {
+    absl::StrAppend(&out, p.numa, ":", p.bytes, ":",
+                    p.low_bytes ? absl::StrCat(*p.low_bytes) : "-", ",");
+  }
+  return out;
+}
+
+std::string VfioSource::BackingName(uint64_t iova) const {
+  const std::string name = absl::StrCat("seg-", absl::Hex(iova), ".mem");
+  if (config_.backing == BackingKind::kMemfd) return "physpool-" + name;
+  return config_.dir + "/" + name;
+}
+
+BackedSegment VfioSource::Describe(uint64_t iova, const Mapped& m) const {
+  BackedSegment seg;
+  seg.spec.iova = iova;
+  seg.spec.pages = pglist::PageCount(m.backing.bytes / page_size());
+  seg.spec.freelist = m.freelist;
+  seg.spec.numa = m.numa;
+  seg.path = m.backing.path;
+  return seg;
+}
+
+absl::StatusOr<int> VfioSource::OpenGroupWaiting(int group) {
+  const absl::Time deadline = absl::Now() + config_.group_busy_timeout;
+  absl::Time next_notice = absl::InfinitePast();
+  for (;;) {
+    absl::StatusOr<int> fd = kernel_->OpenGroup(group);
+    if (fd.ok() || ErrnoOf(fd.status()) != EBUSY) return fd;
+    const std::vector<std::string> holders = kernel_->VfioHolders();
+    const std::string who =
+        holders.empty() ? "another process" : absl::StrJoin(holders, ", ");
+    const absl::Time now = absl::Now();
+    if (now >= deadline) {
+      return absl::UnavailableError(absl::StrCat(
+          fd.status().message(), ": IOMMU group ", group, " is held by ", who,
+          "; gave up after ", absl::FormatDuration(config_.group_busy_timeout),
+          " (vfio.group_busy_timeout_ms). A process that holds a device fd "
+          "keeps the group open: stop it or make it close the fd"));
+    }
+    if (now >= next_notice && notice_) {
+      notice_(absl::StrCat(
+          "IOMMU group ", group, " (/dev/vfio/", group, ") is busy, held by ",
+          who,
+          ": a tenant that kept a device fd of the previous daemon keeps the "
+          "group, its container and its DMA mappings alive until it closes "
+          "the fd; retrying for up to ",
+          absl::FormatDuration(deadline - now)));
+      next_notice = now + absl::Seconds(5);
+    }
+    absl::SleepFor(std::min(absl::Milliseconds(100), deadline - now));
+  }
+}
+
+absl::StatusOr<VfioSource::Mapped> VfioSource::MapSegment(
+    const PlannedSegment& p, bool reattach) {
+  absl::StatusOr<Backing> b =
+      kernel_->CreateBacking(config_.backing, BackingName(p.iova), p.bytes,
+                             page_size(), p.numa, reattach);
+  if (!b.ok()) return Annotate(b.status(), "backing of iova " + Hex(p.iova));
+  if (absl::Status s = kernel_->MapDma(container_, b->base, p.iova, p.bytes);
+      !s.ok()) {
+    kernel_->ReleaseBacking(*b, /*remove=*/b->created);
+    return s;
+  }
+  return Mapped{*b, p.freelist, p.numa};
+}
+
+absl::Status VfioSource::Start(bool keep_contents) {
+  if (container_ >= 0) return absl::FailedPreconditionError("started twice");
+  if (config_.devices.empty()) {
+    return absl::InvalidArgumentError("the vfio source needs a device");
+  }
+  uint64_t total = 0;
+  for (const PoolShare& p : config_.layout.pool) total += p.bytes;
+  absl::StatusOr<Memlock> memlock = kernel_->GetMemlock();
+  if (!memlock.ok()) return memlock.status();
+  if (!memlock->cap_ipc_lock && memlock->limit < total) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "pinning the pool needs RLIMIT_MEMLOCK >= ", total, " bytes (now ",
+        memlock->limit,
+        ") or CAP_IPC_LOCK: raise it (ulimit -l, systemd LimitMEMLOCK=, "
+        "the container's memlock ulimit) or grant CAP_IPC_LOCK"));
+  }
+  if (config_.backing == BackingKind::kFile &&
+      mkdir(config_.dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    return KernelError("mkdir " + config_.dir, errno);
+  }
+
+  Undo undo;
+  absl::StatusOr<int> container = kernel_->OpenContainer();
+  if (!container.ok()) return container.status();
+  container_ = *container;
+  undo.Push([this] {
+    kernel_->Close(container_);
+    container_ = -1;
+  });
+  std::map<std::string, int> group_of;
+  for (const VfioDevice& d : config_.devices) {
+    absl::StatusOr<int> group = kernel_->GroupOf(d.bdf);
+    if (!group.ok()) {
+      return Annotate(group.status(),
+                      "device " + d.bdf + " (is it bound to vfio-pci?)");
+    }
+    group_of[d.bdf] = *group;
+    if (group_fds_.count(*group)) continue;  // devices sharing a group
+    absl::StatusOr<int> fd = OpenGroupWaiting(*group);
+    if (!fd.ok()) return Annotate(fd.status(), "device " + d.bdf);
+    group_fds_[*group] = *fd;
+    undo.Push([this, g = *group] {
+      kernel_->Close(group_fds_[g]);
+      group_fds_.erase(g);
+    });
+    if (absl::Status s = kernel_->SetContainer(*fd, container_); !s.ok()) {
+      return Annotate(s, "device " + d.bdf);
+    }
+    if (group_fds_.size() == 1) {  // the IOMMU is set once a group is in
+      if (absl::Status s = kernel_->SetIommuType1v2(container_); !s.ok()) {
+        return s;
+      }
+    }
+  }
+
+  absl::StatusOr<IommuInfo> info = kernel_->GetIommuInfo(container_);
+  if (!info.ok()) return info.status();
+  if (info->ranges.empty()) {
+    return absl::FailedPreconditionError(
+        "VFIO_IOMMU_GET_INFO reported no IOVA ranges (the capability chain "
+        "needs Linux 5.4 or later)");
+  }
+  const uint64_t min_iommu_page = info->page_sizes & -info->page_sizes;
+  if (min_iommu_page == 0 || page_size() % min_iommu_page != 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "page size ", page_size(), " is not a multiple of the IOMMU's ",
+        "smallest page (page sizes ", Hex(info->page_sizes), ")"));
+  }
+  absl::StatusOr<std::vector<PlannedSegment>> plan =
+      PlanLayout(config_.layout, info->ranges);
+  if (!plan.ok()) return plan.status();
+  if (info->dma_avail >= 0 &&
+      static_cast<int64_t>(plan->size()) > info->dma_avail) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the layout needs ", plan->size(), " DMA mappings, the container has ",
+        info->dma_avail,
+        " left (vfio_iommu_type1 dma_entry_limit); raise max_segment_bytes"));
+  }
+  for (const PlannedSegment& p : *plan) {
+    absl::StatusOr<Mapped> m = MapSegment(p, keep_contents);
+    if (!m.ok()) return m.status();
+    {
+      absl::MutexLock l(&mu_);
+      mapped_[p.iova] = *m;
+    }
+    undo.Push([this, iova = p.iova, keep_contents] {
+      absl::MutexLock l(&mu_);
+      const Mapped& m = mapped_[iova];
+      (void)kernel_->UnmapDma(container_, iova, m.backing.bytes);
+      kernel_->ReleaseBacking(m.backing, m.backing.created && !keep_contents);
+      mapped_.erase(iova);
+    });
+  }
+  for (const VfioDevice& d : config_.devices) {
+    absl::StatusOr<int> fd =
+        kernel_->OpenDevice(group_fds_[group_of[d.bdf]], d.bdf);
+    if (!fd.ok()) return fd.status();
+    device_fds_[d.bdf] = *fd;
+    undo.Push([this, bdf = d.bdf] {
+      kernel_->Close(device_fds_[bdf]);
+      device_fds_.erase(bdf);
+    });
+    if (absl::Status s = kernel_->EnableBusMaster(*fd); !s.ok()) {
+      return Annotate(s, "device " + d.bdf);
+    }
+  }
+  ranges_ = info->ranges;
+  dma_avail_ = info->dma_avail < 0
+                   ? -1
+                   : info->dma_avail - static_cast<int64_t>(plan->size());
+  {
+    absl::MutexLock l(&mu_);
+    for (const auto& [iova, m] : mapped_) segments_.push_back(Describe(iova, m));
+  }
+  undo.Commit();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<BackedSegment> VfioSource::AddSegment(uint64_t bytes,
+                                                     uint32_t freelist,
+                                                     int32_t numa) {
+  if (container_ < 0) return absl::FailedPreconditionError("not started");
+  if (bytes == 0 || bytes % page_size() != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "segment size ", bytes, " is not a positive multiple of the page size ",
+        page_size()));
+  }
+  absl::StatusOr<Area> area = AreaOf(config_.layout, freelist);
+  if (!area.ok()) return area.status();
+  std::map<uint64_t, uint64_t> used;
+  uint64_t pinned = 0;
+  {
+    absl::MutexLock l(&mu_);
+    for (const auto& [iova, m] : mapped_) {
+      used[iova] = m.backing.bytes;
+      pinned += m.backing.bytes;
+    }
+  }
+  absl::StatusOr<Memlock> memlock = kernel_->GetMemlock();
+  if (!memlock.ok()) return memlock.status();
+  if (!memlock->cap_ipc_lock && memlock->limit - pinned < bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "pinning ", bytes, " more bytes needs RLIMIT_MEMLOCK >= ",
+        pinned + bytes, " (now ", memlock->limit, ") or CAP_IPC_LOCK"));
+  }
+  std::optional<uint64_t> at =
+      PlaceSegment(ranges_, used, area->lo, area->hi, bytes, page_size());
+  if (!at) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "no room for ", bytes, " bytes in the IOVA area [", Hex(area->lo), ", ",
+        Hex(area->hi), ") of freelist ", freelist));
+  }
+  absl::StatusOr<Mapped> m = MapSegment({*at, bytes, freelist, numa}, false);
+  if (!m.ok()) return m.status();
+  {
+    absl::MutexLock l(&mu_);
+    mapped_[*at] = *m;
+  }
+  segments_.push_back(Describe(*at, *m));
+  return segments_.back();
+}
+
+absl::Status VfioSource::RemoveSegment(uint64_t iova) {
+  Mapped m;
+  {
+    absl::MutexLock l(&mu_);
+    auto it = mapped_.find(iova);
+    if (it == mapped_.end()) {
+      return absl::NotFoundError("no vfio segment at iova " + Hex(iova));
+    }
+    m = it->second;
+  }
+  if (absl::Status s = kernel_->UnmapDma(container_, iova, m.backing.bytes);
+      !s.ok()) {
+    return s;  // still mapped: the segment stays
+  }
+  {
+    absl::MutexLock l(&mu_);
+    mapped_.erase(iova);
+  }
+  kernel_->ReleaseBacking(m.backing, /*remove=*/true);
+  for (auto it = segments_.begin(); it != segments_.end(); ++it) {
+    if (it->spec.iova == iova) {
+      segments_.erase(it);
+      break;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status VfioSource::Zero(uint64_t iova, uint64_t bytes) {
+  uint8_t* p = nullptr;
+  {
+    absl::MutexLock l(&mu_);
+    auto it = mapped_.upper_bound(iova);
+    if (it == mapped_.begin()) {
+      return absl::InvalidArgumentError("iova " + Hex(iova) + " is in no segment");
+    }
+    --it;
+    if (iova - it->first + bytes > it->second.backing.bytes) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "[", Hex(iova), ", +", bytes, ") is not inside one segment"));
+    }
+    p = it->second.backing.base + (iova - it->first);
+  }
+  std::memset(p, 0, bytes);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int> VfioSource::BackingFd(uint64_t iova) {
+  absl::MutexLock l(&mu_);
+  auto it = mapped_.upper_bound(iova);
+  if (it == mapped_.begin() ||
+      iova - std::prev(it)->first >= std::prev(it)->second.backing.bytes) {
+    return absl::NotFoundError("no vfio segment holds iova " + Hex(iova));
+  }
+  const int fd = fcntl(std::prev(it)->second.backing.fd, F_DUPFD_CLOEXEC, 0);
+  if (fd < 0) return KernelError("dup backing fd", errno);
+  return fd;
+}
+
+absl::StatusOr<int> VfioSource::DeviceFd(const std::string& bdf) {
+  auto it = device_fds_.find(bdf);
+  if (it == device_fds_.end()) {
+    return absl::NotFoundError("physpoold drives no device " + bdf);
+  }
+  return kernel_->Dup(it->second);
+}
+
+}  // namespace physpool::vfio

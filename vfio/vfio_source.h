@@ -1,0 +1,114 @@
+// The real memory source: binds PCI devices through VFIO (one type1v2
+// container for all of them), lays physsegs inside the IOMMU's IOVA ranges
+// (iova_layout.h), backs each with memfd or a hugetlbfs file and maps it
+// with one VFIO_IOMMU_MAP_DMA call. All kernel calls go through a Kernel
+// (kernel.h), so every step and every rollback is tested with a fake.
+// See docs/vfio.md.
+#ifndef PHYSPOOL_VFIO_VFIO_SOURCE_H_
+#define PHYSPOOL_VFIO_VFIO_SOURCE_H_
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "vfio/iova_layout.h"
+#include "vfio/kernel.h"
+#include "vfio/memory_source.h"
+
+namespace physpool::vfio {
+
+struct VfioDevice {
+  std::string bdf;         // "0000:00:01.0"
+  uint64_t dma_limit = 0;  // the device reaches IOVAs below this; 0 = all
+};
+
+struct VfioConfig {
+  std::vector<VfioDevice> devices;
+  BackingKind backing = BackingKind::kFile;
+  // kFile: where the backing files live; for pages above 4 KiB a hugetlbfs
+  // mount with that page size.
+  std::string dir = "/dev/hugepages/physpool";
+  // How long Start waits for a group another process holds (a tenant that
+  // kept a device fd of the previous daemon) before giving up.
+  absl::Duration group_busy_timeout = absl::Seconds(30);
+  LayoutConfig layout;  // page size, pool per NUMA node, limits (filled
+                        // from `devices`)
+};
+
+class VfioSource final : public MemorySource {
+ public:
+  // `notice` receives warnings worth logging while Start waits (the daemon
+  // wires it to its log). `kernel` must outlive the source.
+  VfioSource(VfioConfig config, Kernel* kernel,
+             std::function<void(const std::string&)> notice = nullptr);
+  // Unmaps and closes everything; backing files stay (a restart
+  // re-attaches them).
+  ~VfioSource() override;
+
+  std::string name() const override { return "vfio"; }
+  uint64_t page_size() const override { return config_.layout.page_size; }
+  // Steps, each a Status naming the call, IOVA and errno on failure, and
+  // each undone if a later one fails: memlock check, container, groups
+  // (EBUSY: waits up to group_busy_timeout naming the holders), type1v2,
+  // IOMMU info (ranges, page sizes, DMA entries), layout, backing + one
+  // MAP_DMA per physseg, device fds + bus mastering.
+  using MemorySource::Start;
+  absl::Status Start(bool keep_contents) override;
+  std::string Layout() const override;
+  bool persistent() const override {
+    return config_.backing == BackingKind::kFile;
+  }
+  const std::vector<BackedSegment>& segments() const override {
+    return segments_;
+  }
+  std::vector<IovaRange> iova_ranges() const override { return ranges_; }
+  std::vector<std::string> devices() const override;
+  // DMA entries the container had left after Start.
+  int64_t dma_avail() const { return dma_avail_; }
+
+  absl::StatusOr<BackedSegment> AddSegment(uint64_t bytes, uint32_t freelist,
+                                           int32_t numa) override;
+  absl::Status RemoveSegment(uint64_t iova) override;
+  absl::Status Zero(uint64_t iova, uint64_t bytes) override;
+  absl::StatusOr<int> BackingFd(uint64_t iova) override;
+  absl::StatusOr<int> DeviceFd(const std::string& bdf) override;
+
+ private:
+  struct Mapped {
+    Backing backing;
+    uint32_t freelist = 0;
+    int32_t numa = 0;
+  };
+  absl::StatusOr<int> OpenGroupWaiting(int group);
+  // Backs and maps one segment; on error nothing is left.
+  absl::StatusOr<Mapped> MapSegment(const PlannedSegment& p, bool reattach);
+  std::string BackingName(uint64_t iova) const;
+  BackedSegment Describe(uint64_t iova, const Mapped& m) const;
+  void Teardown();
+
+  const VfioConfig config_;
+  Kernel* const kernel_;
+  const std::function<void(const std::string&)> notice_;
+
+  // Set by Start, then read-only except through the server's serialised
+  // segment calls (AddSegment / RemoveSegment).
+  int container_ = -1;
+  std::map<int, int> group_fds_;          // group -> fd
+  std::map<std::string, int> device_fds_;  // bdf -> fd
+  std::vector<IovaRange> ranges_;
+  int64_t dma_avail_ = -1;
+  std::vector<BackedSegment> segments_;
+
+  // Read by Zero / BackingFd from any thread.
+  mutable absl::Mutex mu_;
+  std::map<uint64_t, Mapped> mapped_ ABSL_GUARDED_BY(mu_);  // by IOVA
+};
+
+}  // namespace physpool::vfio
+
+#endif  // PHYSPOOL_VFIO_VFIO_SOURCE_H_

@@ -1,0 +1,410 @@
+// The vfio source against the fake kernel: layout, every step of Start and
+// its rollback (a fault injected at each call in turn), busy groups,
+// memlock, restart re-attach, hot add/remove and device fds.
+#include <dirent.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <random>
+#include <thread>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "pglist/testing/status_matchers.h"
+#include "vfio/fake_kernel.h"
+#include "vfio/iova_layout.h"
+#include "vfio/vfio_source.h"
+
+namespace physpool::vfio {
+namespace {
+
+using ::physpool::testing::StatusIs;
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+
+constexpr uint64_t kMiB = 1 << 20;
+constexpr uint64_t kEduLimit = uint64_t{1} << 28;
+const char kEdu[] = "0000:00:01.0";
+
+int CountEntries(const std::string& dir) {
+  DIR* d = opendir(dir.c_str());
+  if (!d) return -1;
+  int n = 0;
+  while (dirent* e = readdir(d)) n += e->d_name[0] != '.';
+  closedir(d);
+  return n;
+}
+
+std::vector<IovaRange> QemuRanges() {
+  return {{0, 0xfedfffff}, {0xfef00000, 0x7fffffffff}};
+}
+
+TEST(IovaLayoutTest, LowMemoryBelowTheLimitRestAboveNeverAtZero) {
+  LayoutConfig c;
+  c.page_size = 2 * kMiB;
+  c.max_segment_bytes = 8 * kMiB;
+  c.dma_limits = {kEduLimit};
+  c.pool = {{0, 24 * kMiB, 8 * kMiB}};
+  ASSERT_OK_AND_ASSIGN(auto plan, PlanLayout(c, QemuRanges()));
+  ASSERT_EQ(plan.size(), 3u);
+  EXPECT_EQ(plan[0].iova, 2 * kMiB);  // IOVA 0 is never used
+  EXPECT_EQ(plan[0].bytes, 8 * kMiB);
+  EXPECT_EQ(plan[0].freelist, kLowFreelist);
+  EXPECT_EQ(plan[1].iova, kEduLimit);
+  EXPECT_EQ(plan[1].freelist, 0u);
+  EXPECT_EQ(plan[2].iova, kEduLimit + 8 * kMiB);
+}
+
+TEST(IovaLayoutTest, AllLowByDefaultWhenADeviceHasALimit) {
+  LayoutConfig c;
+  c.dma_limits = {kEduLimit};
+  c.pool = {{0, 16 * kMiB, std::nullopt}};
+  ASSERT_OK_AND_ASSIGN(auto plan, PlanLayout(c, QemuRanges()));
+  ASSERT_EQ(plan.size(), 1u);
+  EXPECT_EQ(plan[0].freelist, kLowFreelist);
+  EXPECT_LT(plan[0].iova + plan[0].bytes, kEduLimit + 1);
+}
+
+TEST(IovaLayoutTest, NeverAcrossTheMsiHoleOrPastTheTop) {
+  LayoutConfig c;
+  c.page_size = 2 * kMiB;
+  c.iova_base = 0xfe000000;  // 30 MiB below the hole at 0xfee00000
+  c.pool = {{0, 64 * kMiB, std::nullopt}};
+  ASSERT_OK_AND_ASSIGN(auto plan, PlanLayout(c, QemuRanges()));
+  uint64_t total = 0;
+  for (const PlannedSegment& p : plan) {
+    const bool below = p.iova + p.bytes - 1 <= 0xfedfffff;
+    const bool above = p.iova >= 0xfef00000;
+    EXPECT_TRUE(below || above) << Hex(p.iova);
+    total += p.bytes;
+  }
+  EXPECT_EQ(total, 64 * kMiB);
+  // The top: 39 bits.
+  c.iova_base = 0x7fffe00000 - 4 * kMiB;
+  c.pool = {{0, 8 * kMiB, std::nullopt}};
+  EXPECT_THAT(PlanLayout(c, QemuRanges()).status(),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       HasSubstr("do not fit")));
+}
+
+TEST(IovaLayoutTest, RejectsBadShares) {
+  LayoutConfig c;
+  c.pool = {{0, 3 * kMiB, std::nullopt}};  // not a 2 MiB multiple
+  EXPECT_THAT(PlanLayout(c, QemuRanges()).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+  c.pool = {{0, 4 * kMiB, 2 * kMiB}};  // low memory, no device limit
+  EXPECT_THAT(PlanLayout(c, QemuRanges()).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("dma_limit")));
+  c.dma_limits = {8 * kMiB};  // only 6 MiB between the base and the limit
+  c.pool = {{0, 16 * kMiB, 8 * kMiB}};
+  EXPECT_THAT(PlanLayout(c, QemuRanges()).status(),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       HasSubstr("below the lowest device dma_limit")));
+}
+
+// Random ranges, limits and pools: every segment lies inside one range and
+// its freelist's area, page-aligned, overlapping nothing.
+TEST(IovaLayoutTest, RandomLayoutsAreValid) {
+  std::mt19937_64 rng(7);
+  const uint64_t page = 64 * 1024;
+  int planned = 0;
+  for (int round = 0; round < 3000; ++round) {
+    std::vector<IovaRange> ranges;
+    uint64_t at = rng() % 4 * page;
+    for (int i = 0, n = 1 + rng() % 4; i < n; ++i) {
+      const uint64_t len = (1 + rng() % 64) * page - rng() % 2 * 4096;
+      ranges.push_back({at, at + len - 1});
+      at += len + (rng() % 3) * page + 4096;
+    }
+    LayoutConfig c;
+    c.page_size = page;
+    c.max_segment_bytes = (1 + rng() % 16) * page;
+    if (rng() % 2) c.dma_limits = {(1 + rng() % 128) * page};
+    for (int i = 0, n = 1 + rng() % 3; i < n; ++i) {
+      const uint64_t bytes = (1 + rng() % 32) * page;
+      PoolShare s{i, bytes, std::nullopt};
+      if (!c.dma_limits.empty() && rng() % 2) s.low_bytes = rng() % 2 * page;
+      c.pool.push_back(s);
+    }
+    auto plan = PlanLayout(c, ranges);
+    if (!plan.ok()) {
+      ASSERT_EQ(plan.status().code(), absl::StatusCode::kResourceExhausted);
+      continue;
+    }
+    ++planned;
+    std::map<uint64_t, uint64_t> seen;
+    for (const PlannedSegment& p : *plan) {
+      ASSERT_EQ(p.iova % page, 0u);
+      ASSERT_GT(p.iova, 0u);
+      ASSERT_LE(p.bytes, c.max_segment_bytes);
+      bool inside = false;
+      for (const IovaRange& r : ranges) {
+        inside |= p.iova >= r.first && p.iova + p.bytes - 1 <= r.last;
+      }
+      ASSERT_TRUE(inside) << Hex(p.iova);
+      ASSERT_OK_AND_ASSIGN(Area area, AreaOf(c, p.freelist));
+      ASSERT_GE(p.iova, area.lo);
+      ASSERT_LE(p.iova + p.bytes, area.hi);
+      auto next = seen.lower_bound(p.iova);
+      ASSERT_TRUE(next == seen.end() || next->first >= p.iova + p.bytes);
+      if (next != seen.begin()) {
+        ASSERT_LE(std::prev(next)->first + std::prev(next)->second, p.iova);
+      }
+      seen[p.iova] = p.bytes;
+    }
+  }
+  EXPECT_GT(planned, 1000);
+}
+
+class VfioSourceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/physpool-vfio-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    kernel_.device_groups = {{kEdu, 1}, {"0000:00:02.0", 1},
+                             {"0000:00:03.0", 2}};
+  }
+  void TearDown() override {
+    std::string cmd = "rm -rf " + dir_;
+    ASSERT_EQ(system(cmd.c_str()), 0);
+  }
+
+  VfioConfig Config() const {
+    VfioConfig c;
+    c.devices = {{kEdu, kEduLimit}, {"0000:00:03.0", 0}};
+    c.dir = dir_ + "/backing";
+    c.group_busy_timeout = absl::Milliseconds(300);
+    c.layout.page_size = 2 * kMiB;
+    c.layout.max_segment_bytes = 4 * kMiB;
+    c.layout.dma_limits = {kEduLimit};
+    c.layout.pool = {{0, 8 * kMiB, 4 * kMiB}, {1, 4 * kMiB, 0}};
+    return c;
+  }
+
+  std::string dir_;
+  FakeKernel kernel_;
+};
+
+TEST_F(VfioSourceTest, StartMapsEachPhyssegOnceAndEnablesBusMastering) {
+  VfioSource source(Config(), &kernel_);
+  ASSERT_OK(source.Start());
+  ASSERT_EQ(source.segments().size(), 3u);
+  EXPECT_EQ(kernel_.map_calls(), 3);
+  EXPECT_EQ(kernel_.mappings().size(), 3u);
+  for (const BackedSegment& seg : source.segments()) {
+    auto m = kernel_.mappings().find(seg.spec.iova);
+    ASSERT_NE(m, kernel_.mappings().end());
+    EXPECT_EQ(m->second.bytes, seg.spec.pages.value * 2 * kMiB);
+    EXPECT_EQ(seg.spec.freelist, seg.spec.iova < kEduLimit ? 1u : 0u);
+    EXPECT_EQ(kernel_.numa_of(seg.path), seg.spec.numa);
+    // zeroed
+    const auto* p = static_cast<const uint8_t*>(m->second.vaddr);
+    for (uint64_t i = 0; i < m->second.bytes; i += 4096) ASSERT_EQ(p[i], 0);
+  }
+  EXPECT_TRUE(kernel_.bus_master(kEdu));
+  EXPECT_TRUE(kernel_.bus_master("0000:00:03.0"));
+  EXPECT_EQ(source.dma_avail(), 65535 - 3);
+  EXPECT_EQ(source.iova_ranges().size(), 2u);
+  EXPECT_EQ(CountEntries(dir_ + "/backing"), 3);
+}
+
+// A fault at every kernel call of Start in turn: Start fails naming the
+// step, and leaves no mapping, no descriptor, no backing file behind.
+TEST_F(VfioSourceTest, EveryFailingStepRollsBackEverything) {
+  int total_calls = 0;
+  {
+    FakeKernel k = kernel_;
+    FaultyKernel counting(&k);
+    VfioSource source(Config(), &counting);
+    ASSERT_OK(source.Start());
+    total_calls = counting.calls();
+  }
+  ASSERT_GT(total_calls, 10);
+  for (int err : {EINVAL, ENOMEM, EBUSY}) {
+    for (int n = 1; n <= total_calls; ++n) {
+      ASSERT_EQ(system(("rm -rf " + dir_ + "/backing").c_str()), 0);
+      FakeKernel k = kernel_;
+      FaultyKernel faulty(&k);
+      faulty.FailCall(n, err);
+      {
+        VfioSource source(Config(), &faulty);
+        absl::Status s = source.Start();
+        if (err == EBUSY && faulty.failed_step() == "open group") {
+          EXPECT_OK(s);  // a busy group is waited for
+          continue;
+        }
+        ASSERT_FALSE(s.ok()) << "call " << n;
+        EXPECT_THAT(std::string(s.message()),
+                    HasSubstr(faulty.failed_step()))
+            << "call " << n;
+        EXPECT_EQ(ErrnoOf(s), err) << s;
+        EXPECT_TRUE(k.mappings().empty()) << "call " << n << ": " << s;
+        EXPECT_EQ(k.open_fds(), 0) << "call " << n << ": " << s;
+        EXPECT_LE(CountEntries(dir_ + "/backing"), 0)
+            << "call " << n << ": " << s;
+      }
+    }
+  }
+}
+
+TEST_F(VfioSourceTest, MapErrorsNameTheIoctlTheIovaAndTheErrno) {
+  kernel_.ranges = {{0, 0xfedfffff}};
+  VfioConfig c = Config();
+  c.layout.iova_base = 0xfec00000;  // fits by the plan of a bigger range...
+  c.layout.dma_limits = {};
+  c.devices = {{kEdu, 0}};
+  c.layout.pool = {{0, 2 * kMiB, std::nullopt}};
+  kernel_.ranges = {{0, 0xfedfffff}};
+  // ...but the kernel rejects a mapping the test makes overlap.
+  VfioSource first(c, &kernel_);
+  ASSERT_OK(first.Start());
+  int fd = -1;
+  ASSERT_OK_AND_ASSIGN(fd, first.BackingFd(0xfec00000));
+  void* p = mmap(nullptr, 2 * kMiB, PROT_READ, MAP_SHARED, fd, 0);
+  ASSERT_NE(p, MAP_FAILED);
+  absl::Status s = kernel_.MapDma(1000, p, 0xfec00000, 2 * kMiB);
+  EXPECT_THAT(s, StatusIs(absl::StatusCode::kAlreadyExists,
+                          HasSubstr("VFIO_IOMMU_MAP_DMA iova=0xfec00000 "
+                                    "size=0x200000: File exists (errno 17)")));
+  s = kernel_.MapDma(1000, p, 0xfee00000, 2 * kMiB);  // the MSI window
+  EXPECT_EQ(ErrnoOf(s), EINVAL);
+  s = kernel_.UnmapDma(1000, 0xfec01000, 4096);  // bisecting
+  EXPECT_EQ(ErrnoOf(s), EINVAL);
+  munmap(p, 2 * kMiB);
+  close(fd);
+}
+
+TEST_F(VfioSourceTest, BusyGroupIsWaitedForNamingTheHolder) {
+  kernel_.busy_answers[1] = 2;
+  kernel_.holders = {"pid 57 (e2e_tenant)"};
+  std::vector<std::string> notices;
+  VfioSource source(Config(), &kernel_,
+                    [&](const std::string& n) { notices.push_back(n); });
+  ASSERT_OK(source.Start());
+  ASSERT_FALSE(notices.empty());
+  EXPECT_THAT(notices[0], HasSubstr("pid 57 (e2e_tenant)"));
+  EXPECT_THAT(notices[0], HasSubstr("device fd"));
+}
+
+TEST_F(VfioSourceTest, BusyGroupGivesUpAfterTheTimeout) {
+  kernel_.busy_answers[1] = 1 << 30;
+  kernel_.holders = {"pid 57 (e2e_tenant)"};
+  VfioSource source(Config(), &kernel_);
+  EXPECT_THAT(source.Start(),
+              StatusIs(absl::StatusCode::kUnavailable,
+                       AllOf(HasSubstr("/dev/vfio/1"), HasSubstr("pid 57"),
+                             HasSubstr("group_busy_timeout_ms"))));
+  EXPECT_EQ(kernel_.open_fds(), 0);
+}
+
+// The restart story: a tenant's device fd (a dup) keeps the group open
+// after the daemon's source is gone; the next Start waits until it closes.
+TEST_F(VfioSourceTest, DeviceFdHeldAcrossRestartKeepsTheGroupBusy) {
+  VfioConfig c = Config();
+  c.group_busy_timeout = absl::Seconds(20);
+  int tenant_fd = -1;
+  {
+    VfioSource source(c, &kernel_);
+    ASSERT_OK(source.Start());
+    ASSERT_OK_AND_ASSIGN(tenant_fd, source.DeviceFd(kEdu));
+    EXPECT_THAT(source.DeviceFd("0000:00:09.0").status(),
+                StatusIs(absl::StatusCode::kNotFound));
+  }
+  // A clean stop unmaps (a kill -9 would leave the mappings to the held
+  // container); the group stays open either way.
+  EXPECT_EQ(kernel_.mappings().size(), 0u);
+  bool noticed = false;
+  VfioSource restarted(c, &kernel_, [&](const std::string&) {
+    if (!noticed) kernel_.Close(tenant_fd);  // the tenant lets go
+    noticed = true;
+  });
+  ASSERT_OK(restarted.Start(/*keep_contents=*/true));
+  EXPECT_TRUE(noticed);
+  EXPECT_EQ(kernel_.mappings().size(), 3u);
+}
+
+TEST_F(VfioSourceTest, MemlockIsCheckedUpFront) {
+  kernel_.memlock = {false, 8 * kMiB};
+  VfioSource source(Config(), &kernel_);
+  EXPECT_THAT(source.Start(),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       AllOf(HasSubstr("RLIMIT_MEMLOCK >= 12582912"),
+                             HasSubstr("CAP_IPC_LOCK"))));
+  EXPECT_EQ(kernel_.open_fds(), 0);
+  kernel_.memlock = {true, 8 * kMiB};  // the capability lifts the limit
+  VfioSource privileged(Config(), &kernel_);
+  EXPECT_OK(privileged.Start());
+}
+
+TEST_F(VfioSourceTest, RestartReattachesTheSameBackingAtTheSameIovas) {
+  std::vector<uint64_t> iovas;
+  {
+    VfioSource source(Config(), &kernel_);
+    ASSERT_OK(source.Start());
+    for (const auto& seg : source.segments()) iovas.push_back(seg.spec.iova);
+    ASSERT_OK_AND_ASSIGN(int fd, source.BackingFd(iovas[1] + 4096));
+    ASSERT_EQ(pwrite(fd, "lease", 5, 4096), 5);
+    close(fd);
+  }
+  EXPECT_TRUE(kernel_.mappings().empty());
+  {
+    VfioSource source(Config(), &kernel_);
+    ASSERT_OK(source.Start(/*keep_contents=*/true));
+    std::vector<uint64_t> again;
+    for (const auto& seg : source.segments()) again.push_back(seg.spec.iova);
+    EXPECT_EQ(again, iovas);
+    ASSERT_OK_AND_ASSIGN(int fd, source.BackingFd(iovas[1]));
+    char buf[6] = {};
+    ASSERT_EQ(pread(fd, buf, 5, 4096), 5);
+    EXPECT_STREQ(buf, "lease");
+    close(fd);
+  }
+  VfioSource fresh(Config(), &kernel_);
+  ASSERT_OK(fresh.Start(/*keep_contents=*/false));
+  ASSERT_OK_AND_ASSIGN(int fd, fresh.BackingFd(iovas[1]));
+  char buf[6] = {};
+  ASSERT_EQ(pread(fd, buf, 5, 4096), 5);
+  EXPECT_EQ(buf[0], 0);
+  close(fd);
+}
+
+TEST_F(VfioSourceTest, HotAddAndRemoveMapWholePhyssegs) {
+  VfioSource source(Config(), &kernel_);
+  ASSERT_OK(source.Start());
+  ASSERT_OK_AND_ASSIGN(BackedSegment low,
+                       source.AddSegment(4 * kMiB, kLowFreelist, 0));
+  EXPECT_LT(low.spec.iova + 4 * kMiB, kEduLimit + 1);
+  ASSERT_OK_AND_ASSIGN(BackedSegment high, source.AddSegment(2 * kMiB, 0, 1));
+  EXPECT_GE(high.spec.iova, kEduLimit);
+  EXPECT_EQ(kernel_.mappings().size(), 5u);
+  EXPECT_THAT(source.AddSegment(2 * kMiB, 7, 0).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(source.AddSegment(3 * kMiB, 0, 0).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+  ASSERT_OK(source.RemoveSegment(low.spec.iova));
+  EXPECT_EQ(kernel_.mappings().count(low.spec.iova), 0u);
+  EXPECT_EQ(source.segments().size(), 4u);
+  EXPECT_EQ(CountEntries(dir_ + "/backing"), 4);
+  EXPECT_THAT(source.RemoveSegment(low.spec.iova),
+              StatusIs(absl::StatusCode::kNotFound));
+}
+
+TEST_F(VfioSourceTest, HotAddFailureLeavesNothing) {
+  FaultyKernel faulty(&kernel_);
+  VfioSource source(Config(), &faulty);
+  ASSERT_OK(source.Start());
+  const int files = CountEntries(dir_ + "/backing");
+  faulty.FailCall(faulty.calls() + 3, ENOMEM);  // memlock, backing, MAP_DMA
+  EXPECT_THAT(source.AddSegment(2 * kMiB, 0, 0).status(),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       HasSubstr("VFIO_IOMMU_MAP_DMA")));
+  EXPECT_EQ(kernel_.mappings().size(), 3u);
+  EXPECT_EQ(CountEntries(dir_ + "/backing"), files);
+  EXPECT_EQ(source.segments().size(), 3u);
+}
+
+}  // namespace
+}  // namespace physpool::vfio
