@@ -12,7 +12,8 @@ PACKAGES := cmake ninja-build g++ clang libclang-rt-14-dev libabsl-dev \
             libgtest-dev libgmock-dev libbenchmark-dev python3 \
             libgrpc++-dev protobuf-compiler-grpc protobuf-compiler libprotobuf-dev libsqlite3-dev \
             grpc-proto libyaml-cpp-dev prometheus-cpp-dev libssl-dev \
-            prometheus python3-grpcio python3-protobuf curl openssl
+            prometheus python3-grpcio python3-protobuf curl openssl \
+            qemu-system-x86 busybox-static cpio kmod xz-utils
 
 BUILD      ?= build
 ASAN_BUILD ?= build-asan

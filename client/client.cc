@@ -43,6 +43,8 @@ struct Client::Impl {
   std::string tenant;
   uint64_t page_size = 0;
   std::string fd_socket;
+  std::string source;
+  std::vector<IovaRange> iova_ranges;
   std::vector<DeviceInfo> devices;
 
   absl::Mutex mu;
@@ -150,6 +152,26 @@ uint64_t Client::page_size() const { return impl_->page_size; }
 const std::vector<DeviceInfo>& Client::devices() const {
   return impl_->devices;
 }
+const std::string& Client::source() const { return impl_->source; }
+const std::vector<IovaRange>& Client::iova_ranges() const {
+  return impl_->iova_ranges;
+}
+
+absl::StatusOr<std::vector<std::pair<uint64_t, uint64_t>>> Client::LeaseRuns(
+    const std::string& lease_id) {
+  v1::GetLeaseRequest req;
+  req.set_lease_id(lease_id);
+  v1::GetLeaseResponse resp;
+  auto ctx = NewContext(impl_->token, impl_->opts.timeout);
+  if (grpc::Status s = impl_->stub->GetLease(ctx.get(), req, &resp); !s.ok()) {
+    return FromGrpc(s);
+  }
+  std::vector<std::pair<uint64_t, uint64_t>> runs;
+  for (const v1::Run& r : resp.lease().runs()) {
+    runs.push_back({r.iova(), r.length()});
+  }
+  return runs;
+}
 
 absl::StatusOr<int> Client::OpenDevice(const std::string& bdf) {
   if (bdf.empty() || bdf.find_first_of(" \n") != std::string::npos) {
@@ -184,6 +206,10 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(ClientOptions options) {
   impl->page_size = info.page_size();
   impl->fd_socket = impl->opts.fd_socket.empty() ? info.fd_socket()
                                                  : impl->opts.fd_socket;
+  impl->source = info.source();
+  for (const v1::IovaRange& r : info.iova_ranges()) {
+    impl->iova_ranges.push_back({r.first(), r.last()});
+  }
   for (const v1::Device& d : info.devices()) {
     impl->devices.push_back({d.bdf(), d.dma_limit()});
   }

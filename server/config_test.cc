@@ -43,7 +43,10 @@ TEST(ConfigTest, EveryBadValueNamesFileLineAndKey) {
       HasSubstr("t.yaml:2: leases.default_ttl_seconds: bad value \"abc\""));
   EXPECT_THAT(Error("source:\n  sim:\n    page_size: 1000\n"),
               HasSubstr("page_size"));
-  EXPECT_THAT(Error("source:\n  type: vfio\n"), HasSubstr("source.type"));
+  EXPECT_THAT(Error("source:\n  type: vfio\n"),
+              HasSubstr("t.yaml:2: source.vfio: is required with type vfio"));
+  EXPECT_THAT(Error("source:\n  type: dpdk\n"),
+              HasSubstr("t.yaml:2: source.type: \"dpdk\" is not available"));
   EXPECT_THAT(
       Error("tenants:\n  - {name: a, roles: [root], token_sha256: []}\n"),
       HasSubstr("unknown role"));
@@ -63,6 +66,77 @@ TEST(ConfigTest, EveryBadValueNamesFileLineAndKey) {
       HasSubstr("t.yaml:"));
   EXPECT_THAT(Error("tenants:\n  - {name: a, token_sha256: [{x: 1}]}\n"),
               HasSubstr("t.yaml:"));
+}
+
+constexpr char kVfio[] = R"(tenants:
+  - {name: a, token_sha256: [0000000000000000000000000000000000000000000000000000000000000000]}
+source:
+  type: vfio
+  vfio:
+    devices:
+      - {bdf: "0000:00:01.0", dma_limit: 0x10000000}
+      - {bdf: "0000:00:02.0"}
+    page_size: 2097152
+    backing: memfd
+    max_segment_bytes: 8388608
+    group_busy_timeout_ms: 5000
+    pool:
+      - {numa: 0, bytes: 25165824, low_bytes: 12582912}
+      - {numa: 1, bytes: 4194304}
+)";
+
+TEST(ConfigTest, AcceptsAVfioSource) {
+  auto c = ParseConfig(kVfio, "t.yaml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->source, "vfio");
+  ASSERT_EQ(c->vfio.devices.size(), 2u);
+  EXPECT_EQ(c->vfio.devices[0].dma_limit, uint64_t{1} << 28);
+  EXPECT_EQ(c->vfio.devices[1].dma_limit, 0u);
+  EXPECT_EQ(c->vfio.layout.dma_limits,
+            (std::vector<uint64_t>{uint64_t{1} << 28}));
+  EXPECT_EQ(c->vfio.backing, vfio::BackingKind::kMemfd);
+  EXPECT_EQ(c->vfio.layout.max_segment_bytes, 8u << 20);
+  EXPECT_EQ(c->vfio.group_busy_timeout, absl::Seconds(5));
+  ASSERT_EQ(c->vfio.layout.pool.size(), 2u);
+  EXPECT_EQ(c->vfio.layout.pool[0].low_bytes, std::optional<uint64_t>(12 << 20));
+  EXPECT_EQ(c->vfio.layout.pool[1].low_bytes, std::nullopt);
+}
+
+TEST(ConfigTest, BadVfioValuesNameTheirLine) {
+  auto with = [](const std::string& from, const std::string& to) {
+    std::string y = kVfio;
+    const size_t at = y.find(from);
+    EXPECT_NE(at, std::string::npos) << from;
+    return Error(y.replace(at, from.size(), to));
+  };
+  EXPECT_THAT(with("page_size: 2097152", "page_size: 65536"),
+              HasSubstr("t.yaml:9: source.vfio.page_size: must be 4096"));
+  EXPECT_THAT(with("backing: memfd", "backing: tmpfs"),
+              HasSubstr("t.yaml:10: source.vfio.backing: must be file or memfd"));
+  EXPECT_THAT(with("dma_limit: 0x10000000", "dma_limit: 0x10000001"),
+              HasSubstr("t.yaml:7: source.vfio.devices[0].dma_limit: must be a "
+                        "multiple of the page size"));
+  EXPECT_THAT(with("bdf: \"0000:00:01.0\"", "bdf: \"../../etc\""),
+              HasSubstr("t.yaml:7: source.vfio.devices[0].bdf"));
+  EXPECT_THAT(with("bytes: 25165824, low_bytes: 12582912",
+                   "bytes: 25165824, low_bytes: 33554432"),
+              HasSubstr("t.yaml:14: source.vfio.pool[0].low_bytes: must not "
+                        "exceed bytes"));
+  EXPECT_THAT(with("{numa: 1, bytes: 4194304}", "{numa: 1, bytes: 1000}"),
+              HasSubstr("t.yaml:15: source.vfio.pool[1].bytes: must be a "
+                        "positive multiple"));
+  EXPECT_THAT(with("{numa: 1, bytes: 4194304}", "{numa: 1}"),
+              HasSubstr("t.yaml:15: source.vfio.pool[1].bytes: is required"));
+  EXPECT_THAT(with("{numa: 1, bytes: 4194304}", "{numa: -1, bytes: 4194304}"),
+              HasSubstr("source.vfio.pool[1].numa: must be 0 to 127"));
+  EXPECT_THAT(with("      - {bdf: \"0000:00:01.0\", dma_limit: 0x10000000}\n"
+                   "      - {bdf: \"0000:00:02.0\"}\n",
+                   "      - {bdf: \"0000:00:02.0\"}\n"),
+              HasSubstr("pool[0].low_bytes: needs a device with a dma_limit"));
+  EXPECT_THAT(with("max_segment_bytes: 8388608", "max_segments: 8"),
+              HasSubstr("t.yaml:11: source.vfio.max_segments: unknown key"));
+  EXPECT_THAT(with("    devices:\n", "    devicez:\n"),
+              HasSubstr("source.vfio.devicez: unknown key"));
 }
 
 }  // namespace

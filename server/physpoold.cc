@@ -266,7 +266,9 @@ int Run(int argc, char** argv) {
     store = *std::move(opened);
     if (store->voided_leases() > 0) {
       Log(LogLevel::kWarn,
-          "host rebooted since the store was written: leases void",
+          source.persistent()
+              ? "host rebooted since the store was written: leases void"
+              : "memfd backing does not survive a restart: leases void",
           {F("voided", store->voided_leases())});
     }
   }
@@ -321,13 +323,6 @@ int Run(int argc, char** argv) {
       facts.devices.push_back({d.bdf, d.dma_limit});
     }
   }
-  FdServer fd_server(&source, &manager, &auth);
-  if (!cfg->fd_socket.empty()) {
-    if (absl::Status s = fd_server.Start(cfg->fd_socket); !s.ok()) {
-      Log(LogLevel::kError, "fd socket", {F("error", s.ToString())});
-      return 1;
-    }
-  }
   PoolService pool_service(&manager, &auth, &registry, std::move(facts));
   AdminService admin_service(&manager, &auth, &registry);
   grpc::EnableDefaultHealthCheckService(true);
@@ -372,6 +367,18 @@ int Run(int argc, char** argv) {
     return 1;
   }
   if (!cfg->unix_socket.empty()) chmod(cfg->unix_socket.c_str(), 0660);
+  // After the gRPC socket: PrepareSocket has ruled out a live daemon here.
+  FdServer fd_server(&source, &manager, &auth);
+  if (!cfg->fd_socket.empty()) {
+    const size_t slash = cfg->fd_socket.rfind('/');
+    if (slash != std::string::npos && slash > 0) {
+      (void)MakeDirs(cfg->fd_socket.substr(0, slash));
+    }
+    if (absl::Status s = fd_server.Start(cfg->fd_socket); !s.ok()) {
+      Log(LogLevel::kError, "fd socket", {F("error", s.ToString())});
+      return 1;
+    }
+  }
   server->GetHealthCheckService()->SetServingStatus(true);
 
   std::unique_ptr<prometheus::Exposer> exposer;

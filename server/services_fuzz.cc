@@ -64,7 +64,7 @@ World& TheWorld() {
     if (!w->manager->Start().ok()) std::abort();
     w->auth = std::make_unique<Authenticator>(w->tenants.get(), false);
     w->pool_service = std::make_unique<PoolService>(
-        w->manager.get(), w->auth.get(), w->tenants.get(), SourceFacts{"sim"});
+        w->manager.get(), w->auth.get(), w->tenants.get(), SourceFacts{"sim", {}, {}, ""});
     w->admin_service = std::make_unique<AdminService>(
         w->manager.get(), w->auth.get(), w->tenants.get());
     grpc::ServerBuilder builder;

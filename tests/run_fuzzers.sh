@@ -14,6 +14,7 @@ targets=(
   "cli/simulate_trace_fuzz|-dict=$root/cli/testdata/simulate.dict $root/cli/testdata/fuzz_seeds"
   "server/config_fuzz|$root/server/testdata/config_fuzz_seeds"
   "server/services_fuzz|"
+  "vfio/vfio_source_fuzz|"
 )
 
 for entry in "${targets[@]}"; do

@@ -36,7 +36,7 @@ TEST(SoakTest, SixtyFourClients) {
   auto started = Daemon::Start();
   ASSERT_TRUE(started.ok()) << started.status();
   Daemon& d = **started;
-  std::atomic<bool> stop{false}, warm{false};
+  std::atomic<bool> stop{false};
   std::atomic<uint64_t> ops{0}, exhausted{0}, deadline{0}, other{0};
   std::mutex mu;
   std::map<std::string, int> unexpected;

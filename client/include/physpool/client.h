@@ -48,6 +48,11 @@ struct ClientOptions {
   std::string fd_socket;
 };
 
+// An IOVA range the daemon's IOMMU translates, inclusive.
+struct IovaRange {
+  uint64_t first = 0, last = 0;
+};
+
 // A PCI device the daemon drives (vfio source).
 struct DeviceInfo {
   std::string bdf;
@@ -143,7 +148,17 @@ class Client {
 
   const std::string& tenant() const;
   uint64_t page_size() const;
+  // What the daemon said at Connect: "sim" or "vfio", the IOMMU's IOVA
+  // ranges and the devices it drives (vfio).
+  const std::string& source() const;
+  const std::vector<IovaRange>& iova_ranges() const;
   const std::vector<DeviceInfo>& devices() const;
+
+  // The runs (IOVA, bytes) the daemon holds now for one of this tenant's
+  // leases, e.g. to check a lease survived a daemon restart. NOT_FOUND if
+  // it ended.
+  absl::StatusOr<std::vector<std::pair<uint64_t, uint64_t>>> LeaseRuns(
+      const std::string& lease_id);
 
  private:
   friend class Region;

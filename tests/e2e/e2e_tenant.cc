@@ -1,0 +1,450 @@
+// e2e_tenant: the end-to-end test of the vfio source, run as the tenant
+// inside a QEMU guest with an emulated IOMMU and QEMU's edu DMA device
+// (tests/e2e/run_e2e.sh builds and boots the guest).
+//
+// It starts physpoold, leases regions with the client library, gets the
+// edu device fd from the daemon over the fd socket, and makes edu copy
+// bytes from region A into region B by DMA; then kills the daemon with
+// SIGKILL while holding the device fd, restarts it, and checks that the
+// leases, runs and memory survived and that new DMA lands. Every verdict
+// comes from bytes read back. The last line is "PHYSPOOL-E2E: PASS" or
+// "PHYSPOOL-E2E: <n> FAILURES".
+//
+// A tenant drives its device itself, so this program (not physpool's
+// library) includes <linux/vfio.h> for the BAR's region info.
+#include <fcntl.h>
+#include <linux/vfio.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "physpool/client.h"
+
+namespace {
+
+int g_failures = 0;
+
+void Check(bool ok, const std::string& what) {
+  std::printf("%s: %s\n", ok ? "PASS" : "FAIL", what.c_str());
+  std::fflush(stdout);
+  if (!ok) ++g_failures;
+}
+
+double Uptime() {
+  std::ifstream f("/proc/uptime");
+  double up = 0;
+  f >> up;
+  return up;
+}
+
+struct Args {
+  std::string daemon = "/bin/physpoold";
+  std::string config = "/etc/physpool.yaml";
+  std::string log = "/tmp/physpoold.log";
+  std::string ready = "/run/physpoold.ready";
+  std::string endpoint = "unix:/run/physpool/physpool.sock";
+  std::string memfd_config = "/etc/physpool-memfd.yaml";
+  std::string bdf;
+};
+
+std::string Slurp(const std::string& path) {
+  std::ifstream f(path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+pid_t StartDaemon(const Args& a) {
+  unlink(a.ready.c_str());
+  const pid_t pid = fork();
+  if (pid == 0) {
+    const int log = open(a.log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    dup2(log, 1);
+    dup2(log, 2);
+    execl(a.daemon.c_str(), a.daemon.c_str(), "--config", a.config.c_str(),
+          "--ready-file", a.ready.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  return pid;
+}
+
+// Waits until `path` exists or the daemon exits; false on timeout or exit.
+bool WaitReady(const Args& a, pid_t daemon, double seconds) {
+  const double until = Uptime() + seconds;
+  while (Uptime() < until) {
+    if (access(a.ready.c_str(), F_OK) == 0) return true;
+    int status = 0;
+    if (waitpid(daemon, &status, WNOHANG) == daemon) {
+      std::printf("T: physpoold exited (status %d) before it was ready\n",
+                  status);
+      return false;
+    }
+    usleep(50 * 1000);
+  }
+  return false;
+}
+
+bool WaitLog(const Args& a, const std::string& needle, double seconds) {
+  const double until = Uptime() + seconds;
+  while (Uptime() < until) {
+    if (Slurp(a.log).find(needle) != std::string::npos) return true;
+    usleep(100 * 1000);
+  }
+  return false;
+}
+
+// The edu device (QEMU docs/specs/edu.rst) through a VFIO device fd.
+class Edu {
+ public:
+  static std::unique_ptr<Edu> Open(int device_fd) {
+    vfio_region_info ri = {};
+    ri.argsz = sizeof(ri);
+    ri.index = VFIO_PCI_BAR0_REGION_INDEX;
+    if (ioctl(device_fd, VFIO_DEVICE_GET_REGION_INFO, &ri) != 0) return nullptr;
+    void* p = mmap(nullptr, ri.size, PROT_READ | PROT_WRITE, MAP_SHARED,
+                   device_fd, static_cast<off_t>(ri.offset));
+    if (p == MAP_FAILED) return nullptr;
+    auto e = std::unique_ptr<Edu>(new Edu);
+    e->fd_ = device_fd;
+    e->bar_ = static_cast<volatile uint8_t*>(p);
+    e->bar_size_ = ri.size;
+    return e;
+  }
+  ~Edu() {
+    munmap(const_cast<uint8_t*>(bar_), bar_size_);
+    close(fd_);
+  }
+  uint32_t Id() { return *reinterpret_cast<volatile uint32_t*>(bar_); }
+
+  // One DMA of `count` (<= 4095: QEMU 7.2's edu aborts on 4096) bytes;
+  // false if it does not complete within 5 s.
+  bool Dma(uint64_t src, uint64_t dst, uint64_t count, bool to_ram) {
+    Set(0x80, src);
+    Set(0x88, dst);
+    Set(0x90, count);
+    Set(0x98, 1 | (to_ram ? 2 : 0));
+    const double until = Uptime() + 5;
+    while (Get(0x98) & 1) {
+      if (Uptime() > until) return false;
+      usleep(1000);
+    }
+    return true;
+  }
+  // RAM at `src` -> edu's buffer -> RAM at `dst`.
+  bool Copy(uint64_t src, uint64_t dst, uint64_t count) {
+    return Dma(src, kBuffer, count, false) && Dma(kBuffer, dst, count, true);
+  }
+
+ private:
+  static constexpr uint64_t kBuffer = 0x40000;
+  void Set(uint64_t reg, uint64_t v) {
+    *reinterpret_cast<volatile uint64_t*>(bar_ + reg) = v;
+  }
+  uint64_t Get(uint64_t reg) {
+    return *reinterpret_cast<volatile uint64_t*>(bar_ + reg);
+  }
+  int fd_ = -1;
+  volatile uint8_t* bar_ = nullptr;
+  uint64_t bar_size_ = 0;
+};
+
+void Fill(uint8_t* p, size_t n, uint8_t seed) {
+  for (size_t i = 0; i < n; ++i) p[i] = static_cast<uint8_t>(seed + i * 7 + (i >> 8));
+}
+bool Matches(const uint8_t* p, size_t n, uint8_t seed) {
+  for (size_t i = 0; i < n; ++i) {
+    if (p[i] != static_cast<uint8_t>(seed + i * 7 + (i >> 8))) {
+      std::printf("T:   mismatch at %zu: %#x\n", i, p[i]);
+      return false;
+    }
+  }
+  return true;
+}
+bool AllZero(const uint8_t* p, size_t n) {
+  for (size_t i = 0; i < n; ++i) {
+    if (p[i] != 0) return false;
+  }
+  return true;
+}
+
+std::unique_ptr<physpool::Client> Connect(const Args& a,
+                                          const std::string& token) {
+  physpool::ClientOptions o;
+  o.endpoint = a.endpoint;
+  o.token = token;
+  o.timeout = std::chrono::seconds(30);
+  auto c = physpool::Client::Connect(o);
+  if (!c.ok()) {
+    std::printf("T: connect as %s: %s\n", token.c_str(),
+                c.status().ToString().c_str());
+    return nullptr;
+  }
+  return *std::move(c);
+}
+
+std::string Runs(const std::vector<std::pair<uint64_t, uint64_t>>& runs) {
+  std::string s;
+  for (const auto& [iova, bytes] : runs) {
+    char buf[64];
+    std::snprintf(buf, sizeof(buf), "[%#llx +%#llx]",
+                  static_cast<unsigned long long>(iova),
+                  static_cast<unsigned long long>(bytes));
+    s += buf;
+  }
+  return s;
+}
+
+std::vector<std::pair<uint64_t, uint64_t>> RunsOf(const physpool::Region& r) {
+  std::vector<std::pair<uint64_t, uint64_t>> out;
+  for (const auto& run : r.runs()) out.push_back({run.iova, run.bytes});
+  return out;
+}
+
+int Run(const Args& a) {
+  constexpr uint64_t kMiB = 1 << 20;
+  constexpr uint64_t kCount = 4095;
+  std::printf("T: tenant starts at %.2fs uptime\n", Uptime());
+  const double t0 = Uptime();
+  pid_t daemon = StartDaemon(a);
+  Check(WaitReady(a, daemon, 120), "physpoold (vfio source) is ready");
+  std::printf("T: physpoold ready after %.2fs\n", Uptime() - t0);
+  if (g_failures) return 1;
+
+  auto client = Connect(a, "edu-token");
+  auto plain = Connect(a, "plain-token");
+  Check(client && plain, "tenants connect");
+  if (!client || !plain) return 1;
+  Check(client->source() == "vfio", "GetPoolInfo: source vfio");
+  const auto& ranges = client->iova_ranges();
+  for (const auto& r : ranges) {
+    std::printf("T: iova range [%#llx, %#llx]\n",
+                static_cast<unsigned long long>(r.first),
+                static_cast<unsigned long long>(r.last));
+  }
+  Check(ranges.size() == 2 && ranges[0].last == 0xfedfffff &&
+            ranges[1].first == 0xfef00000,
+        "GetPoolInfo: the IOMMU's IOVA ranges, split at the MSI window");
+  Check(client->devices().size() == 1 && client->devices()[0].bdf == a.bdf &&
+            client->devices()[0].dma_limit == (1u << 28),
+        "GetPoolInfo: edu with its 28-bit DMA limit");
+  const uint64_t limit = uint64_t{1} << 28;
+
+  // Regions for edu: inside its 28-bit window.
+  physpool::AllocateOptions low;
+  low.bytes = 2 * kMiB;
+  low.high = limit;
+  low.ttl = std::chrono::seconds(600);
+  low.label = "edu";
+  auto A = client->Allocate(low);
+  auto B = client->Allocate(low);
+  Check(A.ok() && B.ok(), "allocate A and B below edu's DMA limit");
+  if (!A.ok() || !B.ok()) return 1;
+  for (auto* r : {A->get(), B->get()}) {
+    std::printf("T: %s runs %s\n", r->lease_id().c_str(),
+                Runs(RunsOf(*r)).c_str());
+    Check(r->runs().size() == 1 &&
+              r->runs()[0].iova + r->runs()[0].bytes <= limit,
+          "region inside edu's window");
+  }
+  // Memory above the limit is a separate freelist, used first.
+  physpool::AllocateOptions high = low;
+  high.low = limit;
+  high.high = 0;
+  auto C = client->Allocate(high);
+  physpool::AllocateOptions any = low;
+  any.high = 0;
+  auto D = client->Allocate(any);
+  Check(C.ok() && (*C)->runs()[0].iova >= limit,
+        "a window above the limit is served from the high freelist");
+  Check(D.ok() && (*D)->runs()[0].iova >= limit,
+        "a request without a window gets high memory first (low is used last)");
+  physpool::AllocateOptions too_big = low;
+  too_big.bytes = 16 * kMiB;
+  auto E = client->Allocate(too_big);
+  Check(E.status().code() == absl::StatusCode::kResourceExhausted,
+        "more than the low freelist holds below the limit is refused: " +
+            E.status().ToString());
+  if (!C.ok() || !D.ok()) return 1;
+
+  // The device fd: privileged tenants only.
+  Check(plain->OpenDevice(a.bdf).status().code() ==
+            absl::StatusCode::kPermissionDenied,
+        "a tenant without the privileged role gets no device fd");
+  auto fd = client->OpenDevice(a.bdf);
+  Check(fd.ok(), "device fd over the fd socket");
+  if (!fd.ok()) {
+    std::printf("T: %s\n", fd.status().ToString().c_str());
+    return 1;
+  }
+  auto edu = Edu::Open(*fd);
+  Check(edu && (edu->Id() & 0xff) == 0xed, "edu's BAR0 through the fd");
+  if (!edu) return 1;
+
+  auto* a_cpu = static_cast<uint8_t*>((*A)->runs()[0].cpu);
+  auto* b_cpu = static_cast<uint8_t*>((*B)->runs()[0].cpu);
+  const uint64_t a_iova = (*A)->runs()[0].iova, b_iova = (*B)->runs()[0].iova;
+  Check(AllZero(b_cpu, 2 * kMiB), "a new region is zeroed");
+  Fill(a_cpu, kCount, 0x5a);
+  const double dma0 = Uptime();
+  Check(edu->Copy(a_iova, b_iova + 0x100, kCount), "DMA completes");
+  std::printf("T: DMA round trip %.0f ms\n", (Uptime() - dma0) * 1000);
+  Check(Matches(b_cpu + 0x100, kCount, 0x5a),
+        "bytes DMAed from A into B+0x100 read back through B's CPU mapping");
+  Check(AllZero(b_cpu, 0x100) &&
+            AllZero(b_cpu + 0x100 + kCount, 2 * kMiB - 0x100 - kCount),
+        "nothing outside the target in B changed");
+  Check(Matches(a_cpu, kCount, 0x5a) &&
+            AllZero(a_cpu + kCount, 2 * kMiB - kCount),
+        "A unchanged");
+  Check(AllZero(static_cast<uint8_t*>((*C)->runs()[0].cpu), 2 * kMiB) &&
+            AllZero(static_cast<uint8_t*>((*D)->runs()[0].cpu), 2 * kMiB),
+        "the other regions untouched");
+  std::vector<std::vector<std::pair<uint64_t, uint64_t>>> before;
+  for (auto* r : {A->get(), B->get(), C->get(), D->get()}) {
+    before.push_back(RunsOf(*r));
+  }
+
+  // kill -9 while this tenant holds the device fd.
+  kill(daemon, SIGKILL);
+  waitpid(daemon, nullptr, 0);
+  std::printf("T: physpoold killed at %.2fs\n", Uptime());
+  Fill(a_cpu, kCount, 0x21);
+  Check(edu->Copy(a_iova, b_iova + 0x2000, kCount) &&
+            Matches(b_cpu + 0x2000, kCount, 0x21),
+        "with the daemon dead, the held device fd keeps the container and "
+        "its mappings: DMA still lands");
+  const double t1 = Uptime();
+  daemon = StartDaemon(a);
+  Check(WaitLog(a, "is busy, held by", 120),
+        "the restarted daemon says the group is busy");
+  const std::string log = Slurp(a.log);
+  Check(log.find("(e2e_tenant)") != std::string::npos,
+        "... and names the process holding it");
+  edu.reset();  // unmaps BAR0 and closes the device fd: the group is free
+  std::printf("T: device fd closed at %.2fs\n", Uptime());
+  Check(WaitReady(a, daemon, 120), "the daemon starts once the fd is closed");
+  std::printf("T: restart took %.2fs (incl. the wait)\n", Uptime() - t1);
+  Check(Slurp(a.log).find("\"reattached\":\"yes\"") != std::string::npos ||
+            Slurp(a.log).find("reattached=yes") != std::string::npos,
+        "the daemon re-attached the backing");
+
+  auto client2 = Connect(a, "edu-token");
+  if (!client2) return 1;
+  int i = 0;
+  for (auto* r : {A->get(), B->get(), C->get(), D->get()}) {
+    auto runs = client2->LeaseRuns(r->lease_id());
+    Check(runs.ok() && *runs == before[i],
+          "lease " + r->lease_id() + " and its runs survived: " +
+              (runs.ok() ? Runs(*runs) : runs.status().ToString()));
+    ++i;
+  }
+  Check(Matches(b_cpu + 0x100, kCount, 0x5a) &&
+            Matches(b_cpu + 0x2000, kCount, 0x21),
+        "B's bytes survived the restart");
+  auto fd2 = client2->OpenDevice(a.bdf);
+  Check(fd2.ok(), "a device fd from the new daemon");
+  if (!fd2.ok()) return 1;
+  auto edu2 = Edu::Open(*fd2);
+  if (!edu2) return 1;
+  Fill(a_cpu, kCount, 0x77);
+  Check(edu2->Copy(a_iova, b_iova + 0x3000, kCount) &&
+            Matches(b_cpu + 0x3000, kCount, 0x77),
+        "after the restart, new DMA lands in the same region at the same IOVA");
+  Check(AllZero(b_cpu + 0x3000 + kCount, 2 * kMiB - 0x3000 - kCount),
+        "and nowhere else");
+  edu2.reset();
+  kill(daemon, SIGTERM);
+  int status = 0;
+  waitpid(daemon, &status, 0);
+  Check(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+        "physpoold stops cleanly on SIGTERM");
+  return 0;
+}
+
+// memfd backing: no file to open, so the client maps regions from the
+// backing fds the daemon sends over the fd socket; and nothing survives a
+// daemon restart (the leases are voided).
+int RunMemfd(Args a) {
+  constexpr uint64_t kMiB = 1 << 20;
+  constexpr uint64_t kCount = 4095;
+  a.config = a.memfd_config;
+  pid_t daemon = StartDaemon(a);
+  Check(WaitReady(a, daemon, 120), "physpoold with memfd backing is ready");
+  auto client = Connect(a, "edu-token");
+  if (!client) return 1;
+  physpool::AllocateOptions o;
+  o.bytes = 2 * kMiB;
+  o.high = uint64_t{1} << 28;
+  o.ttl = std::chrono::seconds(600);
+  auto M1 = client->Allocate(o);
+  auto M2 = client->Allocate(o);
+  Check(M1.ok() && M2.ok(),
+        "memfd regions mapped through backing fds from the fd socket");
+  if (!M1.ok() || !M2.ok()) {
+    std::printf("T: %s %s\n", M1.status().ToString().c_str(),
+                M2.status().ToString().c_str());
+    return 1;
+  }
+  auto fd = client->OpenDevice(a.bdf);
+  if (!fd.ok()) return 1;
+  auto edu = Edu::Open(*fd);
+  if (!edu) return 1;
+  auto* m1 = static_cast<uint8_t*>((*M1)->runs()[0].cpu);
+  auto* m2 = static_cast<uint8_t*>((*M2)->runs()[0].cpu);
+  Fill(m1, kCount, 0x3c);
+  Check(edu->Copy((*M1)->runs()[0].iova, (*M2)->runs()[0].iova + 0x80,
+                  kCount) &&
+            Matches(m2 + 0x80, kCount, 0x3c) && AllZero(m2, 0x80),
+        "DMA between memfd regions reads back through the fd mappings");
+  edu.reset();
+  kill(daemon, SIGKILL);
+  waitpid(daemon, nullptr, 0);
+  daemon = StartDaemon(a);
+  Check(WaitReady(a, daemon, 120), "memfd daemon restarted");
+  auto client2 = Connect(a, "edu-token");
+  if (!client2) return 1;
+  auto runs = client2->LeaseRuns((*M1)->lease_id());
+  Check(runs.status().code() == absl::StatusCode::kNotFound,
+        "memfd backing died with the daemon: the lease is void (" +
+            runs.status().ToString() + ")");
+  kill(daemon, SIGTERM);
+  waitpid(daemon, nullptr, 0);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  setvbuf(stdout, nullptr, _IOLBF, 0);
+  Args a;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string k = argv[i], v = argv[i + 1];
+    if (k == "--bdf") a.bdf = v;
+    else if (k == "--daemon") a.daemon = v;
+    else if (k == "--config") a.config = v;
+    else if (k == "--log") a.log = v;
+  }
+  if (Run(a) == 0) RunMemfd(a);
+  if (g_failures) {
+    std::printf("PHYSPOOL-E2E: %d FAILURES\n", g_failures);
+  } else {
+    std::printf("PHYSPOOL-E2E: PASS\n");
+  }
+  std::fflush(stdout);
+  // Regions still alive release in their destructors; the daemon is gone,
+  // so skip them.
+  _exit(g_failures ? 1 : 0);
+}
