@@ -277,6 +277,17 @@ int PoolStatus(const Ctx& c, const Args&) {
       info.limits().max_leases()
           ? absl::StrCat(info.limits().max_leases(), " leases").c_str()
           : "unlimited leases");
+  if (info.iova_ranges_size() > 0) {
+    std::string ranges;
+    for (const auto& r : info.iova_ranges()) {
+      absl::StrAppend(&ranges, " [", Hex(r.first()), ", ", Hex(r.last()), "]");
+    }
+    std::printf("IOMMU IOVA ranges:%s\n", ranges.c_str());
+  }
+  for (const auto& d : info.devices()) {
+    std::printf("device %s: DMA limit %s\n", d.bdf().c_str(),
+                d.dma_limit() ? Hex(d.dma_limit()).c_str() : "none");
+  }
   return 0;
 }
 
@@ -641,6 +652,7 @@ int Alloc(const Ctx& c, const Args& a) {
   o.preemptible = a.Has("--preemptible");
   o.may_reclaim = a.Has("--reclaim");
   o.label = a.Get("--label", "physpoolctl alloc");
+  o.device = a.Get("--device", "");
   for (auto [flag, ms] : {std::pair{"--wait", &o.wait_timeout}}) {
     if (!a.Has(flag)) continue;
     auto v = ParseMillis(a.Get(flag));
@@ -802,10 +814,10 @@ const std::vector<Command>& Commands() {
        0,
        {"--bytes", "--alignment", "--boundary", "--max-segments", "--low",
         "--high", "--numa", "--numa-strict", "--preemptible", "--reclaim",
-        "--wait", "--ttl", "--label"},
+        "--wait", "--ttl", "--label", "--device"},
        R"(physpoolctl alloc --bytes SIZE [--alignment SIZE] [--boundary SIZE] [--max-segments N]
                  [--low IOVA] [--high IOVA] [--numa N [--numa-strict]] [--preemptible]
-                 [--reclaim] [--wait 10s] [--ttl 60s] [--label TEXT]
+                 [--reclaim] [--wait 10s] [--ttl 60s] [--label TEXT] [--device BDF]
   Allocates a region, maps it, prints it and holds it (renewing) until
   interrupted; then releases it. For testing a device.
   Example: physpoolctl alloc --bytes 2MiB --alignment 2MiB --max-segments 1)",

@@ -234,6 +234,7 @@ absl::StatusOr<std::unique_ptr<Region>> Client::Allocate(
   req.set_may_wait(o.wait_timeout.count() > 0);
   req.set_ttl_seconds(static_cast<uint32_t>(o.ttl.count()));
   req.set_label(o.label);
+  req.set_device(o.device);
   v1::AllocateResponse resp;
   auto ctx =
       NewContext(impl_->token, std::max(impl_->opts.timeout, o.wait_timeout));

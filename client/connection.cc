@@ -3,12 +3,11 @@
 #include <unistd.h>
 
 #include <cstdlib>
-#include <fstream>
-#include <sstream>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "util/file.h"
 
 namespace physpool {
 
@@ -24,19 +23,6 @@ std::string DefaultEndpoint() {
 }
 
 namespace client_internal {
-namespace {
-
-absl::StatusOr<std::string> ReadFile(const std::string& path,
-                                     absl::string_view what) {
-  std::ifstream in(path);
-  if (!in)
-    return absl::NotFoundError(absl::StrCat("cannot read ", what, " ", path));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-}  // namespace
 
 absl::StatusOr<std::shared_ptr<grpc::Channel>> OpenChannel(
     const ClientOptions& o) {
@@ -50,13 +36,13 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> OpenChannel(
     return grpc::CreateChannel(endpoint, grpc::InsecureChannelCredentials());
   }
   grpc::SslCredentialsOptions ssl;
-  auto ca = ReadFile(o.tls_ca, "TLS CA");
+  auto ca = ReadFileToString(o.tls_ca, "TLS CA");
   if (!ca.ok()) return ca.status();
   ssl.pem_root_certs = *ca;
   if (!o.tls_cert.empty()) {
-    auto cert = ReadFile(o.tls_cert, "TLS certificate");
+    auto cert = ReadFileToString(o.tls_cert, "TLS certificate");
     if (!cert.ok()) return cert.status();
-    auto key = ReadFile(o.tls_key, "TLS key");
+    auto key = ReadFileToString(o.tls_key, "TLS key");
     if (!key.ok()) return key.status();
     ssl.pem_cert_chain = *cert;
     ssl.pem_private_key = *key;
@@ -74,7 +60,7 @@ absl::StatusOr<std::string> ResolveToken(const ClientOptions& o) {
       file = f;
   }
   if (file.empty()) return std::string();
-  auto text = ReadFile(file, "token file");
+  auto text = ReadFileToString(file, "token file");
   if (!text.ok()) return text.status();
   return std::string(absl::StripAsciiWhitespace(*text));
 }

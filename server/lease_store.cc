@@ -2,14 +2,13 @@
 
 #include <sqlite3.h>
 
-#include <fstream>
-#include <sstream>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "util/file.h"
 #include "util/status_macros.h"
 
 namespace physpool::server {
@@ -51,13 +50,9 @@ absl::StatusOr<std::vector<pglist::PageRun>> DecodeRuns(
 }
 
 absl::StatusOr<std::string> ReadBootId(const std::string& file) {
-  std::ifstream in(file);
-  if (!in)
-    return absl::NotFoundError(
-        absl::StrCat("cannot read the boot id from ", file));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return std::string(absl::StripAsciiWhitespace(ss.str()));
+  absl::StatusOr<std::string> text = ReadFileToString(file, "the boot id");
+  if (!text.ok()) return text.status();
+  return std::string(absl::StripAsciiWhitespace(*text));
 }
 
 absl::Status LeaseStore::Error(const char* what) const {

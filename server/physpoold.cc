@@ -15,7 +15,6 @@
 #include <cstring>
 #include <fstream>
 #include <memory>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -32,6 +31,7 @@
 #include "server/metrics.h"
 #include "server/pool_manager.h"
 #include "server/services.h"
+#include "util/file.h"
 #include "vfio/sim_source.h"
 #include "vfio/vfio_source.h"
 
@@ -130,24 +130,9 @@ bool IsLoopback(const std::string& hostport) {
          absl::StartsWith(hostport, "[::1]:");
 }
 
-absl::Status MakeDirs(const std::string& dir) {
-  for (size_t pos = 1; pos != std::string::npos;) {
-    pos = dir.find('/', pos + 1);
-    const std::string part = dir.substr(0, pos);
-    if (mkdir(part.c_str(), 0755) != 0 && errno != EEXIST) {
-      return absl::PermissionDeniedError(
-          absl::StrCat("mkdir ", part, ": ", std::strerror(errno)));
-    }
-  }
-  return absl::OkStatus();
-}
-
 // Removes a stale socket; refuses if a daemon answers on it.
 absl::Status PrepareSocket(const std::string& path) {
-  const size_t slash = path.rfind('/');
-  if (slash != std::string::npos && slash > 0) {
-    if (auto s = MakeDirs(path.substr(0, slash)); !s.ok()) return s;
-  }
+  if (auto s = MakeParentDirs(path, 0755); !s.ok()) return s;
   struct stat st;
   if (stat(path.c_str(), &st) != 0) return absl::OkStatus();
   const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -165,16 +150,12 @@ absl::Status PrepareSocket(const std::string& path) {
   return absl::OkStatus();
 }
 
-std::string ReadFile(const std::string& path, absl::Status* status) {
-  std::ifstream in(path);
-  if (!in) {
-    *status = absl::NotFoundError(
-        absl::StrCat("cannot read config ", path, ": ", std::strerror(errno)));
-    return "";
-  }
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+// The file's text, or "" with *status set (the first error is kept).
+std::string ReadFile(const std::string& path, absl::string_view what,
+                     absl::Status* status) {
+  absl::StatusOr<std::string> text = ReadFileToString(path, what);
+  if (!text.ok() && status->ok()) *status = text.status();
+  return text.ok() ? *std::move(text) : "";
 }
 
 int Run(int argc, char** argv) {
@@ -189,7 +170,7 @@ int Run(int argc, char** argv) {
   const bool embedded = flags->config.empty();
   if (!embedded) {
     absl::Status read;
-    const std::string text = ReadFile(flags->config, &read);
+    const std::string text = ReadFile(flags->config, "config", &read);
     cfg = read.ok() ? ParseConfig(text, flags->config)
                     : absl::StatusOr<ServerConfig>(read);
   }
@@ -243,10 +224,7 @@ int Run(int argc, char** argv) {
   // backing is re-attached as it is or zeroed.
   std::unique_ptr<LeaseStore> store;
   if (!cfg->store_path.empty()) {
-    const size_t slash = cfg->store_path.rfind('/');
-    if (slash != std::string::npos && slash > 0) {
-      (void)MakeDirs(cfg->store_path.substr(0, slash));
-    }
+    (void)MakeParentDirs(cfg->store_path, 0755);
     auto boot = ReadBootId(cfg->boot_id_file);
     if (boot.ok() && !source.persistent()) {
       // memfd backing dies with the daemon: every start is a new "boot" of
@@ -347,9 +325,10 @@ int Run(int argc, char** argv) {
               ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
               : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
       opts.pem_key_cert_pairs.push_back(
-          {ReadFile(cfg->tls_key, &read), ReadFile(cfg->tls_cert, &read)});
+          {ReadFile(cfg->tls_key, "TLS key", &read),
+           ReadFile(cfg->tls_cert, "TLS certificate", &read)});
       if (!cfg->tls_client_ca.empty())
-        opts.pem_root_certs = ReadFile(cfg->tls_client_ca, &read);
+        opts.pem_root_certs = ReadFile(cfg->tls_client_ca, "TLS client CA", &read);
       if (!read.ok()) {
         Log(LogLevel::kError, "TLS files", {F("error", read.ToString())});
         return 1;
@@ -370,10 +349,7 @@ int Run(int argc, char** argv) {
   // After the gRPC socket: PrepareSocket has ruled out a live daemon here.
   FdServer fd_server(&source, &manager, &auth);
   if (!cfg->fd_socket.empty()) {
-    const size_t slash = cfg->fd_socket.rfind('/');
-    if (slash != std::string::npos && slash > 0) {
-      (void)MakeDirs(cfg->fd_socket.substr(0, slash));
-    }
+    (void)MakeParentDirs(cfg->fd_socket, 0755);
     if (absl::Status s = fd_server.Start(cfg->fd_socket); !s.ok()) {
       Log(LogLevel::kError, "fd socket", {F("error", s.ToString())});
       return 1;

@@ -1,10 +1,12 @@
 #include "server/services.h"
 
+#include <algorithm>
 #include <deque>
 #include <memory>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "util/status_macros.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 
@@ -72,13 +74,40 @@ absl::Status CheckLeaseId(const std::string& id) {
   return absl::OkStatus();
 }
 
+// Clips [*low, *high) to the DMA limit of `device`.
+absl::Status ApplyDeviceLimit(const SourceFacts& source,
+                              const std::string& device, uint64_t* low,
+                              uint64_t* high) {
+  for (const auto& [bdf, limit] : source.devices) {
+    if (bdf != device) continue;
+    if (limit == 0) return absl::OkStatus();
+    if (*low >= limit) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "the window starts at ", *low, ", above the DMA limit ", limit,
+          " of device ", device, ": it could not reach the region"));
+    }
+    *high = std::min(*high, limit);
+    return absl::OkStatus();
+  }
+  std::string known;
+  for (const auto& d : source.devices) absl::StrAppend(&known, " ", d.first);
+  return absl::InvalidArgumentError(absl::StrCat(
+      "unknown device \"", device.substr(0, 64), "\" (the ", source.name,
+      " source drives:", known.empty() ? " none" : known, ")"));
+}
+
 absl::StatusOr<AllocateParams> ToParams(const v1::AllocateRequest& r,
-                                        absl::Duration max_ttl) {
+                                        absl::Duration max_ttl,
+                                        const SourceFacts& source) {
   AllocateParams p;
   if (r.bytes() == 0) return absl::InvalidArgumentError("bytes must be > 0");
   p.req.bytes = r.bytes();
   p.req.low = r.low();
   p.req.high = r.high() == 0 ? pglist::kMaxIova : r.high();
+  if (!r.device().empty()) {
+    RETURN_IF_ERROR(
+        ApplyDeviceLimit(source, r.device(), &p.req.low, &p.req.high));
+  }
   p.req.alignment = r.alignment();
   p.req.boundary = r.boundary();
   p.req.max_segments = r.max_segments();
@@ -266,7 +295,7 @@ ServerUnaryReactor* PoolService::Allocate(CallbackServerContext* ctx,
                                           v1::AllocateResponse* resp) {
   auto tenant = auth_->Identify(*ctx);
   if (!tenant.ok()) return Done(ctx, tenant.status());
-  auto params = ToParams(*req, manager_->options().max_ttl);
+  auto params = ToParams(*req, manager_->options().max_ttl, source_);
   if (!params.ok()) return Done(ctx, params.status());
   absl::Time deadline = absl::FromChrono(ctx->deadline());
   auto* reactor = new AllocateReactor(manager_);

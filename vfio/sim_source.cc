@@ -10,32 +10,10 @@
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
+#include "util/file.h"
+#include "vfio/kernel.h"
 
 namespace physpool::vfio {
-namespace {
-
-absl::Status ErrnoStatus(absl::string_view step, int err) {
-  const absl::StatusCode code =
-      err == ENOENT                    ? absl::StatusCode::kNotFound
-      : err == EACCES || err == EPERM  ? absl::StatusCode::kPermissionDenied
-      : err == ENOSPC || err == ENOMEM ? absl::StatusCode::kResourceExhausted
-                                       : absl::StatusCode::kInternal;
-  return absl::Status(code, absl::StrCat(step, ": ", std::strerror(err)));
-}
-
-// mkdir -p.
-absl::Status MakeDirs(const std::string& dir) {
-  for (size_t pos = 0; pos != std::string::npos;) {
-    pos = dir.find('/', pos + 1);
-    const std::string part = dir.substr(0, pos);
-    if (mkdir(part.c_str(), 0700) != 0 && errno != EEXIST) {
-      return ErrnoStatus(absl::StrCat("mkdir ", part), errno);
-    }
-  }
-  return absl::OkStatus();
-}
-
-}  // namespace
 
 SimConfig DefaultSimConfig(const std::string& dir) {
   SimConfig c;
@@ -75,7 +53,7 @@ absl::Status SimSource::Start(bool keep_contents) {
     return absl::InvalidArgumentError(absl::StrCat(
         "sim page size ", config_.page_size, " is not a power of two >= 4096"));
   }
-  if (absl::Status s = MakeDirs(config_.dir); !s.ok()) return s;
+  if (absl::Status s = MakeDirs(config_.dir, 0700); !s.ok()) return s;
   next_iova_ = config_.base_iova;
   for (const SimSegmentConfig& s : config_.segments) {
     auto seg = AddSegment(s.bytes, s.freelist, s.numa);
@@ -112,7 +90,7 @@ absl::StatusOr<BackedSegment> SimSource::Create(uint64_t iova,
   const int fd =
       open(seg.path.c_str(),
            O_RDWR | O_CREAT | O_CLOEXEC | (keep_contents_ ? 0 : O_TRUNC), 0600);
-  if (fd < 0) return ErrnoStatus(absl::StrCat("open ", seg.path), errno);
+  if (fd < 0) return KernelError(absl::StrCat("open ", seg.path), errno);
   absl::Cleanup close_fd = [fd] { close(fd); };
   absl::Cleanup unlink_file = [&seg] { unlink(seg.path.c_str()); };
   struct stat st;
@@ -124,13 +102,13 @@ absl::StatusOr<BackedSegment> SimSource::Create(uint64_t iova,
                      " bytes long any more"));
   }
   if (ftruncate(fd, static_cast<off_t>(s.bytes)) != 0) {
-    return ErrnoStatus(absl::StrCat("ftruncate ", seg.path, " to ", s.bytes),
+    return KernelError(absl::StrCat("ftruncate ", seg.path, " to ", s.bytes),
                        errno);
   }
   void* base =
       mmap(nullptr, s.bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (base == MAP_FAILED)
-    return ErrnoStatus(absl::StrCat("mmap ", seg.path), errno);
+    return KernelError(absl::StrCat("mmap ", seg.path), errno);
   std::move(unlink_file).Cancel();
   absl::MutexLock l(&mu_);
   maps_[iova] = {static_cast<uint8_t*>(base), s.bytes, seg.path};
@@ -188,7 +166,7 @@ absl::StatusOr<int> SimSource::BackingFd(uint64_t iova) {
     path = std::prev(it)->second.path;
   }
   const int fd = open(path.c_str(), O_RDWR | O_CLOEXEC);
-  if (fd < 0) return ErrnoStatus("open " + path, errno);
+  if (fd < 0) return KernelError("open " + path, errno);
   return fd;
 }
 

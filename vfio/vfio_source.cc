@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "util/file.h"
 
 namespace physpool::vfio {
 namespace {
@@ -168,9 +169,8 @@ absl::Status VfioSource::Start(bool keep_contents) {
         ") or CAP_IPC_LOCK: raise it (ulimit -l, systemd LimitMEMLOCK=, "
         "the container's memlock ulimit) or grant CAP_IPC_LOCK"));
   }
-  if (config_.backing == BackingKind::kFile &&
-      mkdir(config_.dir.c_str(), 0700) != 0 && errno != EEXIST) {
-    return KernelError("mkdir " + config_.dir, errno);
+  if (config_.backing == BackingKind::kFile) {
+    if (absl::Status s = MakeDirs(config_.dir, 0700); !s.ok()) return s;
   }
 
   Undo undo;

@@ -242,10 +242,10 @@ int Run(const Args& a) {
         "GetPoolInfo: edu with its 28-bit DMA limit");
   const uint64_t limit = uint64_t{1} << 28;
 
-  // Regions for edu: inside its 28-bit window.
+  // Regions for edu: the daemon clips the window to its 28-bit limit.
   physpool::AllocateOptions low;
   low.bytes = 2 * kMiB;
-  low.high = limit;
+  low.device = a.bdf;
   low.ttl = std::chrono::seconds(600);
   low.label = "edu";
   auto A = client->Allocate(low);
@@ -259,13 +259,18 @@ int Run(const Args& a) {
               r->runs()[0].iova + r->runs()[0].bytes <= limit,
           "region inside edu's window");
   }
+  physpool::AllocateOptions above = low;
+  above.low = limit;
+  Check(client->Allocate(above).status().code() ==
+            absl::StatusCode::kInvalidArgument,
+        "a window above the device's DMA limit is refused for that device");
   // Memory above the limit is a separate freelist, used first.
   physpool::AllocateOptions high = low;
+  high.device = "";
   high.low = limit;
-  high.high = 0;
   auto C = client->Allocate(high);
   physpool::AllocateOptions any = low;
-  any.high = 0;
+  any.device = "";
   auto D = client->Allocate(any);
   Check(C.ok() && (*C)->runs()[0].iova >= limit,
         "a window above the limit is served from the high freelist");
@@ -387,7 +392,7 @@ int RunMemfd(Args a) {
   if (!client) return 1;
   physpool::AllocateOptions o;
   o.bytes = 2 * kMiB;
-  o.high = uint64_t{1} << 28;
+  o.device = a.bdf;
   o.ttl = std::chrono::seconds(600);
   auto M1 = client->Allocate(o);
   auto M2 = client->Allocate(o);

@@ -623,6 +623,8 @@ TEST_F(ServerTest, BadRequestsGetTheirStatusAndLoseNothing) {
        StatusCode::INVALID_ARGUMENT},
       {"strict without numa", alloc([](auto& r) { r.set_numa_strict(true); }),
        StatusCode::INVALID_ARGUMENT},
+      {"unknown device", alloc([](auto& r) { r.set_device("0000:00:01.0"); }),
+       StatusCode::INVALID_ARGUMENT},
       {"label too long",
        alloc([](auto& r) { r.set_label(std::string(300, 'x')); }),
        StatusCode::INVALID_ARGUMENT},

@@ -76,6 +76,9 @@ struct AllocateOptions {
   std::chrono::milliseconds wait_timeout{0};
   std::chrono::seconds ttl{0};  // 0 = the daemon's default
   std::string label;
+  // The device (PCI address, see Client::devices()) that will DMA to the
+  // region: the daemon clips the window to its DMA limit.
+  std::string device;
 };
 
 // Called once when the daemon takes a region back (revoked by an admin,
