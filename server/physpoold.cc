@@ -211,11 +211,13 @@ int Run(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
 
   std::unique_ptr<vfio::MemorySource> source_holder;
+  vfio::VfioSource* vfio_source = nullptr;
   if (cfg->source == "vfio") {
     source_holder = std::make_unique<vfio::VfioSource>(
         cfg->vfio, vfio::LinuxKernel(), [](const std::string& notice) {
           Log(LogLevel::kWarn, "vfio", {F("notice", notice)});
         });
+    vfio_source = static_cast<vfio::VfioSource*>(source_holder.get());
   } else {
     source_holder = std::make_unique<vfio::SimSource>(cfg->sim);
   }
@@ -261,6 +263,14 @@ int Run(int argc, char** argv) {
   for (const vfio::IovaRange& r : source.iova_ranges()) {
     Log(LogLevel::kInfo, "iova range",
         {F("first", vfio::Hex(r.first)), F("last", vfio::Hex(r.last))});
+  }
+  if (vfio_source != nullptr) {
+    const vfio::VfioSource::Timings t = vfio_source->timings();
+    Log(LogLevel::kInfo, "vfio mapped",
+        {F("map_dma_calls", t.map_calls),
+         F("map_dma_ms", absl::ToDoubleMilliseconds(t.map_dma)),
+         F("backing_ms", absl::ToDoubleMilliseconds(t.backing)),
+         F("dma_mappings_left", vfio_source->dma_avail())});
   }
   std::vector<Tenant> tenants = cfg->tenants;
   if (cfg->implicit_tenant) tenants.push_back(Authenticator::Implicit());

@@ -16,6 +16,7 @@
 
 #include "server/clock.h"
 #include "server/pool_manager.h"
+#include "server/log.h"
 #include "server/services.h"
 #include "vfio/sim_source.h"
 
@@ -41,6 +42,9 @@ struct World {
 
 World& TheWorld() {
   static World* w = [] {
+    // Every call would log a line: quiet, the fuzzer runs several times
+    // faster.
+    SetLogLevel(LogLevel::kError);
     auto* w = new World;
     vfio::SimConfig sim;
     sim.dir = "/tmp/physpool-services-fuzz-" + std::to_string(getpid());

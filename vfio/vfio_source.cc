@@ -141,12 +141,17 @@ absl::StatusOr<int> VfioSource::OpenGroupWaiting(int group) {
 
 absl::StatusOr<VfioSource::Mapped> VfioSource::MapSegment(
     const PlannedSegment& p, bool reattach) {
+  const absl::Time t0 = absl::Now();
   absl::StatusOr<Backing> b =
       kernel_->CreateBacking(config_.backing, BackingName(p.iova), p.bytes,
                              page_size(), p.numa, reattach);
   if (!b.ok()) return Annotate(b.status(), "backing of iova " + Hex(p.iova));
-  if (absl::Status s = kernel_->MapDma(container_, b->base, p.iova, p.bytes);
-      !s.ok()) {
+  const absl::Time t1 = absl::Now();
+  absl::Status s = kernel_->MapDma(container_, b->base, p.iova, p.bytes);
+  timings_.backing += t1 - t0;
+  timings_.map_dma += absl::Now() - t1;
+  ++timings_.map_calls;
+  if (!s.ok()) {
     kernel_->ReleaseBacking(*b, /*remove=*/b->created);
     return s;
   }

@@ -70,6 +70,14 @@ class VfioSource final : public MemorySource {
   std::vector<std::string> devices() const override;
   // DMA entries the container had left after Start.
   int64_t dma_avail() const { return dma_avail_; }
+  // Where Start's time went: creating and zeroing the backing, and the
+  // MAP_DMA calls (which pin the pages).
+  struct Timings {
+    absl::Duration backing;
+    absl::Duration map_dma;
+    int map_calls = 0;
+  };
+  Timings timings() const { return timings_; }
 
   absl::StatusOr<BackedSegment> AddSegment(uint64_t bytes, uint32_t freelist,
                                            int32_t numa) override;
@@ -102,6 +110,7 @@ class VfioSource final : public MemorySource {
   std::map<std::string, int> device_fds_;  // bdf -> fd
   std::vector<IovaRange> ranges_;
   int64_t dma_avail_ = -1;
+  Timings timings_;
   std::vector<BackedSegment> segments_;
 
   // Read by Zero / BackingFd from any thread.

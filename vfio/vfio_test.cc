@@ -193,6 +193,7 @@ TEST_F(VfioSourceTest, StartMapsEachPhyssegOnceAndEnablesBusMastering) {
   ASSERT_OK(source.Start());
   ASSERT_EQ(source.segments().size(), 3u);
   EXPECT_EQ(kernel_.map_calls(), 3);
+  EXPECT_EQ(source.timings().map_calls, 3);
   EXPECT_EQ(kernel_.mappings().size(), 3u);
   for (const BackedSegment& seg : source.segments()) {
     auto m = kernel_.mappings().find(seg.spec.iova);

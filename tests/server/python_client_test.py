@@ -4,6 +4,8 @@
 
 usage: python_client_test.py PHYSPOOLD GEN_DIR
 """
+import os
+import socket
 import sys
 import threading
 import time
@@ -105,6 +107,36 @@ class PythonClientTest(unittest.TestCase):
         served = self.pool("Allocate", pb.AllocateRequest(bytes=4096, may_wait=True),
                            pb.AllocateResponse, B, timeout=10)
         self.assertEqual(served.lease.tenant, "bob")
+
+    def fd_request(self, path, line):
+        """The fd socket protocol (docs/vfio.md) with Python's own sockets."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.connect(path)
+            s.sendall(line.encode() + b"\n")
+            msg, fds, _, _ = socket.recv_fds(s, 4096, 16)
+            return msg.decode().rstrip("\n").split(" "), fds
+
+    def test_fd_socket(self):
+        lease = self.allocate(bytes=8192, max_segments=1)
+        info = self.pool("GetPoolInfo", pb.GetPoolInfoRequest(), pb.GetPoolInfoResponse)
+        self.assertEqual(info.fd_socket, self.d.socket + ".fds")
+        words, fds = self.fd_request(info.fd_socket, f"backing {lease.id} {A}")
+        self.assertEqual(words, ["ok", "1", "0"])
+        self.assertEqual(len(fds), 1)
+        run = lease.runs[0]
+        with open(run.backing_path, "r+b") as f:
+            f.seek(run.backing_offset)
+            f.write(b"through the path")
+        os.lseek(fds[0], run.backing_offset, os.SEEK_SET)
+        self.assertEqual(os.read(fds[0], 16), b"through the path")
+        os.close(fds[0])
+        words, fds = self.fd_request(info.fd_socket, f"backing {lease.id} {B}")
+        self.assertEqual(words[:2], ["error", "PERMISSION_DENIED"])
+        self.assertEqual(fds, [])
+        words, _ = self.fd_request(info.fd_socket, f"device 0000:00:01.0 {ROOT}")
+        self.assertEqual(words[:2], ["error", "NOT_FOUND"])
+        words, _ = self.fd_request(info.fd_socket, "hello")
+        self.assertEqual(words[:2], ["error", "INVALID_ARGUMENT"])
 
     def test_health_and_reflection(self):
         import health_pb2
