@@ -14,11 +14,18 @@ done
 [ -x /bin/busybox ] || { echo "build_guest: /bin/busybox missing (busybox-static)"; exit 1; }
 
 # 1. The kernel: the image package linux-image-amd64 depends on.
-PKG=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
-[ -n "$PKG" ] || { echo "build_guest: cannot resolve linux-image-amd64 (apt-get update?)"; exit 1; }
+resolve() { apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/{print $2; exit}'; }
+PKG=$(resolve)
+if [ -z "$PKG" ]; then  # no package lists yet
+  apt-get update -qq || true
+  PKG=$(resolve)
+fi
+[ -n "$PKG" ] || { echo "build_guest: cannot resolve linux-image-amd64 (apt-get update failed?)"; exit 1; }
 KDIR="$OUT/kernel/$PKG"
 if [ ! -d "$KDIR/boot" ]; then
-  (cd "$OUT/debs" && ls "$PKG"_*.deb >/dev/null 2>&1 || apt-get download "$PKG")
+  # Stale lists name a version the mirror no longer has: update and retry.
+  (cd "$OUT/debs" && { ls "$PKG"_*.deb >/dev/null 2>&1 || apt-get download "$PKG" ||
+    { apt-get update -qq && apt-get download "$PKG"; }; })
   mkdir -p "$KDIR"
   dpkg -x "$OUT"/debs/"$PKG"_*.deb "$KDIR"
 fi
