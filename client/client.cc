@@ -10,11 +10,11 @@
 #include <thread>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "absl/strings/numbers.h"
 #include "client/connection.h"
 #include "client/fd_socket.h"
 #include "physpool/v1/physpool.grpc.pb.h"
@@ -204,8 +204,8 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(ClientOptions options) {
   }
   impl->tenant = info.tenant();
   impl->page_size = info.page_size();
-  impl->fd_socket = impl->opts.fd_socket.empty() ? info.fd_socket()
-                                                 : impl->opts.fd_socket;
+  impl->fd_socket =
+      impl->opts.fd_socket.empty() ? info.fd_socket() : impl->opts.fd_socket;
   impl->source = info.source();
   for (const v1::IovaRange& r : info.iova_ranges()) {
     impl->iova_ranges.push_back({r.first(), r.last()});
@@ -257,7 +257,8 @@ absl::StatusOr<std::unique_ptr<Region>> Client::Allocate(
   for (const v1::Run& r : lease.runs()) by_fd |= r.backing_path()[0] != '/';
   if (by_fd) {
     auto answer = client_internal::FdRequest(
-        impl_->fd_socket, absl::StrCat("backing ", lease.id(), " ", impl_->token));
+        impl_->fd_socket,
+        absl::StrCat("backing ", lease.id(), " ", impl_->token));
     if (!answer.ok()) {
       mapped = answer.status();
     } else if (answer->words.size() !=

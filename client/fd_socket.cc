@@ -16,8 +16,8 @@ namespace {
 constexpr int kMaxFds = 253;
 
 absl::Status Unavailable(const std::string& path, const char* step) {
-  return absl::UnavailableError(absl::StrCat("fd socket ", path, ": ", step,
-                                             ": ", std::strerror(errno)));
+  return absl::UnavailableError(
+      absl::StrCat("fd socket ", path, ": ", step, ": ", std::strerror(errno)));
 }
 
 absl::StatusCode CodeNamed(absl::string_view name) {

@@ -12,8 +12,8 @@
 namespace physpool::client_internal {
 
 struct FdAnswer {
-  std::vector<int> fds;             // owned by the caller
-  std::vector<std::string> words;   // after "ok"
+  std::vector<int> fds;            // owned by the caller
+  std::vector<std::string> words;  // after "ok"
 };
 
 // Sends `request` (without the newline) to the socket at `path`. An

@@ -74,10 +74,10 @@ absl::Status ParseSeconds(const Reader& r, const YAML::Node& parent,
 absl::Status ParseVfio(const Reader& r, const YAML::Node& v,
                        vfio::VfioConfig* out) {
   const std::string w = "source.vfio";
-  RETURN_IF_ERROR(r.Keys(v, w,
-                         {"devices", "page_size", "backing", "dir", "pool",
-                          "max_segment_bytes", "iova_base",
-                          "group_busy_timeout_ms"}));
+  RETURN_IF_ERROR(
+      r.Keys(v, w,
+             {"devices", "page_size", "backing", "dir", "pool",
+              "max_segment_bytes", "iova_base", "group_busy_timeout_ms"}));
   vfio::LayoutConfig& l = out->layout;
   RETURN_IF_ERROR(r.Get(v, "page_size", w, &l.page_size));
   if (l.page_size != 4096 && l.page_size != (2 << 20) &&
@@ -129,8 +129,8 @@ absl::Status ParseVfio(const Reader& r, const YAML::Node& v,
       return r.Error(devs[i], where + ".bdf",
                      "must be a PCI address like 0000:00:01.0");
     }
-    RETURN_IF_ERROR(page_multiple(devs[i], "dma_limit", where, &d.dma_limit,
-                                  true));
+    RETURN_IF_ERROR(
+        page_multiple(devs[i], "dma_limit", where, &d.dma_limit, true));
     if (d.dma_limit) l.dma_limits.push_back(d.dma_limit);
     out->devices.push_back(d);
   }
@@ -151,7 +151,8 @@ absl::Status ParseVfio(const Reader& r, const YAML::Node& v,
     if (!pool[i]["bytes"]) {
       return r.Error(pool[i], where + ".bytes", "is required");
     }
-    RETURN_IF_ERROR(page_multiple(pool[i], "bytes", where, &share.bytes, false));
+    RETURN_IF_ERROR(
+        page_multiple(pool[i], "bytes", where, &share.bytes, false));
     if (pool[i]["low_bytes"]) {
       uint64_t low = 0;
       RETURN_IF_ERROR(page_multiple(pool[i], "low_bytes", where, &low, true));
@@ -237,8 +238,8 @@ absl::StatusOr<ServerConfig> Parse(absl::string_view yaml,
     RETURN_IF_ERROR(r.Get(st, "boot_id_file", "store", &c.boot_id_file));
   }
   if (const YAML::Node l = root["listen"]) {
-    RETURN_IF_ERROR(
-        r.Keys(l, "listen", {"unix", "tcp", "insecure_tcp", "tls", "fd_socket"}));
+    RETURN_IF_ERROR(r.Keys(
+        l, "listen", {"unix", "tcp", "insecure_tcp", "tls", "fd_socket"}));
     RETURN_IF_ERROR(r.Get(l, "unix", "listen", &c.unix_socket));
     RETURN_IF_ERROR(r.Get(l, "fd_socket", "listen", &c.fd_socket));
     RETURN_IF_ERROR(r.Get(l, "tcp", "listen", &c.tcp));
@@ -261,14 +262,16 @@ absl::StatusOr<ServerConfig> Parse(absl::string_view yaml,
     RETURN_IF_ERROR(r.Keys(s, "source", {"type", "sim", "vfio"}));
     RETURN_IF_ERROR(r.Get(s, "type", "source", &c.source));
     if (c.source != "sim" && c.source != "vfio") {
-      return r.Error(s["type"], "source.type",
-                     absl::StrCat("\"", c.source,
-                                  "\" is not available (expected sim or vfio)"));
+      return r.Error(
+          s["type"], "source.type",
+          absl::StrCat("\"", c.source,
+                       "\" is not available (expected sim or vfio)"));
     }
     if (c.source == "vfio" && !s["vfio"]) {
       return r.Error(s, "source.vfio", "is required with type vfio");
     }
-    if (const YAML::Node v = s["vfio"]) RETURN_IF_ERROR(ParseVfio(r, v, &c.vfio));
+    if (const YAML::Node v = s["vfio"])
+      RETURN_IF_ERROR(ParseVfio(r, v, &c.vfio));
     if (const YAML::Node sim = s["sim"]) {
       RETURN_IF_ERROR(r.Keys(sim, "source.sim",
                              {"dir", "page_size", "base_iova", "segments"}));

@@ -98,7 +98,8 @@ TEST(ConfigTest, AcceptsAVfioSource) {
   EXPECT_EQ(c->vfio.layout.max_segment_bytes, 8u << 20);
   EXPECT_EQ(c->vfio.group_busy_timeout, absl::Seconds(5));
   ASSERT_EQ(c->vfio.layout.pool.size(), 2u);
-  EXPECT_EQ(c->vfio.layout.pool[0].low_bytes, std::optional<uint64_t>(12 << 20));
+  EXPECT_EQ(c->vfio.layout.pool[0].low_bytes,
+            std::optional<uint64_t>(12 << 20));
   EXPECT_EQ(c->vfio.layout.pool[1].low_bytes, std::nullopt);
 }
 
@@ -111,8 +112,9 @@ TEST(ConfigTest, BadVfioValuesNameTheirLine) {
   };
   EXPECT_THAT(with("page_size: 2097152", "page_size: 65536"),
               HasSubstr("t.yaml:9: source.vfio.page_size: must be 4096"));
-  EXPECT_THAT(with("backing: memfd", "backing: tmpfs"),
-              HasSubstr("t.yaml:10: source.vfio.backing: must be file or memfd"));
+  EXPECT_THAT(
+      with("backing: memfd", "backing: tmpfs"),
+      HasSubstr("t.yaml:10: source.vfio.backing: must be file or memfd"));
   EXPECT_THAT(with("dma_limit: 0x10000000", "dma_limit: 0x10000001"),
               HasSubstr("t.yaml:7: source.vfio.devices[0].dma_limit: must be a "
                         "multiple of the page size"));

@@ -132,8 +132,7 @@ void FdServer::Serve(int conn) {
   Log(LogLevel::kInfo, "fd socket",
       {F("pid", peer.pid), F("uid", peer.uid),
        F("request", line.substr(0, line.find(' ', line.find(' ') + 1))),
-       F("answer", answer.substr(0, answer.size() - 1)),
-       F("fds", fds.size())});
+       F("answer", answer.substr(0, answer.size() - 1)), F("fds", fds.size())});
   SendAnswer(conn, answer, fds);
   for (int fd : fds) close(fd);
 }

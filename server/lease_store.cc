@@ -2,7 +2,6 @@
 
 #include <sqlite3.h>
 
-
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"

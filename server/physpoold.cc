@@ -21,9 +21,9 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "prometheus/exposer.h"
 #include "prometheus/registry.h"
-#include "absl/strings/str_join.h"
 #include "server/config.h"
 #include "server/fd_server.h"
 #include "server/lease_store.h"
@@ -181,7 +181,8 @@ int Run(int argc, char** argv) {
   }
   if (flags->unix_socket) cfg->unix_socket = *flags->unix_socket;
   if (flags->fd_socket) cfg->fd_socket = *flags->fd_socket;
-  if (cfg->fd_socket.empty() && !flags->fd_socket && !cfg->unix_socket.empty()) {
+  if (cfg->fd_socket.empty() && !flags->fd_socket &&
+      !cfg->unix_socket.empty()) {
     cfg->fd_socket = cfg->unix_socket + ".fds";
   }
   if (flags->tcp) cfg->tcp = *flags->tcp;
@@ -338,7 +339,8 @@ int Run(int argc, char** argv) {
           {ReadFile(cfg->tls_key, "TLS key", &read),
            ReadFile(cfg->tls_cert, "TLS certificate", &read)});
       if (!cfg->tls_client_ca.empty())
-        opts.pem_root_certs = ReadFile(cfg->tls_client_ca, "TLS client CA", &read);
+        opts.pem_root_certs =
+            ReadFile(cfg->tls_client_ca, "TLS client CA", &read);
       if (!read.ok()) {
         Log(LogLevel::kError, "TLS files", {F("error", read.ToString())});
         return 1;
@@ -384,8 +386,8 @@ int Run(int argc, char** argv) {
   }
   Log(LogLevel::kInfo, "serving",
       {F("unix", cfg->unix_socket), F("fd_socket", cfg->fd_socket),
-       F("tcp", cfg->tcp.empty() ? "" : cfg->tcp),
-       F("tcp_port", tcp_port), F("tls", tls ? "on" : "off"),
+       F("tcp", cfg->tcp.empty() ? "" : cfg->tcp), F("tcp_port", tcp_port),
+       F("tls", tls ? "on" : "off"),
        F("metrics", cfg->metrics.empty() ? "" : absl::StrCat(cfg->metrics)),
        F("metrics_port", metrics_port), F("pid", getpid())});
   if (!flags->ready_file.empty()) {

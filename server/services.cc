@@ -6,9 +6,9 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "util/status_macros.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "util/status_macros.h"
 
 namespace physpool::server {
 namespace {

@@ -15,8 +15,8 @@
 #include <vector>
 
 #include "server/clock.h"
-#include "server/pool_manager.h"
 #include "server/log.h"
+#include "server/pool_manager.h"
 #include "server/services.h"
 #include "vfio/sim_source.h"
 
@@ -68,7 +68,8 @@ World& TheWorld() {
     if (!w->manager->Start().ok()) std::abort();
     w->auth = std::make_unique<Authenticator>(w->tenants.get(), false);
     w->pool_service = std::make_unique<PoolService>(
-        w->manager.get(), w->auth.get(), w->tenants.get(), SourceFacts{"sim", {}, {}, ""});
+        w->manager.get(), w->auth.get(), w->tenants.get(),
+        SourceFacts{"sim", {}, {}, ""});
     w->admin_service = std::make_unique<AdminService>(
         w->manager.get(), w->auth.get(), w->tenants.get());
     grpc::ServerBuilder builder;

@@ -24,7 +24,8 @@ absl::Status ErrnoError(absl::string_view what, int err) {
 absl::StatusOr<std::string> ReadFileToString(const std::string& path,
                                              absl::string_view what) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) return ErrnoError(absl::StrCat("cannot read ", what, " ", path), errno);
+  if (!in)
+    return ErrnoError(absl::StrCat("cannot read ", what, " ", path), errno);
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();

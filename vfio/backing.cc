@@ -50,13 +50,13 @@ absl::StatusOr<Backing> CreatePosixBacking(BackingKind kind,
     b.fd = memfd_create(path.c_str(), flags);
     b.path = "memfd:" + path;
     if (b.fd < 0) {
-      return KernelError(absl::StrCat("memfd_create ", path, " page size ",
-                                      page_size),
-                         errno);
+      return KernelError(
+          absl::StrCat("memfd_create ", path, " page size ", page_size), errno);
     }
   } else {
     const size_t slash = path.rfind('/');
-    const std::string dir = slash == std::string::npos ? "." : path.substr(0, slash);
+    const std::string dir =
+        slash == std::string::npos ? "." : path.substr(0, slash);
     struct statfs fs;
     if (statfs(dir.c_str(), &fs) != 0) {
       return KernelError(absl::StrCat("statfs ", dir), errno);
@@ -92,17 +92,17 @@ absl::StatusOr<Backing> CreatePosixBacking(BackingKind kind,
   void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, b.fd, 0);
   if (p == MAP_FAILED) {
     const int err = errno;
-    absl::Status s = KernelError(
-        absl::StrCat("mmap ", b.path, " (", bytes, " bytes)"), err);
+    absl::Status s =
+        KernelError(absl::StrCat("mmap ", b.path, " (", bytes, " bytes)"), err);
     if (err == ENOMEM && page_size > 4096) {
       std::ifstream f("/sys/kernel/mm/hugepages/hugepages-" +
                       absl::StrCat(page_size / 1024) + "kB/free_hugepages");
       uint64_t free_pages = 0;
       f >> free_pages;
-      s = absl::ResourceExhaustedError(absl::StrCat(
-          s.message(), ": needs ", bytes / page_size, " free ",
-          page_size / 1024, " kB hugepages, the host has ", free_pages,
-          " (raise /proc/sys/vm/nr_hugepages)"));
+      s = absl::ResourceExhaustedError(
+          absl::StrCat(s.message(), ": needs ", bytes / page_size, " free ",
+                       page_size / 1024, " kB hugepages, the host has ",
+                       free_pages, " (raise /proc/sys/vm/nr_hugepages)"));
     }
     return s;
   }

@@ -82,11 +82,11 @@ absl::StatusOr<IommuInfo> FakeKernel::GetIommuInfo(int container) {
   return info;
 }
 
-absl::Status FakeKernel::MapDma(int container, const void* vaddr,
-                                uint64_t iova, uint64_t bytes) {
+absl::Status FakeKernel::MapDma(int container, const void* vaddr, uint64_t iova,
+                                uint64_t bytes) {
   ++map_calls_;
-  const std::string step = absl::StrCat("VFIO_IOMMU_MAP_DMA iova=", Hex(iova),
-                                        " size=", Hex(bytes));
+  const std::string step =
+      absl::StrCat("VFIO_IOMMU_MAP_DMA iova=", Hex(iova), " size=", Hex(bytes));
   const uint64_t min_page = page_sizes & -page_sizes;
   const uint64_t va = reinterpret_cast<uint64_t>(vaddr);
   if (!Is(container, Kind::kContainer) || !iommu_set_ || bytes == 0 ||
@@ -119,8 +119,8 @@ absl::Status FakeKernel::MapDma(int container, const void* vaddr,
 
 absl::Status FakeKernel::UnmapDma(int container, uint64_t iova,
                                   uint64_t bytes) {
-  const std::string step = absl::StrCat("VFIO_IOMMU_UNMAP_DMA iova=",
-                                        Hex(iova), " size=", Hex(bytes));
+  const std::string step = absl::StrCat("VFIO_IOMMU_UNMAP_DMA iova=", Hex(iova),
+                                        " size=", Hex(bytes));
   if (!Is(container, Kind::kContainer) || bytes == 0) {
     return KernelError(step, EINVAL);
   }
@@ -152,7 +152,8 @@ absl::StatusOr<int> FakeKernel::OpenDevice(int group_fd,
 }
 
 absl::Status FakeKernel::EnableBusMaster(int device_fd) {
-  if (!Is(device_fd, Kind::kDevice)) return KernelError("read PCI_COMMAND", EBADF);
+  if (!Is(device_fd, Kind::kDevice))
+    return KernelError("read PCI_COMMAND", EBADF);
   bus_master_.insert(fds_[device_fd].bdf);
   return absl::OkStatus();
 }
@@ -206,7 +207,7 @@ absl::Status FaultyKernel::Next(const char* step) {
   return KernelError(absl::StrCat(step, " (injected)"), err_);
 }
 
-#define PHYSPOOL_FAULT(step)                      \
+#define PHYSPOOL_FAULT(step) \
   if (absl::Status s = Next(step); !s.ok()) return s
 
 absl::StatusOr<int> FaultyKernel::OpenContainer() {

@@ -59,9 +59,9 @@ class FakeKernel : public Kernel {
   absl::StatusOr<Memlock> GetMemlock() override { return memlock; }
   std::vector<std::string> VfioHolders() override { return holders; }
   absl::StatusOr<Backing> CreateBacking(BackingKind kind,
-                                        const std::string& path,
-                                        uint64_t bytes, uint64_t page_size,
-                                        int32_t numa, bool reattach) override;
+                                        const std::string& path, uint64_t bytes,
+                                        uint64_t page_size, int32_t numa,
+                                        bool reattach) override;
   void ReleaseBacking(const Backing& b, bool remove) override;
   absl::StatusOr<int> Dup(int fd) override;
   void Close(int fd) override;
@@ -70,8 +70,8 @@ class FakeKernel : public Kernel {
   enum class Kind { kContainer, kGroup, kDevice };
   struct Fd {
     Kind kind;
-    int group = -1;       // kGroup
-    std::string bdf;      // kDevice
+    int group = -1;   // kGroup
+    std::string bdf;  // kDevice
   };
   int NewFd(Fd f);
   bool Is(int fd, Kind k) const;
@@ -117,9 +117,9 @@ class FaultyKernel : public Kernel {
     return inner_->VfioHolders();
   }
   absl::StatusOr<Backing> CreateBacking(BackingKind kind,
-                                        const std::string& path,
-                                        uint64_t bytes, uint64_t page_size,
-                                        int32_t numa, bool reattach) override;
+                                        const std::string& path, uint64_t bytes,
+                                        uint64_t page_size, int32_t numa,
+                                        bool reattach) override;
   void ReleaseBacking(const Backing& b, bool remove) override {
     inner_->ReleaseBacking(b, remove);
   }

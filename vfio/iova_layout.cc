@@ -46,13 +46,13 @@ absl::StatusOr<Area> AreaOf(const LayoutConfig& c, uint32_t freelist) {
       return absl::InvalidArgumentError(
           "low memory (freelist 1) needs a device with a dma_limit");
     }
-    return Area{base, *std::min_element(c.dma_limits.begin(),
-                                        c.dma_limits.end())};
+    return Area{base,
+                *std::min_element(c.dma_limits.begin(), c.dma_limits.end())};
   }
   if (freelist != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "the vfio source has freelists 0 and ", kLowFreelist, ", not ",
-        freelist));
+    return absl::InvalidArgumentError(
+        absl::StrCat("the vfio source has freelists 0 and ", kLowFreelist,
+                     ", not ", freelist));
   }
   uint64_t lo = base;
   for (uint64_t l : c.dma_limits) lo = std::max(lo, l);
@@ -69,10 +69,10 @@ absl::StatusOr<std::vector<PlannedSegment>> PlanLayout(
         share.low_bytes.value_or(c.dma_limits.empty() ? 0 : share.bytes);
     if (share.bytes == 0 || share.bytes % c.page_size || low % c.page_size ||
         low > share.bytes) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "pool[", i, "]: bytes ", share.bytes, " and low_bytes ", low,
-          " must be multiples of the page size ", c.page_size,
-          ", bytes > 0 and low_bytes <= bytes"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("pool[", i, "]: bytes ", share.bytes, " and low_bytes ",
+                       low, " must be multiples of the page size ", c.page_size,
+                       ", bytes > 0 and low_bytes <= bytes"));
     }
     for (uint32_t freelist : {kLowFreelist, uint32_t{0}}) {
       uint64_t left = freelist == kLowFreelist ? low : share.bytes - low;
@@ -82,8 +82,8 @@ absl::StatusOr<std::vector<PlannedSegment>> PlanLayout(
       uint64_t size = std::min(left, c.max_segment_bytes);
       while (left > 0) {
         size = std::min(size, left);
-        auto at = PlaceSegment(ranges, used, area->lo, area->hi, size,
-                               c.page_size);
+        auto at =
+            PlaceSegment(ranges, used, area->lo, area->hi, size, c.page_size);
         if (!at) {
           if (size > c.page_size) {  // try smaller pieces
             size = std::max(c.page_size, (size / 2) & ~(c.page_size - 1));

@@ -40,8 +40,8 @@ absl::Status KernelError(absl::string_view step, int err) {
     default:
       code = absl::StatusCode::kInternal;
   }
-  absl::Status s(code, absl::StrCat(step, ": ", std::strerror(err),
-                                    " (errno ", err, ")"));
+  absl::Status s(
+      code, absl::StrCat(step, ": ", std::strerror(err), " (errno ", err, ")"));
   s.SetPayload(kErrnoPayload, absl::Cord(absl::StrCat(err)));
   return s;
 }

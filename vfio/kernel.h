@@ -45,7 +45,7 @@ struct Backing {
   int fd = -1;
   uint8_t* base = nullptr;
   uint64_t bytes = 0;
-  std::string path;  // kFile: the file; memfd: "memfd:<name>"
+  std::string path;      // kFile: the file; memfd: "memfd:<name>"
   bool created = false;  // false: an existing file was re-attached
 };
 
@@ -96,12 +96,9 @@ class Kernel {
   // `bytes`) and maps the backing of one physseg. kFile: `path` is the
   // file; memfd: `path` is the name. The memory is bound to NUMA node
   // `numa` (mbind) before it is touched.
-  virtual absl::StatusOr<Backing> CreateBacking(BackingKind kind,
-                                                const std::string& path,
-                                                uint64_t bytes,
-                                                uint64_t page_size,
-                                                int32_t numa,
-                                                bool reattach) = 0;
+  virtual absl::StatusOr<Backing> CreateBacking(
+      BackingKind kind, const std::string& path, uint64_t bytes,
+      uint64_t page_size, int32_t numa, bool reattach) = 0;
   // Unmaps and closes; with `remove`, deletes a kFile file too.
   virtual void ReleaseBacking(const Backing& b, bool remove) = 0;
   // A new descriptor of the same open file (a device fd for a tenant).

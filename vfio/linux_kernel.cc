@@ -103,9 +103,9 @@ class Linux final : public Kernel {
     }
     const auto* info = reinterpret_cast<vfio_iommu_type1_info*>(buf.data());
     IommuInfo out;
-    if (info->flags & VFIO_IOMMU_INFO_PGSIZES) out.page_sizes = info->iova_pgsizes;
-    uint32_t off =
-        (info->flags & VFIO_IOMMU_INFO_CAPS) ? info->cap_offset : 0;
+    if (info->flags & VFIO_IOMMU_INFO_PGSIZES)
+      out.page_sizes = info->iova_pgsizes;
+    uint32_t off = (info->flags & VFIO_IOMMU_INFO_CAPS) ? info->cap_offset : 0;
     while (off != 0 && off + sizeof(vfio_info_cap_header) <= buf.size()) {
       const auto* hdr =
           reinterpret_cast<const vfio_info_cap_header*>(buf.data() + off);
@@ -113,7 +113,8 @@ class Linux final : public Kernel {
         const auto* c =
             reinterpret_cast<const vfio_iommu_type1_info_cap_iova_range*>(hdr);
         for (uint32_t i = 0; i < c->nr_iovas; ++i) {
-          out.ranges.push_back({c->iova_ranges[i].start, c->iova_ranges[i].end});
+          out.ranges.push_back(
+              {c->iova_ranges[i].start, c->iova_ranges[i].end});
         }
       } else if (hdr->id == VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL) {
         out.dma_avail =
@@ -191,7 +192,8 @@ class Linux final : public Kernel {
     __user_cap_header_struct h = {_LINUX_CAPABILITY_VERSION_3, 0};
     __user_cap_data_struct d[2] = {};
     if (syscall(SYS_capget, &h, d) != 0) return KernelError("capget", errno);
-    m.cap_ipc_lock = d[CAP_IPC_LOCK / 32].effective & (1u << (CAP_IPC_LOCK % 32));
+    m.cap_ipc_lock =
+        d[CAP_IPC_LOCK / 32].effective & (1u << (CAP_IPC_LOCK % 32));
     return m;
   }
 
@@ -229,9 +231,9 @@ class Linux final : public Kernel {
   }
 
   absl::StatusOr<Backing> CreateBacking(BackingKind kind,
-                                        const std::string& path,
-                                        uint64_t bytes, uint64_t page_size,
-                                        int32_t numa, bool reattach) override {
+                                        const std::string& path, uint64_t bytes,
+                                        uint64_t page_size, int32_t numa,
+                                        bool reattach) override {
     return CreatePosixBacking(kind, path, bytes, page_size, numa, reattach);
   }
   void ReleaseBacking(const Backing& b, bool remove) override {

@@ -158,8 +158,8 @@ absl::StatusOr<int> SimSource::BackingFd(uint64_t iova) {
   {
     absl::MutexLock l(&mu_);
     auto it = maps_.upper_bound(iova);
-    if (it == maps_.begin() || iova - std::prev(it)->first >=
-                                   std::prev(it)->second.bytes) {
+    if (it == maps_.begin() ||
+        iova - std::prev(it)->first >= std::prev(it)->second.bytes) {
       return absl::NotFoundError(
           absl::StrCat("no sim segment holds iova ", iova));
     }

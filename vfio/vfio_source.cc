@@ -79,8 +79,7 @@ std::string VfioSource::Layout() const {
   std::string out = absl::StrCat(
       "vfio;page=", l.page_size, ";backing=",
       config_.backing == BackingKind::kFile ? "file:" + config_.dir : "memfd",
-      ";base=", l.iova_base, ";max_segment=", l.max_segment_bytes,
-      ";devices=");
+      ";base=", l.iova_base, ";max_segment=", l.max_segment_bytes, ";devices=");
   for (const VfioDevice& d : config_.devices) {
     absl::StrAppend(&out, d.bdf, "@", d.dma_limit, ",");
   }
@@ -269,7 +268,8 @@ absl::Status VfioSource::Start(bool keep_contents) {
                    : info->dma_avail - static_cast<int64_t>(plan->size());
   {
     absl::MutexLock l(&mu_);
-    for (const auto& [iova, m] : mapped_) segments_.push_back(Describe(iova, m));
+    for (const auto& [iova, m] : mapped_)
+      segments_.push_back(Describe(iova, m));
   }
   undo.Commit();
   return absl::OkStatus();
@@ -353,7 +353,8 @@ absl::Status VfioSource::Zero(uint64_t iova, uint64_t bytes) {
     absl::MutexLock l(&mu_);
     auto it = mapped_.upper_bound(iova);
     if (it == mapped_.begin()) {
-      return absl::InvalidArgumentError("iova " + Hex(iova) + " is in no segment");
+      return absl::InvalidArgumentError("iova " + Hex(iova) +
+                                        " is in no segment");
     }
     --it;
     if (iova - it->first + bytes > it->second.backing.bytes) {

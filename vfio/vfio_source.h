@@ -106,7 +106,7 @@ class VfioSource final : public MemorySource {
   // Set by Start, then read-only except through the server's serialised
   // segment calls (AddSegment / RemoveSegment).
   int container_ = -1;
-  std::map<int, int> group_fds_;          // group -> fd
+  std::map<int, int> group_fds_;           // group -> fd
   std::map<std::string, int> device_fds_;  // bdf -> fd
   std::vector<IovaRange> ranges_;
   int64_t dma_avail_ = -1;

@@ -79,7 +79,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   VfioConfig config;
   config.backing = BackingKind::kMemfd;
   config.group_busy_timeout = absl::ZeroDuration();
-  config.devices = {{"0000:00:01.0", in.Next(2) ? (1 + in.Next(64)) * kPage : 0}};
+  config.devices = {
+      {"0000:00:01.0", in.Next(2) ? (1 + in.Next(64)) * kPage : 0}};
   if (config.devices[0].dma_limit) {
     config.layout.dma_limits = {config.devices[0].dma_limit};
   }

@@ -83,9 +83,9 @@ TEST(IovaLayoutTest, NeverAcrossTheMsiHoleOrPastTheTop) {
   // The top: 39 bits.
   c.iova_base = 0x7fffe00000 - 4 * kMiB;
   c.pool = {{0, 8 * kMiB, std::nullopt}};
-  EXPECT_THAT(PlanLayout(c, QemuRanges()).status(),
-              StatusIs(absl::StatusCode::kResourceExhausted,
-                       HasSubstr("do not fit")));
+  EXPECT_THAT(
+      PlanLayout(c, QemuRanges()).status(),
+      StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("do not fit")));
 }
 
 TEST(IovaLayoutTest, RejectsBadShares) {
@@ -94,9 +94,9 @@ TEST(IovaLayoutTest, RejectsBadShares) {
   EXPECT_THAT(PlanLayout(c, QemuRanges()).status(),
               StatusIs(absl::StatusCode::kInvalidArgument));
   c.pool = {{0, 4 * kMiB, 2 * kMiB}};  // low memory, no device limit
-  EXPECT_THAT(PlanLayout(c, QemuRanges()).status(),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       HasSubstr("dma_limit")));
+  EXPECT_THAT(
+      PlanLayout(c, QemuRanges()).status(),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("dma_limit")));
   c.dma_limits = {8 * kMiB};  // only 6 MiB between the base and the limit
   c.pool = {{0, 16 * kMiB, 8 * kMiB}};
   EXPECT_THAT(PlanLayout(c, QemuRanges()).status(),
@@ -164,8 +164,8 @@ class VfioSourceTest : public ::testing::Test {
     char tmpl[] = "/tmp/physpool-vfio-XXXXXX";
     ASSERT_NE(mkdtemp(tmpl), nullptr);
     dir_ = tmpl;
-    kernel_.device_groups = {{kEdu, 1}, {"0000:00:02.0", 1},
-                             {"0000:00:03.0", 2}};
+    kernel_.device_groups = {
+        {kEdu, 1}, {"0000:00:02.0", 1}, {"0000:00:03.0", 2}};
   }
   void TearDown() override {
     std::string cmd = "rm -rf " + dir_;
@@ -238,8 +238,7 @@ TEST_F(VfioSourceTest, EveryFailingStepRollsBackEverything) {
           continue;
         }
         ASSERT_FALSE(s.ok()) << "call " << n;
-        EXPECT_THAT(std::string(s.message()),
-                    HasSubstr(faulty.failed_step()))
+        EXPECT_THAT(std::string(s.message()), HasSubstr(faulty.failed_step()))
             << "call " << n;
         EXPECT_EQ(ErrnoOf(s), err) << s;
         EXPECT_TRUE(k.mappings().empty()) << "call " << n << ": " << s;

@@ -10,9 +10,9 @@
 #include <thread>
 
 #include "absl/synchronization/mutex.h"
+#include "client/fd_socket.h"
 #include "gtest/gtest.h"
 #include "physpool/physpool.h"
-#include "client/fd_socket.h"
 #include "tests/server/daemon.h"
 
 namespace physpool::testing {

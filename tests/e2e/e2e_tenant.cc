@@ -162,7 +162,8 @@ class Edu {
 };
 
 void Fill(uint8_t* p, size_t n, uint8_t seed) {
-  for (size_t i = 0; i < n; ++i) p[i] = static_cast<uint8_t>(seed + i * 7 + (i >> 8));
+  for (size_t i = 0; i < n; ++i)
+    p[i] = static_cast<uint8_t>(seed + i * 7 + (i >> 8));
 }
 bool Matches(const uint8_t* p, size_t n, uint8_t seed) {
   for (size_t i = 0; i < n; ++i) {
@@ -410,10 +411,10 @@ int RunMemfd(Args a) {
   auto* m1 = static_cast<uint8_t*>((*M1)->runs()[0].cpu);
   auto* m2 = static_cast<uint8_t*>((*M2)->runs()[0].cpu);
   Fill(m1, kCount, 0x3c);
-  Check(edu->Copy((*M1)->runs()[0].iova, (*M2)->runs()[0].iova + 0x80,
-                  kCount) &&
-            Matches(m2 + 0x80, kCount, 0x3c) && AllZero(m2, 0x80),
-        "DMA between memfd regions reads back through the fd mappings");
+  Check(
+      edu->Copy((*M1)->runs()[0].iova, (*M2)->runs()[0].iova + 0x80, kCount) &&
+          Matches(m2 + 0x80, kCount, 0x3c) && AllZero(m2, 0x80),
+      "DMA between memfd regions reads back through the fd mappings");
   edu.reset();
   kill(daemon, SIGKILL);
   waitpid(daemon, nullptr, 0);
@@ -437,10 +438,14 @@ int main(int argc, char** argv) {
   Args a;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i], v = argv[i + 1];
-    if (k == "--bdf") a.bdf = v;
-    else if (k == "--daemon") a.daemon = v;
-    else if (k == "--config") a.config = v;
-    else if (k == "--log") a.log = v;
+    if (k == "--bdf")
+      a.bdf = v;
+    else if (k == "--daemon")
+      a.daemon = v;
+    else if (k == "--config")
+      a.config = v;
+    else if (k == "--log")
+      a.log = v;
   }
   if (Run(a) == 0) RunMemfd(a);
   if (g_failures) {
