@@ -371,6 +371,43 @@ TEST_F(VfioSourceTest, RestartReattachesTheSameBackingAtTheSameIovas) {
   close(fd);
 }
 
+// A restart that fails half way must not delete or zero the backing the
+// store's leases live in: the next attempt re-attaches it intact.
+TEST_F(VfioSourceTest, FailedReattachKeepsTheBacking) {
+  uint64_t iova = 0;
+  {
+    VfioSource source(Config(), &kernel_);
+    ASSERT_OK(source.Start());
+    iova = source.segments().back().spec.iova;
+    ASSERT_OK_AND_ASSIGN(int fd, source.BackingFd(iova));
+    ASSERT_EQ(pwrite(fd, "kept", 4, 0), 4);
+    close(fd);
+  }
+  int calls = 0;
+  {
+    FakeKernel k = kernel_;
+    FaultyKernel counting(&k);
+    VfioSource source(Config(), &counting);
+    ASSERT_OK(source.Start(/*keep_contents=*/true));
+    calls = counting.calls();
+  }
+  for (int n = 1; n <= calls; ++n) {
+    FakeKernel k = kernel_;
+    FaultyKernel faulty(&k);
+    faulty.FailCall(n, EINVAL);
+    VfioSource source(Config(), &faulty);
+    ASSERT_FALSE(source.Start(/*keep_contents=*/true).ok()) << "call " << n;
+    EXPECT_EQ(CountEntries(dir_ + "/backing"), 3) << "call " << n;
+  }
+  VfioSource source(Config(), &kernel_);
+  ASSERT_OK(source.Start(/*keep_contents=*/true));
+  ASSERT_OK_AND_ASSIGN(int fd, source.BackingFd(iova));
+  char buf[5] = {};
+  ASSERT_EQ(pread(fd, buf, 4, 0), 4);
+  EXPECT_STREQ(buf, "kept");
+  close(fd);
+}
+
 TEST_F(VfioSourceTest, HotAddAndRemoveMapWholePhyssegs) {
   VfioSource source(Config(), &kernel_);
   ASSERT_OK(source.Start());
