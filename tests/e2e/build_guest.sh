@@ -42,6 +42,7 @@ cp /bin/busybox "$R/bin/busybox"
 install -m 755 "$HERE/init" "$R/init"
 install -m 755 "$BUILD/server/physpoold" "$R/bin/physpoold"
 install -m 755 "$BUILD/tests/e2e/e2e_tenant" "$R/bin/e2e_tenant"
+install -m 755 "$BUILD/cli/physpoolctl" "$R/bin/physpoolctl"
 for conf in physpool physpool-memfd; do
   sed -e "s/@EDU_SHA@/$(printf %s edu-token | sha256sum | cut -d' ' -f1)/" \
       -e "s/@PLAIN_SHA@/$(printf %s plain-token | sha256sum | cut -d' ' -f1)/" \
@@ -50,7 +51,7 @@ done
 # Shared libraries, by basename into /lib/x86_64-linux-gnu (init sets
 # LD_LIBRARY_PATH), and the dynamic loader where binaries look for it.
 mkdir -p "$R/lib/x86_64-linux-gnu"
-for bin in "$BUILD/server/physpoold" "$BUILD/tests/e2e/e2e_tenant"; do
+for bin in "$BUILD/server/physpoold" "$BUILD/tests/e2e/e2e_tenant" "$BUILD/cli/physpoolctl"; do
   ldd "$bin" | awk '/=> \//{print $3}'
 done | sort -u | while read -r lib; do
   cp -L "$lib" "$R/lib/x86_64-linux-gnu/$(basename "$lib")"

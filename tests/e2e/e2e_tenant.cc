@@ -57,6 +57,7 @@ struct Args {
   std::string ready = "/run/physpoold.ready";
   std::string endpoint = "unix:/run/physpool/physpool.sock";
   std::string memfd_config = "/etc/physpool-memfd.yaml";
+  std::string ctl = "/bin/physpoolctl";
   std::string bdf;
 };
 
@@ -179,6 +180,43 @@ bool AllZero(const uint8_t* p, size_t n) {
     if (p[i] != 0) return false;
   }
   return true;
+}
+
+// Runs physpoolctl as tenant "edu" (an admin too); its exit code and
+// standard output.
+std::pair<int, std::string> Ctl(const Args& a,
+                                std::vector<std::string> args) {
+  int out[2];
+  if (pipe(out) != 0) return {-1, ""};
+  const pid_t pid = fork();
+  if (pid == 0) {
+    dup2(out[1], 1);
+    close(out[0]);
+    setenv("PHYSPOOL_ENDPOINT", a.endpoint.c_str(), 1);
+    setenv("PHYSPOOL_TOKEN", "edu-token", 1);
+    std::vector<char*> argv = {const_cast<char*>(a.ctl.c_str())};
+    for (std::string& s : args) argv.push_back(s.data());
+    argv.push_back(nullptr);
+    execv(a.ctl.c_str(), argv.data());
+    _exit(127);
+  }
+  close(out[1]);
+  std::string text;
+  char buf[4096];
+  for (ssize_t n; (n = read(out[0], buf, sizeof(buf))) > 0;) text.append(buf, n);
+  close(out[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, text};
+}
+
+// The number after `"key": ` (quoted or not) in physpoolctl's JSON.
+uint64_t JsonNumber(const std::string& json, const std::string& key) {
+  const size_t at = json.find("\"" + key + "\":");
+  if (at == std::string::npos) return 0;
+  size_t i = at + key.size() + 3;
+  while (i < json.size() && (json[i] == ' ' || json[i] == '"')) ++i;
+  return std::strtoull(json.c_str() + i, nullptr, 10);
 }
 
 std::unique_ptr<physpool::Client> Connect(const Args& a,
@@ -318,6 +356,39 @@ int Run(const Args& a) {
   Check(AllZero(static_cast<uint8_t*>((*C)->runs()[0].cpu), 2 * kMiB) &&
             AllZero(static_cast<uint8_t*>((*D)->runs()[0].cpu), 2 * kMiB),
         "the other regions untouched");
+
+  // Hot add: a physseg mapped at run time takes DMA; hot remove unmaps it.
+  {
+    auto [rc, out] = Ctl(a, {"-o", "json", "segment", "add", "--bytes",
+                             "2MiB", "--freelist", "1"});
+    const uint64_t id = JsonNumber(out, "id");
+    const uint64_t iova = JsonNumber(out, "iova");
+    std::printf("T: hot-added segment %llu at %#llx\n",
+                static_cast<unsigned long long>(id),
+                static_cast<unsigned long long>(iova));
+    Check(rc == 0 && iova > 0 && iova + 2 * kMiB <= limit,
+          "hot add: a new physseg in the low freelist, below edu's limit");
+    physpool::AllocateOptions in_new = low;
+    in_new.low = iova;
+    in_new.high = iova + 2 * kMiB;
+    auto H = client->Allocate(in_new);
+    Check(H.ok() && (*H)->runs()[0].iova == iova,
+          "a region in the hot-added physseg");
+    if (H.ok()) {
+      Fill(a_cpu, kCount, 0x42);
+      auto* h_cpu = static_cast<uint8_t*>((*H)->runs()[0].cpu);
+      Check(edu->Copy(a_iova, iova + 0x40, kCount) &&
+                Matches(h_cpu + 0x40, kCount, 0x42) && AllZero(h_cpu, 0x40),
+            "DMA into the hot-added physseg reads back");
+      H->reset();  // releases; the memory is zeroed, then free
+    }
+    bool removed = false;
+    for (int i = 0; i < 50 && !removed; ++i) {
+      removed = Ctl(a, {"segment", "remove", std::to_string(id)}).first == 0;
+      if (!removed) usleep(100 * 1000);
+    }
+    Check(removed, "hot remove of the physseg once its lease ended");
+  }
   std::vector<std::vector<std::pair<uint64_t, uint64_t>>> before;
   for (auto* r : {A->get(), B->get(), C->get(), D->get()}) {
     before.push_back(RunsOf(*r));
