@@ -130,6 +130,12 @@ absl::StatusOr<std::unique_ptr<LeaseStore>> LeaseStore::Open(
         "lease store ", path, ": schema version ",
         sqlite3_column_int(version.s, 0), " is not ", kSchemaVersion));
   }
+  // Added after schema 1 shipped; an additive table, so created in place
+  // (an older daemon ignores it).
+  RETURN_IF_ERROR(st->Exec(
+      "CREATE TABLE IF NOT EXISTS segments(iova INTEGER PRIMARY KEY, bytes "
+      "INTEGER NOT NULL, freelist INTEGER NOT NULL, numa INTEGER NOT NULL, "
+      "path TEXT NOT NULL)"));
   // The boot id and layout it was written for.
   std::string stored_boot, stored_layout;
   {
@@ -200,6 +206,24 @@ absl::StatusOr<std::unique_ptr<LeaseStore>> LeaseStore::Open(
       st->scrubs_.push_back({sqlite3_column_int64(sc.s, 0), *std::move(runs)});
     }
   }
+  {
+    Stmt sg;
+    if (sqlite3_prepare_v2(st->db_,
+                           "SELECT iova, bytes, freelist, numa, path FROM "
+                           "segments ORDER BY iova",
+                           -1, &sg.s, nullptr) != SQLITE_OK) {
+      return st->Error("damaged (segments)");
+    }
+    while (sqlite3_step(sg.s) == SQLITE_ROW) {
+      StoredSegment s;
+      s.iova = static_cast<uint64_t>(sqlite3_column_int64(sg.s, 0));
+      s.bytes = static_cast<uint64_t>(sqlite3_column_int64(sg.s, 1));
+      s.freelist = static_cast<uint32_t>(sqlite3_column_int64(sg.s, 2));
+      s.numa = static_cast<int32_t>(sqlite3_column_int64(sg.s, 3));
+      s.path = reinterpret_cast<const char*>(sqlite3_column_text(sg.s, 4));
+      st->segments_.push_back(std::move(s));
+    }
+  }
   if (same_boot && stored_layout != layout &&
       (!st->leases_.empty() || !st->scrubs_.empty())) {
     return absl::FailedPreconditionError(absl::StrCat(
@@ -234,6 +258,10 @@ absl::StatusOr<std::unique_ptr<LeaseStore>> LeaseStore::Open(
       {&st->delete_lease_, "DELETE FROM leases WHERE id = ?"},
       {&st->add_scrub_, "INSERT INTO scrubs(runs) VALUES(?)"},
       {&st->scrub_done_, "DELETE FROM scrubs WHERE row = ?"},
+      {&st->put_segment_,
+       "INSERT OR REPLACE INTO segments(iova, bytes, freelist, numa, path) "
+       "VALUES(?, ?, ?, ?, ?)"},
+      {&st->delete_segment_, "DELETE FROM segments WHERE iova = ?"},
   };
   for (const auto& p : prepared) {
     if (sqlite3_prepare_v2(st->db_, p.sql, -1, p.stmt, nullptr) != SQLITE_OK) {
@@ -244,8 +272,8 @@ absl::StatusOr<std::unique_ptr<LeaseStore>> LeaseStore::Open(
 }
 
 LeaseStore::~LeaseStore() {
-  for (sqlite3_stmt* s :
-       {put_, expiry_, delete_lease_, add_scrub_, scrub_done_}) {
+  for (sqlite3_stmt* s : {put_, expiry_, delete_lease_, add_scrub_, scrub_done_,
+                          put_segment_, delete_segment_}) {
     sqlite3_finalize(s);
   }
   if (db_ != nullptr) {
@@ -305,6 +333,28 @@ absl::Status LeaseStore::ScrubDone(int64_t row) {
   sqlite3_bind_int64(scrub_done_, 1, row);
   if (sqlite3_step(scrub_done_) != SQLITE_DONE)
     return Error("finishing a scrub");
+  return absl::OkStatus();
+}
+
+absl::Status LeaseStore::PutSegment(const StoredSegment& s) {
+  sqlite3_reset(put_segment_);
+  sqlite3_bind_int64(put_segment_, 1, static_cast<int64_t>(s.iova));
+  sqlite3_bind_int64(put_segment_, 2, static_cast<int64_t>(s.bytes));
+  sqlite3_bind_int64(put_segment_, 3, s.freelist);
+  sqlite3_bind_int64(put_segment_, 4, s.numa);
+  sqlite3_bind_text(put_segment_, 5, s.path.c_str(), -1, SQLITE_TRANSIENT);
+  if (sqlite3_step(put_segment_) != SQLITE_DONE) {
+    return Error("recording a segment");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status LeaseStore::DeleteSegment(uint64_t iova) {
+  sqlite3_reset(delete_segment_);
+  sqlite3_bind_int64(delete_segment_, 1, static_cast<int64_t>(iova));
+  if (sqlite3_step(delete_segment_) != SQLITE_DONE) {
+    return Error("forgetting a segment");
+  }
   return absl::OkStatus();
 }
 

@@ -32,6 +32,16 @@ struct StoredLease {
   std::string label;
 };
 
+// A segment added at run time (Admin AddSegment): re-created at the same
+// IOVA and backing at the next start.
+struct StoredSegment {
+  uint64_t iova = 0;
+  uint64_t bytes = 0;
+  uint32_t freelist = 0;
+  int32_t numa = 0;
+  std::string path;
+};
+
 struct StoredScrub {
   int64_t row = 0;
   std::vector<pglist::PageRun> runs;
@@ -54,6 +64,9 @@ class LeaseStore {
   const std::vector<StoredLease>& leases() const { return leases_; }
   const std::vector<StoredScrub>& scrubs() const { return scrubs_; }
   int64_t voided_leases() const { return voided_; }
+  // Segments added at run time, by IOVA. They outlive a host reboot (the
+  // operator's pool), their contents do not.
+  const std::vector<StoredSegment>& segments() const { return segments_; }
 
   absl::Status PutLease(const StoredLease& lease);
   absl::Status SetExpiry(const std::string& id, int64_t expires_unix_ms,
@@ -64,6 +77,9 @@ class LeaseStore {
                                    const std::vector<pglist::PageRun>& runs);
   // The runs of a scrub row are zero now.
   absl::Status ScrubDone(int64_t row);
+
+  absl::Status PutSegment(const StoredSegment& segment);
+  absl::Status DeleteSegment(uint64_t iova);
 
  private:
   LeaseStore() = default;
@@ -77,7 +93,10 @@ class LeaseStore {
   sqlite3_stmt* delete_lease_ = nullptr;
   sqlite3_stmt* add_scrub_ = nullptr;
   sqlite3_stmt* scrub_done_ = nullptr;
+  sqlite3_stmt* put_segment_ = nullptr;
+  sqlite3_stmt* delete_segment_ = nullptr;
   std::vector<StoredLease> leases_;
+  std::vector<StoredSegment> segments_;
   std::vector<StoredScrub> scrubs_;
   int64_t voided_ = 0;
 };

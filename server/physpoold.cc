@@ -261,6 +261,24 @@ int Run(int argc, char** argv) {
         {F("source", source.name()), F("error", std::string(s.message()))});
     return 1;
   }
+  // Segments added at run time before the restart.
+  for (const StoredSegment& added :
+       store ? store->segments() : std::vector<StoredSegment>{}) {
+    vfio::BackedSegment seg;
+    seg.spec.iova = added.iova;
+    seg.spec.pages = pglist::PageCount(added.bytes / source.page_size());
+    seg.spec.freelist = added.freelist;
+    seg.spec.numa = added.numa;
+    seg.path = added.path;
+    if (absl::Status s = source.RestoreSegment(seg, reattach).status();
+        !s.ok()) {
+      Log(LogLevel::kError, "cannot restore a segment added at run time",
+          {F("iova", vfio::Hex(added.iova)), F("bytes", added.bytes),
+           F("error", std::string(s.message())),
+           F("hint", "see docs/operations.md, \"A damaged store\"")});
+      return 1;
+    }
+  }
   for (const vfio::IovaRange& r : source.iova_ranges()) {
     Log(LogLevel::kInfo, "iova range",
         {F("first", vfio::Hex(r.first)), F("last", vfio::Hex(r.last))});

@@ -743,6 +743,18 @@ absl::StatusOr<SegmentView> PoolManager::AddSegment(uint64_t bytes,
       (void)source_->RemoveSegment(seg.spec.iova);
       return id.status();
     }
+    // Recorded before the answer: a restart re-creates it (leases in it
+    // would not fit the pool otherwise).
+    if (store_ != nullptr) {
+      if (absl::Status s = store_->PutSegment(
+              {seg.spec.iova, bytes, freelist, numa, seg.path});
+          !s.ok()) {
+        (void)pool_->RemoveSegment(*id);
+        (void)source_->RemoveSegment(seg.spec.iova);
+        return absl::UnavailableError(
+            absl::StrCat("the segment could not be recorded: ", s.message()));
+      }
+    }
     backing_[pglist::Pfn(seg.spec.iova / page_size_)] = {*id, seg.path,
                                                          seg.file_offset};
     RetryWaiters(&out);
@@ -766,6 +778,12 @@ absl::Status PoolManager::RemoveSegment(uint32_t segment_id) {
     backing_.erase(it);
     Log(LogLevel::kInfo, "segment removed",
         {F("segment", segment_id), F("iova", iova)});
+    if (store_ != nullptr) {
+      if (absl::Status s = store_->DeleteSegment(iova); !s.ok()) {
+        Log(LogLevel::kWarn, "segment removal not recorded",
+            {F("iova", iova), F("error", s.ToString())});
+      }
+    }
     return source_->RemoveSegment(iova);
   }
   return absl::NotFoundError(absl::StrCat("no segment ", segment_id));

@@ -49,6 +49,11 @@ class MemorySource {
   virtual absl::StatusOr<BackedSegment> AddSegment(uint64_t bytes,
                                                    uint32_t freelist,
                                                    int32_t numa) = 0;
+  // Re-creates a segment that AddSegment made before a restart (the lease
+  // store recorded it) at the same IOVA and backing; with keep_contents the
+  // backing is re-attached as it is. REQUIRES: Start() succeeded.
+  virtual absl::StatusOr<BackedSegment> RestoreSegment(const BackedSegment& seg,
+                                                       bool keep_contents) = 0;
   // Removes the segment starting at `iova`; its memory must be unused.
   virtual absl::Status RemoveSegment(uint64_t iova) = 0;
 

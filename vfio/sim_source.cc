@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -47,7 +48,6 @@ std::string SimSource::Layout() const {
 }
 
 absl::Status SimSource::Start(bool keep_contents) {
-  keep_contents_ = keep_contents;
   if (config_.page_size < 4096 ||
       (config_.page_size & (config_.page_size - 1))) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -55,11 +55,51 @@ absl::Status SimSource::Start(bool keep_contents) {
   }
   if (absl::Status s = MakeDirs(config_.dir, 0700); !s.ok()) return s;
   next_iova_ = config_.base_iova;
-  for (const SimSegmentConfig& s : config_.segments) {
-    auto seg = AddSegment(s.bytes, s.freelist, s.numa);
+  for (size_t i = 0; i < config_.segments.size(); ++i) {
+    const SimSegmentConfig& s = config_.segments[i];
+    if (s.bytes == 0 || s.bytes % config_.page_size != 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "segment size ", s.bytes,
+          " is not a positive multiple of the page size ", config_.page_size));
+    }
+    auto seg = Create(next_iova_, s, PathOf(i), keep_contents);
     if (!seg.ok()) return seg.status();
+    Append(*seg);
   }
   return absl::OkStatus();
+}
+
+void SimSource::Append(const BackedSegment& seg) {
+  // Leave a gap of one page between segments: IOVA-adjacent segments are
+  // legal, but a gap catches runs that wrongly cross a segment.
+  next_iova_ = std::max(
+      next_iova_, seg.spec.iova + seg.spec.pages.value * config_.page_size +
+                      config_.page_size);
+  segments_.push_back(seg);
+}
+
+absl::StatusOr<BackedSegment> SimSource::RestoreSegment(
+    const BackedSegment& seg, bool keep_contents) {
+  const uint64_t bytes = seg.spec.pages.value * config_.page_size;
+  {
+    absl::MutexLock l(&mu_);
+    auto next = maps_.lower_bound(seg.spec.iova);
+    const bool overlaps =
+        (next != maps_.end() && next->first < seg.spec.iova + bytes) ||
+        (next != maps_.begin() &&
+         std::prev(next)->first + std::prev(next)->second.bytes >
+             seg.spec.iova);
+    if (bytes == 0 || overlaps) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "cannot restore the segment at iova ", seg.spec.iova, " (", bytes,
+          " bytes): it overlaps the configured segments"));
+    }
+  }
+  auto made = Create(seg.spec.iova, {bytes, seg.spec.freelist, seg.spec.numa},
+                     seg.path, keep_contents);
+  if (!made.ok()) return made.status();
+  Append(*made);
+  return made;
 }
 
 absl::StatusOr<BackedSegment> SimSource::AddSegment(uint64_t bytes,
@@ -70,31 +110,34 @@ absl::StatusOr<BackedSegment> SimSource::AddSegment(uint64_t bytes,
         "segment size ", bytes, " is not a positive multiple of the page size ",
         config_.page_size));
   }
-  auto seg = Create(next_iova_, {bytes, freelist, numa});
+  // Named by IOVA, apart from the configured segment-<n> files.
+  auto seg = Create(
+      next_iova_, {bytes, freelist, numa},
+      absl::StrCat(config_.dir, "/added-", absl::Hex(next_iova_), ".mem"),
+      /*keep_contents=*/false);
   if (!seg.ok()) return seg.status();
-  // Leave a gap of one page between segments: IOVA-adjacent segments are
-  // legal, but a gap catches runs that wrongly cross a segment.
-  next_iova_ += bytes + config_.page_size;
-  segments_.push_back(*seg);
+  Append(*seg);
   return seg;
 }
 
 absl::StatusOr<BackedSegment> SimSource::Create(uint64_t iova,
-                                                const SimSegmentConfig& s) {
+                                                const SimSegmentConfig& s,
+                                                const std::string& path,
+                                                bool keep_contents) {
   BackedSegment seg;
   seg.spec.iova = iova;
   seg.spec.pages = pglist::PageCount(s.bytes / config_.page_size);
   seg.spec.freelist = s.freelist;
   seg.spec.numa = s.numa;
-  seg.path = PathOf(next_file_++);
+  seg.path = path;
   const int fd =
       open(seg.path.c_str(),
-           O_RDWR | O_CREAT | O_CLOEXEC | (keep_contents_ ? 0 : O_TRUNC), 0600);
+           O_RDWR | O_CREAT | O_CLOEXEC | (keep_contents ? 0 : O_TRUNC), 0600);
   if (fd < 0) return KernelError(absl::StrCat("open ", seg.path), errno);
   absl::Cleanup close_fd = [fd] { close(fd); };
   absl::Cleanup unlink_file = [&seg] { unlink(seg.path.c_str()); };
   struct stat st;
-  if (keep_contents_ &&
+  if (keep_contents &&
       (fstat(fd, &st) != 0 || static_cast<uint64_t>(st.st_size) != s.bytes)) {
     std::move(unlink_file).Cancel();  // not ours to delete
     return absl::FailedPreconditionError(

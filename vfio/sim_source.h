@@ -49,6 +49,8 @@ class SimSource final : public MemorySource {
   }
   absl::StatusOr<BackedSegment> AddSegment(uint64_t bytes, uint32_t freelist,
                                            int32_t numa) override;
+  absl::StatusOr<BackedSegment> RestoreSegment(const BackedSegment& seg,
+                                               bool keep_contents) override;
   absl::Status RemoveSegment(uint64_t iova) override;
   absl::Status Zero(uint64_t iova, uint64_t bytes) override;
 
@@ -58,8 +60,10 @@ class SimSource final : public MemorySource {
     uint64_t bytes = 0;
     std::string path;
   };
-  absl::StatusOr<BackedSegment> Create(uint64_t iova,
-                                       const SimSegmentConfig& s);
+  absl::StatusOr<BackedSegment> Create(uint64_t iova, const SimSegmentConfig& s,
+                                       const std::string& path,
+                                       bool keep_contents);
+  void Append(const BackedSegment& seg);
   std::string PathOf(int n) const;
 
   const SimConfig config_;
@@ -68,8 +72,6 @@ class SimSource final : public MemorySource {
   absl::Mutex mu_;
   std::map<uint64_t, Mapping> maps_ ABSL_GUARDED_BY(mu_);  // by IOVA
   uint64_t next_iova_ = 0;
-  int next_file_ = 0;
-  bool keep_contents_ = false;
 };
 
 }  // namespace physpool::vfio

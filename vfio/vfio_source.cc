@@ -319,6 +319,37 @@ absl::StatusOr<BackedSegment> VfioSource::AddSegment(uint64_t bytes,
   return segments_.back();
 }
 
+absl::StatusOr<BackedSegment> VfioSource::RestoreSegment(
+    const BackedSegment& seg, bool keep_contents) {
+  if (container_ < 0) return absl::FailedPreconditionError("not started");
+  const uint64_t bytes = seg.spec.pages.value * page_size();
+  {
+    // Before touching any backing: a fresh one would truncate a live file.
+    absl::MutexLock l(&mu_);
+    auto next = mapped_.lower_bound(seg.spec.iova);
+    if ((next != mapped_.end() && next->first < seg.spec.iova + bytes) ||
+        (next != mapped_.begin() &&
+         std::prev(next)->first + std::prev(next)->second.backing.bytes >
+             seg.spec.iova)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "cannot restore the segment at iova ", Hex(seg.spec.iova),
+          ": it overlaps a segment of the layout"));
+    }
+  }
+  // The backing's name follows from the IOVA.
+  absl::StatusOr<Mapped> m =
+      MapSegment({seg.spec.iova, seg.spec.pages.value * page_size(),
+                  seg.spec.freelist, seg.spec.numa},
+                 keep_contents);
+  if (!m.ok()) return m.status();
+  {
+    absl::MutexLock l(&mu_);
+    mapped_[seg.spec.iova] = *m;
+  }
+  segments_.push_back(Describe(seg.spec.iova, *m));
+  return segments_.back();
+}
+
 absl::Status VfioSource::RemoveSegment(uint64_t iova) {
   Mapped m;
   {

@@ -81,6 +81,8 @@ class VfioSource final : public MemorySource {
 
   absl::StatusOr<BackedSegment> AddSegment(uint64_t bytes, uint32_t freelist,
                                            int32_t numa) override;
+  absl::StatusOr<BackedSegment> RestoreSegment(const BackedSegment& seg,
+                                               bool keep_contents) override;
   absl::Status RemoveSegment(uint64_t iova) override;
   absl::Status Zero(uint64_t iova, uint64_t bytes) override;
   absl::StatusOr<int> BackingFd(uint64_t iova) override;

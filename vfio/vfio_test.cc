@@ -429,6 +429,40 @@ TEST_F(VfioSourceTest, HotAddAndRemoveMapWholePhyssegs) {
               StatusIs(absl::StatusCode::kNotFound));
 }
 
+TEST_F(VfioSourceTest, HotAddedSegmentIsRestoredAtTheSameIova) {
+  BackedSegment added;
+  {
+    VfioSource source(Config(), &kernel_);
+    ASSERT_OK(source.Start());
+    ASSERT_OK_AND_ASSIGN(added, source.AddSegment(2 * kMiB, kLowFreelist, 0));
+    ASSERT_OK_AND_ASSIGN(int fd, source.BackingFd(added.spec.iova));
+    ASSERT_EQ(pwrite(fd, "added", 5, 0), 5);
+    close(fd);
+  }
+  VfioSource source(Config(), &kernel_);
+  ASSERT_OK(source.Start(/*keep_contents=*/true));
+  ASSERT_OK_AND_ASSIGN(BackedSegment again,
+                       source.RestoreSegment(added, /*keep_contents=*/true));
+  EXPECT_EQ(again.spec.iova, added.spec.iova);
+  EXPECT_EQ(again.path, added.path);
+  EXPECT_EQ(kernel_.mappings().count(added.spec.iova), 1u);
+  ASSERT_OK_AND_ASSIGN(int fd, source.BackingFd(added.spec.iova));
+  char buf[6] = {};
+  ASSERT_EQ(pread(fd, buf, 5, 0), 5);
+  EXPECT_STREQ(buf, "added");
+  close(fd);
+  // Restoring on top of an existing segment is refused before its backing
+  // is touched.
+  for (bool keep : {true, false}) {
+    EXPECT_THAT(source.RestoreSegment(added, keep).status(),
+                StatusIs(absl::StatusCode::kFailedPrecondition));
+  }
+  ASSERT_OK_AND_ASSIGN(fd, source.BackingFd(added.spec.iova));
+  ASSERT_EQ(pread(fd, buf, 5, 0), 5);
+  EXPECT_STREQ(buf, "added");
+  close(fd);
+}
+
 TEST_F(VfioSourceTest, HotAddFailureLeavesNothing) {
   FaultyKernel faulty(&kernel_);
   VfioSource source(Config(), &faulty);
