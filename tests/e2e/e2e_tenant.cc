@@ -184,8 +184,7 @@ bool AllZero(const uint8_t* p, size_t n) {
 
 // Runs physpoolctl as tenant "edu" (an admin too); its exit code and
 // standard output.
-std::pair<int, std::string> Ctl(const Args& a,
-                                std::vector<std::string> args) {
+std::pair<int, std::string> Ctl(const Args& a, std::vector<std::string> args) {
   int out[2];
   if (pipe(out) != 0) return {-1, ""};
   const pid_t pid = fork();
@@ -203,7 +202,8 @@ std::pair<int, std::string> Ctl(const Args& a,
   close(out[1]);
   std::string text;
   char buf[4096];
-  for (ssize_t n; (n = read(out[0], buf, sizeof(buf))) > 0;) text.append(buf, n);
+  for (ssize_t n; (n = read(out[0], buf, sizeof(buf))) > 0;)
+    text.append(buf, n);
   close(out[0]);
   int status = 0;
   waitpid(pid, &status, 0);
@@ -359,8 +359,8 @@ int Run(const Args& a) {
 
   // Hot add: a physseg mapped at run time takes DMA; hot remove unmaps it.
   {
-    auto [rc, out] = Ctl(a, {"-o", "json", "segment", "add", "--bytes",
-                             "2MiB", "--freelist", "1"});
+    auto [rc, out] = Ctl(a, {"-o", "json", "segment", "add", "--bytes", "2MiB",
+                             "--freelist", "1"});
     const uint64_t id = JsonNumber(out, "id");
     const uint64_t iova = JsonNumber(out, "iova");
     std::printf("T: hot-added segment %llu at %#llx\n",
