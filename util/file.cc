@@ -8,24 +8,15 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "util/errno_status.h"
 
 namespace physpool {
-namespace {
-
-absl::Status ErrnoError(absl::string_view what, int err) {
-  const std::string msg = absl::StrCat(what, ": ", std::strerror(err));
-  if (err == EACCES || err == EPERM) return absl::PermissionDeniedError(msg);
-  if (err == ENOENT || err == ENOTDIR) return absl::NotFoundError(msg);
-  return absl::InternalError(msg);
-}
-
-}  // namespace
 
 absl::StatusOr<std::string> ReadFileToString(const std::string& path,
                                              absl::string_view what) {
   std::ifstream in(path, std::ios::binary);
   if (!in)
-    return ErrnoError(absl::StrCat("cannot read ", what, " ", path), errno);
+    return ErrnoStatus(absl::StrCat("cannot read ", what, " ", path), errno);
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
@@ -37,7 +28,7 @@ absl::Status MakeDirs(const std::string& dir, mode_t mode) {
     const std::string part = dir.substr(0, pos);
     if (part.empty()) continue;
     if (mkdir(part.c_str(), mode) != 0 && errno != EEXIST) {
-      return ErrnoError(absl::StrCat("mkdir ", part), errno);
+      return ErrnoStatus(absl::StrCat("mkdir ", part), errno);
     }
   }
   return absl::OkStatus();

@@ -50,7 +50,7 @@ absl::StatusOr<Backing> CreatePosixBacking(BackingKind kind,
     b.fd = memfd_create(path.c_str(), flags);
     b.path = "memfd:" + path;
     if (b.fd < 0) {
-      return KernelError(
+      return ErrnoStatus(
           absl::StrCat("memfd_create ", path, " page size ", page_size), errno);
     }
   } else {
@@ -59,7 +59,7 @@ absl::StatusOr<Backing> CreatePosixBacking(BackingKind kind,
         slash == std::string::npos ? "." : path.substr(0, slash);
     struct statfs fs;
     if (statfs(dir.c_str(), &fs) != 0) {
-      return KernelError(absl::StrCat("statfs ", dir), errno);
+      return ErrnoStatus(absl::StrCat("statfs ", dir), errno);
     }
     const bool huge = fs.f_type == kHugetlbfsMagic;
     if (page_size > 4096 && (!huge || uint64_t(fs.f_bsize) != page_size)) {
@@ -71,7 +71,7 @@ absl::StatusOr<Backing> CreatePosixBacking(BackingKind kind,
     b.fd = open(path.c_str(),
                 O_RDWR | O_CLOEXEC | (reattach ? 0 : O_CREAT | O_TRUNC), 0600);
     b.path = path;
-    if (b.fd < 0) return KernelError(absl::StrCat("open ", path), errno);
+    if (b.fd < 0) return ErrnoStatus(absl::StrCat("open ", path), errno);
   }
   absl::Cleanup close_fd = [&b, kind, reattach] {
     close(b.fd);
@@ -79,21 +79,21 @@ absl::StatusOr<Backing> CreatePosixBacking(BackingKind kind,
   };
   if (reattach) {
     struct stat st;
-    if (fstat(b.fd, &st) != 0) return KernelError("fstat " + path, errno);
+    if (fstat(b.fd, &st) != 0) return ErrnoStatus("fstat " + path, errno);
     if (uint64_t(st.st_size) != bytes) {
       return absl::FailedPreconditionError(
           absl::StrCat("cannot re-attach ", path, ": it is ", st.st_size,
                        " bytes, the layout needs ", bytes));
     }
   } else if (ftruncate(b.fd, off_t(bytes)) != 0) {
-    return KernelError(absl::StrCat("ftruncate ", b.path, " to ", bytes),
+    return ErrnoStatus(absl::StrCat("ftruncate ", b.path, " to ", bytes),
                        errno);
   }
   void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, b.fd, 0);
   if (p == MAP_FAILED) {
     const int err = errno;
     absl::Status s =
-        KernelError(absl::StrCat("mmap ", b.path, " (", bytes, " bytes)"), err);
+        ErrnoStatus(absl::StrCat("mmap ", b.path, " (", bytes, " bytes)"), err);
     if (err == ENOMEM && page_size > 4096) {
       std::ifstream f("/sys/kernel/mm/hugepages/hugepages-" +
                       absl::StrCat(page_size / 1024) + "kB/free_hugepages");
@@ -115,7 +115,7 @@ absl::StatusOr<Backing> CreatePosixBacking(BackingKind kind,
     }
     mask[numa / 64] = 1UL << (numa % 64);
     if (syscall(SYS_mbind, p, bytes, kMpolBind, mask, 129, 0) != 0) {
-      return KernelError(absl::StrCat("mbind ", b.path, " to node ", numa),
+      return ErrnoStatus(absl::StrCat("mbind ", b.path, " to node ", numa),
                          errno);
     }
   }

@@ -32,7 +32,7 @@ absl::StatusOr<int> FakeKernel::OpenContainer() {
 absl::StatusOr<int> FakeKernel::GroupOf(const std::string& bdf) {
   auto it = device_groups.find(bdf);
   if (it == device_groups.end()) {
-    return KernelError(
+    return ErrnoStatus(
         absl::StrCat("readlink /sys/bus/pci/devices/", bdf, "/iommu_group"),
         ENOENT);
   }
@@ -43,12 +43,12 @@ absl::StatusOr<int> FakeKernel::OpenGroup(int group) {
   const std::string step = absl::StrCat("open /dev/vfio/", group);
   bool known = false;
   for (const auto& [bdf, g] : device_groups) known |= g == group;
-  if (!known) return KernelError(step, ENOENT);
-  if (open_groups_.count(group)) return KernelError(step, EBUSY);
+  if (!known) return ErrnoStatus(step, ENOENT);
+  if (open_groups_.count(group)) return ErrnoStatus(step, EBUSY);
   if (auto b = busy_answers.find(group);
       b != busy_answers.end() && b->second > 0) {
     --b->second;
-    return KernelError(step, EBUSY);
+    return ErrnoStatus(step, EBUSY);
   }
   open_groups_.insert(group);
   return NewFd({Kind::kGroup, group, ""});
@@ -56,7 +56,7 @@ absl::StatusOr<int> FakeKernel::OpenGroup(int group) {
 
 absl::Status FakeKernel::SetContainer(int group_fd, int container) {
   if (!Is(group_fd, Kind::kGroup) || !Is(container, Kind::kContainer)) {
-    return KernelError("VFIO_GROUP_SET_CONTAINER", EBADF);
+    return ErrnoStatus("VFIO_GROUP_SET_CONTAINER", EBADF);
   }
   attached_groups_.insert(fds_[group_fd].group);
   return absl::OkStatus();
@@ -64,16 +64,16 @@ absl::Status FakeKernel::SetContainer(int group_fd, int container) {
 
 absl::Status FakeKernel::SetIommuType1v2(int container) {
   if (!Is(container, Kind::kContainer) || attached_groups_.empty()) {
-    return KernelError("VFIO_SET_IOMMU type1v2", EINVAL);
+    return ErrnoStatus("VFIO_SET_IOMMU type1v2", EINVAL);
   }
-  if (iommu_set_) return KernelError("VFIO_SET_IOMMU type1v2", EBUSY);
+  if (iommu_set_) return ErrnoStatus("VFIO_SET_IOMMU type1v2", EBUSY);
   iommu_set_ = true;
   return absl::OkStatus();
 }
 
 absl::StatusOr<IommuInfo> FakeKernel::GetIommuInfo(int container) {
   if (!Is(container, Kind::kContainer) || !iommu_set_) {
-    return KernelError("VFIO_IOMMU_GET_INFO", EINVAL);
+    return ErrnoStatus("VFIO_IOMMU_GET_INFO", EINVAL);
   }
   IommuInfo info;
   info.ranges = ranges;
@@ -92,26 +92,26 @@ absl::Status FakeKernel::MapDma(int container, const void* vaddr, uint64_t iova,
   if (!Is(container, Kind::kContainer) || !iommu_set_ || bytes == 0 ||
       iova % min_page || bytes % min_page || va % min_page ||
       iova + bytes - 1 < iova) {
-    return KernelError(step, EINVAL);
+    return ErrnoStatus(step, EINVAL);
   }
-  if (vaddr == nullptr) return KernelError(step, EFAULT);
+  if (vaddr == nullptr) return ErrnoStatus(step, EFAULT);
   bool inside = false;
   for (const IovaRange& r : ranges) {
     inside |= iova >= r.first && iova + bytes - 1 <= r.last;
   }
-  if (!inside) return KernelError(step, EINVAL);
+  if (!inside) return ErrnoStatus(step, EINVAL);
   auto next = mappings_.lower_bound(iova);
   if (next != mappings_.end() && next->first < iova + bytes) {
-    return KernelError(step, EEXIST);
+    return ErrnoStatus(step, EEXIST);
   }
   if (next != mappings_.begin()) {
     auto prev = std::prev(next);
     if (prev->first + prev->second.bytes > iova) {
-      return KernelError(step, EEXIST);
+      return ErrnoStatus(step, EEXIST);
     }
   }
   if (static_cast<int64_t>(mappings_.size()) >= dma_limit) {
-    return KernelError(step, ENOSPC);
+    return ErrnoStatus(step, ENOSPC);
   }
   mappings_[iova] = {bytes, vaddr};
   return absl::OkStatus();
@@ -122,14 +122,14 @@ absl::Status FakeKernel::UnmapDma(int container, uint64_t iova,
   const std::string step = absl::StrCat("VFIO_IOMMU_UNMAP_DMA iova=", Hex(iova),
                                         " size=", Hex(bytes));
   if (!Is(container, Kind::kContainer) || bytes == 0) {
-    return KernelError(step, EINVAL);
+    return ErrnoStatus(step, EINVAL);
   }
   const uint64_t end = iova + bytes;
   // v2 refuses to cut a mapping: every mapping touched must lie inside.
   for (const auto& [at, m] : mappings_) {
     const bool touches = at < end && at + m.bytes > iova;
     if (touches && (at < iova || at + m.bytes > end)) {
-      return KernelError(step, EINVAL);
+      return ErrnoStatus(step, EINVAL);
     }
   }
   mappings_.erase(mappings_.lower_bound(iova), mappings_.lower_bound(end));
@@ -139,21 +139,21 @@ absl::Status FakeKernel::UnmapDma(int container, uint64_t iova,
 absl::StatusOr<int> FakeKernel::OpenDevice(int group_fd,
                                            const std::string& bdf) {
   const std::string step = "VFIO_GROUP_GET_DEVICE_FD " + bdf;
-  if (!Is(group_fd, Kind::kGroup)) return KernelError(step, EBADF);
+  if (!Is(group_fd, Kind::kGroup)) return ErrnoStatus(step, EBADF);
   const int group = fds_[group_fd].group;
   auto it = device_groups.find(bdf);
   if (it == device_groups.end() || it->second != group) {
-    return KernelError(step, ENODEV);
+    return ErrnoStatus(step, ENODEV);
   }
   if (!iommu_set_ || !attached_groups_.count(group)) {
-    return KernelError(step, EINVAL);
+    return ErrnoStatus(step, EINVAL);
   }
   return NewFd({Kind::kDevice, group, bdf});
 }
 
 absl::Status FakeKernel::EnableBusMaster(int device_fd) {
   if (!Is(device_fd, Kind::kDevice))
-    return KernelError("read PCI_COMMAND", EBADF);
+    return ErrnoStatus("read PCI_COMMAND", EBADF);
   bus_master_.insert(fds_[device_fd].bdf);
   return absl::OkStatus();
 }
@@ -178,7 +178,7 @@ void FakeKernel::ReleaseBacking(const Backing& b, bool remove) {
 
 absl::StatusOr<int> FakeKernel::Dup(int fd) {
   auto it = fds_.find(fd);
-  if (it == fds_.end()) return KernelError("dup", EBADF);
+  if (it == fds_.end()) return ErrnoStatus("dup", EBADF);
   return NewFd(it->second);
 }
 
@@ -204,7 +204,7 @@ void FakeKernel::Close(int fd) {
 absl::Status FaultyKernel::Next(const char* step) {
   if (++calls_ != fail_at_) return absl::OkStatus();
   failed_ = step;
-  return KernelError(absl::StrCat(step, " (injected)"), err_);
+  return ErrnoStatus(absl::StrCat(step, " (injected)"), err_);
 }
 
 #define PHYSPOOL_FAULT(step) \

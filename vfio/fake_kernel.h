@@ -89,7 +89,7 @@ class FakeKernel : public Kernel {
 
 // Wraps a kernel and fails its Nth call (counting from 1; Close and
 // ReleaseBacking are not counted: they cannot fail) with `err`, as the
-// kernel would: nothing happens and the call returns KernelError.
+// kernel would: nothing happens and the call returns ErrnoStatus.
 class FaultyKernel : public Kernel {
  public:
   explicit FaultyKernel(Kernel* inner) : inner_(inner) {}

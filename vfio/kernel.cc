@@ -1,57 +1,8 @@
 #include "vfio/kernel.h"
 
-#include <cerrno>
-#include <cstring>
-
-#include "absl/strings/cord.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 
 namespace physpool::vfio {
-namespace {
-constexpr char kErrnoPayload[] = "physpool.dev/errno";
-}  // namespace
-
-absl::Status KernelError(absl::string_view step, int err) {
-  absl::StatusCode code;
-  switch (err) {
-    case EBUSY:
-      code = absl::StatusCode::kUnavailable;
-      break;
-    case ENOMEM:
-    case ENOSPC:
-      code = absl::StatusCode::kResourceExhausted;
-      break;
-    case EPERM:
-    case EACCES:
-      code = absl::StatusCode::kPermissionDenied;
-      break;
-    case ENOENT:
-    case ENODEV:
-      code = absl::StatusCode::kNotFound;
-      break;
-    case EEXIST:
-      code = absl::StatusCode::kAlreadyExists;
-      break;
-    case EINVAL:
-    case EFAULT:
-      code = absl::StatusCode::kInvalidArgument;
-      break;
-    default:
-      code = absl::StatusCode::kInternal;
-  }
-  absl::Status s(
-      code, absl::StrCat(step, ": ", std::strerror(err), " (errno ", err, ")"));
-  s.SetPayload(kErrnoPayload, absl::Cord(absl::StrCat(err)));
-  return s;
-}
-
-int ErrnoOf(const absl::Status& s) {
-  auto p = s.GetPayload(kErrnoPayload);
-  int err = 0;
-  if (!p || !absl::SimpleAtoi(std::string(*p), &err)) return 0;
-  return err;
-}
 
 std::string Hex(uint64_t v) { return absl::StrCat("0x", absl::Hex(v)); }
 

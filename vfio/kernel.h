@@ -4,9 +4,10 @@
 // and calls ioctl) is the real one; FakeKernel records mappings and answers
 // with the errnos the real kernel gives; FaultyKernel fails the Nth call.
 //
-// Every failure is KernelError(step, errno): the code follows the errno and
-// the message names the step, e.g. "VFIO_IOMMU_MAP_DMA iova=0x200000
-// size=0x200000: Invalid argument (errno 22)". ErrnoOf() gets it back.
+// Every failure is ErrnoStatus(step, errno) (util/errno_status.h): the
+// code follows the errno and the message names the step, e.g.
+// "VFIO_IOMMU_MAP_DMA iova=0x200000 size=0x200000: Invalid argument
+// (errno 22)". ErrnoOf() gets the errno back.
 #ifndef PHYSPOOL_VFIO_KERNEL_H_
 #define PHYSPOOL_VFIO_KERNEL_H_
 
@@ -17,6 +18,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "util/errno_status.h"
 
 namespace physpool::vfio {
 
@@ -48,14 +50,6 @@ struct Backing {
   std::string path;      // kFile: the file; memfd: "memfd:<name>"
   bool created = false;  // false: an existing file was re-attached
 };
-
-// errno as a Status naming the step. The code is the most specific one:
-// EBUSY -> UNAVAILABLE, ENOMEM/ENOSPC -> RESOURCE_EXHAUSTED, EPERM/EACCES
-// -> PERMISSION_DENIED, ENOENT/ENODEV -> NOT_FOUND, EEXIST ->
-// ALREADY_EXISTS, EINVAL/EFAULT -> INVALID_ARGUMENT, else INTERNAL.
-absl::Status KernelError(absl::string_view step, int err);
-// The errno a KernelError carries; 0 for any other status.
-int ErrnoOf(const absl::Status& s);
 
 // "0x1f" for log and error messages.
 std::string Hex(uint64_t v);

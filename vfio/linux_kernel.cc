@@ -28,7 +28,7 @@ class Linux final : public Kernel {
  public:
   absl::StatusOr<int> OpenContainer() override {
     const int fd = open("/dev/vfio/vfio", O_RDWR | O_CLOEXEC);
-    if (fd < 0) return KernelError("open /dev/vfio/vfio", errno);
+    if (fd < 0) return ErrnoStatus("open /dev/vfio/vfio", errno);
     const int api = ioctl(fd, VFIO_GET_API_VERSION);
     if (api != VFIO_API_VERSION) {
       close(fd);
@@ -49,7 +49,7 @@ class Linux final : public Kernel {
     const std::string link = "/sys/bus/pci/devices/" + bdf + "/iommu_group";
     char buf[PATH_MAX] = {};
     if (readlink(link.c_str(), buf, sizeof(buf) - 1) < 0) {
-      return KernelError("readlink " + link, errno);
+      return ErrnoStatus("readlink " + link, errno);
     }
     const char* slash = std::strrchr(buf, '/');
     int group = 0;
@@ -62,7 +62,7 @@ class Linux final : public Kernel {
   absl::StatusOr<int> OpenGroup(int group) override {
     const std::string path = absl::StrCat("/dev/vfio/", group);
     const int fd = open(path.c_str(), O_RDWR | O_CLOEXEC);
-    if (fd < 0) return KernelError("open " + path, errno);
+    if (fd < 0) return ErrnoStatus("open " + path, errno);
     return fd;
   }
 
@@ -70,7 +70,7 @@ class Linux final : public Kernel {
     vfio_group_status st = {};
     st.argsz = sizeof(st);
     if (ioctl(group_fd, VFIO_GROUP_GET_STATUS, &st) != 0) {
-      return KernelError("VFIO_GROUP_GET_STATUS", errno);
+      return ErrnoStatus("VFIO_GROUP_GET_STATUS", errno);
     }
     if (!(st.flags & VFIO_GROUP_FLAGS_VIABLE)) {
       return absl::FailedPreconditionError(
@@ -78,14 +78,14 @@ class Linux final : public Kernel {
           "the group to vfio-pci)");
     }
     if (ioctl(group_fd, VFIO_GROUP_SET_CONTAINER, &container) != 0) {
-      return KernelError("VFIO_GROUP_SET_CONTAINER", errno);
+      return ErrnoStatus("VFIO_GROUP_SET_CONTAINER", errno);
     }
     return absl::OkStatus();
   }
 
   absl::Status SetIommuType1v2(int container) override {
     if (ioctl(container, VFIO_SET_IOMMU, VFIO_TYPE1v2_IOMMU) != 0) {
-      return KernelError("VFIO_SET_IOMMU type1v2", errno);
+      return ErrnoStatus("VFIO_SET_IOMMU type1v2", errno);
     }
     return absl::OkStatus();
   }
@@ -96,7 +96,7 @@ class Linux final : public Kernel {
       auto* info = reinterpret_cast<vfio_iommu_type1_info*>(buf.data());
       info->argsz = buf.size();
       if (ioctl(container, VFIO_IOMMU_GET_INFO, info) != 0) {
-        return KernelError("VFIO_IOMMU_GET_INFO", errno);
+        return ErrnoStatus("VFIO_IOMMU_GET_INFO", errno);
       }
       if (info->argsz <= buf.size()) break;
       buf.assign(info->argsz, 0);  // room for the capability chain
@@ -136,7 +136,7 @@ class Linux final : public Kernel {
     m.iova = iova;
     m.size = bytes;
     if (ioctl(container, VFIO_IOMMU_MAP_DMA, &m) != 0) {
-      return KernelError(absl::StrCat("VFIO_IOMMU_MAP_DMA iova=", Hex(iova),
+      return ErrnoStatus(absl::StrCat("VFIO_IOMMU_MAP_DMA iova=", Hex(iova),
                                       " size=", Hex(bytes)),
                          errno);
     }
@@ -149,7 +149,7 @@ class Linux final : public Kernel {
     u.iova = iova;
     u.size = bytes;
     if (ioctl(container, VFIO_IOMMU_UNMAP_DMA, &u) != 0) {
-      return KernelError(absl::StrCat("VFIO_IOMMU_UNMAP_DMA iova=", Hex(iova),
+      return ErrnoStatus(absl::StrCat("VFIO_IOMMU_UNMAP_DMA iova=", Hex(iova),
                                       " size=", Hex(bytes)),
                          errno);
     }
@@ -159,7 +159,7 @@ class Linux final : public Kernel {
   absl::StatusOr<int> OpenDevice(int group_fd,
                                  const std::string& bdf) override {
     const int fd = ioctl(group_fd, VFIO_GROUP_GET_DEVICE_FD, bdf.c_str());
-    if (fd < 0) return KernelError("VFIO_GROUP_GET_DEVICE_FD " + bdf, errno);
+    if (fd < 0) return ErrnoStatus("VFIO_GROUP_GET_DEVICE_FD " + bdf, errno);
     return fd;
   }
 
@@ -168,16 +168,16 @@ class Linux final : public Kernel {
     ri.argsz = sizeof(ri);
     ri.index = VFIO_PCI_CONFIG_REGION_INDEX;
     if (ioctl(device_fd, VFIO_DEVICE_GET_REGION_INFO, &ri) != 0) {
-      return KernelError("VFIO_DEVICE_GET_REGION_INFO config", errno);
+      return ErrnoStatus("VFIO_DEVICE_GET_REGION_INFO config", errno);
     }
     uint16_t cmd = 0;
     const off_t at = off_t(ri.offset + PCI_COMMAND);
     if (pread(device_fd, &cmd, 2, at) != 2) {
-      return KernelError("read PCI_COMMAND", errno);
+      return ErrnoStatus("read PCI_COMMAND", errno);
     }
     cmd |= PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER;
     if (pwrite(device_fd, &cmd, 2, at) != 2) {
-      return KernelError("write PCI_COMMAND", errno);
+      return ErrnoStatus("write PCI_COMMAND", errno);
     }
     return absl::OkStatus();
   }
@@ -186,12 +186,12 @@ class Linux final : public Kernel {
     Memlock m;
     rlimit rl = {};
     if (getrlimit(RLIMIT_MEMLOCK, &rl) != 0) {
-      return KernelError("getrlimit RLIMIT_MEMLOCK", errno);
+      return ErrnoStatus("getrlimit RLIMIT_MEMLOCK", errno);
     }
     m.limit = rl.rlim_cur == RLIM_INFINITY ? UINT64_MAX : rl.rlim_cur;
     __user_cap_header_struct h = {_LINUX_CAPABILITY_VERSION_3, 0};
     __user_cap_data_struct d[2] = {};
-    if (syscall(SYS_capget, &h, d) != 0) return KernelError("capget", errno);
+    if (syscall(SYS_capget, &h, d) != 0) return ErrnoStatus("capget", errno);
     m.cap_ipc_lock =
         d[CAP_IPC_LOCK / 32].effective & (1u << (CAP_IPC_LOCK % 32));
     return m;
@@ -241,7 +241,7 @@ class Linux final : public Kernel {
   }
   absl::StatusOr<int> Dup(int fd) override {
     const int copy = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-    if (copy < 0) return KernelError("dup", errno);
+    if (copy < 0) return ErrnoStatus("dup", errno);
     return copy;
   }
   void Close(int fd) override { close(fd); }

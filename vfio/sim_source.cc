@@ -133,7 +133,7 @@ absl::StatusOr<BackedSegment> SimSource::Create(uint64_t iova,
   const int fd =
       open(seg.path.c_str(),
            O_RDWR | O_CREAT | O_CLOEXEC | (keep_contents ? 0 : O_TRUNC), 0600);
-  if (fd < 0) return KernelError(absl::StrCat("open ", seg.path), errno);
+  if (fd < 0) return ErrnoStatus(absl::StrCat("open ", seg.path), errno);
   absl::Cleanup close_fd = [fd] { close(fd); };
   absl::Cleanup unlink_file = [&seg] { unlink(seg.path.c_str()); };
   struct stat st;
@@ -145,13 +145,13 @@ absl::StatusOr<BackedSegment> SimSource::Create(uint64_t iova,
                      " bytes long any more"));
   }
   if (ftruncate(fd, static_cast<off_t>(s.bytes)) != 0) {
-    return KernelError(absl::StrCat("ftruncate ", seg.path, " to ", s.bytes),
+    return ErrnoStatus(absl::StrCat("ftruncate ", seg.path, " to ", s.bytes),
                        errno);
   }
   void* base =
       mmap(nullptr, s.bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (base == MAP_FAILED)
-    return KernelError(absl::StrCat("mmap ", seg.path), errno);
+    return ErrnoStatus(absl::StrCat("mmap ", seg.path), errno);
   std::move(unlink_file).Cancel();
   absl::MutexLock l(&mu_);
   maps_[iova] = {static_cast<uint8_t*>(base), s.bytes, seg.path};
@@ -209,7 +209,7 @@ absl::StatusOr<int> SimSource::BackingFd(uint64_t iova) {
     path = std::prev(it)->second.path;
   }
   const int fd = open(path.c_str(), O_RDWR | O_CLOEXEC);
-  if (fd < 0) return KernelError("open " + path, errno);
+  if (fd < 0) return ErrnoStatus("open " + path, errno);
   return fd;
 }
 

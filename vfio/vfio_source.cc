@@ -406,7 +406,7 @@ absl::StatusOr<int> VfioSource::BackingFd(uint64_t iova) {
     return absl::NotFoundError("no vfio segment holds iova " + Hex(iova));
   }
   const int fd = fcntl(std::prev(it)->second.backing.fd, F_DUPFD_CLOEXEC, 0);
-  if (fd < 0) return KernelError("dup backing fd", errno);
+  if (fd < 0) return ErrnoStatus("dup backing fd", errno);
   return fd;
 }
 
