@@ -8,7 +8,6 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstring>
 #include <fstream>
 
 #include "absl/cleanup/cleanup.h"
@@ -119,9 +118,6 @@ absl::StatusOr<Backing> CreatePosixBacking(BackingKind kind,
                          errno);
     }
   }
-  // Fresh backing is zeroed by the kernel on first touch; touching it here
-  // allocates it (on the bound node) now rather than at the first DMA.
-  if (!reattach) std::memset(b.base, 0, bytes);
   std::move(unmap).Cancel();
   std::move(close_fd).Cancel();
   return b;

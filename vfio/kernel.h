@@ -88,8 +88,10 @@ class Kernel {
 
   // Creates (or with `reattach`, opens the existing file of exactly
   // `bytes`) and maps the backing of one physseg. kFile: `path` is the
-  // file; memfd: `path` is the name. The memory is bound to NUMA node
-  // `numa` (mbind) before it is touched.
+  // file; memfd: `path` is the name. Fresh backing (a new memfd, a file
+  // truncated to 0 and back) reads as zeros; the kernel allocates its
+  // pages at first touch (MAP_DMA pins them) under the NUMA binding to
+  // `numa` (mbind; -1: none) set here.
   virtual absl::StatusOr<Backing> CreateBacking(
       BackingKind kind, const std::string& path, uint64_t bytes,
       uint64_t page_size, int32_t numa, bool reattach) = 0;

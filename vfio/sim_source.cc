@@ -1,18 +1,14 @@
 #include "vfio/sim_source.h"
 
 #include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
 
-#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "util/file.h"
-#include "vfio/kernel.h"
+#include "vfio/backing.h"
 
 namespace physpool::vfio {
 
@@ -29,7 +25,7 @@ SimConfig DefaultSimConfig(const std::string& dir) {
 
 SimSource::~SimSource() {
   absl::MutexLock l(&mu_);
-  for (auto& [iova, m] : maps_) munmap(m.base, m.bytes);
+  for (auto& [iova, b] : maps_) ReleasePosixBacking(b, /*remove=*/false);
 }
 
 std::string SimSource::PathOf(int n) const {
@@ -124,37 +120,18 @@ absl::StatusOr<BackedSegment> SimSource::Create(uint64_t iova,
                                                 const SimSegmentConfig& s,
                                                 const std::string& path,
                                                 bool keep_contents) {
+  // Sim pages are synthetic: the files live on any filesystem (tmpfs).
+  absl::StatusOr<Backing> b = CreatePosixBacking(
+      BackingKind::kFile, path, s.bytes, 4096, /*numa=*/-1, keep_contents);
+  if (!b.ok()) return b.status();
   BackedSegment seg;
   seg.spec.iova = iova;
   seg.spec.pages = pglist::PageCount(s.bytes / config_.page_size);
   seg.spec.freelist = s.freelist;
   seg.spec.numa = s.numa;
   seg.path = path;
-  const int fd =
-      open(seg.path.c_str(),
-           O_RDWR | O_CREAT | O_CLOEXEC | (keep_contents ? 0 : O_TRUNC), 0600);
-  if (fd < 0) return ErrnoStatus(absl::StrCat("open ", seg.path), errno);
-  absl::Cleanup close_fd = [fd] { close(fd); };
-  absl::Cleanup unlink_file = [&seg] { unlink(seg.path.c_str()); };
-  struct stat st;
-  if (keep_contents &&
-      (fstat(fd, &st) != 0 || static_cast<uint64_t>(st.st_size) != s.bytes)) {
-    std::move(unlink_file).Cancel();  // not ours to delete
-    return absl::FailedPreconditionError(
-        absl::StrCat("cannot re-attach ", seg.path, ": it is not ", s.bytes,
-                     " bytes long any more"));
-  }
-  if (ftruncate(fd, static_cast<off_t>(s.bytes)) != 0) {
-    return ErrnoStatus(absl::StrCat("ftruncate ", seg.path, " to ", s.bytes),
-                       errno);
-  }
-  void* base =
-      mmap(nullptr, s.bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  if (base == MAP_FAILED)
-    return ErrnoStatus(absl::StrCat("mmap ", seg.path), errno);
-  std::move(unlink_file).Cancel();
   absl::MutexLock l(&mu_);
-  maps_[iova] = {static_cast<uint8_t*>(base), s.bytes, seg.path};
+  maps_[iova] = *b;
   return seg;
 }
 
@@ -165,11 +142,10 @@ absl::Status SimSource::RemoveSegment(uint64_t iova) {
       absl::MutexLock l(&mu_);
       auto m = maps_.find(iova);
       if (m != maps_.end()) {
-        munmap(m->second.base, m->second.bytes);
+        ReleasePosixBacking(m->second, /*remove=*/true);
         maps_.erase(m);
       }
     }
-    unlink(it->path.c_str());
     segments_.erase(it);
     return absl::OkStatus();
   }
@@ -197,19 +173,15 @@ absl::Status SimSource::Zero(uint64_t iova, uint64_t bytes) {
 }
 
 absl::StatusOr<int> SimSource::BackingFd(uint64_t iova) {
-  std::string path;
-  {
-    absl::MutexLock l(&mu_);
-    auto it = maps_.upper_bound(iova);
-    if (it == maps_.begin() ||
-        iova - std::prev(it)->first >= std::prev(it)->second.bytes) {
-      return absl::NotFoundError(
-          absl::StrCat("no sim segment holds iova ", iova));
-    }
-    path = std::prev(it)->second.path;
+  absl::MutexLock l(&mu_);
+  auto it = maps_.upper_bound(iova);
+  if (it == maps_.begin() ||
+      iova - std::prev(it)->first >= std::prev(it)->second.bytes) {
+    return absl::NotFoundError(
+        absl::StrCat("no sim segment holds iova ", iova));
   }
-  const int fd = open(path.c_str(), O_RDWR | O_CLOEXEC);
-  if (fd < 0) return ErrnoStatus("open " + path, errno);
+  const int fd = fcntl(std::prev(it)->second.fd, F_DUPFD_CLOEXEC, 0);
+  if (fd < 0) return ErrnoStatus("dup backing fd", errno);
   return fd;
 }
 

@@ -55,11 +55,6 @@ class SimSource final : public MemorySource {
   absl::Status Zero(uint64_t iova, uint64_t bytes) override;
 
  private:
-  struct Mapping {
-    uint8_t* base = nullptr;
-    uint64_t bytes = 0;
-    std::string path;
-  };
   absl::StatusOr<BackedSegment> Create(uint64_t iova, const SimSegmentConfig& s,
                                        const std::string& path,
                                        bool keep_contents);
@@ -70,7 +65,7 @@ class SimSource final : public MemorySource {
   std::vector<BackedSegment> segments_;  // changed only by the server's
                                          // serialised segment calls
   absl::Mutex mu_;
-  std::map<uint64_t, Mapping> maps_ ABSL_GUARDED_BY(mu_);  // by IOVA
+  std::map<uint64_t, Backing> maps_ ABSL_GUARDED_BY(mu_);  // by IOVA
   uint64_t next_iova_ = 0;
 };
 
