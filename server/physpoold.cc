@@ -313,7 +313,11 @@ int Run(int argc, char** argv) {
       {F("source", source.name()), F("page_size", source.page_size()),
        F("bytes", total), F("segments", source.segments().size()),
        F("reattached", reattach ? "yes" : "no"),
-       F("devices", absl::StrJoin(source.devices(), ",")),
+       F("devices",
+         absl::StrJoin(source.devices(), ",",
+                       [](std::string* out, const vfio::VfioDevice& d) {
+                         out->append(d.bdf);
+                       })),
        F("start_ms", absl::ToInt64Milliseconds(absl::Now() - source_start))});
   if (embedded) {
     Log(LogLevel::kWarn, "embedded default configuration",
@@ -324,13 +328,9 @@ int Run(int argc, char** argv) {
   }
 
   Authenticator auth(&registry, cfg->implicit_tenant);
-  SourceFacts facts{source.name(), source.iova_ranges(), {}, cfg->fd_socket};
-  if (cfg->source == "vfio") {
-    for (const vfio::VfioDevice& d : cfg->vfio.devices) {
-      facts.devices.push_back({d.bdf, d.dma_limit});
-    }
-  }
-  PoolService pool_service(&manager, &auth, &registry, std::move(facts));
+  PoolService pool_service(&manager, &auth, &registry,
+                           SourceFacts{source.name(), source.iova_ranges(),
+                                       source.devices(), cfg->fd_socket});
   AdminService admin_service(&manager, &auth, &registry);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();

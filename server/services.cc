@@ -78,19 +78,19 @@ absl::Status CheckLeaseId(const std::string& id) {
 absl::Status ApplyDeviceLimit(const SourceFacts& source,
                               const std::string& device, uint64_t* low,
                               uint64_t* high) {
-  for (const auto& [bdf, limit] : source.devices) {
-    if (bdf != device) continue;
-    if (limit == 0) return absl::OkStatus();
-    if (*low >= limit) {
+  for (const vfio::VfioDevice& d : source.devices) {
+    if (d.bdf != device) continue;
+    if (d.dma_limit == 0) return absl::OkStatus();
+    if (*low >= d.dma_limit) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "the window starts at ", *low, ", above the DMA limit ", limit,
+          "the window starts at ", *low, ", above the DMA limit ", d.dma_limit,
           " of device ", device, ": it could not reach the region"));
     }
-    *high = std::min(*high, limit);
+    *high = std::min(*high, d.dma_limit);
     return absl::OkStatus();
   }
   std::string known;
-  for (const auto& d : source.devices) absl::StrAppend(&known, " ", d.first);
+  for (const auto& d : source.devices) absl::StrAppend(&known, " ", d.bdf);
   return absl::InvalidArgumentError(absl::StrCat(
       "unknown device \"", device.substr(0, 64), "\" (the ", source.name,
       " source drives:", known.empty() ? " none" : known, ")"));
@@ -400,10 +400,10 @@ ServerUnaryReactor* PoolService::GetPoolInfo(CallbackServerContext* ctx,
     out->set_first(r.first);
     out->set_last(r.last);
   }
-  for (const auto& [bdf, limit] : source_.devices) {
+  for (const vfio::VfioDevice& device : source_.devices) {
     v1::Device* d = resp->add_devices();
-    d->set_bdf(bdf);
-    d->set_dma_limit(limit);
+    d->set_bdf(device.bdf);
+    d->set_dma_limit(device.dma_limit);
   }
   resp->set_fd_socket(source_.fd_socket);
   return Done(ctx, absl::OkStatus());

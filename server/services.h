@@ -39,7 +39,7 @@ grpc::Status ToGrpc(const absl::Status& s);
 struct SourceFacts {
   std::string name;  // sim, vfio
   std::vector<vfio::IovaRange> iova_ranges;
-  std::vector<std::pair<std::string, uint64_t>> devices;  // bdf, dma_limit
+  std::vector<vfio::VfioDevice> devices;
   std::string fd_socket;
 };
 

@@ -17,6 +17,12 @@
 
 namespace physpool::vfio {
 
+// A PCI device a source drives.
+struct VfioDevice {
+  std::string bdf;         // "0000:00:01.0"
+  uint64_t dma_limit = 0;  // the device reaches IOVAs below this; 0 = all
+};
+
 struct BackedSegment {
   pglist::SegmentSpec spec;  // IOVA, pages, freelist, NUMA node
   std::string path;          // the backing file tenants mmap
@@ -59,8 +65,8 @@ class MemorySource {
 
   // The IOVA ranges the IOMMU translates (empty for sim).
   virtual std::vector<IovaRange> iova_ranges() const { return {}; }
-  // The PCI devices the source drives (BDFs).
-  virtual std::vector<std::string> devices() const { return {}; }
+  // The PCI devices the source drives, with their DMA limits.
+  virtual std::vector<VfioDevice> devices() const { return {}; }
 
   // A new descriptor (the caller closes it) of the backing of the segment
   // containing `iova`: for tenants to map memory they cannot open by path.

@@ -68,12 +68,6 @@ void VfioSource::Teardown() {
   segments_.clear();
 }
 
-std::vector<std::string> VfioSource::devices() const {
-  std::vector<std::string> out;
-  for (const VfioDevice& d : config_.devices) out.push_back(d.bdf);
-  return out;
-}
-
 std::string VfioSource::Layout() const {
   const LayoutConfig& l = config_.layout;
   std::string out = absl::StrCat(

@@ -22,11 +22,6 @@
 
 namespace physpool::vfio {
 
-struct VfioDevice {
-  std::string bdf;         // "0000:00:01.0"
-  uint64_t dma_limit = 0;  // the device reaches IOVAs below this; 0 = all
-};
-
 struct VfioConfig {
   std::vector<VfioDevice> devices;
   BackingKind backing = BackingKind::kFile;
@@ -67,7 +62,7 @@ class VfioSource final : public MemorySource {
     return segments_;
   }
   std::vector<IovaRange> iova_ranges() const override { return ranges_; }
-  std::vector<std::string> devices() const override;
+  std::vector<VfioDevice> devices() const override { return config_.devices; }
   // DMA entries the container had left after Start.
   int64_t dma_avail() const { return dma_avail_; }
   // Where Start's time went: creating and zeroing the backing, and the
