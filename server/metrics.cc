@@ -32,6 +32,14 @@ ClientMetric Value(MetricType type, double v,
   return m;
 }
 
+// A family with one unlabelled value.
+MetricFamily Single(const char* name, const char* help, MetricType type,
+                    double v) {
+  MetricFamily f = Family(name, help, type);
+  f.metric.push_back(Value(type, v));
+  return f;
+}
+
 ClientMetric HistogramMetric(const Histogram& h,
                              std::vector<ClientMetric::Label> labels = {}) {
   ClientMetric m;
@@ -147,12 +155,10 @@ std::vector<MetricFamily> PoolCollector::Collect() const {
   out.push_back(std::move(leases));
   out.push_back(std::move(lease_bytes));
 
-  MetricFamily expirations =
-      Family("physpool_lease_expirations_total",
-             "Leases that expired without renewal.", MetricType::Counter);
-  expirations.metric.push_back(
-      Value(MetricType::Counter, static_cast<double>(st.lease_expirations)));
-  out.push_back(std::move(expirations));
+  out.push_back(Single("physpool_lease_expirations_total",
+                       "Leases that expired without renewal.",
+                       MetricType::Counter,
+                       static_cast<double>(st.lease_expirations)));
 
   MetricFamily revocations =
       Family("physpool_lease_revocations_total",
@@ -165,13 +171,10 @@ std::vector<MetricFamily> PoolCollector::Collect() const {
   }
   out.push_back(std::move(revocations));
 
-  MetricFamily reclaimed =
-      Family("physpool_reclaimed_bytes_total",
+  out.push_back(
+      Single("physpool_reclaimed_bytes_total",
              "Bytes of preemptible leases reclaimed by the aggressive path.",
-             MetricType::Counter);
-  reclaimed.metric.push_back(
-      Value(MetricType::Counter, static_cast<double>(st.reclaimed_bytes)));
-  out.push_back(std::move(reclaimed));
+             MetricType::Counter, static_cast<double>(st.reclaimed_bytes)));
 
   MetricFamily wait =
       Family("physpool_wait_duration_seconds",
@@ -179,12 +182,10 @@ std::vector<MetricFamily> PoolCollector::Collect() const {
   wait.metric.push_back(HistogramMetric(st.wait_seconds));
   out.push_back(std::move(wait));
 
-  MetricFamily backlog =
-      Family("physpool_scrub_backlog_pages",
-             "Pages waiting to be zeroed before reuse.", MetricType::Gauge);
-  backlog.metric.push_back(
-      Value(MetricType::Gauge, static_cast<double>(st.scrub_backlog_pages)));
-  out.push_back(std::move(backlog));
+  out.push_back(Single("physpool_scrub_backlog_pages",
+                       "Pages waiting to be zeroed before reuse.",
+                       MetricType::Gauge,
+                       static_cast<double>(st.scrub_backlog_pages)));
   return out;
 }
 

@@ -79,21 +79,20 @@ tenants:
         with open(os.path.join(self.dir, "physpoold.log")) as f:
             return f.read()
 
-    def call(self, service, method, request, response_type, token="", timeout=10):
-        rpc = self.channel.unary_unary(
-            f"/physpool.v1.{service}/{method}",
-            request_serializer=type(request).SerializeToString,
-            response_deserializer=response_type.FromString)
+    def _invoke(self, kind, service, method, request, response_type, token, timeout):
+        rpc = kind(f"/physpool.v1.{service}/{method}",
+                   request_serializer=type(request).SerializeToString,
+                   response_deserializer=response_type.FromString)
         metadata = [("authorization", "Bearer " + token)] if token else []
         return rpc(request, metadata=metadata, timeout=timeout)
 
+    def call(self, service, method, request, response_type, token="", timeout=10):
+        return self._invoke(self.channel.unary_unary, service, method, request,
+                            response_type, token, timeout)
+
     def stream(self, service, method, request, response_type, token="", timeout=10):
-        rpc = self.channel.unary_stream(
-            f"/physpool.v1.{service}/{method}",
-            request_serializer=type(request).SerializeToString,
-            response_deserializer=response_type.FromString)
-        metadata = [("authorization", "Bearer " + token)] if token else []
-        return rpc(request, metadata=metadata, timeout=timeout)
+        return self._invoke(self.channel.unary_stream, service, method, request,
+                            response_type, token, timeout)
 
     def stop(self):
         self.channel.close()
