@@ -162,23 +162,23 @@ std::string FdServer::Answer(const std::string& line, std::vector<int>* fds) {
   }
   absl::StatusOr<LeaseInfo> lease = manager_->Get(*tenant, words[1]);
   if (!lease.ok()) return ErrorLine(lease.status());
+  // On an error no descriptor is sent: close those gathered so far.
+  auto fail = [fds](const absl::Status& s) {
+    for (int fd : *fds) close(fd);
+    fds->clear();
+    return ErrorLine(s);
+  };
   std::map<uint32_t, int> index_of_segment;
   std::string indexes;
   for (const LeaseRun& run : lease->runs) {
     auto it = index_of_segment.find(run.segment_id);
     if (it == index_of_segment.end()) {
       if (fds->size() == kMaxFds) {
-        for (int fd : *fds) close(fd);
-        fds->clear();
-        return ErrorLine(absl::ResourceExhaustedError(
+        return fail(absl::ResourceExhaustedError(
             absl::StrCat("the lease spans more than ", kMaxFds, " segments")));
       }
       absl::StatusOr<int> fd = source_->BackingFd(run.iova);
-      if (!fd.ok()) {
-        for (int f : *fds) close(f);
-        fds->clear();
-        return ErrorLine(fd.status());
-      }
+      if (!fd.ok()) return fail(fd.status());
       it = index_of_segment.emplace(run.segment_id, fds->size()).first;
       fds->push_back(*fd);
     }
