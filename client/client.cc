@@ -269,6 +269,8 @@ absl::StatusOr<std::unique_ptr<Region>> Client::Allocate(
   }
   for (int i = 0; mapped.ok() && i < lease.runs_size(); ++i) {
     const v1::Run& r = lease.runs(i);
+    // A backing fd from the socket is borrowed (closed below, once);
+    // a file opened by path is ours.
     int fd = -1;
     if (!by_fd) {
       fd = open(r.backing_path().c_str(), O_RDWR | O_CLOEXEC);
@@ -276,7 +278,7 @@ absl::StatusOr<std::unique_ptr<Region>> Client::Allocate(
       size_t index = 0;
       if (absl::SimpleAtoi(backing.words[i + 1], &index) &&
           index < backing.fds.size()) {
-        fd = dup(backing.fds[index]);
+        fd = backing.fds[index];
       }
     }
     void* p =
@@ -284,7 +286,7 @@ absl::StatusOr<std::unique_ptr<Region>> Client::Allocate(
                : mmap(nullptr, r.length(), PROT_READ | PROT_WRITE, MAP_SHARED,
                       fd, static_cast<off_t>(r.backing_offset()));
     const int err = errno;
-    if (fd >= 0) close(fd);
+    if (fd >= 0 && !by_fd) close(fd);
     if (p == MAP_FAILED) {
       mapped = absl::PermissionDeniedError(
           absl::StrCat("cannot map ", r.backing_path(), " at ",
