@@ -820,6 +820,8 @@ const std::vector<Command>& Commands() {
                  [--reclaim] [--wait 10s] [--ttl 60s] [--label TEXT] [--device BDF]
   Allocates a region, maps it, prints it and holds it (renewing) until
   interrupted; then releases it. For testing a device.
+  --max-segments 0 (the default) means any number of runs, except with
+  --alignment above one page or --boundary: then one run, unless N >= 2.
   Example: physpoolctl alloc --bytes 2MiB --alignment 2MiB --max-segments 1)",
        Alloc},
       {"release",

@@ -37,6 +37,12 @@ Trace lines (all fields but op, id, bytes, iova, pages are optional):
   {"op":"free","id":"a1"}
   {"op":"drain","iova":4294967296}   (also "undrain", "remove")
 
+max_segments 0 means any number of runs, except with an alignment above one
+page or a boundary: then one run, unless max_segments >= 2. An alloc with
+"reclaim" that finds no free placement revokes the preemptible allocations
+whose total size is least (then fewest, then the lower IOVA); they are freed
+at once and listed in "reclaimed".
+
 Example:
   printf '%s\n' '{"op":"segment","iova":0,"pages":1024}' \
     '{"op":"alloc","id":"a","bytes":65536,"alignment":65536,"max_segments":1}' |

@@ -147,5 +147,54 @@ TEST(SimulateTest, DrainUndrainRemove) {
       HasSubstr(R"json({"id":"b","ok":false,"code":"RESOURCE_EXHAUSTED")json"));
 }
 
+// Issue 10: with an alignment (or a boundary), max_segments 0 means one run,
+// never the multi path; a runtime using the first run's IOVA as its buffer
+// base must not get a second run it did not ask for.
+TEST(SimulateTest, ConstrainedRequestsWithMaxSegmentsZeroGetOneRun) {
+  // Free: [4, 8) and [12, 16); no 6 contiguous pages.
+  const Replay r = Simulated(R"json({"op":"segment","iova":0,"pages":32}
+{"op":"alloc","id":"h0","bytes":16384,"max_segments":1}
+{"op":"alloc","id":"a","bytes":16384,"max_segments":1}
+{"op":"alloc","id":"h1","bytes":16384,"max_segments":1}
+{"op":"alloc","id":"b","bytes":16384,"max_segments":1}
+{"op":"alloc","id":"h2","bytes":65536,"max_segments":1}
+{"op":"free","id":"a"}
+{"op":"free","id":"b"}
+{"op":"alloc","id":"x","bytes":24000,"alignment":16384,"max_segments":0}
+{"op":"alloc","id":"z","bytes":24000,"boundary":32768}
+{"op":"alloc","id":"y","bytes":24000,"alignment":16384,"max_segments":2}
+)json");
+  ASSERT_OK(r.status);
+  EXPECT_THAT(
+      r.out,
+      HasSubstr(
+          R"json({"id":"x","ok":false,"code":"RESOURCE_EXHAUSTED","message":"no space: no placement in free memory for 6 pages (alignment 16384, boundary none, window [0, unbounded), at most 1 runs)"})json"));
+  EXPECT_THAT(
+      r.out,
+      HasSubstr(R"json({"id":"z","ok":false,"code":"RESOURCE_EXHAUSTED")json"));
+  EXPECT_THAT(
+      r.out,
+      HasSubstr(
+          R"json({"id":"y","ok":true,"path":"multi","runs":[{"iova":16384,"pages":4},{"iova":49152,"pages":2}],"reclaimed":[]})json"));
+}
+
+// Issue 10: the aggressive path revokes whole leases, so p1 (1 page, at an
+// aligned IOVA) is taken, not p4 (4 pages).
+TEST(SimulateTest, ReclaimTakesTheLeastTotalSize) {
+  const Replay r =
+      Simulated(R"json({"op":"segment","iova":4294967296,"pages":16}
+{"op":"alloc","id":"p4","bytes":16384,"max_segments":1,"preemptible":true}
+{"op":"alloc","id":"f1","bytes":16384,"max_segments":1}
+{"op":"alloc","id":"p1","bytes":4096,"max_segments":1,"preemptible":true}
+{"op":"alloc","id":"f2","bytes":28672,"max_segments":1}
+{"op":"alloc","id":"x","bytes":4096,"alignment":32768,"max_segments":1,"reclaim":true}
+)json");
+  ASSERT_OK(r.status);
+  EXPECT_THAT(
+      r.out,
+      HasSubstr(
+          R"json({"id":"x","ok":true,"path":"aggressive","runs":[{"iova":4295000064,"pages":1}],"reclaimed":["p1"]})json"));
+}
+
 }  // namespace
 }  // namespace physpool::cli

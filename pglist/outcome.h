@@ -55,7 +55,8 @@ struct Allocation {
 struct ReclaimPlan {
   PageRun window;
   std::vector<AllocationId> victims;  // ascending; all preemptible
-  PageCount reclaim_pages;            // preemptible pages inside the window
+  PageCount reclaim_pages;  // the cost: all pages of the victims, which
+                            // revoking frees (inside the window or not)
 };
 
 }  // namespace physpool::pglist

@@ -50,8 +50,19 @@ std::optional<Pfn> PhysSeg::FindRun(const Constraints& c) const {
   if (lo >= hi || hi - lo < c.pages.value) return std::nullopt;
   const uint64_t start = std::clamp(hint_.value, lo, hi);
   if (auto found = Scan(c, start, hi, hi)) return found;
-  // Wrap once: every start below the first pass's first candidate, with runs
-  // that may reach past the hint (the seed stops them at the hint).
+  // Wrap once, as the seed: runs from the window's start that end at or
+  // before the hint.
+  const uint64_t limit = std::min(hi, hint_.value);
+  if (start > lo) return Scan(c, lo, limit, limit);
+  return std::nullopt;
+}
+
+std::optional<Pfn> PhysSeg::FindRunAcrossHint(const Constraints& c) const {
+  const auto [lo, hi] = Clip(c);
+  if (lo >= hi || hi - lo < c.pages.value) return std::nullopt;
+  const uint64_t start = std::clamp(hint_.value, lo, hi);
+  // Every start below the first pass's first candidate, with runs that may
+  // reach past the hint: after FindRun failed, only those that straddle it.
   if (start > lo) return Scan(c, lo, c.AlignUp(start), hi);
   return std::nullopt;
 }
@@ -79,10 +90,26 @@ PageCount PhysSeg::TakeNextFit(const Constraints& c, PageCount want,
   const auto [lo, hi] = Clip(c);
   PageCount taken;
   if (lo >= hi) return taken;
-  const uint64_t start = std::clamp(hint_.value, lo, hi);
-  Gather(start, hi, want, &taken, out);
-  if (taken < want) Gather(lo, start, want, &taken, out);
+  // As the seed: from the hint to the window's end; then, unless the hint
+  // is at the segment's start, from the window's start to the hint. A pass
+  // that runs out leaves the hint at its limit.
+  const uint64_t hint = hint_.value;
+  Gather(std::max(lo, hint), hi, want, &taken, out);
+  if (taken == want) return taken;
+  if (hint == avail_begin_.value) {
+    hint_ = Pfn(hi);
+    return taken;
+  }
+  const uint64_t limit = std::min(hi, hint);
+  Gather(lo, limit, want, &taken, out);
+  if (taken < want) hint_ = Pfn(limit);
   return taken;
+}
+
+void PhysSeg::ExhaustHint(const Constraints& c) {
+  const auto [lo, hi] = Clip(c);
+  if (lo >= hi) return;
+  hint_ = Pfn(hint_ == avail_begin_ ? hi : std::min(hi, hint_.value));
 }
 
 void PhysSeg::Take(const PageRun& r) {

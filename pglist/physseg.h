@@ -56,18 +56,29 @@ class PhysSeg {
   // [lo, hi) absolute PFNs; lo >= hi when they do not meet.
   std::pair<uint64_t, uint64_t> Clip(const Constraints& c) const;
 
-  // The contiguous search: the first start that admits a free run of
-  // c.pages at or after the hint, else (wrapping once) the first one before
-  // it, runs straddling the hint included. Complete: returns a start
-  // whenever this segment holds a feasible free run. Changes nothing.
+  // The seed's contiguous search (uvm_pglistalloc_c_ps): the first start
+  // that admits a free run of c.pages at or after the hint, else (wrapping
+  // once) the first one from the window's start whose run ends at or before
+  // the hint. Changes nothing.
   std::optional<Pfn> FindRun(const Constraints& c) const;
+  // What the seed's wrap pass never tries: the first admissible free run
+  // that starts before the hint and ends after it. FindRun, then this, is
+  // complete: together they find a start whenever this segment holds a
+  // feasible free run. Changes nothing.
+  std::optional<Pfn> FindRunAcrossHint(const Constraints& c) const;
 
-  // The simple path in this segment: takes up to `want` free pages of the
-  // window next-fit (from the hint to the window's end, then from the
-  // window's start to the hint), appends them as runs, moves the hint past
-  // the last page taken. Returns the number of pages taken.
+  // The simple path in this segment, as the seed's uvm_pglistalloc_s_ps:
+  // takes up to `want` free pages of the window next-fit (from the hint to
+  // the window's end, then, unless the hint is at the segment's start, from
+  // the window's start to the hint), appends them as runs. The hint moves
+  // past the last page taken; if the segment runs out before `want`, it is
+  // left where the last pass stopped (ExhaustHint). Returns the pages taken.
   PageCount TakeNextFit(const Constraints& c, PageCount want,
                         std::vector<PageRun>* out);
+  // Moves the hint where TakeNextFit leaves it when the window holds fewer
+  // free pages than wanted: for a request that fails before the walk, so
+  // that hints move as the seed's would. O(1).
+  void ExhaustHint(const Constraints& c);
 
   // Calls f(PageRun slot) for every maximal free stretch of the window,
   // cut at boundary multiples, each starting at its first aligned page, in

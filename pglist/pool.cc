@@ -246,24 +246,29 @@ absl::Status Pool::CheckCapacity(const Constraints& c) const {
 
 std::optional<std::vector<PageRun>> Pool::TrySimple(const Constraints& c) {
   std::vector<PageRun> runs;
-  std::vector<std::pair<PhysSeg*, Pfn>> hints;
   PageCount left = c.pages;
   for (PhysSeg* s : order_) {
     if (!s->Eligible(c)) continue;
-    hints.emplace_back(s, s->hint());
     left -= s->TakeNextFit(c, left, &runs);
     if (left.value == 0) return runs;
   }
-  // Not enough: give everything back, hints included.
+  // Not enough: give the pages back; the hints stay where the walk left
+  // them, as the seed's do.
   for (const PageRun& r : runs) FindSegment(r.start)->Release(r).IgnoreError();
-  for (auto& [s, h] : hints) s->set_hint(h);
+  for (const PageRun& r : runs) FindSegment(r.start)->Sync();
   return std::nullopt;
 }
 
 std::optional<std::vector<PageRun>> Pool::TryContig(const Constraints& c) {
-  for (PhysSeg* s : order_) {
-    if (!s->Eligible(c)) continue;
-    if (auto start = s->FindRun(c)) {
+  // The seed's search over every segment first, so that wherever it finds a
+  // run, physpool returns the same one; then the runs it misses, which make
+  // the search complete.
+  for (bool across_hint : {false, true}) {
+    for (PhysSeg* s : order_) {
+      if (!s->Eligible(c)) continue;
+      const std::optional<Pfn> start =
+          across_hint ? s->FindRunAcrossHint(c) : s->FindRun(c);
+      if (!start) continue;
       const PageRun r{*start, c.pages};
       s->Take(r);
       s->set_hint(r.end());
@@ -308,8 +313,9 @@ Allocation& Pool::Record(std::vector<PageRun> runs, Path path,
   a.preemptible = preemptible;
   a.runs = Canonical(std::move(runs), path == Path::kSimple,
                      [this](Pfn p) { return FindSegment(p); });
+  const PageCount total = a.pages();
   for (const PageRun& r : a.runs) {
-    if (preemptible) preempt_[r.start] = {r.pages, id};
+    if (preemptible) preempt_[r.start] = {r.pages, id, total};
     FindSegment(r.start)->Sync();
   }
   if (path != Path::kClaim) ++stats_.at(path).successes;
@@ -330,7 +336,26 @@ absl::StatusOr<Allocation> Pool::Allocate(const Request& req) {
     return Fail(path, c.status().code(), FailReason::kInvalid,
                 c.status().message());
   }
+  // A simple request refused before the walk moves the hints as the seed's
+  // walk would: where the window's free pages are too few, the walk
+  // exhausts every eligible segment; where they would do, or no page at
+  // all is free (the seed then does not walk), nothing moves.
+  auto exhaust_hints = [&] {
+    if (path != Path::kSimple || allocatable_free_pages().value == 0) return;
+    uint64_t in_window = 0;
+    for (const PhysSeg* s : order_) {
+      if (!s->Eligible(*c)) continue;
+      const auto [lo, hi] = s->Clip(*c);
+      if (lo < hi)
+        in_window += s->map().CountFree(s->Off(Pfn(lo)), s->Off(Pfn(hi)));
+    }
+    if (in_window >= c->pages.value) return;
+    for (PhysSeg* s : order_) {
+      if (s->Eligible(*c)) s->ExhaustHint(*c);
+    }
+  };
   if (NeverFits(*c)) {
+    exhaust_hints();
     return Fail(
         path, absl::StatusCode::kResourceExhausted, FailReason::kNeverFits,
         absl::StrCat("never fits: no layout of the allocatable segments",
@@ -338,6 +363,7 @@ absl::StatusOr<Allocation> Pool::Allocate(const Request& req) {
                      Describe(*c, opts_.page_size)));
   }
   if (auto s = CheckCapacity(*c); !s.ok()) {
+    exhaust_hints();
     ++stats_.at(path).failures[static_cast<int>(FailReasonOf(s))];
     return s;
   }
@@ -347,7 +373,7 @@ absl::StatusOr<Allocation> Pool::Allocate(const Request& req) {
   } else {
     if (auto runs = TryContig(*c))
       return Record(std::move(*runs), path, c->preemptible);
-    if (c->max_runs != 1) {
+    if (c->max_runs >= 2) {
       ++stats_.at(Path::kContig)
             .failures[static_cast<int>(FailReason::kNoSpace)];
       ++stats_.fallbacks[static_cast<int>(Path::kContig)]
@@ -398,7 +424,6 @@ absl::StatusOr<ReclaimPlan> Pool::PlanReclaim(const Request& req) {
   ReclaimPlan plan;
   plan.window = {best->start, c->pages};
   plan.reclaim_pages = PageCount(best->cost);
-  uint64_t victim_pages = 0;
   // Runs are at most one window apart from their start; scan from the last
   // run starting at or before the window.
   auto it = preempt_.upper_bound(plan.window.start);
@@ -411,10 +436,9 @@ absl::StatusOr<ReclaimPlan> Pool::PlanReclaim(const Request& req) {
   std::sort(plan.victims.begin(), plan.victims.end());
   plan.victims.erase(std::unique(plan.victims.begin(), plan.victims.end()),
                      plan.victims.end());
-  for (AllocationId v : plan.victims)
-    victim_pages += allocs_.at(v).pages().value;
+  // The victims' pages (the plan's cost) all come back.
   const uint64_t free_after =
-      allocatable_free_pages().value + victim_pages - c->pages.value;
+      allocatable_free_pages().value + best->cost - c->pages.value;
   if (!c->privileged && free_after < opts_.reserve_pages.value) {
     return Fail(Path::kAggressive, absl::StatusCode::kResourceExhausted,
                 FailReason::kReserve,
@@ -465,8 +489,8 @@ absl::StatusOr<Allocation> Pool::CommitReclaim(const Request& req,
   for (AllocationId v : plan.victims) {
     if (auto s = Free(v); !s.ok()) return s;
   }
+  // The hint stays: the seed's aggressive path never moves it either.
   seg->Take(w);
-  seg->set_hint(w.end());
   return Record({w}, Path::kAggressive, c->preemptible);
 }
 
@@ -527,9 +551,10 @@ absl::Status Pool::SetPreemptible(AllocationId id, bool preemptible) {
   Allocation& a = it->second;
   if (a.preemptible == preemptible) return absl::OkStatus();
   a.preemptible = preemptible;
+  const PageCount total = a.pages();
   for (const PageRun& r : a.runs) {
     if (preemptible) {
-      preempt_[r.start] = {r.pages, id};
+      preempt_[r.start] = {r.pages, id, total};
     } else {
       preempt_.erase(r.start);
     }

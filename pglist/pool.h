@@ -98,9 +98,11 @@ class Pool {
   // frees could ever help.
   absl::StatusOr<Allocation> Allocate(const Request& req);
 
-  // The aggressive path, after Allocate failed with kNoSpace: the cheapest
-  // single run that reclaiming preemptible allocations would free. Changes
-  // nothing. RESOURCE_EXHAUSTED/kNoReclaim when there is none.
+  // The aggressive path, after Allocate failed with kNoSpace: the single
+  // run that reclaiming preemptible allocations would free at least cost
+  // (total pages of the allocations revoked, then their number, then the
+  // lower address; see ReclaimWindow). Changes nothing.
+  // RESOURCE_EXHAUSTED/kNoReclaim when there is none.
   absl::StatusOr<ReclaimPlan> PlanReclaim(const Request& req);
   // Frees the plan's victims and allocates its window to `req`.
   // FAILED_PRECONDITION (and no change) if the plan no longer holds.

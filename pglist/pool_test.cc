@@ -67,22 +67,36 @@ TEST(PoolTest, SimpleIsNextFitFromTheHintAndWrapsOnce) {
   ASSERT_OK(pool.Verify());
 }
 
-TEST(PoolTest, FailedSimpleRequestChangesNothing) {
-  Pool pool = MakePool({Seg(0, 8), Seg(100, 8)});
-  ASSERT_OK_AND_ASSIGN(Allocation a, pool.Allocate(Req(3)));
-  ASSERT_OK_AND_ASSIGN(Allocation b, pool.Allocate(Req(12)));
-  ASSERT_OK(pool.Free(a.id));
-  EXPECT_EQ(pool.free_pages(), PageCount(4));
-  const Pfn hint = pool.Segments()[0].hint;
-  EXPECT_EQ(hint, Pfn(8));
-  Request big = Req(4);
-  big.high = 50 * kPs;  // only segment 0's 3 free pages are in the window
-  auto r = pool.Allocate(big);
-  EXPECT_THAT(r, StatusIs(absl::StatusCode::kResourceExhausted));
-  EXPECT_EQ(ReasonOf(r), FailReason::kNoSpace);
-  EXPECT_EQ(pool.free_pages(), PageCount(4));
-  EXPECT_EQ(pool.Segments()[0].hint, hint);  // taken pages and hint rolled back
+// A failed simple request gives its pages back, but its hints stay where
+// the seed's walk leaves them: at the limit of the last pass.
+TEST(PoolTest, FailedSimpleRequestGivesPagesBackAndMovesHintsAsTheSeed) {
+  Pool pool = MakePool({Seg(0, 16)});
+  ASSERT_OK_AND_ASSIGN(Allocation a, pool.Allocate(Req(2)));
+  ASSERT_OK_AND_ASSIGN(Allocation b, pool.Allocate(Req(6)));
+  ASSERT_OK(pool.Free(b.id));
+  EXPECT_EQ(pool.Segments()[0].hint, Pfn(8));
+  Request r = Req(5);
+  r.high = 6 * kPs;  // pages [2, 6) are free in the window: 4 < 5
+  auto got = pool.Allocate(r);
+  EXPECT_EQ(ReasonOf(got), FailReason::kNoSpace);
+  EXPECT_EQ(pool.free_pages(), PageCount(14));
+  // Pass 1 from the hint (8) is empty, pass 2 runs from 0 to min(6, 8).
+  EXPECT_EQ(pool.Segments()[0].hint, Pfn(6));
   ASSERT_OK(pool.Verify());
+
+  // Refused before the walk (the window holds fewer pages than asked): the
+  // hints move as if it had walked. From the segment's start, no wrap: the
+  // hint goes to the window's end.
+  Pool fresh = MakePool({Seg(0, 16)});
+  r = Req(8);
+  r.high = 4 * kPs + 1;
+  EXPECT_THAT(fresh.Allocate(r), StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_EQ(fresh.Segments()[0].hint, Pfn(0));  // invalid: no search at all
+  EXPECT_EQ(ReasonOf(fresh.Allocate(Req(17))), FailReason::kNeverFits);
+  EXPECT_EQ(fresh.Segments()[0].hint, Pfn(16));
+  EXPECT_EQ(fresh.free_pages(), PageCount(16));
+  ASSERT_OK(fresh.Verify());
+  (void)a;
 }
 
 TEST(PoolTest, AlignmentAppliesToTheIovaNotTheSegmentOffset) {

@@ -3,12 +3,15 @@
 #include <algorithm>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
+
 namespace physpool::pglist {
 namespace {
 
 struct Span {
   uint64_t start, end;
   AllocationId id;
+  uint64_t alloc_pages;
 };
 
 // Evaluates the windows of one stretch [a, e) in which every page is free or
@@ -17,89 +20,60 @@ class Stretch {
  public:
   Stretch(const Constraints& c, uint64_t a, uint64_t e,
           const std::vector<Span>& runs)
-      : c_(c), n_(c.pages.value), a_(a), e_(e), runs_(runs) {
-    prefix_.push_back(0);
-    for (const Span& r : runs_)
-      prefix_.push_back(prefix_.back() + r.end - r.start);
-  }
+      : c_(c), n_(c.pages.value), a_(a), e_(e), runs_(runs) {}
 
   void Search(std::optional<ReclaimWindow>* best) const {
-    // The cost is linear and the victim count constant between consecutive
-    // edges, so the best start is an admissible start next to one of them.
+    // The allocations a window touches are constant between edges (a run
+    // leaves when the start reaches its end, enters when the window's end
+    // passes its start), so the first admissible start after each edge is
+    // the cheapest and lowest of its interval.
     std::vector<uint64_t> cands;
-    auto add_around = [&](int64_t x) {
-      const uint64_t p = static_cast<uint64_t>(std::clamp<int64_t>(
-          x, static_cast<int64_t>(a_), static_cast<int64_t>(e_ - n_)));
-      for (auto cand :
-           {Succ(p), Pred(p), p > a_ ? Pred(p - 1) : std::nullopt}) {
-        if (cand) cands.push_back(*cand);
-      }
+    auto add_from = [&](uint64_t x) {
+      if (x < a_) x = a_;
+      if (x > e_ - n_) return;
+      if (auto s = Succ(x)) cands.push_back(*s);
     };
-    const int64_t n = static_cast<int64_t>(n_);
-    add_around(static_cast<int64_t>(a_));
-    add_around(static_cast<int64_t>(e_) - n);
+    add_from(a_);
     for (const Span& r : runs_) {
-      const int64_t s = static_cast<int64_t>(r.start);
-      const int64_t t = static_cast<int64_t>(r.end);
-      for (int64_t x : {s - n, s - n + 1, s, t - n, t}) add_around(x);
+      add_from(r.end);
+      add_from(r.start + 1 >= n_ ? r.start + 1 - n_ : a_);
     }
     std::sort(cands.begin(), cands.end());
     cands.erase(std::unique(cands.begin(), cands.end()), cands.end());
+    // Slide over the runs: [i, j) meet [cand, cand + n).
+    absl::flat_hash_map<AllocationId, uint32_t> touched;
+    uint64_t cost = 0, victims = 0;
+    size_t i = 0, j = 0;
     for (uint64_t cand : cands) {
-      const auto [i, j] = Touching(cand);
-      ReclaimWindow w{Pfn(cand), Cost(cand, i, j), 0};
-      if (*best && w.cost > (*best)->cost) continue;
-      std::vector<AllocationId> ids;
-      for (size_t k = i; k < j; ++k) ids.push_back(runs_[k].id);
-      std::sort(ids.begin(), ids.end());
-      w.victims = std::unique(ids.begin(), ids.end()) - ids.begin();
+      for (; j < runs_.size() && runs_[j].start < cand + n_; ++j) {
+        if (touched[runs_[j].id]++ == 0) {
+          cost += runs_[j].alloc_pages;
+          ++victims;
+        }
+      }
+      for (; i < j && runs_[i].end <= cand; ++i) {
+        if (--touched[runs_[i].id] == 0) {
+          cost -= runs_[i].alloc_pages;
+          --victims;
+        }
+      }
+      const ReclaimWindow w{Pfn(cand), cost, victims};
       if (!*best || w.BetterThan(**best)) *best = w;
     }
   }
 
  private:
-  // The first admissible start >= p.
+  // The first admissible start >= p whose window ends inside the stretch.
   std::optional<uint64_t> Succ(uint64_t p) const {
     uint64_t cand = c_.AlignUp(p);
     if (c_.CrossesBoundary(cand, n_)) cand = c_.AlignUp(c_.NextCell(cand));
     if (cand + n_ > e_) return std::nullopt;
     return cand;
   }
-  // The last admissible start <= p.
-  std::optional<uint64_t> Pred(uint64_t p) const {
-    p = std::min(p, e_ - n_);
-    uint64_t cand = AlignDown(p, c_.align);
-    if (cand < a_) return std::nullopt;
-    if (c_.CrossesBoundary(cand, n_)) {
-      const uint64_t cell = AlignDown(cand + n_ - 1, c_.boundary);
-      if (cell < n_) return std::nullopt;
-      cand = AlignDown(cell - n_, c_.align);
-      if (cand < a_) return std::nullopt;
-    }
-    return cand;
-  }
-  // The runs [i, j) that meet [cand, cand + n).
-  std::pair<size_t, size_t> Touching(uint64_t cand) const {
-    auto first =
-        std::partition_point(runs_.begin(), runs_.end(),
-                             [&](const Span& r) { return r.end <= cand; });
-    auto last = std::partition_point(
-        first, runs_.end(), [&](const Span& r) { return r.start < cand + n_; });
-    return {static_cast<size_t>(first - runs_.begin()),
-            static_cast<size_t>(last - runs_.begin())};
-  }
-  uint64_t Cost(uint64_t cand, size_t i, size_t j) const {
-    if (i >= j) return 0;
-    uint64_t sum = prefix_[j] - prefix_[i];
-    if (runs_[i].start < cand) sum -= cand - runs_[i].start;
-    if (runs_[j - 1].end > cand + n_) sum -= runs_[j - 1].end - (cand + n_);
-    return sum;
-  }
 
   const Constraints& c_;
   const uint64_t n_, a_, e_;
   const std::vector<Span>& runs_;
-  std::vector<uint64_t> prefix_;
 };
 
 }  // namespace
@@ -120,7 +94,7 @@ std::optional<ReclaimWindow> FindReclaimWindow(const PhysSeg& seg,
     --it;
     if (it->first.value + it->second.pages.value <= u) return std::nullopt;
     return Span{it->first.value, it->first.value + it->second.pages.value,
-                it->second.id};
+                it->second.id, it->second.alloc_pages.value};
   };
   std::vector<Span> runs;
   uint64_t pos = lo;

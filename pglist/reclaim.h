@@ -1,13 +1,16 @@
 // The aggressive path's search: in one segment, the admissible window of
 // c.pages pages made only of free pages and pages of preemptible
-// allocations whose reclaim costs least — fewest preemptible pages inside
-// it, then fewest allocations touched, then lowest address.
+// allocations whose reclaim costs least. Reclaiming revokes whole
+// allocations, so a window costs the total size of the allocations it
+// touches (all their pages, wherever they are), then their number, then
+// its address (lower first).
 #ifndef PHYSPOOL_PGLIST_RECLAIM_H_
 #define PHYSPOOL_PGLIST_RECLAIM_H_
 
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <tuple>
 
 #include "pglist/outcome.h"
 #include "pglist/physseg.h"
@@ -17,27 +20,31 @@ namespace physpool::pglist {
 
 // The runs of live preemptible allocations, keyed by first page.
 struct PreemptRun {
-  PageCount pages;
-  AllocationId id;
+  PageCount pages;        // of this run
+  AllocationId id;        // the allocation it belongs to
+  PageCount alloc_pages;  // of the whole allocation: what revoking it frees
 };
 using PreemptMap = std::map<Pfn, PreemptRun>;
 
 struct ReclaimWindow {
   Pfn start;
-  uint64_t cost = 0;     // preemptible pages inside the window
-  uint64_t victims = 0;  // distinct allocations they belong to
+  uint64_t cost = 0;     // total pages of the allocations it revokes
+  uint64_t victims = 0;  // their number
 
+  // Cheaper, then fewer victims, then lower address.
   bool BetterThan(const ReclaimWindow& o) const {
-    return cost != o.cost ? cost < o.cost : victims < o.victims;
+    return std::tie(cost, victims, start.value) <
+           std::tie(o.cost, o.victims, o.start.value);
   }
 };
 
-// The least-cost window of `seg` for `c`, or nullopt if every admissible
-// window holds a page that is used and not preemptible. Exact: the cost is
-// piecewise linear in the start, so only the admissible starts next to a
-// run edge (or an edge minus c.pages) can be best, and only those are
-// evaluated. O(R log R) for R preemptible runs in the segment, plus a walk
-// of the segment's used stretches.
+// The best window of `seg` for `c` (see ReclaimWindow::BetterThan), or
+// nullopt if every admissible window holds a page that is used and not
+// preemptible. Exact: the set of allocations a window touches changes only
+// where its start passes a run's end or its end passes a run's start, so
+// the first admissible start after each such edge is the only candidate of
+// its interval. O(R log R) for R preemptible runs in the segment, plus a
+// walk of the segment's used stretches.
 std::optional<ReclaimWindow> FindReclaimWindow(const PhysSeg& seg,
                                                const PreemptMap& preempt,
                                                const Constraints& c);

@@ -150,5 +150,57 @@ TEST(ReclaimTest, NothingPreemptibleMeansNoReclaim) {
             FailReason::kNoReclaim);
 }
 
+// Reclaim revokes whole allocations: a window costs the total size of the
+// allocations it touches, not their pages inside it.
+TEST(ReclaimTest, CostIsTheWholeSizeOfTheRevokedAllocations) {
+  // The trace of the issue: p4 [0,4) f1 [4,8) p1 [8] f2 [9,16); one page
+  // aligned to 8 pages can go at 0 (revokes p4: 4 pages) or 8 (p1: 1 page).
+  Pool pool = MakePool({{1 << 20, 16}});
+  const uint64_t b = 1 << 20;
+  Hold(pool, {R(b, 4)}, true);
+  Hold(pool, {R(b + 4, 4)}, false);
+  const AllocationId p1 = Hold(pool, {R(b + 8, 1)}, true);
+  Hold(pool, {R(b + 9, 7)}, false);
+  Request x = Contig(1);
+  x.alignment = 8 * kPs;
+  ASSERT_OK_AND_ASSIGN(ReclaimPlan plan, pool.PlanReclaim(x));
+  EXPECT_EQ(plan.window, R(b + 8, 1));
+  EXPECT_THAT(plan.victims, ElementsAre(p1));
+  EXPECT_EQ(plan.reclaim_pages, PageCount(1));
+
+  // One page of a 12-page allocation in the window costs 12; three pages of
+  // a 3-page allocation cost 3.
+  Pool other = MakePool({{0, 8}, {100, 16}});
+  Hold(other, {R(0, 1)}, false);
+  const AllocationId big = Hold(other, {R(1, 1), R(100, 11)}, true);
+  Hold(other, {R(2, 1)}, false);
+  const AllocationId small = Hold(other, {R(4, 3)}, true);
+  Hold(other, {R(3, 1), R(7, 1)}, false);
+  Hold(other, {R(111, 5)}, false);
+  ASSERT_OK_AND_ASSIGN(plan, other.PlanReclaim(Contig(1)));
+  EXPECT_EQ(plan.window, R(4, 1));
+  EXPECT_THAT(plan.victims, ElementsAre(small));
+  EXPECT_EQ(plan.reclaim_pages, PageCount(3));
+  (void)big;
+}
+
+// Equal cost and victims: the lower address wins, whatever the segments'
+// allocation order (freelist 1 before freelist 0 here is not the order).
+TEST(ReclaimTest, TiesGoToTheLowerAddress) {
+  Pool pool = *Pool::Create({});
+  for (auto [pfn, fl] : {std::pair<uint64_t, uint32_t>{0, 1}, {100, 0}}) {
+    SegmentSpec s;
+    s.iova = pfn * kPs;
+    s.pages = PageCount(4);
+    s.freelist = fl;
+    ASSERT_OK(pool.AddSegment(s));
+  }
+  const AllocationId low = Hold(pool, {R(0, 4)}, true);
+  Hold(pool, {R(100, 4)}, true);
+  ASSERT_OK_AND_ASSIGN(ReclaimPlan plan, pool.PlanReclaim(Contig(4)));
+  EXPECT_EQ(plan.window, R(0, 4));
+  EXPECT_THAT(plan.victims, ElementsAre(low));
+}
+
 }  // namespace
 }  // namespace physpool::pglist

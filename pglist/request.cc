@@ -35,6 +35,11 @@ absl::StatusOr<Constraints> Normalize(const Request& req, uint64_t page_size) {
   c.align = req.alignment > page_size ? req.alignment / page_size : 1;
   c.boundary = req.boundary / page_size;
   c.max_runs = req.max_segments;
+  // An alignment or a boundary means one run unless the caller explicitly
+  // accepts several (max_segments >= 2), as in the seed's dispatch: a
+  // runtime that uses the first run's IOVA as its buffer base must never
+  // get a second run it did not ask for.
+  if ((c.align > 1 || c.boundary != 0) && c.max_runs == 0) c.max_runs = 1;
   c.preemptible = req.preemptible;
   c.privileged = req.privileged;
   c.numa = req.numa < 0 ? -1 : req.numa;

@@ -19,7 +19,9 @@ struct Request {
                               // the page size; applies to each run's IOVA
   uint64_t boundary = 0;      // 0, or a power of two >= the rounded size: no
                               // run crosses a multiple of it
-  uint32_t max_segments = 0;  // most runs the caller accepts; 0 = unlimited
+  uint32_t max_segments = 0;  // most runs the caller accepts; 0 = unlimited,
+                              // except with an alignment above one page or
+                              // a boundary, where 0 (like 1) means one run
   bool preemptible = false;   // the aggressive path may reclaim it later
   bool privileged = false;    // may dip into the pool's reserve
   int32_t numa = -1;          // only segments of this NUMA node; -1 = any
@@ -33,7 +35,8 @@ struct Constraints {
   Pfn high;               // one past the last page a run may use
   uint64_t align = 1;     // in pages, a power of two
   uint64_t boundary = 0;  // in pages: 0, or a power of two >= pages
-  uint64_t max_runs = 0;  // 0 = unlimited
+  uint64_t max_runs = 0;  // 0 = unlimited; never 0 with align > 1 or a
+                          // boundary (Normalize makes it 1)
   bool preemptible = false;
   bool privileged = false;
   int32_t numa = -1;  // only segments of this node; -1 = any
@@ -65,6 +68,8 @@ struct Constraints {
 };
 
 // Validates `req` for a pool of `page_size` bytes per page and converts it.
+// With an alignment above one page or a boundary, max_segments 0 becomes
+// max_runs 1: only an explicit max_segments >= 2 accepts several runs.
 // Errors (INVALID_ARGUMENT, naming the field): zero size, a size that
 // overflows when rounded to pages, alignment or boundary not a power of two,
 // boundary below the rounded size, an empty window or one too small for the

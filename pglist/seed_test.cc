@@ -2,91 +2,39 @@
 // run or misbehaves, each pinned by a test, and a randomized comparison that
 // physpool's search agrees with the seed wherever the seed succeeds and finds
 // the runs it misses. See docs/allocator.md, "The seed's missed windows".
+#include <algorithm>
+#include <cerrno>
+#include <climits>
 #include <cstdint>
+#include <cstdlib>
+#include <map>
 #include <optional>
 #include <random>
+#include <string>
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "pglist/physseg.h"
+#include "pglist/pool.h"
 #include "pglist/request.h"
+#include "pglist/testing/seed_vm.h"
 
 namespace physpool::pglist {
 namespace {
 
 constexpr uint64_t kPs = 4096;
 
-// The seed's contiguous search over one segment, written again with the C
-// types the seed uses (int indices, paddr_t alignment, u_int uimax/uimin),
-// so that its arithmetic behaves as in the kernel. Arguments are in pages,
-// after the seed's atop(). Reads of pages outside the segment are reported
-// instead of performed.
-struct SeedResult {
-  std::optional<uint64_t> start;
-  int spurious_rejections = 0;  // candidates rejected for a page outside them
-  bool read_outside = false;
-};
-
-SeedResult SeedFindRun(const PhysSeg& seg, int num, uint64_t low, uint64_t high,
-                       uint64_t alignment, uint64_t boundary) {
-  using paddr_t = uint64_t;
-  auto uimax = [](unsigned a, unsigned b) { return a > b ? a : b; };
-  auto uimin = [](unsigned a, unsigned b) { return a < b ? a : b; };
-  auto roundup2 = [](auto x, paddr_t m) { return (x + (m - 1)) & ~(m - 1); };
-  const paddr_t start = seg.base().value;
-  const paddr_t avail_start = seg.avail().start.value;
-  const paddr_t avail_end = seg.avail().end().value;
-  const paddr_t hint = seg.hint().value - avail_start;
-  SeedResult res;
-  if (high <= avail_start || low >= avail_end) return res;
-  int candidate =
-      static_cast<int>(roundup2(uimax(low, avail_start + hint), alignment));
-  int limit = static_cast<int>(uimin(high, avail_end));
-  const int pagemask = static_cast<int>(~(boundary - 1));
-  int skip = 0;
-  bool second_pass = false;
-  for (int guard = 0; guard < 1000000; ++guard) {
-    bool ok = true;
-    if (candidate + num > limit) {
-      if (hint == 0 || second_pass) return res;
-      second_pass = true;
-      candidate =
-          static_cast<int>(roundup2(uimax(low, avail_start), alignment));
-      limit = static_cast<int>(uimin(limit, avail_start + hint));
-      skip = 0;
-      continue;
-    }
-    if (boundary != 0 &&
-        ((candidate ^ (candidate + num - 1)) & pagemask) != 0) {
-      candidate = (candidate + num - 1) & pagemask;
-      candidate = static_cast<int>(roundup2(candidate, alignment));
-      skip = 0;
-      continue;
-    }
-    const int candidateidx = static_cast<int>(candidate - start);
-    const int end = candidateidx + num;
-    int idx;
-    for (idx = end - 1; idx >= candidateidx + skip; idx--) {
-      if (idx < 0 || static_cast<uint64_t>(idx) >= seg.map().size()) {
-        res.read_outside = true;
-        return res;
-      }
-      if (!seg.map().IsFree(idx)) {
-        ok = false;
-        break;
-      }
-    }
-    if (ok) {
-      res.start = static_cast<uint64_t>(candidate);
-      return res;
-    }
-    if (idx < candidateidx) ++res.spurious_rejections;
-    int cnt = idx + 1 - candidateidx;
-    cnt = static_cast<int>(roundup2(cnt, alignment));
-    skip = static_cast<int>(uimax(num - cnt, 0));
-    candidate += cnt;
-  }
-  ADD_FAILURE() << "seed loop did not terminate";
-  return res;
+// A physpool segment as the seed would hold it: same pages, same hint.
+testing::SeedSeg AsSeed(const PhysSeg& seg) {
+  testing::SeedSeg s;
+  s.start = seg.base().value;
+  s.end = seg.end().value;
+  s.avail_start = seg.avail().start.value;
+  s.avail_end = seg.avail().end().value;
+  s.start_hint = static_cast<unsigned>(seg.hint().value - s.avail_start);
+  s.free.resize(s.end - s.start);
+  for (uint64_t i = 0; i < s.free.size(); ++i) s.free[i] = seg.map().IsFree(i);
+  return s;
 }
 
 SegmentSpec Spec(uint64_t pfn, uint64_t pages) {
@@ -108,13 +56,14 @@ Constraints Want(uint64_t pages, uint64_t align = 1, uint64_t boundary = 0,
   return c;
 }
 
-// The seed's arguments for `c`: an unbounded window is atop(2^64 - 1), as a
-// kernel caller passes it.
-SeedResult Seed(const PhysSeg& seg, const Constraints& c) {
+// The seed's search for `c` (arguments in pages): an unbounded window is
+// atop(2^64 - 1), as a kernel caller passes it.
+testing::SeedFind Seed(const PhysSeg& seg, const Constraints& c) {
   const uint64_t high =
       c.high.value == (uint64_t{1} << 52) ? (~uint64_t{0}) / kPs : c.high.value;
-  return SeedFindRun(seg, static_cast<int>(c.pages.value),
-                     c.AlignUp(c.low.value), high, c.align, c.boundary);
+  return testing::SeedFindRun(AsSeed(seg), static_cast<int>(c.pages.value),
+                              c.AlignUp(c.low.value), high, c.align,
+                              c.boundary);
 }
 
 // Miss 1: the wrap pass limits runs to end at the hint, so a run that starts
@@ -126,7 +75,8 @@ TEST(SeedTest, MissesARunStraddlingTheHint) {
   seg.set_hint(Pfn(8));  // the last allocation ended at 8 and was freed
   const Constraints c = Want(8);
   EXPECT_FALSE(Seed(seg, c).start.has_value());
-  EXPECT_EQ(seg.FindRun(c), Pfn(2));
+  EXPECT_FALSE(seg.FindRun(c).has_value());  // the seed's search, exactly
+  EXPECT_EQ(seg.FindRunAcrossHint(c), Pfn(2));
 }
 
 // Miss 2: uimax/uimin take u_int, so page numbers >= 2^32 (IOVAs >= 16 TiB
@@ -155,7 +105,7 @@ TEST(SeedTest, NegativeSkipRejectsAFeasibleCandidateOnce) {
   seg.Take({Pfn(1), PageCount(1)});
   seg.Take({Pfn(5), PageCount(1)});
   const Constraints c = Want(2, 8);
-  const SeedResult r = Seed(seg, c);
+  const testing::SeedFind r = Seed(seg, c);
   EXPECT_EQ(r.spurious_rejections, 1);
   EXPECT_EQ(r.start, 8u);
   EXPECT_EQ(seg.FindRun(c), Pfn(8));
@@ -181,9 +131,11 @@ TEST(SeedTest, AgreesWhereTheSeedSucceedsAndFindsWhatItMisses) {
     const uint64_t low = rng() % 4 == 0 ? rng() % (base + pages + 1) : 0;
     const uint64_t high = rng() % 4 == 0 ? base + rng() % (pages + 1) : 1 << 20;
     const Constraints c = Want(num, align, boundary, low, high);
-    const SeedResult seed = Seed(seg, c);
-    const std::optional<Pfn> ours = seg.FindRun(c);
-    // Brute force: the first feasible start in physpool's order.
+    const testing::SeedFind seed = Seed(seg, c);
+    std::optional<Pfn> ours = seg.FindRun(c);
+    if (!ours) ours = seg.FindRunAcrossHint(c);
+    // Brute force: the first feasible start in physpool's order: the seed's
+    // two passes, then the runs across the hint.
     const auto range = seg.Clip(c);
     const uint64_t lo = range.first, hi = range.second;
     const uint64_t from = std::clamp(seg.hint().value, lo, std::max(lo, hi));
@@ -193,6 +145,10 @@ TEST(SeedTest, AgreesWhereTheSeedSucceedsAndFindsWhatItMisses) {
              seg.IsFree({Pfn(s), PageCount(num)});
     };
     for (uint64_t s = from; s < hi && !first; ++s) {
+      if (feasible(s)) first = s;
+    }
+    const uint64_t wrap_end = std::min(hi, seg.hint().value);
+    for (uint64_t s = lo; from > lo && s + num <= wrap_end && !first; ++s) {
       if (feasible(s)) first = s;
     }
     for (uint64_t s = lo; s < c.AlignUp(from) && s < hi && !first; ++s) {
@@ -215,6 +171,194 @@ TEST(SeedTest, AgreesWhereTheSeedSucceedsAndFindsWhatItMisses) {
   EXPECT_GT(agreements, 0);
   std::printf("seed found %d runs (physpool: same), missed %d feasible ones\n",
               agreements, misses);
+}
+
+// The whole dispatch, differentially. Random programs of allocations and
+// frees run on physpool's Pool and on the seed's uvm_pglistalloc (SeedVm).
+// Wherever the seed places a request, physpool takes the same pages and
+// every segment's hint ends where the seed's does. Where the seed fails,
+// physpool fails with the same hints, or finds what the seed misses (a
+// contiguous run straddling the hint, or several runs when max_segments >= 2
+// accepts them): that placement is checked and copied into the seed's
+// state. Requests physpool rejects as invalid are not run.
+// PHYSPOOL_SEED_OPS sets the number of operations (default 1,000,000).
+TEST(SeedTest, DispatchMatchesTheSeedOverRandomOperations) {
+  const char* env = std::getenv("PHYSPOOL_SEED_OPS");
+  const uint64_t target =
+      env != nullptr ? std::strtoull(env, nullptr, 10) : 1000000;
+  std::mt19937_64 rng(0x5eed);
+  uint64_t ops = 0, invalid = 0, both_failed = 0, seed_hint_exhausts = 0;
+  std::map<std::string, uint64_t> agreed, physpool_only;
+  while (ops < target) {
+    PoolOptions opts;
+    opts.strategy = rng() % 2 ? Strategy::kBigFirst : Strategy::kAddress;
+    Pool pool = *Pool::Create(opts);
+    testing::SeedVm seed;
+    // Segments, plugged into the seed in the strategy's order.
+    std::vector<SegmentSpec> specs;
+    uint64_t cursor = rng() % 50;
+    const int nsegs = 1 + rng() % 4;
+    for (int i = 0; i < nsegs; ++i) {
+      SegmentSpec sp;
+      sp.pages = PageCount(1 + (rng() % 4 == 0 ? rng() % 600 : rng() % 120));
+      sp.iova = (cursor + rng() % 8) * kPs;
+      sp.freelist = static_cast<uint32_t>(rng() % 3);
+      if (rng() % 6 == 0 && sp.pages.value > 2) {
+        sp.avail_begin = rng() % (sp.pages.value / 2);
+        sp.avail_end = sp.pages.value - rng() % (sp.pages.value / 2);
+      }
+      cursor = sp.iova / kPs + sp.pages.value;
+      ASSERT_TRUE(pool.AddSegment(sp).ok());
+      specs.push_back(sp);
+    }
+    auto avail = [](const SegmentSpec& sp) {
+      return (sp.avail_end ? sp.avail_end : sp.pages.value) - sp.avail_begin;
+    };
+    std::sort(
+        specs.begin(), specs.end(),
+        [&](const SegmentSpec& a, const SegmentSpec& b) {
+          if (opts.strategy == Strategy::kBigFirst && avail(a) != avail(b))
+            return avail(a) > avail(b);
+          return a.iova < b.iova;
+        });
+    for (const SegmentSpec& sp : specs) {
+      testing::SeedSeg sg;
+      sg.start = sp.iova / kPs;
+      sg.end = sg.start + sp.pages.value;
+      sg.avail_start = sg.start + sp.avail_begin;
+      sg.avail_end = sg.start + (sp.avail_end ? sp.avail_end : sp.pages.value);
+      sg.free_list = static_cast<int>(sp.freelist);
+      seed.Plug(std::move(sg));
+    }
+    auto seed_seg = [&](Pfn base) -> testing::SeedSeg& {
+      for (testing::SeedSeg& sg : seed.segs()) {
+        if (sg.start == base.value) return sg;
+      }
+      ADD_FAILURE() << "no seed segment at pfn " << base.value;
+      return seed.segs()[0];
+    };
+    auto hints_differ = [&]() -> std::string {
+      for (const SegmentInfo& si : pool.Segments()) {
+        const testing::SeedSeg& sg = seed_seg(Pfn(si.spec.iova / kPs));
+        if (sg.avail_start + sg.start_hint != si.hint.value) {
+          return absl::StrCat("segment at pfn ", sg.start, ": physpool hint ",
+                              si.hint.value, ", seed ",
+                              sg.avail_start + sg.start_hint);
+        }
+      }
+      return "";
+    };
+    const uint64_t span = cursor + 16;
+    std::vector<std::pair<AllocationId, std::vector<uint64_t>>> live;
+    const int program_ops = 200 + static_cast<int>(rng() % 3000);
+    for (int k = 0; k < program_ops; ++k, ++ops) {
+      if (!live.empty() && rng() % 5 < 2) {
+        const size_t i = rng() % live.size();
+        ASSERT_TRUE(pool.Free(live[i].first).ok());
+        seed.Free(live[i].second);
+        live.erase(live.begin() + i);
+        continue;
+      }
+      Request req;
+      const uint64_t pages = rng() % 8 == 0 ? 1 + rng() % 200 : 1 + rng() % 16;
+      req.bytes = pages * kPs - (rng() % 3 == 0 ? rng() % kPs : 0);
+      if (rng() % 2) {
+        req.alignment =
+            rng() % 8 == 0 ? 512 : (uint64_t{1} << (rng() % 6)) * kPs;
+      }
+      if (rng() % 3 == 0) {
+        uint64_t b = kPs;
+        while (b < req.bytes) b <<= 1;
+        req.boundary = b << (rng() % 3);
+      }
+      if (rng() % 4 == 0) {
+        req.low = (rng() % span) * kPs + (rng() % 2 ? rng() % kPs : 0);
+        req.high = req.low + (1 + rng() % 400) * kPs;
+      } else if (rng() % 4 == 0) {
+        req.high = (1 + rng() % span) * kPs;
+      }
+      const uint64_t m = rng() % 6;
+      req.max_segments =
+          m <= 1   ? 0
+          : m == 2 ? 1
+          : m == 3
+              ? 2 + rng() % 3
+              : static_cast<uint32_t>(pages > 1 ? pages - 1 + rng() % 3 : 1);
+      auto c = Normalize(req, kPs);
+      if (!c.ok()) {
+        ++invalid;
+        continue;
+      }
+      std::vector<testing::paddr_t> rl;
+      const uint64_t free_before = pool.free_pages().value;
+      const int err = seed.Alloc(
+          req.bytes, req.low, req.high == kMaxIova ? ~uint64_t{0} : req.high,
+          req.alignment, req.boundary,
+          req.max_segments == 0 ? INT_MAX : static_cast<int>(req.max_segments),
+          &rl);
+      auto a = pool.Allocate(req);
+      std::vector<uint64_t> ours;
+      if (a.ok()) {
+        for (const PageRun& r : a->runs) {
+          for (uint64_t p = r.start.value; p < r.end().value; ++p)
+            ours.push_back(p);
+        }
+      }
+      const std::string what = absl::StrCat(
+          "op ", ops, ": bytes ", req.bytes, " align ", req.alignment,
+          " boundary ", req.boundary, " window [", req.low, ", ", req.high,
+          ") max_segments ", req.max_segments);
+      if (err == 0) {
+        ASSERT_TRUE(a.ok())
+            << what << ": the seed placed it, physpool " << a.status();
+        std::sort(rl.begin(), rl.end());
+        ASSERT_EQ(ours, rl) << what;
+        ++agreed[std::string(PathName(a->path))];
+      } else {
+        ASSERT_EQ(err, ENOMEM) << what;
+        if (a.ok()) {
+          // Only the contiguous search's misses and the multi path may
+          // succeed where the seed fails; the simple path is the seed's.
+          ASSERT_NE(a->path, Path::kSimple) << what;
+          ASSERT_EQ(ours.size(), c->pages.value) << what;
+          ASSERT_LE(a->runs.size(), std::max<uint64_t>(c->max_runs, 1)) << what;
+          for (const PageRun& r : a->runs)
+            ASSERT_TRUE(c->Admits(r.start.value, r.pages.value)) << what;
+          seed.Take(ours);
+          for (const SegmentInfo& si : pool.Segments()) {
+            testing::SeedSeg& sg = seed_seg(Pfn(si.spec.iova / kPs));
+            sg.start_hint =
+                static_cast<unsigned>(si.hint.value - sg.avail_start);
+          }
+          ++physpool_only[std::string(PathName(a->path))];
+        } else {
+          ++both_failed;
+          if (c->Simple() && free_before > 0) ++seed_hint_exhausts;
+        }
+      }
+      const std::string diff = hints_differ();
+      ASSERT_EQ(diff, "") << what;
+      if (a.ok()) live.emplace_back(a->id, std::move(ours));
+    }
+  }
+  std::printf("%llu operations (%llu invalid requests skipped): ",
+              static_cast<unsigned long long>(ops),
+              static_cast<unsigned long long>(invalid));
+  for (const auto& [path, n] : agreed)
+    std::printf("%s %llu same as the seed; ", path.c_str(),
+                static_cast<unsigned long long>(n));
+  for (const auto& [path, n] : physpool_only)
+    std::printf("%s %llu the seed missed; ", path.c_str(),
+                static_cast<unsigned long long>(n));
+  std::printf("%llu failed in both (%llu simple ones with pages free)\n",
+              static_cast<unsigned long long>(both_failed),
+              static_cast<unsigned long long>(seed_hint_exhausts));
+  EXPECT_GE(ops, target);
+  EXPECT_GT(agreed["simple"], 0u);
+  EXPECT_GT(agreed["contig"], 0u);
+  EXPECT_GT(physpool_only["contig"], 0u);
+  EXPECT_GT(physpool_only["multi"], 0u);
+  EXPECT_GT(seed_hint_exhausts, 0u);
 }
 
 }  // namespace

@@ -311,6 +311,18 @@ absl::Status RunAgainstModel(const Program& program, RunTotals* totals) {
                           pool.allocations().size(), " model ",
                           model.allocations().size());
     }
+    if (diff.empty()) {
+      const std::map<SegmentId, uint64_t> hints = model.Hints();
+      for (const SegmentInfo& seg : pool.Segments()) {
+        auto it = hints.find(seg.id);
+        if (it == hints.end() || it->second != seg.hint.value) {
+          diff = absl::StrCat("hint of segment ", seg.id, ": pool ",
+                              seg.hint.value, " model ",
+                              it == hints.end() ? 0 : it->second);
+          break;
+        }
+      }
+    }
     if (!diff.empty()) {
       return absl::InternalError(
           absl::StrCat("op ", i, " (", DescribeOp(op), "): ", diff));

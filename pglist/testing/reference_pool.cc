@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <set>
+#include <tuple>
 
 #include "absl/strings/str_cat.h"
 
@@ -111,6 +112,12 @@ uint64_t ReferencePool::free_pages() const {
   return n;
 }
 
+std::map<SegmentId, uint64_t> ReferencePool::Hints() const {
+  std::map<SegmentId, uint64_t> out;
+  for (const Seg& s : segs_) out[s.id] = s.hint;
+  return out;
+}
+
 uint64_t ReferencePool::total_pages() const {
   uint64_t n = 0;
   for (const Seg& s : segs_) n += s.avail_end - s.avail_begin;
@@ -180,61 +187,103 @@ absl::StatusOr<Allocation> ReferencePool::Allocate(const Request& req) {
     return FailWith(cor.status().code(), FailReason::kInvalid, "model");
   const Constraints c = *cor;
   const uint64_t n = c.pages.value;
-  if (auto s = Precheck(c); !s.ok()) return s;
   const std::vector<Seg*> order = Order();
-
-  if (c.Simple()) {
-    std::vector<PageRun> taken;
-    std::vector<std::pair<Seg*, uint64_t>> old_hints;
+  // The simple walk, page by page as the seed's uvm_pglistalloc_s_ps: from
+  // the hint to the window's end, then (unless the hint is at the
+  // segment's start) from the window's start to the hint; a segment that
+  // runs out keeps the hint where its last pass stopped. Returns the pages
+  // taken; they are given back if too few.
+  auto simple_walk = [&](std::vector<PageRun>* taken) {
     uint64_t got = 0;
     for (Seg* s : order) {
       if (s->draining || got == n) continue;
       const auto [lo, hi] = Clip(*s, c);
       if (lo >= hi) continue;
-      old_hints.emplace_back(s, s->hint);
-      const uint64_t start = std::clamp(s->hint, lo, hi);
+      const uint64_t hint = s->hint;
       auto walk = [&](uint64_t from, uint64_t to) {
         for (uint64_t p = from; p < to && got < n; ++p) {
           if (s->at(p) != kFree) continue;
           s->at(p) = kUsed;
-          taken.push_back({Pfn(p), PageCount(1)});
+          taken->push_back({Pfn(p), PageCount(1)});
           ++got;
           s->hint = p + 1;
         }
       };
-      walk(start, hi);
-      walk(lo, start);
+      walk(std::max(lo, hint), hi);
+      if (got == n) break;
+      if (hint == s->avail_begin) {
+        s->hint = hi;
+        continue;
+      }
+      const uint64_t limit = std::min(hi, hint);
+      walk(lo, limit);
+      if (got < n) s->hint = limit;
     }
     if (got < n) {
-      for (const PageRun& r : taken) Mark(r.start.value, 1, kFree);
-      for (auto& [s, h] : old_hints) s->hint = h;
-      return Exhausted(FailReason::kNoSpace);
+      for (const PageRun& r : *taken) Mark(r.start.value, 1, kFree);
     }
+    return got;
+  };
+  if (auto s = Precheck(c); !s.ok()) {
+    // A simple request refused before the walk moves the hints as a walk
+    // that finds too few pages would: walk, give everything back, and undo
+    // the hints if it would have found enough. The seed does not walk when
+    // nothing at all is free.
+    uint64_t free = 0;
+    for (Seg* sg : order) {
+      if (!sg->draining)
+        free += std::count(sg->state.begin(), sg->state.end(), kFree);
+    }
+    if (c.Simple() && free > 0) {
+      std::vector<std::pair<Seg*, uint64_t>> hints;
+      for (Seg* sg : order) hints.emplace_back(sg, sg->hint);
+      std::vector<PageRun> taken;
+      if (simple_walk(&taken) == n) {
+        for (const PageRun& r : taken) Mark(r.start.value, 1, kFree);
+        for (auto& [sg, h] : hints) sg->hint = h;
+      }
+    }
+    return s;
+  }
+
+  if (c.Simple()) {
+    std::vector<PageRun> taken;
+    if (simple_walk(&taken) < n) return Exhausted(FailReason::kNoSpace);
     return Record(taken, Path::kSimple, c.preemptible);
   }
 
-  // Contig: every start, one by one, from the hint; then from the window's
-  // start up to the first pass's first aligned start.
-  for (Seg* s : order) {
-    if (s->draining) continue;
-    const std::pair<uint64_t, uint64_t> range = Clip(*s, c);
-    const uint64_t lo = range.first, hi = range.second;
-    if (lo >= hi) continue;
-    const uint64_t start = std::clamp(s->hint, lo, hi);
-    uint64_t first_pass_start = start;
-    while (first_pass_start % c.align != 0) ++first_pass_start;
-    auto try_from = [&](uint64_t from,
-                        uint64_t limit) -> std::optional<uint64_t> {
-      for (uint64_t cand = from; cand < limit && cand + n <= hi; ++cand) {
-        if (c.Admits(cand, n) && AllFree(*s, cand, n)) return cand;
+  // Contig: every start, one by one, from the hint; then, wrapping, from
+  // the window's start for runs that end at or before the hint (the seed's
+  // two passes), in every segment; then, in every segment, the starts below
+  // the first pass's first aligned start whose runs reach past the hint.
+  for (bool across_hint : {false, true}) {
+    for (Seg* s : order) {
+      if (s->draining) continue;
+      const std::pair<uint64_t, uint64_t> range = Clip(*s, c);
+      const uint64_t lo = range.first, hi = range.second;
+      if (lo >= hi) continue;
+      const uint64_t start = std::clamp(s->hint, lo, hi);
+      uint64_t first_pass_start = start;
+      while (first_pass_start % c.align != 0) ++first_pass_start;
+      auto try_from = [&](uint64_t from, uint64_t limit,
+                          uint64_t end) -> std::optional<uint64_t> {
+        for (uint64_t cand = from; cand < limit && cand + n <= end; ++cand) {
+          if (c.Admits(cand, n) && AllFree(*s, cand, n)) return cand;
+        }
+        return std::nullopt;
+      };
+      std::optional<uint64_t> found;
+      if (!across_hint) {
+        found = try_from(start, hi, hi);
+        const uint64_t wrap_end = std::min(hi, s->hint);
+        if (!found && start > lo) found = try_from(lo, wrap_end, wrap_end);
+      } else if (start > lo) {
+        found = try_from(lo, first_pass_start, hi);
       }
-      return std::nullopt;
-    };
-    auto found = try_from(start, hi);
-    if (!found && start > lo) found = try_from(lo, first_pass_start);
-    if (found) {
-      s->hint = *found + n;
-      return Record({{Pfn(*found), c.pages}}, Path::kContig, c.preemptible);
+      if (found) {
+        s->hint = *found + n;
+        return Record({{Pfn(*found), c.pages}}, Path::kContig, c.preemptible);
+      }
     }
   }
   if (c.max_runs == 1) return Exhausted(FailReason::kNoSpace);
@@ -302,31 +351,32 @@ absl::StatusOr<ReclaimPlan> ReferencePool::PlanReclaim(const Request& req) {
     }
     return v;
   };
+  // Every admissible window of free and preemptible pages, in every
+  // segment; its cost is the total size of the allocations it revokes,
+  // then their number, then its address.
   bool found = false;
-  uint64_t best_start = 0, best_cost = 0, best_victims = 0;
+  std::tuple<uint64_t, uint64_t, uint64_t> best{0, 0, 0};
   for (Seg* s : Order()) {
     if (s->draining) continue;
     const auto [lo, hi] = Clip(*s, c);
     for (uint64_t cand = lo; cand + n <= hi; ++cand) {
       if (!c.Admits(cand, n)) continue;
-      uint64_t cost = 0;
       bool pinned = false;
-      for (uint64_t p = cand; p < cand + n; ++p) {
-        pinned |= s->at(p) == kUsed;
-        cost += s->at(p) == kPreemptible;
-      }
+      for (uint64_t p = cand; p < cand + n; ++p) pinned |= s->at(p) == kUsed;
       if (pinned) continue;
-      const uint64_t victims = victims_of(cand).size();
-      if (!found || cost < best_cost ||
-          (cost == best_cost && victims < best_victims)) {
+      uint64_t cost = 0;
+      const std::vector<AllocationId> victims = victims_of(cand);
+      for (AllocationId v : victims) cost += allocs_[v].pages().value;
+      const std::tuple<uint64_t, uint64_t, uint64_t> key{cost, victims.size(),
+                                                         cand};
+      if (!found || key < best) {
         found = true;
-        best_start = cand;
-        best_cost = cost;
-        best_victims = victims;
+        best = key;
       }
     }
   }
   if (!found) return Exhausted(FailReason::kNoReclaim);
+  const uint64_t best_cost = std::get<0>(best), best_start = std::get<2>(best);
   ReclaimPlan plan;
   plan.window = {Pfn(best_start), c.pages};
   plan.victims = victims_of(best_start);
@@ -347,7 +397,6 @@ absl::StatusOr<Allocation> ReferencePool::CommitReclaim(
   for (AllocationId v : plan.victims) {
     if (auto s = Free(v); !s.ok()) return s;
   }
-  SegOf(plan.window.start.value)->hint = plan.window.end().value;
   return Record({plan.window}, Path::kAggressive, req.preemptible);
 }
 

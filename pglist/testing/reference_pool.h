@@ -38,6 +38,9 @@ class ReferencePool {
   AllocationId Claim(const std::vector<PageRun>& runs, bool preemptible);
   void SetHint(SegmentId id, Pfn hint);
 
+  // Each segment's start hint (absolute PFN), by segment id.
+  std::map<SegmentId, uint64_t> Hints() const;
+
   uint64_t free_pages() const;
   uint64_t used_pages() const;
   uint64_t total_pages() const;
