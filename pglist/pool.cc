@@ -294,8 +294,11 @@ std::optional<std::vector<PageRun>> Pool::TryMulti(const Constraints& c) {
   std::vector<PageRun> runs;
   PageCount left = c.pages;
   for (const PageRun& slot : slots) {
-    if (left.value == 0 || (c.max_runs != 0 && runs.size() == c.max_runs))
-      break;
+    const uint64_t most =
+        c.max_runs != 0 && (c.run_cap == 0 || c.max_runs < c.run_cap)
+            ? c.max_runs
+            : c.run_cap;
+    if (left.value == 0 || (most != 0 && runs.size() == most)) break;
     runs.push_back({slot.start, std::min(slot.pages, left)});
     left -= runs.back().pages;
   }
@@ -368,8 +371,34 @@ absl::StatusOr<Allocation> Pool::Allocate(const Request& req) {
     return s;
   }
   if (path == Path::kSimple) {
-    if (auto runs = TrySimple(*c))
-      return Record(std::move(*runs), path, c->preemptible);
+    if (auto runs = TrySimple(*c)) {
+      if (c->run_cap == 0 || Canonical(*runs, true, [this](Pfn p) {
+                               return FindSegment(p);
+                             }).size() <= c->run_cap) {
+        return Record(std::move(*runs), path, c->preemptible);
+      }
+      // Too fragmented for one answer: give the pages back (the hints stay,
+      // as after any failed walk) and take the fewest runs instead.
+      for (const PageRun& r : *runs)
+        FindSegment(r.start)->Release(r).IgnoreError();
+      for (const PageRun& r : *runs) FindSegment(r.start)->Sync();
+      ++stats_.at(Path::kSimple)
+            .failures[static_cast<int>(FailReason::kNoSpace)];
+      ++stats_.fallbacks[static_cast<int>(Path::kSimple)]
+                        [static_cast<int>(Path::kMulti)];
+      ++stats_.at(Path::kMulti).attempts;
+      Constraints capped = *c;
+      capped.max_runs = c->run_cap;
+      if (auto multi = TryMulti(capped)) {
+        return Record(std::move(*multi), Path::kMulti, c->preemptible);
+      }
+      return Fail(
+          Path::kMulti, absl::StatusCode::kResourceExhausted,
+          FailReason::kNoSpace,
+          absl::StrCat("no space: the free memory is in more than ", c->run_cap,
+                       " pieces (leases.max_runs_per_lease) for ",
+                       Describe(*c, opts_.page_size)));
+    }
   } else {
     if (auto runs = TryContig(*c))
       return Record(std::move(*runs), path, c->preemptible);

@@ -394,5 +394,32 @@ TEST(PoolTest, UsageByFreelistAndNuma) {
   EXPECT_EQ(numa.at(1).used_pages, PageCount(35));
 }
 
+// A run cap (the daemon's max_runs_per_lease): a simple request whose
+// next-fit walk would give more runs takes the fewest runs instead; above
+// the cap with no way to fit, RESOURCE_EXHAUSTED naming it; max_segments
+// above the cap is invalid.
+TEST(PoolTest, RunCapBoundsEveryAnswer) {
+  Pool pool = MakePool({Seg(0, 32)});
+  // Pages 0, 2, ..., 14 used: single free pages, then [15, 32).
+  for (uint64_t p = 0; p < 16; p += 2) ASSERT_OK(pool.Claim({R(p, 1)}, false));
+  Request r = Req(10);
+  r.run_cap = 2;
+  ASSERT_OK_AND_ASSIGN(Allocation a, pool.Allocate(r));
+  EXPECT_EQ(a.path, Path::kMulti);
+  EXPECT_THAT(a.runs, ElementsAre(R(15, 10)));
+  EXPECT_EQ(pool.stats().fallback(Path::kSimple, Path::kMulti), 1u);
+  Request too_many = Req(14);
+  too_many.run_cap = 3;  // 14 free, but the 3 largest pieces hold 9
+  auto failed = pool.Allocate(too_many);
+  EXPECT_THAT(failed, StatusIs(absl::StatusCode::kResourceExhausted));
+  EXPECT_THAT(std::string(failed.status().message()),
+              ::testing::HasSubstr("max_runs_per_lease"));
+  Request bad = Req(4);
+  bad.run_cap = 2;
+  bad.max_segments = 3;
+  EXPECT_THAT(pool.Allocate(bad), StatusIs(absl::StatusCode::kInvalidArgument));
+  ASSERT_OK(pool.Verify());
+}
+
 }  // namespace
 }  // namespace physpool::pglist

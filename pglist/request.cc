@@ -34,7 +34,14 @@ absl::StatusOr<Constraints> Normalize(const Request& req, uint64_t page_size) {
   c.pages = PageCount(*rounded / page_size);
   c.align = req.alignment > page_size ? req.alignment / page_size : 1;
   c.boundary = req.boundary / page_size;
+  if (req.run_cap != 0 && req.max_segments > req.run_cap) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_segments ", req.max_segments,
+                     " is above the most runs a lease may have (", req.run_cap,
+                     ", leases.max_runs_per_lease)"));
+  }
   c.max_runs = req.max_segments;
+  c.run_cap = req.run_cap;
   // An alignment or a boundary means one run unless the caller explicitly
   // accepts several (max_segments >= 2), as in the seed's dispatch: a
   // runtime that uses the first run's IOVA as its buffer base must never

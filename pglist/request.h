@@ -25,6 +25,8 @@ struct Request {
   bool preemptible = false;   // the aggressive path may reclaim it later
   bool privileged = false;    // may dip into the pool's reserve
   int32_t numa = -1;          // only segments of this NUMA node; -1 = any
+  uint32_t run_cap = 0;       // no answer has more runs than this; 0 = none
+                              // (the daemon's max_runs_per_lease)
 };
 
 // A request in page units. Addresses are absolute page frame numbers, so
@@ -39,7 +41,8 @@ struct Constraints {
                           // boundary (Normalize makes it 1)
   bool preemptible = false;
   bool privileged = false;
-  int32_t numa = -1;  // only segments of this node; -1 = any
+  int32_t numa = -1;     // only segments of this node; -1 = any
+  uint64_t run_cap = 0;  // most runs of any answer; 0 = no cap
 
   // The simple path (any free pages) applies: no alignment beyond a page, no
   // boundary, and as many runs as pages allowed.
@@ -70,6 +73,7 @@ struct Constraints {
 // Validates `req` for a pool of `page_size` bytes per page and converts it.
 // With an alignment above one page or a boundary, max_segments 0 becomes
 // max_runs 1: only an explicit max_segments >= 2 accepts several runs.
+// max_segments above a non-zero run_cap is INVALID_ARGUMENT.
 // Errors (INVALID_ARGUMENT, naming the field): zero size, a size that
 // overflows when rounded to pages, alignment or boundary not a power of two,
 // boundary below the rounded size, an empty window or one too small for the

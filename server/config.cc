@@ -3,8 +3,10 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <map>
 #include <set>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "util/status_macros.h"
@@ -173,6 +175,28 @@ absl::Status ParseVfio(const Reader& r, const YAML::Node& v,
 
 }  // namespace
 
+bool IsLoopback(const std::string& hostport) {
+  return absl::StartsWith(hostport, "127.") ||
+         absl::StartsWith(hostport, "localhost:") ||
+         absl::StartsWith(hostport, "[::1]:");
+}
+
+absl::Status CheckListeners(const ServerConfig& c) {
+  if (c.implicit_tenant && !c.tcp.empty() && !IsLoopback(c.tcp)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the implicit tenant (no authentication, admin) cannot serve TCP off "
+        "loopback (",
+        c.tcp, "): configure tenants with tokens, or listen on 127.0.0.1"));
+  }
+  if (!c.tcp.empty() && !IsLoopback(c.tcp) && c.tls_cert.empty() &&
+      !c.insecure_tcp) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("refusing TCP off loopback without TLS (", c.tcp,
+                     "): configure listen.tls or pass --insecure-tcp"));
+  }
+  return absl::OkStatus();
+}
+
 std::string DefaultRuntimeDir() {
   if (geteuid() == 0) return "/run/physpool";
   if (const char* xdg = std::getenv("XDG_RUNTIME_DIR");
@@ -227,10 +251,15 @@ absl::StatusOr<ServerConfig> Parse(absl::string_view yaml,
   }
   ServerConfig c = DefaultConfig();
   c.implicit_tenant = false;
-  if (root.IsNull()) return c;
+  if (root.IsNull()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(name,
+                     ":1: tenants: the file is empty: no tenants and no "
+                     "implicit_tenant, nobody could call"));
+  }
   RETURN_IF_ERROR(
       r.Keys(root, "",
-             {"listen", "metrics", "source", "pool", "leases", "wait",
+             {"listen", "metrics", "source", "pool", "leases", "wait", "watch",
               "tenants", "implicit_tenant", "log_level", "store"}));
   if (const YAML::Node st = root["store"]) {
     RETURN_IF_ERROR(r.Keys(st, "store", {"path", "boot_id_file"}));
@@ -325,9 +354,18 @@ absl::StatusOr<ServerConfig> Parse(absl::string_view yaml,
         r.Get(p, "reserve_bytes", "pool", &c.manager.reserve_bytes));
   }
   if (const YAML::Node l = root["leases"]) {
-    RETURN_IF_ERROR(r.Keys(l, "leases",
-                           {"default_ttl_seconds", "max_ttl_seconds",
-                            "expiring_warning_seconds", "reclaim_grace_ms"}));
+    RETURN_IF_ERROR(r.Keys(
+        l, "leases",
+        {"default_ttl_seconds", "max_ttl_seconds", "expiring_warning_seconds",
+         "reclaim_grace_ms", "max_runs_per_lease"}));
+    RETURN_IF_ERROR(r.Get(l, "max_runs_per_lease", "leases",
+                          &c.manager.max_runs_per_lease));
+    if (l["max_runs_per_lease"] && (c.manager.max_runs_per_lease == 0 ||
+                                    c.manager.max_runs_per_lease > 65536)) {
+      return r.Error(l["max_runs_per_lease"], "leases.max_runs_per_lease",
+                     "must be 1 to 65536 (a lease's answer must stay below "
+                     "gRPC's 4 MiB)");
+    }
     RETURN_IF_ERROR(ParseSeconds(r, l, "default_ttl_seconds", "leases",
                                  absl::Seconds(1), &c.manager.default_ttl));
     RETURN_IF_ERROR(ParseSeconds(r, l, "max_ttl_seconds", "leases",
@@ -345,10 +383,42 @@ absl::StatusOr<ServerConfig> Parse(absl::string_view yaml,
     }
   }
   if (const YAML::Node w = root["wait"]) {
-    RETURN_IF_ERROR(r.Keys(w, "wait", {"starvation_ms"}));
+    RETURN_IF_ERROR(r.Keys(
+        w, "wait", {"starvation_ms", "max_ms", "max_waiters_per_tenant"}));
     RETURN_IF_ERROR(ParseSeconds(r, w, "starvation_ms", "wait",
                                  absl::Milliseconds(1), &c.manager.starvation));
+    RETURN_IF_ERROR(ParseSeconds(r, w, "max_ms", "wait", absl::Milliseconds(1),
+                                 &c.manager.max_wait));
+    if (w["max_ms"] && c.manager.max_wait <= absl::ZeroDuration()) {
+      return r.Error(w["max_ms"], "wait.max_ms", "must be > 0");
+    }
+    RETURN_IF_ERROR(r.Get(w, "max_waiters_per_tenant", "wait",
+                          &c.manager.max_waiters_per_tenant));
+    if (w["max_waiters_per_tenant"] && c.manager.max_waiters_per_tenant == 0) {
+      return r.Error(w["max_waiters_per_tenant"], "wait.max_waiters_per_tenant",
+                     "must be >= 1");
+    }
   }
+  if (const YAML::Node w = root["watch"]) {
+    RETURN_IF_ERROR(
+        r.Keys(w, "watch", {"max_streams_per_tenant", "max_queued_events"}));
+    RETURN_IF_ERROR(r.Get(w, "max_streams_per_tenant", "watch",
+                          &c.manager.max_watch_streams_per_tenant));
+    RETURN_IF_ERROR(
+        r.Get(w, "max_queued_events", "watch", &c.manager.max_watch_queue));
+    if (w["max_streams_per_tenant"] &&
+        c.manager.max_watch_streams_per_tenant == 0) {
+      return r.Error(w["max_streams_per_tenant"],
+                     "watch.max_streams_per_tenant", "must be >= 1");
+    }
+    if (w["max_queued_events"] && c.manager.max_watch_queue < 2) {
+      return r.Error(w["max_queued_events"], "watch.max_queued_events",
+                     "must be >= 2");
+    }
+  }
+  // Where each token hash and certificate name was given, to refuse the
+  // second (a token must name exactly one tenant).
+  std::map<std::string, std::string> token_owner, cn_owner;
   if (const YAML::Node ts = root["tenants"]) {
     if (!ts.IsSequence()) return r.Error(ts, "tenants", "must be a list");
     std::set<std::string> names;
@@ -377,8 +447,23 @@ absl::StatusOr<ServerConfig> Parse(absl::string_view yaml,
                   v, where + ".token_sha256",
                   "must be 64 lowercase hex digits (sha256sum of the token)");
             }
+            auto [it, fresh] = token_owner.emplace(s, t.name);
+            if (!fresh) {
+              return r.Error(
+                  v, where + ".token_sha256",
+                  absl::StrCat("this token hash is also given for "
+                               "tenant \"",
+                               it->second, "\": a token must name one tenant"));
+            }
             t.token_sha256.push_back(s);
           } else if (std::string(list) == "cert_common_names") {
+            auto [it, fresh] = cn_owner.emplace(s, t.name);
+            if (!fresh) {
+              return r.Error(
+                  v, where + ".cert_common_names",
+                  absl::StrCat("\"", s, "\" is also given for tenant \"",
+                               it->second, "\""));
+            }
             t.cert_common_names.push_back(s);
           }
         }
@@ -405,6 +490,23 @@ absl::StatusOr<ServerConfig> Parse(absl::string_view yaml,
   if (!ParseLogLevel(level, &c.log_level)) {
     return r.Error(root["log_level"], "log_level",
                    "must be debug, info, warn or error");
+  }
+  if (c.implicit_tenant) {
+    const YAML::Node ts = root["tenants"];
+    for (size_t i = 0; ts && i < ts.size(); ++i) {
+      if (c.tenants[i].name == kImplicitTenantName) {
+        return r.Error(ts[i]["name"], absl::StrCat("tenants[", i, "].name"),
+                       absl::StrCat("\"", kImplicitTenantName,
+                                    "\" is the implicit tenant's name "
+                                    "(implicit_tenant is true): rename it"));
+      }
+    }
+    if (!c.tcp.empty() && !IsLoopback(c.tcp)) {
+      return r.Error(root["implicit_tenant"], "implicit_tenant",
+                     absl::StrCat("cannot be true with listen.tcp ", c.tcp,
+                                  " off loopback: every caller on the network "
+                                  "would be an unauthenticated admin"));
+    }
   }
   if (c.tenants.empty() && !c.implicit_tenant) {
     return r.Error(

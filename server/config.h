@@ -37,6 +37,14 @@ struct ServerConfig {
   LogLevel log_level = LogLevel::kInfo;
 };
 
+// host:port on 127.x, localhost or [::1].
+bool IsLoopback(const std::string& hostport);
+
+// After flags override the file: the implicit tenant never listens off
+// loopback; TCP off loopback needs TLS or insecure_tcp. INVALID_ARGUMENT
+// saying why.
+absl::Status CheckListeners(const ServerConfig& c);
+
 // The runtime directory: /run/physpool as root, else $XDG_RUNTIME_DIR/physpool
 // or /tmp/physpool-<uid>.
 std::string DefaultRuntimeDir();

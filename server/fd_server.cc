@@ -160,6 +160,10 @@ std::string FdServer::Answer(const std::string& line, std::vector<int>* fds) {
     fds->push_back(*fd);
     return "ok 1\n";
   }
+  if (!tenant->Has(kRoleTenant)) {
+    return ErrorLine(absl::PermissionDeniedError(absl::StrCat(
+        "tenant \"", tenant->name, "\" does not have the tenant role")));
+  }
   absl::StatusOr<LeaseInfo> lease = manager_->Get(*tenant, words[1]);
   if (!lease.ok()) return ErrorLine(lease.status());
   // On an error no descriptor is sent: close those gathered so far.

@@ -2,6 +2,8 @@
 
 #include <sqlite3.h>
 
+#include <algorithm>
+
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -57,6 +59,19 @@ absl::StatusOr<std::string> ReadBootId(const std::string& file) {
 absl::Status LeaseStore::Error(const char* what) const {
   return absl::FailedPreconditionError(absl::StrCat(
       "lease store ", path_, ": ", what, ": ", sqlite3_errmsg(db_)));
+}
+
+absl::Status LeaseStore::WriteError(const char* what) const {
+  return absl::UnavailableError(absl::StrCat("lease store ", path_, ": ", what,
+                                             ": ", sqlite3_errmsg(db_)));
+}
+
+absl::Status LeaseStore::Step(sqlite3_stmt* s, const char* what) {
+  const int rc = sqlite3_step(s);
+  absl::Status st = rc == SQLITE_DONE ? absl::OkStatus() : WriteError(what);
+  sqlite3_reset(s);
+  sqlite3_clear_bindings(s);
+  return st;
 }
 
 absl::Status LeaseStore::Exec(const char* sql) {
@@ -130,12 +145,31 @@ absl::StatusOr<std::unique_ptr<LeaseStore>> LeaseStore::Open(
         "lease store ", path, ": schema version ",
         sqlite3_column_int(version.s, 0), " is not ", kSchemaVersion));
   }
-  // Added after schema 1 shipped; an additive table, so created in place
-  // (an older daemon ignores it).
+  // Added after schema 1 shipped; additive (a table, columns with
+  // defaults), so created in place: an older daemon ignores them.
   RETURN_IF_ERROR(st->Exec(
       "CREATE TABLE IF NOT EXISTS segments(iova INTEGER PRIMARY KEY, bytes "
       "INTEGER NOT NULL, freelist INTEGER NOT NULL, numa INTEGER NOT NULL, "
       "path TEXT NOT NULL)"));
+  {
+    bool has_request_id = false;
+    Stmt cols;
+    if (sqlite3_prepare_v2(st->db_, "PRAGMA table_info(leases)", -1, &cols.s,
+                           nullptr) != SQLITE_OK) {
+      return st->Error("damaged (leases)");
+    }
+    while (sqlite3_step(cols.s) == SQLITE_ROW) {
+      has_request_id |= std::string(reinterpret_cast<const char*>(
+                            sqlite3_column_text(cols.s, 1))) == "request_id";
+    }
+    if (!has_request_id) {
+      RETURN_IF_ERROR(st->Exec(
+          "BEGIN;"
+          "ALTER TABLE leases ADD COLUMN request_id TEXT NOT NULL DEFAULT '';"
+          "ALTER TABLE leases ADD COLUMN request_fp TEXT NOT NULL DEFAULT '';"
+          "COMMIT;"));
+    }
+  }
   // The boot id and layout it was written for.
   std::string stored_boot, stored_layout;
   {
@@ -169,7 +203,7 @@ absl::StatusOr<std::unique_ptr<LeaseStore>> LeaseStore::Open(
     Stmt l;
     if (sqlite3_prepare_v2(st->db_,
                            "SELECT id, tenant, runs, preemptible, expires_ms, "
-                           "ttl_s, path, label"
+                           "ttl_s, path, label, request_id, request_fp"
                            " FROM leases",
                            -1, &l.s, nullptr) != SQLITE_OK) {
       return st->Error("damaged (leases)");
@@ -191,6 +225,8 @@ absl::StatusOr<std::unique_ptr<LeaseStore>> LeaseStore::Open(
       s.ttl_seconds = sqlite3_column_int64(l.s, 5);
       s.path = reinterpret_cast<const char*>(sqlite3_column_text(l.s, 6));
       s.label = reinterpret_cast<const char*>(sqlite3_column_text(l.s, 7));
+      s.request_id = reinterpret_cast<const char*>(sqlite3_column_text(l.s, 8));
+      s.request_fp = reinterpret_cast<const char*>(sqlite3_column_text(l.s, 9));
       st->leases_.push_back(std::move(s));
     }
     Stmt sc;
@@ -204,6 +240,8 @@ absl::StatusOr<std::unique_ptr<LeaseStore>> LeaseStore::Open(
       if (!runs.ok())
         return absl::FailedPreconditionError("lease store: damaged scrub row");
       st->scrubs_.push_back({sqlite3_column_int64(sc.s, 0), *std::move(runs)});
+      st->next_scrub_row_ =
+          std::max(st->next_scrub_row_, st->scrubs_.back().row + 1);
     }
   }
   {
@@ -251,12 +289,12 @@ absl::StatusOr<std::unique_ptr<LeaseStore>> LeaseStore::Open(
   } prepared[] = {
       {&st->put_,
        "INSERT OR REPLACE INTO leases(id, tenant, runs, preemptible, "
-       "expires_ms, ttl_s, path,"
-       " label) VALUES(?, ?, ?, ?, ?, ?, ?, ?)"},
+       "expires_ms, ttl_s, path, label, request_id, request_fp)"
+       " VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"},
       {&st->expiry_,
        "UPDATE leases SET expires_ms = ?, ttl_s = ? WHERE id = ?"},
       {&st->delete_lease_, "DELETE FROM leases WHERE id = ?"},
-      {&st->add_scrub_, "INSERT INTO scrubs(runs) VALUES(?)"},
+      {&st->add_scrub_, "INSERT INTO scrubs(row, runs) VALUES(?, ?)"},
       {&st->scrub_done_, "DELETE FROM scrubs WHERE row = ?"},
       {&st->put_segment_,
        "INSERT OR REPLACE INTO segments(iova, bytes, freelist, numa, path) "
@@ -283,79 +321,112 @@ LeaseStore::~LeaseStore() {
   }
 }
 
+absl::Status LeaseStore::Begin() {
+  if (sqlite3_exec(db_, "BEGIN", nullptr, nullptr, nullptr) != SQLITE_OK)
+    return WriteError("BEGIN");
+  return absl::OkStatus();
+}
+
+absl::Status LeaseStore::Commit() {
+  if (sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr) == SQLITE_OK)
+    return absl::OkStatus();
+  absl::Status s = WriteError("COMMIT");
+  Rollback();
+  return s;
+}
+
+bool LeaseStore::InTransaction() const {
+  return sqlite3_get_autocommit(db_) == 0;
+}
+
+void LeaseStore::Rollback() {
+  if (!sqlite3_get_autocommit(db_))
+    sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+}
+
+absl::Status LeaseStore::Savepoint() {
+  if (sqlite3_exec(db_, "SAVEPOINT change", nullptr, nullptr, nullptr) !=
+      SQLITE_OK)
+    return WriteError("SAVEPOINT");
+  return absl::OkStatus();
+}
+
+absl::Status LeaseStore::Release() {
+  if (sqlite3_exec(db_, "RELEASE change", nullptr, nullptr, nullptr) !=
+      SQLITE_OK)
+    return WriteError("RELEASE");
+  return absl::OkStatus();
+}
+
+void LeaseStore::RollbackTo() {
+  sqlite3_exec(db_, "ROLLBACK TO change; RELEASE change", nullptr, nullptr,
+               nullptr);
+}
+
 absl::Status LeaseStore::PutLease(const StoredLease& l) {
-  sqlite3_reset(put_);
+  const std::string runs = EncodeRuns(l.runs);
   sqlite3_bind_text(put_, 1, l.id.c_str(), -1, SQLITE_TRANSIENT);
   sqlite3_bind_text(put_, 2, l.tenant.c_str(), -1, SQLITE_TRANSIENT);
-  const std::string runs = EncodeRuns(l.runs);
   sqlite3_bind_text(put_, 3, runs.c_str(), -1, SQLITE_TRANSIENT);
   sqlite3_bind_int(put_, 4, l.preemptible ? 1 : 0);
   sqlite3_bind_int64(put_, 5, l.expires_unix_ms);
   sqlite3_bind_int64(put_, 6, l.ttl_seconds);
   sqlite3_bind_text(put_, 7, l.path.c_str(), -1, SQLITE_TRANSIENT);
   sqlite3_bind_text(put_, 8, l.label.c_str(), -1, SQLITE_TRANSIENT);
-  if (sqlite3_step(put_) != SQLITE_DONE) return Error("writing a lease");
-  return absl::OkStatus();
+  sqlite3_bind_text(put_, 9, l.request_id.c_str(), -1, SQLITE_TRANSIENT);
+  sqlite3_bind_text(put_, 10, l.request_fp.c_str(), -1, SQLITE_TRANSIENT);
+  return Step(put_, "writing a lease");
 }
 
 absl::Status LeaseStore::SetExpiry(const std::string& id,
                                    int64_t expires_unix_ms,
                                    int64_t ttl_seconds) {
-  sqlite3_reset(expiry_);
   sqlite3_bind_int64(expiry_, 1, expires_unix_ms);
   sqlite3_bind_int64(expiry_, 2, ttl_seconds);
   sqlite3_bind_text(expiry_, 3, id.c_str(), -1, SQLITE_TRANSIENT);
-  if (sqlite3_step(expiry_) != SQLITE_DONE) return Error("renewing a lease");
-  return absl::OkStatus();
+  return Step(expiry_, "renewing a lease");
 }
 
-absl::StatusOr<int64_t> LeaseStore::EndLease(
-    const std::string& id, const std::vector<pglist::PageRun>& runs) {
-  RETURN_IF_ERROR(Exec("BEGIN"));
-  sqlite3_reset(delete_lease_);
+absl::Status LeaseStore::DeleteLease(const std::string& id) {
   sqlite3_bind_text(delete_lease_, 1, id.c_str(), -1, SQLITE_TRANSIENT);
-  sqlite3_reset(add_scrub_);
+  return Step(delete_lease_, "ending a lease");
+}
+
+absl::Status LeaseStore::AddScrub(int64_t row,
+                                  const std::vector<pglist::PageRun>& runs) {
   const std::string text = EncodeRuns(runs);
-  sqlite3_bind_text(add_scrub_, 1, text.c_str(), -1, SQLITE_TRANSIENT);
-  if (sqlite3_step(delete_lease_) != SQLITE_DONE ||
-      sqlite3_step(add_scrub_) != SQLITE_DONE) {
-    absl::Status s = Error("ending a lease");
-    (void)Exec("ROLLBACK");
-    return s;
-  }
-  const int64_t row = sqlite3_last_insert_rowid(db_);
-  RETURN_IF_ERROR(Exec("COMMIT"));
-  return row;
+  sqlite3_bind_int64(add_scrub_, 1, row);
+  sqlite3_bind_text(add_scrub_, 2, text.c_str(), -1, SQLITE_TRANSIENT);
+  return Step(add_scrub_, "recording memory to zero");
 }
 
 absl::Status LeaseStore::ScrubDone(int64_t row) {
-  sqlite3_reset(scrub_done_);
   sqlite3_bind_int64(scrub_done_, 1, row);
-  if (sqlite3_step(scrub_done_) != SQLITE_DONE)
-    return Error("finishing a scrub");
+  return Step(scrub_done_, "finishing a scrub");
+}
+
+absl::Status LeaseStore::Probe() {
+  if (sqlite3_exec(db_,
+                   "INSERT OR REPLACE INTO meta(key, value) VALUES("
+                   "'write_probe', strftime('%s', 'now'))",
+                   nullptr, nullptr, nullptr) != SQLITE_OK) {
+    return WriteError("probing");
+  }
   return absl::OkStatus();
 }
 
 absl::Status LeaseStore::PutSegment(const StoredSegment& s) {
-  sqlite3_reset(put_segment_);
   sqlite3_bind_int64(put_segment_, 1, static_cast<int64_t>(s.iova));
   sqlite3_bind_int64(put_segment_, 2, static_cast<int64_t>(s.bytes));
   sqlite3_bind_int64(put_segment_, 3, s.freelist);
   sqlite3_bind_int64(put_segment_, 4, s.numa);
   sqlite3_bind_text(put_segment_, 5, s.path.c_str(), -1, SQLITE_TRANSIENT);
-  if (sqlite3_step(put_segment_) != SQLITE_DONE) {
-    return Error("recording a segment");
-  }
-  return absl::OkStatus();
+  return Step(put_segment_, "recording a segment");
 }
 
 absl::Status LeaseStore::DeleteSegment(uint64_t iova) {
-  sqlite3_reset(delete_segment_);
   sqlite3_bind_int64(delete_segment_, 1, static_cast<int64_t>(iova));
-  if (sqlite3_step(delete_segment_) != SQLITE_DONE) {
-    return Error("forgetting a segment");
-  }
-  return absl::OkStatus();
+  return Step(delete_segment_, "forgetting a segment");
 }
 
 }  // namespace physpool::server

@@ -4,7 +4,13 @@
 // it answers, so a daemon killed at any moment restarts with every lease it
 // granted and nothing it did not.
 //
-// Not thread-safe: the PoolManager calls it under its lock.
+// The writes are single statements; the caller groups them in transactions
+// (Begin/Commit) and savepoints (one per logical change, so that one failing
+// change does not take its batch down). Every failure is UNAVAILABLE naming
+// the step and SQLite's reason (disk full, I/O error, ...); a failed Commit
+// rolls back.
+//
+// Not thread-safe: one thread (the Committer) uses it after Open.
 #ifndef PHYSPOOL_SERVER_LEASE_STORE_H_
 #define PHYSPOOL_SERVER_LEASE_STORE_H_
 
@@ -30,6 +36,8 @@ struct StoredLease {
   int64_t ttl_seconds = 0;
   std::string path;
   std::string label;
+  std::string request_id;  // the tenant's AllocateRequest.request_id, or ""
+  std::string request_fp;  // fingerprint of that request's parameters
 };
 
 // A segment added at run time (Admin AddSegment): re-created at the same
@@ -67,16 +75,32 @@ class LeaseStore {
   // Segments added at run time, by IOVA. They outlive a host reboot (the
   // operator's pool), their contents do not.
   const std::vector<StoredSegment>& segments() const { return segments_; }
+  // One above the highest scrub row at Open: callers number new rows.
+  int64_t next_scrub_row() const { return next_scrub_row_; }
+
+  // Transactions. Begin fails if one is open; Commit rolls back on failure.
+  absl::Status Begin();
+  absl::Status Commit();
+  void Rollback();
+  // Whether a transaction is open (SQLite ends one itself on some errors).
+  bool InTransaction() const;
+  // Savepoints inside a transaction: Savepoint, then Release (keep) or
+  // RollbackTo (undo what followed it).
+  absl::Status Savepoint();
+  absl::Status Release();
+  void RollbackTo();
 
   absl::Status PutLease(const StoredLease& lease);
   absl::Status SetExpiry(const std::string& id, int64_t expires_unix_ms,
                          int64_t ttl_seconds);
-  // Deletes the lease and records `runs` as waiting to be zeroed, in one
-  // transaction; returns the scrub row.
-  absl::StatusOr<int64_t> EndLease(const std::string& id,
-                                   const std::vector<pglist::PageRun>& runs);
+  absl::Status DeleteLease(const std::string& id);
+  // Records `runs` as waiting to be zeroed, under the caller's row number.
+  absl::Status AddScrub(int64_t row, const std::vector<pglist::PageRun>& runs);
   // The runs of a scrub row are zero now.
   absl::Status ScrubDone(int64_t row);
+
+  // A small write that tells whether the store takes writes again.
+  absl::Status Probe();
 
   absl::Status PutSegment(const StoredSegment& segment);
   absl::Status DeleteSegment(uint64_t iova);
@@ -85,6 +109,9 @@ class LeaseStore {
   LeaseStore() = default;
   absl::Status Exec(const char* sql);
   absl::Status Error(const char* what) const;
+  // UNAVAILABLE for a write that failed (the store stays usable).
+  absl::Status WriteError(const char* what) const;
+  absl::Status Step(sqlite3_stmt* s, const char* what);
 
   std::string path_;
   sqlite3* db_ = nullptr;
@@ -99,6 +126,7 @@ class LeaseStore {
   std::vector<StoredSegment> segments_;
   std::vector<StoredScrub> scrubs_;
   int64_t voided_ = 0;
+  int64_t next_scrub_row_ = 1;
 };
 
 // "start:pages,start:pages" <-> runs.

@@ -186,6 +186,26 @@ std::vector<MetricFamily> PoolCollector::Collect() const {
                        "Pages waiting to be zeroed before reuse.",
                        MetricType::Gauge,
                        static_cast<double>(st.scrub_backlog_pages)));
+  out.push_back(Single(
+      "physpool_scrub_failed_pages",
+      "Pages whose zeroing failed: held out of the pool until it succeeds.",
+      MetricType::Gauge, static_cast<double>(st.scrub_failed_pages)));
+  out.push_back(Single("physpool_scrub_errors_total",
+                       "Zeroing attempts that failed.", MetricType::Counter,
+                       static_cast<double>(st.scrub_errors)));
+  out.push_back(Single("physpool_store_errors_total",
+                       "Lease store writes that failed.", MetricType::Counter,
+                       static_cast<double>(st.store_errors)));
+  out.push_back(Single(
+      "physpool_store_writable",
+      "1 while the lease store takes writes; 0: NOT_SERVING, pages held.",
+      MetricType::Gauge, st.store_writable ? 1.0 : 0.0));
+  out.push_back(Single("physpool_waiting_requests",
+                       "Requests waiting for memory, and reclaims in progress.",
+                       MetricType::Gauge, static_cast<double>(st.waiting)));
+  out.push_back(Single("physpool_watch_streams", "Open Watch streams.",
+                       MetricType::Gauge,
+                       static_cast<double>(st.watch_streams)));
   return out;
 }
 

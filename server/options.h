@@ -20,6 +20,19 @@ struct ManagerOptions {
   // A waiting request older than this holds back younger requests (see
   // docs/api.md, "Waiting").
   absl::Duration starvation = absl::Seconds(1);
+  // The longest a request may wait for memory (caps the call's deadline).
+  absl::Duration max_wait = absl::Minutes(5);
+  // Per tenant: waiting requests, Watch streams.
+  uint32_t max_waiters_per_tenant = 64;
+  uint32_t max_watch_streams_per_tenant = 8;
+  // Events queued for one Watch stream whose reader is slow; beyond them it
+  // gets a final OVERFLOW event and ends.
+  uint32_t max_watch_queue = 1024;
+  // The most runs a lease may have (every answer stays below 4 MiB).
+  uint32_t max_runs_per_lease = 4096;
+  // Retry intervals of zeroing that failed and of a store that failed.
+  absl::Duration scrub_retry = absl::Seconds(1);
+  absl::Duration store_retry = absl::Milliseconds(500);
 };
 
 }  // namespace physpool::server

@@ -1,14 +1,17 @@
 // physpoold: owns the DMA memory of the host and leases it to tenants.
 // See docs/api.md and docs/operations.md; `physpoold --help` for flags.
+#include <arpa/inet.h>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
@@ -16,6 +19,7 @@
 #include <fstream>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -124,12 +128,6 @@ absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
   return f;
 }
 
-bool IsLoopback(const std::string& hostport) {
-  return absl::StartsWith(hostport, "127.") ||
-         absl::StartsWith(hostport, "localhost:") ||
-         absl::StartsWith(hostport, "[::1]:");
-}
-
 // Removes a stale socket; refuses if a daemon answers on it.
 absl::Status PrepareSocket(const std::string& path) {
   if (auto s = MakeParentDirs(path, 0755); !s.ok()) return s;
@@ -148,6 +146,32 @@ absl::Status PrepareSocket(const std::string& path) {
   }
   unlink(path.c_str());
   return absl::OkStatus();
+}
+
+// Stops the metrics endpoint at once: civetweb's listener notices its stop
+// flag only when its poll (2 s timeout) returns, so it is woken by
+// connections until it has stopped.
+void StopExposer(std::unique_ptr<prometheus::Exposer> exposer,
+                 const std::string& listen, int port) {
+  if (!exposer) return;
+  std::atomic<bool> stopped{false};
+  std::thread stopper([&] {
+    exposer.reset();
+    stopped = true;
+  });
+  std::string host = listen.substr(0, listen.rfind(':'));
+  if (host.empty() || host == "0.0.0.0" || host == "*") host = "127.0.0.1";
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  const bool ipv4 = inet_pton(AF_INET, host.c_str(), &addr.sin_addr) == 1;
+  while (ipv4 && !stopped) {
+    const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    (void)connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+    close(fd);
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  stopper.join();
 }
 
 // The file's text, or "" with *status set (the first error is kept).
@@ -196,11 +220,8 @@ int Run(int argc, char** argv) {
   }
   SetLogLevel(cfg->log_level);
   const bool tls = !cfg->tls_cert.empty();
-  if (!cfg->tcp.empty() && !IsLoopback(cfg->tcp) && !tls &&
-      !cfg->insecure_tcp) {
-    Log(LogLevel::kError, "refusing TCP off loopback without TLS",
-        {F("tcp", cfg->tcp),
-         F("hint", "configure listen.tls or pass --insecure-tcp")});
+  if (absl::Status s = CheckListeners(*cfg); !s.ok()) {
+    Log(LogLevel::kError, "refusing to start", {F("error", s.message())});
     return 2;
   }
 
@@ -369,6 +390,9 @@ int Run(int argc, char** argv) {
   }
   builder.RegisterService(&pool_service);
   builder.RegisterService(&admin_service);
+  // Requests are small; every answer is below 4 MiB (pages, run cap).
+  builder.SetMaxReceiveMessageSize(1 << 20);
+  builder.SetMaxSendMessageSize(4 << 20);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || (!cfg->tcp.empty() && tcp_port == 0)) {
     Log(LogLevel::kError, "cannot listen",
@@ -385,7 +409,12 @@ int Run(int argc, char** argv) {
       return 1;
     }
   }
-  server->GetHealthCheckService()->SetServingStatus(true);
+  // SERVING while the manager serves (memory up, store writable).
+  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
+  manager.SetHealthCallback([health](bool serving) {
+    health->SetServingStatus(serving);
+    Log(LogLevel::kInfo, "health", {F("serving", serving ? "yes" : "no")});
+  });
 
   std::unique_ptr<prometheus::Exposer> exposer;
   // The exposer keeps a weak_ptr: the collector lives here.
@@ -420,14 +449,17 @@ int Run(int argc, char** argv) {
   int sig = 0;
   sigwait(&sigs, &sig);
   Log(LogLevel::kInfo, "shutting down", {F("signal", strsignal(sig))});
-  server->GetHealthCheckService()->SetServingStatus(false);
-  manager.Shutdown();  // waiters end with FAILED_PRECONDITION
+  manager.SetHealthCallback(nullptr);
+  health->SetServingStatus(false);
+  // Waiters and reclaims are answered UNAVAILABLE, Watch streams end, the
+  // store's queue is applied and answered: nothing in flight is dropped.
+  manager.Shutdown();
   fd_server.Stop();
   Log(LogLevel::kDebug, "manager stopped");
-  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(3));
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   server->Wait();
   Log(LogLevel::kDebug, "grpc stopped");
-  exposer.reset();
+  StopExposer(std::move(exposer), cfg->metrics, metrics_port);
   Log(LogLevel::kDebug, "metrics stopped");
   if (!cfg->unix_socket.empty()) unlink(cfg->unix_socket.c_str());
   Log(LogLevel::kInfo, "stopped");

@@ -6,6 +6,7 @@
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/synchronization/notification.h"
 #include "server/log.h"
 #include "util/status_macros.h"
 
@@ -16,7 +17,7 @@ using pglist::FailReason;
 using pglist::FailReasonOf;
 
 constexpr size_t kEndedMemory =
-    16384;  // ended lease ids remembered (idempotent Release)
+    16384;  // ended leases and failed request ids remembered
 
 std::vector<double> SecondsBuckets() {
   return {1e-6, 5e-6, 2e-5, 1e-4, 5e-4, 2e-3, 1e-2, 5e-2, 0.25, 1, 5, 30};
@@ -32,8 +33,42 @@ const char* KindName(LeaseEventInfo::Kind k) {
       return "revoked";
     case LeaseEventInfo::Kind::kPreempted:
       return "preempted";
+    case LeaseEventInfo::Kind::kOverflow:
+      return "overflow";
   }
   return "ended";
+}
+
+// Reasons a request may wait for: frees could serve it.
+bool Waitable(FailReason r) {
+  return r == FailReason::kNoSpace || r == FailReason::kReserve ||
+         r == FailReason::kNoReclaim;
+}
+
+// Final answers a request id remembers: a retry gets the same. Not
+// remembered: what a retry may well get past (the store, shutdown,
+// cancellation, a retry that took over).
+bool Remembered(absl::StatusCode c) {
+  return c == absl::StatusCode::kInvalidArgument ||
+         c == absl::StatusCode::kResourceExhausted ||
+         c == absl::StatusCode::kDeadlineExceeded ||
+         c == absl::StatusCode::kPermissionDenied;
+}
+
+// The parameters a retry must repeat (not how long it waits).
+std::string Fingerprint(const AllocateParams& p) {
+  const pglist::Request& r = p.req;
+  return Sha256Hex(absl::StrCat(r.bytes, "|", r.low, "|", r.high, "|",
+                                r.alignment, "|", r.boundary, "|",
+                                r.max_segments, "|", r.numa, "|", p.numa_strict,
+                                "|", r.preemptible, "|", p.label))
+      .substr(0, 16);
+}
+
+absl::Status StoreUnavailable(const absl::Status& s, absl::string_view what) {
+  return absl::UnavailableError(
+      absl::StrCat("the lease store failed: ", s.message(), "; ", what,
+                   " (retry; docs/operations.md, \"The store\")"));
 }
 
 }  // namespace
@@ -46,6 +81,10 @@ PoolManager::PoolManager(ManagerOptions options, vfio::MemorySource* source,
       clock_(clock),
       tenants_(tenants),
       store_(store),
+      committer_(store),
+      lessor_(opts_.expiring_warning, kEndedMemory),
+      waiters_(opts_.starvation),
+      scrubber_(opts_.scrub_retry),
       wait_seconds_(SecondsBuckets()) {}
 
 PoolManager::~PoolManager() { Shutdown(); }
@@ -69,6 +108,7 @@ absl::Status PoolManager::Start() {
     pool_ = std::move(pool);
     backing_ = std::move(backing);
     if (store_ != nullptr) {
+      next_scrub_row_ = store_->next_scrub_row();
       for (const StoredScrub& sc : store_->scrubs()) {
         auto a = pool_->Claim(sc.runs, false);
         if (!a.ok()) {
@@ -76,7 +116,7 @@ absl::Status PoolManager::Start() {
               absl::StrCat("the store's memory to zero does not fit the pool: ",
                            a.status().message()));
         }
-        ScrubAndFree(a->id, sc.row);
+        ScrubAndFree({a->id}, {sc.row});
       }
       for (const StoredLease& sl : store_->leases()) {
         auto a = pool_->Claim(sl.runs, sl.preemptible);
@@ -85,20 +125,24 @@ absl::Status PoolManager::Start() {
               absl::StrCat("stored lease ", sl.id,
                            " does not fit the pool: ", a.status().message()));
         }
-        Lease l;
+        Lessor::Lease l;
         l.alloc = a->id;
-        l.info.id = sl.id;
-        l.info.tenant = sl.tenant;
-        l.info.preemptible = sl.preemptible;
-        l.info.ttl = absl::Seconds(sl.ttl_seconds);
-        l.info.expires = absl::FromUnixMillis(sl.expires_unix_ms);
-        l.info.path = sl.path;
-        l.info.label = sl.label;
+        l.state = Lessor::State::kLive;
+        l.request_fp = sl.request_fp;
+        LeaseInfo& info = l.info;
+        info.id = sl.id;
+        info.tenant = sl.tenant;
+        info.preemptible = sl.preemptible;
+        info.ttl = absl::Seconds(sl.ttl_seconds);
+        info.expires = absl::FromUnixMillis(sl.expires_unix_ms);
+        info.path = sl.path;
+        info.label = sl.label;
+        info.request_id = sl.request_id;
         for (const pglist::PageRun& r : a->runs) {
-          l.info.runs.push_back(ToLeaseRun(r));
-          l.info.bytes += l.info.runs.back().bytes;
+          info.runs.push_back(ToLeaseRun(r));
+          info.bytes += info.runs.back().bytes;
         }
-        Install(std::move(l));
+        lessor_.Add(std::move(l));
       }
       Log(LogLevel::kInfo, "leases restored",
           {F("leases", store_->leases().size()),
@@ -108,64 +152,119 @@ absl::Status PoolManager::Start() {
     started_ = true;
   }
   maintenance_ = std::thread([this] { MaintenanceLoop(); });
-  scrubber_ = std::thread([this] { ScrubLoop(); });
+  scrubber_thread_ = std::thread([this] { ScrubLoop(); });
+  Outbox none;
+  Flush(&none);
   return absl::OkStatus();
 }
 
 void PoolManager::Shutdown() {
-  std::vector<Completion> out;
+  Outbox out;
+  std::vector<CloseSink> closes;
   {
     absl::MutexLock l(&mu_);
     if (stopping_) return;
     stopping_ = true;
-    const absl::Status gone =
-        absl::FailedPreconditionError("physpoold is shutting down");
-    for (Waiter& w : waiters_)
-      out.push_back([d = std::move(w.done), gone] { d(gone); });
-    waiters_.clear();
-    for (PendingReclaim& r : reclaims_) {
-      out.push_back([d = std::move(r.done), gone] { d(gone); });
+    const absl::Status gone = absl::UnavailableError(
+        "physpoold is shutting down; retry with the same request_id");
+    waiters_.Drain([&](Waiter w) {
+      Answer(std::move(w.done), gone, w.tenant, w.params, w.fingerprint, &out);
+    });
+    reclaims_.ForEach([&](PendingReclaim& r) {
+      if (r.done) {
+        out.push_back([d = std::move(r.done), gone] { d(gone); });
+        r.done = nullptr;
+      }
+    });
+    for (auto& [id, s] : sinks_) {
+      if (s.close) closes.push_back(std::move(s.close));
     }
-    reclaims_.clear();
+    sinks_.clear();
+  }
+  Flush(&out);
+  const absl::Status ended =
+      absl::UnavailableError("physpoold is shutting down");
+  for (auto& c : closes) c(ended);
+  {
+    absl::MutexLock l(&mu_);
+    threads_stop_ = true;
     wake_maintenance_.SignalAll();
     wake_scrubber_.SignalAll();
   }
-  for (auto& c : out) c();
   if (maintenance_.joinable()) maintenance_.join();
-  if (scrubber_.joinable()) scrubber_.join();
+  if (scrubber_thread_.joinable()) scrubber_thread_.join();
+  // What is in flight is applied and answered; zeroing not finished is
+  // redone at the next start (the store lists it).
+  committer_.Stop();
 }
 
-// --- Allocation
-// ---------------------------------------------------------------
+void PoolManager::SetHealthCallback(std::function<void(bool)> f) {
+  {
+    absl::MutexLock l(&health_mu_);
+    health_fn_ = std::move(f);
+    health_told_.reset();
+  }
+  Outbox none;
+  Flush(&none);
+}
 
-absl::Status PoolManager::CheckQuota(const Tenant& t, uint64_t bytes) {
-  const TenantUsage& u = usage_[t.name];
+bool PoolManager::ServingLocked() const {
+  return started_ && !stopping_ && store_writable_;
+}
+
+void PoolManager::Flush(Outbox* out) {
+  for (auto& c : *out) c();
+  out->clear();
+  bool serving;
+  {
+    absl::MutexLock l(&mu_);
+    serving = ServingLocked();
+  }
+  absl::MutexLock l(&health_mu_);
+  if (health_fn_ && health_told_ != serving) {
+    health_told_ = serving;
+    health_fn_(serving);
+  }
+}
+
+// --- Allocation --------------------------------------------------------------
+
+absl::Status PoolManager::CheckQuota(const Tenant& t, uint64_t bytes,
+                                     bool adding) {
+  TenantUsage u = lessor_.Usage(t.name);
+  const TenantUsage pending = reclaims_.Pending(t.name);
+  u.bytes += pending.bytes;
+  u.leases += pending.leases;
   const TenantLimits limits = tenants_->ByName(t.name).value_or(t).limits;
-  if (limits.max_leases != 0 && u.leases + 1 > limits.max_leases) {
+  const uint32_t more = adding ? 1 : 0;
+  const uint64_t more_bytes = adding ? bytes : 0;
+  if (limits.max_leases != 0 && u.leases + more > limits.max_leases) {
     return pglist::FailWith(
         absl::StatusCode::kResourceExhausted, FailReason::kNeverFits,
         absl::StrCat("quota: tenant \"", t.name, "\" holds ", u.leases,
+                     pending.leases ? " (with reclaims in progress)" : "",
                      " of its ", limits.max_leases, " leases"));
   }
-  if (limits.max_bytes != 0 && u.bytes + bytes > limits.max_bytes) {
+  if (limits.max_bytes != 0 && u.bytes + more_bytes > limits.max_bytes) {
     return pglist::FailWith(
         absl::StatusCode::kResourceExhausted, FailReason::kNeverFits,
         absl::StrCat("quota: tenant \"", t.name, "\" holds ", u.bytes,
+                     pending.bytes ? " (with reclaims in progress)" : "",
                      " of its ", limits.max_bytes, " bytes; ", bytes,
                      " more would exceed it"));
   }
   return absl::OkStatus();
 }
 
-absl::StatusOr<LeaseInfo> PoolManager::TryAllocate(
-    const Tenant& t, const AllocateParams& p, uint64_t handle,
-    absl::Time deadline, absl::Time since, AllocDone* done, bool* reclaiming) {
-  *reclaiming = false;
+absl::Status PoolManager::TryServe(const Tenant& t, const AllocateParams& p,
+                                   const std::string& fp, uint64_t handle,
+                                   absl::Time deadline, absl::Time since,
+                                   AllocDone* done) {
   const uint64_t rounded =
       p.req.bytes > ~uint64_t{0} - page_size_
           ? p.req.bytes
           : (p.req.bytes + page_size_ - 1) / page_size_ * page_size_;
-  RETURN_IF_ERROR(CheckQuota(t, rounded));
+  RETURN_IF_ERROR(CheckQuota(t, rounded, true));
   const absl::Time t0 = absl::Now();
   auto a = pool_->Allocate(p.req);
   pglist::Request any_node = p.req;
@@ -177,186 +276,26 @@ absl::StatusOr<LeaseInfo> PoolManager::TryAllocate(
   const std::string path(a.ok() ? pglist::PathName(a->path) : "failed");
   auto [h, inserted] = alloc_seconds_.try_emplace(path, SecondsBuckets());
   h->second.Observe(absl::ToDoubleSeconds(absl::Now() - t0));
-  if (a.ok()) return MakeLease(t, p, *a, pglist::PathName(a->path));
+  if (a.ok()) {
+    Grant(t, p, fp, *a, pglist::PathName(a->path), std::move(*done));
+    return absl::OkStatus();
+  }
   if (FailReasonOf(a.status()) != FailReason::kNoSpace || !p.may_reclaim)
     return a.status();
-
-  // The aggressive path: preempt the cheapest preemptible leases; after the
-  // grace period their memory is zeroed and the window handed over.
-  const pglist::Request& plan_req = p.numa_strict ? p.req : any_node;
-  ASSIGN_OR_RETURN(pglist::ReclaimPlan plan, pool_->PlanReclaim(plan_req));
-  const absl::Time now = clock_->Now();
-  PendingReclaim r{handle,
-                   t,
-                   p,
-                   plan,
-                   plan.victims,
-                   {},
-                   std::nullopt,
-                   now + opts_.reclaim_grace,
-                   deadline,
-                   since,
-                   std::move(*done)};
-  r.params.req = plan_req;
-  for (pglist::AllocationId v : plan.victims) {
-    (void)pool_->SetPreemptible(v, false);  // no second reclaim may take it
-    auto lease = lease_of_.find(v);
-    if (lease != lease_of_.end()) {
-      EndLease(lease->second, LeaseEventInfo::Kind::kPreempted,
-               absl::StrCat("reclaimed for tenant \"", t.name, "\""), r.ready,
-               false);
-    }
-  }
-  std::vector<pglist::PageRun> free_runs = pool_->FreeRunsIn(plan.window);
-  if (!free_runs.empty()) {
-    auto hold = pool_->Claim(free_runs, false);
-    if (hold.ok()) r.hold = hold->id;
-  }
-  Log(LogLevel::kInfo, "reclaim started",
-      {F("tenant", t.name), F("victims", plan.victims.size()),
-       F("window_iova", pool_->ToIova(plan.window.start)),
-       F("bytes", plan.window.pages.value * page_size_)});
-  reclaims_.push_back(std::move(r));
-  wake_maintenance_.Signal();
-  *reclaiming = true;
-  // Not a result: `done` now belongs to the pending reclaim.
-  return absl::AbortedError("reclaim in progress");
+  AllocateParams planned = p;
+  if (!p.numa_strict) planned.req = any_node;
+  ASSIGN_OR_RETURN(pglist::ReclaimPlan plan, pool_->PlanReclaim(planned.req));
+  StartReclaim(t, planned, fp, plan, handle, deadline, since, std::move(*done));
+  return absl::OkStatus();
 }
 
-uint64_t PoolManager::Allocate(const Tenant& tenant, AllocateParams params,
-                               absl::Time deadline, AllocDone done) {
-  absl::StatusOr<LeaseInfo> result;
-  {
-    absl::MutexLock l(&mu_);
-    if (stopping_ || !started_) {
-      result = absl::FailedPreconditionError("physpoold is shutting down");
-    } else {
-      params.req.privileged = tenant.Has(kRolePrivileged);
-      const uint64_t handle = next_handle_++;
-      const absl::Time now = clock_->Now();
-      bool reclaiming = false;
-      if (HeadStarving()) {
-        result = pglist::FailWith(absl::StatusCode::kResourceExhausted,
-                                  FailReason::kNoSpace,
-                                  "no space now: an older waiting request is "
-                                  "served first (see docs/api.md)");
-      } else {
-        result = TryAllocate(tenant, params, handle, deadline, now, &done,
-                             &reclaiming);
-      }
-      if (reclaiming) return handle;
-      const FailReason why = FailReasonOf(result.status());
-      if (!result.ok() && params.may_wait && deadline > now &&
-          (why == FailReason::kNoSpace || why == FailReason::kReserve ||
-           why == FailReason::kNoReclaim)) {
-        waiters_.push_back({handle, tenant, std::move(params), deadline, now,
-                            std::move(done)});
-        ++waits_started_;
-        wake_maintenance_.Signal();
-        return handle;
-      }
-    }
-  }
-  done(std::move(result));
-  return 0;
-}
-
-void PoolManager::CancelWait(uint64_t handle) {
-  AllocDone done;
-  {
-    absl::MutexLock l(&mu_);
-    auto it =
-        std::find_if(waiters_.begin(), waiters_.end(),
-                     [handle](const Waiter& w) { return w.handle == handle; });
-    if (it == waiters_.end()) return;
-    done = std::move(it->done);
-    waiters_.erase(it);
-  }
-  done(absl::CancelledError("the caller cancelled the wait"));
-}
-
-bool PoolManager::HeadStarving() const {
-  return !waiters_.empty() &&
-         clock_->Now() - waiters_.front().since >= opts_.starvation;
-}
-
-void PoolManager::RetryWaiters(std::vector<Completion>* out) {
-  const absl::Time now = clock_->Now();
-  for (auto it = waiters_.begin(); it != waiters_.end();) {
-    if (it->deadline <= now) {  // the maintenance thread fails it
-      ++it;
-      continue;
-    }
-    bool reclaiming = false;
-    auto r = TryAllocate(it->tenant, it->params, it->handle, it->deadline,
-                         it->since, &it->done, &reclaiming);
-    if (reclaiming || r.ok()) {
-      wait_seconds_.Observe(absl::ToDoubleSeconds(now - it->since));
-      if (r.ok() && !reclaiming) {
-        out->push_back(
-            [d = std::move(it->done), lease = *std::move(r)] { d(lease); });
-      }
-      it = waiters_.erase(it);
-      continue;
-    }
-    // A starving head holds the memory that frees up for itself.
-    if (it == waiters_.begin() && now - it->since >= opts_.starvation) break;
-    ++it;
-  }
-}
-
-absl::StatusOr<LeaseInfo> PoolManager::MakeLease(const Tenant& t,
-                                                 const AllocateParams& p,
-                                                 const pglist::Allocation& a,
-                                                 absl::string_view path) {
+std::string PoolManager::NewLeaseId() {
   absl::BitGen gen;
   std::string id;
   do {
     id = absl::StrFormat("l-%016x", absl::Uniform<uint64_t>(gen));
-  } while (leases_.count(id) || ended_.count(id));
-  absl::Duration ttl = p.ttl > absl::ZeroDuration() ? p.ttl : opts_.default_ttl;
-  ttl = std::min(ttl, opts_.max_ttl);
-  Lease l;
-  l.alloc = a.id;
-  LeaseInfo& info = l.info;
-  info.id = id;
-  info.tenant = t.name;
-  info.preemptible = a.preemptible;
-  info.ttl = ttl;
-  // Whole milliseconds: what the store keeps is what the tenant is told.
-  info.expires = absl::FromUnixMillis(absl::ToUnixMillis(clock_->Now() + ttl));
-  info.path = std::string(path);
-  info.label = p.label;
-  for (const pglist::PageRun& r : a.runs) {
-    info.runs.push_back(ToLeaseRun(r));
-    info.bytes += info.runs.back().bytes;
-  }
-  if (store_ != nullptr) {
-    absl::Status s = store_->PutLease(
-        {id, t.name, a.runs, a.preemptible, absl::ToUnixMillis(info.expires),
-         absl::ToInt64Seconds(ttl), info.path, info.label});
-    if (!s.ok()) {
-      Log(LogLevel::kError, "lease not recorded; not granted",
-          {F("error", s.ToString())});
-      (void)pool_->Free(a.id);  // never handed out: still zero
-      return absl::UnavailableError(
-          absl::StrCat("the lease store failed: ", s.message()));
-    }
-  }
-  LeaseInfo out = info;
-  Install(std::move(l));
-  return out;
-}
-
-void PoolManager::Install(Lease l) {
-  const LeaseInfo& info = l.info;
-  expiry_.insert({info.expires, info.id});
-  warn_.insert({info.expires - opts_.expiring_warning, info.id});
-  lease_of_[l.alloc] = info.id;
-  TenantUsage& u = usage_[info.tenant];
-  u.bytes += info.bytes;
-  ++u.leases;
-  leases_[info.id] = std::move(l);
+  } while (lessor_.Find(id) != nullptr || lessor_.FindEnded(id) != nullptr);
+  return id;
 }
 
 LeaseRun PoolManager::ToLeaseRun(const pglist::PageRun& r) {
@@ -371,33 +310,448 @@ LeaseRun PoolManager::ToLeaseRun(const pglist::PageRun& r) {
   return out;
 }
 
-// --- Leases
-// -------------------------------------------------------------------
-
-int64_t PoolManager::EndLease(std::string id,
-                              std::optional<LeaseEventInfo::Kind> kind,
-                              absl::string_view reason, absl::Time deadline,
-                              bool scrub) {
-  auto it = leases_.find(id);
-  if (it == leases_.end()) return 0;
-  Lease l = std::move(it->second);
-  leases_.erase(it);
-  expiry_.erase({l.info.expires, id});
-  warn_.erase({l.info.expires - opts_.expiring_warning, id});
-  lease_of_.erase(l.alloc);
-  TenantUsage& u = usage_[l.info.tenant];
-  u.bytes -= l.info.bytes;
-  --u.leases;
-  const std::string how = kind ? KindName(*kind) : "released";
-  ended_[id] = {l.info.tenant, how};
-  ended_order_.push_back(id);
-  if (ended_order_.size() > kEndedMemory) {
-    ended_.erase(ended_order_.front());
-    ended_order_.pop_front();
+LeaseInfo PoolManager::MakeInfo(const Tenant& t, const AllocateParams& p,
+                                const std::vector<pglist::PageRun>& runs,
+                                bool preemptible, absl::string_view path) {
+  LeaseInfo info;
+  info.id = NewLeaseId();
+  info.tenant = t.name;
+  info.preemptible = preemptible;
+  absl::Duration ttl = p.ttl > absl::ZeroDuration() ? p.ttl : opts_.default_ttl;
+  info.ttl = std::min(ttl, opts_.max_ttl);
+  // Whole milliseconds: what the store keeps is what the tenant is told.
+  info.expires =
+      absl::FromUnixMillis(absl::ToUnixMillis(clock_->Now() + info.ttl));
+  info.path = std::string(path);
+  info.label = p.label;
+  info.request_id = p.request_id;
+  for (const pglist::PageRun& r : runs) {
+    info.runs.push_back(ToLeaseRun(r));
+    info.bytes += info.runs.back().bytes;
   }
+  return info;
+}
+
+namespace {
+StoredLease ToStored(const LeaseInfo& info,
+                     const std::vector<pglist::PageRun>& runs,
+                     const std::string& fp) {
+  return {info.id,
+          info.tenant,
+          runs,
+          info.preemptible,
+          absl::ToUnixMillis(info.expires),
+          absl::ToInt64Seconds(info.ttl),
+          info.path,
+          info.label,
+          info.request_id,
+          fp};
+}
+}  // namespace
+
+void PoolManager::Grant(const Tenant& t, const AllocateParams& p,
+                        const std::string& fp, const pglist::Allocation& a,
+                        absl::string_view path, AllocDone done) {
+  Lessor::Lease l;
+  l.alloc = a.id;
+  l.state = Lessor::State::kCommitting;
+  l.request_fp = fp;
+  l.info = MakeInfo(t, p, a.runs, a.preemptible, path);
+  // Nobody may reclaim it before it is granted.
+  if (a.preemptible) (void)pool_->SetPreemptible(a.id, false);
+  const std::string id = l.info.id;
+  StoredLease stored = ToStored(l.info, a.runs, fp);
+  lessor_.Add(std::move(l));
+  granting_[id].push_back(std::move(done));
+  committer_.Submit([stored = std::move(stored)](
+                        LeaseStore& s) { return s.PutLease(stored); },
+                    [this, id](absl::Status s) { OnGrantRecorded(id, s); });
+}
+
+void PoolManager::OnGrantRecorded(const std::string& id,
+                                  const absl::Status& s) {
+  Outbox out;
+  {
+    absl::MutexLock l(&mu_);
+    Lessor::Lease* lease = lessor_.Find(id);
+    std::vector<AllocDone> dones = std::move(granting_[id]);
+    granting_.erase(id);
+    if (s.ok()) {
+      lessor_.Activate(id);
+      if (lease->info.preemptible)
+        (void)pool_->SetPreemptible(lease->alloc, true);
+      Log(LogLevel::kDebug, "lease granted",
+          {F("lease", id), F("tenant", lease->info.tenant),
+           F("bytes", lease->info.bytes), F("path", lease->info.path)});
+      wake_maintenance_.Signal();
+      for (auto& d : dones)
+        out.push_back([d = std::move(d), info = lease->info] { d(info); });
+    } else {
+      StoreFailed(s);
+      Lessor::Lease gone = lessor_.Discard(id);
+      (void)pool_->Free(gone.alloc);  // never handed out: still zero
+      const absl::Status why = StoreUnavailable(s, "nothing was granted");
+      for (auto& d : dones) out.push_back([d = std::move(d), why] { d(why); });
+      RetryWaiters(&out);
+    }
+  }
+  Flush(&out);
+}
+
+void PoolManager::Answer(AllocDone done, absl::StatusOr<LeaseInfo> r,
+                         const Tenant& t, const AllocateParams& p,
+                         const std::string& fp, Outbox* out) {
+  if (!r.ok() && !p.request_id.empty() && Remembered(r.status().code())) {
+    lessor_.RememberFailure(t.name, p.request_id, fp, r.status());
+  }
+  if (done) out->push_back([d = std::move(done), r = std::move(r)] { d(r); });
+}
+
+uint64_t PoolManager::Allocate(const Tenant& tenant, AllocateParams params,
+                               absl::Time deadline, AllocDone done) {
+  Outbox out;
+  uint64_t handle = 0;
+  {
+    absl::MutexLock l(&mu_);
+    params.req.privileged = tenant.Has(kRolePrivileged);
+    params.req.run_cap = opts_.max_runs_per_lease;
+    const std::string fp = Fingerprint(params);
+    const absl::Time now = clock_->Now();
+    const std::string& rid = params.request_id;
+    auto mismatch = [&](absl::string_view what) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "request_id \"", rid, "\" was used for ", what,
+          " with other parameters; a retry must repeat the request"));
+    };
+    if (stopping_ || !started_) {
+      out.push_back([d = std::move(done)] {
+        d(absl::FailedPreconditionError("physpoold is shutting down"));
+      });
+    } else if (!rid.empty() && lessor_.ByRequest(tenant.name, rid)) {
+      Lessor::Lease* lease = lessor_.ByRequest(tenant.name, rid);
+      if (lease->request_fp != fp) {
+        Answer(std::move(done), mismatch("lease " + lease->info.id), tenant,
+               params, fp, &out);
+      } else if (lease->state == Lessor::State::kCommitting) {
+        granting_[lease->info.id].push_back(std::move(done));
+      } else {
+        out.push_back([d = std::move(done), info = lease->info] { d(info); });
+      }
+    } else if (auto ended = rid.empty()
+                                ? std::nullopt
+                                : lessor_.EndedByRequest(tenant.name, rid)) {
+      out.push_back([d = std::move(done), ended, rid] {
+        d(absl::FailedPreconditionError(
+            absl::StrCat("request_id \"", rid, "\" was granted lease ",
+                         ended->first, ", which has ended (", ended->second.how,
+                         "); a new request needs a new request_id")));
+      });
+    } else if (auto failure = rid.empty()
+                                  ? std::nullopt
+                                  : lessor_.FailureOf(tenant.name, rid)) {
+      absl::Status s = failure->second == fp
+                           ? failure->first
+                           : mismatch("a request that failed");
+      out.push_back([d = std::move(done), s] { d(s); });
+    } else if (Waiter* w = rid.empty() ? nullptr
+                                       : waiters_.ByRequest(tenant.name, rid)) {
+      if (w->fingerprint != fp) {
+        out.push_back(
+            [d = std::move(done), s = mismatch("a waiting request")] { d(s); });
+      } else {
+        // The retry takes over the wait (the first caller is likely gone).
+        out.push_back([d = std::move(w->done)] {
+          d(absl::AbortedError(
+              "a retry with the same request_id took over this wait"));
+        });
+        w->done = std::move(done);
+        w->deadline = std::min(deadline, now + opts_.max_wait);
+        handle = w->handle;
+        wake_maintenance_.Signal();
+      }
+    } else if (PendingReclaim* r =
+                   rid.empty() ? nullptr
+                               : reclaims_.ByRequest(tenant.name, rid)) {
+      if (r->fingerprint != fp) {
+        out.push_back(
+            [d = std::move(done), s = mismatch("a reclaim")] { d(s); });
+      } else {
+        if (r->done) {
+          out.push_back([d = std::move(r->done)] {
+            d(absl::AbortedError(
+                "a retry with the same request_id took over this request"));
+          });
+        }
+        r->done = std::move(done);
+        r->deadline = deadline;
+        handle = r->handle;
+      }
+    } else {
+      if (params.may_wait) deadline = std::min(deadline, now + opts_.max_wait);
+      handle = next_handle_++;
+      absl::Status s;
+      if (const Waiter* rival =
+              waiters_.StarvingRival(params, now, waiters_.end())) {
+        s = pglist::FailWith(
+            absl::StatusCode::kResourceExhausted, FailReason::kNoSpace,
+            absl::StrCat("no space now: an older waiting request for the "
+                         "same memory (",
+                         rival->params.req.bytes,
+                         " bytes) is served first (docs/api.md, \"Waiting\")"));
+      } else {
+        s = TryServe(tenant, params, fp, handle, deadline, now, &done);
+      }
+      if (s.ok()) {
+        // Taken: a grant being recorded, or a reclaim in progress.
+      } else if (params.may_wait && deadline > now &&
+                 Waitable(FailReasonOf(s))) {
+        if (waiters_.CountOf(tenant.name) >= opts_.max_waiters_per_tenant) {
+          Answer(std::move(done),
+                 absl::ResourceExhaustedError(absl::StrCat(
+                     "wait.max_waiters_per_tenant: tenant \"", tenant.name,
+                     "\" already has ", opts_.max_waiters_per_tenant,
+                     " waiting requests")),
+                 tenant, params, fp, &out);
+          handle = 0;
+        } else {
+          waiters_.Push({handle, tenant, std::move(params), fp, deadline, now,
+                         std::move(done)});
+          ++waits_started_;
+          wake_maintenance_.Signal();
+        }
+      } else {
+        Answer(std::move(done), s, tenant, params, fp, &out);
+        handle = 0;
+      }
+    }
+  }
+  Flush(&out);
+  return handle;
+}
+
+void PoolManager::CancelWait(uint64_t handle) {
+  Outbox out;
+  {
+    absl::MutexLock l(&mu_);
+    const absl::Status cancelled =
+        absl::CancelledError("the caller cancelled the request");
+    if (auto w = waiters_.Remove(handle)) {
+      out.push_back([d = std::move(w->done), cancelled] { d(cancelled); });
+    } else if (PendingReclaim* r = reclaims_.ByHandle(handle);
+               r != nullptr && r->done) {
+      // The victims are preempted already; their memory still waits out the
+      // grace period, is zeroed and comes back, but becomes no lease.
+      out.push_back([d = std::move(r->done), cancelled] { d(cancelled); });
+      r->done = nullptr;
+    }
+  }
+  Flush(&out);
+}
+
+void PoolManager::RetryWaiters(Outbox* out) {
+  if (waiters_.size() == 0) return;
+  const absl::Time now = clock_->Now();
+  const uint64_t free_pages = pool_->allocatable_free_pages().value;
+  for (auto it = waiters_.begin(); it != waiters_.end();) {
+    Waiter& w = *it;
+    // Cheap first: a request cannot fit in fewer free pages than it needs
+    // (a reclaiming one might).
+    if (!w.params.may_reclaim &&
+        (w.params.req.bytes + page_size_ - 1) / page_size_ > free_pages) {
+      ++it;
+      continue;
+    }
+    if (w.deadline <= now ||  // the maintenance thread ends it
+        waiters_.StarvingRival(w.params, now, it) != nullptr) {
+      ++it;
+      continue;
+    }
+    const absl::Time since = w.since;
+    absl::Status s = TryServe(w.tenant, w.params, w.fingerprint, w.handle,
+                              w.deadline, since, &w.done);
+    if (s.ok()) {
+      wait_seconds_.Observe(absl::ToDoubleSeconds(now - since));
+      it = waiters_.Erase(it);
+    } else if (!Waitable(FailReasonOf(s))) {
+      // It can never be served as it stands (quota, never fits): say so now
+      // rather than hold others back.
+      wait_seconds_.Observe(absl::ToDoubleSeconds(now - since));
+      Answer(std::move(w.done), s, w.tenant, w.params, w.fingerprint, out);
+      it = waiters_.Erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+void PoolManager::LimitsChanged() {
+  Outbox out;
+  {
+    absl::MutexLock l(&mu_);
+    RetryWaiters(&out);
+  }
+  Flush(&out);
+}
+
+// --- Reclaim -----------------------------------------------------------------
+
+void PoolManager::StartReclaim(const Tenant& t, const AllocateParams& p,
+                               const std::string& fp,
+                               const pglist::ReclaimPlan& plan, uint64_t handle,
+                               absl::Time deadline, absl::Time since,
+                               AllocDone done) {
+  PendingReclaim r;
+  r.handle = handle;
+  r.tenant = t;
+  r.params = p;
+  r.fingerprint = fp;
+  r.plan = plan;
+  r.bytes = plan.window.pages.value * page_size_;
+  r.victims = plan.victims;
+  r.ready = clock_->Now() + opts_.reclaim_grace;
+  r.deadline = deadline;
+  r.since = since;
+  r.done = std::move(done);
+  std::vector<pglist::PageRun> free_runs = pool_->FreeRunsIn(plan.window);
+  if (!free_runs.empty()) {
+    auto hold = pool_->Claim(free_runs, false);
+    if (hold.ok()) r.hold = hold->id;
+  }
+  std::vector<std::string> victim_leases;
+  for (pglist::AllocationId v : plan.victims) {
+    (void)pool_->SetPreemptible(v, false);  // no second reclaim may take it
+    if (const std::string* id = lessor_.LeaseOf(v))
+      victim_leases.push_back(*id);
+  }
+  r.unrecorded_ends = static_cast<int>(victim_leases.size());
+  const absl::Time ready = r.ready;
+  reclaims_.Add(std::move(r));
+  for (const std::string& id : victim_leases) {
+    Lessor::Lease gone =
+        EndNow(id, LeaseEventInfo::Kind::kPreempted,
+               absl::StrCat("reclaimed for tenant \"", t.name, "\""), ready);
+    const pglist::AllocationId alloc = gone.alloc;
+    RecordEnd(gone, [this, handle, alloc](int64_t row, Outbox*) {
+      mu_.AssertHeld();
+      PendingReclaim* pr = reclaims_.ByHandle(handle);
+      if (pr != nullptr) {
+        pr->victim_rows.push_back(row);
+        --pr->unrecorded_ends;
+        wake_maintenance_.Signal();
+      } else {
+        ScrubAndFree({alloc}, {row});  // the reclaim is gone (shut down)
+      }
+    });
+  }
+  Log(LogLevel::kInfo, "reclaim started",
+      {F("tenant", t.name), F("victims", plan.victims.size()),
+       F("window_iova", pool_->ToIova(plan.window.start)),
+       F("bytes", plan.window.pages.value * page_size_)});
+  wake_maintenance_.Signal();
+}
+
+// The victims' memory is zero: the window becomes the requester's lease,
+// or (no longer wanted, too late, over quota now) comes back.
+void PoolManager::FinishReclaim(uint64_t handle, Outbox* out) {
+  PendingReclaim* r = reclaims_.ByHandle(handle);
+  if (r == nullptr) return;
+  std::vector<pglist::AllocationId> allocs = r->victims;
+  if (r->hold) allocs.push_back(*r->hold);
+  const absl::Time now = clock_->Now();
+  absl::Status refused;
+  if (!r->done) {
+    refused = absl::CancelledError("no longer wanted");
+  } else if (now > r->deadline) {
+    refused = absl::DeadlineExceededError(
+        "the deadline passed during the reclaim grace period");
+  } else {
+    refused = CheckQuota(r->tenant, r->bytes, false);
+  }
+  wait_seconds_.Observe(absl::ToDoubleSeconds(now - r->since));
+  if (!refused.ok()) {
+    auto taken = reclaims_.Take(handle);
+    if (taken->done) {
+      Answer(std::move(taken->done), refused, taken->tenant, taken->params,
+             taken->fingerprint, out);
+    }
+    FreeWhenRecorded(std::move(allocs), std::move(taken->victim_rows));
+    return;
+  }
+  // The lease and the end of the victims' zeroing in one transaction.
+  LeaseInfo info = MakeInfo(r->tenant, r->params, {r->plan.window},
+                            r->params.req.preemptible, "aggressive");
+  StoredLease stored = ToStored(info, {r->plan.window}, r->fingerprint);
+  std::vector<int64_t> rows = r->victim_rows;
+  committer_.Submit(
+      [stored, rows](LeaseStore& s) -> absl::Status {
+        for (int64_t row : rows) RETURN_IF_ERROR(s.ScrubDone(row));
+        return s.PutLease(stored);
+      },
+      [this, handle, info, allocs](absl::Status s) {
+        Outbox out;
+        {
+          absl::MutexLock l(&mu_);
+          auto taken = reclaims_.Take(handle);
+          if (s.ok()) {
+            // The plan holds (its victims and free pages were kept for it):
+            // the core frees the victims whole and takes the window, and
+            // counts the aggressive path's success.
+            for (pglist::AllocationId a : allocs) scrubbing_.erase(a);
+            if (taken->hold) (void)pool_->Free(*taken->hold);
+            for (pglist::AllocationId v : taken->victims)
+              (void)pool_->SetPreemptible(v, true);
+            const absl::Time t0 = absl::Now();
+            auto a = pool_->CommitReclaim(taken->params.req, taken->plan);
+            alloc_seconds_.try_emplace("aggressive", SecondsBuckets())
+                .first->second.Observe(absl::ToDoubleSeconds(absl::Now() - t0));
+            if (!a.ok()) {
+              // Cannot happen (the window was kept for it); never strand
+              // the victims' memory.
+              Log(LogLevel::kError, "reclaim plan did not hold",
+                  {F("error", a.status().ToString())});
+              for (pglist::AllocationId v : taken->victims)
+                (void)pool_->Free(v);
+              a = pool_->Claim({taken->plan.window}, false);
+            }
+            if (!a.ok()) {
+              Log(LogLevel::kError, "reclaimed window lost",
+                  {F("error", a.status().ToString())});
+            } else {
+              Lessor::Lease lease;
+              lease.alloc = a->id;
+              lease.state = Lessor::State::kLive;
+              lease.request_fp = taken->fingerprint;
+              lease.info = info;
+              lessor_.Add(std::move(lease));
+              Answer(std::move(taken->done), info, taken->tenant, taken->params,
+                     taken->fingerprint, &out);
+            }
+            RetryWaiters(&out);
+          } else {
+            StoreFailed(s);
+            Answer(std::move(taken->done),
+                   StoreUnavailable(s, "nothing was granted"), taken->tenant,
+                   taken->params, taken->fingerprint, &out);
+            FreeWhenRecorded(allocs, taken->victim_rows);
+          }
+        }
+        Flush(&out);
+      });
+}
+
+// --- Leases
+// --------------------------------------------------------------------
+
+Lessor::Lease PoolManager::EndNow(const std::string& id,
+                                  std::optional<LeaseEventInfo::Kind> kind,
+                                  const std::string& reason,
+                                  absl::Time deadline) {
+  const std::string how = kind ? KindName(*kind) : "released";
+  Lessor::Lease l = lessor_.End(id, how);
+  (void)pool_->SetPreemptible(l.alloc, false);
+  scrubbing_.insert(l.alloc);
   if (kind) {
-    Emit(l.info.tenant,
-         {*kind, id, std::string(reason), clock_->Now(), deadline});
+    Emit(l.info.tenant, {*kind, id, reason, clock_->Now(), deadline});
     if (*kind == LeaseEventInfo::Kind::kExpired) ++lease_expirations_;
     if (*kind == LeaseEventInfo::Kind::kRevoked) ++revocations_["admin"];
     if (*kind == LeaseEventInfo::Kind::kPreempted) {
@@ -405,137 +759,256 @@ int64_t PoolManager::EndLease(std::string id,
       reclaimed_bytes_ += l.info.bytes;
     }
   }
-  Log(LogLevel::kInfo, "lease ended",
+  Log(LogLevel::kDebug, "lease ended",
       {F("lease", id), F("tenant", l.info.tenant), F("how", how),
        F("bytes", l.info.bytes)});
-  int64_t row = 0;
-  if (store_ != nullptr) {
-    auto r = store_->EndLease(id, pool_->Find(l.alloc)->runs);
-    if (r.ok()) {
-      row = *r;
+  return l;
+}
+
+void PoolManager::RecordEnd(const Lessor::Lease& l,
+                            std::function<void(int64_t, Outbox*)> recorded) {
+  const int64_t row = next_scrub_row_++;
+  std::vector<pglist::PageRun> runs = pool_->Find(l.alloc)->runs;
+  SubmitDurable(
+      [id = l.info.id, row, runs](LeaseStore& s) -> absl::Status {
+        RETURN_IF_ERROR(s.DeleteLease(id));
+        return s.AddScrub(row, runs);
+      },
+      [row, recorded = std::move(recorded)](Outbox* out) {
+        recorded(row, out);
+      });
+}
+
+void PoolManager::EndDurably(
+    const std::string& id, std::optional<LeaseEventInfo::Kind> kind,
+    const std::string& reason,
+    std::function<void(absl::Status, const LeaseInfo&)> done) {
+  Lessor::Lease* lease = lessor_.Find(id);
+  lessor_.SetEnding(id, true);
+  (void)pool_->SetPreemptible(lease->alloc, false);
+  const int64_t row = next_scrub_row_++;
+  std::vector<pglist::PageRun> runs = pool_->Find(lease->alloc)->runs;
+  committer_.Submit(
+      [id, row, runs](LeaseStore& s) -> absl::Status {
+        RETURN_IF_ERROR(s.DeleteLease(id));
+        return s.AddScrub(row, runs);
+      },
+      [this, id, row, kind, reason, done = std::move(done)](absl::Status s) {
+        Outbox out;
+        LeaseInfo info;
+        std::vector<std::function<void(absl::Status)>> others;
+        {
+          absl::MutexLock l(&mu_);
+          others = std::move(ending_[id]);
+          ending_.erase(id);
+          Lessor::Lease* lease = lessor_.Find(id);
+          info = lease->info;
+          if (s.ok()) {
+            Lessor::Lease gone = EndNow(id, kind, reason, absl::InfinitePast());
+            ScrubAndFree({gone.alloc}, {row});
+          } else {
+            StoreFailed(s);
+            lessor_.SetEnding(id, false);
+            if (lease->info.preemptible)
+              (void)pool_->SetPreemptible(lease->alloc, true);
+          }
+        }
+        const absl::Status result =
+            s.ok() ? s : StoreUnavailable(s, "the lease was not ended");
+        done(result, info);
+        for (auto& o : others) o(result);
+        Flush(&out);
+      });
+}
+
+void PoolManager::Renew(const Tenant& t, const std::string& id,
+                        absl::Duration ttl, LeaseDone done) {
+  Outbox out;
+  {
+    absl::MutexLock l(&mu_);
+    auto lease = lessor_.Owned(t.name, id);
+    if (!lease.ok()) {
+      out.push_back([d = std::move(done), s = lease.status()] { d(s); });
+    } else if ((*lease)->state == Lessor::State::kEnding) {
+      out.push_back([d = std::move(done), id] {
+        d(absl::FailedPreconditionError(
+            absl::StrCat("lease ", id, " is being released")));
+      });
     } else {
-      Log(LogLevel::kError, "lease store: ending a lease",
-          {F("lease", id), F("error", r.status().ToString())});
+      const LeaseInfo& info = (*lease)->info;
+      const absl::Duration new_ttl =
+          ttl > absl::ZeroDuration() ? std::min(ttl, opts_.max_ttl) : info.ttl;
+      const absl::Time expires =
+          absl::FromUnixMillis(absl::ToUnixMillis(clock_->Now() + new_ttl));
+      committer_.Submit(
+          [id, expires, new_ttl](LeaseStore& s) {
+            return s.SetExpiry(id, absl::ToUnixMillis(expires),
+                               absl::ToInt64Seconds(new_ttl));
+          },
+          [this, t, id, expires, new_ttl, done](absl::Status s) {
+            absl::StatusOr<LeaseInfo> result;
+            {
+              absl::MutexLock l(&mu_);
+              auto lease = lessor_.Owned(t.name, id);
+              if (!s.ok()) {
+                StoreFailed(s);
+                result = StoreUnavailable(s, "the lease was not renewed");
+              } else if (!lease.ok()) {
+                result = lease.status();  // ended meanwhile (expired)
+              } else {
+                lessor_.SetExpiry(id, expires, new_ttl);
+                wake_maintenance_.Signal();
+                result = (*lease)->info;
+              }
+            }
+            done(std::move(result));
+            Outbox none;
+            Flush(&none);
+          });
     }
   }
-  (void)pool_->SetPreemptible(l.alloc, false);
-  if (scrub) ScrubAndFree(l.alloc, row);
-  return row;
+  Flush(&out);
 }
 
-void PoolManager::ScrubAndFree(pglist::AllocationId alloc, int64_t row) {
-  scrubbing_.insert(alloc);
-  Scrub(pool_->Find(alloc)->runs, [this, alloc, row](std::vector<Completion>*) {
-    mu_.AssertHeld();
-    scrubbing_.erase(alloc);
-    (void)pool_->Free(alloc);
-    if (store_ != nullptr && row != 0) (void)store_->ScrubDone(row);
+void PoolManager::Release(const Tenant& t, const std::string& id,
+                          ReleaseDone done) {
+  Outbox out;
+  {
+    absl::MutexLock l(&mu_);
+    auto lease = lessor_.Owned(t.name, id);
+    if (!lease.ok()) {
+      const Lessor::Ended* e = lessor_.FindEnded(id);
+      const bool again = e != nullptr && e->tenant == t.name;
+      out.push_back([d = std::move(done), again, s = lease.status()] {
+        if (again) {
+          d(false);
+        } else {
+          d(s);
+        }
+      });
+    } else if ((*lease)->state == Lessor::State::kEnding) {
+      // Being ended by another call: answer once that is recorded.
+      ending_[id].push_back([done](absl::Status s) {
+        if (s.ok()) {
+          done(false);
+        } else {
+          done(s);
+        }
+      });
+    } else {
+      EndDurably(id, std::nullopt, "released",
+                 [done](absl::Status s, const LeaseInfo&) {
+                   if (s.ok()) {
+                     done(true);
+                   } else {
+                     done(s);
+                   }
+                 });
+    }
+  }
+  Flush(&out);
+}
+
+void PoolManager::Revoke(const std::string& id, const std::string& reason,
+                         LeaseDone done) {
+  Outbox out;
+  {
+    absl::MutexLock l(&mu_);
+    Lessor::Lease* lease = lessor_.Find(id);
+    if (lease == nullptr || lease->state == Lessor::State::kCommitting) {
+      out.push_back([d = std::move(done), id] {
+        d(absl::NotFoundError(absl::StrCat("no live lease ", id)));
+      });
+    } else if (lease->state == Lessor::State::kEnding) {
+      out.push_back([d = std::move(done), id] {
+        d(absl::FailedPreconditionError(
+            absl::StrCat("lease ", id, " is being released")));
+      });
+    } else {
+      EndDurably(id, LeaseEventInfo::Kind::kRevoked,
+                 reason.empty() ? "revoked by an admin" : reason,
+                 [done](absl::Status s, const LeaseInfo& info) {
+                   if (s.ok()) {
+                     done(info);
+                   } else {
+                     done(s);
+                   }
+                 });
+    }
+  }
+  Flush(&out);
+}
+
+namespace {
+// Waits for a callback-style call's answer.
+template <typename T, typename Call>
+T Await(Call call) {
+  absl::Notification n;
+  std::optional<T> result;
+  call([&](T r) {
+    result = std::move(r);
+    n.Notify();
   });
+  n.WaitForNotification();
+  return std::move(*result);
 }
+}  // namespace
 
-void PoolManager::Emit(const std::string& tenant, const LeaseEventInfo& e) {
-  for (auto& [id, sink] : sinks_) {
-    if (sink.first == tenant) sink.second(e);
-  }
-}
-
-absl::StatusOr<PoolManager::Lease*> PoolManager::Owned(const Tenant& t,
-                                                       absl::string_view id) {
-  auto it = leases_.find(std::string(id));
-  if (it != leases_.end()) {
-    if (it->second.info.tenant != t.name) {
-      return absl::PermissionDeniedError(
-          absl::StrCat("lease ", id, " belongs to another tenant"));
-    }
-    return &it->second;
-  }
-  auto ended = ended_.find(std::string(id));
-  if (ended != ended_.end()) {
-    if (ended->second.first != t.name) {
-      return absl::PermissionDeniedError(
-          absl::StrCat("lease ", id, " belongs to another tenant"));
-    }
-    return absl::NotFoundError(
-        absl::StrCat("lease ", id, " has ended (", ended->second.second, ")"));
-  }
-  return absl::NotFoundError(absl::StrCat("no lease ", id));
-}
-
-absl::StatusOr<LeaseInfo> PoolManager::Renew(const Tenant& t,
+absl::StatusOr<LeaseInfo> PoolManager::Renew(const Tenant& tenant,
                                              absl::string_view id,
                                              absl::Duration ttl) {
-  absl::MutexLock l(&mu_);
-  ASSIGN_OR_RETURN(Lease * lease, Owned(t, id));
-  LeaseInfo& info = lease->info;
-  const absl::Duration new_ttl =
-      ttl > absl::ZeroDuration() ? std::min(ttl, opts_.max_ttl) : info.ttl;
-  const absl::Time new_expiry =
-      absl::FromUnixMillis(absl::ToUnixMillis(clock_->Now() + new_ttl));
-  if (store_ != nullptr) {
-    absl::Status s = store_->SetExpiry(info.id, absl::ToUnixMillis(new_expiry),
-                                       absl::ToInt64Seconds(new_ttl));
-    if (!s.ok())
-      return absl::UnavailableError(
-          absl::StrCat("the lease store failed: ", s.message()));
-  }
-  expiry_.erase({info.expires, info.id});
-  warn_.erase({info.expires - opts_.expiring_warning, info.id});
-  info.ttl = new_ttl;
-  info.expires = new_expiry;
-  expiry_.insert({info.expires, info.id});
-  warn_.insert({info.expires - opts_.expiring_warning, info.id});
-  lease->warned = false;
-  wake_maintenance_.Signal();
-  return info;
+  return Await<absl::StatusOr<LeaseInfo>>(
+      [&](LeaseDone d) { Renew(tenant, std::string(id), ttl, std::move(d)); });
 }
 
-absl::StatusOr<bool> PoolManager::Release(const Tenant& t,
+absl::StatusOr<bool> PoolManager::Release(const Tenant& tenant,
                                           absl::string_view id) {
-  absl::MutexLock l(&mu_);
-  auto lease = Owned(t, id);
-  if (!lease.ok()) {
-    auto ended = ended_.find(std::string(id));
-    if (ended != ended_.end() && ended->second.first == t.name) return false;
-    return lease.status();
-  }
-  EndLease(std::string(id), std::nullopt, "released", absl::InfinitePast(),
-           true);
-  return true;
+  return Await<absl::StatusOr<bool>>(
+      [&](ReleaseDone d) { Release(tenant, std::string(id), std::move(d)); });
+}
+
+absl::StatusOr<LeaseInfo> PoolManager::Revoke(absl::string_view id,
+                                              absl::string_view reason) {
+  return Await<absl::StatusOr<LeaseInfo>>([&](LeaseDone d) {
+    Revoke(std::string(id), std::string(reason), std::move(d));
+  });
 }
 
 absl::StatusOr<LeaseInfo> PoolManager::Get(const Tenant& t,
                                            absl::string_view id) {
   absl::MutexLock l(&mu_);
-  ASSIGN_OR_RETURN(Lease * lease, Owned(t, id));
+  ASSIGN_OR_RETURN(Lessor::Lease * lease,
+                   lessor_.Owned(t.name, std::string(id)));
   return lease->info;
 }
 
-std::vector<LeaseInfo> PoolManager::Leases(std::optional<std::string> tenant) {
+std::vector<LeaseInfo> PoolManager::Leases(std::optional<std::string> tenant,
+                                           const std::string& after,
+                                           size_t max) {
   absl::MutexLock l(&mu_);
   std::vector<LeaseInfo> out;
-  for (const auto& [id, lease] : leases_) {
+  lessor_.ForEachFrom(after, [&](const Lessor::Lease& lease) {
     if (!tenant || lease.info.tenant == *tenant) out.push_back(lease.info);
-  }
+    return out.size() < max;
+  });
   return out;
 }
 
-absl::StatusOr<LeaseInfo> PoolManager::Revoke(absl::string_view id,
-                                              absl::string_view reason) {
+absl::StatusOr<uint64_t> PoolManager::Subscribe(const std::string& tenant,
+                                                EventSink sink,
+                                                CloseSink close) {
   absl::MutexLock l(&mu_);
-  auto it = leases_.find(std::string(id));
-  if (it == leases_.end())
-    return absl::NotFoundError(absl::StrCat("no live lease ", id));
-  LeaseInfo info = it->second.info;
-  EndLease(info.id, LeaseEventInfo::Kind::kRevoked,
-           reason.empty() ? "revoked by an admin" : reason,
-           absl::InfinitePast(), true);
-  return info;
-}
-
-uint64_t PoolManager::Subscribe(const std::string& tenant, EventSink sink) {
-  absl::MutexLock l(&mu_);
+  if (stopping_)
+    return absl::FailedPreconditionError("physpoold is shutting down");
+  uint32_t streams = 0;
+  for (const auto& [id, s] : sinks_) streams += s.tenant == tenant;
+  if (streams >= opts_.max_watch_streams_per_tenant) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("watch.max_streams_per_tenant: tenant \"", tenant,
+                     "\" already has ", streams, " Watch streams"));
+  }
   const uint64_t id = next_handle_++;
-  sinks_[id] = {tenant, std::move(sink)};
+  sinks_[id] = {tenant, std::move(sink), std::move(close)};
   return id;
 }
 
@@ -544,148 +1017,234 @@ void PoolManager::Unsubscribe(uint64_t id) {
   sinks_.erase(id);
 }
 
-// --- Background work
-// ----------------------------------------------------------
+void PoolManager::Emit(const std::string& tenant, const LeaseEventInfo& e) {
+  for (auto& [id, sink] : sinks_) {
+    if (sink.tenant == tenant) sink.sink(e);
+  }
+}
 
-void PoolManager::Scrub(std::vector<pglist::PageRun> runs,
-                        std::function<void(std::vector<Completion>*)> then) {
-  for (const auto& r : runs) scrub_backlog_pages_ += r.pages.value;
-  scrub_queue_.push_back({std::move(runs), std::move(then)});
+// --- Zeroing and the store --------------------------------------------------
+
+void PoolManager::ScrubAndFree(std::vector<pglist::AllocationId> allocs,
+                               std::vector<int64_t> rows) {
+  std::vector<pglist::PageRun> runs;
+  for (pglist::AllocationId a : allocs) {
+    scrubbing_.insert(a);
+    const pglist::Allocation* alloc = pool_->Find(a);
+    runs.insert(runs.end(), alloc->runs.begin(), alloc->runs.end());
+  }
+  ScrubJob job;
+  job.runs = std::move(runs);
+  job.then = [this, allocs = std::move(allocs),
+              rows = std::move(rows)](Outbox*) mutable {
+    mu_.AssertHeld();
+    FreeWhenRecorded(std::move(allocs), std::move(rows));
+  };
+  scrubber_.Push(std::move(job));
   wake_scrubber_.Signal();
 }
+
+void PoolManager::FreeWhenRecorded(std::vector<pglist::AllocationId> allocs,
+                                   std::vector<int64_t> rows) {
+  SubmitDurable(
+      [rows](LeaseStore& s) -> absl::Status {
+        for (int64_t row : rows) RETURN_IF_ERROR(s.ScrubDone(row));
+        return absl::OkStatus();
+      },
+      [this, allocs = std::move(allocs)](Outbox* out) {
+        mu_.AssertHeld();
+        for (pglist::AllocationId a : allocs) {
+          scrubbing_.erase(a);
+          (void)pool_->Free(a);
+        }
+        RetryWaiters(out);
+      });
+}
+
+void PoolManager::SubmitDurable(Committer::Change change,
+                                std::function<void(Outbox*)> ok) {
+  auto shared_change = std::make_shared<Committer::Change>(std::move(change));
+  committer_.Submit(
+      [shared_change](LeaseStore& s) { return (*shared_change)(s); },
+      [this, shared_change, ok = std::move(ok)](absl::Status s) {
+        Outbox out;
+        {
+          absl::MutexLock l(&mu_);
+          if (s.ok()) {
+            ok(&out);
+          } else if (!threads_stop_) {
+            // Cannot be undone: hold its pages, retry until the store
+            // takes it, and say the daemon is not serving meanwhile.
+            StoreFailed(s);
+            ++unrecorded_;
+            deferred_.push_back({*shared_change, ok});
+            Log(LogLevel::kError, "store write failed; retrying",
+                {F("error", s.ToString()), F("pending", deferred_.size())});
+          }
+        }
+        Flush(&out);
+      });
+}
+
+void PoolManager::StoreFailed(const absl::Status& s) {
+  ++store_errors_;
+  if (store_writable_) {
+    Log(LogLevel::kError, "lease store not writable: NOT_SERVING",
+        {F("error", s.ToString())});
+  }
+  store_writable_ = false;
+  next_store_retry_ = absl::Now() + opts_.store_retry;
+  wake_maintenance_.Signal();
+}
+
+// --- Threads
+// --------------------------------------------------------------------
 
 void PoolManager::ScrubLoop() {
   absl::MutexLock l(&mu_);
   for (;;) {
-    while (scrub_queue_.empty() && !stopping_) wake_scrubber_.Wait(&mu_);
-    if (stopping_) return;
-    ScrubJob job = std::move(scrub_queue_.front());
-    scrub_queue_.pop_front();
+    const absl::Time now = absl::Now();
+    while (!threads_stop_ && !scrubber_.HasWork(now)) {
+      const std::optional<absl::Time> retry = scrubber_.NextRetry();
+      if (retry) {
+        wake_scrubber_.WaitWithDeadline(&mu_, *retry);
+        break;
+      }
+      wake_scrubber_.Wait(&mu_);
+    }
+    if (threads_stop_) return;
+    std::optional<ScrubJob> job = scrubber_.Next(absl::Now());
+    if (!job) continue;
     std::vector<std::pair<uint64_t, uint64_t>> ranges;
-    for (const auto& r : job.runs)
-      ranges.push_back({pool_->ToIova(r.start), r.pages.value});
+    for (const auto& r : job->runs)
+      ranges.push_back({pool_->ToIova(r.start), r.pages.value * page_size_});
     mu_.Unlock();
-    for (const auto& [iova, pages] : ranges) {
-      if (absl::Status s = source_->Zero(iova, pages * page_size_); !s.ok()) {
-        Log(LogLevel::kError, "zeroing failed",
-            {F("iova", iova), F("error", s.ToString())});
+    absl::Status zeroed;
+    for (const auto& [iova, bytes] : ranges) {
+      zeroed = source_->Zero(iova, bytes);
+      if (!zeroed.ok()) {
+        Log(LogLevel::kError,
+            "zeroing failed; the memory stays out of the pool",
+            {F("iova", iova), F("bytes", bytes),
+             F("error", zeroed.ToString())});
+        break;
       }
     }
     mu_.Lock();
-    std::vector<Completion> out;
-    for (const auto& [iova, pages] : ranges) scrub_backlog_pages_ -= pages;
-    job.then(&out);
-    RetryWaiters(&out);
-    mu_.Unlock();
-    for (auto& c : out) c();
-    mu_.Lock();
+    Outbox out;
+    if (zeroed.ok()) {
+      ScrubJob done = scrubber_.Done(*std::move(job));
+      done.then(&out);
+    } else {
+      scrubber_.Failed(*std::move(job), absl::Now());
+    }
+    if (!out.empty()) {
+      mu_.Unlock();
+      Flush(&out);
+      mu_.Lock();
+    }
   }
-}
-
-void PoolManager::FinishReclaim(PendingReclaim r,
-                                std::vector<Completion>* out) {
-  for (pglist::AllocationId v : r.victims) (void)pool_->Free(v);
-  if (r.hold) (void)pool_->Free(*r.hold);
-  for (int64_t row : r.victim_rows) {
-    if (store_ != nullptr && row != 0) (void)store_->ScrubDone(row);
-  }
-  const absl::Time now = clock_->Now();
-  wait_seconds_.Observe(absl::ToDoubleSeconds(now - r.since));
-  if (now > r.deadline) {
-    out->push_back([d = std::move(r.done)] {
-      d(absl::DeadlineExceededError(
-          "the deadline passed during the reclaim grace period"));
-    });
-    return;
-  }
-  auto a = pool_->Claim({r.plan.window}, r.params.req.preemptible);
-  if (!a.ok()) {
-    out->push_back([d = std::move(r.done), s = a.status()] {
-      d(absl::InternalError(
-          absl::StrCat("reclaimed window lost: ", s.message())));
-    });
-    return;
-  }
-  auto lease = MakeLease(r.tenant, r.params, *a, "aggressive");
-  out->push_back([d = std::move(r.done), lease] { d(lease); });
 }
 
 void PoolManager::MaintenanceLoop() {
   absl::MutexLock l(&mu_);
-  while (!stopping_) {
-    std::vector<Completion> out;
+  while (!threads_stop_) {
+    Outbox out;
     const absl::Time now = clock_->Now();
-    while (!expiry_.empty() && expiry_.begin()->first <= now) {
-      EndLease(expiry_.begin()->second, LeaseEventInfo::Kind::kExpired,
-               "ttl elapsed", absl::InfinitePast(), true);
-    }
-    while (!warn_.empty() && warn_.begin()->first <= now) {
-      const std::string id = warn_.begin()->second;
-      warn_.erase(warn_.begin());
-      Lease& lease = leases_.at(id);
-      if (!lease.warned) {
-        lease.warned = true;
-        Emit(lease.info.tenant,
+    if (!stopping_) {
+      for (const std::string& id : lessor_.Due(now)) {
+        Lessor::Lease gone = EndNow(id, LeaseEventInfo::Kind::kExpired,
+                                    "ttl elapsed", absl::InfinitePast());
+        const pglist::AllocationId alloc = gone.alloc;
+        RecordEnd(gone, [this, alloc](int64_t row, Outbox*) {
+          mu_.AssertHeld();
+          ScrubAndFree({alloc}, {row});
+        });
+      }
+      for (const std::string& id : lessor_.TakeWarnings(now)) {
+        const LeaseInfo& info = lessor_.Find(id)->info;
+        Emit(info.tenant,
              {LeaseEventInfo::Kind::kExpiring, id,
-              absl::StrCat("expires in ", absl::FormatDuration(absl::Trunc(
-                                              lease.info.expires - now,
-                                              absl::Milliseconds(1)))),
-              now, lease.info.expires});
+              absl::StrCat("expires in ",
+                           absl::FormatDuration(absl::Trunc(
+                               info.expires - now, absl::Milliseconds(1)))),
+              now, info.expires});
       }
-    }
-    for (auto it = waiters_.begin(); it != waiters_.end();) {
-      if (it->deadline > now) {
-        ++it;
-        continue;
-      }
-      wait_seconds_.Observe(absl::ToDoubleSeconds(now - it->since));
-      out.push_back([d = std::move(it->done), bytes = it->params.req.bytes,
-                     waited = now - it->since] {
-        d(absl::DeadlineExceededError(absl::StrCat(
-            "waited ",
-            absl::FormatDuration(absl::Trunc(waited, absl::Milliseconds(1))),
-            " for ", bytes, " bytes; none came free")));
+      waiters_.TakeExpired(now, [&](Waiter w) {
+        wait_seconds_.Observe(absl::ToDoubleSeconds(now - w.since));
+        const absl::Duration waited = now - w.since;
+        Answer(std::move(w.done),
+               absl::DeadlineExceededError(absl::StrCat(
+                   "waited ",
+                   absl::FormatDuration(
+                       absl::Trunc(waited, absl::Milliseconds(1))),
+                   " for ", w.params.req.bytes, " bytes; none came free")),
+               w.tenant, w.params, w.fingerprint, &out);
       });
-      it = waiters_.erase(it);
     }
-    for (auto it = reclaims_.begin(); it != reclaims_.end();) {
-      if (it->ready > now) {
-        ++it;
-        continue;
-      }
-      // Grace is over: zero the victims' memory, then hand the window over.
+    for (PendingReclaim* r : reclaims_.TakeReady(now)) {
+      // Grace is over and the victims' ends are durable: zero their memory,
+      // then hand the window over.
       std::vector<pglist::PageRun> runs;
-      for (pglist::AllocationId v : it->victims) {
-        if (const pglist::Allocation* a = pool_->Find(v)) {
+      for (pglist::AllocationId v : r->victims) {
+        if (const pglist::Allocation* a = pool_->Find(v))
           runs.insert(runs.end(), a->runs.begin(), a->runs.end());
-        }
       }
-      auto r = std::make_shared<PendingReclaim>(std::move(*it));
-      Scrub(std::move(runs), [this, r](std::vector<Completion>* done) {
+      ScrubJob job;
+      job.runs = std::move(runs);
+      job.then = [this, handle = r->handle](Outbox* done) {
         mu_.AssertHeld();
-        FinishReclaim(std::move(*r), done);
-      });
-      it = reclaims_.erase(it);
+        FinishReclaim(handle, done);
+      };
+      scrubber_.Push(std::move(job));
+      wake_scrubber_.Signal();
+    }
+    // The store: once a probe write succeeds, retry what failed.
+    if (!store_writable_ && !probing_ && absl::Now() >= next_store_retry_) {
+      probing_ = true;
+      committer_.Submit(
+          [](LeaseStore& s) { return s.Probe(); },
+          [this](absl::Status s) {
+            Outbox none;
+            {
+              absl::MutexLock l(&mu_);
+              probing_ = false;
+              if (!s.ok()) {
+                ++store_errors_;
+                next_store_retry_ = absl::Now() + opts_.store_retry;
+              } else {
+                std::vector<Deferred> again = std::move(deferred_);
+                deferred_.clear();
+                unrecorded_ -= static_cast<uint32_t>(again.size());
+                for (Deferred& d : again) SubmitDurable(d.change, d.ok);
+                if (unrecorded_ == 0 && deferred_.empty()) {
+                  store_writable_ = true;
+                  Log(LogLevel::kInfo, "lease store writable again: SERVING");
+                }
+              }
+              wake_maintenance_.Signal();
+            }
+            Flush(&none);
+          });
     }
     absl::Time next = now + absl::Seconds(1);
-    if (!expiry_.empty()) next = std::min(next, expiry_.begin()->first);
-    if (!warn_.empty()) next = std::min(next, warn_.begin()->first);
-    for (const Waiter& w : waiters_) next = std::min(next, w.deadline);
-    for (const PendingReclaim& r : reclaims_) next = std::min(next, r.ready);
+    if (auto t = lessor_.NextDeadline()) next = std::min(next, *t);
+    if (auto t = waiters_.NextDeadline()) next = std::min(next, *t);
+    if (auto t = reclaims_.NextReady()) next = std::min(next, *t);
     if (!out.empty()) {
       mu_.Unlock();
-      for (auto& c : out) c();
+      Flush(&out);
       mu_.Lock();
       continue;
     }
+    absl::Duration wait = std::max(absl::ZeroDuration(), next - now);
+    if (!store_writable_) wait = std::min(wait, opts_.store_retry);
     // Waiting on the system clock: an injected clock must not be far ahead.
-    wake_maintenance_.WaitWithTimeout(
-        &mu_, std::max(absl::ZeroDuration(), next - now));
+    wake_maintenance_.WaitWithTimeout(&mu_, wait);
   }
 }
 
-// --- Segments, stats
-// ----------------------------------------------------------
+// --- Segments, stats ---------------------------------------------------------
 
 SegmentView PoolManager::View(const pglist::SegmentInfo& s) {
   SegmentView v;
@@ -713,86 +1272,137 @@ std::vector<SegmentView> PoolManager::Segments() {
 
 absl::StatusOr<SegmentView> PoolManager::SetDraining(uint32_t segment_id,
                                                      bool drain) {
-  std::vector<Completion> out;
+  Outbox out;
   absl::StatusOr<SegmentView> result;
   {
     absl::MutexLock l(&mu_);
     absl::Status s = drain ? pool_->DrainSegment(segment_id)
                            : pool_->UndrainSegment(segment_id);
     if (!s.ok()) return s;
-    if (!drain) RetryWaiters(&out);
+    RetryWaiters(&out);  // more memory, or never-fits now
     for (const auto& seg : pool_->Segments()) {
       if (seg.id == segment_id) result = View(seg);
     }
   }
-  for (auto& c : out) c();
+  Flush(&out);
   return result;
 }
 
 absl::StatusOr<SegmentView> PoolManager::AddSegment(uint64_t bytes,
                                                     uint32_t freelist,
                                                     int32_t numa) {
-  std::vector<Completion> out;
+  absl::MutexLock serial(&segment_mu_);
+  {
+    absl::MutexLock l(&mu_);
+    if (stopping_)
+      return absl::FailedPreconditionError("physpoold is shutting down");
+  }
+  // Backing, mapping, pinning: outside the lock.
+  ASSIGN_OR_RETURN(vfio::BackedSegment seg,
+                   source_->AddSegment(bytes, freelist, numa));
+  absl::StatusOr<pglist::SegmentId> id;
+  {
+    absl::MutexLock l(&mu_);
+    id = pool_->AddSegment(seg.spec);
+    if (id.ok()) {
+      // No allocation in it before the store knows it: a restart re-creates
+      // it from there, and leases in it would not fit the pool otherwise.
+      (void)pool_->DrainSegment(*id);
+      backing_[pglist::Pfn(seg.spec.iova / page_size_)] = {*id, seg.path,
+                                                           seg.file_offset};
+    }
+  }
+  if (!id.ok()) {
+    (void)source_->RemoveSegment(seg.spec.iova);
+    return id.status();
+  }
+  absl::Notification recorded;
+  absl::Status rs;
+  committer_.Submit(
+      [stored = StoredSegment{seg.spec.iova, bytes, freelist, numa, seg.path}](
+          LeaseStore& s) { return s.PutSegment(stored); },
+      [&](absl::Status s) {
+        rs = s;
+        recorded.Notify();
+      });
+  recorded.WaitForNotification();
+  Outbox out;
   absl::StatusOr<SegmentView> result;
   {
     absl::MutexLock l(&mu_);
-    ASSIGN_OR_RETURN(vfio::BackedSegment seg,
-                     source_->AddSegment(bytes, freelist, numa));
-    auto id = pool_->AddSegment(seg.spec);
-    if (!id.ok()) {
-      (void)source_->RemoveSegment(seg.spec.iova);
-      return id.status();
-    }
-    // Recorded before the answer: a restart re-creates it (leases in it
-    // would not fit the pool otherwise).
-    if (store_ != nullptr) {
-      if (absl::Status s = store_->PutSegment(
-              {seg.spec.iova, bytes, freelist, numa, seg.path});
-          !s.ok()) {
-        (void)pool_->RemoveSegment(*id);
-        (void)source_->RemoveSegment(seg.spec.iova);
-        return absl::UnavailableError(
-            absl::StrCat("the segment could not be recorded: ", s.message()));
+    if (rs.ok()) {
+      (void)pool_->UndrainSegment(*id);
+      RetryWaiters(&out);
+      for (const auto& s : pool_->Segments()) {
+        if (s.id == *id) result = View(s);
       }
+      Log(LogLevel::kInfo, "segment added",
+          {F("segment", *id), F("iova", seg.spec.iova), F("bytes", bytes),
+           F("path", seg.path)});
+    } else {
+      StoreFailed(rs);
+      (void)pool_->RemoveSegment(*id);
+      backing_.erase(pglist::Pfn(seg.spec.iova / page_size_));
+      result = StoreUnavailable(rs, "the segment was not added");
     }
-    backing_[pglist::Pfn(seg.spec.iova / page_size_)] = {*id, seg.path,
-                                                         seg.file_offset};
-    RetryWaiters(&out);
-    for (const auto& s : pool_->Segments()) {
-      if (s.id == *id) result = View(s);
-    }
-    Log(LogLevel::kInfo, "segment added",
-        {F("segment", *id), F("iova", seg.spec.iova), F("bytes", bytes),
-         F("path", seg.path)});
   }
-  for (auto& c : out) c();
+  if (!rs.ok()) (void)source_->RemoveSegment(seg.spec.iova);
+  Flush(&out);
   return result;
 }
 
 absl::Status PoolManager::RemoveSegment(uint32_t segment_id) {
-  absl::MutexLock l(&mu_);
-  for (auto it = backing_.begin(); it != backing_.end(); ++it) {
-    if (it->second.id != segment_id) continue;
+  absl::MutexLock serial(&segment_mu_);
+  uint64_t iova = 0;
+  bool was_draining = false;
+  {
+    absl::MutexLock l(&mu_);
+    auto it =
+        std::find_if(backing_.begin(), backing_.end(),
+                     [&](const auto& b) { return b.second.id == segment_id; });
+    if (it == backing_.end())
+      return absl::NotFoundError(absl::StrCat("no segment ", segment_id));
+    for (const auto& s : pool_->Segments()) {
+      if (s.id != segment_id) continue;
+      if (s.used_pages.value != 0) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("segment ", segment_id, " still has ",
+                         s.used_pages.value, " pages allocated"));
+      }
+      was_draining = s.draining;
+    }
+    (void)pool_->DrainSegment(segment_id);  // nothing new while recording
+    iova = pool_->ToIova(it->first);
+  }
+  absl::Notification recorded;
+  absl::Status rs;
+  committer_.Submit([iova](LeaseStore& s) { return s.DeleteSegment(iova); },
+                    [&](absl::Status s) {
+                      rs = s;
+                      recorded.Notify();
+                    });
+  recorded.WaitForNotification();
+  {
+    absl::MutexLock l(&mu_);
+    if (!rs.ok()) {
+      StoreFailed(rs);
+      if (!was_draining) (void)pool_->UndrainSegment(segment_id);
+      return StoreUnavailable(rs, "the segment was not removed");
+    }
     RETURN_IF_ERROR(pool_->RemoveSegment(segment_id));
-    const uint64_t iova = pool_->ToIova(it->first);
-    backing_.erase(it);
+    backing_.erase(pglist::Pfn(iova / page_size_));
     Log(LogLevel::kInfo, "segment removed",
         {F("segment", segment_id), F("iova", iova)});
-    if (store_ != nullptr) {
-      if (absl::Status s = store_->DeleteSegment(iova); !s.ok()) {
-        Log(LogLevel::kWarn, "segment removal not recorded",
-            {F("iova", iova), F("error", s.ToString())});
-      }
-    }
-    return source_->RemoveSegment(iova);
   }
-  return absl::NotFoundError(absl::StrCat("no segment ", segment_id));
+  // Unmapping, unpinning, closing: outside the lock.
+  return source_->RemoveSegment(iova);
 }
 
-absl::StatusOr<std::vector<std::pair<SegmentView, std::vector<OccupancyRun>>>>
-PoolManager::Occupancy(std::optional<uint32_t> segment_id) {
+absl::StatusOr<OccupancyPage> PoolManager::Occupancy(
+    std::optional<uint32_t> segment_id,
+    std::optional<std::pair<uint32_t, uint64_t>> from, size_t max_runs) {
   absl::MutexLock l(&mu_);
-  std::vector<std::pair<SegmentView, std::vector<OccupancyRun>>> out;
+  OccupancyPage page;
   // Every allocated run with its state, by address.
   std::map<pglist::Pfn, std::pair<uint64_t, OccupancyState>> used;
   for (const auto& [id, a] : pool_->allocations()) {
@@ -802,31 +1412,50 @@ PoolManager::Occupancy(std::optional<uint32_t> segment_id) {
                                               : OccupancyState::kUsed;
     for (const auto& r : a.runs) used[r.start] = {r.pages.value, st};
   }
+  bool found = false, started = !from.has_value();
+  size_t total = 0;
   for (const auto& s : pool_->Segments()) {
     if (segment_id && s.id != *segment_id) continue;
+    found = true;
+    if (!started && s.id != from->first) continue;
+    const uint64_t skip_below = started ? 0 : from->second;
+    started = true;
     std::vector<OccupancyRun> runs;
     pglist::Pfn pos = s.avail.start;
-    auto add = [&](OccupancyState st, pglist::Pfn from, uint64_t pages) {
-      if (pages == 0) return;
+    bool full = false;
+    auto add = [&](OccupancyState st, pglist::Pfn at, uint64_t pages) {
+      if (pages == 0 || full) return;
+      const uint64_t iova = at.value * page_size_;
       if (!runs.empty() && runs.back().state == st &&
-          runs.back().iova + runs.back().bytes == from.value * page_size_) {
+          runs.back().iova + runs.back().bytes == iova) {
         runs.back().bytes += pages * page_size_;
-      } else {
-        runs.push_back({st, from.value * page_size_, pages * page_size_});
+        return;
       }
+      if (iova + pages * page_size_ <= skip_below) return;
+      if (total == max_runs) {
+        page.next = {s.id, iova};
+        full = true;
+        return;
+      }
+      runs.push_back({st, iova, pages * page_size_});
+      ++total;
     };
     for (auto it = used.lower_bound(s.avail.start);
-         it != used.end() && it->first < s.avail.end(); ++it) {
+         it != used.end() && it->first < s.avail.end() && !full; ++it) {
       add(OccupancyState::kFree, pos, (it->first - pos).value);
       add(it->second.second, it->first, it->second.first);
       pos = it->first + pglist::PageCount(it->second.first);
     }
     add(OccupancyState::kFree, pos, (s.avail.end() - pos).value);
-    out.push_back({View(s), std::move(runs)});
+    if (!runs.empty() || !full)
+      page.segments.push_back({View(s), std::move(runs)});
+    if (full) break;
   }
-  if (segment_id && out.empty())
+  if (segment_id && !found)
     return absl::NotFoundError(absl::StrCat("no segment ", *segment_id));
-  return out;
+  if (from && !started)
+    return absl::InvalidArgumentError("page_token names no segment");
+  return page;
 }
 
 void PoolManager::Wake() {
@@ -836,8 +1465,7 @@ void PoolManager::Wake() {
 
 TenantUsage PoolManager::Usage(const std::string& tenant) {
   absl::MutexLock l(&mu_);
-  auto it = usage_.find(tenant);
-  return it == usage_.end() ? TenantUsage{} : it->second;
+  return lessor_.Usage(tenant);
 }
 
 ManagerStats PoolManager::Stats() {
@@ -846,13 +1474,18 @@ ManagerStats PoolManager::Stats() {
   s.pool = pool_->stats();
   s.page_size = page_size_;
   for (const auto& seg : pool_->Segments()) s.segments.push_back(View(seg));
-  s.tenants = usage_;
+  s.tenants = lessor_.usage();
   s.waits_started = waits_started_;
   s.lease_expirations = lease_expirations_;
   s.revocations = revocations_;
   s.reclaimed_bytes = reclaimed_bytes_;
-  s.scrub_backlog_pages = scrub_backlog_pages_;
+  s.scrub_backlog_pages = scrubber_.backlog_pages();
+  s.scrub_failed_pages = scrubber_.failed_pages();
+  s.scrub_errors = scrubber_.errors();
+  s.store_errors = store_errors_;
+  s.store_writable = store_writable_;
   s.waiting = static_cast<uint32_t>(waiters_.size() + reclaims_.size());
+  s.watch_streams = static_cast<uint32_t>(sinks_.size());
   s.wait_seconds = wait_seconds_;
   s.alloc_seconds = alloc_seconds_;
   return s;

@@ -1,77 +1,66 @@
-// The daemon's state: the allocation core, the leases over it, the tenants'
-// usage, the memory being zeroed, the requests waiting for memory and the
-// watchers of lease events. gRPC services call it; it never sees gRPC.
+// The daemon's state machine: the allocation core, the leases over it
+// (Lessor), the requests waiting for memory (WaitQueue), reclaims in
+// progress (Reclaimer), memory being zeroed (Scrubber) and the watchers of
+// lease events, with every change made durable through the Committer before
+// it is answered. gRPC services call it; it never sees gRPC.
 //
-// Memory coming back (release, expiry, revocation, preemption) stays
-// allocated in the core until it has been zeroed, so nobody else can get it
-// first. Two threads: a maintenance thread (expiry, warnings, wait
-// deadlines, reclaim grace periods) and a scrubber (zeroing).
+// Rules it keeps:
+// - A grant, renewal, release or revocation is answered only once the store
+//   has it (or fails UNAVAILABLE with nothing changed). An end that is not
+//   an RPC (expiry, preemption) and the end of zeroing cannot be undone:
+//   if their store write fails, their pages stay out of the pool and the
+//   manager reports NOT_SERVING until the store takes the write.
+// - Memory coming back stays allocated in the core until it has been zeroed
+//   and that is recorded; memory that could not be zeroed stays out.
+// - No store or memory-source I/O under the lock: store writes go through
+//   the Committer's thread, zeroing through the scrub thread, hot add and
+//   remove prepare their segment before taking the lock.
 //
-// Thread-safe. Callbacks (allocation completions, event sinks) run without
-// the manager's lock held, except event sinks, which run under it and must
-// not block or call back into the manager.
+// Threads: a maintenance thread (expiry, warnings, wait deadlines, reclaim
+// grace periods, store retries), a scrub thread, the Committer's thread.
+// Thread-safe. Completion callbacks (AllocDone, LeaseDone, ...) run without
+// the manager's lock, maybe before the call that took them returns. Event
+// sinks run under it and must not block or call back into the manager.
 #ifndef PHYSPOOL_SERVER_POOL_MANAGER_H_
 #define PHYSPOOL_SERVER_POOL_MANAGER_H_
 
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
 #include <optional>
-#include <set>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "pglist/pool.h"
 #include "server/clock.h"
+#include "server/committer.h"
 #include "server/histogram.h"
 #include "server/lease_store.h"
+#include "server/lessor.h"
 #include "server/options.h"
+#include "server/reclaimer.h"
+#include "server/scrubber.h"
 #include "server/tenants.h"
+#include "server/wait_queue.h"
 #include "vfio/memory_source.h"
 
 namespace physpool::server {
 
-// A run as a tenant sees it.
-struct LeaseRun {
-  uint64_t iova = 0;
-  uint64_t bytes = 0;
-  std::string backing_path;
-  uint64_t backing_offset = 0;
-  uint32_t segment_id = 0;
-};
-
-struct LeaseInfo {
-  std::string id;
-  std::string tenant;
-  std::vector<LeaseRun> runs;
-  uint64_t bytes = 0;
-  bool preemptible = false;
-  absl::Time expires;
-  absl::Duration ttl;
-  std::string path;
-  std::string label;
-};
-
-struct AllocateParams {
-  pglist::Request req;  // privileged is set from the tenant's role
-  bool numa_strict = false;
-  bool may_wait = false;
-  bool may_reclaim = false;
-  absl::Duration ttl = absl::ZeroDuration();  // zero: the default
-  std::string label;
-};
-
 struct LeaseEventInfo {
-  enum class Kind { kExpiring = 1, kExpired = 2, kRevoked = 3, kPreempted = 4 };
+  enum class Kind {
+    kExpiring = 1,
+    kExpired = 2,
+    kRevoked = 3,
+    kPreempted = 4,
+    kOverflow = 5,  // sent by the stream itself, never by the manager
+  };
   Kind kind;
   std::string lease_id;
   std::string reason;
@@ -85,11 +74,6 @@ struct SegmentView {
   uint64_t scrubbing_pages = 0;
 };
 
-struct TenantUsage {
-  uint64_t bytes = 0;
-  uint32_t leases = 0;
-};
-
 // A snapshot of everything the metrics and GetStats report.
 struct ManagerStats {
   pglist::PoolStats pool;
@@ -101,7 +85,12 @@ struct ManagerStats {
   std::map<std::string, uint64_t> revocations;  // by reason
   uint64_t reclaimed_bytes = 0;
   uint64_t scrub_backlog_pages = 0;
-  uint32_t waiting = 0;
+  uint64_t scrub_failed_pages = 0;  // zeroing failed, held out of the pool
+  uint64_t scrub_errors = 0;
+  uint64_t store_errors = 0;  // failed store writes
+  bool store_writable = true;
+  uint32_t waiting = 0;  // waiters and reclaims in progress
+  uint32_t watch_streams = 0;
   Histogram wait_seconds;                          // finished waits
   std::map<std::string, Histogram> alloc_seconds;  // by path
 };
@@ -117,6 +106,11 @@ struct OccupancyRun {
   uint64_t iova = 0;
   uint64_t bytes = 0;
 };
+struct OccupancyPage {
+  std::vector<std::pair<SegmentView, std::vector<OccupancyRun>>> segments;
+  // Where the next page starts: (segment id, IOVA); nullopt at the end.
+  std::optional<std::pair<uint32_t, uint64_t>> next;
+};
 
 class PoolManager {
  public:
@@ -127,48 +121,76 @@ class PoolManager {
   ~PoolManager();
 
   // Builds the pool from the (started) source's segments, restores the
-  // store's leases (same ids, runs and expiry) and re-zeroes the memory it
-  // lists as being zeroed; starts the threads. FAILED_PRECONDITION if a
-  // stored lease does not fit the pool.
+  // store's leases (same ids, runs, expiry and request ids) and re-zeroes
+  // the memory it lists as being zeroed; starts the threads.
+  // FAILED_PRECONDITION if a stored lease does not fit the pool.
   absl::Status Start();
-  // Refuses new work (FAILED_PRECONDITION), fails waiters, stops threads.
+  // Refuses new work (FAILED_PRECONDITION), answers every waiting request
+  // and reclaim in progress (UNAVAILABLE), ends the watchers' streams,
+  // applies and answers every store change in flight, stops the threads.
   void Shutdown();
 
-  using AllocDone = std::function<void(absl::StatusOr<LeaseInfo>)>;
+  // Called without the lock whenever serving changes (started, not
+  // shutting down, the store writable), and once at once.
+  void SetHealthCallback(std::function<void(bool serving)> f);
+
   // Serves the request now, or (may_wait) queues it until memory frees up or
-  // `deadline` passes (DEADLINE_EXCEEDED). `done` runs exactly once, maybe
-  // before Allocate returns. Returns a handle for CancelWait (0 if done).
+  // `deadline` (capped at now + max_wait) passes (DEADLINE_EXCEEDED). With a
+  // request id, a retry of a request this tenant made gets its lease or
+  // its final error, or takes over its wait. `done` runs exactly once.
+  // Returns a handle for CancelWait (0 if answered already).
   uint64_t Allocate(const Tenant& tenant, AllocateParams params,
                     absl::Time deadline, AllocDone done);
-  // A queued request ends with CANCELLED; no effect otherwise.
+  // A waiting request (or reclaim in progress) ends with CANCELLED.
   void CancelWait(uint64_t handle);
 
-  // The caller's own lease: NOT_FOUND if unknown or ended, PERMISSION_DENIED
-  // if another tenant's.
+  using LeaseDone = std::function<void(absl::StatusOr<LeaseInfo>)>;
+  using ReleaseDone = std::function<void(absl::StatusOr<bool>)>;
+  // The caller's own lease: NOT_FOUND if unknown or ended,
+  // PERMISSION_DENIED if another tenant's, UNAVAILABLE if the store failed
+  // (nothing changed).
+  void Renew(const Tenant& tenant, const std::string& id, absl::Duration ttl,
+             LeaseDone done);
+  // true if released now, false if it was released already.
+  void Release(const Tenant& tenant, const std::string& id, ReleaseDone done);
+  // An admin's revocation of any lease (NOT_FOUND if not live).
+  void Revoke(const std::string& id, const std::string& reason, LeaseDone done);
+  // The same, waiting for the answer.
   absl::StatusOr<LeaseInfo> Renew(const Tenant& tenant, absl::string_view id,
                                   absl::Duration ttl);
-  // True if released now, false if the caller had released it already.
   absl::StatusOr<bool> Release(const Tenant& tenant, absl::string_view id);
-  absl::StatusOr<LeaseInfo> Get(const Tenant& tenant, absl::string_view id);
-  // Live leases of `tenant`, or of everyone.
-  std::vector<LeaseInfo> Leases(std::optional<std::string> tenant);
-  // Admin revocation of any lease.
   absl::StatusOr<LeaseInfo> Revoke(absl::string_view id,
                                    absl::string_view reason);
 
+  absl::StatusOr<LeaseInfo> Get(const Tenant& tenant, absl::string_view id);
+  // Live leases (of `tenant`, or all) in id order after `after`, at most
+  // `max`.
+  std::vector<LeaseInfo> Leases(std::optional<std::string> tenant,
+                                const std::string& after, size_t max);
+
   using EventSink = std::function<void(const LeaseEventInfo&)>;
-  uint64_t Subscribe(const std::string& tenant, EventSink sink);
+  using CloseSink = std::function<void(const absl::Status&)>;
+  // RESOURCE_EXHAUSTED beyond max_watch_streams_per_tenant. `close` runs
+  // (without the lock) if the manager ends the stream (shutdown).
+  absl::StatusOr<uint64_t> Subscribe(const std::string& tenant, EventSink sink,
+                                     CloseSink close = nullptr);
   void Unsubscribe(uint64_t id);
 
   std::vector<SegmentView> Segments();
   absl::StatusOr<SegmentView> SetDraining(uint32_t segment_id, bool drain);
+  // Hot add and remove: the segment is prepared (backing, mapping) and torn
+  // down outside the lock; the store records it before the answer.
   absl::StatusOr<SegmentView> AddSegment(uint64_t bytes, uint32_t freelist,
                                          int32_t numa);
   absl::Status RemoveSegment(uint32_t segment_id);
-  // Runs of one state each, in address order, per segment (all if nullopt).
-  absl::StatusOr<std::vector<std::pair<SegmentView, std::vector<OccupancyRun>>>>
-  Occupancy(std::optional<uint32_t> segment_id);
+  // Runs of one state each, in address order, per segment (all if nullopt),
+  // from (segment, IOVA) `from`, at most `max_runs`.
+  absl::StatusOr<OccupancyPage> Occupancy(
+      std::optional<uint32_t> segment_id,
+      std::optional<std::pair<uint32_t, uint64_t>> from, size_t max_runs);
 
+  // A tenant's limits changed: waiters and reclaims over them are answered.
+  void LimitsChanged();
   // Re-examines expiries, warnings and deadlines now. For an injected clock
   // that jumps; the system clock needs no help.
   void Wake();
@@ -179,37 +201,90 @@ class PoolManager {
   const ManagerOptions& options() const { return opts_; }
 
  private:
-  struct Lease {
-    LeaseInfo info;
-    pglist::AllocationId alloc = 0;
-    bool warned = false;
-  };
-  struct Waiter {
-    uint64_t handle;
-    Tenant tenant;
-    AllocateParams params;
-    absl::Time deadline;
-    absl::Time since;
-    AllocDone done;
-  };
-  struct PendingReclaim {
-    uint64_t handle;
-    Tenant tenant;
-    AllocateParams params;
-    pglist::ReclaimPlan plan;
-    std::vector<pglist::AllocationId> victims;
-    std::vector<int64_t> victim_rows;          // their scrub rows in the store
-    std::optional<pglist::AllocationId> hold;  // free pages of the window
-    absl::Time ready;
-    absl::Time deadline;
-    absl::Time since;
-    AllocDone done;
-  };
-  using Completion = std::function<void()>;
-  struct ScrubJob {
-    std::vector<pglist::PageRun> runs;
-    // Runs under mu_ once the runs are zeroed; may add completions.
-    std::function<void(std::vector<Completion>*)> then;
+  using Outbox = std::vector<Completion>;
+
+  // Allocation.
+  absl::Status CheckQuota(const Tenant& t, uint64_t bytes, bool adding)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Tries to serve `p` now. OK: taken (a grant committing or a reclaim
+  // started; *done moved). Else why not, with a FailReason.
+  absl::Status TryServe(const Tenant& t, const AllocateParams& p,
+                        const std::string& fp, uint64_t handle,
+                        absl::Time deadline, absl::Time since, AllocDone* done)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Grant(const Tenant& t, const AllocateParams& p, const std::string& fp,
+             const pglist::Allocation& a, absl::string_view path,
+             AllocDone done) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void OnGrantRecorded(const std::string& id, const absl::Status& s);
+  void StartReclaim(const Tenant& t, const AllocateParams& p,
+                    const std::string& fp, const pglist::ReclaimPlan& plan,
+                    uint64_t handle, absl::Time deadline, absl::Time since,
+                    AllocDone done) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void FinishReclaim(uint64_t handle, Outbox* out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Answers `done` (after the lock) and remembers a final error of a
+  // request with an id.
+  void Answer(AllocDone done, absl::StatusOr<LeaseInfo> r, const Tenant& t,
+              const AllocateParams& p, const std::string& fp, Outbox* out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Serves waiters that fit now, oldest first; answers those that never
+  // can.
+  void RetryWaiters(Outbox* out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::string NewLeaseId() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  LeaseInfo MakeInfo(const Tenant& t, const AllocateParams& p,
+                     const std::vector<pglist::PageRun>& runs, bool preemptible,
+                     absl::string_view path) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  LeaseRun ToLeaseRun(const pglist::PageRun& r)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // Lease ends.
+  // Ends a lease in memory now: events, counters; its allocation stays.
+  Lessor::Lease EndNow(const std::string& id,
+                       std::optional<LeaseEventInfo::Kind> kind,
+                       const std::string& reason, absl::Time deadline)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Records an ended lease's end (and its memory as to be zeroed under a new
+  // scrub row) durably, retrying until the store takes it; then
+  // `recorded(row)` runs under the lock.
+  void RecordEnd(const Lessor::Lease& l,
+                 std::function<void(int64_t row, Outbox*)> recorded)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Ends an owner's or admin's lease durably first (Release, Revoke).
+  void EndDurably(const std::string& id,
+                  std::optional<LeaseEventInfo::Kind> kind,
+                  const std::string& reason,
+                  std::function<void(absl::Status, const LeaseInfo&)> done)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Zeroes `allocs` (their runs), then deletes `rows` and frees them.
+  void ScrubAndFree(std::vector<pglist::AllocationId> allocs,
+                    std::vector<int64_t> rows)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Deletes `rows` durably (retrying), then frees `allocs`.
+  void FreeWhenRecorded(std::vector<pglist::AllocationId> allocs,
+                        std::vector<int64_t> rows)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Emit(const std::string& tenant, const LeaseEventInfo& e)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // The store.
+  // A change that cannot be undone: retried until it succeeds; meanwhile
+  // the store is not writable (NOT_SERVING). `ok` runs under the lock.
+  void SubmitDurable(Committer::Change change, std::function<void(Outbox*)> ok)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void StoreFailed(const absl::Status& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Runs `out` and tells the health callback if serving changed. Call
+  // without the lock.
+  void Flush(Outbox* out);
+  bool ServingLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  SegmentView View(const pglist::SegmentInfo& s)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void MaintenanceLoop();
+  void ScrubLoop();
+
+  struct Deferred {
+    Committer::Change change;
+    std::function<void(Outbox*)> ok;
   };
   struct SegmentRecord {
     pglist::SegmentId id;
@@ -217,96 +292,60 @@ class PoolManager {
     uint64_t file_offset;
   };
 
-  // Tries to serve `p` now. OK: the lease. RESOURCE_EXHAUSTED with a
-  // FailReason, or a started reclaim (*reclaiming set).
-  absl::StatusOr<LeaseInfo> TryAllocate(const Tenant& t,
-                                        const AllocateParams& p,
-                                        uint64_t handle, absl::Time deadline,
-                                        absl::Time since, AllocDone* done,
-                                        bool* reclaiming)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status CheckQuota(const Tenant& t, uint64_t bytes)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Records a lease for allocation `a` (in the store too); on a store
-  // failure frees `a` and returns UNAVAILABLE.
-  absl::StatusOr<LeaseInfo> MakeLease(const Tenant& t, const AllocateParams& p,
-                                      const pglist::Allocation& a,
-                                      absl::string_view path)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void Install(Lease lease) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Queues an allocation's memory for zeroing; frees it (and the store's
-  // scrub row) once zero.
-  void ScrubAndFree(pglist::AllocationId alloc, int64_t row)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Ends a lease: events, counters, and its memory to the scrubber.
-  // `kind` nullopt: released by its owner (no event). With `scrub` false
-  // the memory stays allocated for the caller to deal with (preemption).
-  // Returns the store's scrub row for the lease's memory (0 without store).
-  int64_t EndLease(std::string id, std::optional<LeaseEventInfo::Kind> kind,
-                   absl::string_view reason, absl::Time deadline, bool scrub)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void Scrub(std::vector<pglist::PageRun> runs,
-             std::function<void(std::vector<Completion>*)> then)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void Emit(const std::string& tenant, const LeaseEventInfo& e)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Serves waiters that fit now, oldest first; stops at a starving one.
-  void RetryWaiters(std::vector<Completion>* out)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  bool HeadStarving() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void FinishReclaim(PendingReclaim r, std::vector<Completion>* out)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::StatusOr<Lease*> Owned(const Tenant& t, absl::string_view id)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  SegmentView View(const pglist::SegmentInfo& s)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  LeaseRun ToLeaseRun(const pglist::PageRun& r)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void MaintenanceLoop();
-  void ScrubLoop();
-
   const ManagerOptions opts_;
   vfio::MemorySource* const source_;
   const Clock* const clock_;
   TenantRegistry* const tenants_;
   LeaseStore* const store_;
   uint64_t page_size_ = 0;
+  Committer committer_;
+  absl::Mutex segment_mu_;  // serialises hot add and remove; before mu_
 
   absl::Mutex mu_;
   absl::CondVar wake_maintenance_;
   absl::CondVar wake_scrubber_;
   std::optional<pglist::Pool> pool_ ABSL_GUARDED_BY(mu_);
-  std::map<pglist::Pfn, SegmentRecord> backing_
-      ABSL_GUARDED_BY(mu_);  // by base
-  std::map<std::string, Lease> leases_ ABSL_GUARDED_BY(mu_);
-  std::set<std::pair<absl::Time, std::string>> expiry_ ABSL_GUARDED_BY(mu_);
-  // Ended leases (bounded), to answer a second Release and say why a lease
-  // is gone: id -> (tenant, how it ended).
-  std::map<std::string, std::pair<std::string, std::string>> ended_
+  std::map<pglist::Pfn, SegmentRecord> backing_ ABSL_GUARDED_BY(mu_);
+  Lessor lessor_ ABSL_GUARDED_BY(mu_);
+  WaitQueue waiters_ ABSL_GUARDED_BY(mu_);
+  Reclaimer reclaims_ ABSL_GUARDED_BY(mu_);
+  Scrubber scrubber_ ABSL_GUARDED_BY(mu_);
+  // Answers waiting on a grant being recorded (a retry attaches), and on an
+  // end being recorded (a second Release).
+  std::map<std::string, std::vector<AllocDone>> granting_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::vector<std::function<void(absl::Status)>>> ending_
       ABSL_GUARDED_BY(mu_);
-  std::deque<std::string> ended_order_ ABSL_GUARDED_BY(mu_);
-  std::map<std::string, TenantUsage> usage_ ABSL_GUARDED_BY(mu_);
-  std::deque<Waiter> waiters_ ABSL_GUARDED_BY(mu_);
-  std::vector<PendingReclaim> reclaims_ ABSL_GUARDED_BY(mu_);
-  std::deque<ScrubJob> scrub_queue_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_set<pglist::AllocationId> scrubbing_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<pglist::AllocationId, std::string> lease_of_
-      ABSL_GUARDED_BY(mu_);
-  std::set<std::pair<absl::Time, std::string>> warn_ ABSL_GUARDED_BY(mu_);
-  uint64_t scrub_backlog_pages_ ABSL_GUARDED_BY(mu_) = 0;
-  std::map<uint64_t, std::pair<std::string, EventSink>> sinks_
-      ABSL_GUARDED_BY(mu_);
+  struct Sink {
+    std::string tenant;
+    EventSink sink;
+    CloseSink close;
+  };
+  std::map<uint64_t, Sink> sinks_ ABSL_GUARDED_BY(mu_);
+  std::vector<Deferred> deferred_ ABSL_GUARDED_BY(mu_);
+  uint32_t unrecorded_ ABSL_GUARDED_BY(mu_) = 0;  // durable changes failing
+  bool store_writable_ ABSL_GUARDED_BY(mu_) = true;
+  bool probing_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Time next_store_retry_ ABSL_GUARDED_BY(mu_);
+  int64_t next_scrub_row_ ABSL_GUARDED_BY(mu_) = 1;
   uint64_t next_handle_ ABSL_GUARDED_BY(mu_) = 1;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   bool started_ ABSL_GUARDED_BY(mu_) = false;
+  bool threads_stop_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t waits_started_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t lease_expirations_ ABSL_GUARDED_BY(mu_) = 0;
   std::map<std::string, uint64_t> revocations_ ABSL_GUARDED_BY(mu_);
   uint64_t reclaimed_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t store_errors_ ABSL_GUARDED_BY(mu_) = 0;
   Histogram wait_seconds_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, Histogram> alloc_seconds_ ABSL_GUARDED_BY(mu_);
+
+  absl::Mutex health_mu_;  // after mu_
+  std::function<void(bool)> health_fn_ ABSL_GUARDED_BY(health_mu_);
+  std::optional<bool> health_told_ ABSL_GUARDED_BY(health_mu_);
+
   std::thread maintenance_;
-  std::thread scrubber_;
+  std::thread scrubber_thread_;
 };
 
 }  // namespace physpool::server

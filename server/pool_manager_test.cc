@@ -53,7 +53,7 @@ class PoolManagerTest : public ::testing::Test {
     manager_ = std::make_unique<PoolManager>(o, source_.get(), &clock_,
                                              tenants_.get());
     ASSERT_OK(manager_->Start());
-    manager_->Subscribe("a", [this](const LeaseEventInfo& e) {
+    (void)manager_->Subscribe("a", [this](const LeaseEventInfo& e) {
       absl::MutexLock l(&mu_);
       events_.push_back(e.kind);
     });

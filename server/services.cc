@@ -3,11 +3,17 @@
 #include <algorithm>
 #include <deque>
 #include <memory>
+#include <optional>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "server/page_token.h"
 #include "util/status_macros.h"
 
 namespace physpool::server {
@@ -15,6 +21,12 @@ namespace {
 
 using grpc::CallbackServerContext;
 using grpc::ServerUnaryReactor;
+
+// Pages (docs/api.md, "Pages"): default and most items per page, and the
+// most bytes of leases in one answer (every answer stays below gRPC's 4 MiB).
+constexpr size_t kDefaultPage = 100, kMaxPage = 1000;
+constexpr size_t kDefaultRunsPage = 1000, kMaxRunsPage = 10000;
+constexpr size_t kPageBytes = 2 << 20;
 
 // Finishes a unary call at once with `s`.
 ServerUnaryReactor* Done(CallbackServerContext* ctx, const absl::Status& s) {
@@ -42,6 +54,7 @@ void ToProto(const LeaseInfo& l, v1::Lease* out) {
   out->set_ttl_seconds(static_cast<uint32_t>(absl::ToInt64Seconds(l.ttl)));
   out->set_path(l.path);
   out->set_label(l.label);
+  out->set_request_id(l.request_id);
 }
 
 void ToProto(const SegmentView& s, uint64_t ps, v1::SegmentInfo* out) {
@@ -65,6 +78,20 @@ void ToProto(const Tenant& t, const TenantUsage& u, v1::TenantInfo* out) {
   out->mutable_limits()->set_max_leases(t.limits.max_leases);
   out->set_bytes(u.bytes);
   out->set_leases(u.leases);
+}
+
+absl::Status CheckRequestId(const std::string& id) {
+  if (id.size() > 128) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("request_id is ", id.size(), " bytes; at most 128"));
+  }
+  for (char c : id) {
+    if (c <= ' ' || c > '~') {
+      return absl::InvalidArgumentError(
+          "request_id must be printable ASCII without spaces (a UUID, say)");
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::Status CheckLeaseId(const std::string& id) {
@@ -131,20 +158,32 @@ absl::StatusOr<AllocateParams> ToParams(const v1::AllocateRequest& r,
   if (r.label().size() > 256)
     return absl::InvalidArgumentError("label is longer than 256 bytes");
   p.label = r.label();
+  RETURN_IF_ERROR(CheckRequestId(r.request_id()));
+  p.request_id = r.request_id();
   return p;
 }
 
-// Allocate may wait: the reactor cancels the wait if the client goes away.
+// Allocate may wait: the reactor cancels the wait if the client goes away,
+// and releases a lease granted to a caller that is gone (unless the request
+// has an id: then the caller's retry gets it).
 class AllocateReactor final : public ServerUnaryReactor {
  public:
-  explicit AllocateReactor(PoolManager* m)
-      : manager_(m), state_(std::make_shared<State>()) {}
+  AllocateReactor(PoolManager* m, CallbackServerContext* ctx)
+      : manager_(m), ctx_(ctx), state_(std::make_shared<State>()) {}
 
   void Start(const Tenant& tenant, AllocateParams params, absl::Time deadline,
              v1::AllocateResponse* resp) {
+    const bool has_id = !params.request_id.empty();
     const uint64_t handle = manager_->Allocate(
         tenant, std::move(params), deadline,
-        [this, resp](absl::StatusOr<LeaseInfo> r) {
+        [this, resp, tenant, has_id](absl::StatusOr<LeaseInfo> r) {
+          if (r.ok() && !has_id && ctx_->IsCancelled()) {
+            manager_->Release(tenant, r->id, [](absl::StatusOr<bool>) {});
+            Finish(grpc::Status(grpc::StatusCode::CANCELLED,
+                                "the caller went away; the lease granted "
+                                "meanwhile was released"));
+            return;
+          }
           if (r.ok()) ToProto(*r, resp->mutable_lease());
           Finish(ToGrpc(r.status()));  // the last use of `this`
         });
@@ -174,6 +213,7 @@ class AllocateReactor final : public ServerUnaryReactor {
     bool cancelled = false;
   };
   PoolManager* manager_;
+  CallbackServerContext* ctx_;
   std::shared_ptr<State> state_;
 };
 
@@ -188,41 +228,91 @@ v1::LeaseEvent ToProto(const LeaseEventInfo& e) {
   return out;
 }
 
-// Streams the tenant's lease events until the client cancels.
+// Streams the tenant's lease events until the client cancels, the daemon
+// shuts down, or the reader falls `max_queue` events behind (a final
+// OVERFLOW event, then RESOURCE_EXHAUSTED).
 class WatchReactor final : public grpc::ServerWriteReactor<v1::LeaseEvent> {
  public:
-  WatchReactor(PoolManager* m, const std::string& tenant) : manager_(m) {
-    sub_ = manager_->Subscribe(
-        tenant, [this](const LeaseEventInfo& e) { Push(ToProto(e)); });
+  WatchReactor(PoolManager* m, const std::string& tenant, size_t max_queue)
+      : manager_(m), max_queue_(max_queue), link_(std::make_shared<Link>()) {
+    link_->reactor = this;
+    auto sub = manager_->Subscribe(
+        tenant,
+        [link = link_](const LeaseEventInfo& e) {
+          absl::MutexLock l(&link->mu);
+          if (link->reactor != nullptr) link->reactor->Push(ToProto(e));
+        },
+        [link = link_](const absl::Status& s) {
+          absl::MutexLock l(&link->mu);
+          if (link->reactor != nullptr) link->reactor->End(ToGrpc(s));
+        });
+    if (!sub.ok()) {
+      End(ToGrpc(sub.status()));
+      return;
+    }
+    sub_ = *sub;
     StartSendInitialMetadata();  // the subscription is live from here on
   }
   void OnWriteDone(bool ok) override {
     absl::MutexLock l(&mu_);
     queue_.pop_front();
     writing_ = false;
+    if (pending_finish_) {  // ended while this write was in flight
+      Finish(*pending_finish_);
+      pending_finish_.reset();
+      return;
+    }
     if (!ok || finished_) return;
     if (!queue_.empty()) {
       writing_ = true;
       StartWrite(&queue_.front());
-    }
-  }
-  void OnCancel() override {
-    manager_->Unsubscribe(sub_);
-    absl::MutexLock l(&mu_);
-    if (!finished_) {
+    } else if (overflowed_) {
       finished_ = true;
-      Finish(grpc::Status::CANCELLED);
+      Finish(grpc::Status(
+          grpc::StatusCode::RESOURCE_EXHAUSTED,
+          absl::StrCat("watch.max_queued_events: the reader fell ", max_queue_,
+                       " events behind; list the leases and "
+                       "watch again")));
     }
   }
+  void OnCancel() override { End(grpc::Status::CANCELLED); }
   void OnDone() override {
-    manager_->Unsubscribe(sub_);
+    {
+      absl::MutexLock l(&link_->mu);
+      link_->reactor = nullptr;
+    }
+    if (sub_ != 0) manager_->Unsubscribe(sub_);
     delete this;
   }
 
  private:
-  void Push(v1::LeaseEvent e) {
+  // Lets the manager's callbacks reach the reactor until it is done.
+  struct Link {
+    absl::Mutex mu;
+    WatchReactor* reactor = nullptr;
+  };
+  void End(const grpc::Status& s) {
     absl::MutexLock l(&mu_);
     if (finished_) return;
+    finished_ = true;
+    if (writing_) {
+      pending_finish_ = s;
+    } else {
+      Finish(s);
+    }
+  }
+  void Push(v1::LeaseEvent e) {
+    absl::MutexLock l(&mu_);
+    if (finished_ || overflowed_) return;
+    if (queue_.size() >= max_queue_) {
+      overflowed_ = true;
+      e.Clear();
+      e.set_kind(v1::LeaseEvent::OVERFLOW);
+      e.set_reason(absl::StrCat("the reader fell ", max_queue_,
+                                " events behind (watch.max_queued_events); "
+                                "events were dropped and the stream ends"));
+      e.set_unix_ms(absl::ToUnixMillis(absl::Now()));
+    }
     queue_.push_back(std::move(e));
     if (!writing_) {
       writing_ = true;
@@ -231,11 +321,15 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::LeaseEvent> {
   }
 
   PoolManager* manager_;
+  const size_t max_queue_;
+  std::shared_ptr<Link> link_;
   uint64_t sub_ = 0;
   absl::Mutex mu_;
   std::deque<v1::LeaseEvent> queue_;  // front: being written
   bool writing_ = false;
   bool finished_ = false;
+  bool overflowed_ = false;
+  std::optional<grpc::Status> pending_finish_;
 };
 
 }  // namespace
@@ -248,7 +342,7 @@ grpc::Status ToGrpc(const absl::Status& s) {
 
 Tenant Authenticator::Implicit() {
   Tenant t;
-  t.name = "default";
+  t.name = kImplicitTenantName;
   t.roles = kRoleTenant | kRolePrivileged | kRoleAdmin;
   return t;
 }
@@ -290,15 +384,36 @@ absl::StatusOr<Tenant> Authenticator::Identify(
 // --- Pool
 // ---------------------------------------------------------------------
 
+absl::StatusOr<Tenant> PoolService::Caller(
+    const CallbackServerContext& ctx) const {
+  auto tenant = auth_->Identify(ctx);
+  if (!tenant.ok()) return tenant.status();
+  if (!tenant->Has(kRoleTenant)) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("tenant \"", tenant->name,
+                     "\" does not have the tenant role (its roles: ",
+                     absl::StrJoin(RoleNames(tenant->roles), ", "), ")"));
+  }
+  return tenant;
+}
+
+// Answers a unary call from a callback, on whatever thread runs it.
+ServerUnaryReactor* Later(CallbackServerContext* ctx,
+                          std::function<void(ServerUnaryReactor*)> start) {
+  ServerUnaryReactor* r = ctx->DefaultReactor();
+  start(r);
+  return r;
+}
+
 ServerUnaryReactor* PoolService::Allocate(CallbackServerContext* ctx,
                                           const v1::AllocateRequest* req,
                                           v1::AllocateResponse* resp) {
-  auto tenant = auth_->Identify(*ctx);
+  auto tenant = Caller(*ctx);
   if (!tenant.ok()) return Done(ctx, tenant.status());
   auto params = ToParams(*req, manager_->options().max_ttl, source_);
   if (!params.ok()) return Done(ctx, params.status());
   absl::Time deadline = absl::FromChrono(ctx->deadline());
-  auto* reactor = new AllocateReactor(manager_);
+  auto* reactor = new AllocateReactor(manager_, ctx);
   reactor->Start(*tenant, *std::move(params), deadline, resp);
   return reactor;
 }
@@ -306,7 +421,7 @@ ServerUnaryReactor* PoolService::Allocate(CallbackServerContext* ctx,
 ServerUnaryReactor* PoolService::Renew(CallbackServerContext* ctx,
                                        const v1::RenewRequest* req,
                                        v1::RenewResponse* resp) {
-  auto tenant = auth_->Identify(*ctx);
+  auto tenant = Caller(*ctx);
   if (!tenant.ok()) return Done(ctx, tenant.status());
   if (auto s = CheckLeaseId(req->lease_id()); !s.ok()) return Done(ctx, s);
   if (absl::Seconds(req->ttl_seconds()) > manager_->options().max_ttl) {
@@ -315,27 +430,34 @@ ServerUnaryReactor* PoolService::Renew(CallbackServerContext* ctx,
                          " is above the maximum of ",
                          absl::ToInt64Seconds(manager_->options().max_ttl))));
   }
-  auto lease = manager_->Renew(*tenant, req->lease_id(),
-                               absl::Seconds(req->ttl_seconds()));
-  if (lease.ok()) ToProto(*lease, resp->mutable_lease());
-  return Done(ctx, lease.status());
+  return Later(ctx, [&](ServerUnaryReactor* r) {
+    manager_->Renew(*tenant, req->lease_id(), absl::Seconds(req->ttl_seconds()),
+                    [r, resp](absl::StatusOr<LeaseInfo> lease) {
+                      if (lease.ok()) ToProto(*lease, resp->mutable_lease());
+                      r->Finish(ToGrpc(lease.status()));
+                    });
+  });
 }
 
 ServerUnaryReactor* PoolService::Release(CallbackServerContext* ctx,
                                          const v1::ReleaseRequest* req,
                                          v1::ReleaseResponse* resp) {
-  auto tenant = auth_->Identify(*ctx);
+  auto tenant = Caller(*ctx);
   if (!tenant.ok()) return Done(ctx, tenant.status());
   if (auto s = CheckLeaseId(req->lease_id()); !s.ok()) return Done(ctx, s);
-  auto released = manager_->Release(*tenant, req->lease_id());
-  if (released.ok()) resp->set_released(*released);
-  return Done(ctx, released.status());
+  return Later(ctx, [&](ServerUnaryReactor* r) {
+    manager_->Release(*tenant, req->lease_id(),
+                      [r, resp](absl::StatusOr<bool> released) {
+                        if (released.ok()) resp->set_released(*released);
+                        r->Finish(ToGrpc(released.status()));
+                      });
+  });
 }
 
 ServerUnaryReactor* PoolService::GetLease(CallbackServerContext* ctx,
                                           const v1::GetLeaseRequest* req,
                                           v1::GetLeaseResponse* resp) {
-  auto tenant = auth_->Identify(*ctx);
+  auto tenant = Caller(*ctx);
   if (!tenant.ok()) return Done(ctx, tenant.status());
   if (auto s = CheckLeaseId(req->lease_id()); !s.ok()) return Done(ctx, s);
   auto lease = manager_->Get(*tenant, req->lease_id());
@@ -343,19 +465,44 @@ ServerUnaryReactor* PoolService::GetLease(CallbackServerContext* ctx,
   return Done(ctx, lease.status());
 }
 
+// One page of leases in id order (of `tenant`, or all).
+absl::Status LeasePage(PoolManager* manager, absl::string_view list,
+                       std::optional<std::string> tenant, int32_t page_size,
+                       const std::string& token, v1::ListLeasesResponse* resp) {
+  ASSIGN_OR_RETURN(const size_t n, PageSize(page_size, kDefaultPage, kMaxPage));
+  const std::string filter = tenant.value_or("");
+  std::string after;
+  if (!token.empty()) {
+    ASSIGN_OR_RETURN(after, DecodePageToken(token, list, filter));
+  }
+  std::vector<LeaseInfo> leases = manager->Leases(tenant, after, n + 1);
+  size_t bytes = 0;
+  for (size_t i = 0; i < leases.size(); ++i) {
+    v1::Lease one;
+    ToProto(leases[i], &one);
+    bytes += one.ByteSizeLong() + 8;
+    if (i == n || (i > 0 && bytes > kPageBytes)) {
+      resp->set_next_page_token(
+          EncodePageToken(list, filter, leases[i - 1].id));
+      break;
+    }
+    *resp->add_leases() = std::move(one);
+  }
+  return absl::OkStatus();
+}
+
 ServerUnaryReactor* PoolService::ListLeases(CallbackServerContext* ctx,
-                                            const v1::ListLeasesRequest*,
+                                            const v1::ListLeasesRequest* req,
                                             v1::ListLeasesResponse* resp) {
-  auto tenant = auth_->Identify(*ctx);
+  auto tenant = Caller(*ctx);
   if (!tenant.ok()) return Done(ctx, tenant.status());
-  for (const LeaseInfo& l : manager_->Leases(tenant->name))
-    ToProto(l, resp->add_leases());
-  return Done(ctx, absl::OkStatus());
+  return Done(ctx, LeasePage(manager_, "leases", tenant->name, req->page_size(),
+                             req->page_token(), resp));
 }
 
 grpc::ServerWriteReactor<v1::LeaseEvent>* PoolService::Watch(
     CallbackServerContext* ctx, const v1::WatchRequest*) {
-  auto tenant = auth_->Identify(*ctx);
+  auto tenant = Caller(*ctx);
   if (!tenant.ok()) {
     // A reactor that fails at once.
     class Fail final : public grpc::ServerWriteReactor<v1::LeaseEvent> {
@@ -365,7 +512,8 @@ grpc::ServerWriteReactor<v1::LeaseEvent>* PoolService::Watch(
     };
     return new Fail(tenant.status());
   }
-  return new WatchReactor(manager_, tenant->name);
+  return new WatchReactor(manager_, tenant->name,
+                          manager_->options().max_watch_queue);
 }
 
 ServerUnaryReactor* PoolService::GetPoolInfo(CallbackServerContext* ctx,
@@ -406,6 +554,9 @@ ServerUnaryReactor* PoolService::GetPoolInfo(CallbackServerContext* ctx,
     d->set_dma_limit(device.dma_limit);
   }
   resp->set_fd_socket(source_.fd_socket);
+  resp->set_max_runs_per_lease(manager_->options().max_runs_per_lease);
+  resp->set_max_wait_ms(static_cast<uint32_t>(
+      absl::ToInt64Milliseconds(manager_->options().max_wait)));
   return Done(ctx, absl::OkStatus());
 }
 
@@ -429,14 +580,48 @@ absl::StatusOr<Tenant> AdminService::Admin(
     if (!admin_.ok()) return Done(ctx, admin_.status()); \
   } while (0)
 
-ServerUnaryReactor* AdminService::ListSegments(CallbackServerContext* ctx,
-                                               const v1::ListSegmentsRequest*,
-                                               v1::ListSegmentsResponse* resp) {
-  ADMIN_OR_DONE(ctx);
-  for (const SegmentView& s : manager_->Segments()) {
-    ToProto(s, manager_->page_size(), resp->add_segments());
+// One page of `items` (ordered by `key`) after the token's position.
+template <typename T, typename Key, typename Add>
+absl::Status Page(absl::string_view list, const std::vector<T>& items,
+                  int32_t page_size, const std::string& token, Key key, Add add,
+                  std::string* next) {
+  ASSIGN_OR_RETURN(const size_t n, PageSize(page_size, kDefaultPage, kMaxPage));
+  std::string after;
+  if (!token.empty()) {
+    ASSIGN_OR_RETURN(after, DecodePageToken(token, list, ""));
   }
-  return Done(ctx, absl::OkStatus());
+  size_t taken = 0;
+  for (const T& item : items) {
+    if (!token.empty() && key(item) <= after) continue;
+    if (taken == n) {
+      *next = EncodePageToken(list, "", after);
+      break;
+    }
+    add(item);
+    after = key(item);
+    ++taken;
+  }
+  return absl::OkStatus();
+}
+
+// Segment ids as keys that sort like the ids.
+std::string SegmentKey(uint32_t id) { return absl::StrFormat("%010u", id); }
+
+ServerUnaryReactor* AdminService::ListSegments(
+    CallbackServerContext* ctx, const v1::ListSegmentsRequest* req,
+    v1::ListSegmentsResponse* resp) {
+  ADMIN_OR_DONE(ctx);
+  std::vector<SegmentView> segs = manager_->Segments();
+  std::sort(segs.begin(), segs.end(),
+            [](const auto& a, const auto& b) { return a.info.id < b.info.id; });
+  return Done(ctx,
+              Page(
+                  "segments", segs, req->page_size(), req->page_token(),
+                  [](const SegmentView& s) { return SegmentKey(s.info.id); },
+                  [&](const SegmentView& s) {
+                    ToProto(s, manager_->page_size(), resp->add_segments());
+                  },
+                  resp->mutable_next_page_token()));
 }
 
 ServerUnaryReactor* AdminService::DrainSegment(CallbackServerContext* ctx,
@@ -480,9 +665,8 @@ ServerUnaryReactor* AdminService::ListLeases(
   ADMIN_OR_DONE(ctx);
   std::optional<std::string> tenant;
   if (!req->tenant().empty()) tenant = req->tenant();
-  for (const LeaseInfo& l : manager_->Leases(tenant))
-    ToProto(l, resp->add_leases());
-  return Done(ctx, absl::OkStatus());
+  return Done(ctx, LeasePage(manager_, "admin-leases", tenant, req->page_size(),
+                             req->page_token(), resp));
 }
 
 ServerUnaryReactor* AdminService::RevokeLease(CallbackServerContext* ctx,
@@ -490,19 +674,27 @@ ServerUnaryReactor* AdminService::RevokeLease(CallbackServerContext* ctx,
                                               v1::RevokeLeaseResponse* resp) {
   ADMIN_OR_DONE(ctx);
   if (auto s = CheckLeaseId(req->lease_id()); !s.ok()) return Done(ctx, s);
-  auto l = manager_->Revoke(req->lease_id(), req->reason());
-  if (l.ok()) ToProto(*l, resp->mutable_lease());
-  return Done(ctx, l.status());
+  return Later(ctx, [&](ServerUnaryReactor* r) {
+    manager_->Revoke(req->lease_id(), req->reason(),
+                     [r, resp](absl::StatusOr<LeaseInfo> l) {
+                       if (l.ok()) ToProto(*l, resp->mutable_lease());
+                       r->Finish(ToGrpc(l.status()));
+                     });
+  });
 }
 
 ServerUnaryReactor* AdminService::ListTenants(CallbackServerContext* ctx,
-                                              const v1::ListTenantsRequest*,
+                                              const v1::ListTenantsRequest* req,
                                               v1::ListTenantsResponse* resp) {
   ADMIN_OR_DONE(ctx);
-  for (const Tenant& t : tenants_->List()) {
-    ToProto(t, manager_->Usage(t.name), resp->add_tenants());
-  }
-  return Done(ctx, absl::OkStatus());
+  return Done(
+      ctx, Page(
+               "tenants", tenants_->List(), req->page_size(), req->page_token(),
+               [](const Tenant& t) { return t.name; },
+               [&](const Tenant& t) {
+                 ToProto(t, manager_->Usage(t.name), resp->add_tenants());
+               },
+               resp->mutable_next_page_token()));
 }
 
 ServerUnaryReactor* AdminService::SetTenantLimits(
@@ -513,7 +705,10 @@ ServerUnaryReactor* AdminService::SetTenantLimits(
     return Done(ctx, absl::InvalidArgumentError("tenant is required"));
   auto t = tenants_->SetLimits(
       req->tenant(), {req->limits().max_bytes(), req->limits().max_leases()});
-  if (t.ok()) ToProto(*t, manager_->Usage(t->name), resp->mutable_tenant());
+  if (t.ok()) {
+    manager_->LimitsChanged();  // waiters over the new limits are answered
+    ToProto(*t, manager_->Usage(t->name), resp->mutable_tenant());
+  }
   return Done(ctx, t.status());
 }
 
@@ -552,6 +747,10 @@ ServerUnaryReactor* AdminService::GetStats(CallbackServerContext* ctx,
   resp->set_reclaimed_bytes(st.reclaimed_bytes);
   resp->set_scrub_backlog_bytes(st.scrub_backlog_pages * st.page_size);
   resp->set_waiting_requests(st.waiting);
+  resp->set_store_errors(st.store_errors);
+  resp->set_store_writable(st.store_writable);
+  resp->set_scrub_failed_bytes(st.scrub_failed_pages * st.page_size);
+  resp->set_watch_streams(st.watch_streams);
   return Done(ctx, absl::OkStatus());
 }
 
@@ -561,9 +760,30 @@ ServerUnaryReactor* AdminService::GetOccupancy(CallbackServerContext* ctx,
   ADMIN_OR_DONE(ctx);
   std::optional<uint32_t> id;
   if (req->has_segment_id()) id = req->segment_id();
-  auto occ = manager_->Occupancy(id);
+  auto n = PageSize(req->page_size(), kDefaultRunsPage, kMaxRunsPage);
+  if (!n.ok()) return Done(ctx, n.status());
+  const std::string filter = id ? absl::StrCat(*id) : "";
+  std::optional<std::pair<uint32_t, uint64_t>> from;
+  if (!req->page_token().empty()) {
+    auto pos = DecodePageToken(req->page_token(), "occupancy", filter);
+    if (!pos.ok()) return Done(ctx, pos.status());
+    std::pair<std::string, std::string> parts = absl::StrSplit(*pos, ':');
+    uint32_t seg;
+    uint64_t iova;
+    if (!absl::SimpleAtoi(parts.first, &seg) ||
+        !absl::SimpleAtoi(parts.second, &iova)) {
+      return Done(ctx, absl::InvalidArgumentError("bad page_token"));
+    }
+    from = {seg, iova};
+  }
+  auto occ = manager_->Occupancy(id, from, *n);
   if (!occ.ok()) return Done(ctx, occ.status());
-  for (const auto& [seg, runs] : *occ) {
+  if (occ->next) {
+    resp->set_next_page_token(EncodePageToken(
+        "occupancy", filter,
+        absl::StrCat(occ->next->first, ":", occ->next->second)));
+  }
+  for (const auto& [seg, runs] : occ->segments) {
     v1::SegmentOccupancy* so = resp->add_segments();
     ToProto(seg, manager_->page_size(), so->mutable_segment());
     for (const OccupancyRun& r : runs) {

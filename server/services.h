@@ -74,6 +74,9 @@ class PoolService final : public physpool::v1::Pool::CallbackService {
                                         v1::GetPoolInfoResponse* resp) override;
 
  private:
+  // The caller if it has the tenant role, else the error to return.
+  absl::StatusOr<Tenant> Caller(const grpc::CallbackServerContext& ctx) const;
+
   PoolManager* manager_;
   const Authenticator* auth_;
   const TenantRegistry* tenants_;

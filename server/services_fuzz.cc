@@ -209,7 +209,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // Leave the pool as found: undrain, revoke what this input holds.
   for (uint32_t seg = 0; seg < 2; ++seg)
     (void)w.manager->SetDraining(seg, false);
-  for (const LeaseInfo& l : w.manager->Leases(std::nullopt))
+  for (const LeaseInfo& l : w.manager->Leases(std::nullopt, "", 1 << 30))
     (void)w.manager->Revoke(l.id, "");
   uint64_t free = 0, used = 0, total = 0;
   for (const auto& s : w.manager->Segments()) {

@@ -37,6 +37,9 @@ struct Tenant {
   bool Has(Role r) const { return (roles & r) != 0; }
 };
 
+// The implicit tenant's name (embedded default, implicit_tenant: true).
+inline constexpr char kImplicitTenantName[] = "default";
+
 // Lowercase hex SHA-256 of `data`.
 std::string Sha256Hex(absl::string_view data);
 

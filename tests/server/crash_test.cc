@@ -51,10 +51,7 @@ View Look(Daemon& d) {
   auto list = [&] {
     std::map<std::string, v1::Lease> leases;
     auto admin = d.Admin();
-    v1::ListLeasesResponse resp;
-    auto ctx = Ctx(kRoot);
-    EXPECT_TRUE(admin->ListLeases(ctx.get(), {}, &resp).ok());
-    for (const auto& l : resp.leases()) leases[l.id()] = l;
+    for (const auto& l : AllLeases(admin.get(), kRoot)) leases[l.id()] = l;
     return leases;
   };
   View v;

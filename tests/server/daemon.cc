@@ -13,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "gtest/gtest.h"
 #include "server/tenants.h"
 
 namespace physpool::testing {
@@ -170,6 +171,29 @@ std::unique_ptr<grpc::ClientContext> Ctx(const std::string& token,
       std::chrono::system_clock::now() +
       std::chrono::microseconds(static_cast<int64_t>(seconds * 1e6)));
   return ctx;
+}
+
+std::vector<v1::Lease> AllLeases(v1::Admin::Stub* admin,
+                                 const std::string& token,
+                                 const std::string& tenant, int page_size) {
+  std::vector<v1::Lease> out;
+  v1::AdminListLeasesRequest req;
+  req.set_tenant(tenant);
+  req.set_page_size(page_size);
+  for (int pages = 0; pages < 100000; ++pages) {
+    v1::ListLeasesResponse resp;
+    auto ctx = Ctx(token);
+    const grpc::Status s = admin->ListLeases(ctx.get(), req, &resp);
+    if (!s.ok()) {
+      ADD_FAILURE() << "ListLeases: " << s.error_message();
+      return out;
+    }
+    for (const auto& l : resp.leases()) out.push_back(l);
+    if (resp.next_page_token().empty()) return out;
+    req.set_page_token(resp.next_page_token());
+  }
+  ADD_FAILURE() << "ListLeases never ended";
+  return out;
 }
 
 RunResult RunCommand(const std::string& command) {

@@ -9,6 +9,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "physpool/v1/physpool.grpc.pb.h"
@@ -78,6 +79,13 @@ class Daemon {
 // A ClientContext carrying `token` and a deadline `seconds` away.
 std::unique_ptr<grpc::ClientContext> Ctx(const std::string& token,
                                          double seconds = 10);
+
+// Every live lease (of `tenant`, or all), following the pages of Admin
+// ListLeases. Fails the test (and returns what it has) on an error.
+std::vector<v1::Lease> AllLeases(v1::Admin::Stub* admin,
+                                 const std::string& token,
+                                 const std::string& tenant = "",
+                                 int page_size = 0);
 
 // Runs a binary with arguments; returns exit code and output (stdout+stderr).
 struct RunResult {

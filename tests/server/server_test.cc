@@ -747,10 +747,17 @@ TEST_F(ServerTest, SigtermEndsWaitersAndExitsPromptly) {
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   const auto t0 = std::chrono::steady_clock::now();
   EXPECT_EQ(daemon_->Stop(), 0);
-  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5));
+  const auto took = std::chrono::steady_clock::now() - t0;
+  std::printf(
+      "SIGTERM to exit with a waiter: %lld ms\n",
+      static_cast<long long>(
+          std::chrono::duration_cast<std::chrono::milliseconds>(took).count()));
+  EXPECT_LT(took, std::chrono::seconds(5));  // generous: shared machines
   waiter.join();
-  EXPECT_EQ(waited.error_code(), grpc::StatusCode::FAILED_PRECONDITION)
+  // In flight: answered, and retryable.
+  EXPECT_EQ(waited.error_code(), grpc::StatusCode::UNAVAILABLE)
       << waited.error_message();
+  EXPECT_THAT(waited.error_message(), HasSubstr("shutting down"));
 }
 
 // A CA, a server certificate for 127.0.0.1, and client certificates.
@@ -846,9 +853,22 @@ TEST(ServerStartTest, RefusesBadConfigAndInsecureRemoteTcp) {
                  "/ttl.yaml");
   EXPECT_EQ(r.code, 2);
   EXPECT_THAT(r.output, HasSubstr("ttl.yaml:2: leases.default_ttl_seconds"));
+  // The embedded default's implicit tenant (no authentication, admin)
+  // never listens off loopback, whatever the flags.
   r = RunCommand(std::string(PHYSPOOLD_PATH) +
                  " --unix '' --metrics '' --sim-dir " + dir +
-                 "/sim --tcp 0.0.0.0:0");
+                 "/sim --tcp 0.0.0.0:0 --insecure-tcp");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_THAT(r.output, HasSubstr("the implicit tenant"));
+  {
+    std::ofstream(dir + "/remote.yaml")
+        << "listen:\n  unix: ''\n  tcp: 0.0.0.0:0\nmetrics:\n  listen: ''\n"
+        << "source:\n  sim:\n    dir: " << dir << "/sim\n"
+        << "tenants:\n  - {name: a, token_sha256: [" << std::string(64, 'a')
+        << "]}\n";
+  }
+  r = RunCommand(std::string(PHYSPOOLD_PATH) + " --config " + dir +
+                 "/remote.yaml");
   EXPECT_EQ(r.code, 2);
   EXPECT_THAT(r.output, HasSubstr("refusing TCP off loopback without TLS"));
   r = RunCommand(std::string(PHYSPOOLD_PATH) + " --bogus");
