@@ -141,5 +141,71 @@ TEST(ConfigTest, BadVfioValuesNameTheirLine) {
               HasSubstr("source.vfio.devicez: unknown key"));
 }
 
+// Issue 11, defect 10: configurations that silently gave the wrong tenant
+// rights are refused, naming the key and its line.
+TEST(ConfigTest, FootGunsAreRefused) {
+  const std::string h1 = std::string(64, 'a'), h2 = std::string(64, 'b');
+  // The implicit tenant would replace a tenant named "default".
+  EXPECT_THAT(
+      Error("implicit_tenant: true\ntenants:\n  - {name: x, "
+            "token_sha256: [" +
+            h1 + "]}\n  - {name: default, token_sha256: [" + h2 + "]}\n"),
+      HasSubstr("t.yaml:4: tenants[1].name: \"default\" is the "
+                "implicit tenant's name"));
+  // One token for two tenants.
+  EXPECT_THAT(Error("tenants:\n  - {name: x, token_sha256: [" + h1 +
+                    "]}\n  - {name: y, token_sha256: [" + h1 + "]}\n"),
+              HasSubstr("t.yaml:3: tenants[1].token_sha256: this token hash "
+                        "is also given for tenant \"x\""));
+  EXPECT_THAT(Error("tenants:\n  - {name: x, cert_common_names: [c]}\n  - "
+                    "{name: y, cert_common_names: [c]}\n"),
+              HasSubstr("\"c\" is also given for tenant \"x\""));
+  // An unauthenticated admin on the network.
+  EXPECT_THAT(Error("implicit_tenant: true\nlisten: {tcp: \"0.0.0.0:7600\", "
+                    "insecure_tcp: true}\n"),
+              HasSubstr("t.yaml:1: implicit_tenant: cannot be true with "
+                        "listen.tcp 0.0.0.0:7600 off loopback"));
+  EXPECT_TRUE(ParseConfig("implicit_tenant: true\nlisten: {tcp: "
+                          "\"127.0.0.1:7600\"}\n",
+                          "t.yaml")
+                  .ok());
+  // Flags that override the file are checked too.
+  ServerConfig c = DefaultConfig();
+  c.tcp = "10.1.2.3:7600";
+  c.insecure_tcp = true;
+  EXPECT_THAT(std::string(CheckListeners(c).message()),
+              HasSubstr("implicit tenant"));
+  c.implicit_tenant = false;
+  EXPECT_TRUE(CheckListeners(c).ok());
+  c.insecure_tcp = false;
+  EXPECT_THAT(std::string(CheckListeners(c).message()),
+              HasSubstr("without TLS"));
+  // An empty file is not a configuration anyone can use.
+  EXPECT_THAT(Error(""), HasSubstr("nobody could call"));
+}
+
+TEST(ConfigTest, LifecycleLimits) {
+  auto c = ParseConfig(
+      "implicit_tenant: true\nleases: {max_runs_per_lease: "
+      "64}\nwait: {max_ms: 2000, max_waiters_per_tenant: "
+      "3}\nwatch: {max_streams_per_tenant: 2, "
+      "max_queued_events: 10}\n",
+      "t.yaml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->manager.max_runs_per_lease, 64u);
+  EXPECT_EQ(c->manager.max_wait, absl::Seconds(2));
+  EXPECT_EQ(c->manager.max_waiters_per_tenant, 3u);
+  EXPECT_EQ(c->manager.max_watch_streams_per_tenant, 2u);
+  EXPECT_EQ(c->manager.max_watch_queue, 10u);
+  EXPECT_THAT(Error("implicit_tenant: true\nleases: {max_runs_per_lease: 0}\n"),
+              HasSubstr("t.yaml:2: leases.max_runs_per_lease: must be 1 to"));
+  EXPECT_THAT(Error("implicit_tenant: true\nwait:\n  max_ms: 0\n"),
+              HasSubstr("t.yaml:3: wait.max_ms: must be > 0"));
+  EXPECT_THAT(Error("implicit_tenant: true\nwatch:\n  max_queued_events: 1\n"),
+              HasSubstr("t.yaml:3: watch.max_queued_events: must be >= 2"));
+  EXPECT_THAT(Error("implicit_tenant: true\nwatch:\n  colour: red\n"),
+              HasSubstr("t.yaml:3: watch.colour: unknown key"));
+}
+
 }  // namespace
 }  // namespace physpool::server

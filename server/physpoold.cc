@@ -456,7 +456,10 @@ int Run(int argc, char** argv) {
   manager.Shutdown();
   fd_server.Stop();
   Log(LogLevel::kDebug, "manager stopped");
-  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  // Everything in flight has been answered above; what is left are idle
+  // connections, which gRPC would wait for until the deadline.
+  server->Shutdown(std::chrono::system_clock::now() +
+                   std::chrono::milliseconds(200));
   server->Wait();
   Log(LogLevel::kDebug, "grpc stopped");
   StopExposer(std::move(exposer), cfg->metrics, metrics_port);

@@ -180,6 +180,8 @@ void PoolManager::Shutdown() {
       if (s.close) closes.push_back(std::move(s.close));
     }
     sinks_.clear();
+    Log(LogLevel::kDebug, "shutdown: answering in-flight requests",
+        {F("answers", out.size()), F("watch_streams", closes.size())});
   }
   Flush(&out);
   const absl::Status ended =

@@ -6,10 +6,13 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <thread>
 
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "pglist/testing/status_matchers.h"
 #include "vfio/sim_source.h"
@@ -194,6 +197,138 @@ TEST_F(PoolManagerTest, ReleasedMemoryIsZeroedBeforeReuse) {
   EXPECT_EQ(nonzero, 0u);
   munmap(p, run.bytes);
   close(fd);
+}
+
+// A sim source whose zeroing fails the first `failures` times.
+class FlakyZeroSource final : public vfio::MemorySource {
+ public:
+  FlakyZeroSource(vfio::MemorySource* real, int failures)
+      : real_(real), failures_(failures) {}
+  std::string name() const override { return real_->name(); }
+  uint64_t page_size() const override { return real_->page_size(); }
+  absl::Status Start(bool keep) override { return real_->Start(keep); }
+  std::string Layout() const override { return real_->Layout(); }
+  bool persistent() const override { return real_->persistent(); }
+  const std::vector<vfio::BackedSegment>& segments() const override {
+    return real_->segments();
+  }
+  absl::StatusOr<vfio::BackedSegment> AddSegment(uint64_t b, uint32_t f,
+                                                 int32_t n) override {
+    return real_->AddSegment(b, f, n);
+  }
+  absl::StatusOr<vfio::BackedSegment> RestoreSegment(
+      const vfio::BackedSegment& s, bool keep) override {
+    return real_->RestoreSegment(s, keep);
+  }
+  absl::Status RemoveSegment(uint64_t iova) override {
+    return real_->RemoveSegment(iova);
+  }
+  absl::StatusOr<int> BackingFd(uint64_t iova) override {
+    return real_->BackingFd(iova);
+  }
+  absl::Status Zero(uint64_t iova, uint64_t bytes) override {
+    if (failures_.fetch_sub(1) > 0)
+      return absl::InternalError("injected: zeroing failed");
+    return real_->Zero(iova, bytes);
+  }
+  int failures_left() const { return failures_.load(); }
+
+ private:
+  vfio::MemorySource* real_;
+  std::atomic<int> failures_;
+};
+
+// Issue 11, defect 11: memory whose zeroing failed went back to the pool.
+// It must stay out, counted, until zeroing succeeds.
+TEST_F(PoolManagerTest, MemoryThatCouldNotBeZeroedStaysOutOfThePool) {
+  FlakyZeroSource flaky(source_.get(), 3);
+  ManagerOptions o;
+  o.scrub_retry = absl::Milliseconds(100);
+  PoolManager m(o, &flaky, &clock_, tenants_.get());
+  ASSERT_OK(m.Start());
+  AllocateParams p;
+  p.req.bytes = 4 << 20;
+  absl::Notification granted;
+  absl::StatusOr<LeaseInfo> lease;
+  m.Allocate(tenant_, p, clock_.Now() + absl::Seconds(10),
+             [&](absl::StatusOr<LeaseInfo> r) {
+               lease = std::move(r);
+               granted.Notify();
+             });
+  granted.WaitForNotification();
+  ASSERT_OK(lease.status());
+  ASSERT_OK(m.Release(tenant_, lease->id).status());
+  // While zeroing fails the pages are not free, and the failure shows.
+  bool seen_failed = false;
+  for (int i = 0; i < 200 && !seen_failed; ++i) {
+    const ManagerStats st = m.Stats();
+    EXPECT_EQ(st.segments.at(0).info.free_pages.value, 0u);
+    seen_failed = st.scrub_failed_pages == 1024 && st.scrub_errors >= 1;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_TRUE(seen_failed);
+  // A request for the memory does not get it meanwhile.
+  absl::Notification refused;
+  m.Allocate(tenant_, p, clock_.Now() + absl::Seconds(10),
+             [&](absl::StatusOr<LeaseInfo> r) {
+               EXPECT_EQ(r.status().code(),
+                         absl::StatusCode::kResourceExhausted);
+               refused.Notify();
+             });
+  refused.WaitForNotification();
+  // Once zeroing succeeds (the fourth try), the memory comes back.
+  bool freed = false;
+  for (int i = 0; i < 500 && !freed; ++i) {
+    const ManagerStats st = m.Stats();
+    freed = st.segments.at(0).info.free_pages.value == 1024 &&
+            st.scrub_failed_pages == 0;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_TRUE(freed);
+  EXPECT_EQ(m.Stats().scrub_errors, 3u);
+  EXPECT_LE(flaky.failures_left(), 0);
+}
+
+// Per-tenant caps: waiters and Watch streams.
+TEST_F(PoolManagerTest, WaitersAndStreamsPerTenantAreCapped) {
+  ManagerOptions o;
+  o.max_waiters_per_tenant = 2;
+  o.max_watch_streams_per_tenant = 2;
+  PoolManager m(o, source_.get(), &clock_, tenants_.get());
+  ASSERT_OK(m.Start());
+  AllocateParams all;
+  all.req.bytes = 4 << 20;
+  m.Allocate(tenant_, all, clock_.Now() + absl::Seconds(10),
+             [](absl::StatusOr<LeaseInfo> r) { EXPECT_OK(r.status()); });
+  AllocateParams wait;
+  wait.req.bytes = 4096;
+  wait.may_wait = true;
+  std::vector<uint64_t> handles;
+  for (int i = 0; i < 2; ++i) {
+    handles.push_back(
+        m.Allocate(tenant_, wait, clock_.Now() + absl::Seconds(60),
+                   [](absl::StatusOr<LeaseInfo> r) {
+                     EXPECT_EQ(r.status().code(), absl::StatusCode::kCancelled);
+                   }));
+  }
+  absl::Notification third;
+  m.Allocate(tenant_, wait, clock_.Now() + absl::Seconds(60),
+             [&](absl::StatusOr<LeaseInfo> r) {
+               EXPECT_EQ(r.status().code(),
+                         absl::StatusCode::kResourceExhausted);
+               EXPECT_THAT(std::string(r.status().message()),
+                           ::testing::HasSubstr("wait.max_waiters_per_tenant"));
+               third.Notify();
+             });
+  third.WaitForNotification();
+  for (uint64_t h : handles) m.CancelWait(h);
+  ASSERT_OK(m.Subscribe("a", [](const LeaseEventInfo&) {}).status());
+  ASSERT_OK(m.Subscribe("a", [](const LeaseEventInfo&) {}).status());
+  auto over = m.Subscribe("a", [](const LeaseEventInfo&) {});
+  EXPECT_EQ(over.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(std::string(over.status().message()),
+              ::testing::HasSubstr("watch.max_streams_per_tenant"));
+  EXPECT_OK(m.Subscribe("b", [](const LeaseEventInfo&) {}).status());
 }
 
 }  // namespace

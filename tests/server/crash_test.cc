@@ -73,15 +73,32 @@ View Look(Daemon& d) {
   return v;
 }
 
+// Total bytes of the pool's segments (hot adds change it).
+uint64_t PoolBytes(const v1::GetPoolInfoResponse& info) {
+  uint64_t n = 0;
+  for (const auto& s : info.segments()) n += s.bytes();
+  return n;
+}
+
 TEST(CrashTest, LeasesSurviveKill9UnderLoad) {
-  auto started = Daemon::Start();
+  DaemonOptions o;
+  o.reclaim_grace_ms = 50;
+  o.starvation_ms = 100;
+  auto started = Daemon::Start(o);
   ASSERT_TRUE(started.ok()) << started.status();
   Daemon& d = **started;
   std::mutex mu;
   std::map<std::string, Known> known;  // answered, not released
   std::set<std::string> uncertain;     // a Release was in flight at the kill
+  std::set<std::string> preemptible;   // may be reclaimed by the load itself
   std::mt19937_64 rng(7);
-  int kills = 0, checked = 0, extras = 0, expired = 0;
+  int kills = 0, checked = 0, extras = 0, expired = 0, retried_same = 0,
+      reclaimed = 0, waited = 0, added = 0, removed = 0;
+  uint64_t request_seq = 0;
+  // Requests whose answer did not arrive (the daemon died, or the deadline
+  // ran out): retried with their request id after the restart.
+  std::vector<std::pair<std::string, v1::AllocateRequest>> unanswered;
+  int recovered = 0;
   for (int round = 0; round < 20; ++round) {
     std::atomic<bool> stop{false};
     std::vector<std::thread> clients;
@@ -99,13 +116,42 @@ TEST(CrashTest, LeasesSurviveKill9UnderLoad) {
               req.set_alignment(65536);
               req.set_max_segments(1);
             }
+            const int kind = r() % 8;
+            if (kind == 0) req.set_preemptible(true);
+            if (kind == 1) {  // reclaim: take others' preemptible leases
+              req.set_bytes(4096 * (64 + r() % 192));
+              req.set_max_segments(1);
+              req.set_may_reclaim(true);
+            }
+            if (kind == 2) req.set_may_wait(true);
             req.set_ttl_seconds(r() % 8 == 0 ? 1 : 300);  // some expire
-            v1::AllocateResponse resp;
-            auto ctx = Ctx(token, 2);
-            if (pool->Allocate(ctx.get(), req, &resp).ok()) {
+            {
               std::lock_guard<std::mutex> l(mu);
-              known[resp.lease().id()] = {
-                  RunsOf(resp.lease()), resp.lease().expires_unix_ms(), token};
+              req.set_request_id(absl::StrCat("crash-", ++request_seq));
+            }
+            // A client retries with the same request id, as the library does.
+            for (int attempt = 0; attempt < 2; ++attempt) {
+              v1::AllocateResponse resp;
+              auto ctx = Ctx(token, kind == 2 ? 0.3 : 2);
+              const grpc::Status s = pool->Allocate(ctx.get(), req, &resp);
+              if (s.ok()) {
+                std::lock_guard<std::mutex> l(mu);
+                known[resp.lease().id()] = {RunsOf(resp.lease()),
+                                            resp.lease().expires_unix_ms(),
+                                            token};
+                if (req.preemptible()) preemptible.insert(resp.lease().id());
+                retried_same += attempt;
+                reclaimed += resp.lease().path() == "aggressive";
+                waited += kind == 2;
+                break;
+              }
+              if (s.error_code() != grpc::StatusCode::UNAVAILABLE &&
+                  s.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED)
+                break;
+              if (attempt == 1) {
+                std::lock_guard<std::mutex> l(mu);
+                unanswered.push_back({token, req});
+              }
             }
           } else {
             std::string id;
@@ -147,20 +193,63 @@ TEST(CrashTest, LeasesSurviveKill9UnderLoad) {
         }
       });
     }
+    // An operator adds a segment and removes it again once it is empty.
+    clients.emplace_back([&] {
+      auto admin = d.Admin();
+      while (!stop) {
+        v1::AddSegmentRequest add;
+        add.set_bytes(1 << 20);
+        v1::SegmentResponse seg;
+        auto ctx = Ctx(kRoot, 2);
+        if (!admin->AddSegment(ctx.get(), add, &seg).ok()) continue;
+        {
+          std::lock_guard<std::mutex> l(mu);
+          ++added;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(30));
+        v1::SegmentRequest rm;
+        rm.set_segment_id(seg.segment().id());
+        v1::RemoveSegmentResponse gone;
+        auto rctx = Ctx(kRoot, 2);
+        if (admin->RemoveSegment(rctx.get(), rm, &gone).ok()) {
+          std::lock_guard<std::mutex> l(mu);
+          ++removed;
+        }
+      }
+    });
     std::this_thread::sleep_for(std::chrono::milliseconds(100 + rng() % 300));
     d.Kill();
     ++kills;
     stop = true;
     for (auto& t : clients) t.join();
     ASSERT_TRUE(d.Restart().ok()) << d.Log();
+    // The clients retry what got no answer, with the same request ids: a
+    // lease granted before the kill comes back to them.
+    {
+      auto pool = d.Pool();
+      for (auto& [token, req] : unanswered) {
+        req.set_may_wait(false);
+        v1::AllocateResponse resp;
+        auto ctx = Ctx(token, 5);
+        if (pool->Allocate(ctx.get(), req, &resp).ok()) {
+          known[resp.lease().id()] = {RunsOf(resp.lease()),
+                                      resp.lease().expires_unix_ms(), token};
+          if (req.preemptible()) preemptible.insert(resp.lease().id());
+          ++recovered;
+        }
+      }
+      unanswered.clear();
+    }
     const View v = Look(d);
-    // Every answered, unreleased, unexpired lease is back with its runs.
+    // Every answered, unreleased, unexpired lease is back with its runs,
+    // but for preemptible ones another request may have reclaimed.
     const int64_t now = absl::ToUnixMillis(absl::Now());
     for (auto it = known.begin(); it != known.end();) {
       auto live = v.leases.find(it->first);
       if (live == v.leases.end()) {
-        const bool may_be_gone =
-            uncertain.count(it->first) || it->second.expires_ms <= now + 500;
+        const bool may_be_gone = uncertain.count(it->first) ||
+                                 preemptible.count(it->first) ||
+                                 it->second.expires_ms <= now + 500;
         EXPECT_TRUE(may_be_gone)
             << "lease " << it->first << " lost in round " << round;
         expired += may_be_gone;
@@ -176,8 +265,12 @@ TEST(CrashTest, LeasesSurviveKill9UnderLoad) {
     std::vector<std::pair<uint64_t, uint64_t>> all;
     uint64_t leased = 0;
     for (const auto& [id, l] : v.leases) {
-      extras +=
-          !known.count(id);  // granted, but the answer died with the daemon
+      // Granted with the answer lost, and its request never retried: none,
+      // since every request has an id and every unanswered one is retried.
+      EXPECT_TRUE(known.count(id))
+          << "lease " << id << " (request " << l.request_id()
+          << ") is held for nobody in round " << round;
+      extras += !known.count(id);
       for (const auto& r : RunsOf(l)) all.push_back(r);
       leased += l.bytes();
     }
@@ -188,16 +281,22 @@ TEST(CrashTest, LeasesSurviveKill9UnderLoad) {
     }
     EXPECT_EQ(
         v.info.free_bytes() + v.info.used_bytes() + v.info.scrubbing_bytes(),
-        kTotal);
+        PoolBytes(v.info));
     EXPECT_EQ(v.info.used_bytes(), leased) << "round " << round;
   }
   std::printf(
-      "%d kills; %d lease checks passed; %d leases expired or released in "
-      "flight; "
-      "%d granted with the answer lost\n",
-      kills, checked, expired, extras);
+      "%d kills; %d lease checks passed; %d leases expired, preempted or "
+      "released in flight; %d held for nobody; %d answers came from a "
+      "request-id retry, %d after the restart; %d reclaims, %d waits served; "
+      "%d segments added, %d removed\n",
+      kills, checked, expired, extras, retried_same, recovered, reclaimed,
+      waited, added, removed);
   EXPECT_EQ(kills, 20);
   EXPECT_GT(checked, 100);
+  EXPECT_GT(reclaimed, 0);
+  EXPECT_GT(waited, 0);
+  EXPECT_GT(added, 0);
+  EXPECT_GT(removed, 0);
 }
 
 TEST(RestartTest, DataAndLeasesSurviveARestartButNotAReboot) {

@@ -41,6 +41,23 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(DaemonOptions o) {
   d->dir_ = tmpl;
   d->socket_ = d->dir_ + "/physpool.sock";
   using server::Sha256Hex;
+  std::string segments;
+  if (o.segments.empty()) {
+    segments =
+        "      - {bytes: 16777216, freelist: 0, numa: 0}\n"
+        "      - {bytes: 8388608, freelist: 1, numa: 1}\n";
+  }
+  for (const std::string& seg : o.segments)
+    absl::StrAppend(&segments, "      - ", seg, "\n");
+  std::string watch;
+  if (o.max_watch_streams_per_tenant || o.max_watch_queue) {
+    watch = "watch:\n";
+    if (o.max_watch_streams_per_tenant)
+      absl::StrAppend(&watch, "  max_streams_per_tenant: ",
+                      o.max_watch_streams_per_tenant, "\n");
+    if (o.max_watch_queue)
+      absl::StrAppend(&watch, "  max_queued_events: ", o.max_watch_queue, "\n");
+  }
   const std::string config = absl::StrFormat(
       R"(listen:
   unix: %s
@@ -52,25 +69,24 @@ source:
   sim:
     dir: %s/sim
     segments:
-      - {bytes: 16777216, freelist: 0, numa: 0}
-      - {bytes: 8388608, freelist: 1, numa: 1}
-pool:
+%spool:
   reserve_bytes: %d
 leases:
   default_ttl_seconds: %d
   max_ttl_seconds: 600
   expiring_warning_seconds: %d
   reclaim_grace_ms: %d
-wait:
+%swait:
   starvation_ms: %d
-tenants:
+%s%stenants:
   - {name: alice, token_sha256: [%s], cert_common_names: [alice.example], roles: [tenant]}
   - {name: bob, token_sha256: [%s], roles: [tenant]}
   - {name: carol, token_sha256: [%s], roles: [tenant], max_leases: 2, max_bytes: 1048576}
   - {name: root, token_sha256: [%s], roles: [tenant, admin, privileged]}
+  - {name: ops, token_sha256: [%s], roles: [admin]}
 log_level: debug
 store:
-  path: %s/leases.db
+  path: %s
   boot_id_file: %s
 %s)",
       d->socket_,
@@ -79,10 +95,23 @@ store:
           : absl::StrFormat("  tls: {cert: %s/server.crt, key: %s/server.key, "
                             "client_ca: %s/ca.crt}\n",
                             o.tls_dir, o.tls_dir, o.tls_dir),
-      d->dir_, o.reserve_bytes, o.default_ttl_seconds,
-      o.expiring_warning_seconds, o.reclaim_grace_ms, o.starvation_ms,
-      Sha256Hex(kAlice), Sha256Hex(kBob), Sha256Hex(kCarol), Sha256Hex(kRoot),
-      d->dir_, o.boot_id_file, o.extra_yaml);
+      d->dir_, segments, o.reserve_bytes, o.default_ttl_seconds,
+      o.expiring_warning_seconds, o.reclaim_grace_ms,
+      o.max_runs_per_lease
+          ? absl::StrFormat("  max_runs_per_lease: %d\n", o.max_runs_per_lease)
+          : "",
+      o.starvation_ms,
+      absl::StrCat(o.max_waiters_per_tenant
+                       ? absl::StrFormat("  max_waiters_per_tenant: %d\n",
+                                         o.max_waiters_per_tenant)
+                       : "",
+                   o.max_wait_ms
+                       ? absl::StrFormat("  max_ms: %d\n", o.max_wait_ms)
+                       : ""),
+      watch, Sha256Hex(kAlice), Sha256Hex(kBob), Sha256Hex(kCarol),
+      Sha256Hex(kRoot), Sha256Hex(kOps),
+      o.store_path.empty() ? d->dir_ + "/leases.db" : o.store_path,
+      o.boot_id_file, o.extra_yaml);
   std::ofstream(d->dir_ + "/physpoold.yaml") << config;
   if (absl::Status s = d->Launch(); !s.ok()) return s;
   return d;
@@ -105,6 +134,16 @@ absl::Status Daemon::Launch() {
     if (!json.empty()) {
       tcp_port_ = JsonInt(json, "tcp_port");
       metrics_port_ = JsonInt(json, "metrics_port");
+      // After a restart gRPC may hand a new channel the subchannel of the
+      // killed daemon, whose first call fails: use it up here.
+      auto pool = Pool();
+      for (int tries = 0; tries < 50; ++tries) {
+        v1::GetPoolInfoResponse info;
+        auto ctx = Ctx(kRoot, 2);
+        const grpc::Status s = pool->GetPoolInfo(ctx.get(), {}, &info);
+        if (s.error_code() != grpc::StatusCode::UNAVAILABLE) break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      }
       return absl::OkStatus();
     }
     int status;

@@ -17,12 +17,14 @@
 namespace physpool::testing {
 
 // Tokens of the test tenants: alice, bob (tenants), carol (tenant with
-// limits: 2 leases, 1 MiB), root (tenant + admin + privileged). alice is
-// also the client certificate with common name "alice.example".
+// limits: 2 leases, 1 MiB), root (tenant + admin + privileged), ops (admin).
+// alice is also the client certificate with common name "alice.example".
 inline constexpr char kAlice[] = "alice-token";
 inline constexpr char kBob[] = "bob-token";
 inline constexpr char kCarol[] = "carol-token";
 inline constexpr char kRoot[] = "root-token";
+// ops: the admin role only (not a tenant: it may not allocate).
+inline constexpr char kOps[] = "ops-token";
 
 struct DaemonOptions {
   // Extra YAML appended under `leases:` etc. is not supported; these are the
@@ -37,6 +39,17 @@ struct DaemonOptions {
   std::string tls_dir;
   std::string extra_yaml;  // appended verbatim at the top level
   std::string boot_id_file = "/proc/sys/kernel/random/boot_id";
+  // The sim segments (YAML flow list items); empty: 16 MiB on freelist 0 /
+  // NUMA 0 and 8 MiB on freelist 1 / NUMA 1 (kTotal 24 MiB).
+  std::vector<std::string> segments;
+  // The store's path; empty: <dir>/leases.db.
+  std::string store_path;
+  // Limits (0: the daemon's default).
+  uint32_t max_runs_per_lease = 0;
+  uint32_t max_waiters_per_tenant = 0;
+  uint32_t max_watch_streams_per_tenant = 0;
+  uint32_t max_watch_queue = 0;
+  uint32_t max_wait_ms = 0;
 };
 
 class Daemon {
