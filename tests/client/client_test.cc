@@ -571,7 +571,6 @@ TEST_F(ClientTest, CApi) {
   physpool_alloc_options o;
   std::memset(&o, 0, sizeof o);
   o.bytes = 2 << 20;
-  o.numa_node = -1;
   physpool_region* r = nullptr;
   ASSERT_EQ(physpool_alloc(c, &o, nullptr, nullptr, &r), 0)
       << physpool_last_error();
@@ -589,6 +588,25 @@ TEST_F(ClientTest, CApi) {
             std::string::npos);
   physpool_disconnect(c);
   EXPECT_EQ(physpool_connect("unix:/nonexistent", "x", &c), 14);  // UNAVAILABLE
+}
+
+// tests/client/c_api_test.c, compiled as C, against this daemon: NULL
+// arguments, an out-of-range run, zero-initialised options.
+TEST_F(ClientTest, CApiFromC) {
+  auto admin = daemon_->Admin();
+  v1::ListSegmentsResponse segs;
+  auto ctx = Ctx(kRoot);
+  ASSERT_TRUE(admin->ListSegments(ctx.get(), {}, &segs).ok());
+  uint64_t low = 0, high = 0;
+  for (const auto& s : segs.segments()) {
+    if (s.numa_node() == 1) low = s.iova(), high = s.iova() + s.bytes();
+  }
+  ASSERT_NE(high, 0u);
+  const RunResult r =
+      RunCommand(absl::StrFormat("%s unix:%s %s %#x %#x", PHYSPOOL_C_API_TEST,
+                                 daemon_->socket(), kBob, low, high));
+  EXPECT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("c_api_test: PASS"), std::string::npos) << r.output;
 }
 
 // The fd socket with the sim source: backing fds of one's own lease map
