@@ -98,6 +98,9 @@ struct Client::Impl {
   absl::Mutex bitgen_mu;
   absl::BitGen bitgen ABSL_GUARDED_BY(bitgen_mu);
   grpc::ClientContext* watch_ctx ABSL_GUARDED_BY(mu) = nullptr;
+  // The first Watch stream's subscription is live (its initial metadata
+  // arrived) or that stream ended: Connect waits for it.
+  bool watch_started ABSL_GUARDED_BY(mu) = false;
   std::thread renewer, watcher;
 
   // Marks a region taken back and runs its callback (without mu).
@@ -158,6 +161,14 @@ struct Client::Impl {
         watch_ctx = &ctx;
       }
       auto reader = stub->Watch(&ctx, v1::WatchRequest());
+      // The daemon sends the initial metadata once the subscription is
+      // live: events of regions allocated from now on reach us.
+      reader->WaitForInitialMetadata();
+      {
+        absl::MutexLock l(&mu);
+        watch_started = true;
+        cv.SignalAll();
+      }
       v1::LeaseEvent e;
       while (reader->Read(&e)) {
         backoff = absl::Milliseconds(100);
@@ -313,6 +324,16 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(ClientOptions options) {
   }
   impl->renewer = std::thread([i = impl.get()] { i->RenewLoop(); });
   impl->watcher = std::thread([i = impl.get()] { i->WatchLoop(); });
+  {
+    // So that a region allocated right after Connect is not revoked before
+    // its events can reach us (bounded: without a stream, Connect still
+    // succeeds; the renewals then notice a lost lease).
+    absl::MutexLock l(&impl->mu);
+    const absl::Time until = absl::Now() + absl::FromChrono(impl->opts.timeout);
+    while (!impl->watch_started && absl::Now() < until) {
+      impl->cv.WaitWithDeadline(&impl->mu, until);
+    }
+  }
   return std::unique_ptr<Client>(new Client(std::move(impl)));
 }
 
