@@ -195,7 +195,7 @@ struct Client::Impl {
     const bool waiting = req.may_wait();
     const absl::Duration timeout = absl::FromChrono(opts.timeout);
     const absl::Duration per_attempt = waiting ? wait + timeout : timeout;
-    const int attempts = std::max(1, opts.allocate_attempts);
+    const int attempts = std::clamp(opts.allocate_attempts, 1, 100);
     absl::Duration pauses;
     for (int n = 1; n < attempts; ++n) pauses += BackoffCap(opts, n);
     const absl::Time start = absl::Now();

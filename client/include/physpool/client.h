@@ -66,7 +66,7 @@ struct ClientOptions {
   std::string fd_socket;
 
   // Retries of one logical Allocate (see Client::Allocate): at most
-  // `allocate_attempts` attempts (values below 1 mean 1); before attempt
+  // `allocate_attempts` attempts (clamped to 1..100); before attempt
   // n + 1 a pause of retry_backoff * 2^(n-1), capped at max_retry_backoff,
   // scaled by a random factor in [0.5, 1] (jitter).
   int allocate_attempts = 5;
