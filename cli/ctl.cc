@@ -171,10 +171,11 @@ struct Ctx {
 // Reads a paged list (AIP-158) to its end: asks for page after page, each
 // with its own deadline, passing each answer's next_page_token as the next
 // page_token until it is "", and hands every page to `merge`. A daemon that
-// answers the token it was asked with again would never end: INTERNAL.
+// hands out a token it gave before would never end: INTERNAL.
 template <typename Resp, typename Req, typename Call, typename Merge>
 grpc::Status FollowPages(const Ctx& c, Req req, Call call, Merge merge) {
   req.set_page_size(c.page_size);
+  std::set<std::string> seen;
   for (;;) {
     Resp page;
     auto ctx = c.Call();
@@ -182,10 +183,10 @@ grpc::Status FollowPages(const Ctx& c, Req req, Call call, Merge merge) {
     std::string next = page.next_page_token();
     merge(std::move(page));
     if (next.empty()) return grpc::Status::OK;
-    if (next == req.page_token()) {
-      return grpc::Status(grpc::StatusCode::INTERNAL,
-                          "the daemon answered page token \"" + next +
-                              "\" with the same token");
+    if (!seen.insert(next).second) {
+      return grpc::Status(
+          grpc::StatusCode::INTERNAL,
+          "the daemon answered page token \"" + next + "\" a second time");
     }
     req.set_page_token(std::move(next));
   }

@@ -336,6 +336,7 @@ class FakeDaemonTest(unittest.TestCase):
         r = run_ctl(self.env, "lease", "list", timeout=20)
         self.assertEqual(r.returncode, 1, r.stderr)
         self.assertIn("Error: INTERNAL: the daemon answered page token", r.stderr)
+        self.assertIn("a second time", r.stderr)
 
     def test_alloc_retries_with_one_request_id(self):
         # UNAVAILABLE, then no answer within --timeout, then a lease.
