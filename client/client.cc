@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 #include <map>
+#include <set>
 #include <thread>
 
 #include "absl/base/thread_annotations.h"
@@ -150,8 +151,38 @@ struct Client::Impl {
     }
   }
 
+  // Takes back, as "lost", each of `ids` that the daemon no longer lists
+  // for this tenant (every page): their events were missed. False if the
+  // daemon could not be asked.
+  bool Reconcile(const std::vector<std::string>& ids, const std::string& why) {
+    if (ids.empty()) return true;
+    std::set<std::string> listed;
+    v1::ListLeasesRequest req;
+    for (;;) {
+      v1::ListLeasesResponse resp;
+      auto ctx = NewContext(token, opts.timeout);
+      if (!stub->ListLeases(ctx.get(), req, &resp).ok()) return false;
+      for (const v1::Lease& l : resp.leases()) listed.insert(l.id());
+      if (resp.next_page_token().empty()) break;
+      if (resp.next_page_token() == req.page_token()) return false;
+      req.set_page_token(resp.next_page_token());
+    }
+    for (const std::string& id : ids) {
+      if (listed.count(id) == 0) {
+        TakeBack(id, "lost",
+                 "the daemon no longer has the lease (its event was missed: " +
+                     why + ")",
+                 0);
+      }
+    }
+    return true;
+  }
+
   void WatchLoop() {
     absl::Duration backoff = absl::Milliseconds(100);
+    // Why events may have been missed since the last live subscription
+    // ("" = none): the stream ended (daemon restart) or OVERFLOWed.
+    std::string missed;
     for (;;) {
       grpc::ClientContext ctx;
       if (!token.empty()) ctx.AddMetadata("authorization", "Bearer " + token);
@@ -164,20 +195,31 @@ struct Client::Impl {
       // The daemon sends the initial metadata once the subscription is
       // live: events of regions allocated from now on reach us.
       reader->WaitForInitialMetadata();
+      std::vector<std::string> ids;  // the regions live before it was
       {
         absl::MutexLock l(&mu);
         watch_started = true;
         cv.SignalAll();
+        for (const auto& [id, r] : live) ids.push_back(id);
       }
+      // Regions that ended while no stream was live: the daemon's list
+      // says which (events from here on come by the stream).
+      if (!missed.empty() && Reconcile(ids, missed)) missed.clear();
       v1::LeaseEvent e;
       while (reader->Read(&e)) {
         backoff = absl::Milliseconds(100);
         if (e.kind() == v1::LeaseEvent::EXPIRING) continue;
+        if (e.kind() == v1::LeaseEvent::OVERFLOW) {
+          // Events were dropped; the stream ends after this one.
+          missed = "the watch stream overflowed";
+          continue;
+        }
         std::string kind = v1::LeaseEvent::Kind_Name(e.kind());
         for (char& c : kind) c = static_cast<char>(std::tolower(c));
         TakeBack(e.lease_id(), kind, e.reason(), e.deadline_unix_ms());
       }
       reader->Finish();
+      if (missed.empty()) missed = "the watch stream was interrupted";
       absl::MutexLock l(&mu);
       watch_ctx = nullptr;
       if (stopping) return;

@@ -201,6 +201,59 @@ TEST_F(ClientTest, ErrorsCarryTheDaemonsStatus) {
             absl::StatusCode::kResourceExhausted);
 }
 
+// The daemon restarts as after a host reboot (another boot id): the leases
+// are void, and no Watch stream was there to hear it. On reconnecting, the
+// client compares its regions with the daemon's list and reports the
+// missing one as lost at once (renewal, a third of the 60 s TTL later,
+// would be the next to notice). The same path handles an OVERFLOW event.
+TEST(ClientReconnectTest, ALeaseThatEndedUnseenIsReportedLostOnReconnect) {
+  char tmpl[] = "/tmp/physpool-boot-XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  const std::string boot = std::string(tmpl) + "/boot_id";
+  std::ofstream(boot) << "boot-1\n";
+  DaemonOptions opts;
+  opts.boot_id_file = boot;
+  auto daemon = Daemon::Start(opts);
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  ClientOptions co;
+  co.endpoint = "unix:" + (*daemon)->socket();
+  co.token = kAlice;
+  auto client = Client::Connect(co);
+  ASSERT_TRUE(client.ok()) << client.status();
+  absl::Mutex mu;
+  std::string kind, reason;
+  AllocateOptions o;
+  o.bytes = 4096;
+  o.ttl = std::chrono::seconds(60);
+  auto region =
+      (*client)->Allocate(o, [&](const std::string&, const std::string& k,
+                                 const std::string& r, int64_t) {
+        absl::MutexLock l(&mu);
+        kind = k;
+        reason = r;
+      });
+  ASSERT_TRUE(region.ok()) << region.status();
+  (*daemon)->Kill();
+  std::ofstream(boot) << "boot-2\n";
+  ASSERT_TRUE((*daemon)->Restart().ok());
+  {
+    absl::MutexLock l(&mu);
+    EXPECT_TRUE(mu.AwaitWithTimeout(
+        absl::Condition(
+            +[](std::string* k) { return !k->empty(); }, &kind),
+        absl::Seconds(15)));
+    EXPECT_EQ(kind, "lost");
+    EXPECT_NE(reason.find("the watch stream was interrupted"),
+              std::string::npos)
+        << reason;
+  }
+  EXPECT_TRUE((*region)->revoked());
+  region->reset();
+  client->reset();
+  daemon->reset();
+  RunCommand(std::string("rm -rf ") + tmpl);
+}
+
 // --- Request ids and retries ------------------------------------------------
 
 // Every logical Allocate has its own request id; the daemon records it on
