@@ -111,8 +111,10 @@ struct AllocateOptions {
   std::string device;
 };
 
-// Called once when the daemon takes a region back (revoked by an admin,
-// preempted by a reclaim, or expired). `deadline_unix_ms` (preemption) is
+// Called once when the daemon takes a region back: `kind` "revoked" (by an
+// admin), "preempted" (by a reclaim), "expired", or "lost" (a renewal, or
+// the lease list after a Watch gap, found the lease gone; the reason says
+// which). `deadline_unix_ms` (preemption) is
 // when the device must have stopped using the memory; 0 otherwise. Runs on
 // the client's event thread: do not destroy the Region from inside it.
 using RevokedCallback =
