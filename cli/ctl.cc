@@ -153,6 +153,7 @@ struct Ctx {
   bool json = false;
   std::chrono::milliseconds timeout{10000};
   bool timeout_given = false;
+  int32_t page_size = 0;  // --page-size; 0 = the daemon's default
 
   std::unique_ptr<grpc::ClientContext> Call() const {
     return client_internal::NewContext(token, timeout);
@@ -164,6 +165,67 @@ struct Ctx {
     return v1::Admin::NewStub(channel);
   }
 };
+
+// --- Pages -----------------------------------------------------------------
+
+// Reads a paged list (AIP-158) to its end: asks for page after page, each
+// with its own deadline, passing each answer's next_page_token as the next
+// page_token until it is "", and hands every page to `merge`. A daemon that
+// hands out a token it gave before would never end: INTERNAL.
+template <typename Resp, typename Req, typename Call, typename Merge>
+grpc::Status FollowPages(const Ctx& c, Req req, Call call, Merge merge) {
+  req.set_page_size(c.page_size);
+  std::set<std::string> seen;
+  for (;;) {
+    Resp page;
+    auto ctx = c.Call();
+    if (grpc::Status s = call(ctx.get(), req, &page); !s.ok()) return s;
+    std::string next = page.next_page_token();
+    merge(std::move(page));
+    if (next.empty()) return grpc::Status::OK;
+    if (!seen.insert(next).second) {
+      return grpc::Status(
+          grpc::StatusCode::INTERNAL,
+          "the daemon answered page token \"" + next + "\" a second time");
+    }
+    req.set_page_token(std::move(next));
+  }
+}
+
+// All pages of a list whose items are one repeated field: protobuf's
+// MergeFrom appends them. The result has no next_page_token.
+template <typename Resp, typename Req, typename Call>
+grpc::Status ListAll(const Ctx& c, Req req, Call call, Resp* all) {
+  all->Clear();
+  grpc::Status s = FollowPages<Resp>(
+      c, std::move(req), call, [all](Resp page) { all->MergeFrom(page); });
+  all->clear_next_page_token();
+  return s;
+}
+
+// Appends an occupancy page to `all`. Pages count runs, so a segment may
+// continue on the next page: its runs join the same segment (and a run cut
+// at the page boundary becomes one again).
+void MergeOccupancy(v1::OccupancyResponse page, v1::OccupancyResponse* all) {
+  for (v1::SegmentOccupancy& so : *page.mutable_segments()) {
+    const int n = all->segments_size();
+    if (n == 0 || all->segments(n - 1).segment().id() != so.segment().id()) {
+      *all->add_segments() = std::move(so);
+      continue;
+    }
+    v1::SegmentOccupancy* last = all->mutable_segments(n - 1);
+    for (const v1::OccupancyRun& r : so.runs()) {
+      const int k = last->runs_size();
+      v1::OccupancyRun* prev = k > 0 ? last->mutable_runs(k - 1) : nullptr;
+      if (prev != nullptr && prev->state() == r.state() &&
+          prev->iova() + prev->length() == r.iova()) {
+        prev->set_length(prev->length() + r.length());
+      } else {
+        *last->add_runs() = r;
+      }
+    }
+  }
+}
 
 void PrintJson(const google::protobuf::Message& m) {
   std::string out;
@@ -214,11 +276,12 @@ void PrintLeases(const google::protobuf::RepeatedPtrField<v1::Lease>& leases) {
 void PrintLease(const v1::Lease& l) {
   std::printf(
       "lease %s  tenant %s  %s in %d run%s  path %s  ttl %us  expires in "
-      "%s%s\n",
+      "%s%s%s%s\n",
       l.id().c_str(), l.tenant().c_str(), HumanBytes(l.bytes()).c_str(),
       l.runs_size(), l.runs_size() == 1 ? "" : "s", l.path().c_str(),
       l.ttl_seconds(), ExpiresIn(l.expires_unix_ms()).c_str(),
-      l.preemptible() ? "  preemptible" : "");
+      l.preemptible() ? "  preemptible" : "",
+      l.request_id().empty() ? "" : "  request ", l.request_id().c_str());
   Table t({"IOVA", "LENGTH", "SEGMENT", "BACKING", "OFFSET"});
   for (const auto& r : l.runs()) {
     t.Add({Hex(r.iova()), HumanBytes(r.length()), absl::StrCat(r.segment_id()),
@@ -306,15 +369,25 @@ int PoolMap(const Ctx& c, const Args& a) {
   }
   const bool ascii = a.Has("--ascii");
   v1::OccupancyResponse occ;
-  auto ctx = c.Call();
-  if (auto s = c.Admin()->GetOccupancy(ctx.get(), req, &occ); !s.ok())
+  auto admin = c.Admin();
+  if (auto s = FollowPages<v1::OccupancyResponse>(
+          c, req,
+          [&](grpc::ClientContext* ctx, const v1::OccupancyRequest& r,
+              v1::OccupancyResponse* page) {
+            return admin->GetOccupancy(ctx, r, page);
+          },
+          [&](v1::OccupancyResponse page) {
+            MergeOccupancy(std::move(page), &occ);
+          });
+      !s.ok()) {
     return Fail(s);
+  }
   if (c.json) {
     PrintJson(occ);
     return 0;
   }
   v1::GetPoolInfoResponse info;
-  ctx = c.Call();
+  auto ctx = c.Call();
   if (auto s = c.Pool()->GetPoolInfo(ctx.get(), {}, &info); !s.ok())
     return Fail(s);
   const uint64_t ps = info.page_size();
@@ -353,9 +426,17 @@ uint32_t SegmentId(const Args& a, bool* ok) {
 
 int SegmentList(const Ctx& c, const Args&) {
   v1::ListSegmentsResponse resp;
-  auto ctx = c.Call();
-  if (auto s = c.Admin()->ListSegments(ctx.get(), {}, &resp); !s.ok())
+  auto admin = c.Admin();
+  if (auto s = ListAll(
+          c, v1::ListSegmentsRequest(),
+          [&](grpc::ClientContext* ctx, const v1::ListSegmentsRequest& r,
+              v1::ListSegmentsResponse* page) {
+            return admin->ListSegments(ctx, r, page);
+          },
+          &resp);
+      !s.ok()) {
     return Fail(s);
+  }
   if (c.json) {
     PrintJson(resp);
   } else {
@@ -415,14 +496,27 @@ int SegmentAdd(const Ctx& c, const Args& a) {
 
 int LeaseList(const Ctx& c, const Args& a) {
   v1::ListLeasesResponse resp;
-  auto ctx = c.Call();
   grpc::Status s;
   if (a.Has("--all") || a.Has("--tenant")) {
     v1::AdminListLeasesRequest req;
     req.set_tenant(a.Get("--tenant"));
-    s = c.Admin()->ListLeases(ctx.get(), req, &resp);
+    auto admin = c.Admin();
+    s = ListAll(
+        c, req,
+        [&](grpc::ClientContext* ctx, const v1::AdminListLeasesRequest& r,
+            v1::ListLeasesResponse* page) {
+          return admin->ListLeases(ctx, r, page);
+        },
+        &resp);
   } else {
-    s = c.Pool()->ListLeases(ctx.get(), {}, &resp);
+    auto pool = c.Pool();
+    s = ListAll(
+        c, v1::ListLeasesRequest(),
+        [&](grpc::ClientContext* ctx, const v1::ListLeasesRequest& r,
+            v1::ListLeasesResponse* page) {
+          return pool->ListLeases(ctx, r, page);
+        },
+        &resp);
   }
   if (!s.ok()) return Fail(s);
   if (c.json) {
@@ -494,9 +588,17 @@ int Release(const Ctx& c, const Args& a) {
 
 int TenantList(const Ctx& c, const Args&) {
   v1::ListTenantsResponse resp;
-  auto ctx = c.Call();
-  if (auto s = c.Admin()->ListTenants(ctx.get(), {}, &resp); !s.ok())
+  auto admin = c.Admin();
+  if (auto s = ListAll(
+          c, v1::ListTenantsRequest(),
+          [&](grpc::ClientContext* ctx, const v1::ListTenantsRequest& r,
+              v1::ListTenantsResponse* page) {
+            return admin->ListTenants(ctx, r, page);
+          },
+          &resp);
+      !s.ok()) {
     return Fail(s);
+  }
   if (c.json) {
     PrintJson(resp);
     return 0;
@@ -589,6 +691,9 @@ int Watch(const Ctx& c, const Args&) {
     ctx.TryCancel();
   });
   auto reader = c.Pool()->Watch(&ctx, {});
+  // The daemon sends the stream's initial metadata once the subscription
+  // is live: from the header line on, no event is missed.
+  reader->WaitForInitialMetadata();
   v1::LeaseEvent e;
   if (!c.json)
     std::printf("%-24s %-10s %-20s %s\n", "TIME", "KIND", "LEASE", "REASON");
@@ -665,7 +770,17 @@ int Alloc(const Ctx& c, const Args& a) {
     o.ttl = std::chrono::seconds(*v / 1000);
   }
   const sigset_t stop = BlockStopSignals();
-  auto client = Client::Connect(c.opts);
+  ClientOptions opts = c.opts;
+  // The library sends one request id for this invocation and retries
+  // UNAVAILABLE / DEADLINE_EXCEEDED with it; say so on stderr.
+  opts.on_allocate_retry = [](const AllocateRetry& r) {
+    std::fprintf(stderr,
+                 "physpoolctl: alloc attempt %d: %s; retrying in %lld ms "
+                 "(request %s)\n",
+                 r.attempt, r.error.ToString().c_str(),
+                 static_cast<long long>(r.pause.count()), r.request_id.c_str());
+  };
+  auto client = Client::Connect(opts);
   if (!client.ok()) return Fail(client.status());
   std::atomic<bool> revoked{false};
   auto region =
@@ -684,6 +799,9 @@ int Alloc(const Ctx& c, const Args& a) {
   auto ctx = c.Call();
   if (auto s = c.Pool()->GetLease(ctx.get(), req, &resp); !s.ok())
     return Fail(s);
+  // The request id this invocation sent (a daemon without request ids
+  // does not echo it).
+  resp.mutable_lease()->set_request_id((*region)->request_id());
   if (c.json) {
     PrintJson(resp.lease());
   } else {
@@ -721,18 +839,21 @@ const std::vector<Command>& Commands() {
       {"pool",
        "map",
        0,
-       {"--segment", "--width", "--ascii"},
-       R"(physpoolctl pool map [--segment ID] [--width CELLS] [--ascii]   (admin)
+       {"--segment", "--width", "--ascii", "--page-size"},
+       R"(physpoolctl pool map [--segment ID] [--width CELLS] [--ascii] [--page-size RUNS]   (admin)
   Draws each segment's occupancy: one cell per N pages (at most 4 rows a
   segment), shaded by the state holding most of its pages, with a legend.
+  Reads every page of the occupancy (--page-size: runs per page, 0 = the
+  daemon's default); -o json prints the segments merged across pages.
   Example: physpoolctl pool map --width 100 --ascii)",
        PoolMap},
       {"segment",
        "list",
        0,
-       {},
-       "physpoolctl segment list   (admin)\n  Example: physpoolctl segment "
-       "list -o json",
+       {"--page-size"},
+       "physpoolctl segment list [--page-size N]   (admin)\n"
+       "  Every segment (all pages; --page-size: per request, 0 = the "
+       "daemon's\n  default).\n  Example: physpoolctl segment list -o json",
        SegmentList},
       {"segment",
        "drain",
@@ -767,9 +888,11 @@ const std::vector<Command>& Commands() {
       {"lease",
        "list",
        0,
-       {"--all", "--tenant"},
-       R"(physpoolctl lease list [--all | --tenant NAME]
+       {"--all", "--tenant", "--page-size"},
+       R"(physpoolctl lease list [--all | --tenant NAME] [--page-size N]
   Your leases; --all or --tenant (admin) for everyone's or one tenant's.
+  Reads every page (--page-size: leases per request, 0 = the daemon's
+  default).
   Example: physpoolctl lease list --tenant trainer -o json)",
        LeaseList},
       {"lease",
@@ -798,9 +921,10 @@ const std::vector<Command>& Commands() {
       {"tenant",
        "list",
        0,
-       {},
-       "physpoolctl tenant list   (admin)\n  Example: physpoolctl tenant list "
-       "-o json",
+       {"--page-size"},
+       "physpoolctl tenant list [--page-size N]   (admin)\n"
+       "  Every tenant (all pages; --page-size: per request, 0 = the "
+       "daemon's\n  default).\n  Example: physpoolctl tenant list -o json",
        TenantList},
       {"tenant",
        "set-limits",
@@ -819,7 +943,10 @@ const std::vector<Command>& Commands() {
                  [--low IOVA] [--high IOVA] [--numa N [--numa-strict]] [--preemptible]
                  [--reclaim] [--wait 10s] [--ttl 60s] [--label TEXT] [--device BDF]
   Allocates a region, maps it, prints it and holds it (renewing) until
-  interrupted; then releases it. For testing a device.
+  interrupted; then releases it. For testing a device. The request carries
+  a request id (printed with the lease) and is retried with it on
+  UNAVAILABLE and DEADLINE_EXCEEDED (5 attempts; a --wait request only on
+  UNAVAILABLE), each retry noted on stderr.
   --max-segments 0 (the default) means any number of runs, except with
   --alignment above one page or --boundary: then one run, unless N >= 2.
   Example: physpoolctl alloc --bytes 2MiB --alignment 2MiB --max-segments 1)",
@@ -932,6 +1059,13 @@ int RunCtl(const std::vector<std::string>& argv) {
     c.timeout_given = true;
   }
   c.opts.timeout = c.timeout;
+  if (args->Has("--page-size") &&
+      (!absl::SimpleAtoi(args->Get("--page-size"), &c.page_size) ||
+       c.page_size < 0)) {
+    return Usage(
+        "--page-size takes a number: items per page, 0 = the daemon's "
+        "default");
+  }
   const std::string out = args->Get("--output", "table");
   if (out != "table" && out != "json") return Usage("-o takes table or json");
   c.json = out == "json";

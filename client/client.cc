@@ -2,14 +2,19 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <map>
+#include <set>
 #include <thread>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/random/random.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
@@ -23,6 +28,43 @@ namespace physpool {
 
 using client_internal::FromGrpc;
 using client_internal::NewContext;
+
+namespace {
+
+// A request id: 128 bits from the kernel's CSPRNG as 32 lowercase hex
+// digits. INTERNAL if getrandom fails (it blocks only until the kernel's
+// pool is initialised, early at boot).
+absl::StatusOr<std::string> NewRequestId() {
+  char bytes[16];
+  size_t got = 0;
+  while (got < sizeof(bytes)) {
+    const ssize_t n = getrandom(bytes + got, sizeof(bytes) - got, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      return absl::InternalError(
+          absl::StrCat("getrandom for a request id: ", std::strerror(errno)));
+    }
+    got += static_cast<size_t>(n);
+  }
+  return absl::BytesToHexString(absl::string_view(bytes, sizeof(bytes)));
+}
+
+// The pause before attempt `failed` + 1, before jitter.
+absl::Duration BackoffCap(const ClientOptions& o, int failed) {
+  absl::Duration d = absl::FromChrono(o.retry_backoff);
+  const absl::Duration cap = absl::FromChrono(o.max_retry_backoff);
+  for (int i = 1; i < failed && d < cap; ++i) d *= 2;
+  return std::min(d, cap);
+}
+
+bool Retryable(grpc::StatusCode code, bool waiting) {
+  // A waiting request's deadline is its wait's: DEADLINE_EXCEEDED means
+  // the wait ran out, and a retry would start it over.
+  return code == grpc::StatusCode::UNAVAILABLE ||
+         (code == grpc::StatusCode::DEADLINE_EXCEEDED && !waiting);
+}
+
+}  // namespace
 
 // What the client's threads know about a live region.
 struct Region::Shared {
@@ -52,7 +94,14 @@ struct Client::Impl {
   std::map<std::string, std::shared_ptr<Region::Shared>> live
       ABSL_GUARDED_BY(mu);
   bool stopping ABSL_GUARDED_BY(mu) = false;
+  // Jitter of Allocate's retry pauses; absl::BitGen is thread-compatible,
+  // hence its own mutex.
+  absl::Mutex bitgen_mu;
+  absl::BitGen bitgen ABSL_GUARDED_BY(bitgen_mu);
   grpc::ClientContext* watch_ctx ABSL_GUARDED_BY(mu) = nullptr;
+  // The first Watch stream's subscription is live (its initial metadata
+  // arrived) or that stream ended: Connect waits for it.
+  bool watch_started ABSL_GUARDED_BY(mu) = false;
   std::thread renewer, watcher;
 
   // Marks a region taken back and runs its callback (without mu).
@@ -102,8 +151,38 @@ struct Client::Impl {
     }
   }
 
+  // Takes back, as "lost", each of `ids` that the daemon no longer lists
+  // for this tenant (every page): their events were missed. False if the
+  // daemon could not be asked.
+  bool Reconcile(const std::vector<std::string>& ids, const std::string& why) {
+    if (ids.empty()) return true;
+    std::set<std::string> listed;
+    v1::ListLeasesRequest req;
+    for (;;) {
+      v1::ListLeasesResponse resp;
+      auto ctx = NewContext(token, opts.timeout);
+      if (!stub->ListLeases(ctx.get(), req, &resp).ok()) return false;
+      for (const v1::Lease& l : resp.leases()) listed.insert(l.id());
+      if (resp.next_page_token().empty()) break;
+      if (resp.next_page_token() == req.page_token()) return false;
+      req.set_page_token(resp.next_page_token());
+    }
+    for (const std::string& id : ids) {
+      if (listed.count(id) == 0) {
+        TakeBack(id, "lost",
+                 "the daemon no longer has the lease (its event was missed: " +
+                     why + ")",
+                 0);
+      }
+    }
+    return true;
+  }
+
   void WatchLoop() {
     absl::Duration backoff = absl::Milliseconds(100);
+    // Why events may have been missed since the last live subscription
+    // ("" = none): the stream ended (daemon restart) or OVERFLOWed.
+    std::string missed;
     for (;;) {
       grpc::ClientContext ctx;
       if (!token.empty()) ctx.AddMetadata("authorization", "Bearer " + token);
@@ -113,21 +192,93 @@ struct Client::Impl {
         watch_ctx = &ctx;
       }
       auto reader = stub->Watch(&ctx, v1::WatchRequest());
+      // The daemon sends the initial metadata once the subscription is
+      // live: events of regions allocated from now on reach us.
+      reader->WaitForInitialMetadata();
+      std::vector<std::string> ids;  // the regions live before it was
+      {
+        absl::MutexLock l(&mu);
+        watch_started = true;
+        cv.SignalAll();
+        for (const auto& [id, r] : live) ids.push_back(id);
+      }
+      // Regions that ended while no stream was live: the daemon's list
+      // says which (events from here on come by the stream).
+      if (!missed.empty() && Reconcile(ids, missed)) missed.clear();
       v1::LeaseEvent e;
       while (reader->Read(&e)) {
         backoff = absl::Milliseconds(100);
         if (e.kind() == v1::LeaseEvent::EXPIRING) continue;
+        if (e.kind() == v1::LeaseEvent::OVERFLOW) {
+          // Events were dropped; the stream ends after this one.
+          missed = "the watch stream overflowed";
+          continue;
+        }
         std::string kind = v1::LeaseEvent::Kind_Name(e.kind());
         for (char& c : kind) c = static_cast<char>(std::tolower(c));
         TakeBack(e.lease_id(), kind, e.reason(), e.deadline_unix_ms());
       }
       reader->Finish();
+      if (missed.empty()) missed = "the watch stream was interrupted";
       absl::MutexLock l(&mu);
       watch_ctx = nullptr;
       if (stopping) return;
       cv.WaitWithTimeout(&mu, backoff);  // the daemon restarts: reconnect
       backoff = std::min(backoff * 2, absl::Seconds(5));
     }
+  }
+
+  // One logical Allocate: attempts with req's request id until one
+  // answers, an error is not retryable, or the attempts or the time run
+  // out (Client::Allocate).
+  absl::Status AllocateWithRetries(const v1::AllocateRequest& req,
+                                   absl::Duration wait,
+                                   v1::AllocateResponse* resp) {
+    const bool waiting = req.may_wait();
+    const absl::Duration timeout = absl::FromChrono(opts.timeout);
+    const absl::Duration per_attempt = waiting ? wait + timeout : timeout;
+    const int attempts = std::clamp(opts.allocate_attempts, 1, 100);
+    absl::Duration pauses;
+    for (int n = 1; n < attempts; ++n) pauses += BackoffCap(opts, n);
+    const absl::Time start = absl::Now();
+    const absl::Time end =
+        start + (waiting ? per_attempt : per_attempt * attempts) + pauses;
+    grpc::Status s;
+    int attempt = 0;
+    for (;;) {
+      ++attempt;
+      grpc::ClientContext ctx;
+      if (!token.empty()) ctx.AddMetadata("authorization", "Bearer " + token);
+      ctx.set_deadline(
+          absl::ToChronoTime(std::min(absl::Now() + per_attempt, end)));
+      resp->Clear();
+      s = stub->Allocate(&ctx, req, resp);
+      if (s.ok()) return absl::OkStatus();
+      if (!Retryable(s.error_code(), waiting) || attempt >= attempts) break;
+      double jitter;
+      {
+        absl::MutexLock l(&bitgen_mu);
+        jitter = absl::Uniform(bitgen, 0.5, 1.0);
+      }
+      const absl::Duration pause = BackoffCap(opts, attempt) * jitter;
+      if (absl::Now() + pause >= end) break;  // no time left for another
+      if (opts.on_allocate_retry) {
+        opts.on_allocate_retry({attempt, FromGrpc(s),
+                                absl::ToChronoMilliseconds(pause),
+                                req.request_id()});
+      }
+      absl::SleepFor(pause);
+    }
+    const absl::Status last = FromGrpc(s);
+    if (attempt == 1 && !Retryable(s.error_code(), waiting)) return last;
+    return absl::Status(
+        last.code(),
+        absl::StrCat(last.message(), " (Allocate request_id ", req.request_id(),
+                     ": ", attempt, attempt == 1 ? " attempt" : " attempts",
+                     " in ",
+                     absl::FormatDuration(absl::Trunc(absl::Now() - start,
+                                                      absl::Milliseconds(1))),
+                     ")"));
   }
 
   void Stop() {
@@ -215,6 +366,16 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(ClientOptions options) {
   }
   impl->renewer = std::thread([i = impl.get()] { i->RenewLoop(); });
   impl->watcher = std::thread([i = impl.get()] { i->WatchLoop(); });
+  {
+    // So that a region allocated right after Connect is not revoked before
+    // its events can reach us (bounded: without a stream, Connect still
+    // succeeds; the renewals then notice a lost lease).
+    absl::MutexLock l(&impl->mu);
+    const absl::Time until = absl::Now() + absl::FromChrono(impl->opts.timeout);
+    while (!impl->watch_started && absl::Now() < until) {
+      impl->cv.WaitWithDeadline(&impl->mu, until);
+    }
+  }
   return std::unique_ptr<Client>(new Client(std::move(impl)));
 }
 
@@ -235,11 +396,14 @@ absl::StatusOr<std::unique_ptr<Region>> Client::Allocate(
   req.set_ttl_seconds(static_cast<uint32_t>(o.ttl.count()));
   req.set_label(o.label);
   req.set_device(o.device);
+  auto request_id = NewRequestId();
+  if (!request_id.ok()) return request_id.status();
+  req.set_request_id(*request_id);
   v1::AllocateResponse resp;
-  auto ctx =
-      NewContext(impl_->token, std::max(impl_->opts.timeout, o.wait_timeout));
-  if (grpc::Status s = impl_->stub->Allocate(ctx.get(), req, &resp); !s.ok()) {
-    return FromGrpc(s);
+  if (absl::Status s = impl_->AllocateWithRetries(
+          req, absl::FromChrono(o.wait_timeout), &resp);
+      !s.ok()) {
+    return s;
   }
   const v1::Lease& lease = resp.lease();
   auto shared = std::make_shared<Region::Shared>();
@@ -301,19 +465,22 @@ absl::StatusOr<std::unique_ptr<Region>> Client::Allocate(
     impl_->live[lease.id()] = shared;
     impl_->cv.SignalAll();
   }
-  auto region = std::unique_ptr<Region>(new Region(
-      shared, lease.id(), std::move(runs), lease.bytes(), lease.path()));
+  auto region = std::unique_ptr<Region>(
+      new Region(shared, lease.id(), std::move(runs), lease.bytes(),
+                 lease.path(), req.request_id()));
   if (!mapped.ok()) return mapped;  // ~Region releases and unmaps
   return region;
 }
 
 Region::Region(std::shared_ptr<Shared> shared, std::string lease_id,
-               std::vector<Run> runs, uint64_t bytes, std::string path)
+               std::vector<Run> runs, uint64_t bytes, std::string path,
+               std::string request_id)
     : shared_(std::move(shared)),
       lease_id_(std::move(lease_id)),
       runs_(std::move(runs)),
       bytes_(bytes),
-      path_(std::move(path)) {}
+      path_(std::move(path)),
+      request_id_(std::move(request_id)) {}
 
 Region::~Region() {
   (void)Release();

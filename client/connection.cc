@@ -24,6 +24,15 @@ std::string DefaultEndpoint() {
 
 namespace client_internal {
 
+grpc::ChannelArguments ChannelArgs() {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(kMaxReceiveMessageBytes);
+  args.SetMaxSendMessageSize(kMaxSendMessageBytes);
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+  return args;
+}
+
 absl::StatusOr<std::shared_ptr<grpc::Channel>> OpenChannel(
     const ClientOptions& o) {
   const std::string endpoint =
@@ -33,7 +42,8 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> OpenChannel(
       return absl::InvalidArgumentError(
           "a client certificate needs the server's CA too");
     }
-    return grpc::CreateChannel(endpoint, grpc::InsecureChannelCredentials());
+    return grpc::CreateCustomChannel(
+        endpoint, grpc::InsecureChannelCredentials(), ChannelArgs());
   }
   grpc::SslCredentialsOptions ssl;
   auto ca = ReadFileToString(o.tls_ca, "TLS CA");
@@ -47,7 +57,8 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> OpenChannel(
     ssl.pem_cert_chain = *cert;
     ssl.pem_private_key = *key;
   }
-  return grpc::CreateChannel(endpoint, grpc::SslCredentials(ssl));
+  return grpc::CreateCustomChannel(endpoint, grpc::SslCredentials(ssl),
+                                   ChannelArgs());
 }
 
 absl::StatusOr<std::string> ResolveToken(const ClientOptions& o) {

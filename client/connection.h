@@ -14,8 +14,18 @@
 
 namespace physpool::client_internal {
 
-// A channel to options.endpoint (or the default), with TLS if configured.
-// INVALID_ARGUMENT / NOT_FOUND for unreadable TLS files.
+// Message sizes every physpool client channel sets explicitly: the daemon
+// answers at most 4 MiB (its lists page), requests are small.
+inline constexpr int kMaxReceiveMessageBytes = 8 << 20;
+inline constexpr int kMaxSendMessageBytes = 1 << 20;
+
+// The channel arguments of every physpool client: the message sizes above,
+// and reconnection within 100 ms .. 1 s (gRPC's default backs off to 2
+// minutes), so that a retry finds a restarted daemon.
+grpc::ChannelArguments ChannelArgs();
+
+// A channel to options.endpoint (or the default), with TLS if configured,
+// and ChannelArgs(). INVALID_ARGUMENT / NOT_FOUND for unreadable TLS files.
 absl::StatusOr<std::shared_ptr<grpc::Channel>> OpenChannel(
     const ClientOptions& options);
 

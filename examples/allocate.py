@@ -25,7 +25,11 @@ def default_socket():
 def main():
     sock = sys.argv[1] if len(sys.argv) > 1 else default_socket()
     size = int(sys.argv[2]) if len(sys.argv) > 2 else 1 << 20
-    channel = grpc.insecure_channel("unix:" + sock)
+    # Message sizes set explicitly, as physpool's clients do: the daemon's
+    # answers are at most 4 MiB.
+    channel = grpc.insecure_channel("unix:" + sock, options=[
+        ("grpc.max_receive_message_length", 8 << 20),
+        ("grpc.max_send_message_length", 1 << 20)])
     allocate = channel.unary_unary("/physpool.v1.Pool/Allocate",
                                    request_serializer=pb.AllocateRequest.SerializeToString,
                                    response_deserializer=pb.AllocateResponse.FromString)

@@ -1,6 +1,7 @@
 /* Leases a DMA region, fills it through its CPU mapping, prints the IOVAs a
  * device would be programmed with, checks the bytes, releases it.
- * usage: fill_region [BYTES]   (PHYSPOOL_ENDPOINT / PHYSPOOL_TOKEN as needed) */
+ * usage: fill_region [BYTES]   (PHYSPOOL_ENDPOINT / PHYSPOOL_TOKEN as needed)
+ */
 #include <physpool/physpool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,7 +18,6 @@ int main(int argc, char** argv) {
   memset(&o, 0, sizeof o);
   o.bytes = argc > 1 ? strtoull(argv[1], NULL, 0) : (1u << 20);
   o.alignment = 1u << 16;
-  o.numa_node = -1;
   o.label = "fill_region example";
   physpool_region* region;
   rc = physpool_alloc(client, &o, NULL, NULL, &region);

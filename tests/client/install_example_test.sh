@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs physpool into a scratch prefix, builds examples/fill_region against
-# the installed package, and runs it against a real physpoold.
+# the installed package, and runs it against a real physpoold. Everything the
+# daemon touches (socket, fd socket, lease store, sim backing) is in one
+# private mktemp directory, never the host's /run/physpool or /dev/shm.
 # usage: install_example_test.sh BUILD_DIR SOURCE_DIR
 set -euo pipefail
 build=$1
@@ -8,7 +10,10 @@ src=$2
 work=$(mktemp -d /tmp/physpool-install-XXXXXX)
 pid=
 cleanup() {
-  [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+  if [ -n "$pid" ]; then
+    kill -TERM "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  fi
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -18,8 +23,25 @@ test -f "$work/prefix/include/physpool/physpool.h"
 cmake -S "$src/examples/fill_region" -B "$work/example" -G Ninja \
   -DCMAKE_PREFIX_PATH="$work/prefix" > "$work/configure.log"
 cmake --build "$work/example" > "$work/build.log"
-"$build/server/physpoold" --unix "$work/physpool.sock" --tcp '' --metrics '' \
-  --sim-dir "$work/sim" --ready-file "$work/ready.json" 2> "$work/physpoold.log" &
+cat > "$work/physpoold.yaml" <<YAML
+listen:
+  unix: $work/physpool.sock
+  fd_socket: $work/physpool.sock.fds
+  tcp: ""
+metrics:
+  listen: ""
+store:
+  path: $work/leases.db
+source:
+  type: sim
+  sim:
+    dir: $work/sim
+    segments:
+      - {bytes: 16777216, freelist: 0, numa: 0}
+implicit_tenant: true
+YAML
+"$build/server/physpoold" --config "$work/physpoold.yaml" \
+  --ready-file "$work/ready.json" 2> "$work/physpoold.log" &
 pid=$!
 for _ in $(seq 200); do [ -f "$work/ready.json" ] && break; sleep 0.05; done
 test -f "$work/ready.json" || { cat "$work/physpoold.log"; exit 1; }
@@ -29,4 +51,7 @@ echo "$out"
 grep -q "^lease l-" <<< "$out"
 grep -q "^run 0: iova 0x" <<< "$out"
 grep -q "^filled and verified$" <<< "$out"
-echo "installed package: example built and ran"
+# The daemon used the private store and backing, nothing of the host's.
+test -s "$work/leases.db"
+ls "$work/sim" | grep -q .
+echo "installed package: example built and ran (daemon state in $work)"

@@ -6,9 +6,16 @@
 // edu device fd from the daemon over the fd socket, and makes edu copy
 // bytes from region A into region B by DMA; then kills the daemon with
 // SIGKILL while holding the device fd, restarts it, and checks that the
-// leases, runs and memory survived and that new DMA lands. Every verdict
-// comes from bytes read back. The last line is "PHYSPOOL-E2E: PASS" or
-// "PHYSPOOL-E2E: <n> FAILURES".
+// leases, runs and memory survived and that new DMA lands; then the same
+// with memfd backing. Every verdict comes from bytes read back.
+//
+// Every check is recorded (Check); a check the rest of a phase depends on
+// (Require) also ends the phase, which then counts as aborted. Each phase
+// that runs to its end prints "PHYSPOOL-E2E-PHASE: <name> complete". The
+// last line is "PHYSPOOL-E2E: PASS" only if no check failed and every phase
+// completed, else "PHYSPOOL-E2E: FAIL (...)"; the exit code is 0 only with
+// PASS. run_e2e.sh requires the PASS line, both phase lines, no "FAIL:"
+// line and exit code 0.
 //
 // A tenant drives its device itself, so this program (not physpool's
 // library) includes <linux/vfio.h> for the BAR's region info.
@@ -25,6 +32,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -36,12 +44,26 @@
 namespace {
 
 int g_failures = 0;
+int g_checks = 0;
 
-void Check(bool ok, const std::string& what) {
+// Records one verdict; returns `ok`.
+bool Check(bool ok, const std::string& what) {
+  ++g_checks;
   std::printf("%s: %s\n", ok ? "PASS" : "FAIL", what.c_str());
   std::fflush(stdout);
   if (!ok) ++g_failures;
+  return ok;
 }
+
+// A check the rest of the phase needs: recorded, and on failure the phase
+// (a function returning bool: "ran to its end") returns false.
+#define REQUIRE(ok, what)             \
+  do {                                \
+    if (!Check((ok), (what))) {       \
+      std::printf("T: phase ends\n"); \
+      return false;                   \
+    }                                 \
+  } while (0)
 
 double Uptime() {
   std::ifstream f("/proc/uptime");
@@ -97,6 +119,26 @@ bool WaitReady(const Args& a, pid_t daemon, double seconds) {
   }
   return false;
 }
+
+// Kills (SIGKILL) the daemon `*pid` names when the phase ends early, so
+// that the next phase starts on a free device; -1: nothing to do.
+class DaemonGuard {
+ public:
+  explicit DaemonGuard(pid_t* pid) : pid_(pid) {}
+  ~DaemonGuard() {
+    if (*pid_ <= 0) return;
+    kill(*pid_, SIGKILL);
+    waitpid(*pid_, nullptr, 0);
+    std::printf("T: physpoold (pid %d) killed at the end of the phase\n",
+                static_cast<int>(*pid_));
+    *pid_ = -1;
+  }
+  DaemonGuard(const DaemonGuard&) = delete;
+  DaemonGuard& operator=(const DaemonGuard&) = delete;
+
+ private:
+  pid_t* pid_;
+};
 
 bool WaitLog(const Args& a, const std::string& needle, double seconds) {
   const double until = Uptime() + seconds;
@@ -252,20 +294,20 @@ std::vector<std::pair<uint64_t, uint64_t>> RunsOf(const physpool::Region& r) {
   return out;
 }
 
-int Run(const Args& a) {
+// The vfio source with hugetlbfs files; true if it ran to its end.
+bool RunVfio(const Args& a) {
   constexpr uint64_t kMiB = 1 << 20;
   constexpr uint64_t kCount = 4095;
   std::printf("T: tenant starts at %.2fs uptime\n", Uptime());
   const double t0 = Uptime();
   pid_t daemon = StartDaemon(a);
-  Check(WaitReady(a, daemon, 120), "physpoold (vfio source) is ready");
+  DaemonGuard guard(&daemon);  // destroyed after the clients and regions
+  REQUIRE(WaitReady(a, daemon, 120), "physpoold (vfio source) is ready");
   std::printf("T: physpoold ready after %.2fs\n", Uptime() - t0);
-  if (g_failures) return 1;
 
   auto client = Connect(a, "edu-token");
   auto plain = Connect(a, "plain-token");
-  Check(client && plain, "tenants connect");
-  if (!client || !plain) return 1;
+  REQUIRE(client && plain, "tenants connect");
   Check(client->source() == "vfio", "GetPoolInfo: source vfio");
   const auto& ranges = client->iova_ranges();
   for (const auto& r : ranges) {
@@ -289,8 +331,7 @@ int Run(const Args& a) {
   low.label = "edu";
   auto A = client->Allocate(low);
   auto B = client->Allocate(low);
-  Check(A.ok() && B.ok(), "allocate A and B below edu's DMA limit");
-  if (!A.ok() || !B.ok()) return 1;
+  REQUIRE(A.ok() && B.ok(), "allocate A and B below edu's DMA limit");
   for (auto* r : {A->get(), B->get()}) {
     std::printf("T: %s runs %s\n", r->lease_id().c_str(),
                 Runs(RunsOf(*r)).c_str());
@@ -311,31 +352,26 @@ int Run(const Args& a) {
   physpool::AllocateOptions any = low;
   any.device = "";
   auto D = client->Allocate(any);
-  Check(C.ok() && (*C)->runs()[0].iova >= limit,
-        "a window above the limit is served from the high freelist");
-  Check(D.ok() && (*D)->runs()[0].iova >= limit,
-        "a request without a window gets high memory first (low is used last)");
+  REQUIRE(C.ok() && (*C)->runs()[0].iova >= limit,
+          "a window above the limit is served from the high freelist");
+  REQUIRE(D.ok() && (*D)->runs()[0].iova >= limit,
+          "a request without a window gets high memory first (low is used "
+          "last)");
   physpool::AllocateOptions too_big = low;
   too_big.bytes = 16 * kMiB;
   auto E = client->Allocate(too_big);
   Check(E.status().code() == absl::StatusCode::kResourceExhausted,
         "more than the low freelist holds below the limit is refused: " +
             E.status().ToString());
-  if (!C.ok() || !D.ok()) return 1;
 
   // The device fd: privileged tenants only.
   Check(plain->OpenDevice(a.bdf).status().code() ==
             absl::StatusCode::kPermissionDenied,
         "a tenant without the privileged role gets no device fd");
   auto fd = client->OpenDevice(a.bdf);
-  Check(fd.ok(), "device fd over the fd socket");
-  if (!fd.ok()) {
-    std::printf("T: %s\n", fd.status().ToString().c_str());
-    return 1;
-  }
+  REQUIRE(fd.ok(), "device fd over the fd socket: " + fd.status().ToString());
   auto edu = Edu::Open(*fd);
-  Check(edu && (edu->Id() & 0xff) == 0xed, "edu's BAR0 through the fd");
-  if (!edu) return 1;
+  REQUIRE(edu && (edu->Id() & 0xff) == 0xed, "edu's BAR0 through the fd");
 
   auto* a_cpu = static_cast<uint8_t*>((*A)->runs()[0].cpu);
   auto* b_cpu = static_cast<uint8_t*>((*B)->runs()[0].cpu);
@@ -419,7 +455,7 @@ int Run(const Args& a) {
         "the daemon re-attached the backing");
 
   auto client2 = Connect(a, "edu-token");
-  if (!client2) return 1;
+  REQUIRE(client2 != nullptr, "the tenant connects to the restarted daemon");
   int i = 0;
   for (auto* r : {A->get(), B->get(), C->get(), D->get()}) {
     auto runs = client2->LeaseRuns(r->lease_id());
@@ -432,10 +468,10 @@ int Run(const Args& a) {
             Matches(b_cpu + 0x2000, kCount, 0x21),
         "B's bytes survived the restart");
   auto fd2 = client2->OpenDevice(a.bdf);
-  Check(fd2.ok(), "a device fd from the new daemon");
-  if (!fd2.ok()) return 1;
+  REQUIRE(fd2.ok(), "a device fd from the new daemon");
   auto edu2 = Edu::Open(*fd2);
-  if (!edu2) return 1;
+  REQUIRE(edu2 && (edu2->Id() & 0xff) == 0xed,
+          "edu's BAR0 through the new daemon's fd");
   Fill(a_cpu, kCount, 0x77);
   Check(edu2->Copy(a_iova, b_iova + 0x3000, kCount) &&
             Matches(b_cpu + 0x3000, kCount, 0x77),
@@ -446,39 +482,39 @@ int Run(const Args& a) {
   kill(daemon, SIGTERM);
   int status = 0;
   waitpid(daemon, &status, 0);
+  daemon = -1;
   Check(WIFEXITED(status) && WEXITSTATUS(status) == 0,
         "physpoold stops cleanly on SIGTERM");
-  return 0;
+  return true;
 }
 
 // memfd backing: no file to open, so the client maps regions from the
 // backing fds the daemon sends over the fd socket; and nothing survives a
 // daemon restart (the leases are voided).
-int RunMemfd(Args a) {
+// true if it ran to its end.
+bool RunMemfd(Args a) {
   constexpr uint64_t kMiB = 1 << 20;
   constexpr uint64_t kCount = 4095;
   a.config = a.memfd_config;
   pid_t daemon = StartDaemon(a);
-  Check(WaitReady(a, daemon, 120), "physpoold with memfd backing is ready");
+  DaemonGuard guard(&daemon);
+  REQUIRE(WaitReady(a, daemon, 120), "physpoold with memfd backing is ready");
   auto client = Connect(a, "edu-token");
-  if (!client) return 1;
+  REQUIRE(client != nullptr, "the tenant connects (memfd)");
   physpool::AllocateOptions o;
   o.bytes = 2 * kMiB;
   o.device = a.bdf;
   o.ttl = std::chrono::seconds(600);
   auto M1 = client->Allocate(o);
   auto M2 = client->Allocate(o);
-  Check(M1.ok() && M2.ok(),
-        "memfd regions mapped through backing fds from the fd socket");
-  if (!M1.ok() || !M2.ok()) {
-    std::printf("T: %s %s\n", M1.status().ToString().c_str(),
-                M2.status().ToString().c_str());
-    return 1;
-  }
+  REQUIRE(M1.ok() && M2.ok(),
+          "memfd regions mapped through backing fds from the fd socket: " +
+              M1.status().ToString() + " " + M2.status().ToString());
   auto fd = client->OpenDevice(a.bdf);
-  if (!fd.ok()) return 1;
+  REQUIRE(fd.ok(), "device fd (memfd daemon): " + fd.status().ToString());
   auto edu = Edu::Open(*fd);
-  if (!edu) return 1;
+  REQUIRE(edu && (edu->Id() & 0xff) == 0xed,
+          "edu's BAR0 through the memfd daemon's fd");
   auto* m1 = static_cast<uint8_t*>((*M1)->runs()[0].cpu);
   auto* m2 = static_cast<uint8_t*>((*M2)->runs()[0].cpu);
   Fill(m1, kCount, 0x3c);
@@ -490,16 +526,37 @@ int RunMemfd(Args a) {
   kill(daemon, SIGKILL);
   waitpid(daemon, nullptr, 0);
   daemon = StartDaemon(a);
-  Check(WaitReady(a, daemon, 120), "memfd daemon restarted");
+  REQUIRE(WaitReady(a, daemon, 120), "memfd daemon restarted");
   auto client2 = Connect(a, "edu-token");
-  if (!client2) return 1;
+  REQUIRE(client2 != nullptr,
+          "the tenant connects to the restarted memfd daemon");
   auto runs = client2->LeaseRuns((*M1)->lease_id());
   Check(runs.status().code() == absl::StatusCode::kNotFound,
         "memfd backing died with the daemon: the lease is void (" +
             runs.status().ToString() + ")");
   kill(daemon, SIGTERM);
-  waitpid(daemon, nullptr, 0);
-  return 0;
+  int status = 0;
+  waitpid(daemon, &status, 0);
+  daemon = -1;
+  Check(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+        "the memfd daemon stops cleanly on SIGTERM");
+  return true;
+}
+
+// Runs one phase; a phase that did not run to its end is a failure too.
+bool Phase(const char* name, const std::function<bool()>& body) {
+  std::printf("T: --- phase %s ---\n", name);
+  const int failures = g_failures;
+  const bool completed = body();
+  if (completed) {
+    std::printf("PHYSPOOL-E2E-PHASE: %s complete, %d failed checks\n", name,
+                g_failures - failures);
+  } else {
+    ++g_failures;
+    std::printf("FAIL: phase %s aborted (the FAIL above)\n", name);
+  }
+  std::fflush(stdout);
+  return completed;
 }
 
 }  // namespace
@@ -518,14 +575,24 @@ int main(int argc, char** argv) {
     else if (k == "--log")
       a.log = v;
   }
-  if (Run(a) == 0) RunMemfd(a);
-  if (g_failures) {
-    std::printf("PHYSPOOL-E2E: %d FAILURES\n", g_failures);
+  if (a.bdf.empty()) {
+    Check(false, "--bdf names the edu device");
+  }
+  // The memfd phase runs even if the vfio phase was aborted (its daemon is
+  // killed and its device fd closed by then): more to go on in the log.
+  const bool vfio = !a.bdf.empty() && Phase("vfio", [&] { return RunVfio(a); });
+  const bool memfd =
+      !a.bdf.empty() && Phase("memfd", [&] { return RunMemfd(a); });
+  const bool pass = g_failures == 0 && vfio && memfd && g_checks > 0;
+  if (pass) {
+    std::printf("PHYSPOOL-E2E: PASS (%d checks)\n", g_checks);
   } else {
-    std::printf("PHYSPOOL-E2E: PASS\n");
+    std::printf(
+        "PHYSPOOL-E2E: FAIL (%d of %d checks failed; phases: vfio %s, "
+        "memfd %s)\n",
+        g_failures, g_checks, vfio ? "complete" : "NOT COMPLETE",
+        memfd ? "complete" : "NOT COMPLETE");
   }
   std::fflush(stdout);
-  // Regions still alive release in their destructors; the daemon is gone,
-  // so skip them.
-  _exit(g_failures ? 1 : 0);
+  _exit(pass ? 0 : 1);
 }

@@ -1,9 +1,11 @@
 #!/bin/bash
 # The end-to-end test of the vfio source: builds the guest, boots it under
 # QEMU (TCG: no /dev/kvm needed) with an emulated Intel IOMMU and the edu
-# DMA device, and passes only if the guest's tenant printed
-# "PHYSPOOL-E2E: PASS" (its verdicts come from bytes read back after real
-# DMA) and QEMU exited cleanly.
+# DMA device, and passes only if QEMU exited cleanly and the guest's tenant
+# (its verdicts come from bytes read back after real DMA) printed
+# "PHYSPOOL-E2E: PASS", completed both phases without a failed check
+# ("PHYSPOOL-E2E-PHASE: <vfio|memfd> complete, 0 failed checks"), printed no
+# "FAIL:" line and exited 0.
 # Usage: run_e2e.sh BUILD_DIR
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -27,5 +29,18 @@ ms=$(( ($(date +%s%N) - start) / 1000000 ))
 cat "$LOG"
 echo "e2e: QEMU (TCG) exit $rc after $ms ms, boot to power-off"
 if [ "$rc" != 0 ]; then echo "FAIL: QEMU exited $rc"; exit 1; fi
-if ! grep -aq '^PHYSPOOL-E2E: PASS' "$LOG"; then echo "FAIL: the guest did not report PASS"; exit 1; fi
+# The serial console ends lines with \r\n.
+TEXT="$OUT/serial.txt"
+tr -d '\r' < "$LOG" > "$TEXT"
+failed=0
+fail() { echo "FAIL: $*"; failed=1; }
+grep -aq '^PHYSPOOL-E2E: PASS' "$TEXT" || fail "the guest did not report PASS"
+if grep -aq '^PHYSPOOL-E2E: FAIL' "$TEXT"; then fail "the guest reported FAIL"; fi
+if grep -a '^FAIL: ' "$TEXT"; then fail "checks failed in the guest (above)"; fi
+for phase in vfio memfd; do
+  grep -aq "^PHYSPOOL-E2E-PHASE: $phase complete, 0 failed checks" "$TEXT" ||
+    fail "phase $phase did not complete without failures"
+done
+grep -aq '^INIT: tenant exit code 0 ' "$TEXT" || fail "the tenant did not exit 0"
+[ "$failed" = 0 ] || exit 1
 echo "e2e: PASS"

@@ -16,13 +16,32 @@ import grpc
 
 TOKENS = {"alice": "alice-token", "bob": "bob-token", "root": "root-token"}
 MIB = 1 << 20
+# Set explicitly on every channel, as physpool's clients do: the daemon's
+# answers are at most 4 MiB (lists page), requests small.
+CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 8 * MIB),
+                   ("grpc.max_send_message_length", MIB)]
+
+
+def channel(target):
+    """An insecure channel with physpool's message-size options."""
+    return grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+
+
+_PB = []
 
 
 def load_protos(gen_dir):
     import sys
     sys.path.insert(0, gen_dir)
     from physpool.v1 import physpool_pb2  # noqa: E402
+    _PB[:] = [physpool_pb2]
     return physpool_pb2
+
+
+def _pb():
+    if not _PB:
+        raise RuntimeError("call load_protos first")
+    return _PB[0]
 
 
 class Daemon:
@@ -73,7 +92,7 @@ tenants:
             time.sleep(0.05)
         else:
             raise RuntimeError("physpoold not ready: " + self.read_log())
-        self.channel = grpc.insecure_channel("unix:" + self.socket)
+        self.channel = channel("unix:" + self.socket)
 
     def read_log(self):
         with open(os.path.join(self.dir, "physpoold.log")) as f:
@@ -93,6 +112,53 @@ tenants:
     def stream(self, service, method, request, response_type, token="", timeout=10):
         return self._invoke(self.channel.unary_stream, service, method, request,
                             response_type, token, timeout)
+
+    def watch(self, token, timeout=30):
+        """A Watch stream that is live: the daemon sends the initial
+        metadata once the subscription is in place, so no event after this
+        returns is missed."""
+        pb = _pb()
+        events = self.stream("Pool", "Watch", pb.WatchRequest(), pb.LeaseEvent, token, timeout)
+        events.initial_metadata()  # blocks until it arrives (or the call ends)
+        return events
+
+    def list_all(self, service, method, request, response_type, field, token="",
+                 page_size=0, pages=None):
+        """Every item of a paged list (AIP-158): asks for page after page,
+        passing next_page_token on, until it is "". `pages`, if a list,
+        gets each raw page."""
+        req = type(request)()
+        req.CopyFrom(request)
+        if page_size:
+            req.page_size = page_size
+        items = []
+        while True:
+            page = self.call(service, method, req, response_type, token)
+            if pages is not None:
+                pages.append(page)
+            items.extend(getattr(page, field))
+            if not page.next_page_token:
+                return items
+            if page.next_page_token == req.page_token:
+                raise AssertionError(f"{method}: the same page token again")
+            req.page_token = page.next_page_token
+
+    def occupancy(self, token, segment_id=None, page_size=0, pages=None):
+        """GetOccupancy over all its pages, a segment that continues on the
+        next page merged into one: [SegmentOccupancy]."""
+        pb = _pb()
+        req = pb.OccupancyRequest() if segment_id is None else pb.OccupancyRequest(
+            segment_id=segment_id)
+        merged = []
+        for so in self.list_all("Admin", "GetOccupancy", req, pb.OccupancyResponse,
+                                "segments", token, page_size, pages):
+            if merged and merged[-1].segment.id == so.segment.id:
+                merged[-1].runs.extend(so.runs)
+            else:
+                copy = pb.SegmentOccupancy()
+                copy.CopyFrom(so)
+                merged.append(copy)
+        return merged
 
     def stop(self):
         self.channel.close()

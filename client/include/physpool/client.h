@@ -12,6 +12,15 @@
 //   }
 //   // ~Region releases the lease and unmaps the memory.
 //
+// Allocate is safe to retry: every logical Allocate carries a fresh
+// request id and is retried with that id on UNAVAILABLE and (unless it
+// waits) DEADLINE_EXCEEDED, so a lost answer or a daemon restart does not
+// leave a second lease behind (see Client::Allocate, docs/client.md).
+//
+// The channel accepts answers up to 8 MiB (the daemon's are at most 4 MiB)
+// and sends requests up to 1 MiB, and reconnects within a second once the
+// daemon is back.
+//
 // Thread-safe: a Client and its Regions may be used from any thread.
 #ifndef PHYSPOOL_CLIENT_H_
 #define PHYSPOOL_CLIENT_H_
@@ -28,6 +37,14 @@
 
 namespace physpool {
 
+// What ClientOptions::on_allocate_retry is told.
+struct AllocateRetry {
+  int attempt = 0;     // the attempt that failed, from 1
+  absl::Status error;  // its status (UNAVAILABLE or DEADLINE_EXCEEDED)
+  std::chrono::milliseconds pause{0};  // before the next attempt
+  std::string request_id;              // the same for every attempt
+};
+
 struct ClientOptions {
   // "unix:/path", "unix:///path" or "host:port". Empty: $PHYSPOOL_ENDPOINT,
   // else the daemon's default socket (/run/physpool/physpool.sock as root,
@@ -41,11 +58,24 @@ struct ClientOptions {
   // TCP with TLS: the CA that signed the server (PEM file); with cert and
   // key, a client certificate (mTLS).
   std::string tls_ca, tls_cert, tls_key;
-  // Deadline of each call (Allocate with may_wait uses wait_timeout).
+  // Deadline of each call. An Allocate attempt that waits for memory gets
+  // wait_timeout + timeout.
   std::chrono::milliseconds timeout{10000};
   // The daemon's fd socket (device and backing fds). Empty: the one the
   // daemon names in GetPoolInfo.
   std::string fd_socket;
+
+  // Retries of one logical Allocate (see Client::Allocate): at most
+  // `allocate_attempts` attempts (clamped to 1..100); before attempt
+  // n + 1 a pause of retry_backoff * 2^(n-1), capped at max_retry_backoff,
+  // scaled by a random factor in [0.5, 1] (jitter).
+  int allocate_attempts = 5;
+  std::chrono::milliseconds retry_backoff{250};
+  std::chrono::milliseconds max_retry_backoff{4000};
+  // Called on the allocating thread after a failed attempt that will be
+  // retried, before the pause (for logging; may block, which delays the
+  // retry). Not called for the last attempt.
+  std::function<void(const AllocateRetry&)> on_allocate_retry;
 };
 
 // An IOVA range the daemon's IOMMU translates, inclusive.
@@ -81,8 +111,10 @@ struct AllocateOptions {
   std::string device;
 };
 
-// Called once when the daemon takes a region back (revoked by an admin,
-// preempted by a reclaim, or expired). `deadline_unix_ms` (preemption) is
+// Called once when the daemon takes a region back: `kind` "revoked" (by an
+// admin), "preempted" (by a reclaim), "expired", or "lost" (a renewal, or
+// the lease list after a Watch gap, found the lease gone; the reason says
+// which). `deadline_unix_ms` (preemption) is
 // when the device must have stopped using the memory; 0 otherwise. Runs on
 // the client's event thread: do not destroy the Region from inside it.
 using RevokedCallback =
@@ -109,6 +141,9 @@ class Region {
   const std::vector<Run>& runs() const { return runs_; }
   uint64_t bytes() const { return bytes_; }
   const std::string& path() const { return path_; }  // allocation path
+  // The request id the lease was allocated with (32 hex digits; the
+  // daemon's Lease.request_id).
+  const std::string& request_id() const { return request_id_; }
   // True once the daemon has taken it back (the callback has run).
   bool revoked() const;
   // Releases now (idempotent); the memory stays mapped until destruction.
@@ -118,13 +153,15 @@ class Region {
   friend class Client;
   struct Shared;
   Region(std::shared_ptr<Shared> shared, std::string lease_id,
-         std::vector<Run> runs, uint64_t bytes, std::string path);
+         std::vector<Run> runs, uint64_t bytes, std::string path,
+         std::string request_id);
 
   std::shared_ptr<Shared> shared_;
   std::string lease_id_;
   std::vector<Run> runs_;
   uint64_t bytes_ = 0;
   std::string path_;
+  std::string request_id_;
 };
 
 class Client {
@@ -137,6 +174,23 @@ class Client {
   // Leases and maps a region. The lease is renewed in the background at a
   // third of its TTL until the Region is destroyed or taken back; then
   // `on_revoked` runs (if given). Errors are the daemon's status codes.
+  //
+  // Retries: the request carries a request id, 128 random bits from the
+  // kernel (getrandom) as 32 hex digits, new for each call of Allocate.
+  // The daemon answers a request id it has seen from this tenant with the
+  // same lease (or the same error), so the call is retried with the same
+  // id when an attempt fails with UNAVAILABLE (the daemon was unreachable
+  // or went away: restart, crash) or DEADLINE_EXCEEDED (the answer did not
+  // arrive): at most options.allocate_attempts attempts, with exponential
+  // backoff and jitter between them (ClientOptions). Each attempt has its
+  // own deadline: `timeout`, or wait_timeout + timeout for a request that
+  // waits. The whole call is bounded: by allocate_attempts * timeout plus
+  // the pauses; a waiting request by wait_timeout + timeout plus the
+  // pauses, and its DEADLINE_EXCEEDED (the wait ran out) is final, so a
+  // wait is never started over. Other errors are returned at once. An
+  // error after a retry keeps the last attempt's code, and its message
+  // ends with the request id and the number of attempts, e.g.
+  // "... (Allocate request_id 0f3a...: 5 attempts in 3.1s)".
   absl::StatusOr<std::unique_ptr<Region>> Allocate(
       const AllocateOptions& options, RevokedCallback on_revoked = nullptr);
 

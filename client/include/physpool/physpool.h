@@ -2,20 +2,26 @@
  *
  *   physpool_client* c;
  *   if (physpool_connect(NULL, NULL, &c) != 0) fail(physpool_last_error());
- *   physpool_alloc_options o = {0};
+ *   physpool_alloc_options o = {0};       // zero = defaults, any NUMA node
  *   o.bytes = 1 << 20;
  *   physpool_region* r;
  *   if (physpool_alloc(c, &o, NULL, NULL, &r) != 0)
- * fail(physpool_last_error()); for (size_t i = 0; i <
- * physpool_region_run_count(r); i++) { physpool_run run =
- * physpool_region_run(r, i);   // run.iova, run.cpu
+ *     fail(physpool_last_error());
+ *   for (size_t i = 0; i < physpool_region_run_count(r); i++) {
+ *     physpool_run run = physpool_region_run(r, i);  // run.iova, run.cpu
  *   }
- *   physpool_region_free(r);     // releases the lease, unmaps
+ *   physpool_region_free(r);  // releases the lease, unmaps
  *   physpool_disconnect(c);
  *
  * Functions returning int return 0 on success or a gRPC status code
- * (8 = RESOURCE_EXHAUSTED, 14 = UNAVAILABLE, ...); physpool_last_error()
- * then describes the failure (per thread). Thread-safe.
+ * (3 = INVALID_ARGUMENT, 8 = RESOURCE_EXHAUSTED, 14 = UNAVAILABLE, ...);
+ * physpool_last_error() then describes the failure (per thread). A NULL
+ * where an object is required is INVALID_ARGUMENT (3) with a message naming
+ * the argument; functions that return something else say below what they
+ * return for NULL. No function lets a C++ exception escape: an unexpected
+ * one is INTERNAL (13). physpool_alloc retries like the C++ library (a
+ * request id per call, retried on UNAVAILABLE/DEADLINE_EXCEEDED;
+ * docs/client.md). Thread-safe.
  */
 #ifndef PHYSPOOL_PHYSPOOL_H_
 #define PHYSPOOL_PHYSPOOL_H_
@@ -36,13 +42,18 @@ typedef struct {
   void* cpu; /* the same memory in this process */
 } physpool_run;
 
+/* All zero (`= {0}` or memset) means the defaults: page alignment, no
+ * boundary, any number of runs, the whole IOVA range, any NUMA node, no
+ * waiting, the daemon's TTL. */
 typedef struct {
   uint64_t bytes;
   uint64_t alignment;    /* 0 = page size */
   uint64_t boundary;     /* 0 = none */
   uint32_t max_segments; /* 0 = any number of runs */
   uint64_t low, high;    /* IOVA window; high 0 = unbounded */
-  int32_t numa_node;     /* -1 = any */
+  int use_numa_node;     /* non-zero: prefer numa_node; 0: any node */
+  int32_t numa_node;     /* the preferred node (with use_numa_node) */
+  int numa_strict;       /* non-zero: only that node (needs use_numa_node) */
   int preemptible;
   int may_reclaim;
   uint32_t wait_timeout_ms; /* > 0: wait for memory this long */
@@ -56,22 +67,33 @@ typedef void (*physpool_revoked_fn)(const char* lease_id, const char* kind,
                                     const char* reason,
                                     int64_t deadline_unix_ms, void* user);
 
-/* endpoint and token may be NULL: the defaults and PHYSPOOL_* variables. */
+/* endpoint and token may be NULL: the defaults and PHYSPOOL_* variables.
+ * out must not be NULL; *out is NULL on failure. */
 int physpool_connect(const char* endpoint, const char* token,
                      physpool_client** out);
+/* NULL: does nothing. */
 void physpool_disconnect(physpool_client* client);
 
+/* client, options and out must not be NULL (on_revoked and user may be);
+ * *out is NULL on failure. */
 int physpool_alloc(physpool_client* client,
                    const physpool_alloc_options* options,
                    physpool_revoked_fn on_revoked, void* user,
                    physpool_region** out);
+/* The number of runs; 0 for NULL (and physpool_last_error says so). */
 size_t physpool_region_run_count(const physpool_region* region);
+/* Run i (0 <= i < physpool_region_run_count). For a NULL region or an i out
+ * of range: a run of all zeros (cpu NULL, bytes 0), and physpool_last_error
+ * says which. */
 physpool_run physpool_region_run(const physpool_region* region, size_t i);
+/* The lease id, valid while the region lives; "" for NULL. */
 const char* physpool_region_lease_id(const physpool_region* region);
+/* 1 once the daemon took the region back, else 0; -1 for NULL. */
 int physpool_region_revoked(const physpool_region* region);
-/* Releases the lease and unmaps the memory. */
+/* Releases the lease and unmaps the memory. NULL: does nothing. */
 void physpool_region_free(physpool_region* region);
 
+/* The last failure's message on this thread ("" if none yet). */
 const char* physpool_last_error(void);
 
 #ifdef __cplusplus
