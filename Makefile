@@ -13,7 +13,8 @@ PACKAGES := cmake ninja-build g++ clang libclang-rt-14-dev libabsl-dev \
             libgrpc++-dev protobuf-compiler-grpc protobuf-compiler libprotobuf-dev libsqlite3-dev \
             grpc-proto libyaml-cpp-dev prometheus-cpp-dev libssl-dev \
             prometheus python3-grpcio python3-protobuf curl openssl \
-            qemu-system-x86 busybox-static cpio kmod xz-utils
+            qemu-system-x86 busybox-static cpio kmod xz-utils \
+            libsystemd-dev pkg-config podman runc debootstrap yamllint nodejs
 
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
@@ -36,6 +37,12 @@ deps:
 	  $(SUDO) apt-get update -qq; \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
+	@# npm comes with some builds of nodejs (NodeSource's), from Debian's npm otherwise.
+	@command -v npm > /dev/null || { $(SUDO) apt-get update -qq; \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends npm; }
+	@# kubectl (with its built-in kustomize) is not in Debian 12: it comes with the
+	@# machine image (google-cloud-cli's kubectl package). The deploy tests need it.
+	@command -v kubectl > /dev/null || echo "WARNING: kubectl not found: the k8s checks (ctest -L deploy) will fail; install kubectl >= 1.27"
 
 $(BUILD)/build.ninja:
 	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo
