@@ -2,7 +2,8 @@
 #   make run     install what is missing, build, start physpoold on its
 #                embedded default (Ctrl-C stops it)
 #   make check   install what is missing, build, run the whole test suite
-# Other targets: make build, make bench, make fuzz, make clean.
+# Other targets: make build, make bench, make fuzz, make image, make test-deploy,
+# make clean.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -14,7 +15,7 @@ PACKAGES := cmake ninja-build g++ clang libclang-rt-14-dev libabsl-dev \
             grpc-proto libyaml-cpp-dev prometheus-cpp-dev libssl-dev \
             prometheus python3-grpcio python3-protobuf curl openssl \
             qemu-system-x86 busybox-static cpio kmod xz-utils \
-            libsystemd-dev pkg-config podman runc debootstrap yamllint nodejs
+            libsystemd-dev pkg-config podman runc debootstrap yamllint python3-yaml nodejs
 
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
@@ -26,7 +27,7 @@ ASAN_PROPERTY_OPS ?= 500000
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: deps build build-asan check test test-asan fuzz-smoke fuzz run bench soak clean
+.PHONY: deps build build-asan check test test-asan fuzz-smoke fuzz run bench soak clean image test-deploy
 
 deps:
 	@missing=$$(for p in $(PACKAGES); do \
@@ -61,6 +62,16 @@ build-asan: deps $(ASAN_BUILD)/build.ninja
 
 test: build
 	cd $(BUILD) && ctest -LE 'benchmark|soak' --output-on-failure
+
+# The container image (deploy/container): a local Debian 12 base from
+# debootstrap, then the multi-stage Containerfile. IMAGE names the result.
+IMAGE ?= localhost/physpool:dev
+image: deps
+	deploy/container/build-image.sh $(IMAGE)
+
+# Only the deploy/ checks (also part of make test / make check).
+test-deploy: build
+	cd $(BUILD) && ctest -L deploy --output-on-failure
 
 # 64 concurrent clients for 60 s against the real daemon (not in make check).
 soak: build

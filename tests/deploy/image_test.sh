@@ -57,7 +57,7 @@ dir=$(mktemp -d /tmp/physpool-image-XXXXXX)
 chown 10001:10001 "$dir"
 name=physpool-image-test-$$
 cleanup() {
-  podman rm -f "$name" > /dev/null 2>&1 || true
+  podman rm -f "$name" "$name-ds" > /dev/null 2>&1 || true
   [ -n "${alloc_pid:-}" ] && kill "$alloc_pid" 2> /dev/null
   rm -rf "$dir" /dev/shm/physpool-10001
 }
@@ -106,4 +106,42 @@ echo "SIGTERM: exit code $code after ${stop_s} s"
 (( stop_ms < 10000 )) || fail "SIGTERM took ${stop_s} s (limit 10 s)"
 podman logs "$name" 2>&1 | grep -q 'msg=stopped' || fail "no 'stopped' in the daemon's log"
 [ -e "$dir/physpool.sock" ] && fail "the socket was left behind"
+
+# The Kubernetes shape, in podman: the daemon as the DaemonSet runs it (the
+# base ConfigMap's config, --health-listen, read-only root, no capability,
+# user 10001, the socket directory and the store as host directories), and
+# the example tenant (deploy/k8s/examples/tenant) in another container that
+# shares only the socket directory: physpool-fill-region with the demo token.
+k8s=$dir/k8s
+mkdir -p "$k8s/run" "$k8s/store"
+chown 10001:10001 "$k8s/run" "$k8s/store"
+podman run -d --name "$name-ds" --network none --read-only --cap-drop ALL \
+  --security-opt no-new-privileges \
+  -v "$src/deploy/k8s/base/physpoold.yaml:/etc/physpool/physpoold.yaml:ro" \
+  -v "$k8s/run:/run/physpool" -v "$k8s/store:/var/lib/physpool" "$image" \
+  --config=/etc/physpool/physpoold.yaml --health-listen=0.0.0.0:7601 > /dev/null
+for _ in $(seq 300); do [ -S "$k8s/run/physpool.sock" ] && break; sleep 0.1; done
+[ -S "$k8s/run/physpool.sock" ] || { podman logs "$name-ds" >&2; fail "the DaemonSet-style daemon never listened"; }
+probe=""
+for _ in $(seq 50); do
+  probe=$(podman exec "$name-ds" /usr/local/bin/physpoolctl --endpoint 127.0.0.1:7601 health 2>&1 || true)
+  [ "$probe" = SERVING ] && break
+  sleep 0.1
+done
+[ "$probe" = SERVING ] || fail "the gRPC probe port 7601 says: $probe"
+tenant() {
+  podman run --rm --network none --read-only --cap-drop ALL --user 10001:10001 \
+    -v "$k8s/run:/run/physpool" -e PHYSPOOL_ENDPOINT=unix:/run/physpool/physpool.sock \
+    -e PHYSPOOL_TOKEN="$1" --entrypoint /usr/local/bin/physpool-fill-region "$image" 4194304 2>&1
+}
+token=$(sed -n 's/^  token: //p' "$src/deploy/k8s/examples/tenant/secret-token.yaml")
+out=$(tenant "$token") || fail "the example tenant failed: $out"
+grep -q "^filled and verified$" <<< "$out" || fail "the example tenant: $out"
+echo "example tenant container: $(head -1 <<< "$out"), filled and verified"
+out=$(tenant wrong-token) && fail "a wrong token was accepted: $out"
+grep -q "code 16" <<< "$out" || fail "a wrong token: want UNAUTHENTICATED (16), got: $out"
+podman kill --signal TERM "$name-ds" > /dev/null
+[ "$(podman wait "$name-ds")" = 0 ] || { podman logs "$name-ds" >&2; fail "DaemonSet-style daemon exit code"; }
+podman rm -f "$name-ds" > /dev/null
+
 echo "image test passed: build ${build_s} s, size $size bytes, SIGTERM ${stop_s} s"
