@@ -2,7 +2,8 @@
 #   make run     install what is missing, build, start physpoold on its
 #                embedded default (Ctrl-C stops it)
 #   make check   install what is missing, build, run the whole test suite
-# Other targets: make build, make bench, make fuzz, make clean.
+# Other targets: make build, make bench, make fuzz, make image, make test-deploy,
+# make clean.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -13,7 +14,8 @@ PACKAGES := cmake ninja-build g++ clang libclang-rt-14-dev libabsl-dev \
             libgrpc++-dev protobuf-compiler-grpc protobuf-compiler libprotobuf-dev libsqlite3-dev \
             grpc-proto libyaml-cpp-dev prometheus-cpp-dev libssl-dev \
             prometheus python3-grpcio python3-protobuf curl openssl \
-            qemu-system-x86 busybox-static cpio kmod xz-utils
+            qemu-system-x86 busybox-static cpio kmod xz-utils \
+            libsystemd-dev pkg-config podman runc debootstrap yamllint python3-yaml nodejs
 
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
@@ -25,7 +27,7 @@ ASAN_PROPERTY_OPS ?= 500000
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: deps build build-asan check test test-asan fuzz-smoke fuzz run bench soak clean
+.PHONY: deps build build-asan check test test-asan fuzz-smoke fuzz run bench soak clean image test-deploy
 
 deps:
 	@missing=$$(for p in $(PACKAGES); do \
@@ -36,6 +38,12 @@ deps:
 	  $(SUDO) apt-get update -qq; \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
+	@# npm comes with some builds of nodejs (NodeSource's), from Debian's npm otherwise.
+	@command -v npm > /dev/null || { $(SUDO) apt-get update -qq; \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends npm; }
+	@# kubectl (with its built-in kustomize) is not in Debian 12: it comes with the
+	@# machine image (google-cloud-cli's kubectl package). The deploy tests need it.
+	@command -v kubectl > /dev/null || echo "WARNING: kubectl not found: the k8s checks (ctest -L deploy) will fail; install kubectl >= 1.27"
 
 $(BUILD)/build.ninja:
 	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo
@@ -54,6 +62,16 @@ build-asan: deps $(ASAN_BUILD)/build.ninja
 
 test: build
 	cd $(BUILD) && ctest -LE 'benchmark|soak' --output-on-failure
+
+# The container image (deploy/container): a local Debian 12 base from
+# debootstrap, then the multi-stage Containerfile. IMAGE names the result.
+IMAGE ?= localhost/physpool:dev
+image: deps
+	deploy/container/build-image.sh $(IMAGE)
+
+# Only the deploy/ checks (also part of make test / make check).
+test-deploy: build
+	cd $(BUILD) && ctest -L deploy --output-on-failure
 
 # 64 concurrent clients for 60 s against the real daemon (not in make check).
 soak: build

@@ -519,3 +519,146 @@ absl::StatusOr<ServerConfig> Parse(absl::string_view yaml,
 }  // namespace
 
 }  // namespace physpool::server
+
+namespace physpool::server {
+namespace {
+
+const char* LevelName(LogLevel l) {
+  switch (l) {
+    case LogLevel::kDebug:
+      return "debug";
+    case LogLevel::kInfo:
+      return "info";
+    case LogLevel::kWarn:
+      return "warn";
+    case LogLevel::kError:
+      return "error";
+  }
+  return "info";
+}
+
+template <typename T>
+void Key(YAML::Emitter& out, const char* key, const T& value) {
+  out << YAML::Key << key << YAML::Value << value;
+}
+
+void Strings(YAML::Emitter& out, const char* key,
+             const std::vector<std::string>& values) {
+  out << YAML::Key << key << YAML::Value << YAML::Flow << YAML::BeginSeq;
+  for (const std::string& v : values) out << YAML::DoubleQuoted << v;
+  out << YAML::EndSeq;
+}
+
+// Strings are quoted so that "" and values like "on" or "0x10" stay strings.
+void Text(YAML::Emitter& out, const char* key, const std::string& value) {
+  out << YAML::Key << key << YAML::Value << YAML::DoubleQuoted << value;
+}
+
+}  // namespace
+
+std::string FormatConfig(const ServerConfig& c) {
+  YAML::Emitter out;
+  out << YAML::BeginMap;
+  out << YAML::Key << "listen" << YAML::Value << YAML::BeginMap;
+  Text(out, "unix", c.unix_socket);
+  Text(out, "fd_socket", c.fd_socket);
+  Text(out, "tcp", c.tcp);
+  Key(out, "insecure_tcp", c.insecure_tcp);
+  out << YAML::Key << "tls" << YAML::Value << YAML::BeginMap;
+  Text(out, "cert", c.tls_cert);
+  Text(out, "key", c.tls_key);
+  Text(out, "client_ca", c.tls_client_ca);
+  out << YAML::EndMap << YAML::EndMap;
+
+  out << YAML::Key << "metrics" << YAML::Value << YAML::BeginMap;
+  Text(out, "listen", c.metrics);
+  out << YAML::EndMap;
+
+  out << YAML::Key << "source" << YAML::Value << YAML::BeginMap;
+  Text(out, "type", c.source);
+  out << YAML::Key << "sim" << YAML::Value << YAML::BeginMap;
+  Text(out, "dir", c.sim.dir);
+  Key(out, "page_size", c.sim.page_size);
+  Key(out, "base_iova", c.sim.base_iova);
+  out << YAML::Key << "segments" << YAML::Value << YAML::BeginSeq;
+  for (const vfio::SimSegmentConfig& s : c.sim.segments) {
+    out << YAML::Flow << YAML::BeginMap;
+    Key(out, "bytes", s.bytes);
+    Key(out, "freelist", s.freelist);
+    Key(out, "numa", s.numa);
+    out << YAML::EndMap;
+  }
+  out << YAML::EndSeq << YAML::EndMap;
+  // The vfio section needs devices and a pool: only a vfio config has them.
+  if (c.source == "vfio") {
+    const vfio::VfioConfig& v = c.vfio;
+    out << YAML::Key << "vfio" << YAML::Value << YAML::BeginMap;
+    out << YAML::Key << "devices" << YAML::Value << YAML::BeginSeq;
+    for (const vfio::VfioDevice& d : v.devices) {
+      out << YAML::Flow << YAML::BeginMap;
+      Text(out, "bdf", d.bdf);
+      Key(out, "dma_limit", d.dma_limit);
+      out << YAML::EndMap;
+    }
+    out << YAML::EndSeq;
+    Key(out, "page_size", v.layout.page_size);
+    Text(out, "backing",
+         v.backing == vfio::BackingKind::kMemfd ? "memfd" : "file");
+    Text(out, "dir", v.dir);
+    out << YAML::Key << "pool" << YAML::Value << YAML::BeginSeq;
+    for (const vfio::PoolShare& p : v.layout.pool) {
+      out << YAML::Flow << YAML::BeginMap;
+      Key(out, "numa", p.numa);
+      Key(out, "bytes", p.bytes);
+      if (p.low_bytes) Key(out, "low_bytes", *p.low_bytes);
+      out << YAML::EndMap;
+    }
+    out << YAML::EndSeq;
+    Key(out, "max_segment_bytes", v.layout.max_segment_bytes);
+    Key(out, "iova_base", v.layout.iova_base);
+    Key(out, "group_busy_timeout_ms",
+        absl::ToInt64Milliseconds(v.group_busy_timeout));
+    out << YAML::EndMap;
+  }
+  out << YAML::EndMap;
+
+  const ManagerOptions& m = c.manager;
+  out << YAML::Key << "pool" << YAML::Value << YAML::BeginMap;
+  Text(out, "strategy",
+       m.strategy == pglist::Strategy::kBigFirst ? "bigfirst" : "address");
+  Key(out, "reserve_bytes", m.reserve_bytes);
+  out << YAML::EndMap;
+  out << YAML::Key << "leases" << YAML::Value << YAML::BeginMap;
+  Key(out, "default_ttl_seconds", absl::ToInt64Seconds(m.default_ttl));
+  Key(out, "max_ttl_seconds", absl::ToInt64Seconds(m.max_ttl));
+  Key(out, "expiring_warning_seconds",
+      absl::ToInt64Seconds(m.expiring_warning));
+  Key(out, "reclaim_grace_ms", absl::ToInt64Milliseconds(m.reclaim_grace));
+  out << YAML::EndMap;
+  out << YAML::Key << "wait" << YAML::Value << YAML::BeginMap;
+  Key(out, "starvation_ms", absl::ToInt64Milliseconds(m.starvation));
+  out << YAML::EndMap;
+
+  out << YAML::Key << "tenants" << YAML::Value << YAML::BeginSeq;
+  for (const Tenant& t : c.tenants) {
+    out << YAML::BeginMap;
+    Text(out, "name", t.name);
+    Strings(out, "token_sha256", t.token_sha256);
+    Strings(out, "cert_common_names", t.cert_common_names);
+    Strings(out, "roles", RoleNames(t.roles));
+    Key(out, "max_bytes", t.limits.max_bytes);
+    Key(out, "max_leases", t.limits.max_leases);
+    out << YAML::EndMap;
+  }
+  out << YAML::EndSeq;
+  Key(out, "implicit_tenant", c.implicit_tenant);
+  Text(out, "log_level", LevelName(c.log_level));
+  out << YAML::Key << "store" << YAML::Value << YAML::BeginMap;
+  Text(out, "path", c.store_path);
+  Text(out, "boot_id_file", c.boot_id_file);
+  out << YAML::EndMap;
+  out << YAML::EndMap;
+  return std::string(out.c_str()) + "\n";
+}
+
+}  // namespace physpool::server

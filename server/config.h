@@ -57,6 +57,13 @@ ServerConfig DefaultConfig();
 absl::StatusOr<ServerConfig> ParseConfig(absl::string_view yaml,
                                          absl::string_view name);
 
+// The config as YAML with every key ParseConfig knows, defaults filled in
+// (what `physpoold --check-config` prints). ParseConfig accepts the result
+// and gives back an equal config, so formatting it again gives the same
+// text. Token hashes are printed (they are not secrets); nothing else is
+// read (TLS files, devices are named, not opened).
+std::string FormatConfig(const ServerConfig& config);
+
 }  // namespace physpool::server
 
 #endif  // PHYSPOOL_SERVER_CONFIG_H_

@@ -182,6 +182,10 @@ std::vector<MetricFamily> PoolCollector::Collect() const {
   wait.metric.push_back(HistogramMetric(st.wait_seconds));
   out.push_back(std::move(wait));
 
+  // So that dashboards turn page counts into bytes.
+  out.push_back(Single("physpool_page_size_bytes", "The pool's page size.",
+                       MetricType::Gauge, static_cast<double>(st.page_size)));
+
   out.push_back(Single("physpool_scrub_backlog_pages",
                        "Pages waiting to be zeroed before reuse.",
                        MetricType::Gauge,

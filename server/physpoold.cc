@@ -33,6 +33,7 @@
 #include "server/lease_store.h"
 #include "server/log.h"
 #include "server/metrics.h"
+#include "server/notify.h"
 #include "server/pool_manager.h"
 #include "server/services.h"
 #include "util/file.h"
@@ -58,13 +59,27 @@ Usage: physpoold [flags]
   --metrics HOST:PORT  Prometheus endpoint ("" disables; port 0 picks one)
   --sim-dir DIR      directory of the sim backing files
   --log-level LEVEL  debug, info, warn or error
-  --ready-file FILE  write {"unix":..,"tcp_port":..,"metrics_port":..} once serving
+  --health-listen HOST:PORT  a second listener serving only grpc.health.v1,
+                     plaintext and without credentials (for Kubernetes' gRPC
+                     probes; "" = none, the default; port 0 picks one)
+  --ready-file FILE  write {"unix":..,"tcp_port":..,"metrics_port":..,
+                     "health_port":..,"pid":..} once serving
+  --check-config FILE  read FILE as --config (with the other flags applied),
+                     validate it, print the effective configuration as YAML
+                     and exit: 0 if valid, 2 with FILE:LINE: key: reason if
+                     not. Nothing is opened or started.
   --help
+
+Under systemd (Type=notify) physpoold sends READY=1 once every listener is
+up and health is SERVING, STOPPING=1 on SIGTERM, and WATCHDOG=1 if
+WatchdogSec= is set (deploy/systemd/physpoold.service).
 )";
 
 struct Flags {
   std::string config;
   std::string ready_file;
+  std::string health_listen;
+  bool check_config = false;  // --check-config FILE: config is FILE
   // Overrides: set only when the flag was given.
   std::optional<std::string> unix_socket, fd_socket, tcp, metrics, sim_dir,
       log_level;
@@ -105,6 +120,16 @@ absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
       auto v = next();
       if (!v.ok()) return v.status();
       f.ready_file = *v;
+    } else if (a == "--check-config") {
+      auto v = next();
+      if (!v.ok()) return v.status();
+      if (v->empty()) return absl::InvalidArgumentError("--check-config FILE");
+      f.config = *v;
+      f.check_config = true;
+    } else if (a == "--health-listen") {
+      auto v = next();
+      if (!v.ok()) return v.status();
+      f.health_listen = *v;
     } else if (a == "--unix") {
       s = take(&f.unix_socket);
     } else if (a == "--fd-socket") {
@@ -182,6 +207,40 @@ std::string ReadFile(const std::string& path, absl::string_view what,
   return text.ok() ? *std::move(text) : "";
 }
 
+// The configuration start-up uses: the file (or the embedded default), then
+// the flags, then the checks that span keys. INVALID_ARGUMENT naming the
+// file, line (where there is one) and key.
+absl::StatusOr<ServerConfig> EffectiveConfig(const Flags& flags) {
+  absl::StatusOr<ServerConfig> cfg = DefaultConfig();
+  const std::string name =
+      flags.config.empty() ? "(embedded default)" : flags.config;
+  if (!flags.config.empty()) {
+    absl::Status read;
+    const std::string text = ReadFile(flags.config, "config", &read);
+    if (!read.ok()) return read;
+    cfg = ParseConfig(text, flags.config);
+    if (!cfg.ok()) return cfg.status();
+  }
+  if (flags.unix_socket) cfg->unix_socket = *flags.unix_socket;
+  if (flags.fd_socket) cfg->fd_socket = *flags.fd_socket;
+  if (cfg->fd_socket.empty() && !flags.fd_socket && !cfg->unix_socket.empty()) {
+    cfg->fd_socket = cfg->unix_socket + ".fds";
+  }
+  if (flags.tcp) cfg->tcp = *flags.tcp;
+  if (flags.metrics) cfg->metrics = *flags.metrics;
+  if (flags.sim_dir) cfg->sim.dir = *flags.sim_dir;
+  if (flags.insecure_tcp) cfg->insecure_tcp = true;
+  if (flags.log_level && !ParseLogLevel(*flags.log_level, &cfg->log_level)) {
+    return absl::InvalidArgumentError(
+        "--log-level must be debug, info, warn or error");
+  }
+  if (absl::Status s = CheckListeners(*cfg); !s.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(name, ": listen.tcp: ", s.message()));
+  }
+  return cfg;
+}
+
 int Run(int argc, char** argv) {
   auto flags = ParseFlags(argc, argv);
   if (!flags.ok()) {
@@ -189,41 +248,22 @@ int Run(int argc, char** argv) {
                  std::string(flags.status().message()).c_str());
     return 2;
   }
-  // Config: the file (or the embedded default), then flags.
-  absl::StatusOr<ServerConfig> cfg = DefaultConfig();
-  const bool embedded = flags->config.empty();
-  if (!embedded) {
-    absl::Status read;
-    const std::string text = ReadFile(flags->config, "config", &read);
-    cfg = read.ok() ? ParseConfig(text, flags->config)
-                    : absl::StatusOr<ServerConfig>(read);
-  }
+  absl::StatusOr<ServerConfig> cfg = EffectiveConfig(*flags);
   if (!cfg.ok()) {
     std::fprintf(stderr, "physpoold: %s\n",
                  std::string(cfg.status().message()).c_str());
     return 2;
   }
-  if (flags->unix_socket) cfg->unix_socket = *flags->unix_socket;
-  if (flags->fd_socket) cfg->fd_socket = *flags->fd_socket;
-  if (cfg->fd_socket.empty() && !flags->fd_socket &&
-      !cfg->unix_socket.empty()) {
-    cfg->fd_socket = cfg->unix_socket + ".fds";
+  if (flags->check_config) {
+    std::fputs(FormatConfig(*cfg).c_str(), stdout);
+    std::fprintf(stderr, "physpoold: %s: configuration is valid\n",
+                 flags->config.c_str());
+    return 0;
   }
-  if (flags->tcp) cfg->tcp = *flags->tcp;
-  if (flags->metrics) cfg->metrics = *flags->metrics;
-  if (flags->sim_dir) cfg->sim.dir = *flags->sim_dir;
-  if (flags->insecure_tcp) cfg->insecure_tcp = true;
-  if (flags->log_level && !ParseLogLevel(*flags->log_level, &cfg->log_level)) {
-    std::fprintf(stderr,
-                 "physpoold: --log-level must be debug, info, warn or error\n");
-    return 2;
-  }
+  const bool embedded = flags->config.empty();
   SetLogLevel(cfg->log_level);
   const bool tls = !cfg->tls_cert.empty();
-  if (absl::Status s = CheckListeners(*cfg); !s.ok()) {
-    Log(LogLevel::kError, "refusing to start", {F("error", s.message())});
-    return 2;
-  }
+  ServiceNotifier notifier;
 
   // Signals are taken by sigwait in this thread only.
   sigset_t sigs;
@@ -409,13 +449,6 @@ int Run(int argc, char** argv) {
       return 1;
     }
   }
-  // SERVING while the manager serves (memory up, store writable).
-  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
-  manager.SetHealthCallback([health](bool serving) {
-    health->SetServingStatus(serving);
-    Log(LogLevel::kInfo, "health", {F("serving", serving ? "yes" : "no")});
-  });
-
   std::unique_ptr<prometheus::Exposer> exposer;
   // The exposer keeps a weak_ptr: the collector lives here.
   auto collector = std::make_shared<PoolCollector>(&manager);
@@ -431,26 +464,63 @@ int Run(int argc, char** argv) {
       return 1;
     }
   }
+  // Health only, for probes that cannot use the unix socket or credentials
+  // (Kubernetes' gRPC probes): the Pool and Admin services stay off it.
+  std::unique_ptr<grpc::Server> health_server;
+  int health_port = 0;
+  if (!flags->health_listen.empty()) {
+    grpc::ServerBuilder hb;
+    hb.AddListeningPort(flags->health_listen, grpc::InsecureServerCredentials(),
+                        &health_port);
+    health_server = hb.BuildAndStart();
+    if (!health_server || health_port == 0) {
+      Log(LogLevel::kError, "cannot listen",
+          {F("health_listen", flags->health_listen)});
+      return 1;
+    }
+  }
+  // SERVING only now, with every listener up, and then while the manager
+  // serves (the store writable: docs/operations.md, "The store").
+  auto set_health = [&server, &health_server](bool serving) {
+    server->GetHealthCheckService()->SetServingStatus(serving);
+    if (health_server)
+      health_server->GetHealthCheckService()->SetServingStatus(serving);
+  };
+  manager.SetHealthCallback([&set_health](bool serving) {
+    set_health(serving);
+    Log(LogLevel::kInfo, "health", {F("serving", serving ? "yes" : "no")});
+  });
   Log(LogLevel::kInfo, "serving",
       {F("unix", cfg->unix_socket), F("fd_socket", cfg->fd_socket),
        F("tcp", cfg->tcp.empty() ? "" : cfg->tcp), F("tcp_port", tcp_port),
        F("tls", tls ? "on" : "off"),
        F("metrics", cfg->metrics.empty() ? "" : absl::StrCat(cfg->metrics)),
-       F("metrics_port", metrics_port), F("pid", getpid())});
+       F("metrics_port", metrics_port),
+       F("health_listen", flags->health_listen), F("health_port", health_port),
+       F("pid", getpid())});
   if (!flags->ready_file.empty()) {
     const std::string tmp = flags->ready_file + ".tmp";
     std::ofstream(tmp) << "{\"unix\":\"" << cfg->unix_socket
                        << "\",\"tcp_port\":" << tcp_port
                        << ",\"metrics_port\":" << metrics_port
+                       << ",\"health_port\":" << health_port
                        << ",\"pid\":" << getpid() << "}\n";
     std::rename(tmp.c_str(), flags->ready_file.c_str());
   }
+  notifier.Ready(
+      absl::StrCat("serving ", total, " bytes from ", source.name()));
+  // Stats() takes the pool's lock: a daemon stuck holding it stops pinging.
+  notifier.StartWatchdog([&manager] {
+    (void)manager.Stats();
+    return true;
+  });
 
   int sig = 0;
   sigwait(&sigs, &sig);
+  notifier.Stopping(absl::StrCat("stopping on ", strsignal(sig)));
   Log(LogLevel::kInfo, "shutting down", {F("signal", strsignal(sig))});
   manager.SetHealthCallback(nullptr);
-  health->SetServingStatus(false);
+  set_health(false);
   // Waiters and reclaims are answered UNAVAILABLE, Watch streams end, the
   // store's queue is applied and answered: nothing in flight is dropped.
   manager.Shutdown();
@@ -461,6 +531,10 @@ int Run(int argc, char** argv) {
   server->Shutdown(std::chrono::system_clock::now() +
                    std::chrono::milliseconds(200));
   server->Wait();
+  if (health_server) {
+    health_server->Shutdown(std::chrono::system_clock::now());
+    health_server->Wait();
+  }
   Log(LogLevel::kDebug, "grpc stopped");
   StopExposer(std::move(exposer), cfg->metrics, metrics_port);
   Log(LogLevel::kDebug, "metrics stopped");
