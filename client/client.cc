@@ -251,6 +251,9 @@ struct Client::Impl {
       if (!token.empty()) ctx.AddMetadata("authorization", "Bearer " + token);
       ctx.set_deadline(
           absl::ToChronoTime(std::min(absl::Now() + per_attempt, end)));
+      // A retry waits for the channel to reconnect (within its deadline)
+      // instead of failing at once while gRPC backs off between attempts.
+      ctx.set_wait_for_ready(attempt > 1);
       resp->Clear();
       s = stub->Allocate(&ctx, req, resp);
       if (s.ok()) return absl::OkStatus();

@@ -507,7 +507,7 @@ TEST_F(ServerTest, AdminSegmentsTenantsStatsAndOccupancy) {
   v1::ListTenantsResponse tenants;
   ctx = Ctx(kRoot);
   ASSERT_TRUE(admin_->ListTenants(ctx.get(), {}, &tenants).ok());
-  EXPECT_EQ(tenants.tenants_size(), 4);
+  EXPECT_EQ(tenants.tenants_size(), 5);
   v1::AdminListLeasesRequest al;
   v1::ListLeasesResponse leases;
   ctx = Ctx(kRoot);
