@@ -27,7 +27,7 @@ ASAN_PROPERTY_OPS ?= 500000
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: deps build build-asan check test test-asan fuzz-smoke fuzz run bench soak clean image test-deploy
+.PHONY: deps build build-asan check test test-asan fuzz-smoke fuzz run bench bench-renew soak clean image test-deploy
 
 deps:
 	@missing=$$(for p in $(PACKAGES); do \
@@ -102,6 +102,12 @@ run: build
 bench: build
 	$(BUILD)/bench/pool_benchmark --benchmark_counters_tabular=true
 	$(BUILD)/bench/restore_benchmark --benchmark_counters_tabular=true
+
+# Renew latency against the real daemon, quiet and during 1 GiB hot
+# add/remove of a segment (RENEW_SECONDS per phase).
+RENEW_SECONDS ?= 10
+bench-renew: build
+	$(BUILD)/bench/renew_hotadd_benchmark --seconds $(RENEW_SECONDS)
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)
