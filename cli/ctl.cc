@@ -282,10 +282,29 @@ void PrintLease(const v1::Lease& l) {
       l.ttl_seconds(), ExpiresIn(l.expires_unix_ms()).c_str(),
       l.preemptible() ? "  preemptible" : "",
       l.request_id().empty() ? "" : "  request ", l.request_id().c_str());
-  Table t({"IOVA", "LENGTH", "SEGMENT", "BACKING", "OFFSET"});
+  if (l.has_quarantine()) {
+    const auto& q = l.quarantine();
+    std::printf("QUARANTINED: ended %s ago, its memory held out of the pool "
+                "while it is still mapped\n",
+                absl::FormatDuration(absl::Trunc(
+                    absl::Now() - absl::FromUnixMillis(q.since_unix_ms()),
+                    absl::Seconds(1)))
+                    .c_str());
+    for (const auto& h : q.holders()) {
+      std::printf("  held by pid %d (%s) uid %u: %s\n", h.pid(),
+                  h.command().c_str(), h.uid(),
+                  h.fd() ? (h.mapped() ? "fd and mapping" : "fd")
+                         : "mapping");
+    }
+    if (q.holders().empty()) std::printf("  (not yet scanned)\n");
+  }
+  // Backing paths come in the Admin view only.
+  Table t({"IOVA", "LENGTH", "SEGMENT", "VIEW OFFSET", "BACKING", "OFFSET"});
   for (const auto& r : l.runs()) {
+    const bool admin = !r.backing_path().empty();
     t.Add({Hex(r.iova()), HumanBytes(r.length()), absl::StrCat(r.segment_id()),
-           r.backing_path(), absl::StrCat(r.backing_offset())});
+           absl::StrCat(r.view_offset()), admin ? r.backing_path() : "-",
+           admin ? absl::StrCat(r.backing_offset()) : "-"});
   }
   std::fputs(t.Render().c_str(), stdout);
 }
@@ -332,6 +351,11 @@ int PoolStatus(const Ctx& c, const Args&) {
       HumanBytes(info.scrubbing_bytes()).c_str(),
       HumanBytes(info.free_bytes()).c_str(),
       HumanBytes(info.page_size()).c_str(), info.source().c_str());
+  std::printf("isolation %s (%s); quarantined %s in %u ended lease%s\n",
+              info.isolation().c_str(), info.isolation_detail().c_str(),
+              HumanBytes(info.quarantined_bytes()).c_str(),
+              info.quarantined_leases(),
+              info.quarantined_leases() == 1 ? "" : "s");
   std::printf(
       "tenant %s: %u leases, %s (limits: %s, %s)\n", info.tenant().c_str(),
       info.tenant_leases(), HumanBytes(info.tenant_bytes()).c_str(),
@@ -539,6 +563,16 @@ int LeaseOne(const Ctx& c, const Args& a) {
     req.set_lease_id(a.pos[2]);
     v1::GetLeaseResponse resp;
     s = c.Pool()->GetLease(ctx.get(), req, &resp);
+    if (s.error_code() == grpc::StatusCode::PERMISSION_DENIED ||
+        s.error_code() == grpc::StatusCode::NOT_FOUND) {
+      // An admin sees any lease, live or quarantined, with its backing.
+      auto admin_ctx = c.Call();
+      v1::GetLeaseResponse admin;
+      if (c.Admin()->GetLease(admin_ctx.get(), req, &admin).ok()) {
+        s = grpc::Status::OK;
+        resp = admin;
+      }
+    }
     lease = resp.lease();
   } else if (verb == "renew") {
     v1::RenewRequest req;
@@ -899,8 +933,10 @@ const std::vector<Command>& Commands() {
        "get",
        1,
        {},
-       "physpoolctl lease get ID\n  One of your leases with its runs and "
-       "backing files.\n  Example: physpoolctl lease get l-2989f08544ac69d2 -o "
+       "physpoolctl lease get ID\n  One of your leases with its runs (each "
+       "one's offset in the lease's view), or, ended, its quarantine and "
+       "who still maps it. An admin sees any tenant's lease and the segment "
+       "files behind it.\n  Example: physpoolctl lease get l-2989f08544ac69d2 -o "
        "json",
        LeaseOne},
       {"lease",

@@ -17,6 +17,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -418,11 +419,11 @@ absl::StatusOr<std::unique_ptr<Region>> Client::Allocate(
   // Map every run; on failure release the lease and unmap what was mapped.
   std::vector<Region::Run> runs;
   absl::Status mapped;
-  // Backing without a path (memfd) comes as fds over the fd socket.
+  // The lease's memory comes as descriptors over the fd socket: with
+  // per-lease isolation one view mapping the runs back to back, else the
+  // segments' backing; "ok <n> <fd>:<offset> ..." says where each run is.
   client_internal::FdAnswer backing;
-  bool by_fd = false;
-  for (const v1::Run& r : lease.runs()) by_fd |= r.backing_path()[0] != '/';
-  if (by_fd) {
+  {
     auto answer = client_internal::FdRequest(
         impl_->fd_socket,
         absl::StrCat("backing ", lease.id(), " ", impl_->token));
@@ -430,34 +431,32 @@ absl::StatusOr<std::unique_ptr<Region>> Client::Allocate(
       mapped = answer.status();
     } else if (answer->words.size() !=
                static_cast<size_t>(lease.runs_size()) + 1) {
-      mapped = absl::InternalError("fd socket: one fd index per run expected");
+      mapped = absl::InternalError("fd socket: one fd:offset per run expected");
     }
     if (answer.ok()) backing = *std::move(answer);
   }
   for (int i = 0; mapped.ok() && i < lease.runs_size(); ++i) {
     const v1::Run& r = lease.runs(i);
-    // A backing fd from the socket is borrowed (closed below, once);
-    // a file opened by path is ours.
+    // The descriptors are borrowed (closed below, once).
     int fd = -1;
-    if (!by_fd) {
-      fd = open(r.backing_path().c_str(), O_RDWR | O_CLOEXEC);
-    } else {
-      size_t index = 0;
-      if (absl::SimpleAtoi(backing.words[i + 1], &index) &&
-          index < backing.fds.size()) {
-        fd = backing.fds[index];
-      }
+    uint64_t offset = 0;
+    size_t index = 0;
+    std::pair<std::string, std::string> where =
+        absl::StrSplit(backing.words[i + 1], absl::MaxSplits(':', 1));
+    if (absl::SimpleAtoi(where.first, &index) &&
+        absl::SimpleAtoi(where.second, &offset) &&
+        index < backing.fds.size()) {
+      fd = backing.fds[index];
     }
     void* p =
         fd < 0 ? MAP_FAILED
                : mmap(nullptr, r.length(), PROT_READ | PROT_WRITE, MAP_SHARED,
-                      fd, static_cast<off_t>(r.backing_offset()));
-    const int err = errno;
-    if (fd >= 0 && !by_fd) close(fd);
+                      fd, static_cast<off_t>(offset));
+    const int err = fd < 0 ? EINVAL : errno;
     if (p == MAP_FAILED) {
       mapped = absl::PermissionDeniedError(
-          absl::StrCat("cannot map ", r.backing_path(), " at ",
-                       r.backing_offset(), ": ", std::strerror(err)));
+          absl::StrCat("cannot map run ", i, " of lease ", lease.id(), " (\"",
+                       backing.words[i + 1], "\"): ", std::strerror(err)));
       break;
     }
     runs.push_back({r.iova(), r.length(), p});
@@ -487,7 +486,14 @@ Region::Region(std::shared_ptr<Shared> shared, std::string lease_id,
 
 Region::~Region() {
   (void)Release();
+  Unmap();
+}
+
+void Region::Unmap() {
+  // Before the lease ends: mapped pages of an ended lease are quarantined
+  // until the daemon sees them unmapped.
   for (const Run& r : runs_) munmap(r.cpu, r.bytes);
+  runs_.clear();
 }
 
 bool Region::revoked() const {
@@ -503,6 +509,7 @@ absl::Status Region::Release() {
     shared_->released = true;
     impl->live.erase(lease_id_);
   }
+  Unmap();
   v1::ReleaseRequest req;
   req.set_lease_id(lease_id_);
   v1::ReleaseResponse resp;

@@ -1,11 +1,13 @@
 #!/usr/bin/python3
 """Allocates a DMA region from a running physpoold (embedded default: no
-token needed), writes to it through its backing file, prints its IOVAs.
+token needed), maps the lease's own view (from the fd socket), writes to
+it, prints its IOVAs.
 
 usage: examples/allocate.py [SOCKET] [BYTES]   (run `make build` first)
 """
 import mmap
 import os
+import socket
 import sys
 
 import grpc
@@ -36,15 +38,30 @@ def main():
     release = channel.unary_unary("/physpool.v1.Pool/Release",
                                   request_serializer=pb.ReleaseRequest.SerializeToString,
                                   response_deserializer=pb.ReleaseResponse.FromString)
+    pool_info = channel.unary_unary("/physpool.v1.Pool/GetPoolInfo",
+                                    request_serializer=pb.GetPoolInfoRequest.SerializeToString,
+                                    response_deserializer=pb.GetPoolInfoResponse.FromString)
+    info = pool_info(pb.GetPoolInfoRequest(), timeout=10)
     lease = allocate(pb.AllocateRequest(bytes=size, alignment=65536, max_segments=1,
                                         label="example"), timeout=10).lease
     print(f"lease {lease.id}: {lease.bytes} bytes, path {lease.path}, ttl {lease.ttl_seconds}s")
-    for run in lease.runs:
-        with open(run.backing_path, "r+b") as f:
-            m = mmap.mmap(f.fileno(), run.length, offset=run.backing_offset)
-            m[:5] = b"hello"
-            m.close()
-        print(f"  iova 0x{run.iova:x} +{run.length}  backing {run.backing_path} @ {run.backing_offset}")
+    # The lease's memory: its own view from the fd socket (docs/vfio.md),
+    # "ok 1 0:<offset of run 0> 0:<offset of run 1> ...".
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(info.fd_socket)
+        s.sendall(f"backing {lease.id}\n".encode())
+        msg, fds, _, _ = socket.recv_fds(s, 1 << 16, 16)
+    words = msg.decode().split()
+    if words[0] != "ok":
+        raise SystemExit(f"fd socket: {msg.decode().strip()}")
+    for run, where in zip(lease.runs, words[2:]):
+        index, offset = (int(x) for x in where.split(":"))
+        m = mmap.mmap(fds[index], run.length, offset=offset)
+        m[:5] = b"hello"
+        m.close()
+        print(f"  iova 0x{run.iova:x} +{run.length}  at {offset} of the lease's view")
+    for fd in fds:
+        os.close(fd)
     release(pb.ReleaseRequest(lease_id=lease.id), timeout=10)
     print("released (the memory is zeroed before anyone else gets it)")
 

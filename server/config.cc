@@ -260,7 +260,26 @@ absl::StatusOr<ServerConfig> Parse(absl::string_view yaml,
   RETURN_IF_ERROR(
       r.Keys(root, "",
              {"listen", "metrics", "source", "pool", "leases", "wait", "watch",
-              "tenants", "implicit_tenant", "log_level", "store"}));
+              "isolation", "tenants", "implicit_tenant", "log_level",
+              "store"}));
+  if (const YAML::Node iso = root["isolation"]) {
+    RETURN_IF_ERROR(r.Keys(iso, "isolation", {"mode", "scan_interval_ms"}));
+    RETURN_IF_ERROR(r.Get(iso, "mode", "isolation", &c.isolation));
+    if (c.isolation != "required" && c.isolation != "preferred" &&
+        c.isolation != "off") {
+      return r.Error(iso["mode"], "isolation.mode",
+                     "must be required, preferred or off");
+    }
+    RETURN_IF_ERROR(ParseSeconds(r, iso, "scan_interval_ms", "isolation",
+                                 absl::Milliseconds(1),
+                                 &c.manager.quarantine_scan));
+    if (iso["scan_interval_ms"] &&
+        (c.manager.quarantine_scan < absl::Milliseconds(10) ||
+         c.manager.quarantine_scan > absl::Minutes(10))) {
+      return r.Error(iso["scan_interval_ms"], "isolation.scan_interval_ms",
+                     "must be 10 to 600000");
+    }
+  }
   if (const YAML::Node st = root["store"]) {
     RETURN_IF_ERROR(r.Keys(st, "store", {"path", "boot_id_file"}));
     RETURN_IF_ERROR(r.Get(st, "path", "store", &c.store_path));
@@ -634,9 +653,20 @@ std::string FormatConfig(const ServerConfig& c) {
   Key(out, "expiring_warning_seconds",
       absl::ToInt64Seconds(m.expiring_warning));
   Key(out, "reclaim_grace_ms", absl::ToInt64Milliseconds(m.reclaim_grace));
+  Key(out, "max_runs_per_lease", m.max_runs_per_lease);
   out << YAML::EndMap;
   out << YAML::Key << "wait" << YAML::Value << YAML::BeginMap;
   Key(out, "starvation_ms", absl::ToInt64Milliseconds(m.starvation));
+  Key(out, "max_ms", absl::ToInt64Milliseconds(m.max_wait));
+  Key(out, "max_waiters_per_tenant", m.max_waiters_per_tenant);
+  out << YAML::EndMap;
+  out << YAML::Key << "watch" << YAML::Value << YAML::BeginMap;
+  Key(out, "max_streams_per_tenant", m.max_watch_streams_per_tenant);
+  Key(out, "max_queued_events", m.max_watch_queue);
+  out << YAML::EndMap;
+  out << YAML::Key << "isolation" << YAML::Value << YAML::BeginMap;
+  Text(out, "mode", c.isolation);
+  Key(out, "scan_interval_ms", absl::ToInt64Milliseconds(m.quarantine_scan));
   out << YAML::EndMap;
 
   out << YAML::Key << "tenants" << YAML::Value << YAML::BeginSeq;

@@ -30,6 +30,11 @@ struct ServerConfig {
   vfio::SimConfig sim;
   vfio::VfioConfig vfio;
   ManagerOptions manager;
+  // Per-lease CPU views (docs/vfio.md): "required" refuses to start where
+  // the source cannot make them, "preferred" runs with isolation off
+  // there (logged, GetPoolInfo, physpool_isolation), "off" never makes
+  // them (segment fds).
+  std::string isolation = "required";
   std::vector<Tenant> tenants;
   bool implicit_tenant = false;  // every caller is tenant "default" (admin)
   std::string store_path;        // the lease store; "" = nothing persists

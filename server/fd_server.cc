@@ -2,6 +2,8 @@
 
 #include <poll.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <linux/sockios.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -91,22 +93,50 @@ void FdServer::Stop() {
   unlink(path_.c_str());
 }
 
+namespace {
+// Whether the peer has taken everything sent on `conn` (the kernel frees
+// a unix socket's sent buffers as the receiver reads them) or is gone.
+bool Delivered(int conn) {
+  int unread = 0;
+  if (ioctl(conn, SIOCOUTQ, &unread) == 0 && unread == 0) return true;
+  pollfd p = {conn, POLLRDHUP, 0};
+  return poll(&p, 1, 0) > 0 && (p.revents & (POLLHUP | POLLRDHUP | POLLERR));
+}
+}  // namespace
+
 void FdServer::Loop() {
   for (;;) {
     pollfd p[2] = {{listen_fd_, POLLIN, 0}, {stop_fd_, POLLIN, 0}};
-    if (poll(p, 2, -1) < 0) {
+    if (poll(p, 2, parked_.empty() ? -1 : 100) < 0) {
       if (errno == EINTR) continue;
-      return;
+      break;
     }
-    if (p[1].revents) return;
+    if (p[1].revents) break;
+    // Answers whose descriptors the peer has not read yet keep their
+    // views pinned (quarantine) until it does or hangs up.
+    for (auto it = parked_.begin(); it != parked_.end();) {
+      if (Delivered(it->conn)) {
+        close(it->conn);
+        it = parked_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    if (!(p[0].revents & POLLIN)) continue;
     const int conn = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
     if (conn < 0) continue;
-    Serve(conn);
-    close(conn);
+    std::vector<std::shared_ptr<void>> pins = Serve(conn);
+    if (pins.empty() || Delivered(conn)) {
+      close(conn);
+    } else {
+      parked_.push_back({conn, std::move(pins)});
+    }
   }
+  for (const Parked& p : parked_) close(p.conn);
+  parked_.clear();
 }
 
-void FdServer::Serve(int conn) {
+std::vector<std::shared_ptr<void>> FdServer::Serve(int conn) {
   timeval tv = {2, 0};
   setsockopt(conn, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
   ucred peer = {};
@@ -120,6 +150,7 @@ void FdServer::Serve(int conn) {
     line.append(buf, n);
   }
   std::vector<int> fds;
+  std::vector<std::shared_ptr<void>> pins;
   std::string answer;
   if (line.find('\n') == std::string::npos) {
     answer = ErrorLine(absl::InvalidArgumentError(
@@ -127,7 +158,7 @@ void FdServer::Serve(int conn) {
                      " bytes ending in \\n")));
   } else {
     line.resize(line.find('\n'));
-    answer = Answer(line, &fds);
+    answer = Answer(line, &fds, &pins);
   }
   Log(LogLevel::kInfo, "fd socket",
       {F("pid", peer.pid), F("uid", peer.uid),
@@ -135,9 +166,17 @@ void FdServer::Serve(int conn) {
        F("answer", answer.substr(0, answer.size() - 1)), F("fds", fds.size())});
   SendAnswer(conn, answer, fds);
   for (int fd : fds) close(fd);
+  // Give a prompt peer a moment to read, so that most answers need no
+  // parking.
+  for (int i = 0; !pins.empty() && i < 20 && !Delivered(conn); ++i) {
+    pollfd p = {conn, POLLRDHUP, 0};
+    poll(&p, 1, 5);
+  }
+  return pins;
 }
 
-std::string FdServer::Answer(const std::string& line, std::vector<int>* fds) {
+std::string FdServer::Answer(const std::string& line, std::vector<int>* fds,
+                             std::vector<std::shared_ptr<void>>* pins) {
   const std::vector<std::string> words =
       absl::StrSplit(line, ' ', absl::SkipEmpty());
   if (words.size() < 2 || words.size() > 3 ||
@@ -164,8 +203,24 @@ std::string FdServer::Answer(const std::string& line, std::vector<int>* fds) {
     return ErrorLine(absl::PermissionDeniedError(absl::StrCat(
         "tenant \"", tenant->name, "\" does not have the tenant role")));
   }
+  if (manager_->views_enabled()) {
+    // The lease's own view: one descriptor, the runs back to back.
+    absl::StatusOr<PoolManager::ViewHandout> view =
+        manager_->HandOutView(*tenant, words[1]);
+    if (!view.ok()) return ErrorLine(view.status());
+    fds->push_back(view->fd);
+    if (pins != nullptr) pins->push_back(view->pin);
+    std::string runs;
+    for (uint64_t off : view->offsets) absl::StrAppend(&runs, " 0:", off);
+    return absl::StrCat("ok 1", runs, "\n");
+  }
+  // isolation: off: the backing of every segment the runs lie in.
   absl::StatusOr<LeaseInfo> lease = manager_->Get(*tenant, words[1]);
   if (!lease.ok()) return ErrorLine(lease.status());
+  if (lease->quarantine) {
+    return ErrorLine(absl::NotFoundError(
+        absl::StrCat("lease ", words[1], " has ended")));
+  }
   // On an error no descriptor is sent: close those gathered so far.
   auto fail = [fds](const absl::Status& s) {
     for (int fd : *fds) close(fd);
@@ -173,7 +228,7 @@ std::string FdServer::Answer(const std::string& line, std::vector<int>* fds) {
     return ErrorLine(s);
   };
   std::map<uint32_t, int> index_of_segment;
-  std::string indexes;
+  std::string runs;
   for (const LeaseRun& run : lease->runs) {
     auto it = index_of_segment.find(run.segment_id);
     if (it == index_of_segment.end()) {
@@ -186,9 +241,9 @@ std::string FdServer::Answer(const std::string& line, std::vector<int>* fds) {
       it = index_of_segment.emplace(run.segment_id, fds->size()).first;
       fds->push_back(*fd);
     }
-    absl::StrAppend(&indexes, " ", it->second);
+    absl::StrAppend(&runs, " ", it->second, ":", run.backing_offset);
   }
-  return absl::StrCat("ok ", fds->size(), indexes, "\n");
+  return absl::StrCat("ok ", fds->size(), runs, "\n");
 }
 
 }  // namespace physpool::server

@@ -151,24 +151,33 @@ absl::StatusOr<std::unique_ptr<LeaseStore>> LeaseStore::Open(
       "CREATE TABLE IF NOT EXISTS segments(iova INTEGER PRIMARY KEY, bytes "
       "INTEGER NOT NULL, freelist INTEGER NOT NULL, numa INTEGER NOT NULL, "
       "path TEXT NOT NULL)"));
-  {
-    bool has_request_id = false;
+  // Columns added after schema 1 shipped (with defaults: older rows and an
+  // older daemon are fine).
+  auto has_column = [&st](const char* table, const char* column) {
     Stmt cols;
-    if (sqlite3_prepare_v2(st->db_, "PRAGMA table_info(leases)", -1, &cols.s,
-                           nullptr) != SQLITE_OK) {
-      return st->Error("damaged (leases)");
+    if (sqlite3_prepare_v2(st->db_,
+                           absl::StrCat("PRAGMA table_info(", table, ")").c_str(),
+                           -1, &cols.s, nullptr) != SQLITE_OK) {
+      return false;
     }
     while (sqlite3_step(cols.s) == SQLITE_ROW) {
-      has_request_id |= std::string(reinterpret_cast<const char*>(
-                            sqlite3_column_text(cols.s, 1))) == "request_id";
+      if (std::string(reinterpret_cast<const char*>(
+              sqlite3_column_text(cols.s, 1))) == column) {
+        return true;
+      }
     }
-    if (!has_request_id) {
-      RETURN_IF_ERROR(st->Exec(
-          "BEGIN;"
-          "ALTER TABLE leases ADD COLUMN request_id TEXT NOT NULL DEFAULT '';"
-          "ALTER TABLE leases ADD COLUMN request_fp TEXT NOT NULL DEFAULT '';"
-          "COMMIT;"));
-    }
+    return false;
+  };
+  if (!has_column("leases", "request_id")) {
+    RETURN_IF_ERROR(st->Exec(
+        "BEGIN;"
+        "ALTER TABLE leases ADD COLUMN request_id TEXT NOT NULL DEFAULT '';"
+        "ALTER TABLE leases ADD COLUMN request_fp TEXT NOT NULL DEFAULT '';"
+        "COMMIT;"));
+  }
+  if (!has_column("scrubs", "lease")) {
+    RETURN_IF_ERROR(st->Exec(
+        "ALTER TABLE scrubs ADD COLUMN lease TEXT NOT NULL DEFAULT ''"));
   }
   // The boot id and layout it was written for.
   std::string stored_boot, stored_layout;
@@ -230,7 +239,7 @@ absl::StatusOr<std::unique_ptr<LeaseStore>> LeaseStore::Open(
       st->leases_.push_back(std::move(s));
     }
     Stmt sc;
-    if (sqlite3_prepare_v2(st->db_, "SELECT row, runs FROM scrubs", -1, &sc.s,
+    if (sqlite3_prepare_v2(st->db_, "SELECT row, runs, lease FROM scrubs", -1, &sc.s,
                            nullptr) != SQLITE_OK) {
       return st->Error("damaged (scrubs)");
     }
@@ -239,7 +248,9 @@ absl::StatusOr<std::unique_ptr<LeaseStore>> LeaseStore::Open(
           reinterpret_cast<const char*>(sqlite3_column_text(sc.s, 1)));
       if (!runs.ok())
         return absl::FailedPreconditionError("lease store: damaged scrub row");
-      st->scrubs_.push_back({sqlite3_column_int64(sc.s, 0), *std::move(runs)});
+      st->scrubs_.push_back(
+          {sqlite3_column_int64(sc.s, 0), *std::move(runs),
+           reinterpret_cast<const char*>(sqlite3_column_text(sc.s, 2))});
       st->next_scrub_row_ =
           std::max(st->next_scrub_row_, st->scrubs_.back().row + 1);
     }
@@ -294,7 +305,7 @@ absl::StatusOr<std::unique_ptr<LeaseStore>> LeaseStore::Open(
       {&st->expiry_,
        "UPDATE leases SET expires_ms = ?, ttl_s = ? WHERE id = ?"},
       {&st->delete_lease_, "DELETE FROM leases WHERE id = ?"},
-      {&st->add_scrub_, "INSERT INTO scrubs(row, runs) VALUES(?, ?)"},
+      {&st->add_scrub_, "INSERT INTO scrubs(row, runs, lease) VALUES(?, ?, ?)"},
       {&st->scrub_done_, "DELETE FROM scrubs WHERE row = ?"},
       {&st->put_segment_,
        "INSERT OR REPLACE INTO segments(iova, bytes, freelist, numa, path) "
@@ -393,10 +404,12 @@ absl::Status LeaseStore::DeleteLease(const std::string& id) {
 }
 
 absl::Status LeaseStore::AddScrub(int64_t row,
-                                  const std::vector<pglist::PageRun>& runs) {
+                                  const std::vector<pglist::PageRun>& runs,
+                                  const std::string& lease) {
   const std::string text = EncodeRuns(runs);
   sqlite3_bind_int64(add_scrub_, 1, row);
   sqlite3_bind_text(add_scrub_, 2, text.c_str(), -1, SQLITE_TRANSIENT);
+  sqlite3_bind_text(add_scrub_, 3, lease.c_str(), -1, SQLITE_TRANSIENT);
   return Step(add_scrub_, "recording memory to zero");
 }
 

@@ -53,6 +53,7 @@ struct StoredSegment {
 struct StoredScrub {
   int64_t row = 0;
   std::vector<pglist::PageRun> runs;
+  std::string lease;  // the ended lease the memory was ("" if none)
 };
 
 class LeaseStore {
@@ -95,7 +96,8 @@ class LeaseStore {
                          int64_t ttl_seconds);
   absl::Status DeleteLease(const std::string& id);
   // Records `runs` as waiting to be zeroed, under the caller's row number.
-  absl::Status AddScrub(int64_t row, const std::vector<pglist::PageRun>& runs);
+  absl::Status AddScrub(int64_t row, const std::vector<pglist::PageRun>& runs,
+                        const std::string& lease = "");
   // The runs of a scrub row are zero now.
   absl::Status ScrubDone(int64_t row);
 

@@ -25,6 +25,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "pglist/outcome.h"
+#include "server/holders.h"
 
 namespace physpool::server {
 
@@ -48,6 +49,13 @@ struct LeaseInfo {
   std::string path;
   std::string label;
   std::string request_id;
+  // An ended lease whose memory is quarantined (lease_views.h): since
+  // when, and who still holds its view.
+  struct Quarantine {
+    absl::Time since;
+    std::vector<Holder> holders;
+  };
+  std::optional<Quarantine> quarantine;
 };
 
 struct TenantUsage {

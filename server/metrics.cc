@@ -210,6 +210,29 @@ std::vector<MetricFamily> PoolCollector::Collect() const {
   out.push_back(Single("physpool_watch_streams", "Open Watch streams.",
                        MetricType::Gauge,
                        static_cast<double>(st.watch_streams)));
+  out.push_back(Single(
+      "physpool_isolation",
+      "1: each lease's fd maps that lease only; 0: isolation off (segment "
+      "fds).",
+      MetricType::Gauge, st.per_lease_views ? 1.0 : 0.0));
+  out.push_back(Single("physpool_lease_views",
+                       "Per-lease CPU views, live and quarantined.",
+                       MetricType::Gauge, static_cast<double>(st.views)));
+  out.push_back(Single(
+      "physpool_quarantined_bytes",
+      "Memory of ended leases their tenant still maps: held out of the pool.",
+      MetricType::Gauge, static_cast<double>(st.quarantined_bytes)));
+  out.push_back(Single("physpool_quarantined_leases",
+                       "Ended leases whose view is still held.",
+                       MetricType::Gauge,
+                       static_cast<double>(st.quarantined_leases)));
+  out.push_back(Single("physpool_quarantine_scans_total",
+                       "Scans of /proc for holders of quarantined views.",
+                       MetricType::Counter,
+                       static_cast<double>(st.quarantine_scans)));
+  out.push_back(Single("physpool_quarantine_last_scan_seconds",
+                       "How long the last quarantine scan took.",
+                       MetricType::Gauge, st.last_scan_seconds));
   return out;
 }
 

@@ -2,6 +2,8 @@
 #ifndef PHYSPOOL_SERVER_OPTIONS_H_
 #define PHYSPOOL_SERVER_OPTIONS_H_
 
+#include <string>
+
 #include "absl/time/time.h"
 #include "pglist/pool.h"
 
@@ -33,6 +35,14 @@ struct ManagerOptions {
   // Retry intervals of zeroing that failed and of a store that failed.
   absl::Duration scrub_retry = absl::Seconds(1);
   absl::Duration store_retry = absl::Milliseconds(500);
+  // Per-lease CPU views (isolation on): the fd socket hands out a lease's
+  // view, never a segment's backing. Off only by config (isolation: off,
+  // or preferred where the source has none).
+  bool per_lease_views = true;
+  std::string isolation_detail;  // why off, or what the views are
+  // How often quarantined views are looked for in /proc while some stay
+  // held (a lease's end triggers a scan at once).
+  absl::Duration quarantine_scan = absl::Seconds(1);
 };
 
 }  // namespace physpool::server

@@ -352,11 +352,69 @@ int Run(int argc, char** argv) {
          F("backing_ms", absl::ToDoubleMilliseconds(t.backing)),
          F("dma_mappings_left", vfio_source->dma_avail())});
   }
+  // Per-lease CPU views (isolation), per isolation.mode.
+  ManagerOptions manager_options = cfg->manager;
+  {
+    const absl::Status views = source.ViewSupport();
+    manager_options.per_lease_views = views.ok() && cfg->isolation != "off";
+    if (cfg->isolation == "off") {
+      manager_options.isolation_detail =
+          "isolation.mode: off: tenants get whole segment fds";
+    } else if (!views.ok()) {
+      manager_options.isolation_detail = std::string(views.message());
+      if (cfg->isolation == "required") {
+        Log(LogLevel::kError, "tenant isolation unavailable: refusing to start",
+            {F("error", std::string(views.message())),
+             F("hint",
+               "fix the cause, or set isolation.mode: preferred (runs with "
+               "isolation off) in the config; docs/vfio.md")});
+        return 1;
+      }
+    } else {
+      manager_options.isolation_detail =
+          vfio_source != nullptr ? "udmabuf per lease" : "a file per lease";
+    }
+    if (!manager_options.per_lease_views) {
+      Log(LogLevel::kWarn,
+          "tenant isolation OFF: a tenant's fd maps whole segments, other "
+          "tenants' memory included",
+          {F("why", manager_options.isolation_detail)});
+    }
+    if (vfio_source != nullptr && manager_options.per_lease_views) {
+      const vfio::Kernel::UdmabufInfo u = vfio_source->udmabuf_info();
+      Log(LogLevel::kInfo, "udmabuf",
+          {F("size_limit_mb", u.size_limit_mb), F("list_limit", u.list_limit)});
+      if (u.list_limit != 0 && u.list_limit < manager_options.max_runs_per_lease) {
+        Log(LogLevel::kWarn,
+            "udmabuf list_limit is below leases.max_runs_per_lease: leases "
+            "with more runs cannot be mapped",
+            {F("list_limit", u.list_limit),
+             F("max_runs_per_lease", manager_options.max_runs_per_lease),
+             F("hint", absl::StrCat("echo ", manager_options.max_runs_per_lease,
+                                    " > /sys/module/udmabuf/parameters/"
+                                    "list_limit"))});
+      }
+      uint64_t pool_bytes = 0;
+      for (const auto& seg : source.segments())
+        pool_bytes += seg.spec.pages.value * source.page_size();
+      if (u.size_limit_mb != 0 && (u.size_limit_mb << 20) < pool_bytes) {
+        Log(LogLevel::kWarn,
+            "udmabuf size_limit_mb is below the pool: larger leases cannot "
+            "be mapped",
+            {F("size_limit_mb", u.size_limit_mb),
+             F("pool_mb", pool_bytes >> 20),
+             F("hint", absl::StrCat("echo ", (pool_bytes + (1 << 20) - 1) >> 20,
+                                    " > /sys/module/udmabuf/parameters/"
+                                    "size_limit_mb"))});
+      }
+    }
+  }
   std::vector<Tenant> tenants = cfg->tenants;
   if (cfg->implicit_tenant) tenants.push_back(Authenticator::Implicit());
   TenantRegistry registry(tenants);
   SystemClock clock;
-  PoolManager manager(cfg->manager, &source, &clock, &registry, store.get());
+  PoolManager manager(manager_options, &source, &clock, &registry,
+                      store.get());
   if (absl::Status s = manager.Start(); !s.ok()) {
     Log(LogLevel::kError, "pool failed to start", {F("error", s.ToString())});
     return 1;

@@ -1,6 +1,10 @@
 #include "server/pool_manager.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <utility>
 
 #include "absl/random/random.h"
@@ -8,6 +12,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/notification.h"
 #include "server/log.h"
+#include "util/errno_status.h"
 #include "util/status_macros.h"
 
 namespace physpool::server {
@@ -109,6 +114,10 @@ absl::Status PoolManager::Start() {
     backing_ = std::move(backing);
     if (store_ != nullptr) {
       next_scrub_row_ = store_->next_scrub_row();
+      // Zeroed (below) once the views of the leases they were are
+      // registered: those still held stay quarantined.
+      std::vector<std::pair<pglist::AllocationId, int64_t>> to_zero;
+      std::map<std::string, pglist::AllocationId> ended;
       for (const StoredScrub& sc : store_->scrubs()) {
         auto a = pool_->Claim(sc.runs, false);
         if (!a.ok()) {
@@ -116,7 +125,9 @@ absl::Status PoolManager::Start() {
               absl::StrCat("the store's memory to zero does not fit the pool: ",
                            a.status().message()));
         }
-        ScrubAndFree({a->id}, {sc.row});
+        scrubbing_.insert(a->id);
+        to_zero.push_back({a->id, sc.row});
+        if (!sc.lease.empty()) ended[sc.lease] = a->id;
       }
       for (const StoredLease& sl : store_->leases()) {
         auto a = pool_->Claim(sl.runs, sl.preemptible);
@@ -144,6 +155,8 @@ absl::Status PoolManager::Start() {
         }
         lessor_.Add(std::move(l));
       }
+      RestoreViews(ended);
+      for (const auto& [alloc, row] : to_zero) ScrubAndFree({alloc}, {row});
       Log(LogLevel::kInfo, "leases restored",
           {F("leases", store_->leases().size()),
            F("zeroing", store_->scrubs().size()),
@@ -153,6 +166,7 @@ absl::Status PoolManager::Start() {
   }
   maintenance_ = std::thread([this] { MaintenanceLoop(); });
   scrubber_thread_ = std::thread([this] { ScrubLoop(); });
+  quarantine_thread_ = std::thread([this] { QuarantineLoop(); });
   Outbox none;
   Flush(&none);
   return absl::OkStatus();
@@ -192,9 +206,11 @@ void PoolManager::Shutdown() {
     threads_stop_ = true;
     wake_maintenance_.SignalAll();
     wake_scrubber_.SignalAll();
+    wake_quarantine_.SignalAll();
   }
   if (maintenance_.joinable()) maintenance_.join();
   if (scrubber_thread_.joinable()) scrubber_thread_.join();
+  if (quarantine_thread_.joinable()) quarantine_thread_.join();
   // What is in flight is applied and answered; zeroing not finished is
   // redone at the next start (the store lists it).
   committer_.Stop();
@@ -234,6 +250,9 @@ void PoolManager::Flush(Outbox* out) {
 absl::Status PoolManager::CheckQuota(const Tenant& t, uint64_t bytes,
                                      bool adding) {
   TenantUsage u = lessor_.Usage(t.name);
+  // Memory the tenant's ended leases still reach counts as its own.
+  const uint64_t quarantined = views_.QuarantinedBytesOf(t.name);
+  u.bytes += quarantined;
   const TenantUsage pending = reclaims_.Pending(t.name);
   u.bytes += pending.bytes;
   u.leases += pending.leases;
@@ -252,6 +271,10 @@ absl::Status PoolManager::CheckQuota(const Tenant& t, uint64_t bytes,
         absl::StatusCode::kResourceExhausted, FailReason::kNeverFits,
         absl::StrCat("quota: tenant \"", t.name, "\" holds ", u.bytes,
                      pending.bytes ? " (with reclaims in progress)" : "",
+                     quarantined ? absl::StrCat(" (", quarantined,
+                                                " of them quarantined: ended "
+                                                "leases it still maps)")
+                                 : "",
                      " of its ", limits.max_bytes, " bytes; ", bytes,
                      " more would exceed it"));
   }
@@ -752,6 +775,11 @@ Lessor::Lease PoolManager::EndNow(const std::string& id,
   Lessor::Lease l = lessor_.End(id, how);
   (void)pool_->SetPreemptible(l.alloc, false);
   scrubbing_.insert(l.alloc);
+  if (views_.Find(l.alloc) != nullptr) {
+    views_.End(l.alloc, clock_->Now());
+    next_scan_ = absl::Now();  // most views are unmapped by now: look at once
+    wake_quarantine_.Signal();
+  }
   if (kind) {
     Emit(l.info.tenant, {*kind, id, reason, clock_->Now(), deadline});
     if (*kind == LeaseEventInfo::Kind::kExpired) ++lease_expirations_;
@@ -774,7 +802,7 @@ void PoolManager::RecordEnd(const Lessor::Lease& l,
   SubmitDurable(
       [id = l.info.id, row, runs](LeaseStore& s) -> absl::Status {
         RETURN_IF_ERROR(s.DeleteLease(id));
-        return s.AddScrub(row, runs);
+        return s.AddScrub(row, runs, id);
       },
       [row, recorded = std::move(recorded)](Outbox* out) {
         recorded(row, out);
@@ -793,7 +821,7 @@ void PoolManager::EndDurably(
   committer_.Submit(
       [id, row, runs](LeaseStore& s) -> absl::Status {
         RETURN_IF_ERROR(s.DeleteLease(id));
-        return s.AddScrub(row, runs);
+        return s.AddScrub(row, runs, id);
       },
       [this, id, row, kind, reason, done = std::move(done)](absl::Status s) {
         Outbox out;
@@ -979,9 +1007,42 @@ absl::StatusOr<LeaseInfo> PoolManager::Revoke(absl::string_view id,
 absl::StatusOr<LeaseInfo> PoolManager::Get(const Tenant& t,
                                            absl::string_view id) {
   absl::MutexLock l(&mu_);
-  ASSIGN_OR_RETURN(Lessor::Lease * lease,
-                   lessor_.Owned(t.name, std::string(id)));
-  return lease->info;
+  auto lease = lessor_.Owned(t.name, std::string(id));
+  if (!lease.ok()) {
+    // Ended is ended; the owner also learns why the memory is not back.
+    const LeaseViews::View* v = views_.FindLease(std::string(id));
+    if (v != nullptr && v->ended && v->info.tenant == t.name &&
+        lease.status().code() == absl::StatusCode::kNotFound) {
+      std::string who;
+      for (const Holder& h : v->holders)
+        absl::StrAppend(&who, who.empty() ? "" : ", ", Describe(h));
+      return absl::NotFoundError(absl::StrCat(
+          lease.status().message(), "; its ", v->info.bytes,
+          " bytes are quarantined until its view is unmapped",
+          who.empty() ? "" : " (held by ", who, who.empty() ? "" : ")"));
+    }
+    return lease.status();
+  }
+  return (*lease)->info;
+}
+
+absl::StatusOr<LeaseInfo> PoolManager::AdminGet(absl::string_view id) {
+  absl::MutexLock l(&mu_);
+  const std::string key(id);
+  if (const Lessor::Lease* lease = lessor_.Find(key);
+      lease != nullptr && lease->state != Lessor::State::kCommitting) {
+    return lease->info;
+  }
+  const LeaseViews::View* v = views_.FindLease(key);
+  if (v != nullptr && v->ended) return QuarantinedInfo(*v);
+  return absl::NotFoundError(
+      absl::StrCat("lease ", id, " is neither live nor quarantined"));
+}
+
+LeaseInfo PoolManager::QuarantinedInfo(const LeaseViews::View& v) const {
+  LeaseInfo info = v.info;
+  info.quarantine = LeaseInfo::Quarantine{v.ended_at, v.holders};
+  return info;
 }
 
 std::vector<LeaseInfo> PoolManager::Leases(std::optional<std::string> tenant,
@@ -1029,6 +1090,19 @@ void PoolManager::Emit(const std::string& tenant, const LeaseEventInfo& e) {
 
 void PoolManager::ScrubAndFree(std::vector<pglist::AllocationId> allocs,
                                std::vector<int64_t> rows) {
+  if (views_.AnyView(allocs)) {
+    for (pglist::AllocationId a : allocs) scrubbing_.insert(a);
+    views_.Gate(allocs, [this, allocs, rows](Outbox*) mutable {
+      mu_.AssertHeld();
+      ScrubAndFreeNow(std::move(allocs), std::move(rows));
+    });
+    return;
+  }
+  ScrubAndFreeNow(std::move(allocs), std::move(rows));
+}
+
+void PoolManager::ScrubAndFreeNow(std::vector<pglist::AllocationId> allocs,
+                                  std::vector<int64_t> rows) {
   std::vector<pglist::PageRun> runs;
   for (pglist::AllocationId a : allocs) {
     scrubbing_.insert(a);
@@ -1185,21 +1259,37 @@ void PoolManager::MaintenanceLoop() {
       });
     }
     for (PendingReclaim* r : reclaims_.TakeReady(now)) {
-      // Grace is over and the victims' ends are durable: zero their memory,
-      // then hand the window over.
-      std::vector<pglist::PageRun> runs;
-      for (pglist::AllocationId v : r->victims) {
-        if (const pglist::Allocation* a = pool_->Find(v))
-          runs.insert(runs.end(), a->runs.begin(), a->runs.end());
-      }
-      ScrubJob job;
-      job.runs = std::move(runs);
-      job.then = [this, handle = r->handle](Outbox* done) {
+      // Grace is over and the victims' ends are durable: once no view of
+      // theirs is left (quarantine), zero their memory, then hand the
+      // window over.
+      auto zero = [this, handle = r->handle](Outbox*) {
         mu_.AssertHeld();
-        FinishReclaim(handle, done);
+        PendingReclaim* pr = reclaims_.ByHandle(handle);
+        if (pr == nullptr) return;
+        std::vector<pglist::PageRun> runs;
+        for (pglist::AllocationId v : pr->victims) {
+          if (const pglist::Allocation* a = pool_->Find(v))
+            runs.insert(runs.end(), a->runs.begin(), a->runs.end());
+        }
+        ScrubJob job;
+        job.runs = std::move(runs);
+        job.then = [this, handle](Outbox* done) {
+          mu_.AssertHeld();
+          FinishReclaim(handle, done);
+        };
+        scrubber_.Push(std::move(job));
+        wake_scrubber_.Signal();
       };
-      scrubber_.Push(std::move(job));
-      wake_scrubber_.Signal();
+      if (views_.AnyView(r->victims)) {
+        views_.Gate(r->victims, zero, r->deadline,
+                    [this, handle = r->handle](Outbox* o) {
+                      mu_.AssertHeld();
+                      ExpireQuarantinedReclaim(handle, o);
+                    });
+        wake_quarantine_.Signal();
+      } else {
+        zero(&out);
+      }
     }
     // The store: once a probe write succeeds, retry what failed.
     if (!store_writable_ && !probing_ && absl::Now() >= next_store_retry_) {
@@ -1463,11 +1553,17 @@ absl::StatusOr<OccupancyPage> PoolManager::Occupancy(
 void PoolManager::Wake() {
   absl::MutexLock l(&mu_);
   wake_maintenance_.Signal();
+  wake_quarantine_.Signal();
 }
 
 TenantUsage PoolManager::Usage(const std::string& tenant) {
   absl::MutexLock l(&mu_);
   return lessor_.Usage(tenant);
+}
+
+std::pair<uint64_t, uint32_t> PoolManager::QuarantineTotals() {
+  absl::MutexLock l(&mu_);
+  return {views_.quarantined_bytes(), views_.quarantined()};
 }
 
 ManagerStats PoolManager::Stats() {
@@ -1490,7 +1586,194 @@ ManagerStats PoolManager::Stats() {
   s.watch_streams = static_cast<uint32_t>(sinks_.size());
   s.wait_seconds = wait_seconds_;
   s.alloc_seconds = alloc_seconds_;
+  s.per_lease_views = opts_.per_lease_views;
+  s.views = static_cast<uint32_t>(views_.size());
+  s.quarantined_leases = views_.quarantined();
+  s.quarantined_bytes = views_.quarantined_bytes();
+  s.quarantine_scans = quarantine_scans_;
+  s.last_scan_seconds = absl::ToDoubleSeconds(last_scan_);
+  s.last_scan_processes = static_cast<uint32_t>(last_scan_processes_);
   return s;
+}
+
+
+// --- Per-lease views and the quarantine ---------------------------------------
+
+absl::StatusOr<PoolManager::ViewHandout> PoolManager::HandOutView(
+    const Tenant& t, const std::string& lease_id) {
+  absl::MutexLock l(&mu_);
+  if (!opts_.per_lease_views) {
+    return absl::FailedPreconditionError(
+        "per-lease views are off (isolation: off)");
+  }
+  if (stopping_)
+    return absl::FailedPreconditionError("physpoold is shutting down");
+  ASSIGN_OR_RETURN(Lessor::Lease * lease, lessor_.Owned(t.name, lease_id));
+  if (lease->state != Lessor::State::kLive) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("lease ", lease_id, " is being released"));
+  }
+  LeaseViews::View* v = views_.Find(lease->alloc);
+  if (v == nullptr) {
+    std::vector<vfio::MemorySource::ViewRange> ranges;
+    for (const LeaseRun& r : lease->info.runs) ranges.push_back({r.iova, r.bytes});
+    ASSIGN_OR_RETURN(const int fd, source_->CreateView(lease_id, ranges));
+    absl::StatusOr<FileId> file = FileIdOf(fd);
+    if (!file.ok()) {
+      close(fd);
+      source_->DestroyView(lease_id);
+      return file.status();
+    }
+    LeaseViews::View nv;
+    nv.alloc = lease->alloc;
+    nv.info = lease->info;
+    nv.fd = fd;
+    nv.file = *file;
+    v = &views_.Add(std::move(nv));
+  }
+  const int copy = fcntl(v->fd, F_DUPFD_CLOEXEC, 0);
+  if (copy < 0) return ErrnoStatus("dup a lease's view", errno);
+  ++v->pins;
+  ++v->handouts;
+  ViewHandout out;
+  out.fd = copy;
+  uint64_t offset = 0;
+  for (const LeaseRun& r : v->info.runs) {
+    out.offsets.push_back(offset);
+    offset += r.bytes;
+  }
+  out.pin = std::make_shared<Pin>();
+  out.pin->release = [this, alloc = v->alloc] { Unpin(alloc); };
+  return out;
+}
+
+void PoolManager::Unpin(pglist::AllocationId alloc) {
+  absl::MutexLock l(&mu_);
+  LeaseViews::View* v = views_.Find(alloc);
+  if (v == nullptr) return;
+  if (--v->pins == 0 && v->ended) {
+    next_scan_ = absl::Now();
+    wake_quarantine_.Signal();
+  }
+}
+
+void PoolManager::RestoreViews(
+    const std::map<std::string, pglist::AllocationId>& ended) {
+  for (const std::string& name : source_->ViewNames()) {
+    const Lessor::Lease* live = lessor_.Find(name);
+    auto e = ended.find(name);
+    absl::StatusOr<int> fd = absl::NotFoundError("no lease");
+    if (live != nullptr || e != ended.end()) fd = source_->OpenView(name);
+    absl::StatusOr<FileId> file =
+        fd.ok() ? FileIdOf(*fd) : absl::StatusOr<FileId>(fd.status());
+    if (!file.ok()) {
+      if (fd.ok()) close(*fd);
+      // A view of no lease this daemon knows (its memory was freed before
+      // the file went): nothing of another tenant is in it.
+      Log(LogLevel::kInfo, "removing a view of no lease",
+          {F("view", name), F("why", file.status().ToString())});
+      source_->DestroyView(name);
+      continue;
+    }
+    LeaseViews::View v;
+    v.file = *file;
+    if (live != nullptr) {
+      v.alloc = live->alloc;
+      v.info = live->info;
+      v.fd = *fd;
+    } else {
+      close(*fd);
+      v.alloc = e->second;
+      v.info.id = name;
+      v.info.bytes = 0;
+      if (const pglist::Allocation* a = pool_->Find(e->second)) {
+        for (const pglist::PageRun& r : a->runs) {
+          v.info.runs.push_back(ToLeaseRun(r));
+          v.info.bytes += v.info.runs.back().bytes;
+        }
+      }
+      v.ended = true;
+      v.ended_at = clock_->Now();
+      next_scan_ = absl::Now();
+    }
+    views_.Add(std::move(v));
+  }
+}
+
+void PoolManager::ExpireQuarantinedReclaim(uint64_t handle, Outbox* out) {
+  std::optional<PendingReclaim> taken = reclaims_.Take(handle);
+  if (!taken) return;
+  if (taken->done) {
+    Answer(std::move(taken->done),
+           absl::DeadlineExceededError(
+               "the deadline passed while the preempted leases' memory was "
+               "quarantined: their tenant still maps it (physpoolctl lease "
+               "get shows who)"),
+           taken->tenant, taken->params, taken->fingerprint, out);
+  }
+  if (taken->hold) (void)pool_->Free(*taken->hold);
+  ScrubAndFree(taken->victims, taken->victim_rows);  // once released
+  RetryWaiters(out);
+}
+
+void PoolManager::QuarantineLoop() {
+  absl::MutexLock l(&mu_);
+  while (!threads_stop_) {
+    Outbox out;
+    for (auto& then : views_.TakeReady(clock_->Now())) then(&out);
+    if (!out.empty()) {
+      mu_.Unlock();
+      Flush(&out);
+      mu_.Lock();
+      continue;
+    }
+    const absl::Time now = absl::Now();
+    const bool scan = views_.has_quarantined() && now >= next_scan_;
+    if (!scan) {
+      absl::Time until = views_.has_quarantined() ? next_scan_
+                                                  : absl::InfiniteFuture();
+      if (std::optional<absl::Time> d = views_.NextDeadline()) {
+        // Gate deadlines are on the injected clock: look again soon.
+        until = std::min(until, now + std::max(*d - clock_->Now(),
+                                               absl::Milliseconds(1)));
+      }
+      wake_quarantine_.WaitWithDeadline(&mu_, until);
+      continue;
+    }
+    const LeaseViews::ScanSet set = views_.ToScan();
+    std::set<FileId> files;
+    for (const auto& [file, what] : set.files) files.insert(file);
+    mu_.Unlock();
+    const absl::Time t0 = absl::Now();
+    int processes = 0;
+    const std::map<FileId, std::vector<Holder>> held =
+        FindHolders(files, &processes);
+    const absl::Duration took = absl::Now() - t0;
+    mu_.Lock();
+    ++quarantine_scans_;
+    last_scan_ = took;
+    last_scan_processes_ = processes;
+    std::vector<const LeaseViews::View*> newly_held;
+    std::vector<LeaseViews::View> gone = views_.Apply(set, held, &newly_held);
+    for (const LeaseViews::View* v : newly_held) {
+      std::string who;
+      for (const Holder& h : v->holders)
+        absl::StrAppend(&who, who.empty() ? "" : "; ", Describe(h));
+      Log(LogLevel::kWarn,
+          "an ended lease is still mapped: its memory is quarantined",
+          {F("lease", v->info.id), F("tenant", v->info.tenant),
+           F("bytes", v->info.bytes), F("holders", who)});
+    }
+    for (const LeaseViews::View& v : gone) {
+      source_->DestroyView(v.info.id);
+      if (!v.holders.empty()) {
+        Log(LogLevel::kInfo, "quarantine over: the view is no longer held",
+            {F("lease", v.info.id), F("tenant", v.info.tenant),
+             F("bytes", v.info.bytes)});
+      }
+    }
+    next_scan_ = absl::Now() + opts_.quarantine_scan;
+  }
 }
 
 }  // namespace physpool::server

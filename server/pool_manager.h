@@ -43,6 +43,7 @@
 #include "server/committer.h"
 #include "server/histogram.h"
 #include "server/lease_store.h"
+#include "server/lease_views.h"
 #include "server/lessor.h"
 #include "server/options.h"
 #include "server/reclaimer.h"
@@ -91,6 +92,14 @@ struct ManagerStats {
   bool store_writable = true;
   uint32_t waiting = 0;  // waiters and reclaims in progress
   uint32_t watch_streams = 0;
+  // Per-lease views and the quarantine (lease_views.h).
+  bool per_lease_views = false;
+  uint32_t views = 0;  // live and quarantined
+  uint32_t quarantined_leases = 0;
+  uint64_t quarantined_bytes = 0;
+  uint64_t quarantine_scans = 0;
+  double last_scan_seconds = 0;
+  uint32_t last_scan_processes = 0;
   Histogram wait_seconds;                          // finished waits
   std::map<std::string, Histogram> alloc_seconds;  // by path
 };
@@ -162,7 +171,32 @@ class PoolManager {
   absl::StatusOr<LeaseInfo> Revoke(absl::string_view id,
                                    absl::string_view reason);
 
+  // The caller's live lease. NOT_FOUND for an ended one; while it is
+  // quarantined the message says so and who holds it.
   absl::StatusOr<LeaseInfo> Get(const Tenant& tenant, absl::string_view id);
+  // Any tenant's lease, live or quarantined (admins).
+  absl::StatusOr<LeaseInfo> AdminGet(absl::string_view id);
+
+  // The CPU view of the caller's live lease (lease_views.h): a new
+  // descriptor (the caller closes it) that maps the runs back to back,
+  // run i at offsets[i], and a pin to hold until the descriptor is out of
+  // the caller's hands and in the receiver's (the fd socket: the peer has
+  // read it). FAILED_PRECONDITION if per-lease views are off or the lease
+  // is ending; the source's error if the view cannot be made.
+  struct Pin {
+    std::function<void()> release;
+    ~Pin() {
+      if (release) release();
+    }
+  };
+  struct ViewHandout {
+    int fd = -1;
+    std::vector<uint64_t> offsets;
+    std::shared_ptr<Pin> pin;
+  };
+  absl::StatusOr<ViewHandout> HandOutView(const Tenant& tenant,
+                                          const std::string& lease_id);
+  bool views_enabled() const { return opts_.per_lease_views; }
   // Live leases (of `tenant`, or all) in id order after `after`, at most
   // `max`.
   std::vector<LeaseInfo> Leases(std::optional<std::string> tenant,
@@ -196,6 +230,8 @@ class PoolManager {
   void Wake();
 
   TenantUsage Usage(const std::string& tenant);
+  // Quarantined bytes and leases.
+  std::pair<uint64_t, uint32_t> QuarantineTotals();
   ManagerStats Stats();
   uint64_t page_size() const { return page_size_; }
   const ManagerOptions& options() const { return opts_; }
@@ -255,10 +291,25 @@ class PoolManager {
                   const std::string& reason,
                   std::function<void(absl::Status, const LeaseInfo&)> done)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Zeroes `allocs` (their runs), then deletes `rows` and frees them.
+  // Once no view of `allocs` is left (quarantine), zeroes them (their
+  // runs), then deletes `rows` and frees them.
   void ScrubAndFree(std::vector<pglist::AllocationId> allocs,
                     std::vector<int64_t> rows)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ScrubAndFreeNow(std::vector<pglist::AllocationId> allocs,
+                       std::vector<int64_t> rows)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A reclaim whose victims stayed quarantined past its deadline: answered
+  // DEADLINE_EXCEEDED; the victims are zeroed and freed once released.
+  void ExpireQuarantinedReclaim(uint64_t handle, Outbox* out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Unpin(pglist::AllocationId alloc);
+  // Registers the views a previous daemon made (persistent sources):
+  // those of live leases and of ended ones in `ended` (lease id -> the
+  // allocation being zeroed); others are destroyed.
+  void RestoreViews(const std::map<std::string, pglist::AllocationId>& ended)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  LeaseInfo QuarantinedInfo(const LeaseViews::View& v) const;
   // Deletes `rows` durably (retrying), then frees `allocs`.
   void FreeWhenRecorded(std::vector<pglist::AllocationId> allocs,
                         std::vector<int64_t> rows)
@@ -281,6 +332,7 @@ class PoolManager {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void MaintenanceLoop();
   void ScrubLoop();
+  void QuarantineLoop();
 
   struct Deferred {
     Committer::Change change;
@@ -304,12 +356,18 @@ class PoolManager {
   absl::Mutex mu_;
   absl::CondVar wake_maintenance_;
   absl::CondVar wake_scrubber_;
+  absl::CondVar wake_quarantine_;
   std::optional<pglist::Pool> pool_ ABSL_GUARDED_BY(mu_);
   std::map<pglist::Pfn, SegmentRecord> backing_ ABSL_GUARDED_BY(mu_);
   Lessor lessor_ ABSL_GUARDED_BY(mu_);
   WaitQueue waiters_ ABSL_GUARDED_BY(mu_);
   Reclaimer reclaims_ ABSL_GUARDED_BY(mu_);
   Scrubber scrubber_ ABSL_GUARDED_BY(mu_);
+  LeaseViews views_ ABSL_GUARDED_BY(mu_);
+  absl::Time next_scan_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
+  uint64_t quarantine_scans_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Duration last_scan_ ABSL_GUARDED_BY(mu_);
+  int last_scan_processes_ ABSL_GUARDED_BY(mu_) = 0;
   // Answers waiting on a grant being recorded (a retry attaches), and on an
   // end being recorded (a second Release).
   std::map<std::string, std::vector<AllocDone>> granting_ ABSL_GUARDED_BY(mu_);
@@ -346,6 +404,7 @@ class PoolManager {
 
   std::thread maintenance_;
   std::thread scrubber_thread_;
+  std::thread quarantine_thread_;
 };
 
 }  // namespace physpool::server

@@ -37,16 +37,37 @@ ServerUnaryReactor* Done(CallbackServerContext* ctx, const absl::Status& s) {
 
 int64_t UnixMillis(absl::Time t) { return absl::ToUnixMillis(t); }
 
-void ToProto(const LeaseInfo& l, v1::Lease* out) {
+// Tenants see where each run lies in their lease's view; admins also see
+// the segment files behind it.
+enum class View { kTenant, kAdmin };
+
+void ToProto(const LeaseInfo& l, v1::Lease* out, View view = View::kTenant) {
   out->set_id(l.id);
   out->set_tenant(l.tenant);
+  uint64_t view_offset = 0;
   for (const LeaseRun& r : l.runs) {
     v1::Run* p = out->add_runs();
     p->set_iova(r.iova);
     p->set_length(r.bytes);
-    p->set_backing_path(r.backing_path);
-    p->set_backing_offset(r.backing_offset);
+    if (view == View::kAdmin) {
+      p->set_backing_path(r.backing_path);
+      p->set_backing_offset(r.backing_offset);
+    }
     p->set_segment_id(r.segment_id);
+    p->set_view_offset(view_offset);
+    view_offset += r.bytes;
+  }
+  if (l.quarantine) {
+    v1::Quarantine* q = out->mutable_quarantine();
+    q->set_since_unix_ms(absl::ToUnixMillis(l.quarantine->since));
+    for (const Holder& h : l.quarantine->holders) {
+      v1::Holder* o = q->add_holders();
+      o->set_pid(h.pid);
+      o->set_uid(h.uid);
+      o->set_command(h.command);
+      o->set_fd(h.has_fd);
+      o->set_mapped(h.maps);
+    }
   }
   out->set_bytes(l.bytes);
   out->set_preemptible(l.preemptible);
@@ -468,7 +489,8 @@ ServerUnaryReactor* PoolService::GetLease(CallbackServerContext* ctx,
 // One page of leases in id order (of `tenant`, or all).
 absl::Status LeasePage(PoolManager* manager, absl::string_view list,
                        std::optional<std::string> tenant, int32_t page_size,
-                       const std::string& token, v1::ListLeasesResponse* resp) {
+                       const std::string& token, View view,
+                       v1::ListLeasesResponse* resp) {
   ASSIGN_OR_RETURN(const size_t n, PageSize(page_size, kDefaultPage, kMaxPage));
   const std::string filter = tenant.value_or("");
   std::string after;
@@ -479,7 +501,7 @@ absl::Status LeasePage(PoolManager* manager, absl::string_view list,
   size_t bytes = 0;
   for (size_t i = 0; i < leases.size(); ++i) {
     v1::Lease one;
-    ToProto(leases[i], &one);
+    ToProto(leases[i], &one, view);
     bytes += one.ByteSizeLong() + 8;
     if (i == n || (i > 0 && bytes > kPageBytes)) {
       resp->set_next_page_token(
@@ -497,7 +519,7 @@ ServerUnaryReactor* PoolService::ListLeases(CallbackServerContext* ctx,
   auto tenant = Caller(*ctx);
   if (!tenant.ok()) return Done(ctx, tenant.status());
   return Done(ctx, LeasePage(manager_, "leases", tenant->name, req->page_size(),
-                             req->page_token(), resp));
+                             req->page_token(), View::kTenant, resp));
 }
 
 grpc::ServerWriteReactor<v1::LeaseEvent>* PoolService::Watch(
@@ -526,6 +548,8 @@ ServerUnaryReactor* PoolService::GetPoolInfo(CallbackServerContext* ctx,
   for (const SegmentView& s : manager_->Segments()) {
     v1::SegmentInfo* info = resp->add_segments();
     ToProto(s, ps, info);
+    // The segment files are the daemon's; tenants map their leases' views.
+    if (!tenant->Has(kRoleAdmin)) info->clear_backing_path();
     resp->set_free_bytes(resp->free_bytes() + info->free_bytes());
     resp->set_used_bytes(resp->used_bytes() + info->used_bytes());
     resp->set_scrubbing_bytes(resp->scrubbing_bytes() +
@@ -555,6 +579,14 @@ ServerUnaryReactor* PoolService::GetPoolInfo(CallbackServerContext* ctx,
   }
   resp->set_fd_socket(source_.fd_socket);
   resp->set_max_runs_per_lease(manager_->options().max_runs_per_lease);
+  {
+    const ManagerOptions& o = manager_->options();
+    resp->set_isolation(o.per_lease_views ? "per-lease" : "off");
+    resp->set_isolation_detail(o.isolation_detail);
+    const auto [bytes, leases] = manager_->QuarantineTotals();
+    resp->set_quarantined_bytes(bytes);
+    resp->set_quarantined_leases(leases);
+  }
   resp->set_max_wait_ms(static_cast<uint32_t>(
       absl::ToInt64Milliseconds(manager_->options().max_wait)));
   return Done(ctx, absl::OkStatus());
@@ -666,7 +698,17 @@ ServerUnaryReactor* AdminService::ListLeases(
   std::optional<std::string> tenant;
   if (!req->tenant().empty()) tenant = req->tenant();
   return Done(ctx, LeasePage(manager_, "admin-leases", tenant, req->page_size(),
-                             req->page_token(), resp));
+                             req->page_token(), View::kAdmin, resp));
+}
+
+ServerUnaryReactor* AdminService::GetLease(CallbackServerContext* ctx,
+                                           const v1::GetLeaseRequest* req,
+                                           v1::GetLeaseResponse* resp) {
+  ADMIN_OR_DONE(ctx);
+  if (auto s = CheckLeaseId(req->lease_id()); !s.ok()) return Done(ctx, s);
+  auto lease = manager_->AdminGet(req->lease_id());
+  if (lease.ok()) ToProto(*lease, resp->mutable_lease(), View::kAdmin);
+  return Done(ctx, lease.status());
 }
 
 ServerUnaryReactor* AdminService::RevokeLease(CallbackServerContext* ctx,
@@ -677,7 +719,8 @@ ServerUnaryReactor* AdminService::RevokeLease(CallbackServerContext* ctx,
   return Later(ctx, [&](ServerUnaryReactor* r) {
     manager_->Revoke(req->lease_id(), req->reason(),
                      [r, resp](absl::StatusOr<LeaseInfo> l) {
-                       if (l.ok()) ToProto(*l, resp->mutable_lease());
+                       if (l.ok())
+                         ToProto(*l, resp->mutable_lease(), View::kAdmin);
                        r->Finish(ToGrpc(l.status()));
                      });
   });
@@ -717,6 +760,9 @@ ServerUnaryReactor* AdminService::GetStats(CallbackServerContext* ctx,
                                            v1::GetStatsResponse* resp) {
   ADMIN_OR_DONE(ctx);
   const ManagerStats st = manager_->Stats();
+  resp->set_quarantined_bytes(st.quarantined_bytes);
+  resp->set_quarantined_leases(st.quarantined_leases);
+  resp->set_quarantine_scans(st.quarantine_scans);
   for (pglist::Path p : {pglist::Path::kSimple, pglist::Path::kContig,
                          pglist::Path::kMulti, pglist::Path::kAggressive}) {
     const pglist::PathCounters& c = st.pool.at(p);

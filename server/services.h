@@ -107,6 +107,9 @@ class AdminService final : public physpool::v1::Admin::CallbackService {
   grpc::ServerUnaryReactor* ListLeases(grpc::CallbackServerContext* ctx,
                                        const v1::AdminListLeasesRequest* req,
                                        v1::ListLeasesResponse* resp) override;
+  grpc::ServerUnaryReactor* GetLease(grpc::CallbackServerContext* ctx,
+                                     const v1::GetLeaseRequest* req,
+                                     v1::GetLeaseResponse* resp) override;
   grpc::ServerUnaryReactor* RevokeLease(grpc::CallbackServerContext* ctx,
                                         const v1::RevokeLeaseRequest* req,
                                         v1::RevokeLeaseResponse* resp) override;

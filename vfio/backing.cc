@@ -42,7 +42,9 @@ absl::StatusOr<Backing> CreatePosixBacking(BackingKind kind,
       return absl::FailedPreconditionError(
           "memfd backing cannot be re-attached after a restart");
     }
-    unsigned flags = MFD_CLOEXEC;
+    // Sealable: udmabuf (per-lease views) takes only memfds sealed
+    // against shrinking.
+    unsigned flags = MFD_CLOEXEC | MFD_ALLOW_SEALING;
     if (page_size > 4096) {
       flags |= MFD_HUGETLB | (unsigned(Log2(page_size)) << MFD_HUGE_SHIFT);
     }
@@ -87,6 +89,10 @@ absl::StatusOr<Backing> CreatePosixBacking(BackingKind kind,
   } else if (ftruncate(b.fd, off_t(bytes)) != 0) {
     return ErrnoStatus(absl::StrCat("ftruncate ", b.path, " to ", bytes),
                        errno);
+  }
+  if (kind == BackingKind::kMemfd &&
+      fcntl(b.fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) {
+    return ErrnoStatus(absl::StrCat("F_ADD_SEALS ", b.path), errno);
   }
   void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, b.fd, 0);
   if (p == MAP_FAILED) {

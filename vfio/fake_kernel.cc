@@ -1,5 +1,10 @@
 #include "vfio/fake_kernel.h"
 
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <cerrno>
 
 #include "absl/strings/str_cat.h"
@@ -176,6 +181,29 @@ void FakeKernel::ReleaseBacking(const Backing& b, bool remove) {
   ReleasePosixBacking(b, remove);
 }
 
+absl::StatusOr<int> FakeKernel::CreateUdmabuf(
+    const std::vector<UdmabufRange>& ranges) {
+  if (!udmabuf_usable.ok()) return udmabuf_usable;
+  uint64_t total = 0;
+  for (const UdmabufRange& r : ranges) {
+    struct stat st;
+    const int seals = fcntl(r.memfd, F_GET_SEALS);
+    if (fstat(r.memfd, &st) != 0 || seals < 0 || !(seals & F_SEAL_SHRINK) ||
+        r.offset + r.bytes > uint64_t(st.st_size) || r.bytes == 0) {
+      return ErrnoStatus("UDMABUF_CREATE_LIST", EINVAL);
+    }
+    total += r.bytes;
+  }
+  const int fd = memfd_create("fake-udmabuf", MFD_CLOEXEC);
+  if (fd < 0) return ErrnoStatus("memfd_create", errno);
+  if (ftruncate(fd, off_t(total)) != 0) {
+    close(fd);
+    return ErrnoStatus("ftruncate", errno);
+  }
+  udmabufs_.push_back(ranges);
+  return fd;
+}
+
 absl::StatusOr<int> FakeKernel::Dup(int fd) {
   auto it = fds_.find(fd);
   if (it == fds_.end()) return ErrnoStatus("dup", EBADF);
@@ -262,6 +290,12 @@ absl::StatusOr<Backing> FaultyKernel::CreateBacking(
     uint64_t page_size, int32_t numa, bool reattach) {
   PHYSPOOL_FAULT("create backing");
   return inner_->CreateBacking(kind, path, bytes, page_size, numa, reattach);
+}
+
+absl::StatusOr<int> FaultyKernel::CreateUdmabuf(
+    const std::vector<UdmabufRange>& ranges) {
+  PHYSPOOL_FAULT("UDMABUF_CREATE_LIST");
+  return inner_->CreateUdmabuf(ranges);
 }
 
 absl::StatusOr<int> FaultyKernel::Dup(int fd) {

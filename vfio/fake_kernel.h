@@ -35,11 +35,18 @@ class FakeKernel : public Kernel {
   Memlock memlock{true, UINT64_MAX};
   std::map<int, int> busy_answers;  // group -> EBUSY answers left
   std::vector<std::string> holders;
+  // udmabuf: usable unless set; each buffer is a fresh memfd of the total
+  // size (it does not alias the backing: no DMA here to see through it).
+  absl::Status udmabuf_usable;
+  UdmabufInfo udmabuf_info{absl::OkStatus(), 64, 1024};
 
   // What the source did.
   const std::map<uint64_t, Mapping>& mappings() const { return mappings_; }
   int open_fds() const { return static_cast<int>(fds_.size()); }
   int map_calls() const { return map_calls_; }
+  const std::vector<std::vector<UdmabufRange>>& udmabufs() const {
+    return udmabufs_;
+  }
   bool bus_master(const std::string& bdf) const {
     return bus_master_.count(bdf) > 0;
   }
@@ -63,10 +70,18 @@ class FakeKernel : public Kernel {
                                         uint64_t page_size, int32_t numa,
                                         bool reattach) override;
   void ReleaseBacking(const Backing& b, bool remove) override;
+  absl::StatusOr<int> CreateUdmabuf(
+      const std::vector<UdmabufRange>& ranges) override;
+  UdmabufInfo GetUdmabufInfo() override {
+    UdmabufInfo i = udmabuf_info;
+    i.usable = udmabuf_usable;
+    return i;
+  }
   absl::StatusOr<int> Dup(int fd) override;
   void Close(int fd) override;
 
  private:
+  std::vector<std::vector<UdmabufRange>> udmabufs_;
   enum class Kind { kContainer, kGroup, kDevice };
   struct Fd {
     Kind kind;
@@ -123,6 +138,9 @@ class FaultyKernel : public Kernel {
   void ReleaseBacking(const Backing& b, bool remove) override {
     inner_->ReleaseBacking(b, remove);
   }
+  absl::StatusOr<int> CreateUdmabuf(
+      const std::vector<UdmabufRange>& ranges) override;
+  UdmabufInfo GetUdmabufInfo() override { return inner_->GetUdmabufInfo(); }
   absl::StatusOr<int> Dup(int fd) override;
   void Close(int fd) override { inner_->Close(fd); }
 

@@ -97,6 +97,25 @@ class Kernel {
       uint64_t page_size, int32_t numa, bool reattach) = 0;
   // Unmaps and closes; with `remove`, deletes a kFile file too.
   virtual void ReleaseBacking(const Backing& b, bool remove) = 0;
+  // udmabuf (per-lease views): a dma-buf of the memfd ranges, back to
+  // back, read-write and mappable (UDMABUF_CREATE_LIST). Each memfd is
+  // sealed against shrinking (CreateBacking does that).
+  struct UdmabufRange {
+    int memfd = -1;
+    uint64_t offset = 0;
+    uint64_t bytes = 0;
+  };
+  virtual absl::StatusOr<int> CreateUdmabuf(
+      const std::vector<UdmabufRange>& ranges) = 0;
+  // Whether /dev/udmabuf opens, and the module's limits
+  // (/sys/module/udmabuf/parameters: size_limit_mb per buffer, list_limit
+  // ranges per buffer; 0 where not readable).
+  struct UdmabufInfo {
+    absl::Status usable;
+    uint64_t size_limit_mb = 0;
+    uint64_t list_limit = 0;
+  };
+  virtual UdmabufInfo GetUdmabufInfo() = 0;
   // A new descriptor of the same open file (a device fd for a tenant).
   virtual absl::StatusOr<int> Dup(int fd) = 0;
   virtual void Close(int fd) = 0;

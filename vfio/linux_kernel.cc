@@ -1,9 +1,10 @@
 // The real kernel: the only file in physpool that includes <linux/vfio.h>
-// and calls ioctl.
+// or <linux/udmabuf.h> and calls ioctl.
 #include <dirent.h>
 #include <fcntl.h>
 #include <linux/capability.h>
 #include <linux/pci_regs.h>
+#include <linux/udmabuf.h>
 #include <linux/vfio.h>
 #include <sys/ioctl.h>
 #include <sys/resource.h>
@@ -239,6 +240,50 @@ class Linux final : public Kernel {
   void ReleaseBacking(const Backing& b, bool remove) override {
     ReleasePosixBacking(b, remove);
   }
+  absl::StatusOr<int> CreateUdmabuf(
+      const std::vector<UdmabufRange>& ranges) override {
+    const int dev = open("/dev/udmabuf", O_RDWR | O_CLOEXEC);
+    if (dev < 0) return ErrnoStatus("open /dev/udmabuf", errno);
+    std::vector<char> buf(sizeof(udmabuf_create_list) +
+                          ranges.size() * sizeof(udmabuf_create_item));
+    auto* list = reinterpret_cast<udmabuf_create_list*>(buf.data());
+    list->flags = UDMABUF_FLAGS_CLOEXEC;
+    list->count = static_cast<__u32>(ranges.size());
+    for (size_t i = 0; i < ranges.size(); ++i) {
+      list->list[i].memfd = static_cast<__u32>(ranges[i].memfd);
+      list->list[i].offset = ranges[i].offset;
+      list->list[i].size = ranges[i].bytes;
+    }
+    const int fd = ioctl(dev, UDMABUF_CREATE_LIST, list);
+    const int err = errno;
+    close(dev);
+    if (fd < 0) {
+      return ErrnoStatus(
+          absl::StrCat("UDMABUF_CREATE_LIST of ", ranges.size(), " ranges"),
+          err);
+    }
+    return fd;
+  }
+
+  UdmabufInfo GetUdmabufInfo() override {
+    UdmabufInfo info;
+    const int dev = open("/dev/udmabuf", O_RDWR | O_CLOEXEC);
+    if (dev < 0) {
+      info.usable = ErrnoStatus("open /dev/udmabuf", errno);
+    } else {
+      close(dev);
+    }
+    auto read_param = [](const char* name) -> uint64_t {
+      std::ifstream f(absl::StrCat("/sys/module/udmabuf/parameters/", name));
+      uint64_t v = 0;
+      f >> v;
+      return v;
+    };
+    info.size_limit_mb = read_param("size_limit_mb");
+    info.list_limit = read_param("list_limit");
+    return info;
+  }
+
   absl::StatusOr<int> Dup(int fd) override {
     const int copy = fcntl(fd, F_DUPFD_CLOEXEC, 0);
     if (copy < 0) return ErrnoStatus("dup", errno);

@@ -79,6 +79,40 @@ class MemorySource {
         absl::StrCat("the ", name(), " source drives no device ", bdf));
   }
 
+  // Per-lease CPU views (docs/vfio.md, "Per-lease mappings"): one
+  // descriptor that maps exactly a lease's runs, back to back in the
+  // lease's order, and nothing else.
+  //
+  // OK if CreateView works here; otherwise why not (isolation is then off:
+  // the daemon refuses to start or, with isolation: off, hands out
+  // segment fds).
+  virtual absl::Status ViewSupport() const {
+    return absl::UnimplementedError(
+        absl::StrCat("the ", name(), " source has no per-lease views"));
+  }
+  // A new view named `name` (a lease id: letters, digits, '-', '_') of the
+  // ranges [iova, iova + bytes), each inside one segment. The caller owns
+  // the descriptor. A persistent source (sim) keeps it until DestroyView,
+  // across restarts; otherwise it lives as long as a descriptor or a
+  // mapping of it.
+  struct ViewRange {
+    uint64_t iova = 0;
+    uint64_t bytes = 0;
+  };
+  virtual absl::StatusOr<int> CreateView(const std::string& name,
+                                         const std::vector<ViewRange>& runs) {
+    return ViewSupport();
+  }
+  // A persistent view made before a restart; NOT_FOUND if there is none.
+  virtual absl::StatusOr<int> OpenView(const std::string& name) {
+    return absl::NotFoundError(absl::StrCat("no view ", name));
+  }
+  // Forgets a persistent view (the file goes; mappings of it stay valid).
+  virtual void DestroyView(const std::string& name) {}
+  // The names of the persistent views there are (at start: those a
+  // previous daemon made).
+  virtual std::vector<std::string> ViewNames() { return {}; }
+
   // Zeroes [iova, iova + bytes), which lies inside one segment.
   // Thread-safe for disjoint ranges.
   virtual absl::Status Zero(uint64_t iova, uint64_t bytes) = 0;

@@ -1,12 +1,19 @@
 #include "vfio/sim_source.h"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <linux/falloc.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "util/status_macros.h"
 #include "util/file.h"
 #include "vfio/backing.h"
 
@@ -154,6 +161,8 @@ absl::Status SimSource::RemoveSegment(uint64_t iova) {
 
 absl::Status SimSource::Zero(uint64_t iova, uint64_t bytes) {
   uint8_t* p = nullptr;
+  int fd = -1;
+  off_t offset = 0;
   {
     absl::MutexLock l(&mu_);
     auto it = maps_.upper_bound(iova);
@@ -167,9 +176,103 @@ absl::Status SimSource::Zero(uint64_t iova, uint64_t bytes) {
           absl::StrCat("[", iova, ", +", bytes, ") is not inside one segment"));
     }
     p = it->second.base + (iova - it->first);
+    fd = it->second.fd;
+    offset = static_cast<off_t>(iova - it->first);
+  }
+  // Tenants map views, not the segment files: dropping the pages (tmpfs
+  // reads holes as zeros) frees the memory instead of touching it.
+  if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset,
+                static_cast<off_t>(bytes)) == 0) {
+    return absl::OkStatus();
   }
   std::memset(p, 0, bytes);
   return absl::OkStatus();
+}
+
+namespace {
+constexpr absl::string_view kViewPrefix = "lease-";
+constexpr absl::string_view kViewSuffix = ".view";
+}  // namespace
+
+absl::StatusOr<std::string> SimSource::ViewPath(const std::string& name) const {
+  const bool ok =
+      !name.empty() && name.size() <= 128 &&
+      std::all_of(name.begin(), name.end(), [](char c) {
+        return std::isalnum(static_cast<unsigned char>(c)) || c == '-' ||
+               c == '_';
+      });
+  if (!ok) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("view name \"", name, "\" is not [A-Za-z0-9_-]{1,128}"));
+  }
+  return absl::StrCat(config_.dir, "/", kViewPrefix, name, kViewSuffix);
+}
+
+absl::StatusOr<int> SimSource::CreateView(const std::string& name,
+                                          const std::vector<ViewRange>& runs) {
+  uint64_t total = 0;
+  {
+    absl::MutexLock l(&mu_);
+    for (const ViewRange& r : runs) {
+      auto it = maps_.upper_bound(r.iova);
+      if (r.bytes == 0 || it == maps_.begin() ||
+          r.iova + r.bytes > std::prev(it)->first + std::prev(it)->second.bytes) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "[", Hex(r.iova), ", +", r.bytes, ") is not inside one segment"));
+      }
+      total += r.bytes;
+    }
+  }
+  ASSIGN_OR_RETURN(const std::string path, ViewPath(name));
+  // Never follows a planted link, never reuses a file it did not make.
+  const int fd = open(path.c_str(),
+                      O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0) return ErrnoStatus(absl::StrCat("create view ", path), errno);
+  if (ftruncate(fd, static_cast<off_t>(total)) != 0) {
+    const int err = errno;
+    close(fd);
+    unlink(path.c_str());
+    return ErrnoStatus(absl::StrCat("size view ", path), err);
+  }
+  return fd;
+}
+
+absl::StatusOr<int> SimSource::OpenView(const std::string& name) {
+  ASSIGN_OR_RETURN(const std::string path, ViewPath(name));
+  const int fd = open(path.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) {
+    const int err = errno;
+    if (err == ENOENT) return absl::NotFoundError(absl::StrCat("no view ", path));
+    return ErrnoStatus(absl::StrCat("open view ", path), err);
+  }
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_uid != geteuid()) {
+    close(fd);
+    return absl::FailedPreconditionError(absl::StrCat(
+        "view ", path, " is not a regular file of uid ", geteuid()));
+  }
+  return fd;
+}
+
+void SimSource::DestroyView(const std::string& name) {
+  auto path = ViewPath(name);
+  if (path.ok()) unlink(path->c_str());
+}
+
+std::vector<std::string> SimSource::ViewNames() {
+  std::vector<std::string> out;
+  DIR* d = opendir(config_.dir.c_str());
+  if (d == nullptr) return out;
+  while (const dirent* e = readdir(d)) {
+    absl::string_view n = e->d_name;
+    if (absl::ConsumePrefix(&n, kViewPrefix) &&
+        absl::ConsumeSuffix(&n, kViewSuffix)) {
+      out.emplace_back(n);
+    }
+  }
+  closedir(d);
+  std::sort(out.begin(), out.end());
+  return out;
 }
 
 absl::StatusOr<int> SimSource::BackingFd(uint64_t iova) {

@@ -54,7 +54,19 @@ class SimSource final : public MemorySource {
   absl::Status RemoveSegment(uint64_t iova) override;
   absl::Status Zero(uint64_t iova, uint64_t bytes) override;
 
+  // Views are files of their own in the directory ("lease-<name>.view",
+  // 0600): sim memory is not pinned, so a lease's CPU memory can simply
+  // be an object of its own. It starts zeroed and no other lease's bytes
+  // are in it; the segment files are the daemon's alone.
+  absl::Status ViewSupport() const override { return absl::OkStatus(); }
+  absl::StatusOr<int> CreateView(const std::string& name,
+                                 const std::vector<ViewRange>& runs) override;
+  absl::StatusOr<int> OpenView(const std::string& name) override;
+  void DestroyView(const std::string& name) override;
+  std::vector<std::string> ViewNames() override;
+
  private:
+  absl::StatusOr<std::string> ViewPath(const std::string& name) const;
   absl::StatusOr<BackedSegment> Create(uint64_t iova, const SimSegmentConfig& s,
                                        const std::string& path,
                                        bool keep_contents);

@@ -170,6 +170,18 @@ absl::Status VfioSource::Start(bool keep_contents) {
   if (config_.backing == BackingKind::kFile) {
     if (absl::Status s = MakeDirs(config_.dir, 0700); !s.ok()) return s;
   }
+  udmabuf_ = kernel_->GetUdmabufInfo();
+  if (config_.backing != BackingKind::kMemfd) {
+    view_support_ = absl::FailedPreconditionError(
+        "per-lease views (udmabuf) need vfio.backing: memfd; hugetlbfs files "
+        "cannot be sealed");
+  } else if (!udmabuf_.usable.ok()) {
+    view_support_ = absl::FailedPreconditionError(absl::StrCat(
+        "per-lease views need /dev/udmabuf (CONFIG_UDMABUF, modprobe "
+        "udmabuf): ", udmabuf_.usable.message()));
+  } else {
+    view_support_ = absl::OkStatus();
+  }
 
   Undo undo;
   absl::StatusOr<int> container = kernel_->OpenContainer();
@@ -410,6 +422,46 @@ absl::StatusOr<int> VfioSource::DeviceFd(const std::string& bdf) {
     return absl::NotFoundError("physpoold drives no device " + bdf);
   }
   return kernel_->Dup(it->second);
+}
+
+}  // namespace physpool::vfio
+
+namespace physpool::vfio {
+
+absl::StatusOr<int> VfioSource::CreateView(
+    const std::string& name, const std::vector<ViewRange>& runs) {
+  if (!view_support_.ok()) return view_support_;
+  std::vector<Kernel::UdmabufRange> ranges;
+  uint64_t total = 0;
+  {
+    absl::MutexLock l(&mu_);
+    for (const ViewRange& r : runs) {
+      auto it = mapped_.upper_bound(r.iova);
+      if (r.bytes == 0 || it == mapped_.begin() ||
+          r.iova + r.bytes >
+              std::prev(it)->first + std::prev(it)->second.backing.bytes) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "[", Hex(r.iova), ", +", r.bytes, ") is not inside one segment"));
+      }
+      --it;
+      ranges.push_back({it->second.backing.fd, r.iova - it->first, r.bytes});
+      total += r.bytes;
+    }
+  }
+  if (udmabuf_.list_limit != 0 && ranges.size() > udmabuf_.list_limit) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "lease ", name, " has ", ranges.size(),
+        " runs, more than udmabuf's list_limit ", udmabuf_.list_limit,
+        " (raise /sys/module/udmabuf/parameters/list_limit, or lower "
+        "leases.max_runs_per_lease)"));
+  }
+  if (udmabuf_.size_limit_mb != 0 && total > udmabuf_.size_limit_mb << 20) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "lease ", name, " is ", total, " bytes, more than udmabuf's "
+        "size_limit_mb ", udmabuf_.size_limit_mb,
+        " (raise /sys/module/udmabuf/parameters/size_limit_mb)"));
+  }
+  return kernel_->CreateUdmabuf(ranges);
 }
 
 }  // namespace physpool::vfio

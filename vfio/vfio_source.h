@@ -83,6 +83,16 @@ class VfioSource final : public MemorySource {
   absl::StatusOr<int> BackingFd(uint64_t iova) override;
   absl::StatusOr<int> DeviceFd(const std::string& bdf) override;
 
+  // Views are udmabufs over the memfd backing (UDMABUF_CREATE_LIST): one
+  // dma-buf per lease mapping its runs back to back, importable by other
+  // drivers. Needs backing: memfd and /dev/udmabuf (checked by Start);
+  // views die with their last descriptor or mapping (not persistent).
+  absl::Status ViewSupport() const override { return view_support_; }
+  absl::StatusOr<int> CreateView(const std::string& name,
+                                 const std::vector<ViewRange>& runs) override;
+  // The udmabuf module's limits Start read (0 = unknown).
+  Kernel::UdmabufInfo udmabuf_info() const { return udmabuf_; }
+
  private:
   struct Mapped {
     Backing backing;
@@ -109,6 +119,8 @@ class VfioSource final : public MemorySource {
   int64_t dma_avail_ = -1;
   Timings timings_;
   std::vector<BackedSegment> segments_;
+  absl::Status view_support_ = absl::FailedPreconditionError("not started");
+  Kernel::UdmabufInfo udmabuf_;
 
   // Read by Zero / BackingFd from any thread.
   mutable absl::Mutex mu_;

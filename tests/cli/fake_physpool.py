@@ -7,6 +7,7 @@ request's page_size says otherwise), tokens are "page-N", and a token it did
 not hand out is INVALID_ARGUMENT, as the daemon does.
 """
 import os
+import socket
 import threading
 from concurrent import futures
 
@@ -80,15 +81,37 @@ class FakePhyspool:
         if not self.server.add_insecure_port("unix:" + self.socket):
             raise RuntimeError("cannot listen on " + self.socket)
         self.server.start()
+        # The fd socket: every "backing" request gets the backing file,
+        # the lease's one run at offset 0 ("ok 1 0:0").
+        self.fd_socket = os.path.join(self.dir, "fake.fds")
+        self.fd_listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.fd_listener.bind(self.fd_socket)
+        self.fd_listener.listen(8)
+        threading.Thread(target=self._serve_fds, daemon=True).start()
+
+    def _serve_fds(self):
+        while True:
+            try:
+                conn, _ = self.fd_listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(4096)
+                fd = os.open(self.backing, os.O_RDWR)
+                try:
+                    socket.send_fds(conn, [b"ok 1 0:0\n"], [fd])
+                finally:
+                    os.close(fd)
 
     def stop(self):
         self.server.stop(grace=None).wait()
+        self.fd_listener.close()
 
     def _lease(self, lease_id, tenant="fake", request_id=""):
         pb = self.pb
         return pb.Lease(id=lease_id, tenant=tenant, bytes=4096, ttl_seconds=60, path="simple",
                         request_id=request_id,
-                        runs=[pb.Run(iova=0x100000000, length=4096, backing_path=self.backing)])
+                        runs=[pb.Run(iova=0x100000000, length=4096, view_offset=0)])
 
     # --- Pages ------------------------------------------------------------
 
@@ -148,7 +171,8 @@ class FakePhyspool:
 
     def get_pool_info(self, req, ctx):
         return self.pb.GetPoolInfoResponse(page_size=4096, tenant="fake", source="sim",
-                                           segments=self.segments)
+                                           segments=self.segments,
+                                           fd_socket=self.fd_socket)
 
     def allocate(self, req, ctx):
         with self.lock:

@@ -2,6 +2,7 @@
 #include "physpool/client.h"
 
 #include <sys/wait.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -109,15 +110,22 @@ TEST_F(ClientTest, BytesWrittenThroughThePointerAreSeenByAnotherProcess) {
   v1::GetLeaseResponse lease;
   auto ctx = Ctx(kAlice);
   ASSERT_TRUE(pool->GetLease(ctx.get(), req, &lease).ok());
+  // The lease's own view, from the fd socket, in another process.
+  const std::string fd_socket = daemon_->socket() + ".fds";
   const pid_t child = fork();
   if (child == 0) {
+    auto view = client_internal::FdRequest(
+        fd_socket, "backing " + lease.lease().id() + " " + kAlice);
+    if (!view.ok() || view->fds.size() != 1) _exit(2);
     for (const auto& run : lease.lease().runs()) {
-      std::ifstream f(run.backing_path(), std::ios::binary);
-      f.seekg(static_cast<std::streamoff>(run.backing_offset()));
+      if (!run.backing_path().empty()) _exit(3);  // tenants get no paths
+      std::vector<uint8_t> got(run.length());
+      if (pread(view->fds[0], got.data(), got.size(),
+                static_cast<off_t>(run.view_offset())) !=
+          static_cast<ssize_t>(got.size()))
+        _exit(4);
       for (uint64_t i = 0; i < run.length(); ++i) {
-        if (static_cast<uint8_t>(f.get()) !=
-            static_cast<uint8_t>(run.iova() + i))
-          _exit(1);
+        if (got[i] != static_cast<uint8_t>(run.iova() + i)) _exit(1);
       }
     }
     _exit(0);
@@ -686,15 +694,20 @@ TEST_F(ClientTest, FdSocketHandsOutBackingFdsOnlyToTheOwner) {
                                            "backing " + id + " " + kAlice);
   ASSERT_TRUE(answer.ok()) << answer.status();
   ASSERT_EQ(answer->fds.size(), 1u);
-  ASSERT_EQ(answer->words, (std::vector<std::string>{"1", "0"}));
+  ASSERT_EQ(answer->words, (std::vector<std::string>{"1", "0:0"}));
+  // The view is exactly the lease: nothing before or after it.
+  struct stat st;
+  ASSERT_EQ(fstat(answer->fds[0], &st), 0);
+  EXPECT_EQ(static_cast<uint64_t>(st.st_size), run.bytes);
   v1::GetLeaseRequest req;
   req.set_lease_id(id);
   v1::GetLeaseResponse lease;
   auto ctx2 = Ctx(kAlice);
   ASSERT_TRUE(pool->GetLease(ctx2.get(), req, &lease).ok());
   std::vector<uint8_t> buf(run.bytes);
+  EXPECT_EQ(lease.lease().runs(0).backing_path(), "");
   ASSERT_EQ(pread(answer->fds[0], buf.data(), buf.size(),
-                  lease.lease().runs(0).backing_offset()),
+                  lease.lease().runs(0).view_offset()),
             static_cast<ssize_t>(buf.size()));
   EXPECT_EQ(buf, std::vector<uint8_t>(run.bytes, 0x5a));
   close(answer->fds[0]);

@@ -1,9 +1,13 @@
 #include "tests/client/fake_pool.h"
 
 #include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -46,6 +50,45 @@ absl::StatusOr<std::unique_ptr<FakePool>> FakePool::Start(
     return absl::InternalError("cannot create " + f->backing_);
   }
   close(fd);
+  // The fd socket: one line in, the backing file's fd out.
+  f->fd_socket_ = dir + "/fake.fds";
+  unlink(f->fd_socket_.c_str());
+  sockaddr_un addr = {};
+  addr.sun_family = AF_UNIX;
+  std::snprintf(addr.sun_path, sizeof(addr.sun_path), "%s",
+                f->fd_socket_.c_str());
+  f->fd_listen_ = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (bind(f->fd_listen_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) !=
+          0 ||
+      listen(f->fd_listen_, 8) != 0) {
+    return absl::InternalError("cannot listen on " + f->fd_socket_);
+  }
+  f->fd_thread_ = std::thread([listen_fd = f->fd_listen_,
+                               backing = f->backing_] {
+    for (;;) {
+      const int conn = accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
+      if (conn < 0) return;
+      char buf[512];
+      (void)!read(conn, buf, sizeof(buf));
+      const int fd = open(backing.c_str(), O_RDWR | O_CLOEXEC);
+      const char line[] = "ok 1 0:0\n";
+      iovec iov = {const_cast<char*>(line), sizeof(line) - 1};
+      char control[CMSG_SPACE(sizeof(int))] = {};
+      msghdr msg = {};
+      msg.msg_iov = &iov;
+      msg.msg_iovlen = 1;
+      msg.msg_control = control;
+      msg.msg_controllen = sizeof(control);
+      cmsghdr* c = CMSG_FIRSTHDR(&msg);
+      c->cmsg_level = SOL_SOCKET;
+      c->cmsg_type = SCM_RIGHTS;
+      c->cmsg_len = CMSG_LEN(sizeof(int));
+      std::memcpy(CMSG_DATA(c), &fd, sizeof(int));
+      (void)sendmsg(conn, &msg, MSG_NOSIGNAL);
+      close(fd);
+      close(conn);
+    }
+  });
   grpc::ServerBuilder b;
   b.AddListeningPort("unix:" + f->socket_, grpc::InsecureServerCredentials());
   b.RegisterService(f.get());
@@ -57,7 +100,13 @@ absl::StatusOr<std::unique_ptr<FakePool>> FakePool::Start(
 }
 
 FakePool::~FakePool() {
-  server_->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(1)));
+  if (server_ != nullptr)
+    server_->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(1)));
+  if (fd_listen_ >= 0) {
+    shutdown(fd_listen_, SHUT_RDWR);  // ends accept
+    if (fd_thread_.joinable()) fd_thread_.join();
+    close(fd_listen_);
+  }
 }
 
 void FakePool::SetScript(std::vector<Step> script) {
@@ -112,7 +161,7 @@ grpc::ServerUnaryReactor* FakePool::Allocate(grpc::CallbackServerContext* ctx,
   v1::Run* run = l->add_runs();
   run->set_iova(0x100000000);
   run->set_length(4096);
-  run->set_backing_path(backing_);
+  run->set_view_offset(0);
   if (step == Step::kHugeAnswer) l->set_label(std::string(huge, 'x'));
   return Answer(ctx, grpc::Status::OK);
 }
@@ -143,6 +192,7 @@ grpc::ServerUnaryReactor* FakePool::GetPoolInfo(
   resp->set_page_size(4096);
   resp->set_tenant("fake");
   resp->set_source("sim");
+  resp->set_fd_socket(fd_socket_);
   return Answer(ctx, grpc::Status::OK);
 }
 

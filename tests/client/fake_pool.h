@@ -9,6 +9,7 @@
 
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -36,7 +37,8 @@ class FakePool final : public v1::Pool::CallbackService {
     absl::Duration deadline_left;  // the call's deadline, from its arrival
   };
 
-  // Listens on `dir`/fake.sock; leases map `dir`/backing.
+  // Listens on `dir`/fake.sock and its fd socket `dir`/fake.fds, which
+  // answers every backing request with `dir`/backing ("ok 1 0:0").
   static absl::StatusOr<std::unique_ptr<FakePool>> Start(
       const std::string& dir);
   ~FakePool() override;
@@ -66,8 +68,10 @@ class FakePool final : public v1::Pool::CallbackService {
   FakePool() = default;
 
   // Constant after Start.
-  std::string socket_, backing_;
+  std::string socket_, backing_, fd_socket_;
   std::unique_ptr<grpc::Server> server_;
+  int fd_listen_ = -1;
+  std::thread fd_thread_;
 
   absl::Mutex mu_;
   std::vector<Step> script_ ABSL_GUARDED_BY(mu_) = {Step::kOk};

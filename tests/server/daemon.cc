@@ -2,17 +2,23 @@
 
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "gtest/gtest.h"
 #include "server/tenants.h"
 
@@ -245,6 +251,92 @@ RunResult RunCommand(const std::string& command) {
   const int status = pclose(p);
   r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return r;
+}
+
+
+MappedView::~MappedView() {
+  if (base != nullptr) munmap(base, bytes);
+  if (fd >= 0) close(fd);
+}
+
+absl::StatusOr<std::pair<std::vector<std::string>, std::vector<int>>>
+FdSocketRequest(const std::string& path, const std::string& line) {
+  const int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un addr = {};
+  addr.sun_family = AF_UNIX;
+  std::snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", path.c_str());
+  timeval tv = {10, 0};
+  setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  if (connect(s, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    close(s);
+    return absl::UnavailableError("cannot connect to " + path);
+  }
+  const std::string req = line + "\n";
+  (void)!write(s, req.data(), req.size());
+  char buf[1 << 16];
+  char control[CMSG_SPACE(sizeof(int) * 253)];
+  iovec iov = {buf, sizeof(buf)};
+  msghdr msg = {};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof(control);
+  const ssize_t n = recvmsg(s, &msg, MSG_CMSG_CLOEXEC);
+  close(s);
+  if (n <= 0) return absl::UnavailableError("no answer on " + path);
+  std::vector<int> fds;
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr;
+       c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    const size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t i = 0; i < count; ++i) {
+      int fd;
+      std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+      fds.push_back(fd);
+    }
+  }
+  std::string answer(buf, static_cast<size_t>(n));
+  if (!answer.empty() && answer.back() == '\n') answer.pop_back();
+  std::vector<std::string> words = absl::StrSplit(answer, ' ');
+  if (words.empty() || words[0] != "ok") {
+    for (int fd : fds) close(fd);
+    absl::StatusCode code = absl::StatusCode::kUnknown;
+    if (words.size() >= 2) {
+      for (int c = 0; c <= 16; ++c) {
+        if (absl::StatusCodeToString(static_cast<absl::StatusCode>(c)) ==
+            words[1])
+          code = static_cast<absl::StatusCode>(c);
+      }
+    }
+    return absl::Status(code, answer);
+  }
+  words.erase(words.begin());
+  return std::make_pair(std::move(words), std::move(fds));
+}
+
+absl::StatusOr<std::unique_ptr<MappedView>> MapView(
+    const Daemon& d, const std::string& lease_id, const std::string& token) {
+  auto got = FdSocketRequest(d.socket() + ".fds",
+                             "backing " + lease_id + " " + token);
+  if (!got.ok()) return got.status();
+  auto& [words, fds] = *got;
+  if (fds.size() != 1) {
+    for (int fd : fds) close(fd);
+    return absl::InternalError(
+        absl::StrCat("expected one view fd, got ", fds.size()));
+  }
+  auto v = std::make_unique<MappedView>();
+  v->fd = fds[0];
+  v->words = words;
+  struct stat st;
+  if (fstat(v->fd, &st) != 0 || st.st_size <= 0)
+    return absl::InternalError("cannot size the view");
+  v->bytes = static_cast<uint64_t>(st.st_size);
+  void* p = mmap(nullptr, v->bytes, PROT_READ | PROT_WRITE, MAP_SHARED, v->fd,
+                 0);
+  if (p == MAP_FAILED) return absl::InternalError("cannot map the view");
+  v->base = static_cast<uint8_t*>(p);
+  return v;
 }
 
 }  // namespace physpool::testing

@@ -100,6 +100,27 @@ std::vector<v1::Lease> AllLeases(v1::Admin::Stub* admin,
                                  const std::string& tenant = "",
                                  int page_size = 0);
 
+// A lease's CPU view from the daemon's fd socket ("backing <id> <token>"),
+// mapped read-write whole: run i is at runs(i).view_offset(). The answer's
+// words after "ok" are kept. Unmaps and closes on destruction.
+struct MappedView {
+  uint8_t* base = nullptr;
+  uint64_t bytes = 0;
+  int fd = -1;
+  std::vector<std::string> words;
+  MappedView() = default;
+  MappedView(const MappedView&) = delete;
+  MappedView& operator=(const MappedView&) = delete;
+  ~MappedView();
+};
+absl::StatusOr<std::unique_ptr<MappedView>> MapView(const Daemon& d,
+                                                    const std::string& lease_id,
+                                                    const std::string& token);
+// One request on the fd socket: the words after "ok" and the descriptors
+// (the caller closes them); an "error CODE msg" answer as that status.
+absl::StatusOr<std::pair<std::vector<std::string>, std::vector<int>>>
+FdSocketRequest(const std::string& path, const std::string& line);
+
 // Runs a binary with arguments; returns exit code and output (stdout+stderr).
 struct RunResult {
   int code = -1;

@@ -4,10 +4,12 @@
 
 usage: python_client_test.py PHYSPOOLD GEN_DIR
 """
+import mmap
 import os
 import socket
 import sys
 import threading
+import time
 import unittest
 
 import grpc
@@ -166,15 +168,21 @@ class PythonClientTest(unittest.TestCase):
         lease = self.allocate(bytes=8192, max_segments=1)
         info = self.pool("GetPoolInfo", pb.GetPoolInfoRequest(), pb.GetPoolInfoResponse)
         self.assertEqual(info.fd_socket, self.d.socket + ".fds")
+        self.assertEqual(info.isolation, "per-lease")
+        # Tenants are never told where the segment files are.
+        self.assertEqual(lease.runs[0].backing_path, "")
+        self.assertTrue(all(s.backing_path == "" for s in info.segments))
         words, fds = self.fd_request(info.fd_socket, f"backing {lease.id} {A}")
-        self.assertEqual(words, ["ok", "1", "0"])
+        self.assertEqual(words, ["ok", "1", "0:0"])
         self.assertEqual(len(fds), 1)
-        run = lease.runs[0]
-        with open(run.backing_path, "r+b") as f:
-            f.seek(run.backing_offset)
-            f.write(b"through the path")
-        os.lseek(fds[0], run.backing_offset, os.SEEK_SET)
-        self.assertEqual(os.read(fds[0], 16), b"through the path")
+        # The view is the lease and nothing else.
+        self.assertEqual(os.fstat(fds[0]).st_size, lease.bytes)
+        m = mmap.mmap(fds[0], lease.bytes)
+        m[:16] = b"through the view"
+        m.close()
+        os.close(fds[0])
+        words, fds = self.fd_request(info.fd_socket, f"backing {lease.id} {A}")
+        self.assertEqual(os.pread(fds[0], 16, 0), b"through the view")
         os.close(fds[0])
         words, fds = self.fd_request(info.fd_socket, f"backing {lease.id} {B}")
         self.assertEqual(words[:2], ["error", "PERMISSION_DENIED"])
@@ -184,6 +192,45 @@ class PythonClientTest(unittest.TestCase):
         words, _ = self.fd_request(info.fd_socket, "hello")
         self.assertEqual(words[:2], ["error", "INVALID_ARGUMENT"])
 
+    def test_tenants_see_only_their_own_bytes(self):
+        """A writes a random pattern; nothing B is handed contains it."""
+        info = self.pool("GetPoolInfo", pb.GetPoolInfoRequest(), pb.GetPoolInfoResponse)
+        a = self.allocate(bytes=1 << 20)
+        pattern = os.urandom(64)
+        _, fds = self.fd_request(info.fd_socket, f"backing {a.id} {A}")
+        m = mmap.mmap(fds[0], a.bytes)
+        for off in range(0, a.bytes, 4096):
+            m[off:off + 64] = pattern
+        m.close()
+        os.close(fds[0])
+        a_pages = {(r.iova, r.length) for r in a.runs}
+
+        def check_b(b):
+            lease_b = self.pool("GetLease", pb.GetLeaseRequest(lease_id=b.id),
+                                pb.GetLeaseResponse, token=B).lease
+            _, fds = self.fd_request(info.fd_socket, f"backing {b.id} {B}")
+            self.assertEqual(len(fds), 1)
+            st = os.fstat(fds[0])
+            self.assertEqual(st.st_size, b.bytes)
+            data = os.pread(fds[0], st.st_size, 0)
+            os.close(fds[0])
+            self.assertEqual(len(data), b.bytes)
+            self.assertNotIn(pattern, data)
+            for run in list(b.runs) + list(lease_b.runs):
+                self.assertEqual(run.backing_path, "")
+            return {(r.iova, r.length) for r in b.runs}
+
+        check_b(self.allocate(bytes=4 << 20, token=B))  # while A holds its lease
+        self.pool("Release", pb.ReleaseRequest(lease_id=a.id), pb.ReleaseResponse)
+        # A unmapped and closed everything: its pages come back (zeroed)
+        # and B's next leases cover them; still no trace of the pattern.
+        deadline = time.time() + 10
+        while True:
+            b = self.allocate(bytes=1 << 20, token=B)
+            got = check_b(b)
+            if any(lo <= a_lo < lo + n for lo, n in got for a_lo, _ in a_pages):
+                break
+            self.assertLess(time.time(), deadline, "A's pages never came back")
     def test_health_and_reflection(self):
         import health_pb2
         import reflection_pb2

@@ -136,16 +136,14 @@ TEST_F(ServerTest, AllocateGivesRunsAndBackingThatMapTheSameMemory) {
   ctx = Ctx(kAlice);
   ASSERT_TRUE(pool_->ListLeases(ctx.get(), {}, &list).ok());
   ASSERT_EQ(list.leases_size(), 1);
-  // The backing file at the offset is the memory.
-  const int fd = open(l.runs(0).backing_path().c_str(), O_RDWR);
-  ASSERT_GE(fd, 0);
-  void* p =
-      mmap(nullptr, l.runs(0).length(), PROT_READ | PROT_WRITE, MAP_SHARED, fd,
-           static_cast<off_t>(l.runs(0).backing_offset()));
-  ASSERT_NE(p, MAP_FAILED);
-  EXPECT_EQ(static_cast<uint8_t*>(p)[100], 0);
-  munmap(p, l.runs(0).length());
-  close(fd);
+  // The lease's view (fd socket) is the memory: no path to any file.
+  EXPECT_EQ(l.runs(0).backing_path(), "");
+  {
+    auto view = MapView(*daemon_, l.id(), kAlice);
+    ASSERT_TRUE(view.ok()) << view.status();
+    EXPECT_EQ((*view)->bytes, l.bytes());
+    EXPECT_EQ((*view)->base[l.runs(0).view_offset() + 100], 0);
+  }
   // Pool info counts it.
   const auto info = Info(pool_.get(), kAlice);
   EXPECT_EQ(info.used_bytes(), 64 * 1024u);
@@ -434,16 +432,11 @@ TEST_F(ServerTest, PreemptionReclaimsAfterTheGracePeriod) {
 TEST_F(ServerTest, MemoryIsZeroedBeforeAnotherTenantGetsIt) {
   Got a = Allocate(pool_.get(), kAlice, Bytes(kTotal));
   ASSERT_TRUE(a.status.ok());
-  // Alice writes a pattern through every run's backing file.
-  for (const auto& run : a.lease.runs()) {
-    const int fd = open(run.backing_path().c_str(), O_RDWR);
-    ASSERT_GE(fd, 0);
-    void* p = mmap(nullptr, run.length(), PROT_READ | PROT_WRITE, MAP_SHARED,
-                   fd, static_cast<off_t>(run.backing_offset()));
-    ASSERT_NE(p, MAP_FAILED);
-    std::memset(p, 0xA5, run.length());
-    munmap(p, run.length());
-    close(fd);
+  // Alice writes a pattern through her lease's view (then unmaps it).
+  {
+    auto view = MapView(*daemon_, a.lease.id(), kAlice);
+    ASSERT_TRUE(view.ok()) << view.status();
+    std::memset((*view)->base, 0xA5, (*view)->bytes);
   }
   v1::ReleaseRequest rel;
   rel.set_lease_id(a.lease.id());
@@ -455,18 +448,13 @@ TEST_F(ServerTest, MemoryIsZeroedBeforeAnotherTenantGetsIt) {
   req.set_may_wait(true);
   Got b = Allocate(pool_.get(), kBob, req, 20);
   ASSERT_TRUE(b.status.ok()) << b.status.error_message();
+  auto view = MapView(*daemon_, b.lease.id(), kBob);
+  ASSERT_TRUE(view.ok()) << view.status();
   for (const auto& run : b.lease.runs()) {
-    const int fd = open(run.backing_path().c_str(), O_RDONLY);
-    ASSERT_GE(fd, 0);
-    void* p = mmap(nullptr, run.length(), PROT_READ, MAP_SHARED, fd,
-                   static_cast<off_t>(run.backing_offset()));
-    ASSERT_NE(p, MAP_FAILED);
-    const uint8_t* bytes = static_cast<const uint8_t*>(p);
+    const uint8_t* bytes = (*view)->base + run.view_offset();
     size_t nonzero = 0;
     for (uint64_t i = 0; i < run.length(); ++i) nonzero += bytes[i] != 0;
     EXPECT_EQ(nonzero, 0u) << run.iova();
-    munmap(p, run.length());
-    close(fd);
   }
 }
 

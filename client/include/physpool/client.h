@@ -123,8 +123,9 @@ using RevokedCallback =
 
 class Client;
 
-// A leased, mapped region. Destroying it stops renewal, releases the lease
-// and unmaps the memory.
+// A leased, mapped region: the lease's own view (docs/vfio.md), one
+// mapping per run. Destroying it stops renewal, unmaps the memory and
+// releases the lease.
 class Region {
  public:
   struct Run {
@@ -146,10 +147,13 @@ class Region {
   const std::string& request_id() const { return request_id_; }
   // True once the daemon has taken it back (the callback has run).
   bool revoked() const;
-  // Releases now (idempotent); the memory stays mapped until destruction.
+  // Unmaps (runs() is empty after) and releases now (idempotent).
+  // Unmapping first matters: memory of an ended lease that is still
+  // mapped stays quarantined, out of the pool, until it is unmapped.
   absl::Status Release();
 
  private:
+  void Unmap();
   friend class Client;
   struct Shared;
   Region(std::shared_ptr<Shared> shared, std::string lease_id,
