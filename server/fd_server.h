@@ -8,17 +8,34 @@
 // The answer is one line, "ok <n> <fd index of run 0> <of run 1> ...\n"
 // with n descriptors attached (backing: one per segment the runs lie in;
 // device: "ok 1"), or "error <CODE> <message>\n" with the gRPC status code
-// name. Connections are served one at a time, each request within 2 s.
-// See docs/vfio.md.
+// name. See docs/vfio.md, "The fd socket's trust model".
+//
+// Concurrency: one event-loop thread accepts and reads every connection
+// without blocking (each connection's partial line is buffered), so a slow,
+// silent or dripping peer holds only its own connection. A complete line goes
+// to a small pool of worker threads (kWorkers) that run Answer() (which may
+// wait briefly on the manager) and send the answer. Order on accept: the
+// peer's credentials (SO_PEERCRED) first, then the allowed uids/gids, then
+// the per-uid connection cap, and only then is anything read. The request
+// line must be complete within options.request_deadline of the accept (the
+// whole request, not per read()); then "error DEADLINE_EXCEEDED" and close.
 #ifndef PHYSPOOL_SERVER_FD_SERVER_H_
 #define PHYSPOOL_SERVER_FD_SERVER_H_
 
-#include <atomic>
+#include <sys/socket.h>
+
+#include <deque>
+#include <map>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "server/options.h"
 #include "server/pool_manager.h"
 #include "server/services.h"
 #include "vfio/memory_source.h"
@@ -32,10 +49,16 @@ class FdServer {
       : source_(source), manager_(manager), auth_(auth) {}
   ~FdServer() { Stop(); }
 
-  // Binds `path` (mode 0660; a stale socket is replaced) and serves on a
-  // thread.
-  absl::Status Start(const std::string& path);
-  // Stops serving and removes the socket. Idempotent.
+  static constexpr int kWorkers = 4;
+
+  // Binds `path` (mode 0660; a stale socket is replaced) and serves on the
+  // event-loop thread and kWorkers workers.
+  absl::Status Start(const std::string& path,
+                     const FdSocketOptions& options = {});
+  // Stops serving and removes the socket; returns promptly: connections
+  // still reading are closed, queued ones answered UNAVAILABLE, and those
+  // being answered are shut down (a worker waits at most for one Answer()).
+  // Idempotent.
   void Stop();
 
   // One request line -> the answer line and the descriptors to send
@@ -43,16 +66,46 @@ class FdServer {
   std::string Answer(const std::string& line, std::vector<int>* fds);
 
  private:
+  struct Conn {
+    int fd = -1;
+    ucred peer = {};
+    absl::Time deadline;
+    std::string buf;  // what has been read so far
+  };
+
   void Loop();
-  void Serve(int conn);
+  bool Allowed(const ucred& peer) const;
+  // Credentials, allow list and cap for a new connection: kept in conns, or
+  // answered and closed.
+  void Admit(int fd, std::vector<Conn>* conns);
+  // Reads what is there; true when the connection is done with the loop
+  // (handed to a worker or closed).
+  bool ReadSome(Conn& c);
+  void Work();
+  void Serve(Conn& c);
+  // Sends `answer` (best effort, never blocks) and closes the connection.
+  void Finish(Conn& c, const std::string& answer);
+  // Logs a refused connection, at most once a second.
+  void LogRefused(const ucred& peer, const absl::Status& why);
 
   vfio::MemorySource* const source_;
   PoolManager* const manager_;
   const Authenticator* const auth_;
+  FdSocketOptions options_;
   std::string path_;
   int listen_fd_ = -1;
   int stop_fd_ = -1;  // eventfd: wakes the loop to stop
   std::thread thread_;
+  std::vector<std::thread> workers_;
+
+  absl::Mutex mu_;
+  absl::CondVar cv_;
+  std::map<uid_t, uint32_t> open_per_uid_ ABSL_GUARDED_BY(mu_);
+  std::deque<Conn> queue_ ABSL_GUARDED_BY(mu_);   // complete lines
+  std::set<int> in_flight_ ABSL_GUARDED_BY(mu_);  // being answered
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Time last_refusal_log_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  uint64_t refusals_unlogged_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace physpool::server

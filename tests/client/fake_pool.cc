@@ -100,6 +100,7 @@ grpc::ServerUnaryReactor* FakePool::Allocate(grpc::CallbackServerContext* ctx,
                                       "fake: no memory"));
     case Step::kOk:
     case Step::kHugeAnswer:
+    case Step::kMemfd:
       break;
   }
   v1::Lease* l = resp->mutable_lease();
@@ -112,9 +113,14 @@ grpc::ServerUnaryReactor* FakePool::Allocate(grpc::CallbackServerContext* ctx,
   v1::Run* run = l->add_runs();
   run->set_iova(0x100000000);
   run->set_length(4096);
-  run->set_backing_path(backing_);
+  run->set_backing_path(step == Step::kMemfd ? "memfd:fake" : backing_);
   if (step == Step::kHugeAnswer) l->set_label(std::string(huge, 'x'));
   return Answer(ctx, grpc::Status::OK);
+}
+
+int FakePool::releases() {
+  absl::MutexLock l(&mu_);
+  return releases_;
 }
 
 grpc::ServerUnaryReactor* FakePool::Renew(grpc::CallbackServerContext* ctx,
@@ -128,6 +134,10 @@ grpc::ServerUnaryReactor* FakePool::Renew(grpc::CallbackServerContext* ctx,
 grpc::ServerUnaryReactor* FakePool::Release(grpc::CallbackServerContext* ctx,
                                             const v1::ReleaseRequest*,
                                             v1::ReleaseResponse* resp) {
+  {
+    absl::MutexLock l(&mu_);
+    ++releases_;
+  }
   resp->set_released(true);
   return Answer(ctx, grpc::Status::OK);
 }
