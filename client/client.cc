@@ -333,7 +333,8 @@ absl::StatusOr<int> Client::OpenDevice(const std::string& bdf) {
     return absl::InvalidArgumentError("bad device address \"" + bdf + "\"");
   }
   auto answer = client_internal::FdRequest(
-      impl_->fd_socket, absl::StrCat("device ", bdf, " ", impl_->token));
+      impl_->fd_socket, absl::StrCat("device ", bdf, " ", impl_->token),
+      absl::FromChrono(impl_->opts.timeout));
   if (!answer.ok()) return answer.status();
   if (answer->fds.size() != 1) {
     for (int fd : answer->fds) close(fd);
@@ -426,7 +427,8 @@ absl::StatusOr<std::unique_ptr<Region>> Client::Allocate(
   {
     auto answer = client_internal::FdRequest(
         impl_->fd_socket,
-        absl::StrCat("backing ", lease.id(), " ", impl_->token));
+        absl::StrCat("backing ", lease.id(), " ", impl_->token),
+        absl::FromChrono(impl_->opts.timeout));
     if (!answer.ok()) {
       mapped = answer.status();
     } else if (answer->words.size() !=

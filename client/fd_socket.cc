@@ -1,9 +1,12 @@
 #include "client/fd_socket.h"
 
+#include <poll.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -20,6 +23,20 @@ absl::Status Unavailable(const std::string& path, const char* step) {
       absl::StrCat("fd socket ", path, ": ", step, ": ", std::strerror(errno)));
 }
 
+absl::Status Late(const std::string& path, const char* step,
+                  absl::Duration timeout) {
+  return absl::DeadlineExceededError(
+      absl::StrCat("fd socket ", path, ": ", step, ": no answer within ",
+                   absl::FormatDuration(timeout)));
+}
+
+// SO_SNDTIMEO bounds connect (a full backlog) and send on a unix socket.
+void SetSendTimeout(int fd, absl::Duration left) {
+  left = std::max(left, absl::Milliseconds(1));
+  timeval tv = absl::ToTimeval(left);
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+}
+
 absl::StatusCode CodeNamed(absl::string_view name) {
   for (int c = 0; c <= 16; ++c) {
     const auto code = static_cast<absl::StatusCode>(c);
@@ -31,7 +48,9 @@ absl::StatusCode CodeNamed(absl::string_view name) {
 }  // namespace
 
 absl::StatusOr<FdAnswer> FdRequest(const std::string& path,
-                                   const std::string& request) {
+                                   const std::string& request,
+                                   absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
   sockaddr_un addr = {};
   addr.sun_family = AF_UNIX;
   if (path.empty() || path.size() >= sizeof(addr.sun_path)) {
@@ -41,22 +60,40 @@ absl::StatusOr<FdAnswer> FdRequest(const std::string& path,
   std::memcpy(addr.sun_path, path.data(), path.size());
   const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return Unavailable(path, "socket");
+  SetSendTimeout(fd, deadline - absl::Now());
   if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    absl::Status s = Unavailable(path, "connect");
+    absl::Status s = errno == EAGAIN || errno == EINPROGRESS
+                         ? Late(path, "connect", timeout)
+                         : Unavailable(path, "connect");
     close(fd);
     return s;
   }
   const std::string line = request + "\n";
+  SetSendTimeout(fd, deadline - absl::Now());
   if (send(fd, line.data(), line.size(), MSG_NOSIGNAL) !=
       static_cast<ssize_t>(line.size())) {
-    absl::Status s = Unavailable(path, "send");
+    absl::Status s = errno == EAGAIN ? Late(path, "send", timeout)
+                                     : Unavailable(path, "send");
     close(fd);
     return s;
   }
   std::string text;
   FdAnswer answer;
   std::vector<char> control(CMSG_SPACE(sizeof(int) * kMaxFds));
+  bool late = false;
   while (text.find('\n') == std::string::npos) {
+    const absl::Duration left = deadline - absl::Now();
+    pollfd p = {fd, POLLIN, 0};
+    const int ready = left <= absl::ZeroDuration()
+                          ? 0
+                          : poll(&p, 1,
+                                 static_cast<int>(absl::ToInt64Milliseconds(
+                                     absl::Ceil(left, absl::Milliseconds(1)))));
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready == 0) {
+      late = true;
+      break;
+    }
     char buf[4096];
     iovec iov = {buf, sizeof(buf)};
     msghdr msg = {};
@@ -64,7 +101,8 @@ absl::StatusOr<FdAnswer> FdRequest(const std::string& path,
     msg.msg_iovlen = 1;
     msg.msg_control = control.data();
     msg.msg_controllen = control.size();
-    const ssize_t n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
+    const ssize_t n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
     if (n <= 0) break;
     text.append(buf, n);
     for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
@@ -80,6 +118,9 @@ absl::StatusOr<FdAnswer> FdRequest(const std::string& path,
     return s;
   };
   const size_t nl = text.find('\n');
+  if (nl == std::string::npos && late) {
+    return fail(Late(path, "receive", timeout));
+  }
   if (nl == std::string::npos) {
     return fail(absl::UnavailableError(
         absl::StrCat("fd socket ", path, ": no answer")));

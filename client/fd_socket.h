@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 
 namespace physpool::client_internal {
 
@@ -16,11 +17,14 @@ struct FdAnswer {
   std::vector<std::string> words;  // after "ok"
 };
 
-// Sends `request` (without the newline) to the socket at `path`. An
-// "error CODE message" answer becomes that status; UNAVAILABLE if the
-// socket does not answer.
+// Sends `request` (without the newline) to the socket at `path` and reads
+// the answer, all within `timeout` (connect, send and the whole receive):
+// DEADLINE_EXCEEDED past it. An "error CODE message" answer becomes that
+// status; UNAVAILABLE if the socket cannot be reached or closes without an
+// answer.
 absl::StatusOr<FdAnswer> FdRequest(const std::string& path,
-                                   const std::string& request);
+                                   const std::string& request,
+                                   absl::Duration timeout);
 
 }  // namespace physpool::client_internal
 

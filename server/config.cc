@@ -73,6 +73,57 @@ absl::Status ParseSeconds(const Reader& r, const YAML::Node& parent,
   return absl::OkStatus();
 }
 
+// A list of ids (uids or gids).
+template <typename T>
+absl::Status ParseIds(const Reader& r, const YAML::Node& parent,
+                      const std::string& key, absl::string_view where,
+                      std::vector<T>* out) {
+  const YAML::Node n = parent[key];
+  if (!n) return absl::OkStatus();
+  const std::string path = absl::StrCat(where, ".", key);
+  if (!n.IsSequence()) return r.Error(n, path, "must be a list of numbers");
+  out->clear();
+  for (const YAML::Node& id : n) {
+    int64_t v = -1;
+    try {
+      v = id.as<int64_t>();
+    } catch (const YAML::Exception&) {
+    }
+    if (v < 0 || v > 0xfffffffe) {
+      return r.Error(id, path,
+                     absl::StrCat("bad id \"", id.Scalar(),
+                                  "\" (numeric uids/gids only)"));
+    }
+    out->push_back(static_cast<T>(v));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ParseFdAccess(const Reader& r, const YAML::Node& a,
+                           FdSocketOptions* out) {
+  const std::string w = "listen.fd_socket_access";
+  RETURN_IF_ERROR(r.Keys(a, w,
+                         {"allowed_uids", "allowed_gids",
+                          "max_connections_per_uid", "request_deadline_ms"}));
+  RETURN_IF_ERROR(ParseIds(r, a, "allowed_uids", w, &out->allowed_uids));
+  RETURN_IF_ERROR(ParseIds(r, a, "allowed_gids", w, &out->allowed_gids));
+  RETURN_IF_ERROR(
+      r.Get(a, "max_connections_per_uid", w, &out->max_connections_per_uid));
+  if (a["max_connections_per_uid"] && out->max_connections_per_uid == 0) {
+    return r.Error(a["max_connections_per_uid"], w + ".max_connections_per_uid",
+                   "must be >= 1");
+  }
+  RETURN_IF_ERROR(ParseSeconds(r, a, "request_deadline_ms", w,
+                               absl::Milliseconds(1), &out->request_deadline));
+  if (a["request_deadline_ms"] &&
+      (out->request_deadline < absl::Milliseconds(10) ||
+       out->request_deadline > absl::Seconds(60))) {
+    return r.Error(a["request_deadline_ms"], w + ".request_deadline_ms",
+                   "must be from 10 to 60000");
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ParseVfio(const Reader& r, const YAML::Node& v,
                        vfio::VfioConfig* out) {
   const std::string w = "source.vfio";
@@ -286,8 +337,12 @@ absl::StatusOr<ServerConfig> Parse(absl::string_view yaml,
     RETURN_IF_ERROR(r.Get(st, "boot_id_file", "store", &c.boot_id_file));
   }
   if (const YAML::Node l = root["listen"]) {
-    RETURN_IF_ERROR(r.Keys(
-        l, "listen", {"unix", "tcp", "insecure_tcp", "tls", "fd_socket"}));
+    RETURN_IF_ERROR(r.Keys(l, "listen",
+                           {"unix", "tcp", "insecure_tcp", "tls", "fd_socket",
+                            "fd_socket_access"}));
+    if (const YAML::Node a = l["fd_socket_access"]) {
+      RETURN_IF_ERROR(ParseFdAccess(r, a, &c.fd_access));
+    }
     RETURN_IF_ERROR(r.Get(l, "unix", "listen", &c.unix_socket));
     RETURN_IF_ERROR(r.Get(l, "fd_socket", "listen", &c.fd_socket));
     RETURN_IF_ERROR(r.Get(l, "tcp", "listen", &c.tcp));
@@ -581,6 +636,19 @@ std::string FormatConfig(const ServerConfig& c) {
   out << YAML::Key << "listen" << YAML::Value << YAML::BeginMap;
   Text(out, "unix", c.unix_socket);
   Text(out, "fd_socket", c.fd_socket);
+  out << YAML::Key << "fd_socket_access" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "allowed_uids" << YAML::Value << YAML::Flow
+      << YAML::BeginSeq;
+  for (uid_t u : c.fd_access.allowed_uids) out << u;
+  out << YAML::EndSeq;
+  out << YAML::Key << "allowed_gids" << YAML::Value << YAML::Flow
+      << YAML::BeginSeq;
+  for (gid_t g : c.fd_access.allowed_gids) out << g;
+  out << YAML::EndSeq;
+  Key(out, "max_connections_per_uid", c.fd_access.max_connections_per_uid);
+  Key(out, "request_deadline_ms",
+      absl::ToInt64Milliseconds(c.fd_access.request_deadline));
+  out << YAML::EndMap;
   Text(out, "tcp", c.tcp);
   Key(out, "insecure_tcp", c.insecure_tcp);
   out << YAML::Key << "tls" << YAML::Value << YAML::BeginMap;

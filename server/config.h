@@ -24,8 +24,9 @@ struct ServerConfig {
   std::string tcp;            // host:port; "" disables
   bool insecure_tcp = false;  // allow TCP off loopback without TLS
   std::string tls_cert, tls_key, tls_client_ca;
-  std::string metrics;    // host:port; "" disables
-  std::string fd_socket;  // device/backing fds; "" = unix_socket + ".fds"
+  std::string metrics;        // host:port; "" disables
+  std::string fd_socket;      // device/backing fds; "" = unix_socket + ".fds"
+  FdSocketOptions fd_access;  // listen.fd_socket_access
   std::string source = "sim";
   vfio::SimConfig sim;
   vfio::VfioConfig vfio;

@@ -207,5 +207,43 @@ TEST(ConfigTest, LifecycleLimits) {
               HasSubstr("t.yaml:3: watch.colour: unknown key"));
 }
 
+TEST(ConfigTest, FdSocketAccess) {
+  auto d = ParseConfig("implicit_tenant: true\n", "t.yaml");
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_TRUE(d->fd_access.allowed_uids.empty());
+  EXPECT_EQ(d->fd_access.max_connections_per_uid, 16u);
+  EXPECT_EQ(d->fd_access.request_deadline, absl::Seconds(2));
+  auto c = ParseConfig(
+      "implicit_tenant: true\nlisten:\n  fd_socket_access: {allowed_uids: "
+      "[1000, 1001], allowed_gids: [50], max_connections_per_uid: 4, "
+      "request_deadline_ms: 500}\n",
+      "t.yaml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->fd_access.allowed_uids, (std::vector<uid_t>{1000, 1001}));
+  EXPECT_EQ(c->fd_access.allowed_gids, (std::vector<gid_t>{50}));
+  EXPECT_EQ(c->fd_access.max_connections_per_uid, 4u);
+  EXPECT_EQ(c->fd_access.request_deadline, absl::Milliseconds(500));
+  // What --check-config prints parses back to the same.
+  auto again = ParseConfig(FormatConfig(*c), "again.yaml");
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->fd_access.allowed_uids, c->fd_access.allowed_uids);
+  EXPECT_EQ(again->fd_access.allowed_gids, c->fd_access.allowed_gids);
+  EXPECT_EQ(again->fd_access.request_deadline, absl::Milliseconds(500));
+  EXPECT_THAT(Error("implicit_tenant: true\nlisten:\n  fd_socket_access:\n"
+                    "    allowed_uids: [alice]\n"),
+              HasSubstr("t.yaml:4: listen.fd_socket_access.allowed_uids: bad "
+                        "id \"alice\""));
+  EXPECT_THAT(Error("implicit_tenant: true\nlisten:\n  fd_socket_access:\n"
+                    "    max_connections_per_uid: 0\n"),
+              HasSubstr("t.yaml:4: listen.fd_socket_access.max_connections_"
+                        "per_uid: must be >= 1"));
+  EXPECT_THAT(Error("implicit_tenant: true\nlisten:\n  fd_socket_access:\n"
+                    "    request_deadline_ms: 5\n"),
+              HasSubstr("request_deadline_ms: must be from 10 to 60000"));
+  EXPECT_THAT(Error("implicit_tenant: true\nlisten:\n  fd_socket_access:\n"
+                    "    colour: red\n"),
+              HasSubstr("t.yaml:4: listen.fd_socket_access.colour: unknown"));
+}
+
 }  // namespace
 }  // namespace physpool::server

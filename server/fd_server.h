@@ -11,20 +11,42 @@
 // per-lease views "ok 1 0:0 0:<run 0's length> ...", the lease's own view
 // with its runs back to back; with isolation: off one descriptor per
 // segment at the runs' file offsets; device: "ok 1"), or
-// "error <CODE> <message>\n" with the gRPC status code name. A view sent
-// stays pinned (quarantine counts it held) until the peer has read it or
-// hung up. Connections are served one at a time, each request within 2 s.
-// See docs/vfio.md.
+// "error <CODE> <message>\n" with the gRPC status code name. See
+// docs/vfio.md, "The fd socket's trust model".
+//
+// A view sent stays pinned (the quarantine counts it held) until the peer
+// has read it (SIOCOUTQ: nothing left unread) or hung up: a descriptor in
+// a socket's queue is in no process's /proc. Until then the connection
+// stays open (and counts against its uid's cap). A peer whose pid
+// SO_PEERCRED cannot name (another pid namespace) gets no view.
+//
+// Concurrency: one event-loop thread accepts and reads every connection
+// without blocking (each connection's partial line is buffered), so a slow,
+// silent or dripping peer holds only its own connection. A complete line goes
+// to a small pool of worker threads (kWorkers) that run Answer() (which may
+// wait briefly on the manager) and send the answer. Order on accept: the
+// peer's credentials (SO_PEERCRED) first, then the allowed uids/gids, then
+// the per-uid connection cap, and only then is anything read. The request
+// line must be complete within options.request_deadline of the accept (the
+// whole request, not per read()); then "error DEADLINE_EXCEEDED" and close.
 #ifndef PHYSPOOL_SERVER_FD_SERVER_H_
 #define PHYSPOOL_SERVER_FD_SERVER_H_
 
-#include <atomic>
+#include <sys/socket.h>
+
+#include <deque>
 #include <memory>
+#include <map>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "server/options.h"
 #include "server/pool_manager.h"
 #include "server/services.h"
 #include "vfio/memory_source.h"
@@ -38,10 +60,16 @@ class FdServer {
       : source_(source), manager_(manager), auth_(auth) {}
   ~FdServer() { Stop(); }
 
-  // Binds `path` (mode 0660; a stale socket is replaced) and serves on a
-  // thread.
-  absl::Status Start(const std::string& path);
-  // Stops serving and removes the socket. Idempotent.
+  static constexpr int kWorkers = 4;
+
+  // Binds `path` (mode 0660; a stale socket is replaced) and serves on the
+  // event-loop thread and kWorkers workers.
+  absl::Status Start(const std::string& path,
+                     const FdSocketOptions& options = {});
+  // Stops serving and removes the socket; returns promptly: connections
+  // still reading are closed, queued ones answered UNAVAILABLE, and those
+  // being answered are shut down (a worker waits at most for one Answer()).
+  // Idempotent.
   void Stop();
 
   // One request line -> the answer line and the descriptors to send
@@ -52,23 +80,53 @@ class FdServer {
                      std::vector<std::shared_ptr<void>>* pins = nullptr);
 
  private:
-  void Loop();
-  // Answers one connection; returns the pins of what it sent.
-  std::vector<std::shared_ptr<void>> Serve(int conn);
-
-  struct Parked {
-    int conn;
-    std::vector<std::shared_ptr<void>> pins;
+  struct Conn {
+    int fd = -1;
+    ucred peer = {};
+    absl::Time deadline;
+    std::string buf;  // what has been read so far
   };
-  std::vector<Parked> parked_;  // the loop's: sent, not yet read
+
+  void Loop();
+  bool Allowed(const ucred& peer) const;
+  // Credentials, allow list and cap for a new connection: kept in conns, or
+  // answered and closed.
+  void Admit(int fd, std::vector<Conn>* conns);
+  // Reads what is there; true when the connection is done with the loop
+  // (handed to a worker or closed).
+  bool ReadSome(Conn& c);
+  void Work();
+  void Serve(Conn& c);
+  // Sends `answer` (best effort, never blocks) and closes the connection.
+  void Finish(Conn& c, const std::string& answer);
+  // Finishes the parked connections whose peer has read its answer.
+  void CheckParked();
+  // Logs a refused connection, at most once a second.
+  void LogRefused(const ucred& peer, const absl::Status& why);
 
   vfio::MemorySource* const source_;
   PoolManager* const manager_;
   const Authenticator* const auth_;
+  FdSocketOptions options_;
   std::string path_;
   int listen_fd_ = -1;
   int stop_fd_ = -1;  // eventfd: wakes the loop to stop
   std::thread thread_;
+  std::vector<std::thread> workers_;
+
+  absl::Mutex mu_;
+  absl::CondVar cv_;
+  std::map<uid_t, uint32_t> open_per_uid_ ABSL_GUARDED_BY(mu_);
+  std::deque<Conn> queue_ ABSL_GUARDED_BY(mu_);   // complete lines
+  std::set<int> in_flight_ ABSL_GUARDED_BY(mu_);  // being answered
+  struct Parked {
+    Conn conn;
+    std::vector<std::shared_ptr<void>> pins;
+  };
+  std::vector<Parked> parked_ ABSL_GUARDED_BY(mu_);  // answered, not read
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Time last_refusal_log_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  uint64_t refusals_unlogged_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace physpool::server

@@ -91,9 +91,10 @@ absl::StatusOr<std::unique_ptr<LeaseStore>> LeaseStore::Open(
     const std::string& layout) {
   std::unique_ptr<LeaseStore> st(new LeaseStore());
   st->path_ = path;
-  if (sqlite3_open_v2(path.c_str(), &st->db_,
-                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
-                      nullptr) != SQLITE_OK) {
+  if (sqlite3_open_v2(
+          path.c_str(), &st->db_,
+          SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOFOLLOW,
+          nullptr) != SQLITE_OK) {
     return st->Error("cannot open");
   }
   sqlite3_busy_timeout(st->db_, 2000);

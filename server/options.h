@@ -2,7 +2,10 @@
 #ifndef PHYSPOOL_SERVER_OPTIONS_H_
 #define PHYSPOOL_SERVER_OPTIONS_H_
 
+#include <sys/types.h>
+
 #include <string>
+#include <vector>
 
 #include "absl/time/time.h"
 #include "pglist/pool.h"
@@ -43,6 +46,21 @@ struct ManagerOptions {
   // How often quarantined views are looked for in /proc while some stay
   // held (a lease's end triggers a scan at once).
   absl::Duration quarantine_scan = absl::Seconds(1);
+};
+
+// Who may use the fd socket and how much of it (listen.fd_socket_access;
+// docs/vfio.md, "The fd socket's trust model").
+struct FdSocketOptions {
+  // Empty (both): any peer that can open the socket (its mode is 0660: the
+  // daemon's uid and group). Otherwise the peer's uid must be root, the
+  // daemon's euid, in allowed_uids, or its gid in allowed_gids.
+  std::vector<uid_t> allowed_uids;
+  std::vector<gid_t> allowed_gids;
+  // Open connections per peer uid; the next one is answered
+  // RESOURCE_EXHAUSTED and closed.
+  uint32_t max_connections_per_uid = 16;
+  // From accept to the complete request line; then DEADLINE_EXCEEDED.
+  absl::Duration request_deadline = absl::Seconds(2);
 };
 
 }  // namespace physpool::server

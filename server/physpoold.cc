@@ -155,7 +155,9 @@ absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
 
 // Removes a stale socket; refuses if a daemon answers on it.
 absl::Status PrepareSocket(const std::string& path) {
-  if (auto s = MakeParentDirs(path, 0755); !s.ok()) return s;
+  // The runtime dir: ours, not a planted one (docs/operations.md,
+  // "Directories").
+  if (auto s = MakePrivateParentDir(path, 0755); !s.ok()) return s;
   struct stat st;
   if (stat(path.c_str(), &st) != 0) return absl::OkStatus();
   const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -288,7 +290,11 @@ int Run(int argc, char** argv) {
   // backing is re-attached as it is or zeroed.
   std::unique_ptr<LeaseStore> store;
   if (!cfg->store_path.empty()) {
-    (void)MakeParentDirs(cfg->store_path, 0755);
+    if (absl::Status s = MakePrivateParentDir(cfg->store_path, 0755); !s.ok()) {
+      Log(LogLevel::kError, "lease store directory",
+          {F("path", cfg->store_path), F("error", s.ToString())});
+      return 1;
+    }
     auto boot = ReadBootId(cfg->boot_id_file);
     if (boot.ok() && !source.persistent()) {
       // memfd backing dies with the daemon: every start is a new "boot" of
@@ -501,8 +507,9 @@ int Run(int argc, char** argv) {
   // After the gRPC socket: PrepareSocket has ruled out a live daemon here.
   FdServer fd_server(&source, &manager, &auth);
   if (!cfg->fd_socket.empty()) {
-    (void)MakeParentDirs(cfg->fd_socket, 0755);
-    if (absl::Status s = fd_server.Start(cfg->fd_socket); !s.ok()) {
+    absl::Status s = MakePrivateParentDir(cfg->fd_socket, 0755);
+    if (s.ok()) s = fd_server.Start(cfg->fd_socket, cfg->fd_access);
+    if (!s.ok()) {
       Log(LogLevel::kError, "fd socket", {F("error", s.ToString())});
       return 1;
     }

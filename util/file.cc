@@ -1,8 +1,10 @@
 #include "util/file.h"
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -38,6 +40,53 @@ absl::Status MakeParentDirs(const std::string& path, mode_t mode) {
   const size_t slash = path.rfind('/');
   if (slash == std::string::npos || slash == 0) return absl::OkStatus();
   return MakeDirs(path.substr(0, slash), mode);
+}
+
+absl::Status MakePrivateDir(const std::string& dir, mode_t mode) {
+  if (dir.empty()) return absl::InvalidArgumentError("empty directory path");
+  std::string d = dir;
+  while (d.size() > 1 && d.back() == '/') d.pop_back();
+  if (absl::Status s = MakeParentDirs(d, mode); !s.ok()) return s;
+  if (mkdir(d.c_str(), mode) != 0 && errno != EEXIST) {
+    return ErrnoStatus(absl::StrCat("mkdir ", d), errno);
+  }
+  struct stat st;
+  if (lstat(d.c_str(), &st) != 0) {
+    return ErrnoStatus(absl::StrCat("lstat ", d), errno);
+  }
+  char octal[8];
+  snprintf(octal, sizeof(octal), "%04o", unsigned(st.st_mode & 07777));
+  const std::string what =
+      absl::StrCat(" (owner uid ", st.st_uid, ", mode ", octal,
+                   "): refusing to use it; remove it or fix it, or configure "
+                   "another directory");
+  if (S_ISLNK(st.st_mode)) {
+    char target[4096];
+    const ssize_t n = readlink(d.c_str(), target, sizeof(target) - 1);
+    return absl::FailedPreconditionError(
+        absl::StrCat(d, " is a symlink (to ",
+                     n > 0 ? std::string(target, n) : "?", ")", what));
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(d, " is not a directory", what));
+  }
+  if (st.st_uid != geteuid()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(d, " is owned by uid ", st.st_uid,
+                     ", not by physpoold's uid ", geteuid(), what));
+  }
+  if (st.st_mode & (S_IWGRP | S_IWOTH)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(d, " is writable by its group or others", what));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status MakePrivateParentDir(const std::string& path, mode_t mode) {
+  const size_t slash = path.rfind('/');
+  if (slash == std::string::npos) return absl::OkStatus();
+  return MakePrivateDir(slash == 0 ? "/" : path.substr(0, slash), mode);
 }
 
 }  // namespace physpool

@@ -24,6 +24,20 @@ absl::Status MakeDirs(const std::string& dir, mode_t mode);
 // MakeDirs of the directory part of `path` (nothing if it has none).
 absl::Status MakeParentDirs(const std::string& path, mode_t mode);
 
+// A directory the daemon keeps its files in (runtime, sim, store, backing):
+// creates it (missing parents too, all with `mode`), or accepts the one that
+// is there only if it is a real directory (lstat: not a symlink), owned by
+// the effective uid and not writable by group or others. Parents are not
+// checked: system directories such as /tmp or /dev/shm are world-writable
+// but sticky. FAILED_PRECONDITION naming the path, its owner uid and its
+// mode, e.g. "/tmp/physpool-1000 is owned by uid 65534, not 1000 (mode
+// 0755): refusing to use it ...".
+absl::Status MakePrivateDir(const std::string& dir, mode_t mode);
+
+// MakePrivateDir of the directory part of `path` (nothing if it has none:
+// a path relative to the working directory).
+absl::Status MakePrivateParentDir(const std::string& path, mode_t mode);
+
 }  // namespace physpool
 
 #endif  // PHYSPOOL_UTIL_FILE_H_

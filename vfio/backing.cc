@@ -69,10 +69,32 @@ absl::StatusOr<Backing> CreatePosixBacking(BackingKind kind,
           "-byte pages (mount -t hugetlbfs -o pagesize=", page_size / 1024,
           "K none ", dir, ")"));
     }
-    b.fd = open(path.c_str(),
-                O_RDWR | O_CLOEXEC | (reattach ? 0 : O_CREAT | O_TRUNC), 0600);
+    // Never through a symlink; a fresh file is ours alone (O_EXCL), a
+    // re-attached one must be a regular file of ours.
+    struct stat st;
+    if (lstat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          path,
+          S_ISLNK(st.st_mode) ? " is a symlink" : " is not a regular file",
+          " (owner uid ", st.st_uid,
+          "): refusing to follow or overwrite it; remove it"));
+    }
+    if (!reattach) unlink(path.c_str());  // a stale file of the last run
+    b.fd = open(
+        path.c_str(),
+        O_RDWR | O_CLOEXEC | O_NOFOLLOW | (reattach ? 0 : O_CREAT | O_EXCL),
+        0600);
     b.path = path;
     if (b.fd < 0) return ErrnoStatus(absl::StrCat("open ", path), errno);
+    if (reattach) {
+      if (fstat(b.fd, &st) != 0 || !S_ISREG(st.st_mode) ||
+          st.st_uid != geteuid()) {
+        close(b.fd);
+        return absl::FailedPreconditionError(absl::StrCat(
+            "cannot re-attach ", path, ": not a regular file owned by uid ",
+            geteuid(), " (owner uid ", st.st_uid, ")"));
+      }
+    }
   }
   absl::Cleanup close_fd = [&b, kind, reattach] {
     close(b.fd);

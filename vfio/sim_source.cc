@@ -56,7 +56,7 @@ absl::Status SimSource::Start(bool keep_contents) {
     return absl::InvalidArgumentError(absl::StrCat(
         "sim page size ", config_.page_size, " is not a power of two >= 4096"));
   }
-  if (absl::Status s = MakeDirs(config_.dir, 0700); !s.ok()) return s;
+  if (absl::Status s = MakePrivateDir(config_.dir, 0700); !s.ok()) return s;
   next_iova_ = config_.base_iova;
   for (size_t i = 0; i < config_.segments.size(); ++i) {
     const SimSegmentConfig& s = config_.segments[i];

@@ -168,7 +168,7 @@ absl::Status VfioSource::Start(bool keep_contents) {
         "the container's memlock ulimit) or grant CAP_IPC_LOCK"));
   }
   if (config_.backing == BackingKind::kFile) {
-    if (absl::Status s = MakeDirs(config_.dir, 0700); !s.ok()) return s;
+    if (absl::Status s = MakePrivateDir(config_.dir, 0700); !s.ok()) return s;
   }
   udmabuf_ = kernel_->GetUdmabufInfo();
   if (config_.backing != BackingKind::kMemfd) {

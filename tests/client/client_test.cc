@@ -1,6 +1,8 @@
 // The client library against the real daemon.
 #include "physpool/client.h"
 
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -690,8 +692,8 @@ TEST_F(ClientTest, FdSocketHandsOutBackingFdsOnlyToTheOwner) {
   ASSERT_TRUE(pool->GetPoolInfo(ctx.get(), {}, &info).ok());
   ASSERT_EQ(info.fd_socket(), daemon_->socket() + ".fds");
   const std::string id = (*region)->lease_id();
-  auto answer = client_internal::FdRequest(info.fd_socket(),
-                                           "backing " + id + " " + kAlice);
+  auto answer = client_internal::FdRequest(
+      info.fd_socket(), "backing " + id + " " + kAlice, absl::Seconds(5));
   ASSERT_TRUE(answer.ok()) << answer.status();
   ASSERT_EQ(answer->fds.size(), 1u);
   ASSERT_EQ(answer->words, (std::vector<std::string>{"1", "0:0"}));
@@ -730,7 +732,8 @@ TEST_F(ClientTest, FdSocketHandsOutBackingFdsOnlyToTheOwner) {
       {std::string(5000, 'x'), absl::StatusCode::kInvalidArgument},
   };
   for (const Case& c : cases) {
-    auto a = client_internal::FdRequest(info.fd_socket(), c.request);
+    auto a = client_internal::FdRequest(info.fd_socket(), c.request,
+                                        absl::Seconds(5));
     EXPECT_EQ(a.status().code(), c.code)
         << c.request.substr(0, 40) << ": " << a.status();
   }
@@ -739,6 +742,69 @@ TEST_F(ClientTest, FdSocketHandsOutBackingFdsOnlyToTheOwner) {
   EXPECT_EQ(root->OpenDevice("0000:00:01.0").status().code(),
             absl::StatusCode::kNotFound);
   EXPECT_TRUE(root->devices().empty());
+}
+
+// A unix socket that accepts and never answers: the fd socket of a daemon
+// that hangs.
+class SilentSocket {
+ public:
+  explicit SilentSocket(const std::string& path) : path_(path) {
+    fd_ = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un addr = {};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
+    EXPECT_EQ(bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    EXPECT_EQ(listen(fd_, 16), 0);
+    // The kernel completes connections in the backlog: no accept needed
+    // for a silent peer.
+  }
+  ~SilentSocket() {
+    close(fd_);
+    unlink(path_.c_str());
+  }
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+};
+
+TEST_F(FakeServerTest, AnFdRequestThatGetsNoAnswerEndsAtItsDeadline) {
+  SilentSocket silent(dir_ + "/silent.fds");
+  const absl::Time start = absl::Now();
+  auto a = client_internal::FdRequest(dir_ + "/silent.fds", "backing l-1 token",
+                                      absl::Seconds(1));
+  const absl::Duration took = absl::Now() - start;
+  std::printf("FdRequest to a silent socket: %s after %s\n",
+              a.status().ToString().c_str(),
+              absl::FormatDuration(took).c_str());
+  EXPECT_EQ(a.status().code(), absl::StatusCode::kDeadlineExceeded)
+      << a.status();
+  EXPECT_GE(took, absl::Milliseconds(950));
+  EXPECT_LT(took, absl::Seconds(3));
+}
+
+TEST_F(FakeServerTest, AMemfdAllocateWhoseFdSocketHangsFailsAndReleases) {
+  SilentSocket silent(dir_ + "/silent.fds");
+  ClientOptions o;
+  o.endpoint = fake_->endpoint();
+  o.timeout = std::chrono::milliseconds(500);
+  o.fd_socket = dir_ + "/silent.fds";
+  auto c = Client::Connect(o);
+  ASSERT_TRUE(c.ok()) << c.status();
+  fake_->SetScript({Step::kMemfd});
+  AllocateOptions ao;
+  ao.bytes = 4096;
+  const absl::Time start = absl::Now();
+  auto region = (*c)->Allocate(ao);
+  const absl::Duration took = absl::Now() - start;
+  EXPECT_EQ(region.status().code(), absl::StatusCode::kDeadlineExceeded)
+      << region.status();
+  EXPECT_LT(took, absl::Seconds(3));
+  // The granted lease is given back.
+  for (int i = 0; i < 100 && fake_->releases() == 0; ++i) {
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  EXPECT_EQ(fake_->releases(), 1);
 }
 
 }  // namespace

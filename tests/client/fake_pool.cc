@@ -149,6 +149,7 @@ grpc::ServerUnaryReactor* FakePool::Allocate(grpc::CallbackServerContext* ctx,
                                       "fake: no memory"));
     case Step::kOk:
     case Step::kHugeAnswer:
+    case Step::kMemfd:
       break;
   }
   v1::Lease* l = resp->mutable_lease();
@@ -166,6 +167,11 @@ grpc::ServerUnaryReactor* FakePool::Allocate(grpc::CallbackServerContext* ctx,
   return Answer(ctx, grpc::Status::OK);
 }
 
+int FakePool::releases() {
+  absl::MutexLock l(&mu_);
+  return releases_;
+}
+
 grpc::ServerUnaryReactor* FakePool::Renew(grpc::CallbackServerContext* ctx,
                                           const v1::RenewRequest* req,
                                           v1::RenewResponse* resp) {
@@ -177,6 +183,10 @@ grpc::ServerUnaryReactor* FakePool::Renew(grpc::CallbackServerContext* ctx,
 grpc::ServerUnaryReactor* FakePool::Release(grpc::CallbackServerContext* ctx,
                                             const v1::ReleaseRequest*,
                                             v1::ReleaseResponse* resp) {
+  {
+    absl::MutexLock l(&mu_);
+    ++releases_;
+  }
   resp->set_released(true);
   return Answer(ctx, grpc::Status::OK);
 }

@@ -28,6 +28,7 @@ class FakePool final : public v1::Pool::CallbackService {
     kHang,         // no answer until the client gives up (its deadline)
     kNoMemory,     // RESOURCE_EXHAUSTED "fake: no memory"
     kHugeAnswer,   // a lease whose label makes the answer `huge_bytes`
+    kMemfd,        // as kOk (every lease is mapped through the fd socket)
   };
   // What one Allocate attempt carried.
   struct Attempt {
@@ -48,6 +49,7 @@ class FakePool final : public v1::Pool::CallbackService {
   void SetScript(std::vector<Step> script);
   void set_huge_bytes(size_t bytes);
   std::vector<Attempt> attempts();
+  int releases();  // Release calls so far
 
   grpc::ServerUnaryReactor* Allocate(grpc::CallbackServerContext* ctx,
                                      const v1::AllocateRequest* req,
@@ -78,6 +80,7 @@ class FakePool final : public v1::Pool::CallbackService {
   std::vector<Attempt> attempts_ ABSL_GUARDED_BY(mu_);
   size_t huge_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   int leases_ ABSL_GUARDED_BY(mu_) = 0;
+  int releases_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace physpool::testing

@@ -96,11 +96,15 @@ store:
   boot_id_file: %s
 %s)",
       d->socket_,
-      o.tls_dir.empty()
-          ? std::string()
-          : absl::StrFormat("  tls: {cert: %s/server.crt, key: %s/server.key, "
-                            "client_ca: %s/ca.crt}\n",
-                            o.tls_dir, o.tls_dir, o.tls_dir),
+      absl::StrCat(o.fd_socket_access.empty()
+                       ? ""
+                       : "  fd_socket_access: " + o.fd_socket_access + "\n",
+                   o.tls_dir.empty()
+                       ? std::string()
+                       : absl::StrFormat(
+                             "  tls: {cert: %s/server.crt, key: %s/server.key, "
+                             "client_ca: %s/ca.crt}\n",
+                             o.tls_dir, o.tls_dir, o.tls_dir)),
       d->dir_, segments, o.reserve_bytes, o.default_ttl_seconds,
       o.expiring_warning_seconds, o.reclaim_grace_ms,
       o.max_runs_per_lease

@@ -38,6 +38,9 @@ struct DaemonOptions {
   // that requires client certificates signed by ca.crt.
   std::string tls_dir;
   std::string extra_yaml;  // appended verbatim at the top level
+  // listen.fd_socket_access as a YAML flow mapping, e.g.
+  // "{max_connections_per_uid: 4}"; empty: the defaults.
+  std::string fd_socket_access;
   std::string boot_id_file = "/proc/sys/kernel/random/boot_id";
   // The sim segments (YAML flow list items); empty: 16 MiB on freelist 0 /
   // NUMA 0 and 8 MiB on freelist 1 / NUMA 1 (kTotal 24 MiB).

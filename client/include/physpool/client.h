@@ -58,7 +58,9 @@ struct ClientOptions {
   // TCP with TLS: the CA that signed the server (PEM file); with cert and
   // key, a client certificate (mTLS).
   std::string tls_ca, tls_cert, tls_key;
-  // Deadline of each call. An Allocate attempt that waits for memory gets
+  // Deadline of each call, and of each fd socket request (OpenDevice, the
+  // backing of a memfd-backed Allocate: DEADLINE_EXCEEDED, the lease
+  // released). An Allocate attempt that waits for memory gets
   // wait_timeout + timeout.
   std::chrono::milliseconds timeout{10000};
   // The daemon's fd socket (device and backing fds). Empty: the one the
