@@ -300,7 +300,7 @@ void FdServer::Serve(Conn& c) {
         "could not tell when you stop mapping the lease: run the tenant in "
         "the daemon's pid namespace (Kubernetes: the daemon with hostPID)"));
   } else {
-    answer = Answer(line, &fds, &pins);
+    answer = Answer(line, &fds, &pins, c.peer.pid);
   }
   Log(LogLevel::kInfo, "fd socket",
       {F("pid", c.peer.pid), F("uid", c.peer.uid),
@@ -375,7 +375,8 @@ void FdServer::LogRefused(const ucred& peer, const absl::Status& why) {
 }
 
 std::string FdServer::Answer(const std::string& line, std::vector<int>* fds,
-                             std::vector<std::shared_ptr<void>>* pins) {
+                             std::vector<std::shared_ptr<void>>* pins,
+                             pid_t peer) {
   const std::vector<std::string> words =
       absl::StrSplit(line, ' ', absl::SkipEmpty());
   if (words.size() < 2 || words.size() > 3 ||
@@ -405,7 +406,7 @@ std::string FdServer::Answer(const std::string& line, std::vector<int>* fds,
   if (manager_->views_enabled()) {
     // The lease's own view: one descriptor, the runs back to back.
     absl::StatusOr<PoolManager::ViewHandout> view =
-        manager_->HandOutView(*tenant, words[1]);
+        manager_->HandOutView(*tenant, words[1], peer);
     if (!view.ok()) return ErrorLine(view.status());
     fds->push_back(view->fd);
     if (pins != nullptr) pins->push_back(view->pin);

@@ -76,8 +76,10 @@ class FdServer {
   // (owned by the caller): the protocol without the socket.
   // `pins` (may be null) receives what must stay alive until the peer has
   // read the descriptors.
+  // `peer` is the asking process (SO_PEERCRED; 0: unknown).
   std::string Answer(const std::string& line, std::vector<int>* fds,
-                     std::vector<std::shared_ptr<void>>* pins = nullptr);
+                     std::vector<std::shared_ptr<void>>* pins = nullptr,
+                     pid_t peer = 0);
 
  private:
   struct Conn {

@@ -59,7 +59,8 @@ absl::StatusOr<FileId> FileIdOf(int fd) {
 }
 
 std::map<FileId, std::vector<Holder>> FindHolders(const std::set<FileId>& files,
-                                                  int* scanned) {
+                                                  int* scanned,
+                                                  std::set<pid_t>* unreadable) {
   std::map<FileId, std::vector<Holder>> out;
   if (scanned != nullptr) *scanned = 0;
   if (files.empty()) return out;
@@ -70,6 +71,10 @@ std::map<FileId, std::vector<Holder>> FindHolders(const std::set<FileId>& files,
     const std::string proc = absl::StrCat("/proc/", pid);
     if (scanned != nullptr) ++*scanned;
     std::set<FileId> by_fd, by_map;
+    if (unreadable != nullptr && access((proc + "/fd").c_str(), R_OK | X_OK) != 0 &&
+        errno == EACCES) {
+      unreadable->insert(pid);
+    }
     ForEachEntry(proc + "/fd", [&](const char* fd) {
       struct stat st;
       // stat follows the magic link to the open file itself.

@@ -47,8 +47,12 @@ struct Holder {
 // For each of `files` that some process other than this one holds: the
 // holders, by pid. Processes that vanish while being read are skipped.
 // `scanned` (optional) receives how many processes were read.
-std::map<FileId, std::vector<Holder>> FindHolders(const std::set<FileId>& files,
-                                                  int* scanned = nullptr);
+// `unreadable` (optional) receives the processes whose descriptors this
+// one may not read (another uid without CAP_SYS_PTRACE): they may hold
+// anything.
+std::map<FileId, std::vector<Holder>> FindHolders(
+    const std::set<FileId>& files, int* scanned = nullptr,
+    std::set<pid_t>* unreadable = nullptr);
 
 // "pid 57 (e2e_tenant) uid 1000 fd+map" for logs and the CLI.
 std::string Describe(const Holder& h);

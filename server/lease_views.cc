@@ -63,7 +63,7 @@ LeaseViews::ScanSet LeaseViews::ToScan() const {
 
 std::vector<LeaseViews::View> LeaseViews::Apply(
     const ScanSet& scanned, const std::map<FileId, std::vector<Holder>>& held,
-    std::vector<const View*>* newly_held) {
+    const std::set<pid_t>& unreadable, std::vector<const View*>* newly_held) {
   std::vector<View> gone;
   for (const auto& [file, what] : scanned.files) {
     auto it = views_.find(what.first);
@@ -71,10 +71,20 @@ std::vector<LeaseViews::View> LeaseViews::Apply(
     View& v = it->second;
     // Handed out or pinned since the snapshot: not known to be free.
     if (v.handouts != what.second || v.pins != 0 || !v.ended) continue;
-    auto h = held.find(file);
-    if (h != held.end()) {
+    std::vector<Holder> holders;
+    if (auto h = held.find(file); h != held.end()) holders = h->second;
+    for (pid_t pid : v.recipients) {
+      if (unreadable.count(pid)) {
+        Holder u;
+        u.pid = pid;
+        u.command = "? (may not inspect: another uid, no CAP_SYS_PTRACE)";
+        u.has_fd = true;
+        holders.push_back(u);
+      }
+    }
+    if (!holders.empty()) {
       if (v.holders.empty() && newly_held != nullptr) newly_held->push_back(&v);
-      v.holders = h->second;
+      v.holders = std::move(holders);
       continue;
     }
     --quarantined_;

@@ -47,6 +47,9 @@ class LeaseViews {
     bool ended = false;
     absl::Time ended_at;
     std::vector<Holder> holders;  // found by the last scan
+    // The processes the fd socket handed it to (SO_PEERCRED): one the scan
+    // may not inspect counts as holding it (fail closed).
+    std::set<pid_t> recipients;
   };
 
   // REQUIRES: no view of v.alloc.
@@ -75,6 +78,7 @@ class LeaseViews {
   // `newly_held` gets those found held for the first time.
   std::vector<View> Apply(const ScanSet& scanned,
                           const std::map<FileId, std::vector<Holder>>& held,
+                          const std::set<pid_t>& unreadable,
                           std::vector<const View*>* newly_held);
   // Gates whose allocations have no view now, and (`now` past their
   // deadline) expired ones: their callbacks, to run under the lock.

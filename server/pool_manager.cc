@@ -512,7 +512,10 @@ uint64_t PoolManager::Allocate(const Tenant& tenant, AllocateParams params,
         handle = r->handle;
       }
     } else {
-      if (params.may_wait) deadline = std::min(deadline, now + opts_.max_wait);
+      // wait.max_ms caps what may wait: for memory, or for a reclaim (its
+      // grace period, its victims' quarantine).
+      if (params.may_wait || params.may_reclaim)
+        deadline = std::min(deadline, now + opts_.max_wait);
       handle = next_handle_++;
       absl::Status s;
       if (const Waiter* rival =
@@ -1600,7 +1603,7 @@ ManagerStats PoolManager::Stats() {
 // --- Per-lease views and the quarantine ---------------------------------------
 
 absl::StatusOr<PoolManager::ViewHandout> PoolManager::HandOutView(
-    const Tenant& t, const std::string& lease_id) {
+    const Tenant& t, const std::string& lease_id, pid_t peer) {
   absl::MutexLock l(&mu_);
   if (!opts_.per_lease_views) {
     return absl::FailedPreconditionError(
@@ -1635,6 +1638,7 @@ absl::StatusOr<PoolManager::ViewHandout> PoolManager::HandOutView(
   if (copy < 0) return ErrnoStatus("dup a lease's view", errno);
   ++v->pins;
   ++v->handouts;
+  if (peer > 0) v->recipients.insert(peer);
   ViewHandout out;
   out.fd = copy;
   uint64_t offset = 0;
@@ -1746,15 +1750,17 @@ void PoolManager::QuarantineLoop() {
     mu_.Unlock();
     const absl::Time t0 = absl::Now();
     int processes = 0;
+    std::set<pid_t> unreadable;
     const std::map<FileId, std::vector<Holder>> held =
-        FindHolders(files, &processes);
+        FindHolders(files, &processes, &unreadable);
     const absl::Duration took = absl::Now() - t0;
     mu_.Lock();
     ++quarantine_scans_;
     last_scan_ = took;
     last_scan_processes_ = processes;
     std::vector<const LeaseViews::View*> newly_held;
-    std::vector<LeaseViews::View> gone = views_.Apply(set, held, &newly_held);
+    std::vector<LeaseViews::View> gone =
+        views_.Apply(set, held, unreadable, &newly_held);
     for (const LeaseViews::View* v : newly_held) {
       std::string who;
       for (const Holder& h : v->holders)

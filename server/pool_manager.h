@@ -194,8 +194,10 @@ class PoolManager {
     std::vector<uint64_t> offsets;
     std::shared_ptr<Pin> pin;
   };
+  // `peer` is the receiving process (0: unknown).
   absl::StatusOr<ViewHandout> HandOutView(const Tenant& tenant,
-                                          const std::string& lease_id);
+                                          const std::string& lease_id,
+                                          pid_t peer = 0);
   bool views_enabled() const { return opts_.per_lease_views; }
   // Live leases (of `tenant`, or all) in id order after `after`, at most
   // `max`.

@@ -117,7 +117,8 @@ TEST_F(ClientTest, BytesWrittenThroughThePointerAreSeenByAnotherProcess) {
   const pid_t child = fork();
   if (child == 0) {
     auto view = client_internal::FdRequest(
-        fd_socket, "backing " + lease.lease().id() + " " + kAlice);
+        fd_socket, "backing " + lease.lease().id() + " " + kAlice,
+        absl::Seconds(10));
     if (!view.ok() || view->fds.size() != 1) _exit(2);
     for (const auto& run : lease.lease().runs()) {
       if (!run.backing_path().empty()) _exit(3);  // tenants get no paths

@@ -210,7 +210,12 @@ class K8sTest(unittest.TestCase):
         self.assertEqual(volumes["vfio"]["hostPath"]["path"], "/dev/vfio")
         self.assertEqual(volumes["hugepages"]["hostPath"]["path"], "/dev/hugepages")
         config = yaml.safe_load(one(self.rendered["overlays/vfio"], "ConfigMap")["data"]["physpoold.yaml"])
-        self.assertTrue(config["source"]["vfio"]["dir"].startswith("/dev/hugepages/"))
+        # Tenant isolation: memfd backing, each lease a udmabuf; the daemon
+        # sees tenants' pids (hostPID) for the quarantine.
+        self.assertEqual(config["source"]["vfio"]["backing"], "memfd")
+        self.assertEqual(config["isolation"]["mode"], "required")
+        self.assertEqual(volumes["udmabuf"]["hostPath"]["path"], "/dev/udmabuf")
+        self.assertTrue(vfio["hostPID"])
 
     def test_each_added_capability_is_explained(self):
         # "only the capabilities it needs, named in a comment each"
