@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -362,6 +363,18 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(ClientOptions options) {
   impl->page_size = info.page_size();
   impl->fd_socket =
       impl->opts.fd_socket.empty() ? info.fd_socket() : impl->opts.fd_socket;
+  // The daemon names its fd socket by its own path; a client that reaches
+  // the daemon's directory elsewhere (a bind mount, a container) finds it
+  // next to the socket it connected to.
+  const std::string endpoint =
+      impl->opts.endpoint.empty() ? DefaultEndpoint() : impl->opts.endpoint;
+  struct stat st;
+  if (impl->opts.fd_socket.empty() && endpoint.rfind("unix:", 0) == 0 &&
+      stat(impl->fd_socket.c_str(), &st) != 0) {
+    const std::string beside = endpoint.substr(5) + ".fds";
+    if (stat(beside.c_str(), &st) == 0 && S_ISSOCK(st.st_mode))
+      impl->fd_socket = beside;
+  }
   impl->source = info.source();
   for (const v1::IovaRange& r : info.iova_ranges()) {
     impl->iova_ranges.push_back({r.first(), r.last()});

@@ -2,6 +2,7 @@
 // its rollback (a fault injected at each call in turn), busy groups,
 // memlock, restart re-attach, hot add/remove and device fds.
 #include <dirent.h>
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -475,6 +476,71 @@ TEST_F(VfioSourceTest, HotAddFailureLeavesNothing) {
   EXPECT_EQ(kernel_.mappings().size(), 3u);
   EXPECT_EQ(CountEntries(dir_ + "/backing"), files);
   EXPECT_EQ(source.segments().size(), 3u);
+}
+
+}  // namespace
+}  // namespace physpool::vfio
+
+namespace physpool::vfio {
+namespace {
+
+// Per-lease views: a udmabuf over the runs of sealed memfds, back to back.
+TEST_F(VfioSourceTest, ViewsAreUdmabufsOfTheRunsOverSealedMemfds) {
+  VfioConfig c = Config();
+  c.backing = BackingKind::kMemfd;
+  c.layout.page_size = 4096;
+  kernel_.udmabuf_info.list_limit = 2;
+  kernel_.udmabuf_info.size_limit_mb = 1;
+  VfioSource source(c, &kernel_);
+  ASSERT_OK(source.Start());
+  ASSERT_OK(source.ViewSupport());
+  ASSERT_GE(source.segments().size(), 2u);
+  const uint64_t a = source.segments()[0].spec.iova;
+  const uint64_t b = source.segments()[1].spec.iova;
+  absl::StatusOr<int> fd =
+      source.CreateView("l-1", {{a + 8192, 4096}, {b, 8192}});
+  ASSERT_OK(fd.status());
+  close(*fd);
+  ASSERT_EQ(kernel_.udmabufs().size(), 1u);
+  const auto& ranges = kernel_.udmabufs()[0];
+  ASSERT_EQ(ranges.size(), 2u);
+  EXPECT_EQ(ranges[0].offset, 8192u);
+  EXPECT_EQ(ranges[0].bytes, 4096u);
+  EXPECT_EQ(ranges[1].offset, 0u);
+  EXPECT_EQ(ranges[1].bytes, 8192u);
+  EXPECT_NE(ranges[0].memfd, ranges[1].memfd);
+  // The memfds are sealed as udmabuf requires (the fake checks it too).
+  EXPECT_TRUE(fcntl(ranges[0].memfd, F_GET_SEALS) & F_SEAL_SHRINK);
+  // Outside every segment; over the module's limits, naming them.
+  EXPECT_THAT(source.CreateView("l-2", {{a - 4096, 4096}}),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(source.CreateView("l-3", {{a, 4096}, {a + 8192, 4096},
+                                        {b, 4096}}),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       HasSubstr("list_limit")));
+  EXPECT_THAT(source.CreateView("l-4", {{a, 2 << 20}}),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       HasSubstr("size_limit_mb")));
+}
+
+TEST_F(VfioSourceTest, NoViewsWithFileBackingOrWithoutUdmabuf) {
+  {
+    VfioSource files(Config(), &kernel_);  // backing: file
+    ASSERT_OK(files.Start());
+    EXPECT_THAT(files.ViewSupport(),
+                StatusIs(absl::StatusCode::kFailedPrecondition,
+                         HasSubstr("backing: memfd")));
+    EXPECT_FALSE(files.CreateView("l-1", {}).ok());
+  }
+  kernel_.udmabuf_usable = absl::NotFoundError("open /dev/udmabuf: ENOENT");
+  VfioConfig c = Config();
+  c.backing = BackingKind::kMemfd;
+  c.layout.page_size = 4096;
+  VfioSource memfd(c, &kernel_);
+  ASSERT_OK(memfd.Start());
+  EXPECT_THAT(memfd.ViewSupport(),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       HasSubstr("/dev/udmabuf")));
 }
 
 }  // namespace

@@ -64,7 +64,8 @@ struct ClientOptions {
   // wait_timeout + timeout.
   std::chrono::milliseconds timeout{10000};
   // The daemon's fd socket (device and backing fds). Empty: the one the
-  // daemon names in GetPoolInfo.
+  // daemon names in GetPoolInfo or, if that path is not there (the
+  // daemon's directory mounted elsewhere), the endpoint's socket + ".fds".
   std::string fd_socket;
 
   // Retries of one logical Allocate (see Client::Allocate): at most
