@@ -62,7 +62,9 @@ cleanup() {
   rm -rf "$dir" /dev/shm/physpool-10001
 }
 trap cleanup EXIT
-podman run -d --name "$name" --network host --ipc host -v "$dir:/run/physpool" "$image" \
+# --pid host, as the DaemonSet's hostPID: the fd socket hands a lease's view
+# only to a peer whose pid the daemon can see (the quarantine looks for it).
+podman run -d --name "$name" --network host --ipc host --pid host -v "$dir:/run/physpool" "$image" \
   --tcp 127.0.0.1:0 --metrics 127.0.0.1:0 --ready-file /run/physpool/ready.json > /dev/null
 for _ in $(seq 300); do [ -f "$dir/ready.json" ] && break; sleep 0.1; done
 [ -f "$dir/ready.json" ] || { podman logs "$name" >&2; fail "physpoold in the container never got ready"; }
@@ -115,7 +117,7 @@ podman logs "$name" 2>&1 | grep -q 'msg=stopped' || fail "no 'stopped' in the da
 k8s=$dir/k8s
 mkdir -p "$k8s/run" "$k8s/store"
 chown 10001:10001 "$k8s/run" "$k8s/store"
-podman run -d --name "$name-ds" --network none --read-only --cap-drop ALL \
+podman run -d --name "$name-ds" --network none --pid host --read-only --cap-drop ALL \
   --security-opt no-new-privileges \
   -v "$src/deploy/k8s/base/physpoold.yaml:/etc/physpool/physpoold.yaml:ro" \
   -v "$k8s/run:/run/physpool" -v "$k8s/store:/var/lib/physpool" "$image" \
