@@ -311,14 +311,16 @@ void FdServer::Serve(Conn& c) {
   // A view sent stays pinned until the peer has read it: in flight it is
   // in no process's /proc. A prompt peer reads at once; a slow one is
   // parked for the loop to look at.
-  for (int i = 0; !pins.empty() && i < 20 && !Delivered(c.fd); ++i) {
+  bool delivered = pins.empty() || Delivered(c.fd);
+  for (int i = 0; !delivered && i < 20; ++i) {
     pollfd p = {c.fd, POLLRDHUP, 0};
     poll(&p, 1, 5);
+    delivered = Delivered(c.fd);
   }
   {
     absl::MutexLock l(&mu_);
     in_flight_.erase(c.fd);
-    if (!pins.empty() && !Delivered(c.fd) && !stopping_) {
+    if (!delivered && !stopping_) {
       parked_.push_back({std::move(c), std::move(pins)});
       return;
     }

@@ -107,4 +107,11 @@ std::string Describe(const Holder& h) {
                       h.has_fd ? (h.maps ? "fd+map" : "fd") : "map");
 }
 
+std::string Describe(const std::vector<Holder>& holders) {
+  std::string out;
+  for (const Holder& h : holders)
+    absl::StrAppend(&out, out.empty() ? "" : "; ", Describe(h));
+  return out;
+}
+
 }  // namespace physpool::server

@@ -56,6 +56,8 @@ std::map<FileId, std::vector<Holder>> FindHolders(
 
 // "pid 57 (e2e_tenant) uid 1000 fd+map" for logs and the CLI.
 std::string Describe(const Holder& h);
+// Each of `holders` so, joined by "; ".
+std::string Describe(const std::vector<Holder>& holders);
 
 }  // namespace physpool::server
 

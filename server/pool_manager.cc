@@ -1016,9 +1016,7 @@ absl::StatusOr<LeaseInfo> PoolManager::Get(const Tenant& t,
     const LeaseViews::View* v = views_.FindLease(std::string(id));
     if (v != nullptr && v->ended && v->info.tenant == t.name &&
         lease.status().code() == absl::StatusCode::kNotFound) {
-      std::string who;
-      for (const Holder& h : v->holders)
-        absl::StrAppend(&who, who.empty() ? "" : ", ", Describe(h));
+      const std::string who = Describe(v->holders);
       return absl::NotFoundError(absl::StrCat(
           lease.status().message(), "; its ", v->info.bytes,
           " bytes are quarantined until its view is unmapped",
@@ -1762,13 +1760,10 @@ void PoolManager::QuarantineLoop() {
     std::vector<LeaseViews::View> gone =
         views_.Apply(set, held, unreadable, &newly_held);
     for (const LeaseViews::View* v : newly_held) {
-      std::string who;
-      for (const Holder& h : v->holders)
-        absl::StrAppend(&who, who.empty() ? "" : "; ", Describe(h));
       Log(LogLevel::kWarn,
           "an ended lease is still mapped: its memory is quarantined",
           {F("lease", v->info.id), F("tenant", v->info.tenant),
-           F("bytes", v->info.bytes), F("holders", who)});
+           F("bytes", v->info.bytes), F("holders", Describe(v->holders))});
     }
     for (const LeaseViews::View& v : gone) {
       source_->DestroyView(v.info.id);
