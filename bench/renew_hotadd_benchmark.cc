@@ -60,8 +60,8 @@ std::vector<double> RenewFor(Daemon& d, const std::vector<std::string>& leases,
                              double seconds) {
   std::vector<std::vector<double>> per(leases.size());
   std::vector<std::thread> threads;
-  const auto end =
-      Clock::now() + std::chrono::microseconds(static_cast<int64_t>(seconds * 1e6));
+  const auto end = Clock::now() + std::chrono::microseconds(
+                                      static_cast<int64_t>(seconds * 1e6));
   for (size_t t = 0; t < leases.size(); ++t) {
     threads.emplace_back([&, t] {
       auto pool = d.Pool();
@@ -78,7 +78,8 @@ std::vector<double> RenewFor(Daemon& d, const std::vector<std::string>& leases,
           std::fprintf(stderr, "Renew failed: %s\n", s.error_message().c_str());
           std::exit(1);
         }
-        per[t].push_back(std::chrono::duration<double, std::micro>(t1 - t0).count());
+        per[t].push_back(
+            std::chrono::duration<double, std::micro>(t1 - t0).count());
       }
     });
   }
@@ -101,9 +102,9 @@ int Main(int argc, char** argv) {
     } else if (a == "--segment-bytes" && i + 1 < argc) {
       segment_bytes = std::strtoull(argv[++i], nullptr, 0);
     } else {
-      std::fprintf(stderr,
-                   "usage: %s [--seconds N] [--threads T] [--segment-bytes B]\n",
-                   argv[0]);
+      std::fprintf(
+          stderr, "usage: %s [--seconds N] [--threads T] [--segment-bytes B]\n",
+          argv[0]);
       return 2;
     }
   }
@@ -111,7 +112,8 @@ int Main(int argc, char** argv) {
   o.default_ttl_seconds = 300;
   auto started = Daemon::Start(o);
   if (!started.ok()) {
-    std::fprintf(stderr, "physpoold: %s\n", started.status().ToString().c_str());
+    std::fprintf(stderr, "physpoold: %s\n",
+                 started.status().ToString().c_str());
     return 1;
   }
   Daemon& d = **started;

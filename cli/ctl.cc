@@ -284,17 +284,17 @@ void PrintLease(const v1::Lease& l) {
       l.request_id().empty() ? "" : "  request ", l.request_id().c_str());
   if (l.has_quarantine()) {
     const auto& q = l.quarantine();
-    std::printf("QUARANTINED: ended %s ago, its memory held out of the pool "
-                "while it is still mapped\n",
-                absl::FormatDuration(absl::Trunc(
-                    absl::Now() - absl::FromUnixMillis(q.since_unix_ms()),
-                    absl::Seconds(1)))
-                    .c_str());
+    std::printf(
+        "QUARANTINED: ended %s ago, its memory held out of the pool "
+        "while it is still mapped\n",
+        absl::FormatDuration(
+            absl::Trunc(absl::Now() - absl::FromUnixMillis(q.since_unix_ms()),
+                        absl::Seconds(1)))
+            .c_str());
     for (const auto& h : q.holders()) {
       std::printf("  held by pid %d (%s) uid %u: %s\n", h.pid(),
                   h.command().c_str(), h.uid(),
-                  h.fd() ? (h.mapped() ? "fd and mapping" : "fd")
-                         : "mapping");
+                  h.fd() ? (h.mapped() ? "fd and mapping" : "fd") : "mapping");
     }
     if (q.holders().empty()) std::printf("  (not yet scanned)\n");
   }
@@ -936,7 +936,8 @@ const std::vector<Command>& Commands() {
        "physpoolctl lease get ID\n  One of your leases with its runs (each "
        "one's offset in the lease's view), or, ended, its quarantine and "
        "who still maps it. An admin sees any tenant's lease and the segment "
-       "files behind it.\n  Example: physpoolctl lease get l-2989f08544ac69d2 -o "
+       "files behind it.\n  Example: physpoolctl lease get l-2989f08544ac69d2 "
+       "-o "
        "json",
        LeaseOne},
       {"lease",

@@ -459,14 +459,12 @@ absl::StatusOr<std::unique_ptr<Region>> Client::Allocate(
     std::pair<std::string, std::string> where =
         absl::StrSplit(backing.words[i + 1], absl::MaxSplits(':', 1));
     if (absl::SimpleAtoi(where.first, &index) &&
-        absl::SimpleAtoi(where.second, &offset) &&
-        index < backing.fds.size()) {
+        absl::SimpleAtoi(where.second, &offset) && index < backing.fds.size()) {
       fd = backing.fds[index];
     }
-    void* p =
-        fd < 0 ? MAP_FAILED
-               : mmap(nullptr, r.length(), PROT_READ | PROT_WRITE, MAP_SHARED,
-                      fd, static_cast<off_t>(offset));
+    void* p = fd < 0 ? MAP_FAILED
+                     : mmap(nullptr, r.length(), PROT_READ | PROT_WRITE,
+                            MAP_SHARED, fd, static_cast<off_t>(offset));
     const int err = fd < 0 ? EINVAL : errno;
     if (p == MAP_FAILED) {
       mapped = absl::PermissionDeniedError(

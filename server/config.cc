@@ -308,11 +308,10 @@ absl::StatusOr<ServerConfig> Parse(absl::string_view yaml,
                      ":1: tenants: the file is empty: no tenants and no "
                      "implicit_tenant, nobody could call"));
   }
-  RETURN_IF_ERROR(
-      r.Keys(root, "",
-             {"listen", "metrics", "source", "pool", "leases", "wait", "watch",
-              "isolation", "tenants", "implicit_tenant", "log_level",
-              "store"}));
+  RETURN_IF_ERROR(r.Keys(
+      root, "",
+      {"listen", "metrics", "source", "pool", "leases", "wait", "watch",
+       "isolation", "tenants", "implicit_tenant", "log_level", "store"}));
   if (const YAML::Node iso = root["isolation"]) {
     RETURN_IF_ERROR(r.Keys(iso, "isolation", {"mode", "scan_interval_ms"}));
     RETURN_IF_ERROR(r.Get(iso, "mode", "isolation", &c.isolation));

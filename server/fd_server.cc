@@ -1,7 +1,7 @@
 #include "server/fd_server.h"
 
-#include <poll.h>
 #include <linux/sockios.h>
+#include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -420,8 +420,8 @@ std::string FdServer::Answer(const std::string& line, std::vector<int>* fds,
   absl::StatusOr<LeaseInfo> lease = manager_->Get(*tenant, words[1]);
   if (!lease.ok()) return ErrorLine(lease.status());
   if (lease->quarantine) {
-    return ErrorLine(absl::NotFoundError(
-        absl::StrCat("lease ", words[1], " has ended")));
+    return ErrorLine(
+        absl::NotFoundError(absl::StrCat("lease ", words[1], " has ended")));
   }
   // On an error no descriptor is sent: close those gathered so far.
   auto fail = [fds](const absl::Status& s) {

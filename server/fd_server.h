@@ -35,8 +35,8 @@
 #include <sys/socket.h>
 
 #include <deque>
-#include <memory>
 #include <map>
+#include <memory>
 #include <set>
 #include <string>
 #include <thread>

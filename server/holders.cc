@@ -71,8 +71,8 @@ std::map<FileId, std::vector<Holder>> FindHolders(const std::set<FileId>& files,
     const std::string proc = absl::StrCat("/proc/", pid);
     if (scanned != nullptr) ++*scanned;
     std::set<FileId> by_fd, by_map;
-    if (unreadable != nullptr && access((proc + "/fd").c_str(), R_OK | X_OK) != 0 &&
-        errno == EACCES) {
+    if (unreadable != nullptr &&
+        access((proc + "/fd").c_str(), R_OK | X_OK) != 0 && errno == EACCES) {
       unreadable->insert(pid);
     }
     ForEachEntry(proc + "/fd", [&](const char* fd) {

@@ -156,9 +156,9 @@ absl::StatusOr<std::unique_ptr<LeaseStore>> LeaseStore::Open(
   // older daemon are fine).
   auto has_column = [&st](const char* table, const char* column) {
     Stmt cols;
-    if (sqlite3_prepare_v2(st->db_,
-                           absl::StrCat("PRAGMA table_info(", table, ")").c_str(),
-                           -1, &cols.s, nullptr) != SQLITE_OK) {
+    if (sqlite3_prepare_v2(
+            st->db_, absl::StrCat("PRAGMA table_info(", table, ")").c_str(), -1,
+            &cols.s, nullptr) != SQLITE_OK) {
       return false;
     }
     while (sqlite3_step(cols.s) == SQLITE_ROW) {
@@ -240,8 +240,8 @@ absl::StatusOr<std::unique_ptr<LeaseStore>> LeaseStore::Open(
       st->leases_.push_back(std::move(s));
     }
     Stmt sc;
-    if (sqlite3_prepare_v2(st->db_, "SELECT row, runs, lease FROM scrubs", -1, &sc.s,
-                           nullptr) != SQLITE_OK) {
+    if (sqlite3_prepare_v2(st->db_, "SELECT row, runs, lease FROM scrubs", -1,
+                           &sc.s, nullptr) != SQLITE_OK) {
       return st->Error("damaged (scrubs)");
     }
     while (sqlite3_step(sc.s) == SQLITE_ROW) {

@@ -47,8 +47,8 @@ bool LeaseViews::AnyView(
   return false;
 }
 
-void LeaseViews::Gate(std::vector<pglist::AllocationId> allocs,
-                      Then then, absl::Time deadline, Then expired) {
+void LeaseViews::Gate(std::vector<pglist::AllocationId> allocs, Then then,
+                      absl::Time deadline, Then expired) {
   gates_.push_back(
       {std::move(allocs), std::move(then), deadline, std::move(expired)});
 }

@@ -64,8 +64,8 @@ class LeaseViews {
   bool AnyView(const std::vector<pglist::AllocationId>& allocs) const;
   // Runs `then` (by TakeReady) once none of `allocs` has a view. With a
   // deadline, `expired` runs instead if it passes first (the gate goes).
-  void Gate(std::vector<pglist::AllocationId> allocs,
-            Then then, absl::Time deadline = absl::InfiniteFuture(),
+  void Gate(std::vector<pglist::AllocationId> allocs, Then then,
+            absl::Time deadline = absl::InfiniteFuture(),
             Then expired = nullptr);
 
   // What a scan looks for: ended views with nothing in flight.

@@ -222,10 +222,9 @@ std::vector<MetricFamily> PoolCollector::Collect() const {
       "physpool_quarantined_bytes",
       "Memory of ended leases their tenant still maps: held out of the pool.",
       MetricType::Gauge, static_cast<double>(st.quarantined_bytes)));
-  out.push_back(Single("physpool_quarantined_leases",
-                       "Ended leases whose view is still held.",
-                       MetricType::Gauge,
-                       static_cast<double>(st.quarantined_leases)));
+  out.push_back(Single(
+      "physpool_quarantined_leases", "Ended leases whose view is still held.",
+      MetricType::Gauge, static_cast<double>(st.quarantined_leases)));
   out.push_back(Single("physpool_quarantine_scans_total",
                        "Scans of /proc for holders of quarantined views.",
                        MetricType::Counter,

@@ -390,7 +390,8 @@ int Run(int argc, char** argv) {
       const vfio::Kernel::UdmabufInfo u = vfio_source->udmabuf_info();
       Log(LogLevel::kInfo, "udmabuf",
           {F("size_limit_mb", u.size_limit_mb), F("list_limit", u.list_limit)});
-      if (u.list_limit != 0 && u.list_limit < manager_options.max_runs_per_lease) {
+      if (u.list_limit != 0 &&
+          u.list_limit < manager_options.max_runs_per_lease) {
         Log(LogLevel::kWarn,
             "udmabuf list_limit is below leases.max_runs_per_lease: leases "
             "with more runs cannot be mapped",
@@ -419,8 +420,7 @@ int Run(int argc, char** argv) {
   if (cfg->implicit_tenant) tenants.push_back(Authenticator::Implicit());
   TenantRegistry registry(tenants);
   SystemClock clock;
-  PoolManager manager(manager_options, &source, &clock, &registry,
-                      store.get());
+  PoolManager manager(manager_options, &source, &clock, &registry, store.get());
   if (absl::Status s = manager.Start(); !s.ok()) {
     Log(LogLevel::kError, "pool failed to start", {F("error", s.ToString())});
     return 1;

@@ -1597,8 +1597,8 @@ ManagerStats PoolManager::Stats() {
   return s;
 }
 
-
-// --- Per-lease views and the quarantine ---------------------------------------
+// --- Per-lease views and the quarantine
+// ---------------------------------------
 
 absl::StatusOr<PoolManager::ViewHandout> PoolManager::HandOutView(
     const Tenant& t, const std::string& lease_id, pid_t peer) {
@@ -1617,7 +1617,8 @@ absl::StatusOr<PoolManager::ViewHandout> PoolManager::HandOutView(
   LeaseViews::View* v = views_.Find(lease->alloc);
   if (v == nullptr) {
     std::vector<vfio::MemorySource::ViewRange> ranges;
-    for (const LeaseRun& r : lease->info.runs) ranges.push_back({r.iova, r.bytes});
+    for (const LeaseRun& r : lease->info.runs)
+      ranges.push_back({r.iova, r.bytes});
     ASSIGN_OR_RETURN(const int fd, source_->CreateView(lease_id, ranges));
     absl::StatusOr<FileId> file = FileIdOf(fd);
     if (!file.ok()) {
@@ -1732,12 +1733,12 @@ void PoolManager::QuarantineLoop() {
     const absl::Time now = absl::Now();
     const bool scan = views_.has_quarantined() && now >= next_scan_;
     if (!scan) {
-      absl::Time until = views_.has_quarantined() ? next_scan_
-                                                  : absl::InfiniteFuture();
+      absl::Time until =
+          views_.has_quarantined() ? next_scan_ : absl::InfiniteFuture();
       if (std::optional<absl::Time> d = views_.NextDeadline()) {
         // Gate deadlines are on the injected clock: look again soon.
-        until = std::min(until, now + std::max(*d - clock_->Now(),
-                                               absl::Milliseconds(1)));
+        until = std::min(
+            until, now + std::max(*d - clock_->Now(), absl::Milliseconds(1)));
       }
       wake_quarantine_.WaitWithDeadline(&mu_, until);
       continue;

@@ -113,7 +113,8 @@ absl::StatusOr<Backing> CreatePosixBacking(BackingKind kind,
                        errno);
   }
   if (kind == BackingKind::kMemfd &&
-      fcntl(b.fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) {
+      fcntl(b.fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) !=
+          0) {
     return ErrnoStatus(absl::StrCat("F_ADD_SEALS ", b.path), errno);
   }
   void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, b.fd, 0);

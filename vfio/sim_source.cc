@@ -13,8 +13,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
-#include "util/status_macros.h"
 #include "util/file.h"
+#include "util/status_macros.h"
 #include "vfio/backing.h"
 
 namespace physpool::vfio {
@@ -195,12 +195,11 @@ constexpr absl::string_view kViewSuffix = ".view";
 }  // namespace
 
 absl::StatusOr<std::string> SimSource::ViewPath(const std::string& name) const {
-  const bool ok =
-      !name.empty() && name.size() <= 128 &&
-      std::all_of(name.begin(), name.end(), [](char c) {
-        return std::isalnum(static_cast<unsigned char>(c)) || c == '-' ||
-               c == '_';
-      });
+  const bool ok = !name.empty() && name.size() <= 128 &&
+                  std::all_of(name.begin(), name.end(), [](char c) {
+                    return std::isalnum(static_cast<unsigned char>(c)) ||
+                           c == '-' || c == '_';
+                  });
   if (!ok) {
     return absl::InvalidArgumentError(
         absl::StrCat("view name \"", name, "\" is not [A-Za-z0-9_-]{1,128}"));
@@ -216,7 +215,8 @@ absl::StatusOr<int> SimSource::CreateView(const std::string& name,
     for (const ViewRange& r : runs) {
       auto it = maps_.upper_bound(r.iova);
       if (r.bytes == 0 || it == maps_.begin() ||
-          r.iova + r.bytes > std::prev(it)->first + std::prev(it)->second.bytes) {
+          r.iova + r.bytes >
+              std::prev(it)->first + std::prev(it)->second.bytes) {
         return absl::InvalidArgumentError(absl::StrCat(
             "[", Hex(r.iova), ", +", r.bytes, ") is not inside one segment"));
       }
@@ -242,7 +242,8 @@ absl::StatusOr<int> SimSource::OpenView(const std::string& name) {
   const int fd = open(path.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC);
   if (fd < 0) {
     const int err = errno;
-    if (err == ENOENT) return absl::NotFoundError(absl::StrCat("no view ", path));
+    if (err == ENOENT)
+      return absl::NotFoundError(absl::StrCat("no view ", path));
     return ErrnoStatus(absl::StrCat("open view ", path), err);
   }
   struct stat st;

@@ -178,7 +178,8 @@ absl::Status VfioSource::Start(bool keep_contents) {
   } else if (!udmabuf_.usable.ok()) {
     view_support_ = absl::FailedPreconditionError(absl::StrCat(
         "per-lease views need /dev/udmabuf (CONFIG_UDMABUF, modprobe "
-        "udmabuf): ", udmabuf_.usable.message()));
+        "udmabuf): ",
+        udmabuf_.usable.message()));
   } else {
     view_support_ = absl::OkStatus();
   }
@@ -428,8 +429,8 @@ absl::StatusOr<int> VfioSource::DeviceFd(const std::string& bdf) {
 
 namespace physpool::vfio {
 
-absl::StatusOr<int> VfioSource::CreateView(
-    const std::string& name, const std::vector<ViewRange>& runs) {
+absl::StatusOr<int> VfioSource::CreateView(const std::string& name,
+                                           const std::vector<ViewRange>& runs) {
   if (!view_support_.ok()) return view_support_;
   std::vector<Kernel::UdmabufRange> ranges;
   uint64_t total = 0;
@@ -456,10 +457,12 @@ absl::StatusOr<int> VfioSource::CreateView(
         "leases.max_runs_per_lease)"));
   }
   if (udmabuf_.size_limit_mb != 0 && total > udmabuf_.size_limit_mb << 20) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "lease ", name, " is ", total, " bytes, more than udmabuf's "
-        "size_limit_mb ", udmabuf_.size_limit_mb,
-        " (raise /sys/module/udmabuf/parameters/size_limit_mb)"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("lease ", name, " is ", total,
+                     " bytes, more than udmabuf's "
+                     "size_limit_mb ",
+                     udmabuf_.size_limit_mb,
+                     " (raise /sys/module/udmabuf/parameters/size_limit_mb)"));
   }
   return kernel_->CreateUdmabuf(ranges);
 }

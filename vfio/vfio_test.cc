@@ -514,10 +514,9 @@ TEST_F(VfioSourceTest, ViewsAreUdmabufsOfTheRunsOverSealedMemfds) {
   // Outside every segment; over the module's limits, naming them.
   EXPECT_THAT(source.CreateView("l-2", {{a - 4096, 4096}}),
               StatusIs(absl::StatusCode::kInvalidArgument));
-  EXPECT_THAT(source.CreateView("l-3", {{a, 4096}, {a + 8192, 4096},
-                                        {b, 4096}}),
-              StatusIs(absl::StatusCode::kResourceExhausted,
-                       HasSubstr("list_limit")));
+  EXPECT_THAT(
+      source.CreateView("l-3", {{a, 4096}, {a + 8192, 4096}, {b, 4096}}),
+      StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("list_limit")));
   EXPECT_THAT(source.CreateView("l-4", {{a, 2 << 20}}),
               StatusIs(absl::StatusCode::kResourceExhausted,
                        HasSubstr("size_limit_mb")));

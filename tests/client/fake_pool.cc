@@ -63,32 +63,32 @@ absl::StatusOr<std::unique_ptr<FakePool>> FakePool::Start(
       listen(f->fd_listen_, 8) != 0) {
     return absl::InternalError("cannot listen on " + f->fd_socket_);
   }
-  f->fd_thread_ = std::thread([listen_fd = f->fd_listen_,
-                               backing = f->backing_] {
-    for (;;) {
-      const int conn = accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
-      if (conn < 0) return;
-      char buf[512];
-      (void)!read(conn, buf, sizeof(buf));
-      const int fd = open(backing.c_str(), O_RDWR | O_CLOEXEC);
-      const char line[] = "ok 1 0:0\n";
-      iovec iov = {const_cast<char*>(line), sizeof(line) - 1};
-      char control[CMSG_SPACE(sizeof(int))] = {};
-      msghdr msg = {};
-      msg.msg_iov = &iov;
-      msg.msg_iovlen = 1;
-      msg.msg_control = control;
-      msg.msg_controllen = sizeof(control);
-      cmsghdr* c = CMSG_FIRSTHDR(&msg);
-      c->cmsg_level = SOL_SOCKET;
-      c->cmsg_type = SCM_RIGHTS;
-      c->cmsg_len = CMSG_LEN(sizeof(int));
-      std::memcpy(CMSG_DATA(c), &fd, sizeof(int));
-      (void)sendmsg(conn, &msg, MSG_NOSIGNAL);
-      close(fd);
-      close(conn);
-    }
-  });
+  f->fd_thread_ =
+      std::thread([listen_fd = f->fd_listen_, backing = f->backing_] {
+        for (;;) {
+          const int conn = accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
+          if (conn < 0) return;
+          char buf[512];
+          (void)!read(conn, buf, sizeof(buf));
+          const int fd = open(backing.c_str(), O_RDWR | O_CLOEXEC);
+          const char line[] = "ok 1 0:0\n";
+          iovec iov = {const_cast<char*>(line), sizeof(line) - 1};
+          char control[CMSG_SPACE(sizeof(int))] = {};
+          msghdr msg = {};
+          msg.msg_iov = &iov;
+          msg.msg_iovlen = 1;
+          msg.msg_control = control;
+          msg.msg_controllen = sizeof(control);
+          cmsghdr* c = CMSG_FIRSTHDR(&msg);
+          c->cmsg_level = SOL_SOCKET;
+          c->cmsg_type = SCM_RIGHTS;
+          c->cmsg_len = CMSG_LEN(sizeof(int));
+          std::memcpy(CMSG_DATA(c), &fd, sizeof(int));
+          (void)sendmsg(conn, &msg, MSG_NOSIGNAL);
+          close(fd);
+          close(conn);
+        }
+      });
   grpc::ServerBuilder b;
   b.AddListeningPort("unix:" + f->socket_, grpc::InsecureServerCredentials());
   b.RegisterService(f.get());

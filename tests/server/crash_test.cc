@@ -8,8 +8,8 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <fstream>
 #include <cstring>
+#include <fstream>
 #include <map>
 #include <mutex>
 #include <random>
@@ -376,7 +376,8 @@ TEST(RestartTest, DataAndLeasesSurviveARestartButNotAReboot) {
   ASSERT_TRUE(view.ok()) << view.status();
   EXPECT_EQ(again.lease().runs(0).iova(), run.iova());
   size_t nonzero = 0;
-  for (uint64_t i = 0; i < (*view)->bytes; ++i) nonzero += (*view)->base[i] != 0;
+  for (uint64_t i = 0; i < (*view)->bytes; ++i)
+    nonzero += (*view)->base[i] != 0;
   EXPECT_EQ(nonzero, 0u);
   RunCommand(absl::StrCat("rm -rf ", tmpl));
 }
@@ -428,10 +429,10 @@ TEST(RestartTest, SegmentsAddedAtRunTimeSurviveWithTheirLeases) {
   {
     auto view = MapView(d, held.lease().id(), kAlice);
     ASSERT_TRUE(view.ok()) << view.status() << "\n" << d.Log();
-    EXPECT_EQ(std::string(reinterpret_cast<char*>((*view)->base) +
-                              run.view_offset(),
-                          20),
-              "in the added segment");
+    EXPECT_EQ(
+        std::string(reinterpret_cast<char*>((*view)->base) + run.view_offset(),
+                    20),
+        "in the added segment");
   }
   // Released and removed: not re-created at the next start.
   v1::ReleaseRequest rel;

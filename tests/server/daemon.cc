@@ -257,7 +257,6 @@ RunResult RunCommand(const std::string& command) {
   return r;
 }
 
-
 MappedView::~MappedView() {
   if (base != nullptr) munmap(base, bytes);
   if (fd >= 0) close(fd);
@@ -318,10 +317,11 @@ FdSocketRequest(const std::string& path, const std::string& line) {
   return std::make_pair(std::move(words), std::move(fds));
 }
 
-absl::StatusOr<std::unique_ptr<MappedView>> MapView(
-    const Daemon& d, const std::string& lease_id, const std::string& token) {
-  auto got = FdSocketRequest(d.socket() + ".fds",
-                             "backing " + lease_id + " " + token);
+absl::StatusOr<std::unique_ptr<MappedView>> MapView(const Daemon& d,
+                                                    const std::string& lease_id,
+                                                    const std::string& token) {
+  auto got =
+      FdSocketRequest(d.socket() + ".fds", "backing " + lease_id + " " + token);
   if (!got.ok()) return got.status();
   auto& [words, fds] = *got;
   if (fds.size() != 1) {
@@ -336,8 +336,8 @@ absl::StatusOr<std::unique_ptr<MappedView>> MapView(
   if (fstat(v->fd, &st) != 0 || st.st_size <= 0)
     return absl::InternalError("cannot size the view");
   v->bytes = static_cast<uint64_t>(st.st_size);
-  void* p = mmap(nullptr, v->bytes, PROT_READ | PROT_WRITE, MAP_SHARED, v->fd,
-                 0);
+  void* p =
+      mmap(nullptr, v->bytes, PROT_READ | PROT_WRITE, MAP_SHARED, v->fd, 0);
   if (p == MAP_FAILED) return absl::InternalError("cannot map the view");
   v->base = static_cast<uint8_t*>(p);
   return v;

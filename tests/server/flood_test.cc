@@ -115,8 +115,8 @@ TEST(FloodTest, OneTenantsFloodDoesNotStopAnothersService) {
   auto note_other = [&](const std::string& who, const grpc::Status& s) {
     std::lock_guard<std::mutex> l(other_mu);
     if (others.size() < 20)
-      others.push_back(absl::StrCat(who, ": ", s.error_code(), " ",
-                                    s.error_message()));
+      others.push_back(
+          absl::StrCat(who, ": ", s.error_code(), " ", s.error_message()));
   };
   for (uint32_t t = 0; t < kMaxWaiters + 4; ++t) {
     threads.emplace_back([&, t] {
@@ -154,16 +154,17 @@ TEST(FloodTest, OneTenantsFloodDoesNotStopAnothersService) {
   for (uint32_t i = 0; i + 1 < kMaxStreams; ++i) {
     watch_ctxs.push_back(Ctx(kAlice, 600));
     grpc::ClientContext* c = watch_ctxs.back().get();
-    auto reader = std::shared_ptr<grpc::ClientReader<v1::LeaseEvent>>(
-        pool->Watch(c, {}));
+    auto reader =
+        std::shared_ptr<grpc::ClientReader<v1::LeaseEvent>>(pool->Watch(c, {}));
     reader->WaitForInitialMetadata();
     threads.emplace_back([&, reader, i] {
       v1::LeaseEvent e;
       while (reader->Read(&e)) {
         if (i == 0) ++events_read;
         if (e.kind() == v1::LeaseEvent::OVERFLOW) {
-          note_other("a reading Watch stream", grpc::Status(
-              grpc::StatusCode::RESOURCE_EXHAUSTED, "got OVERFLOW"));
+          note_other("a reading Watch stream",
+                     grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                                  "got OVERFLOW"));
         }
       }
       const grpc::Status s = reader->Finish();
@@ -192,7 +193,8 @@ TEST(FloodTest, OneTenantsFloodDoesNotStopAnothersService) {
       const bool got = r->Read(&e);
       const grpc::Status s = r->Finish();
       if (!got && s.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED &&
-          absl::StrContains(s.error_message(), "watch.max_streams_per_tenant")) {
+          absl::StrContains(s.error_message(),
+                            "watch.max_streams_per_tenant")) {
         ++stream_cap;
       } else {
         ++stream_other;
@@ -263,8 +265,7 @@ TEST(FloodTest, OneTenantsFloodDoesNotStopAnothersService) {
           ++bob_held_back;
         if (s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED)
           ++bob_deadline;
-        if (absl::StrContains(s.error_message(), "max_"))
-          ++bob_capped;
+        if (absl::StrContains(s.error_message(), "max_")) ++bob_capped;
         note_other(absl::StrCat("bob ", what), s);
         return false;
       };
@@ -341,8 +342,7 @@ TEST(FloodTest, OneTenantsFloodDoesNotStopAnothersService) {
           most_streams = std::max(most_streams, st.watch_streams());
         }
         return bob_ok >= 1500 && events_read >= 3000 && waited_out >= 16 &&
-               waiter_cap > 0 && stream_cap > 0 &&
-               most_waiting == kMaxWaiters;
+               waiter_cap > 0 && stream_cap > 0 && most_waiting == kMaxWaiters;
       },
       120);
   stop = true;
@@ -391,7 +391,8 @@ TEST(FloodTest, OneTenantsFloodDoesNotStopAnothersService) {
               (long long)bob_failed, alloc_lat.Summary("Allocate").c_str(),
               renew_lat.Summary("Renew").c_str(),
               release_lat.Summary("Release").c_str());
-  for (const std::string& s : others) std::printf("unexpected: %s\n", s.c_str());
+  for (const std::string& s : others)
+    std::printf("unexpected: %s\n", s.c_str());
 
   EXPECT_TRUE(enough) << "the flood did not reach every cap";
   // bob was served throughout.
@@ -423,8 +424,8 @@ TEST(FloodTest, OneTenantsFloodDoesNotStopAnothersService) {
     st.Clear();
     return admin->GetStats(c.get(), {}, &st).ok() &&
            st.waiting_requests() == 0 && st.watch_streams() == 0;
-  })) << "waiting " << st.waiting_requests() << ", streams "
-      << st.watch_streams();
+  })) << "waiting "
+      << st.waiting_requests() << ", streams " << st.watch_streams();
   EXPECT_TRUE(Eventually([&] {
     v1::GetPoolInfoResponse i;
     auto c = Ctx(kRoot, 10);
@@ -434,9 +435,11 @@ TEST(FloodTest, OneTenantsFloodDoesNotStopAnothersService) {
   if (HasFailure()) {
     std::string log;
     for (absl::string_view line : absl::StrSplit(d.Log(), '\n')) {
-      if (!absl::StrContains(line, "level=debug")) absl::StrAppend(&log, line, "\n");
+      if (!absl::StrContains(line, "level=debug"))
+        absl::StrAppend(&log, line, "\n");
     }
-    std::fprintf(stderr, "physpoold log (without debug lines):\n%s", log.c_str());
+    std::fprintf(stderr, "physpoold log (without debug lines):\n%s",
+                 log.c_str());
   }
 }
 

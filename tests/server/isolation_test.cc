@@ -96,9 +96,9 @@ class IsolationTest : public ::testing::Test {
     return false;
   }
   std::string Ctl(const std::string& args) {
-    return RunCommand(absl::StrCat(PHYSPOOLCTL_PATH, " --endpoint unix:",
-                                   daemon_->socket(), " --token ", kRoot, " ",
-                                   args))
+    return RunCommand(absl::StrCat(PHYSPOOLCTL_PATH,
+                                   " --endpoint unix:", daemon_->socket(),
+                                   " --token ", kRoot, " ", args))
         .output;
   }
   std::string Metrics() {
@@ -109,7 +109,8 @@ class IsolationTest : public ::testing::Test {
   static bool Overlap(const v1::Lease& a, const v1::Lease& b) {
     for (const auto& x : a.runs())
       for (const auto& y : b.runs())
-        if (x.iova() < y.iova() + y.length() && y.iova() < x.iova() + x.length())
+        if (x.iova() < y.iova() + y.length() &&
+            y.iova() < x.iova() + x.length())
           return true;
     return false;
   }
@@ -191,9 +192,11 @@ TEST_F(IsolationTest, AnEndedLeaseStillMappedReachesNobodyUntilUnmapped) {
   const std::string get = Ctl("lease get " + a->id());
   EXPECT_THAT(get, HasSubstr("QUARANTINED"));
   EXPECT_THAT(get, HasSubstr(absl::StrCat("held by pid ", getpid())));
-  EXPECT_THAT(Ctl("pool status"), HasSubstr("quarantined 24 MiB in 1 ended lease"));
+  EXPECT_THAT(Ctl("pool status"),
+              HasSubstr("quarantined 24 MiB in 1 ended lease"));
   const std::string m = Metrics();
-  EXPECT_THAT(m, HasSubstr(absl::StrCat("physpool_quarantined_bytes ", kTotal)));
+  EXPECT_THAT(m,
+              HasSubstr(absl::StrCat("physpool_quarantined_bytes ", kTotal)));
   EXPECT_THAT(m, HasSubstr("physpool_quarantined_leases 1"));
   EXPECT_THAT(m, HasSubstr("physpool_isolation 1"));
   EXPECT_THAT(daemon_->Log(), HasSubstr("its memory is quarantined"));

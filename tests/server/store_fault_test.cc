@@ -78,8 +78,7 @@ std::string Metrics(int port) {
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   std::string out;
   if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
-    const std::string req =
-        "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+    const std::string req = "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
     if (write(fd, req.data(), req.size()) == ssize_t(req.size())) {
       char buf[8192];
       ssize_t n;
@@ -176,8 +175,8 @@ class Load {
   }
   std::string Summary() const {
     std::string out;
-    const char* const names[] = {"  before the fill:", "  after the fill: ",
-                                 "  space back:     "};
+    const char* const names[] = {
+        "  before the fill:", "  after the fill: ", "  space back:     "};
     for (int p = 0; p < 3; ++p) {
       if (p == 2 && !used_phase_2_) break;
       absl::StrAppend(&out, names[p]);
@@ -342,7 +341,8 @@ class StoreFaultTest : public ::testing::Test {
       size_t end = log.find('\n', at);
       if (end == std::string::npos) end = log.size();
       const std::string line = log.substr(at, end - at);
-      if (!absl::StrContains(line, "level=debug")) absl::StrAppend(&out, line, "\n");
+      if (!absl::StrContains(line, "level=debug"))
+        absl::StrAppend(&out, line, "\n");
       at = end + 1;
     }
     return out;
@@ -373,8 +373,8 @@ class StoreFaultTest : public ::testing::Test {
           filled_ += n;
           continue;
         }
-        ASSERT_EQ(errno, ENOSPC) << "filling " << path << ": "
-                                 << strerror(errno);
+        ASSERT_EQ(errno, ENOSPC)
+            << "filling " << path << ": " << strerror(errno);
         break;
       }
     }
@@ -467,8 +467,7 @@ class StoreFaultTest : public ::testing::Test {
 
   // Checks the daemon's leases and totals against every answer the clients
   // got (after a restart, or after the store came back without one).
-  std::map<std::string, v1::Lease> Verify(const Load& load,
-                                          const char* when) {
+  std::map<std::string, v1::Lease> Verify(const Load& load, const char* when) {
     const auto looked = Look();
     const std::map<std::string, v1::Lease>& live = looked.first;
     const v1::GetPoolInfoResponse& info = looked.second;
@@ -478,8 +477,9 @@ class StoreFaultTest : public ::testing::Test {
     for (const auto& [id, rec] : load.leases) {
       auto it = live.find(id);
       if (rec.released_ok) {
-        EXPECT_EQ(it, live.end()) << "lease " << id
-                                  << " was released (answered OK) but is back after " << when;
+        EXPECT_EQ(it, live.end())
+            << "lease " << id
+            << " was released (answered OK) but is back after " << when;
         continue;
       }
       if (it == live.end()) {
@@ -543,7 +543,8 @@ class StoreFaultTest : public ::testing::Test {
     }
     std::sort(all.begin(), all.end());
     for (size_t i = 1; i < all.size(); ++i)
-      EXPECT_LE(all[i - 1].first + all[i - 1].second, all[i].first) << "overlap";
+      EXPECT_LE(all[i - 1].first + all[i - 1].second, all[i].first)
+          << "overlap";
     EXPECT_EQ(info.scrubbing_bytes(), 0u);
     EXPECT_EQ(info.free_bytes() + info.used_bytes() + info.scrubbing_bytes(),
               kTotal);
@@ -644,8 +645,8 @@ TEST_F(StoreFaultTest, FullStoreUnderLoadThenKill9KeepsEveryAnswer) {
   // Serving again; a retry of a request that was answered only "store
   // failed" is served now (such answers are not remembered), and a retry of
   // one that was granted gets the same lease.
-  EXPECT_TRUE(Eventually(
-      [&] { return Health() == HealthCheckResponse::SERVING; }, 10));
+  EXPECT_TRUE(
+      Eventually([&] { return Health() == HealthCheckResponse::SERVING; }, 10));
   EXPECT_TRUE(Stats().store_writable());
   int retried_failed = 0, retried_granted = 0;
   for (const auto& kv : load.rids) {
@@ -703,8 +704,8 @@ TEST_F(StoreFaultTest, FullStoreUnderLoadRecoversWithoutARestart) {
       [&] {
         const v1::GetStatsResponse st = Stats();
         const auto info = Info();
-        if (!st.store_writable()) held_bytes = std::max<uint64_t>(
-            held_bytes, info.scrubbing_bytes());
+        if (!st.store_writable())
+          held_bytes = std::max<uint64_t>(held_bytes, info.scrubbing_bytes());
         return st.lease_expirations() >= expirations_before + 5 &&
                !st.store_writable() && info.scrubbing_bytes() > 0 &&
                Health() == HealthCheckResponse::NOT_SERVING &&
@@ -715,8 +716,8 @@ TEST_F(StoreFaultTest, FullStoreUnderLoadRecoversWithoutARestart) {
       << "no held expiries seen with the store full";
   Unfill("64m");
   load.SetPhase(2);
-  EXPECT_TRUE(Eventually(
-      [&] { return Health() == HealthCheckResponse::SERVING; }, 30))
+  EXPECT_TRUE(
+      Eventually([&] { return Health() == HealthCheckResponse::SERVING; }, 30))
       << "not SERVING again after the space came back";
   EXPECT_TRUE(Eventually(
       [&] {
@@ -793,8 +794,8 @@ TEST_F(StoreFaultTest, ExpiryDuringAFullStoreIsRecordedOnceSpaceComesBack) {
 
   // Space back (the filler goes; the tmpfs keeps its 3 MiB).
   Unfill();
-  EXPECT_TRUE(Eventually(
-      [&] { return Health() == HealthCheckResponse::SERVING; }, 30))
+  EXPECT_TRUE(
+      Eventually([&] { return Health() == HealthCheckResponse::SERVING; }, 30))
       << "health not SERVING again after the space came back";
   EXPECT_TRUE(Stats().store_writable());
   EXPECT_TRUE(Eventually([&] { return Info().free_bytes() == kTotal; }, 30))
