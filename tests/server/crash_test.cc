@@ -194,7 +194,10 @@ TEST(CrashTest, LeasesSurviveKill9UnderLoad) {
         }
       });
     }
-    // An operator adds a segment and removes it again once it is empty.
+    // An operator adds a segment, lets the tenants use it, then takes it
+    // away the way an operator does: drain, revoke what is still in it,
+    // remove. A revoked lease is gone by design, so it is marked uncertain
+    // before the revoke (the kill may come at any point of this).
     clients.emplace_back([&] {
       auto admin = d.Admin();
       while (!stop) {
@@ -207,14 +210,59 @@ TEST(CrashTest, LeasesSurviveKill9UnderLoad) {
           std::lock_guard<std::mutex> l(mu);
           ++added;
         }
+        const uint32_t id = seg.segment().id();
         std::this_thread::sleep_for(std::chrono::milliseconds(30));
-        v1::SegmentRequest rm;
-        rm.set_segment_id(seg.segment().id());
-        v1::RemoveSegmentResponse gone;
-        auto rctx = Ctx(kRoot, 2);
-        if (admin->RemoveSegment(rctx.get(), rm, &gone).ok()) {
-          std::lock_guard<std::mutex> l(mu);
-          ++removed;
+        v1::SegmentRequest one;
+        one.set_segment_id(id);
+        v1::SegmentResponse drained;
+        auto dctx = Ctx(kRoot, 2);
+        if (!admin->DrainSegment(dctx.get(), one, &drained).ok()) continue;
+        std::vector<std::string> inside;
+        v1::AdminListLeasesRequest lr;
+        lr.set_page_size(1000);
+        bool listed = true;
+        do {
+          v1::ListLeasesResponse page;
+          auto lctx = Ctx(kRoot, 2);
+          if (!admin->ListLeases(lctx.get(), lr, &page).ok()) {
+            listed = false;
+            break;
+          }
+          for (const auto& l : page.leases()) {
+            for (const auto& run : l.runs()) {
+              if (run.segment_id() == id) {
+                inside.push_back(l.id());
+                break;
+              }
+            }
+          }
+          lr.set_page_token(page.next_page_token());
+        } while (!lr.page_token().empty());
+        if (!listed) continue;
+        for (const auto& lease : inside) {
+          {
+            std::lock_guard<std::mutex> l(mu);
+            uncertain.insert(lease);
+          }
+          v1::RevokeLeaseRequest rv;
+          rv.set_lease_id(lease);
+          rv.set_reason("segment removal");
+          v1::RevokeLeaseResponse revoked;
+          auto vctx = Ctx(kRoot, 2);
+          (void)admin->RevokeLease(vctx.get(), rv, &revoked);
+        }
+        // Revoked pages are zeroed before they count as free: retry a while.
+        for (int attempt = 0; attempt < 50 && !stop; ++attempt) {
+          v1::RemoveSegmentResponse gone;
+          auto rctx = Ctx(kRoot, 2);
+          const grpc::Status s = admin->RemoveSegment(rctx.get(), one, &gone);
+          if (s.ok()) {
+            std::lock_guard<std::mutex> l(mu);
+            ++removed;
+            break;
+          }
+          if (s.error_code() != grpc::StatusCode::FAILED_PRECONDITION) break;
+          std::this_thread::sleep_for(std::chrono::milliseconds(5));
         }
       }
     });
