@@ -130,7 +130,8 @@ absl::Status ParseVfio(const Reader& r, const YAML::Node& v,
   RETURN_IF_ERROR(
       r.Keys(v, w,
              {"devices", "page_size", "backing", "dir", "pool",
-              "max_segment_bytes", "iova_base", "group_busy_timeout_ms"}));
+              "max_segment_bytes", "iova_base", "group_busy_timeout_ms",
+              "keeper"}));
   vfio::LayoutConfig& l = out->layout;
   RETURN_IF_ERROR(r.Get(v, "page_size", w, &l.page_size));
   if (l.page_size != 4096 && l.page_size != (2 << 20) &&
@@ -160,6 +161,15 @@ absl::Status ParseVfio(const Reader& r, const YAML::Node& v,
     return r.Error(v["backing"], w + ".backing", "must be file or memfd");
   }
   RETURN_IF_ERROR(r.Get(v, "dir", w, &out->dir));
+  RETURN_IF_ERROR(r.Get(v, "keeper", w, &out->keeper));
+  if (!out->keeper.empty() && out->backing != vfio::BackingKind::kMemfd) {
+    return r.Error(v["keeper"], w + ".keeper",
+                   "needs backing: memfd (file backing survives a restart by "
+                   "itself)");
+  }
+  if (!out->keeper.empty() && out->keeper[0] != '/') {
+    return r.Error(v["keeper"], w + ".keeper", "must be an absolute path");
+  }
   RETURN_IF_ERROR(
       page_multiple(v, "max_segment_bytes", w, &l.max_segment_bytes, false));
   RETURN_IF_ERROR(page_multiple(v, "iova_base", w, &l.iova_base, true));
@@ -691,6 +701,7 @@ std::string FormatConfig(const ServerConfig& c) {
     Text(out, "backing",
          v.backing == vfio::BackingKind::kMemfd ? "memfd" : "file");
     Text(out, "dir", v.dir);
+    Text(out, "keeper", v.keeper);
     out << YAML::Key << "pool" << YAML::Value << YAML::BeginSeq;
     for (const vfio::PoolShare& p : v.layout.pool) {
       out << YAML::Flow << YAML::BeginMap;

@@ -112,6 +112,18 @@ TEST(ConfigTest, BadVfioValuesNameTheirLine) {
   };
   EXPECT_THAT(with("page_size: 2097152", "page_size: 65536"),
               HasSubstr("t.yaml:9: source.vfio.page_size: must be 4096"));
+  EXPECT_THAT(with("backing: memfd", "backing: file\n    keeper: /run/k.sock"),
+              HasSubstr("t.yaml:11: source.vfio.keeper: needs backing: memfd"));
+  EXPECT_THAT(with("backing: memfd", "backing: memfd\n    keeper: k.sock"),
+              HasSubstr("t.yaml:11: source.vfio.keeper: must be an absolute"));
+  {
+    std::string y = kVfio;
+    y.replace(y.find("backing: memfd"), 14,
+              "backing: memfd\n    keeper: /run/physpool/keeper.sock");
+    auto k = ParseConfig(y, "t.yaml");
+    ASSERT_TRUE(k.ok()) << k.status();
+    EXPECT_EQ(k->vfio.keeper, "/run/physpool/keeper.sock");
+  }
   EXPECT_THAT(
       with("backing: memfd", "backing: tmpfs"),
       HasSubstr("t.yaml:10: source.vfio.backing: must be file or memfd"));

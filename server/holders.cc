@@ -60,14 +60,16 @@ absl::StatusOr<FileId> FileIdOf(int fd) {
 
 std::map<FileId, std::vector<Holder>> FindHolders(const std::set<FileId>& files,
                                                   int* scanned,
-                                                  std::set<pid_t>* unreadable) {
+                                                  std::set<pid_t>* unreadable,
+                                                  const std::set<pid_t>& trusted) {
   std::map<FileId, std::vector<Holder>> out;
   if (scanned != nullptr) *scanned = 0;
   if (files.empty()) return out;
   const pid_t self = getpid();
   ForEachEntry("/proc", [&](const char* name) {
     pid_t pid = 0;
-    if (!absl::SimpleAtoi(name, &pid) || pid == self) return;
+    if (!absl::SimpleAtoi(name, &pid) || pid == self || trusted.count(pid))
+      return;
     const std::string proc = absl::StrCat("/proc/", pid);
     if (scanned != nullptr) ++*scanned;
     std::set<FileId> by_fd, by_map;

@@ -49,10 +49,12 @@ struct Holder {
 // `scanned` (optional) receives how many processes were read.
 // `unreadable` (optional) receives the processes whose descriptors this
 // one may not read (another uid without CAP_SYS_PTRACE): they may hold
-// anything.
+// anything. The processes in `trusted` (physpool-keeper) are skipped, as
+// this one is.
 std::map<FileId, std::vector<Holder>> FindHolders(
     const std::set<FileId>& files, int* scanned = nullptr,
-    std::set<pid_t>* unreadable = nullptr);
+    std::set<pid_t>* unreadable = nullptr,
+    const std::set<pid_t>& trusted = {});
 
 // "pid 57 (e2e_tenant) uid 1000 fd+map" for logs and the CLI.
 std::string Describe(const Holder& h);

@@ -4,6 +4,7 @@
 
 #include <sys/types.h>
 
+#include <set>
 #include <string>
 #include <vector>
 
@@ -46,6 +47,9 @@ struct ManagerOptions {
   // How often quarantined views are looked for in /proc while some stay
   // held (a lease's end triggers a scan at once).
   absl::Duration quarantine_scan = absl::Seconds(1);
+  // Processes whose descriptors of views are not holders: physpool-keeper,
+  // which keeps every view for the next daemon.
+  std::set<pid_t> trusted_holders;
 };
 
 // Who may use the fd socket and how much of it (listen.fd_socket_access;

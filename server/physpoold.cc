@@ -30,6 +30,7 @@
 #include "prometheus/registry.h"
 #include "server/config.h"
 #include "server/fd_server.h"
+#include "server/keeper_client.h"
 #include "server/lease_store.h"
 #include "server/log.h"
 #include "server/metrics.h"
@@ -274,8 +275,26 @@ int Run(int argc, char** argv) {
   sigaddset(&sigs, SIGINT);
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
 
+  // physpool-keeper holds the vfio source's descriptors across a crash
+  // (docs/vfio.md, "Restart with isolation on"). Outlives the source.
+  std::unique_ptr<KeeperClient> keeper;
   std::unique_ptr<vfio::MemorySource> source_holder;
   vfio::VfioSource* vfio_source = nullptr;
+  if (cfg->source == "vfio" && !cfg->vfio.keeper.empty()) {
+    auto k = KeeperClient::Connect(cfg->vfio.keeper, absl::Seconds(10));
+    if (!k.ok()) {
+      Log(LogLevel::kError, "physpool-keeper unreachable",
+          {F("socket", cfg->vfio.keeper),
+           F("error", std::string(k.status().message()))});
+      return 1;
+    }
+    keeper = *std::move(k);
+    cfg->vfio.stash = keeper.get();
+    cfg->manager.trusted_holders.insert(keeper->pid());
+    Log(LogLevel::kInfo, "physpool-keeper",
+        {F("socket", cfg->vfio.keeper), F("pid", keeper->pid()),
+         F("instance", keeper->instance())});
+  }
   if (cfg->source == "vfio") {
     source_holder = std::make_unique<vfio::VfioSource>(
         cfg->vfio, vfio::LinuxKernel(), [](const std::string& notice) {
@@ -296,7 +315,11 @@ int Run(int argc, char** argv) {
       return 1;
     }
     auto boot = ReadBootId(cfg->boot_id_file);
-    if (boot.ok() && !source.persistent()) {
+    if (boot.ok() && keeper) {
+      // The keeper's memory lives as long as the keeper: a new keeper is a
+      // new "boot" of it.
+      boot = absl::StrCat(*boot, ";keeper=", keeper->instance());
+    } else if (boot.ok() && !source.persistent()) {
       // memfd backing dies with the daemon: every start is a new "boot" of
       // the memory, and leases of the last one are void.
       boot = absl::StrCat(*boot, ";memfd-instance=", getpid(), "-",
@@ -314,9 +337,12 @@ int Run(int argc, char** argv) {
     store = *std::move(opened);
     if (store->voided_leases() > 0) {
       Log(LogLevel::kWarn,
-          source.persistent()
+          keeper ? "host rebooted or physpool-keeper restarted since the "
+                   "store was written: leases void"
+          : source.persistent()
               ? "host rebooted since the store was written: leases void"
-              : "memfd backing does not survive a restart: leases void",
+              : "memfd backing does not survive a restart without "
+                "physpool-keeper: leases void",
           {F("voided", store->voided_leases())});
     }
   }

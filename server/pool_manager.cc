@@ -1751,7 +1751,7 @@ void PoolManager::QuarantineLoop() {
     int processes = 0;
     std::set<pid_t> unreadable;
     const std::map<FileId, std::vector<Holder>> held =
-        FindHolders(files, &processes, &unreadable);
+        FindHolders(files, &processes, &unreadable, opts_.trusted_holders);
     const absl::Duration took = absl::Now() - t0;
     mu_.Lock();
     ++quarantine_scans_;

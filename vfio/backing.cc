@@ -152,6 +152,31 @@ absl::StatusOr<Backing> CreatePosixBacking(BackingKind kind,
   return b;
 }
 
+absl::StatusOr<Backing> AdoptPosixBacking(int fd, const std::string& name,
+                                          uint64_t bytes) {
+  absl::Cleanup close_fd = [fd] { close(fd); };
+  struct stat st;
+  if (fstat(fd, &st) != 0) return ErrnoStatus("fstat " + name, errno);
+  if (uint64_t(st.st_size) != bytes) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot adopt ", name, ": it is ", st.st_size,
+                     " bytes, the layout needs ", bytes));
+  }
+  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED) {
+    return ErrnoStatus(absl::StrCat("mmap ", name, " (", bytes, " bytes)"),
+                       errno);
+  }
+  std::move(close_fd).Cancel();
+  Backing b;
+  b.fd = fd;
+  b.base = static_cast<uint8_t*>(p);
+  b.bytes = bytes;
+  b.path = "memfd:" + name;
+  b.created = false;
+  return b;
+}
+
 void ReleasePosixBacking(const Backing& b, bool remove) {
   if (b.base) munmap(b.base, b.bytes);
   if (b.fd >= 0) close(b.fd);

@@ -12,6 +12,8 @@ absl::StatusOr<Backing> CreatePosixBacking(BackingKind kind,
                                            const std::string& path,
                                            uint64_t bytes, uint64_t page_size,
                                            int32_t numa, bool reattach);
+absl::StatusOr<Backing> AdoptPosixBacking(int fd, const std::string& name,
+                                          uint64_t bytes);
 void ReleasePosixBacking(const Backing& b, bool remove);
 
 }  // namespace physpool::vfio

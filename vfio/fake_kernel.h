@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "vfio/backing.h"
 #include "vfio/kernel.h"
 
 namespace physpool::vfio {
@@ -69,6 +70,10 @@ class FakeKernel : public Kernel {
                                         const std::string& path, uint64_t bytes,
                                         uint64_t page_size, int32_t numa,
                                         bool reattach) override;
+  absl::StatusOr<Backing> AdoptBacking(int fd, const std::string& name,
+                                       uint64_t bytes) override {
+    return AdoptPosixBacking(fd, name, bytes);
+  }
   void ReleaseBacking(const Backing& b, bool remove) override;
   absl::StatusOr<int> CreateUdmabuf(
       const std::vector<UdmabufRange>& ranges) override;
@@ -135,6 +140,10 @@ class FaultyKernel : public Kernel {
                                         const std::string& path, uint64_t bytes,
                                         uint64_t page_size, int32_t numa,
                                         bool reattach) override;
+  absl::StatusOr<Backing> AdoptBacking(int fd, const std::string& name,
+                                       uint64_t bytes) override {
+    return inner_->AdoptBacking(fd, name, bytes);
+  }
   void ReleaseBacking(const Backing& b, bool remove) override {
     inner_->ReleaseBacking(b, remove);
   }

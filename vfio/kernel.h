@@ -95,6 +95,11 @@ class Kernel {
   virtual absl::StatusOr<Backing> CreateBacking(
       BackingKind kind, const std::string& path, uint64_t bytes,
       uint64_t page_size, int32_t numa, bool reattach) = 0;
+  // Maps the memfd `fd` of exactly `bytes` that an earlier daemon created
+  // (kept for it by physpool-keeper, vfio/fd_stash.h), as it is: the
+  // Backing takes `fd` over, also on error (it is then closed).
+  virtual absl::StatusOr<Backing> AdoptBacking(int fd, const std::string& name,
+                                               uint64_t bytes) = 0;
   // Unmaps and closes; with `remove`, deletes a kFile file too.
   virtual void ReleaseBacking(const Backing& b, bool remove) = 0;
   // udmabuf (per-lease views): a dma-buf of the memfd ranges, back to

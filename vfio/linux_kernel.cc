@@ -237,6 +237,10 @@ class Linux final : public Kernel {
                                         bool reattach) override {
     return CreatePosixBacking(kind, path, bytes, page_size, numa, reattach);
   }
+  absl::StatusOr<Backing> AdoptBacking(int fd, const std::string& name,
+                                       uint64_t bytes) override {
+    return AdoptPosixBacking(fd, name, bytes);
+  }
   void ReleaseBacking(const Backing& b, bool remove) override {
     ReleasePosixBacking(b, remove);
   }

@@ -8,6 +8,8 @@
 #include <cstring>
 #include <utility>
 
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "util/file.h"
@@ -51,16 +53,23 @@ VfioSource::VfioSource(VfioConfig config, Kernel* kernel,
 VfioSource::~VfioSource() { Teardown(); }
 
 void VfioSource::Teardown() {
+  // With a stash, the stash keeps the container, its mappings and the
+  // memory: only this daemon's descriptors and mappings go.
+  const bool keep = config_.stash != nullptr;
   for (const auto& [bdf, fd] : device_fds_) kernel_->Close(fd);
   device_fds_.clear();
   {
     absl::MutexLock l(&mu_);
     for (const auto& [iova, m] : mapped_) {
-      (void)kernel_->UnmapDma(container_, iova, m.backing.bytes);
+      if (!keep) (void)kernel_->UnmapDma(container_, iova, m.backing.bytes);
       kernel_->ReleaseBacking(m.backing, /*remove=*/false);
     }
     mapped_.clear();
+    for (const auto& [name, fd] : views_) close(fd);
+    views_.clear();
   }
+  for (const auto& [iova, fd] : stashed_segments_) close(fd);
+  stashed_segments_.clear();
   for (const auto& [group, fd] : group_fds_) kernel_->Close(fd);
   group_fds_.clear();
   if (container_ >= 0) kernel_->Close(container_);
@@ -132,8 +141,108 @@ absl::StatusOr<int> VfioSource::OpenGroupWaiting(int group) {
   }
 }
 
+namespace {
+std::string SegmentKey(uint64_t iova) {
+  return absl::StrCat("seg-", absl::Hex(iova));
+}
+}  // namespace
+
+absl::Status VfioSource::Stash(const std::string& name, int fd) {
+  if (config_.stash == nullptr) return absl::OkStatus();
+  absl::Status s = config_.stash->Put(name, fd);
+  if (!s.ok()) {
+    return absl::UnavailableError(absl::StrCat(
+        "physpool-keeper did not take ", name, ": ", s.message(),
+        " (without it, this memory would not survive a restart)"));
+  }
+  return s;
+}
+
+void VfioSource::Unstash(const std::string& name) {
+  if (config_.stash == nullptr) return;
+  if (absl::Status s = config_.stash->Drop(name); !s.ok() && notice_) {
+    notice_(absl::StrCat("physpool-keeper did not drop ", name, ": ",
+                         s.message(), " (it keeps that memory until it "
+                                      "restarts)"));
+  }
+}
+
+void VfioSource::CloseStashed(const std::string& name, int fd) {
+  if (name == "container" || absl::StartsWith(name, "group-") ||
+      absl::StartsWith(name, "device-")) {
+    kernel_->Close(fd);  // the kernel's VFIO descriptors
+  } else {
+    close(fd);
+  }
+}
+
+void VfioSource::DropStash(const std::map<std::string, int>& all) {
+  for (const auto& [name, fd] : all) {
+    Unstash(name);
+    CloseStashed(name, fd);
+  }
+}
+
+absl::Status VfioSource::TakeStash(bool keep_contents) {
+  absl::StatusOr<std::map<std::string, int>> all = config_.stash->List();
+  if (!all.ok()) {
+    return absl::UnavailableError(absl::StrCat(
+        "cannot list what physpool-keeper holds: ", all.status().message()));
+  }
+  if (!keep_contents) {  // void leases: their memory and mappings go now
+    DropStash(*all);
+    return absl::OkStatus();
+  }
+  for (const auto& [name, fd] : *all) {
+    uint64_t iova = 0;
+    int group = 0;
+    if (name == "container") {
+      container_ = fd;
+    } else if (absl::StartsWith(name, "group-") &&
+               absl::SimpleAtoi(name.substr(6), &group)) {
+      group_fds_[group] = fd;
+    } else if (absl::StartsWith(name, "device-")) {
+      device_fds_[name.substr(7)] = fd;
+    } else if (absl::StartsWith(name, "seg-") &&
+               absl::SimpleHexAtoi(name.substr(4), &iova)) {
+      stashed_segments_[iova] = fd;
+    } else if (absl::StartsWith(name, "view-")) {
+      absl::MutexLock l(&mu_);
+      views_[name.substr(5)] = fd;
+    } else {
+      CloseStashed(name, fd);
+    }
+  }
+  if (container_ < 0) {
+    return absl::FailedPreconditionError(
+        "physpool-keeper holds no VFIO container, but the lease store has "
+        "live leases of this keeper's memory: the keeper's state is "
+        "incomplete. Stop physpool-keeper (its memory and the leases go) and "
+        "start it again; docs/vfio.md, \"Restart with isolation on\"");
+  }
+  reattached_ = true;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<VfioSource::Mapped> VfioSource::AdoptSegment(
+    const PlannedSegment& p) {
+  auto it = stashed_segments_.find(p.iova);
+  if (it == stashed_segments_.end()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "physpool-keeper holds no memfd for the physseg at iova ", Hex(p.iova),
+        " that live leases use; docs/vfio.md, \"Restart with isolation on\""));
+  }
+  const int fd = it->second;
+  stashed_segments_.erase(it);
+  absl::StatusOr<Backing> b =
+      kernel_->AdoptBacking(fd, BackingName(p.iova), p.bytes);
+  if (!b.ok()) return Annotate(b.status(), "backing of iova " + Hex(p.iova));
+  return Mapped{*b, p.freelist, p.numa};  // mapped in the container already
+}
+
 absl::StatusOr<VfioSource::Mapped> VfioSource::MapSegment(
     const PlannedSegment& p, bool reattach) {
+  if (reattach && reattached_) return AdoptSegment(p);
   const absl::Time t0 = absl::Now();
   absl::StatusOr<Backing> b =
       kernel_->CreateBacking(config_.backing, BackingName(p.iova), p.bytes,
@@ -145,6 +254,11 @@ absl::StatusOr<VfioSource::Mapped> VfioSource::MapSegment(
   timings_.map_dma += absl::Now() - t1;
   ++timings_.map_calls;
   if (!s.ok()) {
+    kernel_->ReleaseBacking(*b, /*remove=*/b->created);
+    return s;
+  }
+  if (s = Stash(SegmentKey(p.iova), b->fd); !s.ok()) {
+    (void)kernel_->UnmapDma(container_, p.iova, p.bytes);
     kernel_->ReleaseBacking(*b, /*remove=*/b->created);
     return s;
   }
@@ -184,14 +298,33 @@ absl::Status VfioSource::Start(bool keep_contents) {
     view_support_ = absl::OkStatus();
   }
 
+  if (config_.stash != nullptr) {
+    if (config_.backing != BackingKind::kMemfd) {
+      return absl::InvalidArgumentError(
+          "vfio.keeper needs vfio.backing: memfd (files survive a restart by "
+          "themselves)");
+    }
+    if (absl::Status s = TakeStash(keep_contents); !s.ok()) return s;
+  }
+
   Undo undo;
-  absl::StatusOr<int> container = kernel_->OpenContainer();
-  if (!container.ok()) return container.status();
-  container_ = *container;
-  undo.Push([this] {
-    kernel_->Close(container_);
-    container_ = -1;
-  });
+  if (config_.stash != nullptr && !reattached_) {
+    // A fresh start that fails leaves nothing in the stash either.
+    undo.Push([this] {
+      absl::StatusOr<std::map<std::string, int>> all = config_.stash->List();
+      if (all.ok()) DropStash(*all);
+    });
+  }
+  if (!reattached_) {
+    absl::StatusOr<int> container = kernel_->OpenContainer();
+    if (!container.ok()) return container.status();
+    container_ = *container;
+    undo.Push([this] {
+      kernel_->Close(container_);
+      container_ = -1;
+    });
+    if (absl::Status s = Stash("container", container_); !s.ok()) return s;
+  }
   std::map<std::string, int> group_of;
   for (const VfioDevice& d : config_.devices) {
     absl::StatusOr<int> group = kernel_->GroupOf(d.bdf);
@@ -201,6 +334,12 @@ absl::Status VfioSource::Start(bool keep_contents) {
     }
     group_of[d.bdf] = *group;
     if (group_fds_.count(*group)) continue;  // devices sharing a group
+    if (reattached_) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "physpool-keeper holds no fd of IOMMU group ", *group, " (device ",
+          d.bdf, "): the devices changed since the keeper's container was "
+          "made; stop physpool-keeper (the leases go) and start again"));
+    }
     absl::StatusOr<int> fd = OpenGroupWaiting(*group);
     if (!fd.ok()) return Annotate(fd.status(), "device " + d.bdf);
     group_fds_[*group] = *fd;
@@ -208,6 +347,8 @@ absl::Status VfioSource::Start(bool keep_contents) {
       kernel_->Close(group_fds_[g]);
       group_fds_.erase(g);
     });
+    if (absl::Status s = Stash(absl::StrCat("group-", *group), *fd); !s.ok())
+      return s;
     if (absl::Status s = kernel_->SetContainer(*fd, container_); !s.ok()) {
       return Annotate(s, "device " + d.bdf);
     }
@@ -234,7 +375,7 @@ absl::Status VfioSource::Start(bool keep_contents) {
   absl::StatusOr<std::vector<PlannedSegment>> plan =
       PlanLayout(config_.layout, info->ranges);
   if (!plan.ok()) return plan.status();
-  if (info->dma_avail >= 0 &&
+  if (!reattached_ && info->dma_avail >= 0 &&
       static_cast<int64_t>(plan->size()) > info->dma_avail) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "the layout needs ", plan->size(), " DMA mappings, the container has ",
@@ -251,12 +392,19 @@ absl::Status VfioSource::Start(bool keep_contents) {
     undo.Push([this, iova = p.iova, keep_contents] {
       absl::MutexLock l(&mu_);
       const Mapped& m = mapped_[iova];
-      (void)kernel_->UnmapDma(container_, iova, m.backing.bytes);
+      // Taken from the stash: the mapping stays, for the leases in it.
+      if (!reattached_) (void)kernel_->UnmapDma(container_, iova, m.backing.bytes);
       kernel_->ReleaseBacking(m.backing, m.backing.created && !keep_contents);
       mapped_.erase(iova);
     });
   }
   for (const VfioDevice& d : config_.devices) {
+    if (auto kept = device_fds_.find(d.bdf); kept != device_fds_.end()) {
+      // From the stash: open all along, bus mastering on.
+      if (absl::Status s = kernel_->EnableBusMaster(kept->second); !s.ok())
+        return Annotate(s, "device " + d.bdf);
+      continue;
+    }
     absl::StatusOr<int> fd =
         kernel_->OpenDevice(group_fds_[group_of[d.bdf]], d.bdf);
     if (!fd.ok()) return fd.status();
@@ -265,13 +413,14 @@ absl::Status VfioSource::Start(bool keep_contents) {
       kernel_->Close(device_fds_[bdf]);
       device_fds_.erase(bdf);
     });
+    if (absl::Status s = Stash("device-" + d.bdf, *fd); !s.ok()) return s;
     if (absl::Status s = kernel_->EnableBusMaster(*fd); !s.ok()) {
       return Annotate(s, "device " + d.bdf);
     }
   }
   ranges_ = info->ranges;
-  dma_avail_ = info->dma_avail < 0
-                   ? -1
+  dma_avail_ = info->dma_avail < 0 || reattached_
+                   ? info->dma_avail
                    : info->dma_avail - static_cast<int64_t>(plan->size());
   {
     absl::MutexLock l(&mu_);
@@ -376,6 +525,7 @@ absl::Status VfioSource::RemoveSegment(uint64_t iova) {
     mapped_.erase(iova);
   }
   kernel_->ReleaseBacking(m.backing, /*remove=*/true);
+  Unstash(SegmentKey(iova));
   for (auto it = segments_.begin(); it != segments_.end(); ++it) {
     if (it->spec.iova == iova) {
       segments_.erase(it);
@@ -464,7 +614,40 @@ absl::StatusOr<int> VfioSource::CreateView(const std::string& name,
                      udmabuf_.size_limit_mb,
                      " (raise /sys/module/udmabuf/parameters/size_limit_mb)"));
   }
-  return kernel_->CreateUdmabuf(ranges);
+  absl::StatusOr<int> fd = kernel_->CreateUdmabuf(ranges);
+  if (!fd.ok()) return fd;
+  // Fail closed: a view the next daemon cannot find would escape its
+  // quarantine after a restart.
+  if (absl::Status s = Stash("view-" + name, *fd); !s.ok()) {
+    close(*fd);
+    return s;
+  }
+  return fd;
+}
+
+absl::StatusOr<int> VfioSource::OpenView(const std::string& name) {
+  absl::MutexLock l(&mu_);
+  auto it = views_.find(name);
+  if (it == views_.end()) return absl::NotFoundError("no view " + name);
+  const int fd = fcntl(it->second, F_DUPFD_CLOEXEC, 0);
+  if (fd < 0) return ErrnoStatus("dup a view", errno);
+  return fd;
+}
+
+void VfioSource::DestroyView(const std::string& name) {
+  Unstash("view-" + name);
+  absl::MutexLock l(&mu_);
+  if (auto it = views_.find(name); it != views_.end()) {
+    close(it->second);
+    views_.erase(it);
+  }
+}
+
+std::vector<std::string> VfioSource::ViewNames() {
+  absl::MutexLock l(&mu_);
+  std::vector<std::string> out;
+  for (const auto& [name, fd] : views_) out.push_back(name);
+  return out;
 }
 
 }  // namespace physpool::vfio

@@ -16,6 +16,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "vfio/fd_stash.h"
 #include "vfio/iova_layout.h"
 #include "vfio/kernel.h"
 #include "vfio/memory_source.h"
@@ -33,6 +34,15 @@ struct VfioConfig {
   absl::Duration group_busy_timeout = absl::Seconds(30);
   LayoutConfig layout;  // page size, pool per NUMA node, limits (filled
                         // from `devices`)
+  // The socket of physpool-keeper (source.vfio.keeper; "" = none): the
+  // daemon connects to it and sets `stash`.
+  std::string keeper;
+  // physpool-keeper, or null. Not owned; outlives the source.
+  // With one, the container, groups, device fds, memfd backing and views
+  // are stashed there as they are made, and the source never unmaps at
+  // exit: memfd memory and its IOMMU mappings outlive the daemon, and the
+  // next one takes them back (docs/vfio.md, "Restart with isolation on").
+  FdStash* stash = nullptr;
 };
 
 class VfioSource final : public MemorySource {
@@ -42,7 +52,8 @@ class VfioSource final : public MemorySource {
   VfioSource(VfioConfig config, Kernel* kernel,
              std::function<void(const std::string&)> notice = nullptr);
   // Unmaps and closes everything; backing files stay (a restart
-  // re-attaches them).
+  // re-attaches them). With a stash nothing is unmapped: the stash keeps
+  // the container, its mappings and the memory.
   ~VfioSource() override;
 
   std::string name() const override { return "vfio"; }
@@ -51,12 +62,17 @@ class VfioSource final : public MemorySource {
   // each undone if a later one fails: memlock check, container, groups
   // (EBUSY: waits up to group_busy_timeout naming the holders), type1v2,
   // IOMMU info (ranges, page sizes, DMA entries), layout, backing + one
-  // MAP_DMA per physseg, device fds + bus mastering.
+  // MAP_DMA per physseg, device fds + bus mastering. With a stash and
+  // keep_contents, what the stash holds is taken back instead: the
+  // container with its groups and mappings, the devices, each physseg's
+  // memfd (no MAP_DMA: the IOVAs are mapped already), the views; a
+  // physseg the stash lacks is an error. Without keep_contents, whatever
+  // the stash holds is dropped first (the memory of void leases).
   using MemorySource::Start;
   absl::Status Start(bool keep_contents) override;
   std::string Layout() const override;
   bool persistent() const override {
-    return config_.backing == BackingKind::kFile;
+    return config_.backing == BackingKind::kFile || config_.stash != nullptr;
   }
   const std::vector<BackedSegment>& segments() const override {
     return segments_;
@@ -90,6 +106,12 @@ class VfioSource final : public MemorySource {
   absl::Status ViewSupport() const override { return view_support_; }
   absl::StatusOr<int> CreateView(const std::string& name,
                                  const std::vector<ViewRange>& runs) override;
+  // With a stash, views are kept there too, so they are persistent: the
+  // next daemon finds the views of live and ended leases (and who holds
+  // them) with ViewNames / OpenView.
+  absl::StatusOr<int> OpenView(const std::string& name) override;
+  void DestroyView(const std::string& name) override;
+  std::vector<std::string> ViewNames() override;
   // The udmabuf module's limits Start read (0 = unknown).
   Kernel::UdmabufInfo udmabuf_info() const { return udmabuf_; }
 
@@ -103,6 +125,18 @@ class VfioSource final : public MemorySource {
   // Backs and maps one segment; on error nothing is left.
   absl::StatusOr<Mapped> MapSegment(const PlannedSegment& p, bool reattach);
   std::string BackingName(uint64_t iova) const;
+  // Stashes a duplicate of `fd` under `name` (no-op without a stash).
+  absl::Status Stash(const std::string& name, int fd);
+  void Unstash(const std::string& name);
+  // Start's first step with a stash: takes back (keep_contents) or drops
+  // what it holds.
+  absl::Status TakeStash(bool keep_contents);
+  // Drops each of `all` (a List()) from the stash and closes it.
+  void DropStash(const std::map<std::string, int>& all);
+  void CloseStashed(const std::string& name, int fd);
+  // The memfd of the physseg at `iova` from the stash (keep_contents), or
+  // none: then the backing is made.
+  absl::StatusOr<Mapped> AdoptSegment(const PlannedSegment& p);
   BackedSegment Describe(uint64_t iova, const Mapped& m) const;
   void Teardown();
 
@@ -120,11 +154,15 @@ class VfioSource final : public MemorySource {
   Timings timings_;
   std::vector<BackedSegment> segments_;
   absl::Status view_support_ = absl::FailedPreconditionError("not started");
+  // From the stash at Start: physseg memfds not yet adopted, by IOVA.
+  std::map<uint64_t, int> stashed_segments_;
+  bool reattached_ = false;  // the container came from the stash
   Kernel::UdmabufInfo udmabuf_;
 
   // Read by Zero / BackingFd from any thread.
   mutable absl::Mutex mu_;
   std::map<uint64_t, Mapped> mapped_ ABSL_GUARDED_BY(mu_);  // by IOVA
+  std::map<std::string, int> views_ ABSL_GUARDED_BY(mu_);  // stashed, by name
 };
 
 }  // namespace physpool::vfio

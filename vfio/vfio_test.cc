@@ -542,5 +542,124 @@ TEST_F(VfioSourceTest, NoViewsWithFileBackingOrWithoutUdmabuf) {
                        HasSubstr("/dev/udmabuf")));
 }
 
+// physpool-keeper's semantics in process (server/keeper_client.h): keeps
+// duplicates, the fake kernel's VFIO descriptors through its Dup.
+class TestStash : public FdStash {
+ public:
+  explicit TestStash(FakeKernel* k) : k_(k) {}
+  ~TestStash() override {
+    for (const auto& [name, fd] : kept_) Close(name, fd);
+  }
+  std::string instance() const override { return "test"; }
+  absl::Status Put(const std::string& name, int fd) override {
+    if (kept_.count(name)) Close(name, kept_[name]);
+    kept_[name] = Copy(name, fd);
+    return absl::OkStatus();
+  }
+  absl::Status Drop(const std::string& name) override {
+    if (auto it = kept_.find(name); it != kept_.end()) {
+      Close(name, it->second);
+      kept_.erase(it);
+    }
+    return absl::OkStatus();
+  }
+  absl::StatusOr<std::map<std::string, int>> List() override {
+    std::map<std::string, int> out;
+    for (const auto& [name, fd] : kept_) out[name] = Copy(name, fd);
+    return out;
+  }
+  std::vector<std::string> names() const {
+    std::vector<std::string> out;
+    for (const auto& [name, fd] : kept_) out.push_back(name);
+    return out;
+  }
+
+ private:
+  static bool Fake(const std::string& name) {
+    return name == "container" || name.rfind("group-", 0) == 0 ||
+           name.rfind("device-", 0) == 0;
+  }
+  int Copy(const std::string& name, int fd) {
+    return Fake(name) ? *k_->Dup(fd) : fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  }
+  void Close(const std::string& name, int fd) {
+    Fake(name) ? k_->Close(fd) : (void)close(fd);
+  }
+  FakeKernel* k_;
+  std::map<std::string, int> kept_;
+};
+
+// With a keeper, a daemon that dies (the source is destroyed) unmaps
+// nothing; the next one takes the container, the memory and the views
+// back without a MAP_DMA, at the same IOVAs, bytes intact; a start that
+// voids the leases drops all of it and starts fresh.
+TEST_F(VfioSourceTest, AKeeperKeepsMemoryMappingsAndViewsAcrossARestart) {
+  VfioConfig c = Config();
+  c.backing = BackingKind::kMemfd;
+  c.layout.page_size = 4096;
+  TestStash stash(&kernel_);
+  c.stash = &stash;
+  std::vector<uint64_t> iovas;
+  {
+    VfioSource source(c, &kernel_);
+    ASSERT_OK(source.Start());
+    EXPECT_TRUE(source.persistent());
+    for (const auto& seg : source.segments()) iovas.push_back(seg.spec.iova);
+    ASSERT_OK_AND_ASSIGN(int fd, source.BackingFd(iovas[1] + 4096));
+    ASSERT_EQ(pwrite(fd, "lease", 5, 4096), 5);
+    close(fd);
+    ASSERT_OK_AND_ASSIGN(int view, source.CreateView("l-1", {{iovas[1], 8192}}));
+    close(view);
+  }
+  EXPECT_EQ(kernel_.mappings().size(), iovas.size()) << "nothing unmapped";
+  EXPECT_THAT(stash.names(),
+              ::testing::IsSupersetOf(std::vector<std::string>{
+                  "container", "group-1", "group-2",
+                  absl::StrCat("device-", kEdu), "view-l-1"}));
+  const int maps = kernel_.map_calls();
+  {
+    VfioSource source(c, &kernel_);
+    ASSERT_OK(source.Start(/*keep_contents=*/true));
+    EXPECT_EQ(kernel_.map_calls(), maps) << "no MAP_DMA: mapped all along";
+    std::vector<uint64_t> again;
+    for (const auto& seg : source.segments()) again.push_back(seg.spec.iova);
+    EXPECT_EQ(again, iovas);
+    ASSERT_OK_AND_ASSIGN(int fd, source.BackingFd(iovas[1]));
+    char buf[6] = {};
+    ASSERT_EQ(pread(fd, buf, 5, 4096), 5);
+    EXPECT_STREQ(buf, "lease");
+    close(fd);
+    EXPECT_EQ(source.ViewNames(), std::vector<std::string>{"l-1"});
+    ASSERT_OK_AND_ASSIGN(int view, source.OpenView("l-1"));
+    close(view);
+    EXPECT_TRUE(kernel_.bus_master(kEdu));
+    source.DestroyView("l-1");
+    EXPECT_THAT(source.OpenView("l-1"), StatusIs(absl::StatusCode::kNotFound));
+  }
+  EXPECT_THAT(stash.names(), ::testing::Not(::testing::Contains("view-l-1")));
+  {
+    VfioSource fresh(c, &kernel_);
+    ASSERT_OK(fresh.Start(/*keep_contents=*/false));
+    EXPECT_EQ(kernel_.map_calls(), maps + static_cast<int>(iovas.size()));
+    ASSERT_OK_AND_ASSIGN(int fd, fresh.BackingFd(iovas[1]));
+    char buf[6] = {};
+    ASSERT_EQ(pread(fd, buf, 5, 4096), 5);
+    EXPECT_EQ(buf[0], 0) << "void leases: fresh memory";
+    close(fd);
+  }
+  // A keeper that lost the container while leases live: refused, saying so.
+  ASSERT_OK(stash.Drop("container"));
+  VfioSource broken(c, &kernel_);
+  EXPECT_THAT(broken.Start(/*keep_contents=*/true),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       HasSubstr("holds no VFIO container")));
+  // file backing with a keeper: refused (files persist by themselves).
+  VfioConfig files = Config();
+  files.stash = &stash;
+  VfioSource with_files(files, &kernel_);
+  EXPECT_THAT(with_files.Start(), StatusIs(absl::StatusCode::kInvalidArgument,
+                                           HasSubstr("backing: memfd")));
+}
+
 }  // namespace
 }  // namespace physpool::vfio

@@ -1,0 +1,73 @@
+// physpool-keeper's protocol and the daemon's side of it (docs/vfio.md,
+// "Restart with isolation on").
+//
+// physpool-keeper is a small process that holds descriptors for physpoold
+// so that they outlive a crash or kill -9 of the daemon. It listens on a
+// SOCK_SEQPACKET unix socket in a private directory and serves only peers
+// of its own uid (SO_PEERCRED, checked before anything is read). Messages
+// are one datagram of text, with at most one descriptor (SCM_RIGHTS):
+//   keeper -> client on connect: "HELLO <instance>"  (random per keeper run)
+//   "PUT <name>" + fd   -> "OK" | "ERR <why>"
+//   "DROP <name>"       -> "OK"
+//   "LIST"              -> "FD <name>" + fd, one per entry, then "END"
+#ifndef PHYSPOOL_SERVER_KEEPER_CLIENT_H_
+#define PHYSPOOL_SERVER_KEEPER_CLIENT_H_
+
+#include <sys/types.h>
+
+#include <map>
+#include <memory>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "vfio/fd_stash.h"
+
+namespace physpool::server {
+
+// One datagram: text and, if fd >= 0, a descriptor.
+absl::Status SendKeeperMessage(int sock, const std::string& text, int fd);
+// Receives one datagram; *fd is the descriptor it carried or -1.
+// DEADLINE_EXCEEDED after the socket's SO_RCVTIMEO; UNAVAILABLE if the peer
+// closed.
+absl::StatusOr<std::string> RecvKeeperMessage(int sock, int* fd);
+// Whether `name` may name a kept descriptor.
+bool ValidKeeperName(const std::string& name);
+
+class KeeperClient final : public vfio::FdStash {
+ public:
+  // Connects to the keeper at `path`, retrying until `wait` has passed (a
+  // keeper started beside the daemon may not listen yet). UNAVAILABLE
+  // naming the path and what to do.
+  static absl::StatusOr<std::unique_ptr<KeeperClient>> Connect(
+      const std::string& path, absl::Duration wait);
+  ~KeeperClient() override;
+
+  std::string instance() const override { return instance_; }
+  // The keeper's pid (SO_PEERCRED): its descriptors are no tenant's.
+  pid_t pid() const { return pid_; }
+  absl::Status Put(const std::string& name, int fd) override;
+  absl::Status Drop(const std::string& name) override;
+  absl::StatusOr<std::map<std::string, int>> List() override;
+
+ private:
+  KeeperClient(int sock, std::string path, std::string instance, pid_t pid)
+      : sock_(sock),
+        path_(std::move(path)),
+        instance_(std::move(instance)),
+        pid_(pid) {}
+  absl::Status Call(const std::string& text, int fd);
+
+  absl::Mutex mu_;  // one call at a time on sock_
+  const int sock_;
+  const std::string path_;
+  const std::string instance_;
+  const pid_t pid_;
+};
+
+}  // namespace physpool::server
+
+#endif  // PHYSPOOL_SERVER_KEEPER_CLIENT_H_

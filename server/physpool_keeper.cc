@@ -1,0 +1,291 @@
+// physpool-keeper: holds physpoold's descriptors across a crash or kill -9
+// of the daemon (docs/vfio.md, "Restart with isolation on"; the protocol is
+// in server/keeper_client.h).
+//
+//   physpool-keeper --socket PATH [-- COMMAND ARGS...]
+//
+// With a COMMAND (the container's entrypoint: `-- physpoold --config ...`)
+// it also runs the daemon as its child and starts it again, after a second,
+// whenever it dies of a signal or exits non-zero; SIGTERM/SIGINT go to the
+// child, and the keeper exits with the child's status once it has. Without
+// one it runs until SIGTERM/SIGINT. Either way, when the keeper exits
+// everything it held is closed: memfd memory is freed, the IOMMU container
+// and its mappings go, and the next daemon voids the leases (the keeper's
+// instance is part of the store's boot id).
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/random.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "server/keeper_client.h"
+#include "util/file.h"
+
+namespace physpool::server {
+namespace {
+
+volatile sig_atomic_t g_stop = 0;
+void OnStop(int) { g_stop = 1; }
+void OnChild(int) {}
+
+void Say(const std::string& what) {
+  std::fprintf(stderr, "physpool-keeper: %s\n", what.c_str());
+}
+
+std::string NewInstance() {
+  unsigned char b[8] = {};
+  if (getrandom(b, sizeof(b), 0) != sizeof(b)) {
+    const uint64_t t = static_cast<uint64_t>(time(nullptr)) ^ getpid();
+    std::memcpy(b, &t, sizeof(b));
+  }
+  std::string out;
+  for (unsigned char c : b) absl::StrAppend(&out, absl::Hex(c, absl::kZeroPad2));
+  return absl::StrCat(out, "-", getpid());
+}
+
+// Binds `path` (owner only, through the umask), refusing if a keeper answers
+// there; a stale socket file is replaced.
+int Listen(const std::string& path) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof(addr.sun_path)) {
+    Say("socket path too long: " + path);
+    return -1;
+  }
+  std::memcpy(addr.sun_path, path.data(), path.size());
+  const int probe = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+  if (connect(probe, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
+    close(probe);
+    Say("another keeper listens on " + path + ": refusing to start");
+    return -1;
+  }
+  close(probe);
+  struct stat st;
+  if (lstat(path.c_str(), &st) == 0) {
+    if (!S_ISSOCK(st.st_mode)) {
+      Say(path + " exists and is not a socket: refusing to replace it");
+      return -1;
+    }
+    unlink(path.c_str());
+  }
+  const int sock = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+  const mode_t old = umask(077);
+  const int rc = bind(sock, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  umask(old);
+  if (rc != 0 || listen(sock, 8) != 0) {
+    Say(absl::StrCat("cannot listen on ", path, ": ", std::strerror(errno)));
+    close(sock);
+    return -1;
+  }
+  return sock;
+}
+
+class Keeper {
+ public:
+  explicit Keeper(std::string instance) : instance_(std::move(instance)) {}
+  ~Keeper() {
+    for (const auto& [name, fd] : kept_) close(fd);
+  }
+  size_t size() const { return kept_.size(); }
+
+  // A new connection: only a peer of the keeper's own uid (or root) is
+  // served; it is greeted with the instance. false: closed.
+  bool Accept(int conn) {
+    ucred cred{};
+    socklen_t len = sizeof(cred);
+    if (getsockopt(conn, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 ||
+        (cred.uid != geteuid() && cred.uid != 0)) {
+      Say(absl::StrCat("refused a peer of uid ", cred.uid, " (pid ", cred.pid,
+                       ")"));
+      close(conn);
+      return false;
+    }
+    timeval tv{5, 0};
+    setsockopt(conn, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    if (!SendKeeperMessage(conn, "HELLO " + instance_, -1).ok()) {
+      close(conn);
+      return false;
+    }
+    return true;
+  }
+
+  // Serves one message of `conn`; false when the connection is done.
+  bool Serve(int conn) {
+    int fd = -1;
+    absl::StatusOr<std::string> m = RecvKeeperMessage(conn, &fd);
+    if (!m.ok()) return false;
+    std::string reply = "OK";
+    if (absl::StartsWith(*m, "PUT ")) {
+      const std::string name = m->substr(4);
+      if (fd < 0 || !ValidKeeperName(name)) {
+        reply = "ERR PUT needs a valid name and one descriptor";
+      } else {
+        if (auto it = kept_.find(name); it != kept_.end()) close(it->second);
+        kept_[name] = fd;
+        fd = -1;
+      }
+    } else if (absl::StartsWith(*m, "DROP ")) {
+      if (auto it = kept_.find(m->substr(5)); it != kept_.end()) {
+        close(it->second);
+        kept_.erase(it);
+      }
+    } else if (*m == "LIST") {
+      for (const auto& [name, kept] : kept_) {
+        if (!SendKeeperMessage(conn, "FD " + name, kept).ok()) return false;
+      }
+      reply = "END";
+    } else {
+      reply = "ERR unknown request";
+    }
+    if (fd >= 0) close(fd);
+    return SendKeeperMessage(conn, reply, -1).ok();
+  }
+
+ private:
+  const std::string instance_;
+  std::map<std::string, int> kept_;
+};
+
+pid_t Spawn(const std::vector<char*>& argv) {
+  const pid_t pid = fork();
+  if (pid == 0) {
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
+    signal(SIGTERM, SIG_DFL);
+    signal(SIGINT, SIG_DFL);
+    execvp(argv[0], argv.data());
+    std::fprintf(stderr, "physpool-keeper: cannot run %s: %s\n", argv[0],
+                 std::strerror(errno));
+    _exit(127);
+  }
+  return pid;
+}
+
+int Main(int argc, char** argv) {
+  std::string path;
+  std::vector<char*> command;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--socket" && i + 1 < argc) {
+      path = argv[++i];
+    } else if (absl::StartsWith(a, "--socket=")) {
+      path = a.substr(9);
+    } else if (a == "--") {
+      for (++i; i < argc; ++i) command.push_back(argv[i]);
+    } else {
+      Say("usage: physpool-keeper --socket PATH [-- COMMAND ARGS...]");
+      return 2;
+    }
+  }
+  if (path.empty()) {
+    Say("--socket PATH is required");
+    return 2;
+  }
+  command.push_back(nullptr);
+  if (absl::Status s = MakePrivateParentDir(path, 0700); !s.ok()) {
+    Say(std::string(s.message()));
+    return 1;
+  }
+  rlimit nofile{};  // it holds a descriptor per segment and per lease view
+  if (getrlimit(RLIMIT_NOFILE, &nofile) == 0) {
+    nofile.rlim_cur = nofile.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &nofile);
+  }
+  const int listener = Listen(path);
+  if (listener < 0) return 1;
+  struct sigaction sa {};
+  sa.sa_handler = OnStop;
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGINT, &sa, nullptr);
+  sa.sa_handler = OnChild;
+  sigaction(SIGCHLD, &sa, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  Keeper keeper(NewInstance());
+  Say(absl::StrCat("listening on ", path));
+  std::vector<int> conns;
+  pid_t child = command.size() > 1 ? Spawn(command) : -1;
+  bool forwarded = false;
+  int exit_code = 0;
+  int64_t restart_at_ms = -1;
+  for (;;) {
+    timespec ts{};
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    const int64_t now_ms = ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    if (g_stop && child > 0 && !forwarded) {
+      kill(child, SIGTERM);
+      forwarded = true;
+    }
+    if (g_stop && child <= 0) break;
+    if (child > 0) {
+      int status = 0;
+      if (waitpid(child, &status, WNOHANG) == child) {
+        child = -1;
+        const bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+        if (forwarded || clean) {
+          exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+          Say(absl::StrCat("the daemon exited (status ", status,
+                           "): the keeper stops, ", keeper.size(),
+                           " descriptors closed"));
+          break;
+        }
+        Say(absl::StrCat("the daemon died (status ", status, "); holding ",
+                         keeper.size(),
+                         " descriptors and starting it again in 1 s"));
+        restart_at_ms = now_ms + 1000;
+      }
+    }
+    if (child <= 0 && restart_at_ms >= 0 && now_ms >= restart_at_ms &&
+        !g_stop) {
+      child = Spawn(command);
+      restart_at_ms = -1;
+    }
+    std::vector<pollfd> fds{{listener, POLLIN, 0}};
+    for (int c : conns) fds.push_back({c, POLLIN, 0});
+    const int n = poll(fds.data(), fds.size(), 100);
+    if (n <= 0) continue;
+    std::vector<int> keep;
+    for (size_t i = 1; i < fds.size(); ++i) {
+      if (fds[i].revents == 0 || keeper.Serve(fds[i].fd)) {
+        keep.push_back(fds[i].fd);
+      } else {
+        close(fds[i].fd);
+      }
+    }
+    conns = keep;
+    if (fds[0].revents & POLLIN) {
+      const int conn = accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
+      if (conn >= 0 && conns.size() >= 16) {
+        Say("16 connections open: refusing another");
+        close(conn);
+      } else if (conn >= 0 && keeper.Accept(conn)) {
+        conns.push_back(conn);
+      }
+    }
+  }
+  for (int c : conns) close(c);
+  close(listener);
+  unlink(path.c_str());
+  return exit_code;
+}
+
+}  // namespace
+}  // namespace physpool::server
+
+int main(int argc, char** argv) { return physpool::server::Main(argc, argv); }
