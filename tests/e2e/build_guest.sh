@@ -13,14 +13,17 @@ for tool in busybox cpio depmod modprobe apt-get dpkg gzip sha256sum; do
 done
 [ -x /bin/busybox ] || { echo "build_guest: /bin/busybox missing (busybox-static)"; exit 1; }
 
-# 1. The kernel: the image package linux-image-amd64 depends on.
-resolve() { apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/{print $2; exit}'; }
+# 1. The kernel: the image package $KMETA depends on. bookworm's 6.12
+# kernel, for its built-in udmabuf (CONFIG_UDMABUF=y; the default 6.1 has
+# none): the memfd phase runs with a udmabuf per lease.
+KMETA=${KMETA:-linux-image-6.12-amd64}
+resolve() { apt-cache depends "$KMETA" 2>/dev/null | awk '/Depends: linux-image-[0-9]/{print $2; exit}'; }
 PKG=$(resolve)
 if [ -z "$PKG" ]; then  # no package lists yet
   apt-get update -qq || true
   PKG=$(resolve)
 fi
-[ -n "$PKG" ] || { echo "build_guest: cannot resolve linux-image-amd64 (apt-get update failed?)"; exit 1; }
+[ -n "$PKG" ] || { echo "build_guest: cannot resolve $KMETA (apt-get update failed?)"; exit 1; }
 KDIR="$OUT/kernel/$PKG"
 if [ ! -d "$KDIR/boot" ]; then
   # Stale lists name a version the mirror no longer has: update and retry.
@@ -43,6 +46,7 @@ install -m 755 "$HERE/init" "$R/init"
 install -m 755 "$BUILD/server/physpoold" "$R/bin/physpoold"
 install -m 755 "$BUILD/tests/e2e/e2e_tenant" "$R/bin/e2e_tenant"
 install -m 755 "$BUILD/cli/physpoolctl" "$R/bin/physpoolctl"
+install -m 755 "$BUILD/server/physpool-keeper" "$R/bin/physpool-keeper"
 for conf in physpool physpool-memfd; do
   sed -e "s/@EDU_SHA@/$(printf %s edu-token | sha256sum | cut -d' ' -f1)/" \
       -e "s/@PLAIN_SHA@/$(printf %s plain-token | sha256sum | cut -d' ' -f1)/" \
@@ -51,7 +55,7 @@ done
 # Shared libraries, by basename into /lib/x86_64-linux-gnu (init sets
 # LD_LIBRARY_PATH), and the dynamic loader where binaries look for it.
 mkdir -p "$R/lib/x86_64-linux-gnu"
-for bin in "$BUILD/server/physpoold" "$BUILD/tests/e2e/e2e_tenant" "$BUILD/cli/physpoolctl"; do
+for bin in "$BUILD/server/physpoold" "$BUILD/tests/e2e/e2e_tenant" "$BUILD/cli/physpoolctl" "$BUILD/server/physpool-keeper"; do
   ldd "$bin" | awk '/=> \//{print $3}'
 done | sort -u | while read -r lib; do
   cp -L "$lib" "$R/lib/x86_64-linux-gnu/$(basename "$lib")"
