@@ -36,6 +36,12 @@ entry=$(podman image inspect --format '{{json .Config.Entrypoint}}' "$image")
 [ "$entry" = '["/usr/local/bin/physpoold"]' ] || fail "entrypoint is $entry"
 podman run --rm --network none --entrypoint /usr/local/bin/physpoolctl "$image" --help > /dev/null \
   || fail "physpoolctl does not run in the image"
+# physpool-keeper (the vfio overlay's entrypoint) runs a child and stops
+# with it.
+out=$(podman run --rm --network none --entrypoint /usr/local/bin/physpool-keeper "$image" \
+  --socket /tmp/keeper/keeper.sock -- /bin/true 2>&1) \
+  || fail "physpool-keeper does not run in the image: $out"
+grep -q "the keeper stops" <<< "$out" || fail "physpool-keeper in the image: $out"
 # No daemon in that container: the example must run and say it cannot connect.
 out=$(podman run --rm --network none --entrypoint /usr/local/bin/physpool-fill-region "$image" 0 2>&1 || true)
 grep -q "^connect: .*physpool.sock" <<< "$out" \

@@ -214,6 +214,15 @@ class K8sTest(unittest.TestCase):
         # sees tenants' pids (hostPID) for the quarantine.
         self.assertEqual(config["source"]["vfio"]["backing"], "memfd")
         self.assertEqual(config["isolation"]["mode"], "required")
+        # physpool-keeper runs the daemon and holds the memory across its
+        # crashes; the config points at the keeper's socket.
+        keeper = config["source"]["vfio"]["keeper"]
+        self.assertEqual(vc["command"][:2], ["/usr/local/bin/physpool-keeper",
+                                             "--socket=" + keeper])
+        self.assertEqual(vc["command"][2:], ["--", "/usr/local/bin/physpoold"])
+        mounts = {m["mountPath"]: m["name"] for m in vc["volumeMounts"]}
+        self.assertEqual(mounts[os.path.dirname(keeper)], "keeper")
+        self.assertIn("emptyDir", volumes["keeper"])
         self.assertEqual(volumes["udmabuf"]["hostPath"]["path"], "/dev/udmabuf")
         self.assertTrue(vfio["hostPID"])
 

@@ -57,19 +57,37 @@ class UnitTest(unittest.TestCase):
                         symlinks=True)
         self.unit = os.path.join(self.root, "etc/systemd/system/physpoold.service")
         shutil.copy(os.path.join(SYSTEMD, "physpoold.service"), self.unit)
+        # verify checks only that ExecStart names an executable.
+        shutil.copy(PHYSPOOLD, os.path.join(self.root, "usr/local/bin/physpool-keeper"))
+        self.keeper = os.path.join(self.root, "etc/systemd/system/physpool-keeper.service")
+        shutil.copy(os.path.join(SYSTEMD, "physpool-keeper.service"), self.keeper)
 
     def tearDown(self):
         shutil.rmtree(self.root, ignore_errors=True)
 
-    def verify(self):
+    def verify(self, unit="physpoold.service"):
         out = subprocess.run([need("systemd-analyze"), "verify", "--man=no", f"--root={self.root}",
-                              "/etc/systemd/system/physpoold.service"],
+                              "/etc/systemd/system/" + unit],
                              capture_output=True, text=True)
         return out.returncode, (out.stdout + out.stderr).strip()
 
     def test_verify_passes(self):
         code, out = self.verify()
         self.assertEqual((code, out), (0, ""))
+
+    def test_keeper_unit_verifies_and_never_restarts_itself(self):
+        # physpool-keeper's unit (docs/vfio.md, "Restart with isolation on"):
+        # its own unit, so a restart of physpoold.service leaves it running;
+        # a restarted keeper would hold nothing, so it does not restart.
+        code, out = self.verify("physpool-keeper.service")
+        self.assertEqual((code, out), (0, ""))
+        with open(self.keeper) as f:
+            lines = set(f.read().splitlines())
+        for want in ["Restart=no", "User=physpool", "RuntimeDirectory=physpool-keeper",
+                     "RuntimeDirectoryMode=0700", "Before=physpoold.service",
+                     "ExecStart=/usr/local/bin/physpool-keeper --socket "
+                     "/run/physpool-keeper/keeper.sock"]:
+            self.assertIn(want, lines)
 
     def test_verify_catches_a_broken_unit(self):
         with open(self.unit) as f:
