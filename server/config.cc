@@ -127,11 +127,10 @@ absl::Status ParseFdAccess(const Reader& r, const YAML::Node& a,
 absl::Status ParseVfio(const Reader& r, const YAML::Node& v,
                        vfio::VfioConfig* out) {
   const std::string w = "source.vfio";
-  RETURN_IF_ERROR(
-      r.Keys(v, w,
-             {"devices", "page_size", "backing", "dir", "pool",
-              "max_segment_bytes", "iova_base", "group_busy_timeout_ms",
-              "keeper"}));
+  RETURN_IF_ERROR(r.Keys(
+      v, w,
+      {"devices", "page_size", "backing", "dir", "pool", "max_segment_bytes",
+       "iova_base", "group_busy_timeout_ms", "keeper"}));
   vfio::LayoutConfig& l = out->layout;
   RETURN_IF_ERROR(r.Get(v, "page_size", w, &l.page_size));
   if (l.page_size != 4096 && l.page_size != (2 << 20) &&

@@ -58,10 +58,9 @@ absl::StatusOr<FileId> FileIdOf(int fd) {
   return FileId{st.st_dev, st.st_ino};
 }
 
-std::map<FileId, std::vector<Holder>> FindHolders(const std::set<FileId>& files,
-                                                  int* scanned,
-                                                  std::set<pid_t>* unreadable,
-                                                  const std::set<pid_t>& trusted) {
+std::map<FileId, std::vector<Holder>> FindHolders(
+    const std::set<FileId>& files, int* scanned, std::set<pid_t>* unreadable,
+    const std::set<pid_t>& trusted) {
   std::map<FileId, std::vector<Holder>> out;
   if (scanned != nullptr) *scanned = 0;
   if (files.empty()) return out;

@@ -53,8 +53,7 @@ struct Holder {
 // this one is.
 std::map<FileId, std::vector<Holder>> FindHolders(
     const std::set<FileId>& files, int* scanned = nullptr,
-    std::set<pid_t>* unreadable = nullptr,
-    const std::set<pid_t>& trusted = {});
+    std::set<pid_t>* unreadable = nullptr, const std::set<pid_t>& trusted = {});
 
 // "pid 57 (e2e_tenant) uid 1000 fd+map" for logs and the CLI.
 std::string Describe(const Holder& h);

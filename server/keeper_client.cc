@@ -125,8 +125,7 @@ absl::StatusOr<std::unique_ptr<KeeperClient>> KeeperClient::Connect(
     if (absl::Now() >= deadline) {
       return absl::UnavailableError(absl::StrCat(
           "cannot connect to physpool-keeper at ", path, ": ",
-          std::strerror(err),
-          "; start `physpool-keeper --socket ", path,
+          std::strerror(err), "; start `physpool-keeper --socket ", path,
           "` first (docs/vfio.md, \"Restart with isolation on\"), or remove "
           "vfio.keeper from the config (memfd leases are then void at every "
           "restart)"));

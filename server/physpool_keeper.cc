@@ -54,7 +54,8 @@ std::string NewInstance() {
     std::memcpy(b, &t, sizeof(b));
   }
   std::string out;
-  for (unsigned char c : b) absl::StrAppend(&out, absl::Hex(c, absl::kZeroPad2));
+  for (unsigned char c : b)
+    absl::StrAppend(&out, absl::Hex(c, absl::kZeroPad2));
   return absl::StrCat(out, "-", getpid());
 }
 

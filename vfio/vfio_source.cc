@@ -151,9 +151,9 @@ absl::Status VfioSource::Stash(const std::string& name, int fd) {
   if (config_.stash == nullptr) return absl::OkStatus();
   absl::Status s = config_.stash->Put(name, fd);
   if (!s.ok()) {
-    return absl::UnavailableError(absl::StrCat(
-        "physpool-keeper did not take ", name, ": ", s.message(),
-        " (without it, this memory would not survive a restart)"));
+    return absl::UnavailableError(
+        absl::StrCat("physpool-keeper did not take ", name, ": ", s.message(),
+                     " (without it, this memory would not survive a restart)"));
   }
   return s;
 }
@@ -162,8 +162,9 @@ void VfioSource::Unstash(const std::string& name) {
   if (config_.stash == nullptr) return;
   if (absl::Status s = config_.stash->Drop(name); !s.ok() && notice_) {
     notice_(absl::StrCat("physpool-keeper did not drop ", name, ": ",
-                         s.message(), " (it keeps that memory until it "
-                                      "restarts)"));
+                         s.message(),
+                         " (it keeps that memory until it "
+                         "restarts)"));
   }
 }
 
@@ -337,7 +338,8 @@ absl::Status VfioSource::Start(bool keep_contents) {
     if (reattached_) {
       return absl::FailedPreconditionError(absl::StrCat(
           "physpool-keeper holds no fd of IOMMU group ", *group, " (device ",
-          d.bdf, "): the devices changed since the keeper's container was "
+          d.bdf,
+          "): the devices changed since the keeper's container was "
           "made; stop physpool-keeper (the leases go) and start again"));
     }
     absl::StatusOr<int> fd = OpenGroupWaiting(*group);
@@ -393,7 +395,8 @@ absl::Status VfioSource::Start(bool keep_contents) {
       absl::MutexLock l(&mu_);
       const Mapped& m = mapped_[iova];
       // Taken from the stash: the mapping stays, for the leases in it.
-      if (!reattached_) (void)kernel_->UnmapDma(container_, iova, m.backing.bytes);
+      if (!reattached_)
+        (void)kernel_->UnmapDma(container_, iova, m.backing.bytes);
       kernel_->ReleaseBacking(m.backing, m.backing.created && !keep_contents);
       mapped_.erase(iova);
     });

@@ -162,7 +162,7 @@ class VfioSource final : public MemorySource {
   // Read by Zero / BackingFd from any thread.
   mutable absl::Mutex mu_;
   std::map<uint64_t, Mapped> mapped_ ABSL_GUARDED_BY(mu_);  // by IOVA
-  std::map<std::string, int> views_ ABSL_GUARDED_BY(mu_);  // stashed, by name
+  std::map<std::string, int> views_ ABSL_GUARDED_BY(mu_);   // stashed, by name
 };
 
 }  // namespace physpool::vfio

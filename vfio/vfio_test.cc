@@ -608,14 +608,14 @@ TEST_F(VfioSourceTest, AKeeperKeepsMemoryMappingsAndViewsAcrossARestart) {
     ASSERT_OK_AND_ASSIGN(int fd, source.BackingFd(iovas[1] + 4096));
     ASSERT_EQ(pwrite(fd, "lease", 5, 4096), 5);
     close(fd);
-    ASSERT_OK_AND_ASSIGN(int view, source.CreateView("l-1", {{iovas[1], 8192}}));
+    ASSERT_OK_AND_ASSIGN(int view,
+                         source.CreateView("l-1", {{iovas[1], 8192}}));
     close(view);
   }
   EXPECT_EQ(kernel_.mappings().size(), iovas.size()) << "nothing unmapped";
-  EXPECT_THAT(stash.names(),
-              ::testing::IsSupersetOf(std::vector<std::string>{
-                  "container", "group-1", "group-2",
-                  absl::StrCat("device-", kEdu), "view-l-1"}));
+  EXPECT_THAT(stash.names(), ::testing::IsSupersetOf(std::vector<std::string>{
+                                 "container", "group-1", "group-2",
+                                 absl::StrCat("device-", kEdu), "view-l-1"}));
   const int maps = kernel_.map_calls();
   {
     VfioSource source(c, &kernel_);

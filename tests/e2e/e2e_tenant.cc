@@ -550,7 +550,8 @@ bool RunMemfd(Args a) {
   Check(Matches(la, 2 * kMiB, 0xa5), "A's view unchanged by the DMA");
 
   std::vector<std::vector<std::pair<uint64_t, uint64_t>>> before;
-  for (auto* r : {LA->get(), B1->get(), B2->get()}) before.push_back(RunsOf(*r));
+  for (auto* r : {LA->get(), B1->get(), B2->get()})
+    before.push_back(RunsOf(*r));
   kill(daemon, SIGKILL);
   waitpid(daemon, nullptr, 0);
   std::printf("T: physpoold (memfd) killed at %.2fs\n", Uptime());

@@ -139,9 +139,9 @@ TEST_F(KeeperTest, OnlyItsOwnUidAndOneKeeperPerSocket) {
 
 TEST_F(KeeperTest, WithACommandItRestartsADeadDaemonAndPassesSigtermOn) {
   const std::string starts = dir_ + "/starts";
-  const pid_t keeper =
-      Start({"--", "/bin/sh", "-c", "echo $$ >> " + starts + "; exec sleep 600"},
-            dir_ + "/keeper.log");
+  const pid_t keeper = Start(
+      {"--", "/bin/sh", "-c", "echo $$ >> " + starts + "; exec sleep 600"},
+      dir_ + "/keeper.log");
   auto lines = [&] {
     std::istringstream in(Slurp(starts));
     std::vector<pid_t> out;
