@@ -180,6 +180,10 @@ absl::StatusOr<std::unique_ptr<LeaseStore>> LeaseStore::Open(
     RETURN_IF_ERROR(st->Exec(
         "ALTER TABLE scrubs ADD COLUMN lease TEXT NOT NULL DEFAULT ''"));
   }
+  if (!has_column("scrubs", "tenant")) {
+    RETURN_IF_ERROR(st->Exec(
+        "ALTER TABLE scrubs ADD COLUMN tenant TEXT NOT NULL DEFAULT ''"));
+  }
   // The boot id and layout it was written for.
   std::string stored_boot, stored_layout;
   {
@@ -240,7 +244,8 @@ absl::StatusOr<std::unique_ptr<LeaseStore>> LeaseStore::Open(
       st->leases_.push_back(std::move(s));
     }
     Stmt sc;
-    if (sqlite3_prepare_v2(st->db_, "SELECT row, runs, lease FROM scrubs", -1,
+    if (sqlite3_prepare_v2(st->db_,
+                           "SELECT row, runs, lease, tenant FROM scrubs", -1,
                            &sc.s, nullptr) != SQLITE_OK) {
       return st->Error("damaged (scrubs)");
     }
@@ -251,7 +256,8 @@ absl::StatusOr<std::unique_ptr<LeaseStore>> LeaseStore::Open(
         return absl::FailedPreconditionError("lease store: damaged scrub row");
       st->scrubs_.push_back(
           {sqlite3_column_int64(sc.s, 0), *std::move(runs),
-           reinterpret_cast<const char*>(sqlite3_column_text(sc.s, 2))});
+           reinterpret_cast<const char*>(sqlite3_column_text(sc.s, 2)),
+           reinterpret_cast<const char*>(sqlite3_column_text(sc.s, 3))});
       st->next_scrub_row_ =
           std::max(st->next_scrub_row_, st->scrubs_.back().row + 1);
     }
@@ -306,7 +312,8 @@ absl::StatusOr<std::unique_ptr<LeaseStore>> LeaseStore::Open(
       {&st->expiry_,
        "UPDATE leases SET expires_ms = ?, ttl_s = ? WHERE id = ?"},
       {&st->delete_lease_, "DELETE FROM leases WHERE id = ?"},
-      {&st->add_scrub_, "INSERT INTO scrubs(row, runs, lease) VALUES(?, ?, ?)"},
+      {&st->add_scrub_,
+       "INSERT INTO scrubs(row, runs, lease, tenant) VALUES(?, ?, ?, ?)"},
       {&st->scrub_done_, "DELETE FROM scrubs WHERE row = ?"},
       {&st->put_segment_,
        "INSERT OR REPLACE INTO segments(iova, bytes, freelist, numa, path) "
@@ -406,11 +413,13 @@ absl::Status LeaseStore::DeleteLease(const std::string& id) {
 
 absl::Status LeaseStore::AddScrub(int64_t row,
                                   const std::vector<pglist::PageRun>& runs,
-                                  const std::string& lease) {
+                                  const std::string& lease,
+                                  const std::string& tenant) {
   const std::string text = EncodeRuns(runs);
   sqlite3_bind_int64(add_scrub_, 1, row);
   sqlite3_bind_text(add_scrub_, 2, text.c_str(), -1, SQLITE_TRANSIENT);
   sqlite3_bind_text(add_scrub_, 3, lease.c_str(), -1, SQLITE_TRANSIENT);
+  sqlite3_bind_text(add_scrub_, 4, tenant.c_str(), -1, SQLITE_TRANSIENT);
   return Step(add_scrub_, "recording memory to zero");
 }
 

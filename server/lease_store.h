@@ -53,7 +53,8 @@ struct StoredSegment {
 struct StoredScrub {
   int64_t row = 0;
   std::vector<pglist::PageRun> runs;
-  std::string lease;  // the ended lease the memory was ("" if none)
+  std::string lease;   // the ended lease the memory was ("" if none)
+  std::string tenant;  // its tenant: a restored quarantine counts for it
 };
 
 class LeaseStore {
@@ -97,7 +98,8 @@ class LeaseStore {
   absl::Status DeleteLease(const std::string& id);
   // Records `runs` as waiting to be zeroed, under the caller's row number.
   absl::Status AddScrub(int64_t row, const std::vector<pglist::PageRun>& runs,
-                        const std::string& lease = "");
+                        const std::string& lease = "",
+                        const std::string& tenant = "");
   // The runs of a scrub row are zero now.
   absl::Status ScrubDone(int64_t row);
 

@@ -117,7 +117,7 @@ absl::Status PoolManager::Start() {
       // Zeroed (below) once the views of the leases they were are
       // registered: those still held stay quarantined.
       std::vector<std::pair<pglist::AllocationId, int64_t>> to_zero;
-      std::map<std::string, pglist::AllocationId> ended;
+      std::map<std::string, EndedLease> ended;
       for (const StoredScrub& sc : store_->scrubs()) {
         auto a = pool_->Claim(sc.runs, false);
         if (!a.ok()) {
@@ -127,7 +127,7 @@ absl::Status PoolManager::Start() {
         }
         scrubbing_.insert(a->id);
         to_zero.push_back({a->id, sc.row});
-        if (!sc.lease.empty()) ended[sc.lease] = a->id;
+        if (!sc.lease.empty()) ended[sc.lease] = {a->id, sc.tenant};
       }
       for (const StoredLease& sl : store_->leases()) {
         auto a = pool_->Claim(sl.runs, sl.preemptible);
@@ -803,9 +803,10 @@ void PoolManager::RecordEnd(const Lessor::Lease& l,
   const int64_t row = next_scrub_row_++;
   std::vector<pglist::PageRun> runs = pool_->Find(l.alloc)->runs;
   SubmitDurable(
-      [id = l.info.id, row, runs](LeaseStore& s) -> absl::Status {
+      [id = l.info.id, tenant = l.info.tenant, row,
+       runs](LeaseStore& s) -> absl::Status {
         RETURN_IF_ERROR(s.DeleteLease(id));
-        return s.AddScrub(row, runs, id);
+        return s.AddScrub(row, runs, id, tenant);
       },
       [row, recorded = std::move(recorded)](Outbox* out) {
         recorded(row, out);
@@ -822,9 +823,10 @@ void PoolManager::EndDurably(
   const int64_t row = next_scrub_row_++;
   std::vector<pglist::PageRun> runs = pool_->Find(lease->alloc)->runs;
   committer_.Submit(
-      [id, row, runs](LeaseStore& s) -> absl::Status {
+      [id, tenant = lease->info.tenant, row,
+       runs](LeaseStore& s) -> absl::Status {
         RETURN_IF_ERROR(s.DeleteLease(id));
-        return s.AddScrub(row, runs, id);
+        return s.AddScrub(row, runs, id, tenant);
       },
       [this, id, row, kind, reason, done = std::move(done)](absl::Status s) {
         Outbox out;
@@ -1660,8 +1662,7 @@ void PoolManager::Unpin(pglist::AllocationId alloc) {
   }
 }
 
-void PoolManager::RestoreViews(
-    const std::map<std::string, pglist::AllocationId>& ended) {
+void PoolManager::RestoreViews(const std::map<std::string, EndedLease>& ended) {
   for (const std::string& name : source_->ViewNames()) {
     const Lessor::Lease* live = lessor_.Find(name);
     auto e = ended.find(name);
@@ -1686,10 +1687,11 @@ void PoolManager::RestoreViews(
       v.fd = *fd;
     } else {
       close(*fd);
-      v.alloc = e->second;
+      v.alloc = e->second.alloc;
       v.info.id = name;
+      v.info.tenant = e->second.tenant;
       v.info.bytes = 0;
-      if (const pglist::Allocation* a = pool_->Find(e->second)) {
+      if (const pglist::Allocation* a = pool_->Find(e->second.alloc)) {
         for (const pglist::PageRun& r : a->runs) {
           v.info.runs.push_back(ToLeaseRun(r));
           v.info.bytes += v.info.runs.back().bytes;

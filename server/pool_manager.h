@@ -308,8 +308,13 @@ class PoolManager {
   void Unpin(pglist::AllocationId alloc);
   // Registers the views a previous daemon made (persistent sources):
   // those of live leases and of ended ones in `ended` (lease id -> the
-  // allocation being zeroed); others are destroyed.
-  void RestoreViews(const std::map<std::string, pglist::AllocationId>& ended)
+  // allocation being zeroed and the lease's tenant, whose quota a
+  // quarantine counts against); others are destroyed.
+  struct EndedLease {
+    pglist::AllocationId alloc;
+    std::string tenant;
+  };
+  void RestoreViews(const std::map<std::string, EndedLease>& ended)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   LeaseInfo QuarantinedInfo(const LeaseViews::View& v) const;
   // Deletes `rows` durably (retrying), then frees `allocs`.

@@ -297,6 +297,22 @@ TEST(IsolationRestartTest, AQuarantineSurvivesAKill9) {
   }
   EXPECT_EQ(s.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED)
       << s.error_message();
+  // ... and it is still Alice's: with a quota of the pool, she has no room.
+  {
+    v1::SetTenantLimitsRequest lim;
+    lim.set_tenant("alice");
+    lim.mutable_limits()->set_max_bytes(kTotal);
+    v1::SetTenantLimitsResponse set;
+    auto c = Ctx(kRoot);
+    ASSERT_TRUE((*d)->Admin()->SetTenantLimits(c.get(), lim, &set).ok());
+    v1::AllocateRequest one;
+    one.set_bytes(4096);
+    auto ca = Ctx(kAlice);
+    const grpc::Status q = (*d)->Pool()->Allocate(ca.get(), one, &none);
+    EXPECT_EQ(q.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
+        << q.error_message();
+    EXPECT_THAT(q.error_message(), HasSubstr("quarantined"));
+  }
   view->reset();
   auto c2 = Ctx(kBob, 10);
   req.set_may_wait(true);
