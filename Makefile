@@ -2,8 +2,8 @@
 #   make run     install what is missing, build, start physpoold on its
 #                embedded default (Ctrl-C stops it)
 #   make check   install what is missing, build, run the whole test suite
-# Other targets: make build, make bench, make fuzz, make image, make test-deploy,
-# make clean.
+# Other targets: make build, make bench, make bench-rpc, make fuzz, make image,
+# make test-deploy, make clean.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -15,7 +15,8 @@ PACKAGES := cmake ninja-build g++ clang libclang-rt-14-dev libabsl-dev \
             grpc-proto libyaml-cpp-dev prometheus-cpp-dev libssl-dev \
             prometheus python3-grpcio python3-protobuf curl openssl \
             qemu-system-x86 busybox-static cpio kmod xz-utils \
-            libsystemd-dev pkg-config podman runc debootstrap yamllint python3-yaml nodejs
+            libsystemd-dev pkg-config podman runc debootstrap yamllint python3-yaml nodejs \
+            gnuplot-nox
 
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
@@ -27,7 +28,7 @@ ASAN_PROPERTY_OPS ?= 500000
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: deps build build-asan check test test-asan fuzz-smoke fuzz run bench bench-renew soak clean image test-deploy
+.PHONY: deps build build-asan check test test-asan fuzz-smoke fuzz run bench bench-renew bench-rpc soak clean image test-deploy
 
 deps:
 	@missing=$$(for p in $(PACKAGES); do \
@@ -108,6 +109,17 @@ bench: build
 RENEW_SECONDS ?= 10
 bench-renew: build
 	$(BUILD)/bench/renew_hotadd_benchmark --seconds $(RENEW_SECONDS)
+
+# The RPC path against gRPC's floor in the same run (docs/performance.md,
+# "The RPC path"): 1 and 8 clients, RPC_SECONDS per workload; the table on
+# stdout, JSON and the latency plot in $(BUILD)/bench-rpc/.
+RPC_SECONDS ?= 5
+bench-rpc: build
+	mkdir -p $(BUILD)/bench-rpc
+	$(BUILD)/bench/rpc_benchmark --seconds $(RPC_SECONDS) --clients 1,8 \
+	  --json $(BUILD)/bench-rpc/rpc.json --cdf $(BUILD)/bench-rpc
+	gnuplot -e "dir='$(BUILD)/bench-rpc'; out='$(BUILD)/bench-rpc/rpc.png'" bench/plot_rpc.gp
+	@echo "bench-rpc: $(BUILD)/bench-rpc/rpc.json, $(BUILD)/bench-rpc/rpc.png"
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)

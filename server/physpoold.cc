@@ -26,6 +26,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
 #include "prometheus/exposer.h"
 #include "prometheus/registry.h"
 #include "server/config.h"
@@ -637,4 +638,12 @@ int Run(int argc, char** argv) {
 }  // namespace
 }  // namespace physpool::server
 
-int main(int argc, char** argv) { return physpool::server::Run(argc, argv); }
+int main(int argc, char** argv) {
+#ifdef NDEBUG
+  // absl's deadlock detector builds a lock graph on every Mutex::Lock
+  // (GraphCycles in the RPC path's profile, docs/performance.md): on in
+  // debug and sanitizer builds, off in release ones.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+#endif
+  return physpool::server::Run(argc, argv);
+}

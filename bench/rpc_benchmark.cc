@@ -1,0 +1,366 @@
+// Issue 16's RPC benchmark: the real physpoold (started through the tests'
+// daemon harness: sim source, store on, unix socket) against gRPC's own
+// floor measured in the same run: a bare gRPC server with only a health
+// service (rpc_floor_server, a process of its own) and physpoold's own
+// health service, called by the same client code.
+//
+// Each workload runs N concurrent clients, each with its own channel (a
+// local subchannel pool, so no two clients share a connection), for a
+// fixed time:
+//   floor      Health.Check on the bare server
+//   health     Health.Check on physpoold
+//   pair       Allocate (64 KiB, one run) + Release; clients alternate
+//              between two tenants
+//   renew      Allocate + Renew + Release
+//   contig     Allocate (64 KiB, 64 KiB aligned, no 1 MiB boundary
+//              crossed) + Release
+//   wait       Allocate with may_wait (served at once: the flag's path) +
+//              Release
+// and prints p50/p90/p99/p99.9 per RPC with its ratio to the floor's p50,
+// the rates, and the issue's two targets; --json writes all of it, --cdf
+// DIR the latency distributions for plot_rpc.gp.
+//
+//   rpc_benchmark [--seconds S] [--clients 1,8] [--json FILE] [--cdf DIR]
+#include <grpcpp/grpcpp.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "tests/server/daemon.h"
+
+namespace physpool::testing {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using grpc::health::v1::Health;
+
+struct Stats {
+  size_t n = 0;
+  double p50 = 0, p90 = 0, p99 = 0, p999 = 0;  // microseconds
+  double rate = 0;                             // per second
+};
+
+Stats Of(std::vector<double>& us, double seconds) {
+  Stats s;
+  s.n = us.size();
+  if (us.empty()) return s;
+  std::sort(us.begin(), us.end());
+  auto at = [&](double q) {
+    return us[std::min(us.size() - 1, static_cast<size_t>(q * us.size()))];
+  };
+  s.p50 = at(0.5);
+  s.p90 = at(0.9);
+  s.p99 = at(0.99);
+  s.p999 = at(0.999);
+  s.rate = us.size() / seconds;
+  return s;
+}
+
+std::shared_ptr<grpc::Channel> OwnChannel(const std::string& socket) {
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  return grpc::CreateCustomChannel("unix:" + socket,
+                                   grpc::InsecureChannelCredentials(), args);
+}
+
+double Us(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double, std::micro>(b - a).count();
+}
+
+// One client's loop: `op` runs one unit of the workload, appending each
+// RPC's latency under its name; false stops the run with an error.
+using Op = std::function<bool(int client,
+                              std::map<std::string, std::vector<double>>*)>;
+
+// Runs `clients` threads of `op` for `seconds` (after a short warm-up
+// each); the latencies by RPC, merged.
+std::map<std::string, std::vector<double>> Run(int clients, double seconds,
+                                               const Op& op) {
+  std::vector<std::map<std::string, std::vector<double>>> per(clients);
+  std::vector<std::thread> threads;
+  std::atomic<bool> failed{false};
+  for (int c = 0; c < clients; ++c) {
+    threads.emplace_back([&, c] {
+      std::map<std::string, std::vector<double>> warm;
+      const auto warm_end = Clock::now() + std::chrono::milliseconds(300);
+      while (Clock::now() < warm_end) {
+        if (!op(c, &warm)) {
+          failed = true;
+          return;
+        }
+      }
+      const auto end = Clock::now() + std::chrono::microseconds(
+                                          static_cast<int64_t>(seconds * 1e6));
+      while (Clock::now() < end && !failed) {
+        if (!op(c, &per[c])) failed = true;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  if (failed) std::exit(1);
+  std::map<std::string, std::vector<double>> all;
+  for (auto& m : per) {
+    for (auto& [k, v] : m) all[k].insert(all[k].end(), v.begin(), v.end());
+  }
+  return all;
+}
+
+bool Fail(const char* what, const grpc::Status& s) {
+  std::fprintf(stderr, "%s: %s\n", what, s.error_message().c_str());
+  return false;
+}
+
+int Main(int argc, char** argv) {
+  double seconds = 5;
+  std::vector<int> client_counts = {1, 8};
+  std::string json_path, cdf_dir;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string a = argv[i], v = argv[i + 1];
+    if (a == "--seconds") {
+      seconds = std::atof(v.c_str());
+    } else if (a == "--clients") {
+      client_counts.clear();
+      for (absl::string_view n : absl::StrSplit(v, ',')) {
+        int c = 0;
+        if (!absl::SimpleAtoi(n, &c) || c < 1) {
+          std::fprintf(stderr, "--clients: %s\n", v.c_str());
+          return 2;
+        }
+        client_counts.push_back(c);
+      }
+    } else if (a == "--json") {
+      json_path = v;
+    } else if (a == "--cdf") {
+      cdf_dir = v;
+    } else {
+      std::fprintf(stderr,
+                   "usage: %s [--seconds S] [--clients 1,8] [--json FILE] "
+                   "[--cdf DIR]\n",
+                   argv[0]);
+      return 2;
+    }
+  }
+  DaemonOptions o;
+  o.default_ttl_seconds = 300;
+  auto started = Daemon::Start(o);
+  if (!started.ok()) {
+    std::fprintf(stderr, "physpoold: %s\n",
+                 started.status().ToString().c_str());
+    return 1;
+  }
+  Daemon& d = **started;
+  const std::string floor_socket =
+      absl::StrCat("/tmp/physpool-floor-", getpid(), ".sock");
+  int ready[2];
+  if (pipe(ready) != 0) return 1;
+  const pid_t floor_pid = fork();
+  if (floor_pid == 0) {
+    dup2(ready[1], 1);
+    execl(PHYSPOOL_FLOOR_SERVER_PATH, PHYSPOOL_FLOOR_SERVER_PATH, "--unix",
+          floor_socket.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  close(ready[1]);
+  char buf[16] = {};
+  if (read(ready[0], buf, sizeof(buf) - 1) <= 0) {
+    std::fprintf(stderr, "rpc_floor_server did not start\n");
+    return 1;
+  }
+  const unsigned cores = std::thread::hardware_concurrency();
+  std::printf(
+      "rpc_benchmark: physpoold (sim, store on, unix socket) vs a bare gRPC "
+      "health server; %.1f s per workload; cores %u\n",
+      seconds, cores);
+
+  const std::string tenants[] = {kAlice, kBob};
+  auto allocate = [](v1::Pool::Stub* p, const std::string& token,
+                     v1::AllocateRequest req, std::string* id,
+                     std::map<std::string, std::vector<double>>* out) {
+    v1::AllocateResponse resp;
+    auto ctx = Ctx(token);
+    const auto t0 = Clock::now();
+    const grpc::Status s = p->Allocate(ctx.get(), req, &resp);
+    (*out)["allocate"].push_back(Us(t0, Clock::now()));
+    if (!s.ok()) return Fail("Allocate", s);
+    *id = resp.lease().id();
+    return true;
+  };
+  auto release = [](v1::Pool::Stub* p, const std::string& token,
+                    const std::string& id,
+                    std::map<std::string, std::vector<double>>* out) {
+    v1::ReleaseRequest req;
+    req.set_lease_id(id);
+    v1::ReleaseResponse resp;
+    auto ctx = Ctx(token);
+    const auto t0 = Clock::now();
+    const grpc::Status s = p->Release(ctx.get(), req, &resp);
+    (*out)["release"].push_back(Us(t0, Clock::now()));
+    return s.ok() || Fail("Release", s);
+  };
+
+  struct Result {
+    std::string workload;
+    int clients;
+    std::map<std::string, Stats> rpcs;
+  };
+  std::vector<Result> results;
+  std::map<std::string, std::vector<double>> cdf;  // 1 client's, by series
+  for (const int clients : client_counts) {
+    std::vector<std::unique_ptr<Health::Stub>> floor, health;
+    std::vector<std::unique_ptr<v1::Pool::Stub>> pool;
+    for (int c = 0; c < clients; ++c) {
+      floor.push_back(Health::NewStub(OwnChannel(floor_socket)));
+      health.push_back(Health::NewStub(OwnChannel(d.socket())));
+      pool.push_back(v1::Pool::NewStub(OwnChannel(d.socket())));
+    }
+    auto check = [&](std::vector<std::unique_ptr<Health::Stub>>* stubs,
+                     const char* token) -> Op {
+      return [stubs, token](int c, auto* out) {
+        grpc::health::v1::HealthCheckRequest req;
+        grpc::health::v1::HealthCheckResponse resp;
+        auto ctx = Ctx(token);
+        const auto t0 = Clock::now();
+        const grpc::Status s = (*stubs)[c]->Check(ctx.get(), req, &resp);
+        (*out)["check"].push_back(Us(t0, Clock::now()));
+        return s.ok() || Fail("Check", s);
+      };
+    };
+    v1::AllocateRequest plain;
+    plain.set_bytes(64 << 10);
+    plain.set_max_segments(1);
+    v1::AllocateRequest contig = plain;
+    contig.set_alignment(64 << 10);
+    contig.set_boundary(1 << 20);
+    v1::AllocateRequest waiting = plain;
+    waiting.set_may_wait(true);
+    auto pair_of = [&](v1::AllocateRequest req) -> Op {
+      return [&, req](int c, auto* out) {
+        const std::string& token = tenants[c % 2];
+        const auto t0 = Clock::now();
+        std::string id;
+        if (!allocate(pool[c].get(), token, req, &id, out)) return false;
+        if (!release(pool[c].get(), token, id, out)) return false;
+        (*out)["pair"].push_back(Us(t0, Clock::now()));
+        return true;
+      };
+    };
+    Op renew = [&](int c, auto* out) {
+      const std::string& token = tenants[c % 2];
+      std::string id;
+      if (!allocate(pool[c].get(), token, plain, &id, out)) return false;
+      v1::RenewRequest req;
+      req.set_lease_id(id);
+      v1::RenewResponse resp;
+      auto ctx = Ctx(token);
+      const auto t0 = Clock::now();
+      const grpc::Status s = pool[c]->Renew(ctx.get(), req, &resp);
+      (*out)["renew"].push_back(Us(t0, Clock::now()));
+      if (!s.ok()) return Fail("Renew", s);
+      return release(pool[c].get(), token, id, out);
+    };
+    const std::vector<std::pair<std::string, Op>> workloads = {
+        {"floor", check(&floor, "")}, {"health", check(&health, kAlice)},
+        {"pair", pair_of(plain)},     {"renew", renew},
+        {"contig", pair_of(contig)},  {"wait", pair_of(waiting)},
+    };
+    for (const auto& [name, op] : workloads) {
+      auto lat = Run(clients, seconds, op);
+      Result r{name, clients, {}};
+      for (auto& [rpc, us] : lat) {
+        if (clients == 1 && (name == "floor" || name == "health")) {
+          cdf[name] = us;
+        } else if (clients == 1 && name == "pair" && rpc != "pair") {
+          cdf[rpc] = us;
+        }
+        r.rpcs[rpc] = Of(us, seconds);
+      }
+      results.push_back(std::move(r));
+    }
+  }
+  kill(floor_pid, SIGTERM);
+  waitpid(floor_pid, nullptr, 0);
+  unlink(floor_socket.c_str());
+
+  // The table, each p50 against the floor's of the same client count.
+  std::string json = absl::StrCat(
+      "{\"cores\": ", cores, ", \"seconds\": ", seconds, ", \"results\": [");
+  std::map<int, Stats> floor_of;
+  for (const Result& r : results) {
+    if (r.workload == "floor") floor_of[r.clients] = r.rpcs.at("check");
+  }
+  std::printf("%-8s %3s %-9s %9s %9s %9s %9s %9s %10s %9s\n", "workload", "N",
+              "rpc", "n", "p50 us", "p90 us", "p99 us", "p99.9 us", "rate/s",
+              "p50/floor");
+  bool first = true;
+  for (const Result& r : results) {
+    for (const auto& [rpc, s] : r.rpcs) {
+      const double ratio = s.p50 / floor_of[r.clients].p50;
+      std::printf("%-8s %3d %-9s %9zu %9.1f %9.1f %9.1f %9.1f %10.0f %8.2fx\n",
+                  r.workload.c_str(), r.clients, rpc.c_str(), s.n, s.p50, s.p90,
+                  s.p99, s.p999, s.rate, ratio);
+      absl::StrAppend(
+          &json, first ? "" : ",", "\n  {\"workload\": \"", r.workload,
+          "\", \"clients\": ", r.clients, ", \"rpc\": \"", rpc,
+          "\", \"n\": ", s.n, ", \"p50_us\": ", s.p50, ", \"p90_us\": ", s.p90,
+          ", \"p99_us\": ", s.p99, ", \"p999_us\": ", s.p999,
+          ", \"rate_per_s\": ", s.rate, ", \"p50_over_floor\": ", ratio, "}");
+      first = false;
+    }
+  }
+  absl::StrAppend(&json, "\n], \"targets\": [");
+  // The issue's targets, in ratios of the same run.
+  first = true;
+  for (const Result& r : results) {
+    if (r.workload != "pair") continue;
+    const Stats& f = floor_of[r.clients];
+    const Stats& p = r.rpcs.at("pair");
+    const double p50_ratio = p.p50 / f.p50;
+    const double rate_ratio = p.rate / (f.rate / 2);
+    std::printf(
+        "target, %d client(s): pair p50 %.1f us = %.2fx the floor's p50 "
+        "(target <= 2.5x: %s); pairs/s %.0f = %.2f of half the floor's "
+        "rate %.0f/s%s\n",
+        r.clients, p.p50, p50_ratio, p50_ratio <= 2.5 ? "met" : "NOT met",
+        p.rate, rate_ratio, f.rate / 2,
+        r.clients == 8 ? (rate_ratio >= 0.8 ? " (target >= 0.8: met)"
+                                            : " (target >= 0.8: NOT met)")
+                       : "");
+    absl::StrAppend(&json, first ? "" : ",", "\n  {\"clients\": ", r.clients,
+                    ", \"pair_p50_over_floor_p50\": ", p50_ratio,
+                    ", \"pairs_per_s_over_half_floor_rate\": ", rate_ratio,
+                    "}");
+    first = false;
+  }
+  absl::StrAppend(&json, "\n]}\n");
+  if (!json_path.empty()) std::ofstream(json_path) << json;
+  if (!cdf_dir.empty()) {
+    for (auto& [name, us] : cdf) {
+      std::sort(us.begin(), us.end());
+      std::ofstream f(cdf_dir + "/" + name + ".cdf");
+      const size_t step = std::max<size_t>(1, us.size() / 2000);
+      for (size_t i = 0; i < us.size(); i += step)
+        f << us[i] << "\t" << double(i + 1) / us.size() << "\n";
+    }
+  }
+  std::printf("cores (std::thread::hardware_concurrency): %u\n", cores);
+  return 0;
+}
+
+}  // namespace
+}  // namespace physpool::testing
+
+int main(int argc, char** argv) { return physpool::testing::Main(argc, argv); }
