@@ -20,7 +20,12 @@
 // the rates, and the two targets; --json writes all of it, --cdf
 // DIR the latency distributions for plot_rpc.gp.
 //
+// With --prefill N the pool first holds N live 4 KiB leases (of two
+// tenants), and --pool-bytes B sizes it (one sim segment, sparse): the
+// scaling table of docs/performance.md.
+//
 //   rpc_benchmark [--seconds S] [--clients 1,8] [--json FILE] [--cdf DIR]
+//                 [--prefill N] [--pool-bytes B]
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -128,6 +133,7 @@ int Main(int argc, char** argv) {
   double seconds = 5;
   std::vector<int> client_counts = {1, 8};
   std::string json_path, cdf_dir;
+  uint64_t prefill = 0, pool_bytes = 0;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i], v = argv[i + 1];
     if (a == "--seconds") {
@@ -146,16 +152,24 @@ int Main(int argc, char** argv) {
       json_path = v;
     } else if (a == "--cdf") {
       cdf_dir = v;
+    } else if (a == "--prefill") {
+      prefill = std::strtoull(v.c_str(), nullptr, 0);
+    } else if (a == "--pool-bytes") {
+      pool_bytes = std::strtoull(v.c_str(), nullptr, 0);
     } else {
       std::fprintf(stderr,
                    "usage: %s [--seconds S] [--clients 1,8] [--json FILE] "
-                   "[--cdf DIR]\n",
+                   "[--cdf DIR] [--prefill N] [--pool-bytes B]\n",
                    argv[0]);
       return 2;
     }
   }
   DaemonOptions o;
-  o.default_ttl_seconds = 300;
+  o.default_ttl_seconds = 600;  // the harness's max_ttl_seconds
+  if (pool_bytes != 0) {
+    o.segments = {
+        absl::StrCat("{bytes: ", pool_bytes, ", freelist: 0, numa: 0}")};
+  }
   auto started = Daemon::Start(o);
   if (!started.ok()) {
     std::fprintf(stderr, "physpoold: %s\n",
@@ -181,6 +195,30 @@ int Main(int argc, char** argv) {
     return 1;
   }
   const unsigned cores = std::thread::hardware_concurrency();
+  double prefill_s = 0;
+  if (prefill > 0) {  // 8 threads, each its own channel
+    const auto t0 = Clock::now();
+    std::vector<std::thread> fill;
+    std::atomic<bool> failed{false};
+    for (int t = 0; t < 8; ++t) {
+      fill.emplace_back([&, t] {
+        auto p = v1::Pool::NewStub(OwnChannel(d.socket()));
+        v1::AllocateRequest req;
+        req.set_bytes(4096);
+        for (uint64_t i = t; i < prefill && !failed; i += 8) {
+          v1::AllocateResponse resp;
+          auto ctx = Ctx(t % 2 ? kBob : kAlice, 30);
+          const grpc::Status s = p->Allocate(ctx.get(), req, &resp);
+          if (!s.ok()) failed = !Fail("prefill Allocate", s);
+        }
+      });
+    }
+    for (auto& t : fill) t.join();
+    if (failed) return 1;
+    prefill_s = Us(t0, Clock::now()) / 1e6;
+    std::printf("prefilled %llu live leases in %.1f s\n",
+                static_cast<unsigned long long>(prefill), prefill_s);
+  }
   std::printf(
       "rpc_benchmark: physpoold (sim, store on, unix socket) vs a bare gRPC "
       "health server; %.1f s per workload; cores %u\n",
@@ -297,7 +335,9 @@ int Main(int argc, char** argv) {
 
   // The table, each p50 against the floor's of the same client count.
   std::string json = absl::StrCat(
-      "{\"cores\": ", cores, ", \"seconds\": ", seconds, ", \"results\": [");
+      "{\"cores\": ", cores, ", \"seconds\": ", seconds,
+      ", \"prefill\": ", prefill, ", \"prefill_seconds\": ", prefill_s,
+      ", \"pool_bytes\": ", pool_bytes, ", \"results\": [");
   std::map<int, Stats> floor_of;
   for (const Result& r : results) {
     if (r.workload == "floor") floor_of[r.clients] = r.rpcs.at("check");
