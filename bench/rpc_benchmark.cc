@@ -7,7 +7,9 @@
 // Each workload runs N concurrent clients, each with its own channel (a
 // local subchannel pool, so no two clients share a connection), for a
 // fixed time:
-//   floor      Health.Check on the bare server
+//   floor      Health.Check on the bare server (synchronous API)
+//   floor_cb   the same through gRPC's callback API, which physpoold's
+//              services use (a second bare server; not a target, a price)
 //   health     Health.Check on physpoold
 //   pair       Allocate (64 KiB, one run) + Release; clients alternate
 //              between two tenants
@@ -25,22 +27,25 @@
 // scaling table of docs/performance.md.
 //
 //   rpc_benchmark [--seconds S] [--clients 1,8] [--json FILE] [--cdf DIR]
-//                 [--prefill N] [--pool-bytes B]
+//                 [--prefill N] [--pool-bytes B] [--workloads pair,...]
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <map>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -129,11 +134,88 @@ bool Fail(const char* what, const grpc::Status& s) {
   return false;
 }
 
+// physpoold's physpool_alloc_duration_seconds, summed over the paths that
+// succeeded: cumulative count by bucket bound ("le", +Inf as infinity).
+std::map<double, double> AllocBuckets(int metrics_port) {
+  std::map<double, double> out;
+  const std::string cmd = absl::StrCat(
+      "curl -sf http://127.0.0.1:", metrics_port, "/metrics");
+  FILE* f = popen(cmd.c_str(), "r");
+  if (f == nullptr) return out;
+  char line[1024];
+  const std::string prefix = "physpool_alloc_duration_seconds_bucket{";
+  while (fgets(line, sizeof(line), f) != nullptr) {
+    const std::string l(line);
+    if (l.rfind(prefix, 0) != 0 || l.find("path=\"failed\"") != l.npos)
+      continue;
+    const size_t le = l.find("le=\"");
+    const size_t close = l.find('}');
+    if (le == l.npos || close == l.npos) continue;
+    const std::string bound = l.substr(le + 4, l.find('"', le + 4) - le - 4);
+    const double b = bound == "+Inf" ? INFINITY : std::strtod(bound.c_str(), nullptr);
+    out[b] += std::strtod(l.c_str() + close + 1, nullptr);
+  }
+  pclose(f);
+  return out;
+}
+
+// physpoold's store counters (transactions, changes, led transactions).
+struct StoreCounters {
+  double transactions = 0, changes = 0, led = 0;
+};
+StoreCounters ReadStoreCounters(int metrics_port) {
+  StoreCounters c;
+  const std::string cmd = absl::StrCat(
+      "curl -sf http://127.0.0.1:", metrics_port, "/metrics");
+  FILE* f = popen(cmd.c_str(), "r");
+  if (f == nullptr) return c;
+  char line[1024];
+  while (fgets(line, sizeof(line), f) != nullptr) {
+    const absl::string_view l(line);
+    auto value = [&](absl::string_view name, double* out) {
+      if (absl::StartsWith(l, name) && l.size() > name.size() &&
+          l[name.size()] == ' ')
+        *out = std::strtod(line + name.size() + 1, nullptr);
+    };
+    value("physpool_store_transactions_total", &c.transactions);
+    value("physpool_store_changes_total", &c.changes);
+    value("physpool_store_led_transactions_total", &c.led);
+  }
+  pclose(f);
+  return c;
+}
+
+// Starts rpc_floor_server on `socket` (callback API if `callback`); its pid
+// once it listens, or -1.
+pid_t StartFloor(const std::string& socket, bool callback) {
+  int ready[2];
+  if (pipe(ready) != 0) return -1;
+  const pid_t pid = fork();
+  if (pid == 0) {
+    dup2(ready[1], 1);
+    execl(PHYSPOOL_FLOOR_SERVER_PATH, PHYSPOOL_FLOOR_SERVER_PATH, "--unix",
+          socket.c_str(), callback ? "--callback" : static_cast<char*>(nullptr),
+          static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  close(ready[1]);
+  char buf[16] = {};
+  const bool up = read(ready[0], buf, sizeof(buf) - 1) > 0;
+  close(ready[0]);
+  if (!up) {
+    std::fprintf(stderr, "rpc_floor_server did not start\n");
+    return -1;
+  }
+  return pid;
+}
+
 int Main(int argc, char** argv) {
   double seconds = 5;
   std::vector<int> client_counts = {1, 8};
   std::string json_path, cdf_dir;
   uint64_t prefill = 0, pool_bytes = 0;
+  double occupancy = 0;  // --occupancy: prefill leases sized to fill this
+  std::set<std::string> only;  // --workloads: these (and the floor)
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i], v = argv[i + 1];
     if (a == "--seconds") {
@@ -156,10 +238,16 @@ int Main(int argc, char** argv) {
       prefill = std::strtoull(v.c_str(), nullptr, 0);
     } else if (a == "--pool-bytes") {
       pool_bytes = std::strtoull(v.c_str(), nullptr, 0);
+    } else if (a == "--occupancy") {
+      occupancy = std::atof(v.c_str());
+    } else if (a == "--workloads") {
+      for (absl::string_view w : absl::StrSplit(v, ',')) only.emplace(w);
+      only.insert("floor");  // every ratio needs it
     } else {
       std::fprintf(stderr,
                    "usage: %s [--seconds S] [--clients 1,8] [--json FILE] "
-                   "[--cdf DIR] [--prefill N] [--pool-bytes B]\n",
+                   "[--cdf DIR] [--prefill N] [--pool-bytes B] "
+                   "[--occupancy F] [--workloads pair,renew,...]\n",
                    argv[0]);
       return 2;
     }
@@ -179,23 +267,20 @@ int Main(int argc, char** argv) {
   Daemon& d = **started;
   const std::string floor_socket =
       absl::StrCat("/tmp/physpool-floor-", getpid(), ".sock");
-  int ready[2];
-  if (pipe(ready) != 0) return 1;
-  const pid_t floor_pid = fork();
-  if (floor_pid == 0) {
-    dup2(ready[1], 1);
-    execl(PHYSPOOL_FLOOR_SERVER_PATH, PHYSPOOL_FLOOR_SERVER_PATH, "--unix",
-          floor_socket.c_str(), static_cast<char*>(nullptr));
-    _exit(127);
-  }
-  close(ready[1]);
-  char buf[16] = {};
-  if (read(ready[0], buf, sizeof(buf) - 1) <= 0) {
-    std::fprintf(stderr, "rpc_floor_server did not start\n");
-    return 1;
-  }
+  const std::string floor_cb_socket =
+      absl::StrCat("/tmp/physpool-floor-cb-", getpid(), ".sock");
+  const pid_t floor_pid = StartFloor(floor_socket, false);
+  const pid_t floor_cb_pid = StartFloor(floor_cb_socket, true);
+  if (floor_pid < 0 || floor_cb_pid < 0) return 1;
   const unsigned cores = std::thread::hardware_concurrency();
   double prefill_s = 0;
+  uint64_t lease_bytes = 4096;
+  if (prefill > 0 && occupancy > 0) {
+    const uint64_t total = pool_bytes != 0 ? pool_bytes : 24ull << 20;
+    lease_bytes = std::max<uint64_t>(
+        4096, static_cast<uint64_t>(occupancy * total / prefill) / 4096 * 4096);
+  }
+  double restore_s = 0;
   if (prefill > 0) {  // 8 threads, each its own channel
     const auto t0 = Clock::now();
     std::vector<std::thread> fill;
@@ -204,7 +289,7 @@ int Main(int argc, char** argv) {
       fill.emplace_back([&, t] {
         auto p = v1::Pool::NewStub(OwnChannel(d.socket()));
         v1::AllocateRequest req;
-        req.set_bytes(4096);
+        req.set_bytes(lease_bytes);
         for (uint64_t i = t; i < prefill && !failed; i += 8) {
           v1::AllocateResponse resp;
           auto ctx = Ctx(t % 2 ? kBob : kAlice, 30);
@@ -216,9 +301,23 @@ int Main(int argc, char** argv) {
     for (auto& t : fill) t.join();
     if (failed) return 1;
     prefill_s = Us(t0, Clock::now()) / 1e6;
-    std::printf("prefilled %llu live leases in %.1f s\n",
-                static_cast<unsigned long long>(prefill), prefill_s);
+    std::printf("prefilled %llu live leases of %llu bytes in %.1f s\n",
+                static_cast<unsigned long long>(prefill),
+                static_cast<unsigned long long>(lease_bytes), prefill_s);
+    // Restore: kill -9, start again on the same store, until it serves
+    // (process start, store open, pool rebuilt, sockets listening).
+    d.Kill();
+    const auto r0 = Clock::now();
+    if (absl::Status s = d.Restart(); !s.ok()) {
+      std::fprintf(stderr, "restart: %s\n", s.ToString().c_str());
+      return 1;
+    }
+    restore_s = Us(r0, Clock::now()) / 1e6;
+    std::printf("restore after kill -9 with %llu live leases: %.2f s\n",
+                static_cast<unsigned long long>(prefill), restore_s);
   }
+  const std::map<double, double> buckets_before =
+      AllocBuckets(d.metrics_port());
   std::printf(
       "rpc_benchmark: physpoold (sim, store on, unix socket) vs a bare gRPC "
       "health server; %.1f s per workload; cores %u\n",
@@ -254,14 +353,16 @@ int Main(int argc, char** argv) {
     std::string workload;
     int clients;
     std::map<std::string, Stats> rpcs;
+    StoreCounters store;  // physpoold's, during this workload
   };
   std::vector<Result> results;
   std::map<std::string, std::vector<double>> cdf;  // 1 client's, by series
   for (const int clients : client_counts) {
-    std::vector<std::unique_ptr<Health::Stub>> floor, health;
+    std::vector<std::unique_ptr<Health::Stub>> floor, floor_cb, health;
     std::vector<std::unique_ptr<v1::Pool::Stub>> pool;
     for (int c = 0; c < clients; ++c) {
       floor.push_back(Health::NewStub(OwnChannel(floor_socket)));
+      floor_cb.push_back(Health::NewStub(OwnChannel(floor_cb_socket)));
       health.push_back(Health::NewStub(OwnChannel(d.socket())));
       pool.push_back(v1::Pool::NewStub(OwnChannel(d.socket())));
     }
@@ -311,13 +412,20 @@ int Main(int argc, char** argv) {
       return release(pool[c].get(), token, id, out);
     };
     const std::vector<std::pair<std::string, Op>> workloads = {
-        {"floor", check(&floor, "")}, {"health", check(&health, kAlice)},
+        {"floor", check(&floor, "")},
+        {"floor_cb", check(&floor_cb, "")},
+        {"health", check(&health, kAlice)},
         {"pair", pair_of(plain)},     {"renew", renew},
         {"contig", pair_of(contig)},  {"wait", pair_of(waiting)},
     };
     for (const auto& [name, op] : workloads) {
+      if (!only.empty() && !only.count(name)) continue;
+      const StoreCounters before = ReadStoreCounters(d.metrics_port());
       auto lat = Run(clients, seconds, op);
-      Result r{name, clients, {}};
+      const StoreCounters after = ReadStoreCounters(d.metrics_port());
+      Result r{name, clients, {},
+               {after.transactions - before.transactions,
+                after.changes - before.changes, after.led - before.led}};
       for (auto& [rpc, us] : lat) {
         if (clients == 1 && (name == "floor" || name == "health")) {
           cdf[name] = us;
@@ -329,9 +437,31 @@ int Main(int argc, char** argv) {
       results.push_back(std::move(r));
     }
   }
-  kill(floor_pid, SIGTERM);
-  waitpid(floor_pid, nullptr, 0);
+  // The allocation core's own time inside the daemon, during the workloads.
+  std::map<double, double> buckets = AllocBuckets(d.metrics_port());
+  for (auto& [le, n] : buckets) n -= buckets_before.count(le) ? buckets_before.at(le) : 0;
+  double in_daemon_p99 = -1, within_20us = -1;
+  if (!buckets.empty() && buckets.rbegin()->second > 0) {
+    const double total = buckets.rbegin()->second;
+    for (const auto& [le, n] : buckets) {
+      if (le >= 2e-5 && within_20us < 0) within_20us = n / total;
+      if (n >= 0.99 * total && in_daemon_p99 < 0) in_daemon_p99 = le;
+    }
+    std::printf(
+        "in-daemon allocation (physpool_alloc_duration_seconds over the "
+        "workloads, %.0f allocations, %llu prefilled leases of %llu bytes): "
+        "%.2f %% within 20 us; p99 <= %g us (bucket bound; target <= 20 us: "
+        "%s)\n",
+        total, static_cast<unsigned long long>(prefill),
+        static_cast<unsigned long long>(lease_bytes), within_20us * 100,
+        in_daemon_p99 * 1e6, in_daemon_p99 <= 2e-5 ? "met" : "NOT met");
+  }
+  for (pid_t pid : {floor_pid, floor_cb_pid}) {
+    kill(pid, SIGTERM);
+    waitpid(pid, nullptr, 0);
+  }
   unlink(floor_socket.c_str());
+  unlink(floor_cb_socket.c_str());
 
   // The table, each p50 against the floor's of the same client count.
   std::string json = absl::StrCat(
@@ -361,6 +491,18 @@ int Main(int argc, char** argv) {
       first = false;
     }
   }
+  // Group commit: store changes per transaction, and the share of
+  // transactions the calling thread applied itself (warm-up included).
+  std::printf("\n%-8s %3s %12s %12s %10s %8s\n", "workload", "N",
+              "transactions", "changes", "changes/tx", "led");
+  for (const Result& r : results) {
+    if (r.store.transactions <= 0) continue;
+    std::printf("%-8s %3d %12.0f %12.0f %10.2f %7.1f%%\n", r.workload.c_str(),
+                r.clients, r.store.transactions, r.store.changes,
+                r.store.changes / r.store.transactions,
+                100 * r.store.led / r.store.transactions);
+  }
+  std::printf("\n");
   absl::StrAppend(&json, "\n], \"targets\": [");
   // The issue's targets, in ratios of the same run.
   first = true;
@@ -385,7 +527,11 @@ int Main(int argc, char** argv) {
                     "}");
     first = false;
   }
-  absl::StrAppend(&json, "\n]}\n");
+  absl::StrAppend(&json, "\n], \"prefill_lease_bytes\": ", lease_bytes,
+                  ", \"restore_seconds\": ", restore_s,
+                  ", \"in_daemon_alloc_p99_le_s\": ", in_daemon_p99,
+                  ", \"in_daemon_alloc_within_20us\": ", within_20us,
+                  "}\n");
   if (!json_path.empty()) std::ofstream(json_path) << json;
   if (!cdf_dir.empty()) {
     for (auto& [name, us] : cdf) {

@@ -3,7 +3,10 @@
 // unix socket, in a process of its own, so that physpoold's RPCs can be
 // compared with gRPC's own round trip measured in the same run.
 //
-//   rpc_floor_server --unix PATH
+//   rpc_floor_server --unix PATH [--callback]
+// --callback serves Check through gRPC's callback API instead (answered
+// inline, on the thread that runs the handler), as physpoold's services
+// are: the two floors side by side price the API itself.
 // Prints "ready" on stdout once it listens; exits on SIGTERM/SIGINT.
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
@@ -24,15 +27,29 @@ class Health final : public grpc::health::v1::Health::Service {
   }
 };
 
+class CallbackHealth final : public grpc::health::v1::Health::CallbackService {
+  grpc::ServerUnaryReactor* Check(
+      grpc::CallbackServerContext* ctx,
+      const grpc::health::v1::HealthCheckRequest*,
+      grpc::health::v1::HealthCheckResponse* resp) override {
+    resp->set_status(grpc::health::v1::HealthCheckResponse::SERVING);
+    grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
+    r->Finish(grpc::Status::OK);
+    return r;
+  }
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
   std::string path;
-  for (int i = 1; i + 1 < argc; ++i) {
-    if (std::string(argv[i]) == "--unix") path = argv[i + 1];
+  bool callback = false;
+  for (int i = 1; i < argc; ++i) {
+    if (std::string(argv[i]) == "--unix" && i + 1 < argc) path = argv[++i];
+    else if (std::string(argv[i]) == "--callback") callback = true;
   }
   if (path.empty()) {
-    std::fprintf(stderr, "usage: %s --unix PATH\n", argv[0]);
+    std::fprintf(stderr, "usage: %s --unix PATH [--callback]\n", argv[0]);
     return 2;
   }
   sigset_t sigs;
@@ -41,9 +58,14 @@ int main(int argc, char** argv) {
   sigaddset(&sigs, SIGINT);
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
   Health health;
+  CallbackHealth callback_health;
   grpc::ServerBuilder b;
   b.AddListeningPort("unix:" + path, grpc::InsecureServerCredentials());
-  b.RegisterService(&health);
+  if (callback) {
+    b.RegisterService(&callback_health);
+  } else {
+    b.RegisterService(&health);
+  }
   std::unique_ptr<grpc::Server> server = b.BuildAndStart();
   if (!server) {
     std::fprintf(stderr, "rpc_floor_server: cannot listen on %s\n",

@@ -319,6 +319,10 @@ absl::StatusOr<std::unique_ptr<LeaseStore>> LeaseStore::Open(
        "INSERT OR REPLACE INTO segments(iova, bytes, freelist, numa, path) "
        "VALUES(?, ?, ?, ?, ?)"},
       {&st->delete_segment_, "DELETE FROM segments WHERE iova = ?"},
+      {&st->begin_, "BEGIN"},
+      {&st->commit_, "COMMIT"},
+      {&st->savepoint_, "SAVEPOINT change"},
+      {&st->release_, "RELEASE change"},
   };
   for (const auto& p : prepared) {
     if (sqlite3_prepare_v2(st->db_, p.sql, -1, p.stmt, nullptr) != SQLITE_OK) {
@@ -329,8 +333,9 @@ absl::StatusOr<std::unique_ptr<LeaseStore>> LeaseStore::Open(
 }
 
 LeaseStore::~LeaseStore() {
-  for (sqlite3_stmt* s : {put_, expiry_, delete_lease_, add_scrub_, scrub_done_,
-                          put_segment_, delete_segment_}) {
+  for (sqlite3_stmt* s :
+       {put_, expiry_, delete_lease_, add_scrub_, scrub_done_, put_segment_,
+        delete_segment_, begin_, commit_, savepoint_, release_}) {
     sqlite3_finalize(s);
   }
   if (db_ != nullptr) {
@@ -340,17 +345,11 @@ LeaseStore::~LeaseStore() {
   }
 }
 
-absl::Status LeaseStore::Begin() {
-  if (sqlite3_exec(db_, "BEGIN", nullptr, nullptr, nullptr) != SQLITE_OK)
-    return WriteError("BEGIN");
-  return absl::OkStatus();
-}
+absl::Status LeaseStore::Begin() { return Step(begin_, "BEGIN"); }
 
 absl::Status LeaseStore::Commit() {
-  if (sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr) == SQLITE_OK)
-    return absl::OkStatus();
-  absl::Status s = WriteError("COMMIT");
-  Rollback();
+  absl::Status s = Step(commit_, "COMMIT");
+  if (!s.ok()) Rollback();
   return s;
 }
 
@@ -363,19 +362,9 @@ void LeaseStore::Rollback() {
     sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
 }
 
-absl::Status LeaseStore::Savepoint() {
-  if (sqlite3_exec(db_, "SAVEPOINT change", nullptr, nullptr, nullptr) !=
-      SQLITE_OK)
-    return WriteError("SAVEPOINT");
-  return absl::OkStatus();
-}
+absl::Status LeaseStore::Savepoint() { return Step(savepoint_, "SAVEPOINT"); }
 
-absl::Status LeaseStore::Release() {
-  if (sqlite3_exec(db_, "RELEASE change", nullptr, nullptr, nullptr) !=
-      SQLITE_OK)
-    return WriteError("RELEASE");
-  return absl::OkStatus();
-}
+absl::Status LeaseStore::Release() { return Step(release_, "RELEASE"); }
 
 void LeaseStore::RollbackTo() {
   sqlite3_exec(db_, "ROLLBACK TO change; RELEASE change", nullptr, nullptr,

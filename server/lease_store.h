@@ -126,6 +126,12 @@ class LeaseStore {
   sqlite3_stmt* scrub_done_ = nullptr;
   sqlite3_stmt* put_segment_ = nullptr;
   sqlite3_stmt* delete_segment_ = nullptr;
+  // Transaction control, prepared once (parsed per call it showed in the
+  // RPC path's profile).
+  sqlite3_stmt* begin_ = nullptr;
+  sqlite3_stmt* commit_ = nullptr;
+  sqlite3_stmt* savepoint_ = nullptr;
+  sqlite3_stmt* release_ = nullptr;
   std::vector<StoredLease> leases_;
   std::vector<StoredSegment> segments_;
   std::vector<StoredScrub> scrubs_;

@@ -48,8 +48,12 @@ bool ParseLogLevel(absl::string_view s, LogLevel* out) {
 
 void SetLogLevel(LogLevel level) { g_level = static_cast<int>(level); }
 
+bool LogEnabled(LogLevel level) {
+  return static_cast<int>(level) >= g_level.load(std::memory_order_relaxed);
+}
+
 void Log(LogLevel level, absl::string_view msg, std::vector<LogField> fields) {
-  if (static_cast<int>(level) < g_level.load()) return;
+  if (!LogEnabled(level)) return;
   static constexpr const char* kNames[] = {"debug", "info", "warn", "error"};
   std::string line =
       absl::StrCat("ts=",

@@ -19,6 +19,10 @@ enum class LogLevel { kDebug, kInfo, kWarn, kError };
 bool ParseLogLevel(absl::string_view s, LogLevel* out);
 void SetLogLevel(LogLevel level);
 
+// Whether a line of `level` would be written: hot paths test it before
+// building their fields.
+bool LogEnabled(LogLevel level);
+
 using LogField = std::pair<std::string, std::string>;
 void Log(LogLevel level, absl::string_view msg,
          std::vector<LogField> fields = {});

@@ -200,6 +200,20 @@ std::vector<MetricFamily> PoolCollector::Collect() const {
   out.push_back(Single("physpool_store_errors_total",
                        "Lease store writes that failed.", MetricType::Counter,
                        static_cast<double>(st.store_errors)));
+  out.push_back(Single("physpool_store_transactions_total",
+                       "Lease store transactions committed or attempted.",
+                       MetricType::Counter,
+                       static_cast<double>(st.store_transactions)));
+  out.push_back(Single("physpool_store_changes_total",
+                       "Changes those transactions carried (several "
+                       "concurrent calls share one: group commit).",
+                       MetricType::Counter,
+                       static_cast<double>(st.store_changes)));
+  out.push_back(Single("physpool_store_led_transactions_total",
+                       "Transactions applied by the RPC or scrub thread that "
+                       "made the change, not handed to the store's thread.",
+                       MetricType::Counter,
+                       static_cast<double>(st.store_led_transactions)));
   out.push_back(Single(
       "physpool_store_writable",
       "1 while the lease store takes writes; 0: NOT_SERVING, pages held.",

@@ -405,10 +405,12 @@ void PoolManager::OnGrantRecorded(const std::string& id,
       lessor_.Activate(id);
       if (lease->info.preemptible)
         (void)pool_->SetPreemptible(lease->alloc, true);
-      Log(LogLevel::kDebug, "lease granted",
-          {F("lease", id), F("tenant", lease->info.tenant),
-           F("bytes", lease->info.bytes), F("path", lease->info.path)});
-      wake_maintenance_.Signal();
+      if (LogEnabled(LogLevel::kDebug)) {
+        Log(LogLevel::kDebug, "lease granted",
+            {F("lease", id), F("tenant", lease->info.tenant),
+             F("bytes", lease->info.bytes), F("path", lease->info.path)});
+      }
+      if (auto next = lessor_.NextDeadline()) WakeMaintenanceBy(*next);
       for (auto& d : dones)
         out.push_back([d = std::move(d), info = lease->info] { d(info); });
     } else {
@@ -434,6 +436,7 @@ void PoolManager::Answer(AllocDone done, absl::StatusOr<LeaseInfo> r,
 
 uint64_t PoolManager::Allocate(const Tenant& tenant, AllocateParams params,
                                absl::Time deadline, AllocDone done) {
+  Committer::Scope drive(&committer_);  // commits on this thread
   Outbox out;
   uint64_t handle = 0;
   {
@@ -792,9 +795,11 @@ Lessor::Lease PoolManager::EndNow(const std::string& id,
       reclaimed_bytes_ += l.info.bytes;
     }
   }
-  Log(LogLevel::kDebug, "lease ended",
-      {F("lease", id), F("tenant", l.info.tenant), F("how", how),
-       F("bytes", l.info.bytes)});
+  if (LogEnabled(LogLevel::kDebug)) {
+    Log(LogLevel::kDebug, "lease ended",
+        {F("lease", id), F("tenant", l.info.tenant), F("how", how),
+         F("bytes", l.info.bytes)});
+  }
   return l;
 }
 
@@ -822,13 +827,45 @@ void PoolManager::EndDurably(
   (void)pool_->SetPreemptible(lease->alloc, false);
   const int64_t row = next_scrub_row_++;
   std::vector<pglist::PageRun> runs = pool_->Find(lease->alloc)->runs;
+  // A small lease that no view reaches (no quarantine to wait for) is
+  // zeroed as part of its end's change, by the committing thread without
+  // the lock, before the transaction: once the end commits its memory is
+  // free, with no scrub row, no scrub-thread hand-off and no second commit.
+  // If the zeroing fails, the change records a scrub row instead and the
+  // scrubber takes over. If the daemon dies before the commit (or the
+  // commit fails), the lease is still live with zeroed memory: its owner
+  // (or an admin) had asked to end it, and a retry does.
+  std::vector<std::pair<uint64_t, uint64_t>> zero_now;
+  if (lease->info.bytes <= kInlineZeroBytes &&
+      views_.Find(lease->alloc) == nullptr) {
+    for (const pglist::PageRun& r : runs)
+      zero_now.push_back({pool_->ToIova(r.start), r.pages.value * page_size_});
+  }
+  auto zeroed = std::make_shared<bool>(false);
+  Committer::Prepare zero;
+  if (!zero_now.empty()) {
+    zero = [this, id, zero_now, zeroed] {
+      *zeroed = true;
+      for (const auto& [iova, bytes] : zero_now) {
+        if (absl::Status z = source_->Zero(iova, bytes); !z.ok()) {
+          Log(LogLevel::kWarn,
+              "zeroing at the end of a lease failed; the scrubber retries",
+              {F("lease", id), F("error", z.ToString())});
+          *zeroed = false;
+          break;
+        }
+      }
+    };
+  }
   committer_.Submit(
-      [id, tenant = lease->info.tenant, row,
-       runs](LeaseStore& s) -> absl::Status {
+      [id, tenant = lease->info.tenant, row, runs,
+       zeroed](LeaseStore& s) -> absl::Status {
         RETURN_IF_ERROR(s.DeleteLease(id));
+        if (*zeroed) return absl::OkStatus();
         return s.AddScrub(row, runs, id, tenant);
       },
-      [this, id, row, kind, reason, done = std::move(done)](absl::Status s) {
+      [this, id, row, kind, reason, zeroed, tried = !zero_now.empty(),
+       done = std::move(done)](absl::Status s) {
         Outbox out;
         LeaseInfo info;
         std::vector<std::function<void(absl::Status)>> others;
@@ -840,7 +877,14 @@ void PoolManager::EndDurably(
           info = lease->info;
           if (s.ok()) {
             Lessor::Lease gone = EndNow(id, kind, reason, absl::InfinitePast());
-            ScrubAndFree({gone.alloc}, {row});
+            if (tried && !*zeroed) ++inline_zero_errors_;
+            if (*zeroed) {
+              scrubbing_.erase(gone.alloc);
+              (void)pool_->Free(gone.alloc);
+              RetryWaiters(&out);
+            } else {
+              ScrubAndFree({gone.alloc}, {row});
+            }
           } else {
             StoreFailed(s);
             lessor_.SetEnding(id, false);
@@ -853,11 +897,13 @@ void PoolManager::EndDurably(
         done(result, info);
         for (auto& o : others) o(result);
         Flush(&out);
-      });
+      },
+      std::move(zero));
 }
 
 void PoolManager::Renew(const Tenant& t, const std::string& id,
                         absl::Duration ttl, LeaseDone done) {
+  Committer::Scope drive(&committer_);  // commits on this thread
   Outbox out;
   {
     absl::MutexLock l(&mu_);
@@ -892,7 +938,7 @@ void PoolManager::Renew(const Tenant& t, const std::string& id,
                 result = lease.status();  // ended meanwhile (expired)
               } else {
                 lessor_.SetExpiry(id, expires, new_ttl);
-                wake_maintenance_.Signal();
+                if (auto next = lessor_.NextDeadline()) WakeMaintenanceBy(*next);
                 result = (*lease)->info;
               }
             }
@@ -907,6 +953,7 @@ void PoolManager::Renew(const Tenant& t, const std::string& id,
 
 void PoolManager::Release(const Tenant& t, const std::string& id,
                           ReleaseDone done) {
+  Committer::Scope drive(&committer_);  // commits on this thread
   Outbox out;
   {
     absl::MutexLock l(&mu_);
@@ -946,6 +993,7 @@ void PoolManager::Release(const Tenant& t, const std::string& id,
 
 void PoolManager::Revoke(const std::string& id, const std::string& reason,
                          LeaseDone done) {
+  Committer::Scope drive(&committer_);  // commits on this thread
   Outbox out;
   {
     absl::MutexLock l(&mu_);
@@ -1198,30 +1246,32 @@ void PoolManager::ScrubLoop() {
     for (const auto& r : job->runs)
       ranges.push_back({pool_->ToIova(r.start), r.pages.value * page_size_});
     mu_.Unlock();
-    absl::Status zeroed;
-    for (const auto& [iova, bytes] : ranges) {
-      zeroed = source_->Zero(iova, bytes);
-      if (!zeroed.ok()) {
-        Log(LogLevel::kError,
-            "zeroing failed; the memory stays out of the pool",
-            {F("iova", iova), F("bytes", bytes),
-             F("error", zeroed.ToString())});
-        break;
+    {
+      // The end of the zeroing is committed on this thread, not handed on.
+      Committer::Scope drive(&committer_);
+      absl::Status zeroed;
+      for (const auto& [iova, bytes] : ranges) {
+        zeroed = source_->Zero(iova, bytes);
+        if (!zeroed.ok()) {
+          Log(LogLevel::kError,
+              "zeroing failed; the memory stays out of the pool",
+              {F("iova", iova), F("bytes", bytes),
+               F("error", zeroed.ToString())});
+          break;
+        }
       }
+      mu_.Lock();
+      Outbox out;
+      if (zeroed.ok()) {
+        ScrubJob done = scrubber_.Done(*std::move(job));
+        done.then(&out);
+      } else {
+        scrubber_.Failed(*std::move(job), absl::Now());
+      }
+      mu_.Unlock();
+      if (!out.empty()) Flush(&out);
     }
     mu_.Lock();
-    Outbox out;
-    if (zeroed.ok()) {
-      ScrubJob done = scrubber_.Done(*std::move(job));
-      done.then(&out);
-    } else {
-      scrubber_.Failed(*std::move(job), absl::Now());
-    }
-    if (!out.empty()) {
-      mu_.Unlock();
-      Flush(&out);
-      mu_.Lock();
-    }
   }
 }
 
@@ -1335,7 +1385,9 @@ void PoolManager::MaintenanceLoop() {
     absl::Duration wait = std::max(absl::ZeroDuration(), next - now);
     if (!store_writable_) wait = std::min(wait, opts_.store_retry);
     // Waiting on the system clock: an injected clock must not be far ahead.
+    maintenance_wake_ = now + wait;
     wake_maintenance_.WaitWithTimeout(&mu_, wait);
+    maintenance_wake_ = absl::InfinitePast();  // awake: looks at everything
   }
 }
 
@@ -1553,6 +1605,10 @@ absl::StatusOr<OccupancyPage> PoolManager::Occupancy(
   return page;
 }
 
+void PoolManager::WakeMaintenanceBy(absl::Time t) {
+  if (t < maintenance_wake_) wake_maintenance_.Signal();
+}
+
 void PoolManager::Wake() {
   absl::MutexLock l(&mu_);
   wake_maintenance_.Signal();
@@ -1582,8 +1638,14 @@ ManagerStats PoolManager::Stats() {
   s.reclaimed_bytes = reclaimed_bytes_;
   s.scrub_backlog_pages = scrubber_.backlog_pages();
   s.scrub_failed_pages = scrubber_.failed_pages();
-  s.scrub_errors = scrubber_.errors();
+  s.scrub_errors = scrubber_.errors() + inline_zero_errors_;
   s.store_errors = store_errors_;
+  {
+    const Committer::Stats c = committer_.stats();
+    s.store_transactions = c.transactions;
+    s.store_changes = c.changes;
+    s.store_led_transactions = c.led;
+  }
   s.store_writable = store_writable_;
   s.waiting = static_cast<uint32_t>(waiters_.size() + reclaims_.size());
   s.watch_streams = static_cast<uint32_t>(sinks_.size());

@@ -13,11 +13,16 @@
 // - Memory coming back stays allocated in the core until it has been zeroed
 //   and that is recorded; memory that could not be zeroed stays out.
 // - No store or memory-source I/O under the lock: store writes go through
-//   the Committer's thread, zeroing through the scrub thread, hot add and
-//   remove prepare their segment before taking the lock.
+//   the Committer (applied by the calling RPC or scrub thread once it has
+//   dropped the lock, or by the Committer's thread), zeroing through the
+//   scrub thread, hot add and remove prepare their segment before taking
+//   the lock.
 //
 // Threads: a maintenance thread (expiry, warnings, wait deadlines, reclaim
 // grace periods, store retries), a scrub thread, the Committer's thread.
+// Allocate, Renew, Release and Revoke commit and answer on the calling
+// thread when no other thread is committing: call them with no lock held
+// that a completion takes.
 // Thread-safe. Completion callbacks (AllocDone, LeaseDone, ...) run without
 // the manager's lock, maybe before the call that took them returns. Event
 // sinks run under it and must not block or call back into the manager.
@@ -89,6 +94,11 @@ struct ManagerStats {
   uint64_t scrub_failed_pages = 0;  // zeroing failed, held out of the pool
   uint64_t scrub_errors = 0;
   uint64_t store_errors = 0;  // failed store writes
+  // Store transactions, the changes they carried (changes / transactions
+  // is the group-commit factor) and those applied by the calling thread.
+  uint64_t store_transactions = 0;
+  uint64_t store_changes = 0;
+  uint64_t store_led_transactions = 0;
   bool store_writable = true;
   uint32_t waiting = 0;  // waiters and reclaims in progress
   uint32_t watch_streams = 0;
@@ -287,6 +297,9 @@ class PoolManager {
   void RecordEnd(const Lessor::Lease& l,
                  std::function<void(int64_t row, Outbox*)> recorded)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Leases up to this size that no view reaches are zeroed in their end's
+  // change (Release, Revoke) instead of by the scrub thread afterwards.
+  static constexpr uint64_t kInlineZeroBytes = 1 << 20;
   // Ends an owner's or admin's lease durably first (Release, Revoke).
   void EndDurably(const std::string& id,
                   std::optional<LeaseEventInfo::Kind> kind,
@@ -338,6 +351,9 @@ class PoolManager {
   SegmentView View(const pglist::SegmentInfo& s)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void MaintenanceLoop();
+  // Wakes the maintenance thread if it sleeps past `t` (clock_ time): a
+  // grant or renewal with a later deadline does not wake it.
+  void WakeMaintenanceBy(absl::Time t) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ScrubLoop();
   void QuarantineLoop();
 
@@ -372,6 +388,8 @@ class PoolManager {
   Scrubber scrubber_ ABSL_GUARDED_BY(mu_);
   LeaseViews views_ ABSL_GUARDED_BY(mu_);
   absl::Time next_scan_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
+  // Until when the maintenance thread sleeps; InfinitePast while awake.
+  absl::Time maintenance_wake_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   uint64_t quarantine_scans_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Duration last_scan_ ABSL_GUARDED_BY(mu_);
   int last_scan_processes_ ABSL_GUARDED_BY(mu_) = 0;
@@ -402,6 +420,8 @@ class PoolManager {
   std::map<std::string, uint64_t> revocations_ ABSL_GUARDED_BY(mu_);
   uint64_t reclaimed_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t store_errors_ ABSL_GUARDED_BY(mu_) = 0;
+  // Zeroing inside a lease's end that failed (the scrubber took over).
+  uint64_t inline_zero_errors_ ABSL_GUARDED_BY(mu_) = 0;
   Histogram wait_seconds_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, Histogram> alloc_seconds_ ABSL_GUARDED_BY(mu_);
 

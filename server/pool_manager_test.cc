@@ -71,12 +71,18 @@ class PoolManagerTest : public ::testing::Test {
   absl::StatusOr<LeaseInfo> Allocate(
       uint64_t bytes, bool wait = false,
       absl::Duration deadline = absl::Seconds(60)) {
+    return AllocateOn(*manager_, bytes, wait, deadline);
+  }
+  // The same on another manager.
+  absl::StatusOr<LeaseInfo> AllocateOn(
+      PoolManager& m, uint64_t bytes, bool wait = false,
+      absl::Duration deadline = absl::Seconds(60)) {
     AllocateParams p;
     p.req.bytes = bytes;
     p.may_wait = wait;
     absl::Mutex mu;
     std::optional<absl::StatusOr<LeaseInfo>> result;
-    manager_->Allocate(tenant_, p, clock_.Now() + deadline,
+    m.Allocate(tenant_, p, clock_.Now() + deadline,
                        [&](absl::StatusOr<LeaseInfo> r) {
                          absl::MutexLock l(&mu);
                          result = std::move(r);
@@ -248,14 +254,7 @@ TEST_F(PoolManagerTest, MemoryThatCouldNotBeZeroedStaysOutOfThePool) {
   ASSERT_OK(m.Start());
   AllocateParams p;
   p.req.bytes = 4 << 20;
-  absl::Notification granted;
-  absl::StatusOr<LeaseInfo> lease;
-  m.Allocate(tenant_, p, clock_.Now() + absl::Seconds(10),
-             [&](absl::StatusOr<LeaseInfo> r) {
-               lease = std::move(r);
-               granted.Notify();
-             });
-  granted.WaitForNotification();
+  absl::StatusOr<LeaseInfo> lease = AllocateOn(m, 4 << 20);
   ASSERT_OK(lease.status());
   ASSERT_OK(m.Release(tenant_, lease->id).status());
   // While zeroing fails the pages are not free, and the failure shows.
@@ -287,6 +286,55 @@ TEST_F(PoolManagerTest, MemoryThatCouldNotBeZeroedStaysOutOfThePool) {
   EXPECT_TRUE(freed);
   EXPECT_EQ(m.Stats().scrub_errors, 3u);
   EXPECT_LE(flaky.failures_left(), 0);
+}
+
+// A small lease no view reaches is zeroed inside its end's change: when
+// Release answers, its memory is zero and free already (no scrub backlog).
+// If that zeroing fails, the scrubber takes over and the memory stays out
+// until it succeeds.
+TEST_F(PoolManagerTest, ASmallReleasedLeaseIsZeroAndFreeWhenReleaseAnswers) {
+  for (const int failures : {0, 1}) {
+    SCOPED_TRACE(failures);
+    FlakyZeroSource flaky(source_.get(), failures);
+    ManagerOptions o;
+    o.scrub_retry = absl::Milliseconds(50);
+    PoolManager m(o, &flaky, &clock_, tenants_.get());
+    ASSERT_OK(m.Start());
+    const uint64_t total = m.Stats().segments.at(0).info.free_pages.value;
+    absl::StatusOr<LeaseInfo> lease = AllocateOn(m, 64 << 10);
+    ASSERT_OK(lease.status());
+    const uint64_t iova = lease->runs.at(0).iova;
+    auto fd = source_->BackingFd(iova);
+    ASSERT_OK(fd.status());
+    const off_t off = static_cast<off_t>(lease->runs.at(0).backing_offset);
+    const std::string junk(64 << 10, 'x');
+    ASSERT_EQ(pwrite(*fd, junk.data(), junk.size(), off),
+              static_cast<ssize_t>(junk.size()));
+    ASSERT_OK(m.Release(tenant_, lease->id).status());
+    struct Closer {
+      int fd;
+      ~Closer() { close(fd); }
+    } closer{*fd};
+    if (failures == 0) {
+      const ManagerStats st = m.Stats();
+      EXPECT_EQ(st.segments.at(0).info.free_pages.value, total);
+      EXPECT_EQ(st.scrub_backlog_pages, 0u);
+      EXPECT_EQ(st.scrub_errors, 0u);
+    } else {
+      bool freed = false;
+      for (int i = 0; i < 500 && !freed; ++i) {
+        freed = m.Stats().segments.at(0).info.free_pages.value == total;
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+      EXPECT_TRUE(freed);
+      EXPECT_EQ(m.Stats().scrub_errors, 1u);  // the failed inline zeroing
+    }
+    std::string back(64 << 10, '?');
+    ASSERT_EQ(pread(*fd, back.data(), back.size(), off),
+              static_cast<ssize_t>(back.size()));
+    EXPECT_EQ(back, std::string(64 << 10, '\0'));
+    m.Shutdown();
+  }
 }
 
 // Per-tenant caps: waiters and Watch streams.
