@@ -99,8 +99,8 @@ class MemorySource {
     uint64_t iova = 0;
     uint64_t bytes = 0;
   };
-  virtual absl::StatusOr<int> CreateView(const std::string& name,
-                                         const std::vector<ViewRange>& runs) {
+  virtual absl::StatusOr<int> CreateView(
+      const std::string& /*name*/, const std::vector<ViewRange>& /*runs*/) {
     return ViewSupport();
   }
   // A persistent view made before a restart; NOT_FOUND if there is none.
@@ -108,7 +108,7 @@ class MemorySource {
     return absl::NotFoundError(absl::StrCat("no view ", name));
   }
   // Forgets a persistent view (the file goes; mappings of it stay valid).
-  virtual void DestroyView(const std::string& name) {}
+  virtual void DestroyView(const std::string& /*name*/) {}
   // The names of the persistent views there are (at start: those a
   // previous daemon made).
   virtual std::vector<std::string> ViewNames() { return {}; }
