@@ -34,8 +34,8 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cmath>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -138,8 +138,8 @@ bool Fail(const char* what, const grpc::Status& s) {
 // succeeded: cumulative count by bucket bound ("le", +Inf as infinity).
 std::map<double, double> AllocBuckets(int metrics_port) {
   std::map<double, double> out;
-  const std::string cmd = absl::StrCat(
-      "curl -sf http://127.0.0.1:", metrics_port, "/metrics");
+  const std::string cmd =
+      absl::StrCat("curl -sf http://127.0.0.1:", metrics_port, "/metrics");
   FILE* f = popen(cmd.c_str(), "r");
   if (f == nullptr) return out;
   char line[1024];
@@ -152,7 +152,8 @@ std::map<double, double> AllocBuckets(int metrics_port) {
     const size_t close = l.find('}');
     if (le == l.npos || close == l.npos) continue;
     const std::string bound = l.substr(le + 4, l.find('"', le + 4) - le - 4);
-    const double b = bound == "+Inf" ? INFINITY : std::strtod(bound.c_str(), nullptr);
+    const double b =
+        bound == "+Inf" ? INFINITY : std::strtod(bound.c_str(), nullptr);
     out[b] += std::strtod(l.c_str() + close + 1, nullptr);
   }
   pclose(f);
@@ -165,8 +166,8 @@ struct StoreCounters {
 };
 StoreCounters ReadStoreCounters(int metrics_port) {
   StoreCounters c;
-  const std::string cmd = absl::StrCat(
-      "curl -sf http://127.0.0.1:", metrics_port, "/metrics");
+  const std::string cmd =
+      absl::StrCat("curl -sf http://127.0.0.1:", metrics_port, "/metrics");
   FILE* f = popen(cmd.c_str(), "r");
   if (f == nullptr) return c;
   char line[1024];
@@ -214,7 +215,7 @@ int Main(int argc, char** argv) {
   std::vector<int> client_counts = {1, 8};
   std::string json_path, cdf_dir;
   uint64_t prefill = 0, pool_bytes = 0;
-  double occupancy = 0;  // --occupancy: prefill leases sized to fill this
+  double occupancy = 0;        // --occupancy: prefill leases sized to fill this
   std::set<std::string> only;  // --workloads: these (and the floor)
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i], v = argv[i + 1];
@@ -415,15 +416,19 @@ int Main(int argc, char** argv) {
         {"floor", check(&floor, "")},
         {"floor_cb", check(&floor_cb, "")},
         {"health", check(&health, kAlice)},
-        {"pair", pair_of(plain)},     {"renew", renew},
-        {"contig", pair_of(contig)},  {"wait", pair_of(waiting)},
+        {"pair", pair_of(plain)},
+        {"renew", renew},
+        {"contig", pair_of(contig)},
+        {"wait", pair_of(waiting)},
     };
     for (const auto& [name, op] : workloads) {
       if (!only.empty() && !only.count(name)) continue;
       const StoreCounters before = ReadStoreCounters(d.metrics_port());
       auto lat = Run(clients, seconds, op);
       const StoreCounters after = ReadStoreCounters(d.metrics_port());
-      Result r{name, clients, {},
+      Result r{name,
+               clients,
+               {},
                {after.transactions - before.transactions,
                 after.changes - before.changes, after.led - before.led}};
       for (auto& [rpc, us] : lat) {
@@ -439,7 +444,8 @@ int Main(int argc, char** argv) {
   }
   // The allocation core's own time inside the daemon, during the workloads.
   std::map<double, double> buckets = AllocBuckets(d.metrics_port());
-  for (auto& [le, n] : buckets) n -= buckets_before.count(le) ? buckets_before.at(le) : 0;
+  for (auto& [le, n] : buckets)
+    n -= buckets_before.count(le) ? buckets_before.at(le) : 0;
   double in_daemon_p99 = -1, within_20us = -1;
   if (!buckets.empty() && buckets.rbegin()->second > 0) {
     const double total = buckets.rbegin()->second;
@@ -530,8 +536,7 @@ int Main(int argc, char** argv) {
   absl::StrAppend(&json, "\n], \"prefill_lease_bytes\": ", lease_bytes,
                   ", \"restore_seconds\": ", restore_s,
                   ", \"in_daemon_alloc_p99_le_s\": ", in_daemon_p99,
-                  ", \"in_daemon_alloc_within_20us\": ", within_20us,
-                  "}\n");
+                  ", \"in_daemon_alloc_within_20us\": ", within_20us, "}\n");
   if (!json_path.empty()) std::ofstream(json_path) << json;
   if (!cdf_dir.empty()) {
     for (auto& [name, us] : cdf) {

@@ -45,8 +45,10 @@ int main(int argc, char** argv) {
   std::string path;
   bool callback = false;
   for (int i = 1; i < argc; ++i) {
-    if (std::string(argv[i]) == "--unix" && i + 1 < argc) path = argv[++i];
-    else if (std::string(argv[i]) == "--callback") callback = true;
+    if (std::string(argv[i]) == "--unix" && i + 1 < argc)
+      path = argv[++i];
+    else if (std::string(argv[i]) == "--callback")
+      callback = true;
   }
   if (path.empty()) {
     std::fprintf(stderr, "usage: %s --unix PATH [--callback]\n", argv[0]);

@@ -151,7 +151,7 @@ void Committer::Apply(std::vector<Item> batch, bool led) {
       }
       results[i] = s;
     }
-    absl::Status committed = !begun.ok()  ? begun
+    absl::Status committed = !begun.ok()   ? begun
                              : rolled_back ? absl::OkStatus()
                                            : store_->Commit();
     if (!begun.ok()) store_->Rollback();

@@ -938,7 +938,8 @@ void PoolManager::Renew(const Tenant& t, const std::string& id,
                 result = lease.status();  // ended meanwhile (expired)
               } else {
                 lessor_.SetExpiry(id, expires, new_ttl);
-                if (auto next = lessor_.NextDeadline()) WakeMaintenanceBy(*next);
+                if (auto next = lessor_.NextDeadline())
+                  WakeMaintenanceBy(*next);
                 result = (*lease)->info;
               }
             }

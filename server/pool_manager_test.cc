@@ -83,10 +83,10 @@ class PoolManagerTest : public ::testing::Test {
     absl::Mutex mu;
     std::optional<absl::StatusOr<LeaseInfo>> result;
     m.Allocate(tenant_, p, clock_.Now() + deadline,
-                       [&](absl::StatusOr<LeaseInfo> r) {
-                         absl::MutexLock l(&mu);
-                         result = std::move(r);
-                       });
+               [&](absl::StatusOr<LeaseInfo> r) {
+                 absl::MutexLock l(&mu);
+                 result = std::move(r);
+               });
     absl::MutexLock l(&mu);
     mu.Await(absl::Condition(
         +[](std::optional<absl::StatusOr<LeaseInfo>>* r) {
