@@ -134,29 +134,23 @@ bool Fail(const char* what, const grpc::Status& s) {
   return false;
 }
 
-// physpoold's physpool_alloc_duration_seconds, summed over the paths that
-// succeeded: cumulative count by bucket bound ("le", +Inf as infinity).
-std::map<double, double> AllocBuckets(int metrics_port) {
+// physpool_alloc_duration_seconds in a scrape of physpoold's metrics,
+// summed over the paths that succeeded: cumulative count by bucket bound
+// ("le", +Inf as infinity).
+std::map<double, double> AllocBuckets(const std::string& metrics) {
   std::map<double, double> out;
-  const std::string cmd =
-      absl::StrCat("curl -sf http://127.0.0.1:", metrics_port, "/metrics");
-  FILE* f = popen(cmd.c_str(), "r");
-  if (f == nullptr) return out;
-  char line[1024];
-  const std::string prefix = "physpool_alloc_duration_seconds_bucket{";
-  while (fgets(line, sizeof(line), f) != nullptr) {
-    const std::string l(line);
-    if (l.rfind(prefix, 0) != 0 || l.find("path=\"failed\"") != l.npos)
+  const absl::string_view prefix = "physpool_alloc_duration_seconds_bucket{";
+  for (absl::string_view l : absl::StrSplit(metrics, '\n')) {
+    if (!absl::StartsWith(l, prefix) || absl::StrContains(l, "path=\"failed\""))
       continue;
     const size_t le = l.find("le=\"");
     const size_t close = l.find('}');
     if (le == l.npos || close == l.npos) continue;
-    const std::string bound = l.substr(le + 4, l.find('"', le + 4) - le - 4);
+    const std::string bound(l.substr(le + 4, l.find('"', le + 4) - le - 4));
     const double b =
         bound == "+Inf" ? INFINITY : std::strtod(bound.c_str(), nullptr);
-    out[b] += std::strtod(l.c_str() + close + 1, nullptr);
+    out[b] += std::strtod(std::string(l.substr(close + 1)).c_str(), nullptr);
   }
-  pclose(f);
   return out;
 }
 
@@ -165,25 +159,10 @@ struct StoreCounters {
   double transactions = 0, changes = 0, led = 0;
 };
 StoreCounters ReadStoreCounters(int metrics_port) {
-  StoreCounters c;
-  const std::string cmd =
-      absl::StrCat("curl -sf http://127.0.0.1:", metrics_port, "/metrics");
-  FILE* f = popen(cmd.c_str(), "r");
-  if (f == nullptr) return c;
-  char line[1024];
-  while (fgets(line, sizeof(line), f) != nullptr) {
-    const absl::string_view l(line);
-    auto value = [&](absl::string_view name, double* out) {
-      if (absl::StartsWith(l, name) && l.size() > name.size() &&
-          l[name.size()] == ' ')
-        *out = std::strtod(line + name.size() + 1, nullptr);
-    };
-    value("physpool_store_transactions_total", &c.transactions);
-    value("physpool_store_changes_total", &c.changes);
-    value("physpool_store_led_transactions_total", &c.led);
-  }
-  pclose(f);
-  return c;
+  const std::string m = Metrics(metrics_port);
+  return {MetricValue(m, "physpool_store_transactions_total"),
+          MetricValue(m, "physpool_store_changes_total"),
+          MetricValue(m, "physpool_store_led_transactions_total")};
 }
 
 // Starts rpc_floor_server on `socket` (callback API if `callback`); its pid
@@ -318,7 +297,7 @@ int Main(int argc, char** argv) {
                 static_cast<unsigned long long>(prefill), restore_s);
   }
   const std::map<double, double> buckets_before =
-      AllocBuckets(d.metrics_port());
+      AllocBuckets(Metrics(d.metrics_port()));
   std::printf(
       "rpc_benchmark: physpoold (sim, store on, unix socket) vs a bare gRPC "
       "health server; %.1f s per workload; cores %u\n",
@@ -443,7 +422,7 @@ int Main(int argc, char** argv) {
     }
   }
   // The allocation core's own time inside the daemon, during the workloads.
-  std::map<double, double> buckets = AllocBuckets(d.metrics_port());
+  std::map<double, double> buckets = AllocBuckets(Metrics(d.metrics_port()));
   for (auto& [le, n] : buckets)
     n -= buckets_before.count(le) ? buckets_before.at(le) : 0;
   double in_daemon_p99 = -1, within_20us = -1;

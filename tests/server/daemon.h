@@ -124,6 +124,12 @@ absl::StatusOr<std::unique_ptr<MappedView>> MapView(const Daemon& d,
 absl::StatusOr<std::pair<std::vector<std::string>, std::vector<int>>>
 FdSocketRequest(const std::string& path, const std::string& line);
 
+// The metrics endpoint's answer to a plain HTTP/1.0 GET of /metrics on
+// loopback `port` (headers included; "" on any error).
+std::string Metrics(int port);
+// The value of an unlabelled metric in that text, or -1 if absent.
+double MetricValue(const std::string& text, const std::string& name);
+
 // Runs a binary with arguments; returns exit code and output (stdout+stderr).
 struct RunResult {
   int code = -1;

@@ -102,9 +102,7 @@ class IsolationTest : public ::testing::Test {
         .output;
   }
   std::string Metrics() {
-    return RunCommand(absl::StrCat("curl -s http://127.0.0.1:",
-                                   daemon_->metrics_port(), "/metrics"))
-        .output;
+    return physpool::testing::Metrics(daemon_->metrics_port());
   }
   static bool Overlap(const v1::Lease& a, const v1::Lease& b) {
     for (const auto& x : a.runs())

@@ -66,40 +66,6 @@ bool Eventually(const std::function<bool()>& pred, double seconds = 30) {
   return pred();
 }
 
-// A plain HTTP/1.0 GET of the metrics endpoint ("" on any error).
-std::string Metrics(int port) {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return "";
-  timeval tv{5, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  std::string out;
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
-    const std::string req = "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-    if (write(fd, req.data(), req.size()) == ssize_t(req.size())) {
-      char buf[8192];
-      ssize_t n;
-      while ((n = read(fd, buf, sizeof(buf))) > 0) out.append(buf, n);
-    }
-  }
-  close(fd);
-  return out;
-}
-
-// The value of an unlabelled metric, or -1 if absent.
-double MetricValue(const std::string& text, const std::string& name) {
-  size_t at = 0;
-  while ((at = text.find(name + " ", at)) != std::string::npos) {
-    if (at == 0 || text[at - 1] == '\n')
-      return std::atof(text.c_str() + at + name.size() + 1);
-    at += name.size();
-  }
-  return -1;
-}
-
 // What a call's answer says about the change it asked for.
 enum Outcome { kOk, kStoreFailed, kRefused, kUnknown, kOutcomes };
 const char* const kOutcomeNames[] = {"ok", "store-failed", "refused",
