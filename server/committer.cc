@@ -1,5 +1,6 @@
 #include "server/committer.h"
 
+#include <limits>
 #include <utility>
 #include <vector>
 
@@ -75,24 +76,24 @@ std::vector<Committer::Item> Committer::TakeBatch() {
 }
 
 void Committer::Drive(int rounds) {
-  for (int round = 0;; ++round) {
-    std::vector<Item> batch;
-    {
-      absl::MutexLock l(&mu_);
-      if (round == 0) {
-        if (busy_ || queue_.empty()) return;  // the busy thread takes it
-        busy_ = true;
-      }
-      if (queue_.empty() || round == rounds) {
-        busy_ = false;
-        if (!queue_.empty()) handoff_ = true;
-        if (!queue_.empty() || stopping_) cv_.Signal();
-        return;
-      }
-      batch = TakeBatch();
-    }
-    Apply(std::move(batch), true);
+  absl::MutexLock l(&mu_);
+  if (busy_ || queue_.empty()) return;  // the busy thread takes it
+  busy_ = true;
+  Lead(rounds, /*led=*/true);
+}
+
+void Committer::Lead(int rounds, bool led) {
+  for (int round = 0; round < rounds && !queue_.empty(); ++round) {
+    std::vector<Item> batch = TakeBatch();
+    mu_.Unlock();
+    Apply(std::move(batch), led);
+    mu_.Lock();
   }
+  busy_ = false;
+  // What is left (a Scope that found this thread busy left its changes to
+  // it) goes to the committer's thread; a stopping one is told it is free.
+  if (!queue_.empty()) handoff_ = true;
+  if (!queue_.empty() || stopping_) cv_.Signal();
 }
 
 void Committer::Loop() {
@@ -107,14 +108,7 @@ void Committer::Loop() {
     }
     busy_ = true;
     handoff_ = false;
-    std::vector<Item> batch = TakeBatch();
-    mu_.Unlock();
-    Apply(std::move(batch), false);
-    mu_.Lock();
-    busy_ = false;
-    // What was queued meanwhile is this thread's: a Scope that found it
-    // busy left its changes to it.
-    if (!queue_.empty()) handoff_ = true;
+    Lead(std::numeric_limits<int>::max(), /*led=*/false);
   }
 }
 

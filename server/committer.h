@@ -99,6 +99,9 @@ class Committer {
   // Applies the queue on this thread unless another thread is; at most
   // `rounds` transactions, then the committer's thread takes the rest.
   void Drive(int rounds);
+  // With busy_ set by the caller: applies up to `rounds` batches, then
+  // clears busy_ and hands what is left to the committer's thread.
+  void Lead(int rounds, bool led) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Takes the next batch; call with mu_ held and busy_ set by the caller.
   std::vector<Item> TakeBatch() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Applies a batch in one transaction and runs its completions.

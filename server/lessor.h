@@ -13,6 +13,7 @@
 #ifndef PHYSPOOL_SERVER_LESSOR_H_
 #define PHYSPOOL_SERVER_LESSOR_H_
 
+#include <algorithm>
 #include <cstdint>
 #include <deque>
 #include <map>
@@ -123,6 +124,10 @@ class Lessor {
   std::vector<std::string> TakeWarnings(absl::Time now);
   // The next expiry or warning time, if any.
   std::optional<absl::Time> NextDeadline() const;
+  // A live lease's own first deadline: its EXPIRING warning, or its expiry.
+  absl::Time FirstDeadline(const LeaseInfo& info) const {
+    return std::min(info.expires, info.expires - warning_);
+  }
 
   // Live and ending leases in id order, from the first id above `after`.
   // kCommitting ones are skipped.

@@ -410,7 +410,7 @@ void PoolManager::OnGrantRecorded(const std::string& id,
             {F("lease", id), F("tenant", lease->info.tenant),
              F("bytes", lease->info.bytes), F("path", lease->info.path)});
       }
-      if (auto next = lessor_.NextDeadline()) WakeMaintenanceBy(*next);
+      WakeMaintenanceBy(lessor_.FirstDeadline(lease->info));
       for (auto& d : dones)
         out.push_back([d = std::move(d), info = lease->info] { d(info); });
     } else {
@@ -938,8 +938,7 @@ void PoolManager::Renew(const Tenant& t, const std::string& id,
                 result = lease.status();  // ended meanwhile (expired)
               } else {
                 lessor_.SetExpiry(id, expires, new_ttl);
-                if (auto next = lessor_.NextDeadline())
-                  WakeMaintenanceBy(*next);
+                WakeMaintenanceBy(lessor_.FirstDeadline((*lease)->info));
                 result = (*lease)->info;
               }
             }
