@@ -371,9 +371,17 @@ int PoolStatus(const Ctx& c, const Args&) {
     }
     std::printf("IOMMU IOVA ranges:%s\n", ranges.c_str());
   }
-  for (const auto& d : info.devices()) {
-    std::printf("device %s: DMA limit %s\n", d.bdf().c_str(),
-                d.dma_limit() ? Hex(d.dma_limit()).c_str() : "none");
+  if (info.devices_size() > 0) {
+    // Per device: who it belongs to and what its IOMMU domain maps.
+    Table devices({"DEVICE", "TENANT", "DOMAIN", "DMA LIMIT", "MAPPINGS",
+                   "MAPPED", "MAPPINGS LEFT"});
+    for (const auto& d : info.devices()) {
+      devices.Add({d.bdf(), d.tenant().empty() ? "(pool-wide)" : d.tenant(),
+                   d.domain(), d.dma_limit() ? Hex(d.dma_limit()) : "none",
+                   absl::StrCat(d.mappings()), HumanBytes(d.mapped_bytes()),
+                   d.dma_avail() < 0 ? "?" : absl::StrCat(d.dma_avail())});
+    }
+    std::fputs(devices.Render().c_str(), stdout);
   }
   return 0;
 }

@@ -184,9 +184,21 @@ absl::Status ParseVfio(const Reader& r, const YAML::Node& v,
   l.dma_limits.clear();
   for (size_t i = 0; i < devs.size(); ++i) {
     const std::string where = absl::StrCat(w, ".devices[", i, "]");
-    RETURN_IF_ERROR(r.Keys(devs[i], where, {"bdf", "dma_limit"}));
+    RETURN_IF_ERROR(r.Keys(devs[i], where, {"bdf", "dma_limit", "tenant"}));
     vfio::VfioDevice d;
     RETURN_IF_ERROR(r.Get(devs[i], "bdf", where, &d.bdf));
+    RETURN_IF_ERROR(r.Get(devs[i], "tenant", where, &d.tenant));
+    if (devs[i]["tenant"] && d.tenant.empty()) {
+      return r.Error(devs[i]["tenant"], where + ".tenant",
+                     "must name a tenant (leave it out for a pool-wide "
+                     "device)");
+    }
+    for (const vfio::VfioDevice& other : out->devices) {
+      if (other.bdf == d.bdf) {
+        return r.Error(devs[i]["bdf"], where + ".bdf",
+                       "device " + d.bdf + " is listed twice");
+      }
+    }
     if (d.bdf.empty() || d.bdf.find('/') != std::string::npos) {
       return r.Error(devs[i], where + ".bdf",
                      "must be a PCI address like 0000:00:01.0");
@@ -595,6 +607,18 @@ absl::StatusOr<ServerConfig> Parse(absl::string_view yaml,
         root, "tenants",
         "no tenants and implicit_tenant is false: nobody could call");
   }
+  for (size_t i = 0; c.source == "vfio" && i < c.vfio.devices.size(); ++i) {
+    const std::string& owner = c.vfio.devices[i].tenant;
+    if (owner.empty()) continue;
+    bool known = c.implicit_tenant && owner == kImplicitTenantName;
+    for (const Tenant& t : c.tenants) known |= t.name == owner;
+    if (!known) {
+      return r.Error(
+          root["source"]["vfio"]["devices"][i]["tenant"],
+          absl::StrCat("source.vfio.devices[", i, "].tenant"),
+          absl::StrCat("\"", owner, "\" is not a configured tenant"));
+    }
+  }
   return c;
 }
 
@@ -693,6 +717,7 @@ std::string FormatConfig(const ServerConfig& c) {
       out << YAML::Flow << YAML::BeginMap;
       Text(out, "bdf", d.bdf);
       Key(out, "dma_limit", d.dma_limit);
+      if (!d.tenant.empty()) Text(out, "tenant", d.tenant);
       out << YAML::EndMap;
     }
     out << YAML::EndSeq;

@@ -391,10 +391,21 @@ std::string FdServer::Answer(const std::string& line, std::vector<int>* fds,
       auth_->IdentifyToken(words.size() == 3 ? words[2] : "");
   if (!tenant.ok()) return ErrorLine(tenant.status());
   if (words[0] == "device") {
-    if (!tenant->Has(kRolePrivileged)) {
+    // A tenant's own device reaches only its leases (its own IOMMU
+    // domain); a pool-wide one reaches every lease: privileged only.
+    std::string owner;
+    for (const vfio::VfioDevice& d : source_->devices())
+      if (d.bdf == words[1]) owner = d.tenant;
+    if (!owner.empty() && owner != tenant->name) {
       return ErrorLine(absl::PermissionDeniedError(
-          "device fds need the privileged role: the device can DMA to any "
-          "IOVA of the container, not only the tenant's leases"));
+          absl::StrCat("device ", words[1], " belongs to tenant \"", owner,
+                       "\": its fd goes to that tenant only")));
+    }
+    if (owner.empty() && !tenant->Has(kRolePrivileged)) {
+      return ErrorLine(absl::PermissionDeniedError(
+          "device fds of pool-wide devices need the privileged role: the "
+          "device can DMA to any lease of the pool, not only the tenant's "
+          "(assign the device to the tenant in source.vfio.devices[].tenant)"));
     }
     absl::StatusOr<int> fd = source_->DeviceFd(words[1]);
     if (!fd.ok()) return ErrorLine(fd.status());

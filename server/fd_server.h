@@ -1,9 +1,11 @@
 // The fd socket: gRPC cannot carry file descriptors, so physpoold also
 // listens on a second unix socket and hands out, over SCM_RIGHTS, after
 // the same authentication as the gRPC API:
-//   "device <bdf> [<token>]\n"     -> the VFIO device fd (privileged role:
-//                                     a device can DMA anywhere in the
-//                                     container)
+//   "device <bdf> [<token>]\n"     -> the VFIO device fd: of a device
+//                                     assigned to the caller (it reaches
+//                                     the caller's leases only), or of a
+//                                     pool-wide device for the privileged
+//                                     role (it reaches every lease)
 //   "backing <lease> [<token>]\n"  -> the CPU view of the caller's lease
 // The answer is one line, "ok <n> <fd>:<offset> <fd>:<offset> ...\n" with n
 // descriptors attached and, per run of the lease, the index of the

@@ -6,9 +6,14 @@
 
 #include <cerrno>
 #include <cstring>
+#include <vector>
 
+#include "absl/strings/cord.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "util/errno_status.h"
 
 namespace physpool::server {
 namespace {
@@ -136,14 +141,29 @@ absl::StatusOr<std::unique_ptr<KeeperClient>> KeeperClient::Connect(
 
 KeeperClient::~KeeperClient() { close(sock_); }
 
-absl::Status KeeperClient::Call(const std::string& text, int fd) {
+absl::StatusOr<std::string> KeeperClient::Call(const std::string& text,
+                                               int fd) {
   absl::MutexLock l(&mu_);
   if (absl::Status s = SendKeeperMessage(sock_, text, fd); !s.ok()) return s;
   int got = -1;
   absl::StatusOr<std::string> reply = RecvKeeperMessage(sock_, &got);
   if (got >= 0) close(got);
   if (!reply.ok()) return reply.status();
-  if (*reply == "OK") return absl::OkStatus();
+  if (*reply == "OK") return std::string();
+  if (absl::StartsWith(*reply, "OK ")) return reply->substr(3);
+  int err = 0;
+  std::vector<std::string> parts =
+      absl::StrSplit(*reply, absl::MaxSplits(' ', 2));
+  if (parts.size() == 3 && parts[0] == "ERRNO" &&
+      absl::SimpleAtoi(parts[1], &err)) {
+    // The kernel's answer to the keeper, with its code and errno.
+    const absl::Status like = ErrnoStatus("", err);
+    absl::Status out(like.code(), "physpool-keeper: " + parts[2]);
+    like.ForEachPayload([&out](absl::string_view url, const absl::Cord& p) {
+      out.SetPayload(url, p);
+    });
+    return out;
+  }
   return absl::InternalError(absl::StrCat("keeper: ", *reply));
 }
 
@@ -151,11 +171,61 @@ absl::Status KeeperClient::Put(const std::string& name, int fd) {
   if (!ValidKeeperName(name)) {
     return absl::InvalidArgumentError("bad keeper name " + name);
   }
-  return Call("PUT " + name, fd);
+  return Call("PUT " + name, fd).status();
 }
 
 absl::Status KeeperClient::Drop(const std::string& name) {
-  return Call("DROP " + name, -1);
+  return Call("DROP " + name, -1).status();
+}
+
+absl::Status KeeperClient::MapDma(const std::string& container,
+                                  const std::string& memfd, uint64_t offset,
+                                  uint64_t iova, uint64_t bytes) {
+  return Call(absl::StrCat("MAP ", container, " ", memfd, " ", offset, " ",
+                           iova, " ", bytes),
+              -1)
+      .status();
+}
+
+absl::StatusOr<uint64_t> KeeperClient::UnmapDma(const std::string& container,
+                                                uint64_t iova, uint64_t bytes) {
+  absl::StatusOr<std::string> r =
+      Call(absl::StrCat("UNMAP ", container, " ", iova, " ", bytes), -1);
+  if (!r.ok()) return r.status();
+  uint64_t n = 0;
+  if (!absl::SimpleAtoi(*r, &n)) {
+    return absl::InternalError("keeper: UNMAP answered " + *r);
+  }
+  return n;
+}
+
+absl::StatusOr<std::map<uint64_t, uint64_t>> KeeperClient::Mappings(
+    const std::string& container) {
+  absl::MutexLock l(&mu_);
+  if (absl::Status s = SendKeeperMessage(sock_, "MAPS " + container, -1);
+      !s.ok())
+    return s;
+  std::map<uint64_t, uint64_t> out;
+  for (;;) {
+    int fd = -1;
+    absl::StatusOr<std::string> m = RecvKeeperMessage(sock_, &fd);
+    if (fd >= 0) close(fd);
+    if (!m.ok()) return m.status();
+    if (*m == "END") return out;
+    if (!absl::StartsWith(*m, "M")) {
+      return absl::InternalError("keeper: unexpected " + *m);
+    }
+    for (absl::string_view e :
+         absl::StrSplit(m->substr(1), ' ', absl::SkipEmpty())) {
+      std::pair<std::string, std::string> kv = absl::StrSplit(e, ':');
+      uint64_t iova = 0, bytes = 0;
+      if (!absl::SimpleAtoi(kv.first, &iova) ||
+          !absl::SimpleAtoi(kv.second, &bytes)) {
+        return absl::InternalError("keeper: bad mapping " + std::string(e));
+      }
+      out[iova] = bytes;
+    }
+  }
 }
 
 absl::StatusOr<std::map<std::string, int>> KeeperClient::List() {

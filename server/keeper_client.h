@@ -10,6 +10,15 @@
 //   "PUT <name>" + fd   -> "OK" | "ERR <why>"
 //   "DROP <name>"       -> "OK"
 //   "LIST"              -> "FD <name>" + fd, one per entry, then "END"
+//   "MAP <container> <memfd> <offset> <iova> <bytes>" -> "OK" | "ERR <why>"
+//                          | "ERRNO <n> <why>" (the kernel's errno)
+//   "UNMAP <container> <iova> <bytes>" -> "OK <bytes unmapped>" | "ERR..."
+//   "MAPS <container>"  -> "M <iova>:<bytes> ..." (up to 512 a message),
+//                          then "END"
+// MAP and UNMAP are the keeper's own VFIO_IOMMU_MAP_DMA / UNMAP_DMA, from a
+// mapping of the kept memfd in the keeper: mappings made by the keeper
+// belong to its address space, which outlives the daemon (type1 lets only
+// the process that made a mapping unmap it).
 #ifndef PHYSPOOL_SERVER_KEEPER_CLIENT_H_
 #define PHYSPOOL_SERVER_KEEPER_CLIENT_H_
 
@@ -52,6 +61,12 @@ class KeeperClient final : public vfio::FdStash {
   absl::Status Put(const std::string& name, int fd) override;
   absl::Status Drop(const std::string& name) override;
   absl::StatusOr<std::map<std::string, int>> List() override;
+  absl::Status MapDma(const std::string& container, const std::string& memfd,
+                      uint64_t offset, uint64_t iova, uint64_t bytes) override;
+  absl::StatusOr<uint64_t> UnmapDma(const std::string& container, uint64_t iova,
+                                    uint64_t bytes) override;
+  absl::StatusOr<std::map<uint64_t, uint64_t>> Mappings(
+      const std::string& container) override;
 
  private:
   KeeperClient(int sock, std::string path, std::string instance, pid_t pid)
@@ -59,7 +74,8 @@ class KeeperClient final : public vfio::FdStash {
         path_(std::move(path)),
         instance_(std::move(instance)),
         pid_(pid) {}
-  absl::Status Call(const std::string& text, int fd);
+  // One request and its answer: the text after "OK" ("" for a bare OK).
+  absl::StatusOr<std::string> Call(const std::string& text, int fd);
 
   absl::Mutex mu_;  // one call at a time on sock_
   const int sock_;

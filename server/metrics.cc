@@ -246,6 +246,50 @@ std::vector<MetricFamily> PoolCollector::Collect() const {
   out.push_back(Single("physpool_quarantine_last_scan_seconds",
                        "How long the last quarantine scan took.",
                        MetricType::Gauge, st.last_scan_seconds));
+  if (!st.devices.empty()) {
+    MetricFamily maps = Family(
+        "physpool_device_mappings",
+        "DMA mappings in each device's IOMMU domain (tenant \"\": pool-wide).",
+        MetricType::Gauge);
+    MetricFamily bytes = Family("physpool_device_mapped_bytes",
+                                "Bytes mapped in each device's IOMMU domain.",
+                                MetricType::Gauge);
+    MetricFamily avail = Family(
+        "physpool_device_dma_avail",
+        "DMA mappings left in each device's IOMMU domain (dma_entry_limit).",
+        MetricType::Gauge);
+    for (const vfio::DeviceDomain& d : st.devices) {
+      std::vector<ClientMetric::Label> labels = {{"bdf", d.device.bdf},
+                                                 {"tenant", d.device.tenant},
+                                                 {"domain", d.domain}};
+      maps.metric.push_back(
+          Value(MetricType::Gauge, static_cast<double>(d.mappings), labels));
+      bytes.metric.push_back(Value(
+          MetricType::Gauge, static_cast<double>(d.mapped_bytes), labels));
+      if (d.dma_avail >= 0) {
+        avail.metric.push_back(
+            Value(MetricType::Gauge, static_cast<double>(d.dma_avail), labels));
+      }
+    }
+    out.push_back(std::move(maps));
+    out.push_back(std::move(bytes));
+    out.push_back(std::move(avail));
+    out.push_back(Single("physpool_dma_map_errors_total",
+                         "Grants refused because mapping them for the "
+                         "tenant's devices failed.",
+                         MetricType::Counter,
+                         static_cast<double>(st.dma_map_errors)));
+    out.push_back(Single("physpool_dma_unmap_errors_total",
+                         "Lease ends whose unmap from the tenant's devices "
+                         "failed (the memory is held back).",
+                         MetricType::Counter,
+                         static_cast<double>(st.dma_unmap_errors)));
+    out.push_back(Single("physpool_dma_stuck_bytes",
+                         "Memory held out of the pool because a device may "
+                         "still reach it (an unmap failed).",
+                         MetricType::Gauge,
+                         static_cast<double>(st.dma_stuck_bytes)));
+  }
   return out;
 }
 

@@ -155,6 +155,24 @@ absl::Status PoolManager::Start() {
         }
         lessor_.Add(std::move(l));
       }
+      // The device domains map exactly the live leases, before any memory
+      // of an ended one is zeroed and reused.
+      std::vector<vfio::MemorySource::LiveLease> live;
+      for (const StoredLease& sl : store_->leases()) {
+        if (!source_->HasDevices(sl.tenant)) continue;
+        vfio::MemorySource::LiveLease ll{sl.tenant, {}};
+        for (const LeaseRun& r : lessor_.Find(sl.id)->info.runs)
+          ll.runs.push_back({r.iova, r.bytes});
+        live.push_back(std::move(ll));
+      }
+      ASSIGN_OR_RETURN(const vfio::MemorySource::Reconciled rec,
+                       source_->Reconcile(live));
+      if (!source_->DeviceDomains().empty()) {
+        Log(rec.map_errors ? LogLevel::kWarn : LogLevel::kInfo,
+            "device domains reconciled",
+            {F("kept", rec.kept), F("unmapped", rec.unmapped),
+             F("mapped", rec.mapped), F("map_errors", rec.map_errors)});
+      }
       RestoreViews(ended);
       for (const auto& [alloc, row] : to_zero) ScrubAndFree({alloc}, {row});
       Log(LogLevel::kInfo, "leases restored",
@@ -386,22 +404,75 @@ void PoolManager::Grant(const Tenant& t, const AllocateParams& p,
   if (a.preemptible) (void)pool_->SetPreemptible(a.id, false);
   const std::string id = l.info.id;
   StoredLease stored = ToStored(l.info, a.runs, fp);
+  // The tenant's devices reach the lease before it is granted: mapped by
+  // the committing thread before the transaction, without the lock (the
+  // lease is not handed out before its commit, so nobody can end it).
+  auto mapped = std::make_shared<absl::Status>();
+  Committer::Prepare map;
+  if (source_->HasDevices(t.name)) {
+    map = [this, tenant = t.name, runs = RangesOf(a.id), mapped] {
+      *mapped = source_->MapLease(tenant, runs);
+    };
+  }
   lessor_.Add(std::move(l));
   granting_[id].push_back(std::move(done));
-  committer_.Submit([stored = std::move(stored)](
-                        LeaseStore& s) { return s.PutLease(stored); },
-                    [this, id](absl::Status s) { OnGrantRecorded(id, s); });
+  committer_.Submit(
+      [stored = std::move(stored), mapped](LeaseStore& s) {
+        if (!mapped->ok()) return *mapped;  // nothing to record
+        return s.PutLease(stored);
+      },
+      [this, id, mapped](absl::Status s) { OnGrantRecorded(id, s, *mapped); },
+      std::move(map));
 }
 
-void PoolManager::OnGrantRecorded(const std::string& id,
-                                  const absl::Status& s) {
+std::vector<vfio::MemorySource::ViewRange> PoolManager::RangesOf(
+    pglist::AllocationId alloc) {
+  std::vector<vfio::MemorySource::ViewRange> out;
+  for (const pglist::PageRun& r : pool_->Find(alloc)->runs)
+    out.push_back({pool_->ToIova(r.start), r.pages.value * page_size_});
+  return out;
+}
+
+void PoolManager::UnmapFromDevices(const std::string& tenant,
+                                   pglist::AllocationId alloc) {
+  if (!source_->HasDevices(tenant)) return;
+  if (absl::Status s = source_->UnmapLease(tenant, RangesOf(alloc)); !s.ok()) {
+    ++dma_unmap_errors_;
+    dma_stuck_.insert(alloc);
+    Log(LogLevel::kError,
+        "unmapping an ended lease from its tenant's devices failed: its "
+        "memory stays out of the pool until a restart reconciles the "
+        "domains",
+        {F("tenant", tenant), F("error", s.ToString())});
+  }
+}
+
+void PoolManager::DropFailedGrant(const std::string& tenant,
+                                  pglist::AllocationId alloc) {
+  if (!source_->HasDevices(tenant)) {
+    (void)pool_->Free(alloc);  // never handed out: still zero
+    return;
+  }
+  UnmapFromDevices(tenant, alloc);
+  ScrubAndFreeNow({alloc}, {});  // a device may have written meanwhile
+}
+
+void PoolManager::OnGrantRecorded(const std::string& id, const absl::Status& s,
+                                  const absl::Status& mapped) {
   Outbox out;
   {
     absl::MutexLock l(&mu_);
     Lessor::Lease* lease = lessor_.Find(id);
     std::vector<AllocDone> dones = std::move(granting_[id]);
     granting_.erase(id);
-    if (s.ok()) {
+    if (!mapped.ok()) {
+      ++dma_map_errors_;
+      Lessor::Lease gone = lessor_.Discard(id);
+      DropFailedGrant(gone.info.tenant, gone.alloc);
+      for (auto& d : dones)
+        out.push_back([d = std::move(d), mapped] { d(mapped); });
+      RetryWaiters(&out);
+    } else if (s.ok()) {
       lessor_.Activate(id);
       if (lease->info.preemptible)
         (void)pool_->SetPreemptible(lease->alloc, true);
@@ -416,7 +487,7 @@ void PoolManager::OnGrantRecorded(const std::string& id,
     } else {
       StoreFailed(s);
       Lessor::Lease gone = lessor_.Discard(id);
-      (void)pool_->Free(gone.alloc);  // never handed out: still zero
+      DropFailedGrant(gone.info.tenant, gone.alloc);
       const absl::Status why = StoreUnavailable(s, "nothing was granted");
       for (auto& d : dones) out.push_back([d = std::move(d), why] { d(why); });
       RetryWaiters(&out);
@@ -776,11 +847,13 @@ void PoolManager::FinishReclaim(uint64_t handle, Outbox* out) {
 Lessor::Lease PoolManager::EndNow(const std::string& id,
                                   std::optional<LeaseEventInfo::Kind> kind,
                                   const std::string& reason,
-                                  absl::Time deadline) {
+                                  absl::Time deadline, bool unmapped) {
   const std::string how = kind ? KindName(*kind) : "released";
   Lessor::Lease l = lessor_.End(id, how);
   (void)pool_->SetPreemptible(l.alloc, false);
   scrubbing_.insert(l.alloc);
+  // Before anything else: the tenant's devices lose the pages first.
+  if (!unmapped) UnmapFromDevices(l.info.tenant, l.alloc);
   if (views_.Find(l.alloc) != nullptr) {
     views_.End(l.alloc, clock_->Now());
     next_scan_ = absl::Now();  // most views are unmapped by now: look at once
@@ -841,11 +914,22 @@ void PoolManager::EndDurably(
     for (const pglist::PageRun& r : runs)
       zero_now.push_back({pool_->ToIova(r.start), r.pages.value * page_size_});
   }
+  // Before the end answers (and before any zeroing) the tenant's devices
+  // lose the pages: unmapped in the same step, without the lock. If the
+  // commit then fails, the lease stays live and is mapped again.
   auto zeroed = std::make_shared<bool>(false);
+  const bool devices = source_->HasDevices(lease->info.tenant);
+  auto unmapped = std::make_shared<bool>(!devices);  // nothing to unmap
   Committer::Prepare zero;
-  if (!zero_now.empty()) {
-    zero = [this, id, zero_now, zeroed] {
-      *zeroed = true;
+  if (!zero_now.empty() || devices) {
+    zero = [this, id, zero_now, zeroed, unmapped, devices,
+            tenant = lease->info.tenant, ranges = RangesOf(lease->alloc)] {
+      if (devices) {
+        absl::Status s = source_->UnmapLease(tenant, ranges);
+        *unmapped = s.ok();
+        if (!s.ok()) return;  // EndNow retries, and holds the memory back
+      }
+      *zeroed = !zero_now.empty();
       for (const auto& [iova, bytes] : zero_now) {
         if (absl::Status z = source_->Zero(iova, bytes); !z.ok()) {
           Log(LogLevel::kWarn,
@@ -864,8 +948,8 @@ void PoolManager::EndDurably(
         if (*zeroed) return absl::OkStatus();
         return s.AddScrub(row, runs, id, tenant);
       },
-      [this, id, row, kind, reason, zeroed, tried = !zero_now.empty(),
-       done = std::move(done)](absl::Status s) {
+      [this, id, row, kind, reason, zeroed, unmapped, devices,
+       tried = !zero_now.empty(), done = std::move(done)](absl::Status s) {
         Outbox out;
         LeaseInfo info;
         std::vector<std::function<void(absl::Status)>> others;
@@ -876,8 +960,9 @@ void PoolManager::EndDurably(
           Lessor::Lease* lease = lessor_.Find(id);
           info = lease->info;
           if (s.ok()) {
-            Lessor::Lease gone = EndNow(id, kind, reason, absl::InfinitePast());
-            if (tried && !*zeroed) ++inline_zero_errors_;
+            Lessor::Lease gone =
+                EndNow(id, kind, reason, absl::InfinitePast(), *unmapped);
+            if (tried && !*zeroed && *unmapped) ++inline_zero_errors_;
             if (*zeroed) {
               scrubbing_.erase(gone.alloc);
               (void)pool_->Free(gone.alloc);
@@ -890,6 +975,17 @@ void PoolManager::EndDurably(
             lessor_.SetEnding(id, false);
             if (lease->info.preemptible)
               (void)pool_->SetPreemptible(lease->alloc, true);
+            if (devices && *unmapped) {  // still live: its devices get it back
+              if (absl::Status m = source_->MapLease(lease->info.tenant,
+                                                     RangesOf(lease->alloc));
+                  !m.ok()) {
+                ++dma_map_errors_;
+                Log(LogLevel::kError,
+                    "a lease whose end was not recorded could not be mapped "
+                    "for its tenant's devices again",
+                    {F("lease", id), F("error", m.ToString())});
+              }
+            }
           }
         }
         const absl::Status result =
@@ -1154,6 +1250,12 @@ void PoolManager::ScrubAndFree(std::vector<pglist::AllocationId> allocs,
 
 void PoolManager::ScrubAndFreeNow(std::vector<pglist::AllocationId> allocs,
                                   std::vector<int64_t> rows) {
+  for (pglist::AllocationId a : allocs) {
+    if (dma_stuck_.count(a)) {  // a device may still reach it: held back
+      for (pglist::AllocationId b : allocs) scrubbing_.insert(b);
+      return;
+    }
+  }
   std::vector<pglist::PageRun> runs;
   for (pglist::AllocationId a : allocs) {
     scrubbing_.insert(a);
@@ -1658,6 +1760,15 @@ ManagerStats PoolManager::Stats() {
   s.quarantine_scans = quarantine_scans_;
   s.last_scan_seconds = absl::ToDoubleSeconds(last_scan_);
   s.last_scan_processes = static_cast<uint32_t>(last_scan_processes_);
+  s.devices = source_->DeviceDomains();
+  s.dma_map_errors = dma_map_errors_;
+  s.dma_unmap_errors = dma_unmap_errors_;
+  for (pglist::AllocationId a : dma_stuck_) {
+    if (const pglist::Allocation* alloc = pool_->Find(a); alloc != nullptr) {
+      for (const pglist::PageRun& r : alloc->runs)
+        s.dma_stuck_bytes += r.pages.value * page_size_;
+    }
+  }
   return s;
 }
 

@@ -34,6 +34,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -112,6 +113,11 @@ struct ManagerStats {
   uint32_t last_scan_processes = 0;
   Histogram wait_seconds;                          // finished waits
   std::map<std::string, Histogram> alloc_seconds;  // by path
+  // Device domains (docs/vfio.md, "Device domains").
+  std::vector<vfio::DeviceDomain> devices;
+  uint64_t dma_map_errors = 0;    // grants refused: their map failed
+  uint64_t dma_unmap_errors = 0;  // ends whose unmap failed
+  uint64_t dma_stuck_bytes = 0;   // held out of the pool: still mapped
 };
 
 enum class OccupancyState {
@@ -245,6 +251,10 @@ class PoolManager {
   // Quarantined bytes and leases.
   std::pair<uint64_t, uint32_t> QuarantineTotals();
   ManagerStats Stats();
+  // Per device, its tenant and IOMMU domain as they stand.
+  std::vector<vfio::DeviceDomain> DeviceDomains() {
+    return source_->DeviceDomains();
+  }
   uint64_t page_size() const { return page_size_; }
   const ManagerOptions& options() const { return opts_; }
 
@@ -263,7 +273,9 @@ class PoolManager {
   void Grant(const Tenant& t, const AllocateParams& p, const std::string& fp,
              const pglist::Allocation& a, absl::string_view path,
              AllocDone done) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void OnGrantRecorded(const std::string& id, const absl::Status& s);
+  // `mapped`: the fate of the map into the tenant's devices.
+  void OnGrantRecorded(const std::string& id, const absl::Status& s,
+                       const absl::Status& mapped);
   void StartReclaim(const Tenant& t, const AllocateParams& p,
                     const std::string& fp, const pglist::ReclaimPlan& plan,
                     uint64_t handle, absl::Time deadline, absl::Time since,
@@ -287,9 +299,24 @@ class PoolManager {
 
   // Lease ends.
   // Ends a lease in memory now: events, counters; its allocation stays.
+  // Unless `unmapped` (done already), first unmaps it from its tenant's
+  // devices (UnmapFromDevices).
   Lessor::Lease EndNow(const std::string& id,
                        std::optional<LeaseEventInfo::Kind> kind,
-                       const std::string& reason, absl::Time deadline)
+                       const std::string& reason, absl::Time deadline,
+                       bool unmapped = false)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Device domains: after this, no device of `tenant` reaches `alloc`'s
+  // pages. If the unmap fails the allocation is marked stuck: it is never
+  // zeroed or freed by this daemon (a restart reconciles it), and the
+  // failure is logged and counted.
+  void UnmapFromDevices(const std::string& tenant, pglist::AllocationId alloc)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::vector<vfio::MemorySource::ViewRange> RangesOf(
+      pglist::AllocationId alloc) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Memory of a grant that failed after (or while) it was mapped: unmapped,
+  // then zeroed (the device may have written) and freed.
+  void DropFailedGrant(const std::string& tenant, pglist::AllocationId alloc)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Records an ended lease's end (and its memory as to be zeroed under a new
   // scrub row) durably, retrying until the store takes it; then
@@ -422,6 +449,11 @@ class PoolManager {
   uint64_t store_errors_ ABSL_GUARDED_BY(mu_) = 0;
   // Zeroing inside a lease's end that failed (the scrubber took over).
   uint64_t inline_zero_errors_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t dma_map_errors_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t dma_unmap_errors_ ABSL_GUARDED_BY(mu_) = 0;
+  // Allocations whose unmap failed: never zeroed or freed (see
+  // UnmapFromDevices).
+  std::set<pglist::AllocationId> dma_stuck_ ABSL_GUARDED_BY(mu_);
   Histogram wait_seconds_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, Histogram> alloc_seconds_ ABSL_GUARDED_BY(mu_);
 

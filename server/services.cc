@@ -572,10 +572,21 @@ ServerUnaryReactor* PoolService::GetPoolInfo(CallbackServerContext* ctx,
     out->set_first(r.first);
     out->set_last(r.last);
   }
-  for (const vfio::VfioDevice& device : source_.devices) {
+  for (const vfio::DeviceDomain& dd : manager_->DeviceDomains()) {
     v1::Device* d = resp->add_devices();
-    d->set_bdf(device.bdf);
-    d->set_dma_limit(device.dma_limit);
+    d->set_bdf(dd.device.bdf);
+    d->set_dma_limit(dd.device.dma_limit);
+    d->set_domain(dd.domain);
+    if (!dd.device.tenant.empty() && dd.device.tenant != tenant->name &&
+        !tenant->Has(kRoleAdmin)) {
+      d->set_tenant("(another tenant)");
+      d->set_dma_avail(-1);
+      continue;
+    }
+    d->set_tenant(dd.device.tenant);
+    d->set_mappings(dd.mappings);
+    d->set_mapped_bytes(dd.mapped_bytes);
+    d->set_dma_avail(dd.dma_avail);
   }
   resp->set_fd_socket(source_.fd_socket);
   resp->set_max_runs_per_lease(manager_->options().max_runs_per_lease);

@@ -30,8 +30,39 @@ int32_t FakeKernel::numa_of(const std::string& backing_path) const {
   return it == numa_.end() ? -2 : it->second;
 }
 
+FakeKernel::Container* FakeKernel::ContainerOf(int fd) {
+  auto it = fds_.find(fd);
+  if (it == fds_.end() || it->second.kind != Kind::kContainer) return nullptr;
+  auto c = containers_.find(it->second.container);
+  return c == containers_.end() ? nullptr : &c->second;
+}
+
+void FakeKernel::Collect() {
+  for (auto it = containers_.begin(); it != containers_.end();) {
+    bool held = !it->second.groups.empty();
+    for (const auto& [n, f] : fds_)
+      held |= f.kind == Kind::kContainer && f.container == it->first;
+    it = held ? std::next(it) : containers_.erase(it);
+  }
+}
+
+std::map<uint64_t, FakeKernel::Mapping> FakeKernel::mappings() const {
+  std::map<uint64_t, Mapping> out;
+  for (const auto& [id, c] : containers_)
+    out.insert(c.mappings.begin(), c.mappings.end());
+  return out;
+}
+
+std::map<uint64_t, FakeKernel::Mapping> FakeKernel::mappings_of(
+    int group) const {
+  auto a = attached_.find(group);
+  if (a == attached_.end()) return {};
+  return containers_.at(a->second).mappings;
+}
+
 absl::StatusOr<int> FakeKernel::OpenContainer() {
-  return NewFd({Kind::kContainer, -1, ""});
+  containers_[next_container_] = {};
+  return NewFd({Kind::kContainer, -1, "", next_container_++});
 }
 
 absl::StatusOr<int> FakeKernel::GroupOf(const std::string& bdf) {
@@ -60,30 +91,38 @@ absl::StatusOr<int> FakeKernel::OpenGroup(int group) {
 }
 
 absl::Status FakeKernel::SetContainer(int group_fd, int container) {
-  if (!Is(group_fd, Kind::kGroup) || !Is(container, Kind::kContainer)) {
+  Container* c = ContainerOf(container);
+  if (!Is(group_fd, Kind::kGroup) || c == nullptr) {
     return ErrnoStatus("VFIO_GROUP_SET_CONTAINER", EBADF);
   }
-  attached_groups_.insert(fds_[group_fd].group);
+  const int group = fds_[group_fd].group;
+  if (attached_.count(group)) {
+    return ErrnoStatus("VFIO_GROUP_SET_CONTAINER", EINVAL);
+  }
+  attached_[group] = fds_[container].container;
+  c->groups.insert(group);
   return absl::OkStatus();
 }
 
 absl::Status FakeKernel::SetIommuType1v2(int container) {
-  if (!Is(container, Kind::kContainer) || attached_groups_.empty()) {
+  Container* c = ContainerOf(container);
+  if (c == nullptr || c->groups.empty()) {
     return ErrnoStatus("VFIO_SET_IOMMU type1v2", EINVAL);
   }
-  if (iommu_set_) return ErrnoStatus("VFIO_SET_IOMMU type1v2", EBUSY);
-  iommu_set_ = true;
+  if (c->iommu_set) return ErrnoStatus("VFIO_SET_IOMMU type1v2", EBUSY);
+  c->iommu_set = true;
   return absl::OkStatus();
 }
 
 absl::StatusOr<IommuInfo> FakeKernel::GetIommuInfo(int container) {
-  if (!Is(container, Kind::kContainer) || !iommu_set_) {
+  Container* c = ContainerOf(container);
+  if (c == nullptr || !c->iommu_set) {
     return ErrnoStatus("VFIO_IOMMU_GET_INFO", EINVAL);
   }
   IommuInfo info;
   info.ranges = ranges;
   info.page_sizes = page_sizes;
-  info.dma_avail = dma_limit - static_cast<int64_t>(mappings_.size());
+  info.dma_avail = dma_limit - static_cast<int64_t>(c->mappings.size());
   return info;
 }
 
@@ -94,9 +133,9 @@ absl::Status FakeKernel::MapDma(int container, const void* vaddr, uint64_t iova,
       absl::StrCat("VFIO_IOMMU_MAP_DMA iova=", Hex(iova), " size=", Hex(bytes));
   const uint64_t min_page = page_sizes & -page_sizes;
   const uint64_t va = reinterpret_cast<uint64_t>(vaddr);
-  if (!Is(container, Kind::kContainer) || !iommu_set_ || bytes == 0 ||
-      iova % min_page || bytes % min_page || va % min_page ||
-      iova + bytes - 1 < iova) {
+  Container* c = ContainerOf(container);
+  if (c == nullptr || !c->iommu_set || bytes == 0 || iova % min_page ||
+      bytes % min_page || va % min_page || iova + bytes - 1 < iova) {
     return ErrnoStatus(step, EINVAL);
   }
   if (vaddr == nullptr) return ErrnoStatus(step, EFAULT);
@@ -105,40 +144,46 @@ absl::Status FakeKernel::MapDma(int container, const void* vaddr, uint64_t iova,
     inside |= iova >= r.first && iova + bytes - 1 <= r.last;
   }
   if (!inside) return ErrnoStatus(step, EINVAL);
-  auto next = mappings_.lower_bound(iova);
-  if (next != mappings_.end() && next->first < iova + bytes) {
+  std::map<uint64_t, Mapping>& maps = c->mappings;
+  auto next = maps.lower_bound(iova);
+  if (next != maps.end() && next->first < iova + bytes) {
     return ErrnoStatus(step, EEXIST);
   }
-  if (next != mappings_.begin()) {
+  if (next != maps.begin()) {
     auto prev = std::prev(next);
     if (prev->first + prev->second.bytes > iova) {
       return ErrnoStatus(step, EEXIST);
     }
   }
-  if (static_cast<int64_t>(mappings_.size()) >= dma_limit) {
+  if (static_cast<int64_t>(maps.size()) >= dma_limit) {
     return ErrnoStatus(step, ENOSPC);
   }
-  mappings_[iova] = {bytes, vaddr};
+  maps[iova] = {bytes, vaddr, mm};
   return absl::OkStatus();
 }
 
-absl::Status FakeKernel::UnmapDma(int container, uint64_t iova,
-                                  uint64_t bytes) {
+absl::StatusOr<uint64_t> FakeKernel::UnmapDma(int container, uint64_t iova,
+                                              uint64_t bytes) {
   const std::string step = absl::StrCat("VFIO_IOMMU_UNMAP_DMA iova=", Hex(iova),
                                         " size=", Hex(bytes));
-  if (!Is(container, Kind::kContainer) || bytes == 0) {
-    return ErrnoStatus(step, EINVAL);
-  }
+  Container* c = ContainerOf(container);
+  if (c == nullptr || bytes == 0) return ErrnoStatus(step, EINVAL);
   const uint64_t end = iova + bytes;
+  std::map<uint64_t, Mapping>& maps = c->mappings;
   // v2 refuses to cut a mapping: every mapping touched must lie inside.
-  for (const auto& [at, m] : mappings_) {
+  for (const auto& [at, m] : maps) {
     const bool touches = at < end && at + m.bytes > iova;
     if (touches && (at < iova || at + m.bytes > end)) {
       return ErrnoStatus(step, EINVAL);
     }
   }
-  mappings_.erase(mappings_.lower_bound(iova), mappings_.lower_bound(end));
-  return absl::OkStatus();
+  uint64_t unmapped = 0;
+  for (auto it = maps.lower_bound(iova); it != maps.end() && it->first < end;) {
+    if (it->second.mm != mm) break;  // another process's: the kernel stops
+    unmapped += it->second.bytes;
+    it = maps.erase(it);
+  }
+  return unmapped;
 }
 
 absl::StatusOr<int> FakeKernel::OpenDevice(int group_fd,
@@ -150,7 +195,8 @@ absl::StatusOr<int> FakeKernel::OpenDevice(int group_fd,
   if (it == device_groups.end() || it->second != group) {
     return ErrnoStatus(step, ENODEV);
   }
-  if (!iommu_set_ || !attached_groups_.count(group)) {
+  auto a = attached_.find(group);
+  if (a == attached_.end() || !containers_[a->second].iommu_set) {
     return ErrnoStatus(step, EINVAL);
   }
   return NewFd({Kind::kDevice, group, bdf});
@@ -216,17 +262,22 @@ void FakeKernel::Close(int fd) {
   const Fd f = it->second;
   fds_.erase(it);
   if (f.kind == Kind::kDevice) bus_master_.erase(f.bdf);
-  if (f.kind == Kind::kContainer) return;
+  if (f.kind == Kind::kContainer) return Collect();
   // A device fd keeps its group open, as in the kernel.
   for (const auto& [n, other] : fds_) {
     if (other.kind != Kind::kContainer && other.group == f.group) return;
   }
   open_groups_.erase(f.group);
-  attached_groups_.erase(f.group);
-  if (attached_groups_.empty()) {  // the container loses its IOMMU
-    mappings_.clear();
-    iommu_set_ = false;
+  if (auto a = attached_.find(f.group); a != attached_.end()) {
+    Container& c = containers_[a->second];
+    c.groups.erase(f.group);
+    if (c.groups.empty()) {  // the container loses its IOMMU
+      c.mappings.clear();
+      c.iommu_set = false;
+    }
+    attached_.erase(a);
   }
+  Collect();
 }
 
 absl::Status FaultyKernel::Next(const char* step) {
@@ -267,8 +318,8 @@ absl::Status FaultyKernel::MapDma(int container, const void* vaddr,
   PHYSPOOL_FAULT("VFIO_IOMMU_MAP_DMA");
   return inner_->MapDma(container, vaddr, iova, bytes);
 }
-absl::Status FaultyKernel::UnmapDma(int container, uint64_t iova,
-                                    uint64_t bytes) {
+absl::StatusOr<uint64_t> FaultyKernel::UnmapDma(int container, uint64_t iova,
+                                                uint64_t bytes) {
   PHYSPOOL_FAULT("VFIO_IOMMU_UNMAP_DMA");
   return inner_->UnmapDma(container, iova, bytes);
 }

@@ -22,6 +22,7 @@ class FakeKernel : public Kernel {
   struct Mapping {
     uint64_t bytes = 0;
     const void* vaddr = nullptr;
+    int mm = 0;  // the process that made it (`mm` at the time)
   };
 
   // The QEMU q35 + intel-iommu answers: ranges around the MSI window up to
@@ -32,7 +33,11 @@ class FakeKernel : public Kernel {
   std::map<std::string, int> device_groups;  // bdf -> IOMMU group
   std::vector<IovaRange> ranges;
   uint64_t page_sizes = 0x40201000;
-  int64_t dma_limit = 65535;
+  int64_t dma_limit = 65535;  // per container
+  // The calling process. type1 lets only the process that made a mapping
+  // unmap it: UNMAP_DMA stops at a mapping of another one and returns
+  // what it unmapped so far, without an error (as the kernel does).
+  int mm = 1;
   Memlock memlock{true, UINT64_MAX};
   std::map<int, int> busy_answers;  // group -> EBUSY answers left
   std::vector<std::string> holders;
@@ -41,8 +46,11 @@ class FakeKernel : public Kernel {
   absl::Status udmabuf_usable;
   UdmabufInfo udmabuf_info{absl::OkStatus(), 64, 1024};
 
-  // What the source did.
-  const std::map<uint64_t, Mapping>& mappings() const { return mappings_; }
+  // What the source did. mappings(): of every container (for tests with
+  // one); mappings_of(group): of the container `group` is attached to.
+  std::map<uint64_t, Mapping> mappings() const;
+  std::map<uint64_t, Mapping> mappings_of(int group) const;
+  int containers() const { return static_cast<int>(containers_.size()); }
   int open_fds() const { return static_cast<int>(fds_.size()); }
   int map_calls() const { return map_calls_; }
   const std::vector<std::vector<UdmabufRange>>& udmabufs() const {
@@ -61,7 +69,8 @@ class FakeKernel : public Kernel {
   absl::StatusOr<IommuInfo> GetIommuInfo(int container) override;
   absl::Status MapDma(int container, const void* vaddr, uint64_t iova,
                       uint64_t bytes) override;
-  absl::Status UnmapDma(int container, uint64_t iova, uint64_t bytes) override;
+  absl::StatusOr<uint64_t> UnmapDma(int container, uint64_t iova,
+                                    uint64_t bytes) override;
   absl::StatusOr<int> OpenDevice(int group_fd, const std::string& bdf) override;
   absl::Status EnableBusMaster(int device_fd) override;
   absl::StatusOr<Memlock> GetMemlock() override { return memlock; }
@@ -90,18 +99,30 @@ class FakeKernel : public Kernel {
   enum class Kind { kContainer, kGroup, kDevice };
   struct Fd {
     Kind kind;
-    int group = -1;   // kGroup
-    std::string bdf;  // kDevice
+    int group = -1;      // kGroup, kDevice
+    std::string bdf;     // kDevice
+    int container = -1;  // kContainer: which one (dups share it)
+  };
+  // One container: lives while a descriptor of it or an attached group
+  // does.
+  struct Container {
+    std::set<int> groups;  // attached
+    bool iommu_set = false;
+    std::map<uint64_t, Mapping> mappings;  // by IOVA
   };
   int NewFd(Fd f);
   bool Is(int fd, Kind k) const;
+  // The container of descriptor `fd`, or null.
+  Container* ContainerOf(int fd);
+  // Drops containers nothing refers to any more.
+  void Collect();
 
   std::map<int, Fd> fds_;
   int next_fd_ = 1000;
   std::set<int> open_groups_;
-  std::set<int> attached_groups_;
-  bool iommu_set_ = false;
-  std::map<uint64_t, Mapping> mappings_;  // by IOVA
+  std::map<int, int> attached_;  // group -> container
+  std::map<int, Container> containers_;
+  int next_container_ = 1;
   int map_calls_ = 0;
   std::set<std::string> bus_master_;
   std::map<std::string, int32_t> numa_;  // backing path -> node
@@ -129,7 +150,8 @@ class FaultyKernel : public Kernel {
   absl::StatusOr<IommuInfo> GetIommuInfo(int container) override;
   absl::Status MapDma(int container, const void* vaddr, uint64_t iova,
                       uint64_t bytes) override;
-  absl::Status UnmapDma(int container, uint64_t iova, uint64_t bytes) override;
+  absl::StatusOr<uint64_t> UnmapDma(int container, uint64_t iova,
+                                    uint64_t bytes) override;
   absl::StatusOr<int> OpenDevice(int group_fd, const std::string& bdf) override;
   absl::Status EnableBusMaster(int device_fd) override;
   absl::StatusOr<Memlock> GetMemlock() override;

@@ -7,6 +7,7 @@
 #ifndef PHYSPOOL_VFIO_FD_STASH_H_
 #define PHYSPOOL_VFIO_FD_STASH_H_
 
+#include <cstdint>
 #include <map>
 #include <string>
 
@@ -30,6 +31,22 @@ class FdStash {
   virtual absl::Status Drop(const std::string& name) = 0;
   // Duplicates of everything kept, by name; the caller owns (closes) them.
   virtual absl::StatusOr<std::map<std::string, int>> List() = 0;
+
+  // The holder's own VFIO_IOMMU_MAP_DMA of [iova, iova + bytes) in the
+  // container kept under `container`, onto `bytes` at `offset` of the
+  // memfd kept under `memfd`, and its UNMAP_DMA (returns the bytes
+  // unmapped). type1 lets only the process that made a mapping unmap it,
+  // so mappings that must outlive the daemon, and be undone by a later
+  // one, are made by the holder. Errors keep the kernel's errno.
+  virtual absl::Status MapDma(const std::string& container,
+                              const std::string& memfd, uint64_t offset,
+                              uint64_t iova, uint64_t bytes) = 0;
+  virtual absl::StatusOr<uint64_t> UnmapDma(const std::string& container,
+                                            uint64_t iova, uint64_t bytes) = 0;
+  // What the holder mapped in `container` and has not unmapped, as
+  // iova -> bytes (empty for a container it never mapped into).
+  virtual absl::StatusOr<std::map<uint64_t, uint64_t>> Mappings(
+      const std::string& container) = 0;
 };
 
 }  // namespace physpool::vfio

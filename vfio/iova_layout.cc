@@ -106,4 +106,20 @@ absl::StatusOr<std::vector<PlannedSegment>> PlanLayout(
   return out;
 }
 
+std::vector<IovaRange> IntersectRanges(const std::vector<IovaRange>& a,
+                                       const std::vector<IovaRange>& b) {
+  std::vector<IovaRange> out;
+  for (const IovaRange& x : a) {
+    for (const IovaRange& y : b) {
+      const uint64_t first = std::max(x.first, y.first);
+      const uint64_t last = std::min(x.last, y.last);
+      if (first <= last) out.push_back({first, last});
+    }
+  }
+  std::sort(out.begin(), out.end(), [](const IovaRange& l, const IovaRange& r) {
+    return l.first < r.first;
+  });
+  return out;
+}
+
 }  // namespace physpool::vfio

@@ -51,6 +51,11 @@ std::optional<uint64_t> PlaceSegment(const std::vector<IovaRange>& ranges,
                                      uint64_t lo, uint64_t hi, uint64_t bytes,
                                      uint64_t page_size);
 
+// The IOVAs both `a` and `b` translate (inclusive ranges, each list
+// sorted and disjoint), sorted.
+std::vector<IovaRange> IntersectRanges(const std::vector<IovaRange>& a,
+                                       const std::vector<IovaRange>& b);
+
 // The area [lo, hi) for segments of `freelist`.
 struct Area {
   uint64_t lo = 0, hi = 0;

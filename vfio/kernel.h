@@ -73,9 +73,13 @@ class Kernel {
   // Maps [iova, iova + bytes) onto the process memory at vaddr, read-write.
   virtual absl::Status MapDma(int container, const void* vaddr, uint64_t iova,
                               uint64_t bytes) = 0;
-  // Unmaps whole mappings inside [iova, iova + bytes).
-  virtual absl::Status UnmapDma(int container, uint64_t iova,
-                                uint64_t bytes) = 0;
+  // Unmaps whole mappings inside [iova, iova + bytes) (none there is not
+  // an error) and returns the bytes unmapped. type1 lets only the process
+  // that made a mapping unmap it: at a mapping made by another process
+  // (e.g. a daemon that died) the kernel stops and returns less, without
+  // an error; callers compare.
+  virtual absl::StatusOr<uint64_t> UnmapDma(int container, uint64_t iova,
+                                            uint64_t bytes) = 0;
   virtual absl::StatusOr<int> OpenDevice(int group_fd,
                                          const std::string& bdf) = 0;
   // Sets PCI_COMMAND memory decode + bus master (vfio-pci leaves bus

@@ -144,7 +144,8 @@ class Linux final : public Kernel {
     return absl::OkStatus();
   }
 
-  absl::Status UnmapDma(int container, uint64_t iova, uint64_t bytes) override {
+  absl::StatusOr<uint64_t> UnmapDma(int container, uint64_t iova,
+                                    uint64_t bytes) override {
     vfio_iommu_type1_dma_unmap u = {};
     u.argsz = sizeof(u);
     u.iova = iova;
@@ -154,7 +155,7 @@ class Linux final : public Kernel {
                                       " size=", Hex(bytes)),
                          errno);
     }
-    return absl::OkStatus();
+    return uint64_t{u.size};  // the kernel writes back what it unmapped
   }
 
   absl::StatusOr<int> OpenDevice(int group_fd,

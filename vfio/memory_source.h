@@ -21,6 +21,19 @@ namespace physpool::vfio {
 struct VfioDevice {
   std::string bdf;         // "0000:00:01.0"
   uint64_t dma_limit = 0;  // the device reaches IOVAs below this; 0 = all
+  // The tenant the device belongs to: it reaches that tenant's leases
+  // only, in an IOMMU domain of its group's own. "": pool-wide (the whole
+  // pool; its fd goes to privileged tenants only).
+  std::string tenant;
+};
+
+// A device's IOMMU domain as it stands (docs/vfio.md, "Device domains").
+struct DeviceDomain {
+  VfioDevice device;
+  std::string domain;         // "pool" or "group-<n>"
+  uint64_t mappings = 0;      // MAP_DMA entries in the domain
+  uint64_t mapped_bytes = 0;  // bytes they map
+  int64_t dma_avail = -1;     // entries left; -1: not reported
 };
 
 struct BackedSegment {
@@ -112,6 +125,45 @@ class MemorySource {
   // The names of the persistent views there are (at start: those a
   // previous daemon made).
   virtual std::vector<std::string> ViewNames() { return {}; }
+
+  // Device domains (docs/vfio.md, "Device domains"): the devices of a
+  // tenant reach that tenant's leases and nothing else. All thread-safe.
+  //
+  // Whether `tenant` has devices of its own (its leases are mapped).
+  virtual bool HasDevices(const std::string& /*tenant*/) const { return false; }
+  // Makes a lease's runs reachable by the devices of `tenant`: maps each
+  // run (split at segment boundaries) into the domain of each of them, at
+  // its IOVA. All or nothing: on error nothing of it stays mapped.
+  // RESOURCE_EXHAUSTED, before any map, if a domain lacks the DMA entries
+  // or the memlock for it. OK for a tenant without devices.
+  virtual absl::Status MapLease(const std::string& /*tenant*/,
+                                const std::vector<ViewRange>& /*runs*/) {
+    return absl::OkStatus();
+  }
+  // Undoes MapLease (runs that are not mapped are skipped). OK means no
+  // device of `tenant` reaches any byte of the runs any more.
+  virtual absl::Status UnmapLease(const std::string& /*tenant*/,
+                                  const std::vector<ViewRange>& /*runs*/) {
+    return absl::OkStatus();
+  }
+  // At start, once the leases are restored: makes every tenant domain map
+  // exactly the runs of its tenant's `live` leases, unmapping what a
+  // previous daemon left mapped (leases that ended) and mapping what is
+  // missing. An unmap that fails fails the start (those pages would be
+  // reused while a device reaches them); a map that fails is counted.
+  struct LiveLease {
+    std::string tenant;
+    std::vector<ViewRange> runs;
+  };
+  struct Reconciled {
+    uint64_t kept = 0, unmapped = 0, mapped = 0, map_errors = 0;
+  };
+  virtual absl::StatusOr<Reconciled> Reconcile(
+      const std::vector<LiveLease>& /*live*/) {
+    return Reconciled{};
+  }
+  // Per device, its tenant and domain (empty for sources without devices).
+  virtual std::vector<DeviceDomain> DeviceDomains() const { return {}; }
 
   // Zeroes [iova, iova + bytes), which lies inside one segment.
   // Thread-safe for disjoint ranges.

@@ -15,11 +15,10 @@
 #include "util/file.h"
 
 namespace physpool::vfio {
-namespace {
 
 // Undo steps run in reverse unless committed: the scope guard of a
 // multi-step setup.
-class Undo {
+class VfioSource::Undo {
  public:
   Undo() = default;
   Undo(const Undo&) = delete;
@@ -35,6 +34,8 @@ class Undo {
   std::vector<std::function<void()>> steps_;
   bool committed_ = false;
 };
+
+namespace {
 
 absl::Status Annotate(const absl::Status& s, absl::string_view what) {
   absl::Status out(s.code(), absl::StrCat(what, ": ", s.message()));
@@ -61,7 +62,8 @@ void VfioSource::Teardown() {
   {
     absl::MutexLock l(&mu_);
     for (const auto& [iova, m] : mapped_) {
-      if (!keep) (void)kernel_->UnmapDma(container_, iova, m.backing.bytes);
+      if (!keep && container_ >= 0)
+        (void)kernel_->UnmapDma(container_, iova, m.backing.bytes);
       kernel_->ReleaseBacking(m.backing, /*remove=*/false);
     }
     mapped_.clear();
@@ -70,11 +72,25 @@ void VfioSource::Teardown() {
   }
   for (const auto& [iova, fd] : stashed_segments_) close(fd);
   stashed_segments_.clear();
+  {
+    absl::MutexLock l(&dmu_);
+    for (auto& [group, d] : domains_) {
+      if (!keep) {
+        for (const auto& [iova, bytes] : d.maps)
+          (void)kernel_->UnmapDma(d.container, iova, bytes);
+      }
+      kernel_->Close(d.container);
+    }
+    domains_.clear();
+  }
+  for (const auto& [group, fd] : stashed_domains_) kernel_->Close(fd);
+  stashed_domains_.clear();
   for (const auto& [group, fd] : group_fds_) kernel_->Close(fd);
   group_fds_.clear();
   if (container_ >= 0) kernel_->Close(container_);
   container_ = -1;
   segments_.clear();
+  started_ = false;
 }
 
 std::string VfioSource::Layout() const {
@@ -84,7 +100,8 @@ std::string VfioSource::Layout() const {
       config_.backing == BackingKind::kFile ? "file:" + config_.dir : "memfd",
       ";base=", l.iova_base, ";max_segment=", l.max_segment_bytes, ";devices=");
   for (const VfioDevice& d : config_.devices) {
-    absl::StrAppend(&out, d.bdf, "@", d.dma_limit, ",");
+    absl::StrAppend(&out, d.bdf, "@", d.dma_limit,
+                    d.tenant.empty() ? "" : ":" + d.tenant, ",");
   }
   absl::StrAppend(&out, ";pool=");
   for (const PoolShare& p : l.pool) {
@@ -169,7 +186,7 @@ void VfioSource::Unstash(const std::string& name) {
 }
 
 void VfioSource::CloseStashed(const std::string& name, int fd) {
-  if (name == "container" || absl::StartsWith(name, "group-") ||
+  if (absl::StartsWith(name, "container") || absl::StartsWith(name, "group-") ||
       absl::StartsWith(name, "device-")) {
     kernel_->Close(fd);  // the kernel's VFIO descriptors
   } else {
@@ -199,6 +216,9 @@ absl::Status VfioSource::TakeStash(bool keep_contents) {
     int group = 0;
     if (name == "container") {
       container_ = fd;
+    } else if (absl::StartsWith(name, "container-") &&
+               absl::SimpleAtoi(name.substr(10), &group)) {
+      stashed_domains_[group] = fd;
     } else if (absl::StartsWith(name, "group-") &&
                absl::SimpleAtoi(name.substr(6), &group)) {
       group_fds_[group] = fd;
@@ -214,7 +234,9 @@ absl::Status VfioSource::TakeStash(bool keep_contents) {
       CloseStashed(name, fd);
     }
   }
-  if (container_ < 0) {
+  bool pool_wide = false;
+  for (const VfioDevice& d : config_.devices) pool_wide |= d.tenant.empty();
+  if (container_ < 0 && pool_wide) {
     return absl::FailedPreconditionError(
         "physpool-keeper holds no VFIO container, but the lease store has "
         "live leases of this keeper's memory: the keeper's state is "
@@ -249,25 +271,57 @@ absl::StatusOr<VfioSource::Mapped> VfioSource::MapSegment(
       kernel_->CreateBacking(config_.backing, BackingName(p.iova), p.bytes,
                              page_size(), p.numa, reattach);
   if (!b.ok()) return Annotate(b.status(), "backing of iova " + Hex(p.iova));
-  const absl::Time t1 = absl::Now();
-  absl::Status s = kernel_->MapDma(container_, b->base, p.iova, p.bytes);
-  timings_.backing += t1 - t0;
-  timings_.map_dma += absl::Now() - t1;
-  ++timings_.map_calls;
-  if (!s.ok()) {
+  // Stashed before it is mapped: the stash maps it from its own copy.
+  if (absl::Status s = Stash(SegmentKey(p.iova), b->fd); !s.ok()) {
     kernel_->ReleaseBacking(*b, /*remove=*/b->created);
     return s;
   }
-  if (s = Stash(SegmentKey(p.iova), b->fd); !s.ok()) {
-    (void)kernel_->UnmapDma(container_, p.iova, p.bytes);
+  const absl::Time t1 = absl::Now();
+  timings_.backing += t1 - t0;
+  if (container_ < 0) return Mapped{*b, p.freelist, p.numa};  // no pool domain
+  absl::Status s =
+      MapIova("container", container_, {p.iova, p.bytes, p.iova, b->base});
+  timings_.map_dma += absl::Now() - t1;
+  ++timings_.map_calls;
+  if (!s.ok()) {
+    Unstash(SegmentKey(p.iova));
     kernel_->ReleaseBacking(*b, /*remove=*/b->created);
     return s;
   }
   return Mapped{*b, p.freelist, p.numa};
 }
 
+std::string VfioSource::DomainKey(int group) {
+  return absl::StrCat("container-", group);
+}
+
+absl::Status VfioSource::MapIova(const std::string& key, int container,
+                                 const Piece& p) {
+  if (config_.stash == nullptr) {
+    return kernel_->MapDma(container, p.vaddr, p.iova, p.bytes);
+  }
+  return config_.stash->MapDma(key, SegmentKey(p.seg_iova), p.iova - p.seg_iova,
+                               p.iova, p.bytes);
+}
+
+absl::Status VfioSource::UnmapIova(const std::string& key, int container,
+                                   uint64_t iova, uint64_t bytes) {
+  absl::StatusOr<uint64_t> n = config_.stash == nullptr
+                                   ? kernel_->UnmapDma(container, iova, bytes)
+                                   : config_.stash->UnmapDma(key, iova, bytes);
+  if (!n.ok()) return n.status();
+  if (*n != bytes) {
+    return absl::InternalError(absl::StrCat(
+        "VFIO_IOMMU_UNMAP_DMA iova=", Hex(iova), " size=", Hex(bytes), " in ",
+        key, " unmapped ", Hex(*n),
+        " bytes: type1 lets only the process that made a mapping unmap it "
+        "(a mapping of an earlier daemon, made without physpool-keeper?)"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status VfioSource::Start(bool keep_contents) {
-  if (container_ >= 0) return absl::FailedPreconditionError("started twice");
+  if (started_) return absl::FailedPreconditionError("started twice");
   if (config_.devices.empty()) {
     return absl::InvalidArgumentError("the vfio source needs a device");
   }
@@ -316,7 +370,9 @@ absl::Status VfioSource::Start(bool keep_contents) {
       if (all.ok()) DropStash(*all);
     });
   }
-  if (!reattached_) {
+  bool pool_wide = false;  // some device reaches the whole pool
+  for (const VfioDevice& d : config_.devices) pool_wide |= d.tenant.empty();
+  if (!reattached_ && pool_wide) {
     absl::StatusOr<int> container = kernel_->OpenContainer();
     if (!container.ok()) return container.status();
     container_ = *container;
@@ -327,6 +383,8 @@ absl::Status VfioSource::Start(bool keep_contents) {
     if (absl::Status s = Stash("container", container_); !s.ok()) return s;
   }
   std::map<std::string, int> group_of;
+  std::map<int, std::string> group_tenant;
+  bool pool_iommu_set = false;
   for (const VfioDevice& d : config_.devices) {
     absl::StatusOr<int> group = kernel_->GroupOf(d.bdf);
     if (!group.ok()) {
@@ -334,7 +392,23 @@ absl::Status VfioSource::Start(bool keep_contents) {
                       "device " + d.bdf + " (is it bound to vfio-pci?)");
     }
     group_of[d.bdf] = *group;
-    if (group_fds_.count(*group)) continue;  // devices sharing a group
+    if (auto t = group_tenant.find(*group); t != group_tenant.end()) {
+      if (t->second != d.tenant) {  // devices sharing a group share a domain
+        return absl::FailedPreconditionError(absl::StrCat(
+            "device ", d.bdf, " (tenant \"", d.tenant,
+            "\") shares IOMMU group ", *group, " with a device of tenant \"",
+            t->second,
+            "\" (\"\" = pool-wide): the IOMMU cannot tell devices of one "
+            "group apart; give them the same tenant"));
+      }
+      if (!d.tenant.empty() && !reattached_) {  // reattached: below
+        absl::MutexLock l(&dmu_);
+        domains_[*group].bdfs.push_back(d.bdf);
+      }
+      continue;
+    }
+    group_tenant[*group] = d.tenant;
+    if (group_fds_.count(*group)) continue;  // from the stash, attached
     if (reattached_) {
       return absl::FailedPreconditionError(absl::StrCat(
           "physpool-keeper holds no fd of IOMMU group ", *group, " (device ",
@@ -351,37 +425,86 @@ absl::Status VfioSource::Start(bool keep_contents) {
     });
     if (absl::Status s = Stash(absl::StrCat("group-", *group), *fd); !s.ok())
       return s;
+    if (!d.tenant.empty()) {
+      if (absl::Status s = OpenDomain(d, *group, &undo); !s.ok()) return s;
+      continue;
+    }
     if (absl::Status s = kernel_->SetContainer(*fd, container_); !s.ok()) {
       return Annotate(s, "device " + d.bdf);
     }
-    if (group_fds_.size() == 1) {  // the IOMMU is set once a group is in
+    if (!pool_iommu_set) {  // the IOMMU is set once a group is in
       if (absl::Status s = kernel_->SetIommuType1v2(container_); !s.ok()) {
         return s;
       }
+      pool_iommu_set = true;
+    }
+  }
+  if (reattached_) {  // the tenant domains the keeper holds
+    for (const VfioDevice& d : config_.devices) {
+      if (d.tenant.empty()) continue;
+      absl::MutexLock l(&dmu_);
+      if (domains_.count(group_of[d.bdf])) {
+        domains_[group_of[d.bdf]].bdfs.push_back(d.bdf);
+        continue;
+      }
+      auto kept = stashed_domains_.find(group_of[d.bdf]);
+      if (kept == stashed_domains_.end()) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "physpool-keeper holds no container for IOMMU group ",
+            group_of[d.bdf], " (device ", d.bdf, " of tenant \"", d.tenant,
+            "\"): the devices changed since the keeper's domains were "
+            "made; stop physpool-keeper (the leases go) and start again"));
+      }
+      Domain& dom = domains_[group_of[d.bdf]];
+      dom.tenant = d.tenant;
+      dom.group = group_of[d.bdf];
+      dom.container = kept->second;
+      dom.bdfs = {d.bdf};
+      stashed_domains_.erase(kept);
     }
   }
 
-  absl::StatusOr<IommuInfo> info = kernel_->GetIommuInfo(container_);
-  if (!info.ok()) return info.status();
-  if (info->ranges.empty()) {
-    return absl::FailedPreconditionError(
-        "VFIO_IOMMU_GET_INFO reported no IOVA ranges (the capability chain "
-        "needs Linux 5.4 or later)");
+  // Every domain's IOMMU must translate the pool's IOVAs: the layout uses
+  // what all of them translate, so each device sees a lease at one IOVA.
+  std::vector<int> containers;
+  if (container_ >= 0) containers.push_back(container_);
+  {
+    absl::MutexLock l(&dmu_);
+    for (const auto& [g, dom] : domains_) containers.push_back(dom.container);
   }
-  const uint64_t min_iommu_page = info->page_sizes & -info->page_sizes;
-  if (min_iommu_page == 0 || page_size() % min_iommu_page != 0) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "page size ", page_size(), " is not a multiple of the IOMMU's ",
-        "smallest page (page sizes ", Hex(info->page_sizes), ")"));
+  std::optional<IommuInfo> pool_info;
+  std::vector<IovaRange> ranges;
+  for (size_t i = 0; i < containers.size(); ++i) {
+    absl::StatusOr<IommuInfo> info = kernel_->GetIommuInfo(containers[i]);
+    if (!info.ok()) return info.status();
+    if (info->ranges.empty()) {
+      return absl::FailedPreconditionError(
+          "VFIO_IOMMU_GET_INFO reported no IOVA ranges (the capability chain "
+          "needs Linux 5.4 or later)");
+    }
+    const uint64_t min_iommu_page = info->page_sizes & -info->page_sizes;
+    if (min_iommu_page == 0 || page_size() % min_iommu_page != 0) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "page size ", page_size(), " is not a multiple of the IOMMU's ",
+          "smallest page (page sizes ", Hex(info->page_sizes), ")"));
+    }
+    ranges = i == 0 ? info->ranges : IntersectRanges(ranges, info->ranges);
+    if (containers[i] == container_) {
+      pool_info = *info;
+    } else {
+      absl::MutexLock l(&dmu_);
+      for (auto& [g, dom] : domains_)
+        if (dom.container == containers[i]) dom.dma_avail = info->dma_avail;
+    }
   }
   absl::StatusOr<std::vector<PlannedSegment>> plan =
-      PlanLayout(config_.layout, info->ranges);
+      PlanLayout(config_.layout, ranges);
   if (!plan.ok()) return plan.status();
-  if (!reattached_ && info->dma_avail >= 0 &&
-      static_cast<int64_t>(plan->size()) > info->dma_avail) {
+  if (pool_info && !reattached_ && pool_info->dma_avail >= 0 &&
+      static_cast<int64_t>(plan->size()) > pool_info->dma_avail) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "the layout needs ", plan->size(), " DMA mappings, the container has ",
-        info->dma_avail,
+        pool_info->dma_avail,
         " left (vfio_iommu_type1 dma_entry_limit); raise max_segment_bytes"));
   }
   for (const PlannedSegment& p : *plan) {
@@ -395,8 +518,8 @@ absl::Status VfioSource::Start(bool keep_contents) {
       absl::MutexLock l(&mu_);
       const Mapped& m = mapped_[iova];
       // Taken from the stash: the mapping stays, for the leases in it.
-      if (!reattached_)
-        (void)kernel_->UnmapDma(container_, iova, m.backing.bytes);
+      if (!reattached_ && container_ >= 0)
+        (void)UnmapIova("container", container_, iova, m.backing.bytes);
       kernel_->ReleaseBacking(m.backing, m.backing.created && !keep_contents);
       mapped_.erase(iova);
     });
@@ -421,23 +544,53 @@ absl::Status VfioSource::Start(bool keep_contents) {
       return Annotate(s, "device " + d.bdf);
     }
   }
-  ranges_ = info->ranges;
-  dma_avail_ = info->dma_avail < 0 || reattached_
-                   ? info->dma_avail
-                   : info->dma_avail - static_cast<int64_t>(plan->size());
+  ranges_ = ranges;
+  if (pool_info) {
+    dma_avail_ =
+        pool_info->dma_avail < 0 || reattached_
+            ? pool_info->dma_avail
+            : pool_info->dma_avail - static_cast<int64_t>(plan->size());
+  }
+  memlock_ = *memlock;
   {
     absl::MutexLock l(&mu_);
     for (const auto& [iova, m] : mapped_)
       segments_.push_back(Describe(iova, m));
   }
   undo.Commit();
+  started_ = true;
   return absl::OkStatus();
+}
+
+absl::Status VfioSource::OpenDomain(const VfioDevice& d, int group,
+                                    Undo* undo) {
+  absl::StatusOr<int> container = kernel_->OpenContainer();
+  if (!container.ok()) return container.status();
+  {
+    absl::MutexLock l(&dmu_);
+    Domain& dom = domains_[group];
+    dom.tenant = d.tenant;
+    dom.group = group;
+    dom.container = *container;
+    dom.bdfs = {d.bdf};
+  }
+  undo->Push([this, group] {
+    absl::MutexLock l(&dmu_);
+    kernel_->Close(domains_[group].container);
+    domains_.erase(group);
+  });
+  if (absl::Status s = Stash(DomainKey(group), *container); !s.ok()) return s;
+  if (absl::Status s = kernel_->SetContainer(group_fds_[group], *container);
+      !s.ok()) {
+    return Annotate(s, "device " + d.bdf);
+  }
+  return kernel_->SetIommuType1v2(*container);
 }
 
 absl::StatusOr<BackedSegment> VfioSource::AddSegment(uint64_t bytes,
                                                      uint32_t freelist,
                                                      int32_t numa) {
-  if (container_ < 0) return absl::FailedPreconditionError("not started");
+  if (!started_) return absl::FailedPreconditionError("not started");
   if (bytes == 0 || bytes % page_size() != 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "segment size ", bytes, " is not a positive multiple of the page size ",
@@ -480,7 +633,7 @@ absl::StatusOr<BackedSegment> VfioSource::AddSegment(uint64_t bytes,
 
 absl::StatusOr<BackedSegment> VfioSource::RestoreSegment(
     const BackedSegment& seg, bool keep_contents) {
-  if (container_ < 0) return absl::FailedPreconditionError("not started");
+  if (!started_) return absl::FailedPreconditionError("not started");
   const uint64_t bytes = seg.spec.pages.value * page_size();
   {
     // Before touching any backing: a fresh one would truncate a live file.
@@ -519,9 +672,12 @@ absl::Status VfioSource::RemoveSegment(uint64_t iova) {
     }
     m = it->second;
   }
-  if (absl::Status s = kernel_->UnmapDma(container_, iova, m.backing.bytes);
-      !s.ok()) {
-    return s;  // still mapped: the segment stays
+  if (container_ >= 0) {
+    if (absl::Status s =
+            UnmapIova("container", container_, iova, m.backing.bytes);
+        !s.ok()) {
+      return s;  // still mapped: the segment stays
+    }
   }
   {
     absl::MutexLock l(&mu_);
@@ -650,6 +806,239 @@ std::vector<std::string> VfioSource::ViewNames() {
   absl::MutexLock l(&mu_);
   std::vector<std::string> out;
   for (const auto& [name, fd] : views_) out.push_back(name);
+  return out;
+}
+
+}  // namespace physpool::vfio
+
+namespace physpool::vfio {
+
+bool VfioSource::HasDevices(const std::string& tenant) const {
+  for (const VfioDevice& d : config_.devices)
+    if (!d.tenant.empty() && d.tenant == tenant) return true;
+  return false;
+}
+
+absl::StatusOr<std::vector<VfioSource::Piece>> VfioSource::PiecesOf(
+    const std::vector<ViewRange>& runs) const {
+  std::vector<Piece> out;
+  absl::MutexLock l(&mu_);
+  for (const ViewRange& r : runs) {
+    uint64_t iova = r.iova;
+    const uint64_t end = r.iova + r.bytes;
+    while (iova < end) {
+      auto it = mapped_.upper_bound(iova);
+      if (it == mapped_.begin() ||
+          iova - std::prev(it)->first >= std::prev(it)->second.backing.bytes) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "[", Hex(r.iova), ", +", r.bytes, ") is not inside the segments"));
+      }
+      --it;
+      const uint64_t seg_end = it->first + it->second.backing.bytes;
+      const uint64_t bytes = std::min(end, seg_end) - iova;
+      out.push_back({iova, bytes, it->first,
+                     it->second.backing.base + (iova - it->first)});
+      iova += bytes;
+    }
+  }
+  return out;
+}
+
+absl::Status VfioSource::MapLease(const std::string& tenant,
+                                  const std::vector<ViewRange>& runs) {
+  if (!HasDevices(tenant)) return absl::OkStatus();
+  absl::StatusOr<std::vector<Piece>> pieces = PiecesOf(runs);
+  if (!pieces.ok()) return pieces.status();
+  uint64_t bytes = 0;
+  for (const Piece& p : *pieces) bytes += p.bytes;
+  absl::MutexLock l(&dmu_);
+  // Up front: a lease the domains cannot take maps nothing.
+  uint64_t pinned = 0;
+  int domains = 0;
+  for (const auto& [g, d] : domains_) {
+    pinned += d.mapped_bytes;
+    if (d.tenant != tenant) continue;
+    ++domains;
+    if (d.dma_avail >= 0 &&
+        static_cast<int64_t>(pieces->size()) > d.dma_avail) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "the lease needs ", pieces->size(),
+          " DMA mappings in the IOMMU domain of group ", g, " (device ",
+          d.bdfs.front(), " of tenant \"", tenant, "\"), which has ",
+          d.dma_avail,
+          " left (vfio_iommu_type1 dma_entry_limit): release leases, ask for "
+          "fewer runs (contiguous), or raise dma_entry_limit"));
+    }
+  }
+  if (container_ >= 0) {
+    absl::MutexLock m(&mu_);
+    for (const auto& [iova, seg] : mapped_) pinned += seg.backing.bytes;
+  }
+  if (!memlock_.cap_ipc_lock &&
+      (memlock_.limit < pinned || memlock_.limit - pinned < bytes * domains)) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "mapping the lease for tenant \"", tenant, "\"'s devices pins ",
+        bytes * domains, " more bytes; RLIMIT_MEMLOCK is ", memlock_.limit,
+        " and ", pinned,
+        " are pinned (each domain pins its own): raise it or grant "
+        "CAP_IPC_LOCK"));
+  }
+  std::vector<std::pair<Domain*, const Piece*>> done;
+  for (auto& [g, d] : domains_) {
+    if (d.tenant != tenant) continue;
+    for (const Piece& p : *pieces) {
+      absl::Status s = MapIova(DomainKey(g), d.container, p);
+      if (!s.ok()) {
+        for (auto it = done.rbegin(); it != done.rend(); ++it) {
+          auto [dom, q] = *it;
+          if (UnmapIova(DomainKey(dom->group), dom->container, q->iova,
+                        q->bytes)
+                  .ok()) {
+            dom->maps.erase(q->iova);
+            dom->mapped_bytes -= q->bytes;
+            if (dom->dma_avail >= 0) ++dom->dma_avail;
+          }
+        }
+        return Annotate(
+            s, absl::StrCat("mapping the lease for device ", d.bdfs.front(),
+                            " of tenant \"", tenant, "\""));
+      }
+      d.maps[p.iova] = p.bytes;
+      d.mapped_bytes += p.bytes;
+      if (d.dma_avail >= 0) --d.dma_avail;
+      done.push_back({&d, &p});
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status VfioSource::UnmapLease(const std::string& tenant,
+                                    const std::vector<ViewRange>& runs) {
+  if (!HasDevices(tenant)) return absl::OkStatus();
+  absl::StatusOr<std::vector<Piece>> pieces = PiecesOf(runs);
+  if (!pieces.ok()) return pieces.status();
+  absl::Status first;
+  absl::MutexLock l(&dmu_);
+  for (auto& [g, d] : domains_) {
+    if (d.tenant != tenant) continue;
+    for (const Piece& p : *pieces) {
+      auto it = d.maps.find(p.iova);
+      if (it == d.maps.end()) continue;  // not mapped (a failed grant)
+      absl::Status s = UnmapIova(DomainKey(g), d.container, p.iova, it->second);
+      if (!s.ok()) {
+        if (first.ok()) first = s;
+        continue;  // still mapped: stays recorded, to be retried
+      }
+      d.mapped_bytes -= it->second;
+      d.maps.erase(it);
+      if (d.dma_avail >= 0) ++d.dma_avail;
+    }
+  }
+  return first;
+}
+
+absl::StatusOr<MemorySource::Reconciled> VfioSource::Reconcile(
+    const std::vector<LiveLease>& live) {
+  Reconciled out;
+  std::map<std::string, std::vector<Piece>> want;  // by tenant
+  for (const LiveLease& l : live) {
+    if (!HasDevices(l.tenant)) continue;
+    absl::StatusOr<std::vector<Piece>> pieces = PiecesOf(l.runs);
+    if (!pieces.ok()) return pieces.status();
+    std::vector<Piece>& w = want[l.tenant];
+    w.insert(w.end(), pieces->begin(), pieces->end());
+  }
+  absl::MutexLock lock(&dmu_);
+  for (auto& [g, d] : domains_) {
+    // What is mapped now: the stash knows what it mapped (a previous
+    // daemon's work); without one the container is new and empty.
+    std::map<uint64_t, uint64_t> have = d.maps;
+    if (config_.stash != nullptr) {
+      absl::StatusOr<std::map<uint64_t, uint64_t>> kept =
+          config_.stash->Mappings(DomainKey(g));
+      if (!kept.ok()) {
+        return absl::UnavailableError(
+            absl::StrCat("cannot list the keeper's mappings of group ", g, ": ",
+                         kept.status().message()));
+      }
+      have = *kept;
+    }
+    std::map<uint64_t, const Piece*> wanted;
+    for (const Piece& p : want[d.tenant]) wanted[p.iova] = &p;
+    d.maps.clear();
+    d.mapped_bytes = 0;
+    for (const auto& [iova, bytes] : have) {
+      auto w = wanted.find(iova);
+      if (w != wanted.end() && w->second->bytes == bytes) {
+        d.maps[iova] = bytes;
+        d.mapped_bytes += bytes;
+        ++out.kept;
+        continue;
+      }
+      if (absl::Status s = UnmapIova(DomainKey(g), d.container, iova, bytes);
+          !s.ok()) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "cannot unmap a mapping that no live lease of tenant \"", d.tenant,
+            "\" needs from the domain of group ", g, ": ", s.message()));
+      }
+      ++out.unmapped;
+    }
+    for (const auto& [iova, p] : wanted) {
+      if (d.maps.count(iova)) continue;
+      if (absl::Status s = MapIova(DomainKey(g), d.container, *p); !s.ok()) {
+        ++out.map_errors;
+        if (notice_) {
+          notice_(absl::StrCat("cannot map [", Hex(iova), ", +", p->bytes,
+                               ") of a live lease into the domain of group ", g,
+                               ": ", s.message()));
+        }
+        continue;
+      }
+      d.maps[iova] = p->bytes;
+      d.mapped_bytes += p->bytes;
+      ++out.mapped;
+    }
+    if (absl::StatusOr<IommuInfo> info = kernel_->GetIommuInfo(d.container);
+        info.ok()) {
+      d.dma_avail = info->dma_avail;
+    }
+  }
+  return out;
+}
+
+std::vector<DeviceDomain> VfioSource::DeviceDomains() const {
+  std::vector<DeviceDomain> out;
+  uint64_t pool_maps = 0, pool_bytes = 0;
+  {
+    absl::MutexLock l(&mu_);
+    for (const auto& [iova, m] : mapped_) {
+      ++pool_maps;
+      pool_bytes += m.backing.bytes;
+    }
+  }
+  absl::MutexLock l(&dmu_);
+  for (const VfioDevice& dev : config_.devices) {
+    DeviceDomain dd;
+    dd.device = dev;
+    if (dev.tenant.empty()) {
+      dd.domain = "pool";
+      if (container_ >= 0) {
+        dd.mappings = pool_maps;
+        dd.mapped_bytes = pool_bytes;
+      }
+      dd.dma_avail = dma_avail_;
+    } else {
+      for (const auto& [g, d] : domains_) {
+        if (std::find(d.bdfs.begin(), d.bdfs.end(), dev.bdf) == d.bdfs.end())
+          continue;
+        dd.domain = absl::StrCat("group-", g);
+        dd.mappings = d.maps.size();
+        dd.mapped_bytes = d.mapped_bytes;
+        dd.dma_avail = d.dma_avail;
+      }
+    }
+    out.push_back(dd);
+  }
   return out;
 }
 

@@ -103,6 +103,19 @@ class VfioSource final : public MemorySource {
   // dma-buf per lease mapping its runs back to back, importable by other
   // drivers. Needs backing: memfd and /dev/udmabuf (checked by Start);
   // views die with their last descriptor or mapping (not persistent).
+  // Device domains: a type1 container per IOMMU group of tenant devices
+  // (pool-wide devices share the pool's container, which maps every
+  // physseg whole). With a stash, every MAP_DMA / UNMAP_DMA is the
+  // stash's (FdStash::MapDma), so a later daemon can undo them.
+  bool HasDevices(const std::string& tenant) const override;
+  absl::Status MapLease(const std::string& tenant,
+                        const std::vector<ViewRange>& runs) override;
+  absl::Status UnmapLease(const std::string& tenant,
+                          const std::vector<ViewRange>& runs) override;
+  absl::StatusOr<Reconciled> Reconcile(
+      const std::vector<LiveLease>& live) override;
+  std::vector<DeviceDomain> DeviceDomains() const override;
+
   absl::Status ViewSupport() const override { return view_support_; }
   absl::StatusOr<int> CreateView(const std::string& name,
                                  const std::vector<ViewRange>& runs) override;
@@ -121,6 +134,36 @@ class VfioSource final : public MemorySource {
     uint32_t freelist = 0;
     int32_t numa = 0;
   };
+  // The IOMMU domain (type1 container) of one IOMMU group of one tenant's
+  // devices.
+  struct Domain {
+    std::string tenant;
+    int group = -1;
+    int container = -1;
+    std::vector<std::string> bdfs;
+    int64_t dma_avail = -1;             // entries left; -1: not reported
+    std::map<uint64_t, uint64_t> maps;  // what is mapped: iova -> bytes
+    uint64_t mapped_bytes = 0;
+  };
+  // One MAP_DMA's worth of a lease: a run's part inside one physseg.
+  struct Piece {
+    uint64_t iova = 0;
+    uint64_t bytes = 0;
+    uint64_t seg_iova = 0;  // the physseg's IOVA (its memfd's stash name)
+    const uint8_t* vaddr = nullptr;  // in the daemon's mapping
+  };
+  absl::StatusOr<std::vector<Piece>> PiecesOf(
+      const std::vector<ViewRange>& runs) const;
+  // MAP_DMA / UNMAP_DMA of a container stashed as `key`, through the stash
+  // when there is one. UnmapIova fails unless exactly `bytes` went.
+  absl::Status MapIova(const std::string& key, int container, const Piece& p);
+  absl::Status UnmapIova(const std::string& key, int container, uint64_t iova,
+                         uint64_t bytes);
+  static std::string DomainKey(int group);
+  // Opens (or takes from the stash) the container of tenant device `d`'s
+  // group, with the group in it; `undo` gets the steps to undo.
+  class Undo;
+  absl::Status OpenDomain(const VfioDevice& d, int group, Undo* undo);
   absl::StatusOr<int> OpenGroupWaiting(int group);
   // Backs and maps one segment; on error nothing is left.
   absl::StatusOr<Mapped> MapSegment(const PlannedSegment& p, bool reattach);
@@ -146,7 +189,9 @@ class VfioSource final : public MemorySource {
 
   // Set by Start, then read-only except through the server's serialised
   // segment calls (AddSegment / RemoveSegment).
-  int container_ = -1;
+  bool started_ = false;
+  int container_ = -1;  // the pool's (pool-wide devices); -1: none
+  Memlock memlock_;
   std::map<int, int> group_fds_;           // group -> fd
   std::map<std::string, int> device_fds_;  // bdf -> fd
   std::vector<IovaRange> ranges_;
@@ -163,6 +208,13 @@ class VfioSource final : public MemorySource {
   mutable absl::Mutex mu_;
   std::map<uint64_t, Mapped> mapped_ ABSL_GUARDED_BY(mu_);  // by IOVA
   std::map<std::string, int> views_ ABSL_GUARDED_BY(mu_);   // stashed, by name
+
+  // Tenant domains, by group; their set is fixed by Start. Lock order:
+  // dmu_ before mu_.
+  mutable absl::Mutex dmu_;
+  std::map<int, Domain> domains_ ABSL_GUARDED_BY(dmu_);
+  // From the stash at Start: tenant containers, by group.
+  std::map<int, int> stashed_domains_;
 };
 
 }  // namespace physpool::vfio

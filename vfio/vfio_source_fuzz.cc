@@ -40,8 +40,9 @@ void CheckInvariants(const VfioSource& source, const FakeKernel& kernel,
                      const VfioConfig& config) {
   Require(source.segments().size() == kernel.mappings().size());
   for (const BackedSegment& seg : source.segments()) {
-    auto m = kernel.mappings().find(seg.spec.iova);
-    Require(m != kernel.mappings().end());
+    const auto all = kernel.mappings();
+    auto m = all.find(seg.spec.iova);
+    Require(m != all.end());
     const uint64_t bytes = seg.spec.pages.value * kPage;
     Require(m->second.bytes == bytes);
     bool inside = false;

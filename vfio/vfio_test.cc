@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -175,7 +176,7 @@ class VfioSourceTest : public ::testing::Test {
 
   VfioConfig Config() const {
     VfioConfig c;
-    c.devices = {{kEdu, kEduLimit}, {"0000:00:03.0", 0}};
+    c.devices = {{kEdu, kEduLimit, ""}, {"0000:00:03.0", 0, ""}};
     c.dir = dir_ + "/backing";
     c.group_busy_timeout = absl::Milliseconds(300);
     c.layout.page_size = 2 * kMiB;
@@ -197,8 +198,9 @@ TEST_F(VfioSourceTest, StartMapsEachPhyssegOnceAndEnablesBusMastering) {
   EXPECT_EQ(source.timings().map_calls, 3);
   EXPECT_EQ(kernel_.mappings().size(), 3u);
   for (const BackedSegment& seg : source.segments()) {
-    auto m = kernel_.mappings().find(seg.spec.iova);
-    ASSERT_NE(m, kernel_.mappings().end());
+    const auto all = kernel_.mappings();
+    auto m = all.find(seg.spec.iova);
+    ASSERT_NE(m, all.end());
     EXPECT_EQ(m->second.bytes, seg.spec.pages.value * 2 * kMiB);
     EXPECT_EQ(seg.spec.freelist, seg.spec.iova < kEduLimit ? 1u : 0u);
     EXPECT_EQ(kernel_.numa_of(seg.path), seg.spec.numa);
@@ -256,7 +258,7 @@ TEST_F(VfioSourceTest, MapErrorsNameTheIoctlTheIovaAndTheErrno) {
   VfioConfig c = Config();
   c.layout.iova_base = 0xfec00000;  // fits by the plan of a bigger range...
   c.layout.dma_limits = {};
-  c.devices = {{kEdu, 0}};
+  c.devices = {{kEdu, 0, ""}};
   c.layout.pool = {{0, 2 * kMiB, std::nullopt}};
   kernel_.ranges = {{0, 0xfedfffff}};
   // ...but the kernel rejects a mapping the test makes overlap.
@@ -272,8 +274,8 @@ TEST_F(VfioSourceTest, MapErrorsNameTheIoctlTheIovaAndTheErrno) {
                                     "size=0x200000: File exists (errno 17)")));
   s = kernel_.MapDma(1000, p, 0xfee00000, 2 * kMiB);  // the MSI window
   EXPECT_EQ(ErrnoOf(s), EINVAL);
-  s = kernel_.UnmapDma(1000, 0xfec01000, 4096);  // bisecting
-  EXPECT_EQ(ErrnoOf(s), EINVAL);
+  EXPECT_EQ(ErrnoOf(kernel_.UnmapDma(1000, 0xfec01000, 4096).status()),
+            EINVAL);  // bisecting
   munmap(p, 2 * kMiB);
   close(fd);
 }
@@ -549,6 +551,7 @@ class TestStash : public FdStash {
   explicit TestStash(FakeKernel* k) : k_(k) {}
   ~TestStash() override {
     for (const auto& [name, fd] : kept_) Close(name, fd);
+    for (const auto& [p, n] : mapped_) munmap(p, n);
   }
   std::string instance() const override { return "test"; }
   absl::Status Put(const std::string& name, int fd) override {
@@ -573,10 +576,48 @@ class TestStash : public FdStash {
     for (const auto& [name, fd] : kept_) out.push_back(name);
     return out;
   }
+  // The keeper's MAP_DMA: from its own mapping of the memfd, as process
+  // kKeeperMm, so that any later daemon (another mm) can unmap through it.
+  static constexpr int kKeeperMm = 99;
+  absl::Status MapDma(const std::string& container, const std::string& memfd,
+                      uint64_t offset, uint64_t iova, uint64_t bytes) override {
+    if (!kept_.count(container) || !kept_.count(memfd))
+      return absl::NotFoundError("not kept");
+    struct stat st;
+    fstat(kept_[memfd], &st);
+    void* p = mmap(nullptr, st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED,
+                   kept_[memfd], 0);
+    if (p == MAP_FAILED) return absl::InternalError("mmap");
+    mapped_.push_back({p, st.st_size});
+    AsKeeper as(k_);
+    absl::Status s = k_->MapDma(kept_[container],
+                                static_cast<uint8_t*>(p) + offset, iova, bytes);
+    if (s.ok()) maps_[container][iova] = bytes;
+    return s;
+  }
+  absl::StatusOr<uint64_t> UnmapDma(const std::string& container, uint64_t iova,
+                                    uint64_t bytes) override {
+    if (!kept_.count(container)) return absl::NotFoundError("not kept");
+    AsKeeper as(k_);
+    absl::StatusOr<uint64_t> n = k_->UnmapDma(kept_[container], iova, bytes);
+    auto& m = maps_[container];
+    if (n.ok()) m.erase(m.lower_bound(iova), m.lower_bound(iova + bytes));
+    return n;
+  }
+  absl::StatusOr<std::map<uint64_t, uint64_t>> Mappings(
+      const std::string& container) override {
+    return maps_[container];
+  }
 
  private:
+  struct AsKeeper {
+    explicit AsKeeper(FakeKernel* k) : k(k), was(k->mm) { k->mm = kKeeperMm; }
+    ~AsKeeper() { k->mm = was; }
+    FakeKernel* k;
+    int was;
+  };
   static bool Fake(const std::string& name) {
-    return name == "container" || name.rfind("group-", 0) == 0 ||
+    return name.rfind("container", 0) == 0 || name.rfind("group-", 0) == 0 ||
            name.rfind("device-", 0) == 0;
   }
   int Copy(const std::string& name, int fd) {
@@ -587,6 +628,8 @@ class TestStash : public FdStash {
   }
   FakeKernel* k_;
   std::map<std::string, int> kept_;
+  std::map<std::string, std::map<uint64_t, uint64_t>> maps_;
+  std::vector<std::pair<void*, size_t>> mapped_;
 };
 
 // With a keeper, a daemon that dies (the source is destroyed) unmaps
@@ -659,6 +702,387 @@ TEST_F(VfioSourceTest, AKeeperKeepsMemoryMappingsAndViewsAcrossARestart) {
   VfioSource with_files(files, &kernel_);
   EXPECT_THAT(with_files.Start(), StatusIs(absl::StatusCode::kInvalidArgument,
                                            HasSubstr("backing: memfd")));
+}
+
+}  // namespace
+}  // namespace physpool::vfio
+
+// Device domains (docs/vfio.md, "Device domains"): tenant devices get a
+// container of their group's own that maps their tenant's leases only.
+namespace physpool::vfio {
+namespace {
+
+using Runs = std::vector<MemorySource::ViewRange>;
+constexpr uint64_t kPage = 4096;
+
+// `c` (the fixture's Config()) at 4 KiB pages, with kEdu (group 1) of
+// tenant `edu` and 0000:00:03.0 (group 2) of tenant `dev3` ("" = pool-wide).
+VfioConfig WithTenants(VfioConfig c, const std::string& edu,
+                       const std::string& dev3) {
+  c.layout.page_size = kPage;
+  c.devices[0].tenant = edu;
+  c.devices[1].tenant = dev3;
+  return c;
+}
+
+DeviceDomain DomainOf(const VfioSource& s, const std::string& bdf) {
+  for (const DeviceDomain& d : s.DeviceDomains())
+    if (d.device.bdf == bdf) return d;
+  ADD_FAILURE() << "no domain for " << bdf;
+  return {};
+}
+
+uint64_t SegmentBytes(const VfioSource& s, const BackedSegment& seg) {
+  return seg.spec.pages.value * s.page_size();
+}
+
+// Two physsegs where the first ends at the second's IOVA: {first, second}.
+std::pair<uint64_t, uint64_t> AdjacentSegments(const VfioSource& s) {
+  for (const BackedSegment& a : s.segments())
+    for (const BackedSegment& b : s.segments())
+      if (a.spec.iova + SegmentBytes(s, a) == b.spec.iova)
+        return {a.spec.iova, b.spec.iova};
+  ADD_FAILURE() << "no adjacent physsegs";
+  return {0, 0};
+}
+
+// Writes `c` at `iova` through the backing fd (what tenants map).
+void Poke(VfioSource& s, uint64_t seg_iova, uint64_t iova, char c) {
+  ASSERT_OK_AND_ASSIGN(int fd, s.BackingFd(iova));
+  ASSERT_EQ(pwrite(fd, &c, 1, off_t(iova - seg_iova)), 1);
+  close(fd);
+}
+
+TEST_F(VfioSourceTest, TenantDevicesGetContainersOfTheirOwn) {
+  VfioSource source(WithTenants(Config(), "a", "b"), &kernel_);
+  ASSERT_OK(source.Start());
+  ASSERT_EQ(source.segments().size(), 3u);
+  EXPECT_EQ(kernel_.containers(), 2) << "one per tenant group, no pool one";
+  EXPECT_TRUE(kernel_.mappings().empty()) << "no whole physseg mapped";
+  EXPECT_EQ(kernel_.map_calls(), 0);
+  EXPECT_TRUE(source.HasDevices("a"));
+  EXPECT_TRUE(source.HasDevices("b"));
+  EXPECT_FALSE(source.HasDevices("c"));
+  EXPECT_FALSE(source.HasDevices(""));
+
+  const uint64_t seg = source.segments()[1].spec.iova;
+  const uint64_t iova = seg + 8 * kPage;
+  const Runs lease = {{iova, 2 * kPage}};
+  ASSERT_OK(source.MapLease("a", lease));
+  const auto a = kernel_.mappings_of(1);
+  ASSERT_EQ(a.size(), 1u);
+  EXPECT_EQ(a.begin()->first, iova) << "same IOVA as in the pool";
+  EXPECT_EQ(a.begin()->second.bytes, 2 * kPage);
+  EXPECT_TRUE(kernel_.mappings_of(2).empty()) << "tenant b reaches nothing";
+  // The device reaches the lease's memory.
+  Poke(source, seg, iova, 'a');
+  EXPECT_EQ(*static_cast<const char*>(a.begin()->second.vaddr), 'a');
+
+  ASSERT_OK(source.MapLease("c", lease));  // no devices: nothing to map
+  EXPECT_EQ(kernel_.mappings().size(), 1u);
+  EXPECT_EQ(kernel_.map_calls(), 1);
+
+  ASSERT_OK(source.UnmapLease("a", lease));
+  EXPECT_TRUE(kernel_.mappings().empty());
+  ASSERT_OK(source.UnmapLease("a", lease));  // idempotent
+  ASSERT_OK(source.UnmapLease("c", lease));
+}
+
+TEST_F(VfioSourceTest, ARunAcrossTwoPhyssegsIsOneMappingPerSegment) {
+  VfioSource source(WithTenants(Config(), "a", "b"), &kernel_);
+  ASSERT_OK(source.Start());
+  const auto [lo, hi] = AdjacentSegments(source);
+  ASSERT_NE(hi, 0u);
+  const Runs lease = {{hi - 2 * kPage, 4 * kPage}};
+  ASSERT_OK(source.MapLease("a", lease));
+  const auto m = kernel_.mappings_of(1);
+  ASSERT_EQ(m.size(), 2u);
+  ASSERT_EQ(m.count(hi - 2 * kPage), 1u);
+  ASSERT_EQ(m.count(hi), 1u);
+  EXPECT_EQ(m.at(hi - 2 * kPage).bytes, 2 * kPage);
+  EXPECT_EQ(m.at(hi).bytes, 2 * kPage);
+  // Each piece onto its own physseg's memory.
+  Poke(source, lo, hi - 2 * kPage, 'L');
+  Poke(source, hi, hi, 'H');
+  EXPECT_EQ(*static_cast<const char*>(m.at(hi - 2 * kPage).vaddr), 'L');
+  EXPECT_EQ(*static_cast<const char*>(m.at(hi).vaddr), 'H');
+  EXPECT_EQ(DomainOf(source, kEdu).mappings, 2u);
+  EXPECT_EQ(DomainOf(source, kEdu).mapped_bytes, 4 * kPage);
+  ASSERT_OK(source.UnmapLease("a", lease));
+  EXPECT_TRUE(kernel_.mappings_of(1).empty());
+}
+
+// A fault at each MAP_DMA of a grant into two domains in turn: the grant
+// fails with the kernel's errno and nothing of it stays mapped anywhere.
+TEST_F(VfioSourceTest, AGrantThatFailsHalfWayLeavesNothingMapped) {
+  FaultyKernel faulty(&kernel_);
+  VfioSource source(WithTenants(Config(), "a", "a"), &faulty);
+  ASSERT_OK(source.Start());
+  const auto [lo, hi] = AdjacentSegments(source);
+  ASSERT_NE(hi, 0u);
+  const Runs lease = {{lo, kPage}, {hi - kPage, 2 * kPage}};  // 3 pieces
+  const int64_t avail = DomainOf(source, kEdu).dma_avail;
+  ASSERT_GT(avail, 0);
+  int before = faulty.calls();
+  ASSERT_OK(source.MapLease("a", lease));
+  const int map_calls = faulty.calls() - before;
+  ASSERT_EQ(map_calls, 6) << "3 pieces in 2 domains";
+  ASSERT_EQ(kernel_.mappings_of(1).size(), 3u);
+  ASSERT_EQ(kernel_.mappings_of(2).size(), 3u);
+  ASSERT_OK(source.UnmapLease("a", lease));
+  for (int err : {ENOMEM, ENOSPC, EINVAL}) {
+    for (int n = 1; n <= map_calls; ++n) {
+      faulty.FailCall(faulty.calls() + n, err);
+      absl::Status s = source.MapLease("a", lease);
+      ASSERT_FALSE(s.ok()) << "call " << n;
+      EXPECT_EQ(ErrnoOf(s), err) << s;
+      EXPECT_EQ(faulty.failed_step(), "VFIO_IOMMU_MAP_DMA") << s;
+      EXPECT_THAT(std::string(s.message()), HasSubstr("tenant \"a\""));
+      EXPECT_TRUE(kernel_.mappings_of(1).empty()) << "call " << n << ": " << s;
+      EXPECT_TRUE(kernel_.mappings_of(2).empty()) << "call " << n << ": " << s;
+      for (const DeviceDomain& d : source.DeviceDomains()) {
+        EXPECT_EQ(d.mappings, 0u) << d.device.bdf << " call " << n;
+        EXPECT_EQ(d.mapped_bytes, 0u) << d.device.bdf << " call " << n;
+        EXPECT_EQ(d.dma_avail, avail) << d.device.bdf << " call " << n;
+      }
+    }
+  }
+  faulty.FailCall(0, 0);
+  ASSERT_OK(source.MapLease("a", lease));  // the bookkeeping is intact
+  EXPECT_EQ(kernel_.mappings_of(1).size(), 3u);
+  EXPECT_EQ(kernel_.mappings_of(2).size(), 3u);
+}
+
+TEST_F(VfioSourceTest, AGrantOverTheDmaEntryLimitIsRefusedUpFront) {
+  kernel_.dma_limit = 3;
+  VfioSource source(WithTenants(Config(), "a", "b"), &kernel_);
+  ASSERT_OK(source.Start());
+  EXPECT_EQ(DomainOf(source, kEdu).dma_avail, 3);
+  const uint64_t seg = source.segments()[1].spec.iova;
+  Runs four;
+  for (int i = 0; i < 4; ++i) four.push_back({seg + 2 * i * kPage, kPage});
+  EXPECT_THAT(source.MapLease("a", four),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       AllOf(HasSubstr("dma_entry_limit"), HasSubstr("group 1"),
+                             HasSubstr("3 left"))));
+  EXPECT_EQ(kernel_.map_calls(), 0) << "refused before any MAP_DMA";
+  EXPECT_TRUE(kernel_.mappings().empty());
+  const Runs three(four.begin(), four.begin() + 3);
+  ASSERT_OK(source.MapLease("a", three));
+  EXPECT_EQ(kernel_.mappings_of(1).size(), 3u);
+  EXPECT_EQ(DomainOf(source, kEdu).dma_avail, 0);
+  EXPECT_EQ(DomainOf(source, "0000:00:03.0").dma_avail, 3) << "its own count";
+  EXPECT_THAT(source.MapLease("a", {four[3]}),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       HasSubstr("dma_entry_limit")));
+  EXPECT_EQ(kernel_.map_calls(), 3);
+  ASSERT_OK(source.UnmapLease("a", three));
+  EXPECT_EQ(DomainOf(source, kEdu).dma_avail, 3);
+}
+
+// Each domain pins what it maps, on top of the pool's container.
+TEST_F(VfioSourceTest, AGrantOverRlimitMemlockIsRefusedUpFront) {
+  kernel_.memlock = {false, 13 * kMiB};  // the pool's 12 MiB and 1 MiB more
+  VfioSource source(WithTenants(Config(), "", "b"), &kernel_);
+  ASSERT_OK(source.Start());
+  const int maps = kernel_.map_calls();
+  const uint64_t seg = source.segments()[1].spec.iova;
+  EXPECT_THAT(
+      source.MapLease("b", {{seg, 2 * kMiB}}),
+      StatusIs(absl::StatusCode::kResourceExhausted,
+               AllOf(HasSubstr("RLIMIT_MEMLOCK"), HasSubstr("CAP_IPC_LOCK"))));
+  EXPECT_EQ(kernel_.map_calls(), maps) << "refused before any MAP_DMA";
+  EXPECT_TRUE(kernel_.mappings_of(2).empty());
+  ASSERT_OK(source.MapLease("b", {{seg, kMiB}}));  // exactly the limit
+  EXPECT_EQ(kernel_.mappings_of(2).size(), 1u);
+  EXPECT_THAT(source.MapLease("b", {{seg + kMiB, kPage}}),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       HasSubstr("RLIMIT_MEMLOCK")));
+  EXPECT_EQ(kernel_.mappings_of(2).size(), 1u);
+}
+
+TEST_F(VfioSourceTest, EachTenantDomainPinsTheLeaseAgainstRlimitMemlock) {
+  kernel_.memlock = {false, 12 * kMiB};  // Start checks the pool's 12 MiB
+  VfioSource source(WithTenants(Config(), "a", "a"), &kernel_);
+  ASSERT_OK(source.Start());
+  const auto [lo, hi] = AdjacentSegments(source);
+  ASSERT_NE(hi, 0u);
+  // 7 MiB fits the limit once, not in two domains.
+  EXPECT_THAT(source.MapLease("a", {{lo, 7 * kMiB}}),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       HasSubstr("RLIMIT_MEMLOCK")));
+  EXPECT_EQ(kernel_.map_calls(), 0);
+  EXPECT_TRUE(kernel_.mappings().empty());
+  ASSERT_OK(source.MapLease("a", {{lo, 6 * kMiB}}));  // 2 x 6 MiB
+  EXPECT_EQ(kernel_.mappings_of(1).size(), 2u);
+  EXPECT_EQ(kernel_.mappings_of(2).size(), 2u);
+}
+
+TEST_F(VfioSourceTest, DevicesOfOneGroupMustShareTheirTenant) {
+  for (const auto& [t1, t2] : std::vector<std::pair<std::string, std::string>>{
+           {"a", "b"}, {"", "a"}, {"a", ""}}) {
+    VfioConfig c = Config();
+    c.devices = {{kEdu, kEduLimit, t1}, {"0000:00:02.0", 0, t2}};  // group 1
+    {
+      VfioSource source(c, &kernel_);
+      EXPECT_THAT(source.Start(),
+                  StatusIs(absl::StatusCode::kFailedPrecondition,
+                           AllOf(HasSubstr("IOMMU group 1"),
+                                 HasSubstr("0000:00:02.0"))))
+          << "\"" << t1 << "\" vs \"" << t2 << "\"";
+      EXPECT_EQ(kernel_.open_fds(), 0) << "nothing left open";
+      EXPECT_EQ(kernel_.containers(), 0);
+      EXPECT_TRUE(kernel_.mappings().empty());
+    }
+    EXPECT_EQ(kernel_.open_fds(), 0);
+  }
+  // One tenant for both: one domain, which both devices show.
+  VfioConfig c = WithTenants(Config(), "a", "a");
+  c.devices = {{kEdu, kEduLimit, "a"}, {"0000:00:02.0", 0, "a"}};
+  VfioSource source(c, &kernel_);
+  ASSERT_OK(source.Start());
+  ASSERT_OK(source.MapLease("a", {{source.segments()[0].spec.iova, kPage}}));
+  EXPECT_EQ(kernel_.map_calls(), 1);
+  EXPECT_EQ(kernel_.mappings_of(1).size(), 1u);
+  EXPECT_EQ(DomainOf(source, kEdu).domain, "group-1");
+  EXPECT_EQ(DomainOf(source, "0000:00:02.0").domain, "group-1");
+  EXPECT_EQ(DomainOf(source, "0000:00:02.0").mappings, 1u);
+}
+
+// With a keeper, tenant domains are its mappings (made as the keeper's
+// mm): a daemon that dies leaves them; the next one (another mm) makes
+// them exactly the live leases', unmapping the ended ones' through the
+// keeper and mapping what is missing.
+TEST_F(VfioSourceTest, ReconcileAfterARestartWithAKeeperFixesTenantDomains) {
+  TestStash stash(&kernel_);
+  VfioConfig c = WithTenants(Config(), "a", "");  // group 2: pool-wide
+  c.backing = BackingKind::kMemfd;
+  c.stash = &stash;
+  uint64_t seg = 0;
+  size_t segments = 0;
+  {
+    VfioSource source(c, &kernel_);
+    ASSERT_OK(source.Start());
+    seg = source.segments()[0].spec.iova;
+    segments = source.segments().size();
+    ASSERT_OK(source.MapLease("a", {{seg, 2 * kPage}}));          // L1
+    ASSERT_OK(source.MapLease("a", {{seg + 4 * kPage, kPage}}));  // L2
+  }  // kill -9: nothing unmapped
+  const Runs l1 = {{seg, 2 * kPage}}, l2 = {{seg + 4 * kPage, kPage}};
+  ASSERT_EQ(kernel_.mappings_of(1).size(), 2u);
+  EXPECT_THAT(stash.names(), ::testing::Contains("container-1"));
+  kernel_.mm = 2;  // the next daemon
+  {
+    VfioSource source(c, &kernel_);
+    ASSERT_OK(source.Start(/*keep_contents=*/true));
+    ASSERT_OK_AND_ASSIGN(MemorySource::Reconciled r,
+                         source.Reconcile({{"a", l1}}));
+    EXPECT_EQ(r.unmapped, 1u);
+    EXPECT_EQ(r.kept, 1u);
+    EXPECT_EQ(r.mapped, 0u);
+    EXPECT_EQ(r.map_errors, 0u);
+    auto m = kernel_.mappings_of(1);
+    ASSERT_EQ(m.size(), 1u);
+    EXPECT_EQ(m.begin()->first, seg);
+    EXPECT_EQ(m.begin()->second.bytes, 2 * kPage);
+    EXPECT_EQ(kernel_.mappings_of(2).size(), segments) << "pool untouched";
+    EXPECT_EQ(DomainOf(source, kEdu).mappings, 1u);
+    EXPECT_EQ(DomainOf(source, kEdu).mapped_bytes, 2 * kPage);
+    // A mapping of the dead daemon's time, undone by this one: through
+    // the keeper that made it.
+    ASSERT_OK(source.UnmapLease("a", l1));
+    EXPECT_TRUE(kernel_.mappings_of(1).empty());
+    EXPECT_EQ(DomainOf(source, kEdu).mappings, 0u);
+  }
+  kernel_.mm = 3;
+  VfioSource source(c, &kernel_);
+  ASSERT_OK(source.Start(/*keep_contents=*/true));
+  ASSERT_OK_AND_ASSIGN(MemorySource::Reconciled r,
+                       source.Reconcile({{"a", l1}, {"a", l2}, {"z", l2}}));
+  EXPECT_EQ(r.mapped, 2u) << "live leases that were not mapped";
+  EXPECT_EQ(r.kept, 0u);
+  EXPECT_EQ(r.unmapped, 0u);
+  auto m = kernel_.mappings_of(1);
+  ASSERT_EQ(m.size(), 2u);
+  EXPECT_EQ(m.at(seg).bytes, 2 * kPage);
+  EXPECT_EQ(m.at(seg + 4 * kPage).bytes, kPage);
+  for (const auto& [iova, mapping] : m)
+    EXPECT_EQ(mapping.mm, TestStash::kKeeperMm) << "mapped by the keeper";
+  EXPECT_EQ(DomainOf(source, kEdu).mappings, 2u);
+}
+
+// Without a keeper, type1 lets only the mm that mapped unmap: an UNMAP
+// the kernel cuts short is an error, and the mapping stays recorded.
+TEST_F(VfioSourceTest, AnUnmapTheKernelCutsShortIsAnError) {
+  VfioSource source(WithTenants(Config(), "a", "b"), &kernel_);
+  ASSERT_OK(source.Start());
+  const Runs lease = {{source.segments()[0].spec.iova, 2 * kPage}};
+  ASSERT_OK(source.MapLease("a", lease));
+  kernel_.mm = 2;
+  EXPECT_THAT(source.UnmapLease("a", lease),
+              StatusIs(absl::StatusCode::kInternal,
+                       AllOf(HasSubstr("unmapped"),
+                             HasSubstr("VFIO_IOMMU_UNMAP_DMA"))));
+  EXPECT_EQ(kernel_.mappings_of(1).size(), 1u) << "still reachable";
+  EXPECT_EQ(DomainOf(source, kEdu).mappings, 1u);
+  EXPECT_EQ(DomainOf(source, kEdu).mapped_bytes, 2 * kPage);
+  kernel_.mm = 1;  // a retry by the mm that mapped it
+  ASSERT_OK(source.UnmapLease("a", lease));
+  EXPECT_TRUE(kernel_.mappings_of(1).empty());
+  EXPECT_EQ(DomainOf(source, kEdu).mappings, 0u);
+}
+
+TEST_F(VfioSourceTest, DeviceDomainsShowThePoolAndEachTenantDomain) {
+  VfioSource source(WithTenants(Config(), "", "b"), &kernel_);
+  ASSERT_OK(source.Start());
+  const uint64_t s1 = source.segments()[1].spec.iova;
+  const uint64_t s2 = source.segments()[2].spec.iova;
+  ASSERT_OK(source.MapLease("b", {{s1, 3 * kPage}, {s2 + kPage, kPage}}));
+  const std::vector<DeviceDomain> all = source.DeviceDomains();
+  ASSERT_EQ(all.size(), 2u);
+  EXPECT_EQ(all[0].device.bdf, kEdu);
+  EXPECT_EQ(all[0].device.tenant, "");
+  EXPECT_EQ(all[0].domain, "pool");
+  EXPECT_EQ(all[0].mappings, source.segments().size());
+  EXPECT_EQ(all[0].mappings, kernel_.mappings_of(1).size());
+  EXPECT_EQ(all[0].mapped_bytes, 12 * kMiB);
+  EXPECT_EQ(all[0].dma_avail, 65535 - 3);
+  EXPECT_EQ(all[1].device.bdf, "0000:00:03.0");
+  EXPECT_EQ(all[1].device.tenant, "b");
+  EXPECT_EQ(all[1].domain, "group-2");
+  EXPECT_EQ(all[1].mappings, 2u);
+  EXPECT_EQ(all[1].mappings, kernel_.mappings_of(2).size());
+  EXPECT_EQ(all[1].mapped_bytes, 4 * kPage);
+  EXPECT_EQ(all[1].dma_avail, 65535 - 2);
+}
+
+// Two devices of one tenant in one group share a domain, also when a
+// restarted daemon takes it back from the keeper.
+TEST_F(VfioSourceTest, ADomainOfTwoDevicesIsTakenBackWhole) {
+  TestStash stash(&kernel_);
+  VfioConfig c = WithTenants(Config(), "a", "");
+  c.devices = {{kEdu, kEduLimit, "a"},
+               {"0000:00:02.0", 0, "a"},
+               {"0000:00:03.0", 0, ""}};
+  c.backing = BackingKind::kMemfd;
+  c.stash = &stash;
+  uint64_t seg = 0;
+  {
+    VfioSource source(c, &kernel_);
+    ASSERT_OK(source.Start());
+    seg = source.segments()[0].spec.iova;
+    ASSERT_OK(source.MapLease("a", {{seg, kPage}}));
+  }
+  kernel_.mm = 2;
+  VfioSource source(c, &kernel_);
+  ASSERT_OK(source.Start(/*keep_contents=*/true));
+  ASSERT_OK_AND_ASSIGN(MemorySource::Reconciled r,
+                       source.Reconcile({{"a", {{seg, kPage}}}}));
+  EXPECT_EQ(r.kept, 1u);
+  EXPECT_EQ(DomainOf(source, "0000:00:02.0").domain, "group-1");
+  EXPECT_EQ(DomainOf(source, "0000:00:02.0").mappings, 1u);
+  ASSERT_OK(source.MapLease("a", {{seg + 8 * kPage, kPage}}));
+  EXPECT_EQ(kernel_.mappings_of(1).size(), 2u);
 }
 
 }  // namespace
