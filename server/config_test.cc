@@ -153,6 +153,65 @@ TEST(ConfigTest, BadVfioValuesNameTheirLine) {
               HasSubstr("source.vfio.devicez: unknown key"));
 }
 
+// Device domains (docs/vfio.md, "Device domains"): a device assigned to a
+// configured tenant keeps its tenant, through what --check-config prints
+// too; a device without one is pool-wide.
+TEST(ConfigTest, AVfioDeviceOfAConfiguredTenantKeepsItsTenant) {
+  std::string y = kVfio;
+  y.replace(y.find("dma_limit: 0x10000000}"), 22,
+            "dma_limit: 0x10000000, tenant: a}");
+  auto c = ParseConfig(y, "t.yaml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_EQ(c->vfio.devices.size(), 2u);
+  EXPECT_EQ(c->vfio.devices[0].tenant, "a");
+  EXPECT_EQ(c->vfio.devices[1].tenant, "") << "pool-wide";
+  auto again = ParseConfig(FormatConfig(*c), "again.yaml");
+  ASSERT_TRUE(again.ok()) << again.status() << "\n" << FormatConfig(*c);
+  ASSERT_EQ(again->vfio.devices.size(), 2u);
+  EXPECT_EQ(again->vfio.devices[0].bdf, "0000:00:01.0");
+  EXPECT_EQ(again->vfio.devices[0].tenant, "a");
+  EXPECT_EQ(again->vfio.devices[1].tenant, "");
+  // The implicit tenant is a configured tenant when it is on.
+  std::string d = kVfio;
+  d.replace(d.find("tenants:"), 8, "implicit_tenant: true\ntenants:");
+  d.replace(d.find("{bdf: \"0000:00:02.0\"}"), 21,
+            "{bdf: \"0000:00:02.0\", tenant: default}");
+  auto implicit = ParseConfig(d, "t.yaml");
+  ASSERT_TRUE(implicit.ok()) << implicit.status();
+  EXPECT_EQ(implicit->vfio.devices[1].tenant, "default");
+}
+
+// A device of a tenant that is not configured, an empty tenant and a
+// device listed twice are refused, naming the line and the key.
+TEST(ConfigTest, AVfioDeviceOfAnUnknownTenantOrListedTwiceIsRefused) {
+  auto with = [](const std::string& from, const std::string& to) {
+    std::string y = kVfio;
+    const size_t at = y.find(from);
+    EXPECT_NE(at, std::string::npos) << from;
+    return Error(y.replace(at, from.size(), to));
+  };
+  EXPECT_THAT(
+      with("{bdf: \"0000:00:02.0\"}", "{bdf: \"0000:00:02.0\", tenant: zed}"),
+      HasSubstr("t.yaml:8: source.vfio.devices[1].tenant: \"zed\" is "
+                "not a configured tenant"));
+  // "default" is a tenant only while implicit_tenant is on.
+  EXPECT_THAT(with("{bdf: \"0000:00:02.0\"}",
+                   "{bdf: \"0000:00:02.0\", tenant: default}"),
+              HasSubstr("t.yaml:8: source.vfio.devices[1].tenant: \"default\" "
+                        "is not a configured tenant"));
+  EXPECT_THAT(
+      with("{bdf: \"0000:00:02.0\"}", "{bdf: \"0000:00:02.0\", tenant: \"\"}"),
+      HasSubstr("t.yaml:8: source.vfio.devices[1].tenant: must name a tenant"));
+  EXPECT_THAT(with("{bdf: \"0000:00:02.0\"}", "{bdf: \"0000:00:01.0\"}"),
+              HasSubstr("t.yaml:8: source.vfio.devices[1].bdf: device "
+                        "0000:00:01.0 is listed twice"));
+  // Twice with different tenants is as wrong.
+  EXPECT_THAT(
+      with("{bdf: \"0000:00:02.0\"}", "{bdf: \"0000:00:01.0\", tenant: a}"),
+      HasSubstr("source.vfio.devices[1].bdf: device 0000:00:01.0 is "
+                "listed twice"));
+}
+
 // Issue 11, defect 10: configurations that silently gave the wrong tenant
 // rights are refused, naming the key and its line.
 TEST(ConfigTest, FootGunsAreRefused) {

@@ -18,7 +18,9 @@
 namespace physpool::server {
 namespace {
 
-constexpr size_t kMaxMessage = 512;
+// The longest message: a MAPS answer of 512 mappings, each " <iova>:<bytes>"
+// of up to 42 characters (21.5 KB).
+constexpr size_t kMaxMessage = 32 << 10;
 
 absl::Status Errno(absl::string_view what, int err) {
   const std::string msg = absl::StrCat(what, ": ", std::strerror(err));

@@ -200,9 +200,7 @@ class Keeper {
   absl::StatusOr<Memory> MemoryOf(const std::string& name) {
     if (auto it = mem_.find(name); it != mem_.end()) return it->second;
     auto kept = kept_.find(name);
-    if (kept == kept_.end()) {
-      return absl::NotFoundError("the keeper holds no " + name);
-    }
+    if (kept == kept_.end()) return NotHeld(name);
     struct stat st;
     if (fstat(kept->second, &st) != 0)
       return ErrnoStatus("fstat " + name, errno);
@@ -212,6 +210,11 @@ class Keeper {
     Memory m{static_cast<uint8_t*>(p), static_cast<uint64_t>(st.st_size)};
     mem_[name] = m;
     return m;
+  }
+
+  // ENOENT: the daemon's side sees NOT_FOUND.
+  static absl::Status NotHeld(const std::string& name) {
+    return ErrnoStatus("the keeper holds no " + name, ENOENT);
   }
 
   static std::string Failed(const absl::Status& s) {
@@ -227,7 +230,7 @@ class Keeper {
       return "ERR MAP needs <container> <memfd> <offset> <iova> <bytes>";
     }
     auto container = kept_.find(a[0]);
-    if (container == kept_.end()) return "ERR the keeper holds no " + a[0];
+    if (container == kept_.end()) return Failed(NotHeld(a[0]));
     absl::StatusOr<Memory> mem = MemoryOf(a[1]);
     if (!mem.ok()) return Failed(mem.status());
     if (offset > mem->bytes || bytes > mem->bytes - offset) {
@@ -249,7 +252,7 @@ class Keeper {
       return "ERR UNMAP needs <container> <iova> <bytes>";
     }
     auto container = kept_.find(a[0]);
-    if (container == kept_.end()) return "ERR the keeper holds no " + a[0];
+    if (container == kept_.end()) return Failed(NotHeld(a[0]));
     absl::StatusOr<uint64_t> n =
         vfio::LinuxKernel()->UnmapDma(container->second, iova, bytes);
     if (!n.ok()) return Failed(n.status());

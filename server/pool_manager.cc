@@ -167,7 +167,11 @@ absl::Status PoolManager::Start() {
       }
       ASSIGN_OR_RETURN(const vfio::MemorySource::Reconciled rec,
                        source_->Reconcile(live));
-      if (!source_->DeviceDomains().empty()) {
+      const std::vector<vfio::DeviceDomain> domains = source_->DeviceDomains();
+      if (std::any_of(
+              domains.begin(), domains.end(), [](const vfio::DeviceDomain& d) {
+                return !d.device.tenant.empty();
+              })) {  // tenant domains only: the pool's is not reconciled
         Log(rec.map_errors ? LogLevel::kWarn : LogLevel::kInfo,
             "device domains reconciled",
             {F("kept", rec.kept), F("unmapped", rec.unmapped),
@@ -1417,10 +1421,23 @@ void PoolManager::MaintenanceLoop() {
       // Grace is over and the victims' ends are durable: once no view of
       // theirs is left (quarantine), zero their memory, then hand the
       // window over.
-      auto zero = [this, handle = r->handle](Outbox*) {
+      auto zero = [this, handle = r->handle](Outbox* o) {
         mu_.AssertHeld();
         PendingReclaim* pr = reclaims_.ByHandle(handle);
         if (pr == nullptr) return;
+        // A victim whose unmap failed is still reachable by its tenant's
+        // devices: it is neither zeroed nor handed over (held back as
+        // stuck); the reclaim fails.
+        for (pglist::AllocationId v : pr->victims) {
+          if (!dma_stuck_.count(v)) continue;
+          AbandonReclaim(handle,
+                         absl::UnavailableError(
+                             "a preempted lease could not be unmapped from "
+                             "its tenant's devices: its memory stays out of "
+                             "the pool until a restart reconciles the domains"),
+                         o);
+          return;
+        }
         std::vector<pglist::PageRun> runs;
         for (pglist::AllocationId v : pr->victims) {
           if (const pglist::Allocation* a = pool_->Find(v))
@@ -1439,7 +1456,14 @@ void PoolManager::MaintenanceLoop() {
         views_.Gate(r->victims, zero, r->deadline,
                     [this, handle = r->handle](Outbox* o) {
                       mu_.AssertHeld();
-                      ExpireQuarantinedReclaim(handle, o);
+                      AbandonReclaim(
+                          handle,
+                          absl::DeadlineExceededError(
+                              "the deadline passed while the preempted "
+                              "leases' memory was quarantined: their tenant "
+                              "still maps it (physpoolctl lease get shows "
+                              "who)"),
+                          o);
                     });
         wake_quarantine_.Signal();
       } else {
@@ -1878,16 +1902,13 @@ void PoolManager::RestoreViews(const std::map<std::string, EndedLease>& ended) {
   }
 }
 
-void PoolManager::ExpireQuarantinedReclaim(uint64_t handle, Outbox* out) {
+void PoolManager::AbandonReclaim(uint64_t handle, absl::Status why,
+                                 Outbox* out) {
   std::optional<PendingReclaim> taken = reclaims_.Take(handle);
   if (!taken) return;
   if (taken->done) {
-    Answer(std::move(taken->done),
-           absl::DeadlineExceededError(
-               "the deadline passed while the preempted leases' memory was "
-               "quarantined: their tenant still maps it (physpoolctl lease "
-               "get shows who)"),
-           taken->tenant, taken->params, taken->fingerprint, out);
+    Answer(std::move(taken->done), std::move(why), taken->tenant, taken->params,
+           taken->fingerprint, out);
   }
   if (taken->hold) (void)pool_->Free(*taken->hold);
   ScrubAndFree(taken->victims, taken->victim_rows);  // once released

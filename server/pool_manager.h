@@ -341,9 +341,11 @@ class PoolManager {
   void ScrubAndFreeNow(std::vector<pglist::AllocationId> allocs,
                        std::vector<int64_t> rows)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // A reclaim whose victims stayed quarantined past its deadline: answered
-  // DEADLINE_EXCEEDED; the victims are zeroed and freed once released.
-  void ExpireQuarantinedReclaim(uint64_t handle, Outbox* out)
+  // Ends a reclaim that cannot hand its window over: answered `why`, its
+  // held pages freed, its victims zeroed and freed once released (or held
+  // back if stuck). Used when the victims stayed quarantined past the
+  // deadline, and when a victim could not be unmapped from its devices.
+  void AbandonReclaim(uint64_t handle, absl::Status why, Outbox* out)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Unpin(pglist::AllocationId alloc);
   // Registers the views a previous daemon made (persistent sources):

@@ -15,26 +15,11 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "pglist/testing/status_matchers.h"
+#include "server/fake_clock.h"
 #include "vfio/sim_source.h"
 
 namespace physpool::server {
 namespace {
-
-class FakeClock final : public Clock {
- public:
-  absl::Time Now() const override {
-    absl::MutexLock l(&mu_);
-    return now_;
-  }
-  void Advance(absl::Duration d) {
-    absl::MutexLock l(&mu_);
-    now_ += d;
-  }
-
- private:
-  mutable absl::Mutex mu_;
-  absl::Time now_ = absl::FromUnixSeconds(1700000000);
-};
 
 class PoolManagerTest : public ::testing::Test {
  protected:

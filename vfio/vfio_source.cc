@@ -49,7 +49,15 @@ absl::Status Annotate(const absl::Status& s, absl::string_view what) {
 
 VfioSource::VfioSource(VfioConfig config, Kernel* kernel,
                        std::function<void(const std::string&)> notice)
-    : config_(std::move(config)), kernel_(kernel), notice_(std::move(notice)) {}
+    : config_(std::move(config)),
+      kernel_(kernel),
+      notice_(std::move(notice)),
+      device_tenants_([this] {
+        std::set<std::string> out;
+        for (const VfioDevice& d : config_.devices)
+          if (!d.tenant.empty()) out.insert(d.tenant);
+        return out;
+      }()) {}
 
 VfioSource::~VfioSource() { Teardown(); }
 
@@ -814,9 +822,7 @@ std::vector<std::string> VfioSource::ViewNames() {
 namespace physpool::vfio {
 
 bool VfioSource::HasDevices(const std::string& tenant) const {
-  for (const VfioDevice& d : config_.devices)
-    if (!d.tenant.empty() && d.tenant == tenant) return true;
-  return false;
+  return !tenant.empty() && device_tenants_.count(tenant) > 0;
 }
 
 absl::StatusOr<std::vector<VfioSource::Piece>> VfioSource::PiecesOf(
@@ -853,10 +859,8 @@ absl::Status VfioSource::MapLease(const std::string& tenant,
   for (const Piece& p : *pieces) bytes += p.bytes;
   absl::MutexLock l(&dmu_);
   // Up front: a lease the domains cannot take maps nothing.
-  uint64_t pinned = 0;
   int domains = 0;
   for (const auto& [g, d] : domains_) {
-    pinned += d.mapped_bytes;
     if (d.tenant != tenant) continue;
     ++domains;
     if (d.dma_avail >= 0 &&
@@ -870,18 +874,21 @@ absl::Status VfioSource::MapLease(const std::string& tenant,
           "fewer runs (contiguous), or raise dma_entry_limit"));
     }
   }
-  if (container_ >= 0) {
-    absl::MutexLock m(&mu_);
-    for (const auto& [iova, seg] : mapped_) pinned += seg.backing.bytes;
-  }
-  if (!memlock_.cap_ipc_lock &&
-      (memlock_.limit < pinned || memlock_.limit - pinned < bytes * domains)) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "mapping the lease for tenant \"", tenant, "\"'s devices pins ",
-        bytes * domains, " more bytes; RLIMIT_MEMLOCK is ", memlock_.limit,
-        " and ", pinned,
-        " are pinned (each domain pins its own): raise it or grant "
-        "CAP_IPC_LOCK"));
+  if (!memlock_.cap_ipc_lock) {  // else the kernel does not count
+    uint64_t pinned = 0;
+    for (const auto& [g, d] : domains_) pinned += d.mapped_bytes;
+    if (container_ >= 0) {
+      absl::MutexLock m(&mu_);
+      for (const auto& [iova, seg] : mapped_) pinned += seg.backing.bytes;
+    }
+    if (memlock_.limit < pinned || memlock_.limit - pinned < bytes * domains) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "mapping the lease for tenant \"", tenant, "\"'s devices pins ",
+          bytes * domains, " more bytes; RLIMIT_MEMLOCK is ", memlock_.limit,
+          " and ", pinned,
+          " are pinned (each domain pins its own): raise it or grant "
+          "CAP_IPC_LOCK"));
+    }
   }
   std::vector<std::pair<Domain*, const Piece*>> done;
   for (auto& [g, d] : domains_) {

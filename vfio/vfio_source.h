@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -186,6 +187,7 @@ class VfioSource final : public MemorySource {
   const VfioConfig config_;
   Kernel* const kernel_;
   const std::function<void(const std::string&)> notice_;
+  const std::set<std::string> device_tenants_;  // tenants that own devices
 
   // Set by Start, then read-only except through the server's serialised
   // segment calls (AddSegment / RemoveSegment).

@@ -47,9 +47,11 @@ install -m 755 "$BUILD/server/physpoold" "$R/bin/physpoold"
 install -m 755 "$BUILD/tests/e2e/e2e_tenant" "$R/bin/e2e_tenant"
 install -m 755 "$BUILD/cli/physpoolctl" "$R/bin/physpoolctl"
 install -m 755 "$BUILD/server/physpool-keeper" "$R/bin/physpool-keeper"
-for conf in physpool physpool-memfd; do
-  sed -e "s/@EDU_SHA@/$(printf %s edu-token | sha256sum | cut -d' ' -f1)/" \
-      -e "s/@PLAIN_SHA@/$(printf %s plain-token | sha256sum | cut -d' ' -f1)/" \
+sha() { printf %s "$1" | sha256sum | cut -d' ' -f1; }
+for conf in physpool physpool-memfd physpool-domains; do
+  sed -e "s/@EDU_SHA@/$(sha edu-token)/" -e "s/@PLAIN_SHA@/$(sha plain-token)/" \
+      -e "s/@A_SHA@/$(sha a-token)/" -e "s/@B_SHA@/$(sha b-token)/" \
+      -e "s/@OPS_SHA@/$(sha ops-token)/" -e "s/@C_SHA@/$(sha c-token)/" \
       "$HERE/$conf.yaml.in" > "$R/etc/$conf.yaml.in"
 done
 # Shared libraries, by basename into /lib/x86_64-linux-gnu (init sets

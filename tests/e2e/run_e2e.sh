@@ -1,10 +1,11 @@
 #!/bin/bash
 # The end-to-end test of the vfio source: builds the guest, boots it under
 # QEMU (TCG: no /dev/kvm needed) with an emulated Intel IOMMU and the edu
-# DMA device, and passes only if QEMU exited cleanly and the guest's tenant
+# DMA device (three of them), and passes only if QEMU exited cleanly and the guest's tenant
 # (its verdicts come from bytes read back after real DMA) printed
-# "PHYSPOOL-E2E: PASS", completed both phases without a failed check
-# ("PHYSPOOL-E2E-PHASE: <vfio|memfd> complete, 0 failed checks"), printed no
+# "PHYSPOOL-E2E: PASS", completed all three phases without a failed check
+# ("PHYSPOOL-E2E-PHASE: <vfio|memfd|domains> complete, 0 failed
+# checks"), printed no
 # "FAIL:" line and exited 0.
 # Usage: run_e2e.sh BUILD_DIR
 set -uo pipefail
@@ -20,7 +21,7 @@ LOG="$OUT/serial.log"
 start=$(date +%s%N)
 timeout "${PHYSPOOL_E2E_TIMEOUT:-600}" qemu-system-x86_64 \
   -machine q35,kernel-irqchip=split -accel tcg -cpu max -m 1G -smp 2 \
-  -device intel-iommu,intremap=on -device edu \
+  -device intel-iommu,intremap=on -device edu -device edu -device edu \
   -kernel "$OUT/vmlinuz" -initrd "$OUT/initramfs.cpio.gz" \
   -append "console=ttyS0 intel_iommu=on panic=-1 quiet" \
   -display none -nodefaults -no-reboot -serial stdio > "$LOG" 2>&1
@@ -37,7 +38,7 @@ fail() { echo "FAIL: $*"; failed=1; }
 grep -aq '^PHYSPOOL-E2E: PASS' "$TEXT" || fail "the guest did not report PASS"
 if grep -aq '^PHYSPOOL-E2E: FAIL' "$TEXT"; then fail "the guest reported FAIL"; fi
 if grep -a '^FAIL: ' "$TEXT"; then fail "checks failed in the guest (above)"; fi
-for phase in vfio memfd; do
+for phase in vfio memfd domains; do
   grep -aq "^PHYSPOOL-E2E-PHASE: $phase complete, 0 failed checks" "$TEXT" ||
     fail "phase $phase did not complete without failures"
 done

@@ -6,14 +6,18 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -22,6 +26,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/keeper_client.h"
+#include "util/errno_status.h"
 
 namespace physpool::server {
 namespace {
@@ -161,6 +166,114 @@ TEST_F(KeeperTest, WithACommandItRestartsADeadDaemonAndPassesSigtermOn) {
   EXPECT_TRUE(WIFEXITED(status)) << status;
   EXPECT_NE(kill(lines()[1], 0), 0) << "the daemon got SIGTERM too";
   EXPECT_THAT(Slurp(dir_ + "/keeper.log"), HasSubstr("the keeper stops"));
+}
+
+// MAP, UNMAP and MAPS (device domains, docs/vfio.md "Who maps:
+// physpool-keeper") of what the keeper does not hold, or cannot map, are
+// errors the client sees with the keeper's reason, and record nothing;
+// MAPS of a container never mapped into is empty. Without VFIO here, the
+// "container" is a memfd: the kernel answers its ioctls with ENOTTY.
+TEST_F(KeeperTest, MapUnmapAndMapsOfWhatTheKeeperDoesNotHoldAreErrors) {
+  Start({}, dir_ + "/keeper.log");
+  auto c = KeeperClient::Connect(sock_, absl::Seconds(10));
+  ASSERT_TRUE(c.ok()) << c.status();
+  const int seg = memfd_create("seg", MFD_CLOEXEC);
+  ASSERT_EQ(ftruncate(seg, 64 << 10), 0);
+  ASSERT_TRUE((*c)->Put("seg-100000", seg).ok());
+  close(seg);
+  const int fake = memfd_create("not-a-container", MFD_CLOEXEC);
+  ASSERT_TRUE((*c)->Put("container-1", fake).ok());
+  close(fake);
+  const uint64_t iova = 0x100000;
+
+  absl::Status s = (*c)->MapDma("container-9", "seg-100000", 0, iova, 4096);
+  EXPECT_FALSE(s.ok());
+  EXPECT_EQ(s.code(), absl::StatusCode::kNotFound) << s;
+  EXPECT_THAT(std::string(s.message()), HasSubstr("holds no container-9"));
+  s = (*c)->MapDma("container-1", "seg-9", 0, iova, 4096);
+  EXPECT_EQ(s.code(), absl::StatusCode::kNotFound) << s;
+  EXPECT_THAT(std::string(s.message()), HasSubstr("holds no seg-9"));
+  s = (*c)->MapDma("container-1", "seg-100000", 60 << 10, iova, 8192);
+  EXPECT_FALSE(s.ok());
+  EXPECT_THAT(std::string(s.message()), HasSubstr("is outside seg-100000"));
+  // The keeper's own MAP_DMA fails: the kernel's errno comes back.
+  s = (*c)->MapDma("container-1", "seg-100000", 0, iova, 4096);
+  EXPECT_FALSE(s.ok());
+  EXPECT_EQ(ErrnoOf(s), ENOTTY) << s;
+  EXPECT_THAT(std::string(s.message()),
+              HasSubstr("physpool-keeper: VFIO_IOMMU_MAP_DMA"));
+
+  absl::StatusOr<uint64_t> n = (*c)->UnmapDma("container-9", iova, 4096);
+  EXPECT_FALSE(n.ok());
+  EXPECT_THAT(std::string(n.status().message()),
+              HasSubstr("holds no container-9"));
+  n = (*c)->UnmapDma("container-1", iova, 4096);  // never mapped
+  EXPECT_FALSE(n.ok());
+  EXPECT_EQ(ErrnoOf(n.status()), ENOTTY) << n.status();
+  EXPECT_THAT(std::string(n.status().message()),
+              HasSubstr("VFIO_IOMMU_UNMAP_DMA"));
+
+  for (const char* container : {"container-1", "container-9"}) {
+    auto maps = (*c)->Mappings(container);
+    ASSERT_TRUE(maps.ok()) << container << ": " << maps.status();
+    EXPECT_TRUE(maps->empty()) << container << ": nothing was mapped";
+  }
+  // The connection still serves.
+  auto all = (*c)->List();
+  ASSERT_TRUE(all.ok()) << all.status();
+  EXPECT_EQ(all->size(), 2u);
+  for (const auto& [name, fd] : *all) close(fd);
+}
+
+// The client reads a MAPS answer as the keeper sends it: up to 512
+// mappings a message (keeper_client.h). A keeper stand-in on the socket
+// answers with 600 mappings at 39-bit IOVAs.
+TEST_F(KeeperTest, MapsOfManyMappingsIsReadWhole) {
+  ASSERT_EQ(mkdir((dir_ + "/run").c_str(), 0700), 0);
+  const int listener = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, sock_.c_str(), sizeof(addr.sun_path) - 1);
+  ASSERT_EQ(bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)),
+            0);
+  ASSERT_EQ(listen(listener, 1), 0);
+  std::map<uint64_t, uint64_t> sent;
+  for (uint64_t i = 0; i < 600; ++i)
+    sent[0x7f00000000 + i * 0x200000] = 0x200000;
+  std::string request;
+  std::thread keeper([&] {
+    const int conn = accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
+    ASSERT_GE(conn, 0);
+    ASSERT_TRUE(SendKeeperMessage(conn, "HELLO stand-in", -1).ok());
+    int fd = -1;
+    absl::StatusOr<std::string> m = RecvKeeperMessage(conn, &fd);
+    if (m.ok()) request = *m;
+    std::string line = "M";
+    size_t n = 0;
+    for (const auto& [iova, bytes] : sent) {  // as physpool-keeper does
+      absl::StrAppend(&line, " ", iova, ":", bytes);
+      if (++n % 512 == 0) {
+        EXPECT_TRUE(SendKeeperMessage(conn, line, -1).ok());
+        line = "M";
+      }
+    }
+    EXPECT_TRUE(SendKeeperMessage(conn, line, -1).ok());
+    EXPECT_TRUE(SendKeeperMessage(conn, "END", -1).ok());
+    char b;
+    (void)!read(conn, &b, 1);  // until the client hangs up
+    close(conn);
+  });
+  {
+    auto c = KeeperClient::Connect(sock_, absl::Seconds(10));
+    ASSERT_TRUE(c.ok()) << c.status();
+    auto maps = (*c)->Mappings("container-3");
+    ASSERT_TRUE(maps.ok()) << maps.status();
+    EXPECT_EQ(maps->size(), 600u);
+    EXPECT_TRUE(*maps == sent);
+  }
+  keeper.join();
+  close(listener);
+  EXPECT_EQ(request, "MAPS container-3");
 }
 
 }  // namespace
