@@ -713,8 +713,11 @@ bool RunDomains(Args a) {
   constexpr uint64_t kLease = 2 * kMiB;
   a.config = a.domains_config;
   a.log = a.domains_log;
-  const auto [group_a, in_a] = IommuGroup(a.bdf_a);
-  const auto [group_b, in_b] = IommuGroup(a.bdf_b);
+  // Not structured bindings: clang 14 cannot capture those in a lambda.
+  const std::pair<std::string, int> ga = IommuGroup(a.bdf_a);
+  const std::pair<std::string, int> gb = IommuGroup(a.bdf_b);
+  const std::string group_a = ga.first, group_b = gb.first;
+  const int in_a = ga.second, in_b = gb.second;
   std::printf("T: %s: iommu group %s (%d devices); %s: group %s (%d)\n",
               a.bdf_a.c_str(), group_a.c_str(), in_a, a.bdf_b.c_str(),
               group_b.c_str(), in_b);
