@@ -16,7 +16,7 @@ PACKAGES := cmake ninja-build g++ clang libclang-rt-14-dev libabsl-dev \
             prometheus python3-grpcio python3-protobuf curl openssl \
             qemu-system-x86 busybox-static cpio kmod xz-utils \
             libsystemd-dev pkg-config podman runc debootstrap yamllint python3-yaml nodejs \
-            gnuplot-nox
+            gnuplot-nox libcurl4-openssl-dev nlohmann-json3-dev
 
 BUILD      ?= build
 ASAN_BUILD ?= build-asan

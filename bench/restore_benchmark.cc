@@ -45,6 +45,7 @@ void BM_RestoreLeases(benchmark::State& state) {
                                 "simple",
                                 "",
                                 "",
+                                "",
                                 ""});
     }
     (void)(*store)->Commit();

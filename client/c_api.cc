@@ -109,6 +109,19 @@ int physpool_alloc(physpool_client* client,
   });
 }
 
+int physpool_attach(physpool_client* client, const char* lease_id,
+                    physpool_region** out) {
+  return Guarded("physpool_attach", kInternal, [&] {
+    if (out == nullptr) return NullArgument("physpool_attach", "out");
+    *out = nullptr;
+    if (client == nullptr) return NullArgument("physpool_attach", "client");
+    auto r = client->client->Attach(lease_id == nullptr ? "" : lease_id);
+    if (!r.ok()) return Fail(r.status());
+    *out = new physpool_region{*std::move(r)};
+    return 0;
+  });
+}
+
 size_t physpool_region_run_count(const physpool_region* region) {
   return Guarded("physpool_region_run_count", size_t{0}, [&] {
     if (region == nullptr) {

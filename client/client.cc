@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <set>
@@ -77,6 +78,7 @@ struct Region::Shared {
   absl::Time next_renew;
   bool revoked = false;   // guarded by impl->mu
   bool released = false;  // guarded by impl->mu
+  bool attached = false;  // Client::Attach: the owner renews and releases
 };
 
 struct Client::Impl {
@@ -90,6 +92,7 @@ struct Client::Impl {
   std::string source;
   std::vector<IovaRange> iova_ranges;
   std::vector<DeviceInfo> devices;
+  bool lease_scoped = false;  // a lease access token: no Watch, no Allocate
 
   absl::Mutex mu;
   absl::CondVar cv;
@@ -286,6 +289,57 @@ struct Client::Impl {
                      ")"));
   }
 
+  // Maps every run of `lease` (its descriptors from the fd socket) into
+  // `runs`; on an error `runs` holds what was mapped.
+  absl::Status MapRuns(const v1::Lease& lease, std::vector<Region::Run>* out) {
+    std::vector<Region::Run>& runs = *out;
+    absl::Status mapped;
+    // The lease's memory comes as descriptors over the fd socket: with
+    // per-lease isolation one view mapping the runs back to back, else the
+    // segments' backing; "ok <n> <fd>:<offset> ..." says where each run is.
+    client_internal::FdAnswer backing;
+    {
+      auto answer = client_internal::FdRequest(
+          fd_socket, absl::StrCat("backing ", lease.id(), " ", token),
+          absl::FromChrono(opts.timeout));
+      if (!answer.ok()) {
+        mapped = answer.status();
+      } else if (answer->words.size() !=
+                 static_cast<size_t>(lease.runs_size()) + 1) {
+        mapped =
+            absl::InternalError("fd socket: one fd:offset per run expected");
+      }
+      if (answer.ok()) backing = *std::move(answer);
+    }
+    for (int i = 0; mapped.ok() && i < lease.runs_size(); ++i) {
+      const v1::Run& r = lease.runs(i);
+      // The descriptors are borrowed (closed below, once).
+      int fd = -1;
+      uint64_t offset = 0;
+      size_t index = 0;
+      std::pair<std::string, std::string> where =
+          absl::StrSplit(backing.words[i + 1], absl::MaxSplits(':', 1));
+      if (absl::SimpleAtoi(where.first, &index) &&
+          absl::SimpleAtoi(where.second, &offset) &&
+          index < backing.fds.size()) {
+        fd = backing.fds[index];
+      }
+      void* p = fd < 0 ? MAP_FAILED
+                       : mmap(nullptr, r.length(), PROT_READ | PROT_WRITE,
+                              MAP_SHARED, fd, static_cast<off_t>(offset));
+      const int err = fd < 0 ? EINVAL : errno;
+      if (p == MAP_FAILED) {
+        mapped = absl::PermissionDeniedError(
+            absl::StrCat("cannot map run ", i, " of lease ", lease.id(), " (\"",
+                         backing.words[i + 1], "\"): ", std::strerror(err)));
+        break;
+      }
+      runs.push_back({r.iova(), r.length(), p});
+    }
+    for (int fd : backing.fds) close(fd);
+    return mapped;
+  }
+
   void Stop() {
     {
       absl::MutexLock l(&mu);
@@ -382,7 +436,11 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(ClientOptions options) {
   for (const v1::Device& d : info.devices()) {
     impl->devices.push_back({d.bdf(), d.dma_limit()});
   }
+  impl->lease_scoped = info.lease_scoped();
   impl->renewer = std::thread([i = impl.get()] { i->RenewLoop(); });
+  // A lease access token may not Watch (its leases' owner is told).
+  if (impl->lease_scoped)
+    return std::unique_ptr<Client>(new Client(std::move(impl)));
   impl->watcher = std::thread([i = impl.get()] { i->WatchLoop(); });
   {
     // So that a region allocated right after Connect is not revoked before
@@ -432,49 +490,7 @@ absl::StatusOr<std::unique_ptr<Region>> Client::Allocate(
   shared->next_renew = absl::Now() + shared->ttl / 3;
   // Map every run; on failure release the lease and unmap what was mapped.
   std::vector<Region::Run> runs;
-  absl::Status mapped;
-  // The lease's memory comes as descriptors over the fd socket: with
-  // per-lease isolation one view mapping the runs back to back, else the
-  // segments' backing; "ok <n> <fd>:<offset> ..." says where each run is.
-  client_internal::FdAnswer backing;
-  {
-    auto answer = client_internal::FdRequest(
-        impl_->fd_socket,
-        absl::StrCat("backing ", lease.id(), " ", impl_->token),
-        absl::FromChrono(impl_->opts.timeout));
-    if (!answer.ok()) {
-      mapped = answer.status();
-    } else if (answer->words.size() !=
-               static_cast<size_t>(lease.runs_size()) + 1) {
-      mapped = absl::InternalError("fd socket: one fd:offset per run expected");
-    }
-    if (answer.ok()) backing = *std::move(answer);
-  }
-  for (int i = 0; mapped.ok() && i < lease.runs_size(); ++i) {
-    const v1::Run& r = lease.runs(i);
-    // The descriptors are borrowed (closed below, once).
-    int fd = -1;
-    uint64_t offset = 0;
-    size_t index = 0;
-    std::pair<std::string, std::string> where =
-        absl::StrSplit(backing.words[i + 1], absl::MaxSplits(':', 1));
-    if (absl::SimpleAtoi(where.first, &index) &&
-        absl::SimpleAtoi(where.second, &offset) && index < backing.fds.size()) {
-      fd = backing.fds[index];
-    }
-    void* p = fd < 0 ? MAP_FAILED
-                     : mmap(nullptr, r.length(), PROT_READ | PROT_WRITE,
-                            MAP_SHARED, fd, static_cast<off_t>(offset));
-    const int err = fd < 0 ? EINVAL : errno;
-    if (p == MAP_FAILED) {
-      mapped = absl::PermissionDeniedError(
-          absl::StrCat("cannot map run ", i, " of lease ", lease.id(), " (\"",
-                       backing.words[i + 1], "\"): ", std::strerror(err)));
-      break;
-    }
-    runs.push_back({r.iova(), r.length(), p});
-  }
-  for (int fd : backing.fds) close(fd);
+  absl::Status mapped = impl_->MapRuns(lease, &runs);
   {
     absl::MutexLock l(&impl_->mu);
     impl_->live[lease.id()] = shared;
@@ -484,6 +500,35 @@ absl::StatusOr<std::unique_ptr<Region>> Client::Allocate(
       new Region(shared, lease.id(), std::move(runs), lease.bytes(),
                  lease.path(), req.request_id()));
   if (!mapped.ok()) return mapped;  // ~Region releases and unmaps
+  return region;
+}
+
+absl::StatusOr<std::unique_ptr<Region>> Client::Attach(
+    const std::string& lease_id) {
+  std::string id = lease_id;
+  if (id.empty()) {
+    if (const char* e = std::getenv("PHYSPOOL_LEASE"); e != nullptr) id = e;
+  }
+  if (id.empty()) {
+    return absl::InvalidArgumentError(
+        "Attach: no lease id given and $PHYSPOOL_LEASE is not set");
+  }
+  v1::GetLeaseRequest req;
+  req.set_lease_id(id);
+  v1::GetLeaseResponse resp;
+  auto ctx = NewContext(impl_->token, impl_->opts.timeout);
+  if (grpc::Status s = impl_->stub->GetLease(ctx.get(), req, &resp); !s.ok())
+    return FromGrpc(s);
+  auto shared = std::make_shared<Region::Shared>();
+  shared->impl = impl_;
+  shared->lease_id = id;
+  shared->attached = true;
+  std::vector<Region::Run> runs;
+  absl::Status mapped = impl_->MapRuns(resp.lease(), &runs);
+  auto region = std::unique_ptr<Region>(
+      new Region(shared, id, std::move(runs), resp.lease().bytes(),
+                 resp.lease().path(), resp.lease().request_id()));
+  if (!mapped.ok()) return mapped;  // ~Region unmaps
   return region;
 }
 
@@ -523,6 +568,7 @@ absl::Status Region::Release() {
     impl->live.erase(lease_id_);
   }
   Unmap();
+  if (shared_->attached) return absl::OkStatus();  // the owner releases it
   v1::ReleaseRequest req;
   req.set_lease_id(lease_id_);
   v1::ReleaseResponse resp;

@@ -391,6 +391,10 @@ std::string FdServer::Answer(const std::string& line, std::vector<int>* fds,
       auth_->IdentifyToken(words.size() == 3 ? words[2] : "");
   if (!tenant.ok()) return ErrorLine(tenant.status());
   if (words[0] == "device") {
+    if (!tenant->lease_scope.empty()) {
+      return ErrorLine(absl::PermissionDeniedError(
+          "a lease access token reaches only its leases' views, not devices"));
+    }
     // A tenant's own device reaches only its leases (its own IOMMU
     // domain); a pool-wide one reaches every lease: privileged only.
     std::string owner;

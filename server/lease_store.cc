@@ -176,6 +176,10 @@ absl::StatusOr<std::unique_ptr<LeaseStore>> LeaseStore::Open(
         "ALTER TABLE leases ADD COLUMN request_fp TEXT NOT NULL DEFAULT '';"
         "COMMIT;"));
   }
+  if (!has_column("leases", "access_sha")) {
+    RETURN_IF_ERROR(st->Exec(
+        "ALTER TABLE leases ADD COLUMN access_sha TEXT NOT NULL DEFAULT ''"));
+  }
   if (!has_column("scrubs", "lease")) {
     RETURN_IF_ERROR(st->Exec(
         "ALTER TABLE scrubs ADD COLUMN lease TEXT NOT NULL DEFAULT ''"));
@@ -217,8 +221,8 @@ absl::StatusOr<std::unique_ptr<LeaseStore>> LeaseStore::Open(
     Stmt l;
     if (sqlite3_prepare_v2(st->db_,
                            "SELECT id, tenant, runs, preemptible, expires_ms, "
-                           "ttl_s, path, label, request_id, request_fp"
-                           " FROM leases",
+                           "ttl_s, path, label, request_id, request_fp, "
+                           "access_sha FROM leases",
                            -1, &l.s, nullptr) != SQLITE_OK) {
       return st->Error("damaged (leases)");
     }
@@ -241,6 +245,8 @@ absl::StatusOr<std::unique_ptr<LeaseStore>> LeaseStore::Open(
       s.label = reinterpret_cast<const char*>(sqlite3_column_text(l.s, 7));
       s.request_id = reinterpret_cast<const char*>(sqlite3_column_text(l.s, 8));
       s.request_fp = reinterpret_cast<const char*>(sqlite3_column_text(l.s, 9));
+      s.access_sha256 =
+          reinterpret_cast<const char*>(sqlite3_column_text(l.s, 10));
       st->leases_.push_back(std::move(s));
     }
     Stmt sc;
@@ -307,8 +313,8 @@ absl::StatusOr<std::unique_ptr<LeaseStore>> LeaseStore::Open(
   } prepared[] = {
       {&st->put_,
        "INSERT OR REPLACE INTO leases(id, tenant, runs, preemptible, "
-       "expires_ms, ttl_s, path, label, request_id, request_fp)"
-       " VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"},
+       "expires_ms, ttl_s, path, label, request_id, request_fp, access_sha)"
+       " VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"},
       {&st->expiry_,
        "UPDATE leases SET expires_ms = ?, ttl_s = ? WHERE id = ?"},
       {&st->delete_lease_, "DELETE FROM leases WHERE id = ?"},
@@ -383,6 +389,7 @@ absl::Status LeaseStore::PutLease(const StoredLease& l) {
   sqlite3_bind_text(put_, 8, l.label.c_str(), -1, SQLITE_TRANSIENT);
   sqlite3_bind_text(put_, 9, l.request_id.c_str(), -1, SQLITE_TRANSIENT);
   sqlite3_bind_text(put_, 10, l.request_fp.c_str(), -1, SQLITE_TRANSIENT);
+  sqlite3_bind_text(put_, 11, l.access_sha256.c_str(), -1, SQLITE_TRANSIENT);
   return Step(put_, "writing a lease");
 }
 

@@ -36,8 +36,9 @@ struct StoredLease {
   int64_t ttl_seconds = 0;
   std::string path;
   std::string label;
-  std::string request_id;  // the tenant's AllocateRequest.request_id, or ""
-  std::string request_fp;  // fingerprint of that request's parameters
+  std::string request_id;     // the tenant's AllocateRequest.request_id, or ""
+  std::string request_fp;     // fingerprint of that request's parameters
+  std::string access_sha256;  // its access token's hash, or ""
 };
 
 // A segment added at run time (Admin AddSegment): re-created at the same

@@ -17,6 +17,11 @@ Lessor::Lease& Lessor::Add(Lease lease) {
   by_alloc_[lease.alloc] = id;
   if (!lease.info.request_id.empty())
     by_request_[Key(lease.info.tenant, lease.info.request_id)] = id;
+  if (!lease.info.access_sha256.empty()) {
+    auto& a = by_access_[lease.info.access_sha256];
+    a.first = lease.info.tenant;
+    ++a.second;
+  }
   const bool live = lease.state != State::kCommitting;
   Lease& l = leases_[id] = std::move(lease);
   if (live) {
@@ -58,6 +63,10 @@ Lessor::Lease Lessor::Discard(const std::string& id) {
   by_alloc_.erase(l.alloc);
   if (!l.info.request_id.empty())
     by_request_.erase(Key(l.info.tenant, l.info.request_id));
+  if (!l.info.access_sha256.empty()) {
+    auto a = by_access_.find(l.info.access_sha256);
+    if (a != by_access_.end() && --a->second.second == 0) by_access_.erase(a);
+  }
   TenantUsage& u = usage_[l.info.tenant];
   u.bytes -= l.info.bytes;
   --u.leases;
@@ -96,12 +105,18 @@ Lessor::Lease* Lessor::Find(const std::string& id) {
 }
 
 absl::StatusOr<Lessor::Lease*> Lessor::Owned(const std::string& tenant,
-                                             const std::string& id) {
+                                             const std::string& id,
+                                             const std::string& scope) {
   auto it = leases_.find(id);
   if (it != leases_.end() && it->second.state != State::kCommitting) {
     if (it->second.info.tenant != tenant) {
       return absl::PermissionDeniedError(
           absl::StrCat("lease ", id, " belongs to another tenant"));
+    }
+    if (!scope.empty() && it->second.info.access_sha256 != scope) {
+      return absl::PermissionDeniedError(
+          absl::StrCat("this access token does not reach lease ", id,
+                       ": it reaches only the leases granted with it"));
     }
     return &it->second;
   }
@@ -114,6 +129,13 @@ absl::StatusOr<Lessor::Lease*> Lessor::Owned(const std::string& tenant,
         absl::StrCat("lease ", id, " has ended (", e->how, ")"));
   }
   return absl::NotFoundError(absl::StrCat("no lease ", id));
+}
+
+std::optional<std::string> Lessor::TenantOfAccess(
+    const std::string& sha) const {
+  auto it = by_access_.find(sha);
+  if (it == by_access_.end()) return std::nullopt;
+  return it->second.first;
 }
 
 const Lessor::Ended* Lessor::FindEnded(const std::string& id) const {

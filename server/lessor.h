@@ -50,6 +50,9 @@ struct LeaseInfo {
   std::string path;
   std::string label;
   std::string request_id;
+  // SHA-256 (hex) of its access token ("" = none): that token's holder
+  // may read it and map its view, nothing else (tenants.h, lease_scope).
+  std::string access_sha256;
   // An ended lease whose memory is quarantined (lease_views.h): since
   // when, and who still holds its view.
   struct Quarantine {
@@ -103,9 +106,13 @@ class Lessor {
   Lease* Find(const std::string& id);
   // The caller's lease for Renew/Get/Release: NOT_FOUND if unknown, still
   // committing, or ended (saying how); PERMISSION_DENIED if another
-  // tenant's.
-  absl::StatusOr<Lease*> Owned(const std::string& tenant,
-                               const std::string& id);
+  // tenant's or, for a caller holding an access token (`scope`, its hash;
+  // "" = a tenant's own credentials), a lease granted with another token.
+  absl::StatusOr<Lease*> Owned(const std::string& tenant, const std::string& id,
+                               const std::string& scope = "");
+  // The tenant whose live or committing leases were granted with access
+  // token hash `sha`, if any.
+  std::optional<std::string> TenantOfAccess(const std::string& sha) const;
   const Ended* FindEnded(const std::string& id) const;
   // The lease (any state) or ended lease granted for `tenant`'s request id.
   Lease* ByRequest(const std::string& tenant, const std::string& request_id);
@@ -155,6 +162,8 @@ class Lessor {
   std::set<std::pair<absl::Time, std::string>> warn_;
   absl::flat_hash_map<pglist::AllocationId, std::string> by_alloc_;
   absl::flat_hash_map<std::string, std::string> by_request_;  // key -> id
+  // access token hash -> (tenant, how many leases carry it)
+  absl::flat_hash_map<std::string, std::pair<std::string, int>> by_access_;
   std::map<std::string, TenantUsage> usage_;
   // Ended leases (bounded), and request ids they or failures used.
   absl::flat_hash_map<std::string, Ended> ended_;

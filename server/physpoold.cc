@@ -479,7 +479,10 @@ int Run(int argc, char** argv) {
          F("hint", "pass --config for tenants, tokens and TLS")});
   }
 
-  Authenticator auth(&registry, cfg->implicit_tenant);
+  Authenticator auth(&registry, cfg->implicit_tenant,
+                     [&manager](const std::string& sha) {
+                       return manager.TenantOfAccessToken(sha);
+                     });
   PoolService pool_service(&manager, &auth, &registry,
                            SourceFacts{source.name(), source.iova_ranges(),
                                        source.devices(), cfg->fd_socket});

@@ -63,10 +63,11 @@ bool Remembered(absl::StatusCode c) {
 // The parameters a retry must repeat (not how long it waits).
 std::string Fingerprint(const AllocateParams& p) {
   const pglist::Request& r = p.req;
-  return Sha256Hex(absl::StrCat(r.bytes, "|", r.low, "|", r.high, "|",
-                                r.alignment, "|", r.boundary, "|",
-                                r.max_segments, "|", r.numa, "|", p.numa_strict,
-                                "|", r.preemptible, "|", p.label))
+  return Sha256Hex(
+             absl::StrCat(r.bytes, "|", r.low, "|", r.high, "|", r.alignment,
+                          "|", r.boundary, "|", r.max_segments, "|", r.numa,
+                          "|", p.numa_strict, "|", r.preemptible, "|", p.label,
+                          p.access_sha256.empty() ? "" : "|", p.access_sha256))
       .substr(0, 16);
 }
 
@@ -149,6 +150,7 @@ absl::Status PoolManager::Start() {
         info.path = sl.path;
         info.label = sl.label;
         info.request_id = sl.request_id;
+        info.access_sha256 = sl.access_sha256;
         for (const pglist::PageRun& r : a->runs) {
           info.runs.push_back(ToLeaseRun(r));
           info.bytes += info.runs.back().bytes;
@@ -372,6 +374,7 @@ LeaseInfo PoolManager::MakeInfo(const Tenant& t, const AllocateParams& p,
   info.path = std::string(path);
   info.label = p.label;
   info.request_id = p.request_id;
+  info.access_sha256 = p.access_sha256;
   for (const pglist::PageRun& r : runs) {
     info.runs.push_back(ToLeaseRun(r));
     info.bytes += info.runs.back().bytes;
@@ -392,7 +395,8 @@ StoredLease ToStored(const LeaseInfo& info,
           info.path,
           info.label,
           info.request_id,
-          fp};
+          fp,
+          info.access_sha256};
 }
 }  // namespace
 
@@ -526,9 +530,19 @@ uint64_t PoolManager::Allocate(const Tenant& tenant, AllocateParams params,
           "request_id \"", rid, "\" was used for ", what,
           " with other parameters; a retry must repeat the request"));
     };
+    const std::optional<std::string> access_owner =
+        params.access_sha256.empty()
+            ? std::nullopt
+            : lessor_.TenantOfAccess(params.access_sha256);
     if (stopping_ || !started_) {
       out.push_back([d = std::move(done)] {
         d(absl::FailedPreconditionError("physpoold is shutting down"));
+      });
+    } else if (access_owner && *access_owner != tenant.name) {
+      out.push_back([d = std::move(done)] {
+        d(absl::InvalidArgumentError(
+            "access_token_sha256 is the hash of a token another tenant's "
+            "leases carry: choose a new random token"));
       });
     } else if (!rid.empty() && lessor_.ByRequest(tenant.name, rid)) {
       Lessor::Lease* lease = lessor_.ByRequest(tenant.name, rid);
@@ -1007,7 +1021,7 @@ void PoolManager::Renew(const Tenant& t, const std::string& id,
   Outbox out;
   {
     absl::MutexLock l(&mu_);
-    auto lease = lessor_.Owned(t.name, id);
+    auto lease = lessor_.Owned(t.name, id, t.lease_scope);
     if (!lease.ok()) {
       out.push_back([d = std::move(done), s = lease.status()] { d(s); });
     } else if ((*lease)->state == Lessor::State::kEnding) {
@@ -1030,7 +1044,7 @@ void PoolManager::Renew(const Tenant& t, const std::string& id,
             absl::StatusOr<LeaseInfo> result;
             {
               absl::MutexLock l(&mu_);
-              auto lease = lessor_.Owned(t.name, id);
+              auto lease = lessor_.Owned(t.name, id, t.lease_scope);
               if (!s.ok()) {
                 StoreFailed(s);
                 result = StoreUnavailable(s, "the lease was not renewed");
@@ -1057,7 +1071,7 @@ void PoolManager::Release(const Tenant& t, const std::string& id,
   Outbox out;
   {
     absl::MutexLock l(&mu_);
-    auto lease = lessor_.Owned(t.name, id);
+    auto lease = lessor_.Owned(t.name, id, t.lease_scope);
     if (!lease.ok()) {
       const Lessor::Ended* e = lessor_.FindEnded(id);
       const bool again = e != nullptr && e->tenant == t.name;
@@ -1157,10 +1171,16 @@ absl::StatusOr<LeaseInfo> PoolManager::Revoke(absl::string_view id,
   });
 }
 
+std::optional<std::string> PoolManager::TenantOfAccessToken(
+    const std::string& sha) {
+  absl::MutexLock l(&mu_);
+  return lessor_.TenantOfAccess(sha);
+}
+
 absl::StatusOr<LeaseInfo> PoolManager::Get(const Tenant& t,
                                            absl::string_view id) {
   absl::MutexLock l(&mu_);
-  auto lease = lessor_.Owned(t.name, std::string(id));
+  auto lease = lessor_.Owned(t.name, std::string(id), t.lease_scope);
   if (!lease.ok()) {
     // Ended is ended; the owner also learns why the memory is not back.
     const LeaseViews::View* v = views_.FindLease(std::string(id));
@@ -1808,7 +1828,8 @@ absl::StatusOr<PoolManager::ViewHandout> PoolManager::HandOutView(
   }
   if (stopping_)
     return absl::FailedPreconditionError("physpoold is shutting down");
-  ASSIGN_OR_RETURN(Lessor::Lease * lease, lessor_.Owned(t.name, lease_id));
+  ASSIGN_OR_RETURN(Lessor::Lease * lease,
+                   lessor_.Owned(t.name, lease_id, t.lease_scope));
   if (lease->state != Lessor::State::kLive) {
     return absl::FailedPreconditionError(
         absl::StrCat("lease ", lease_id, " is being released"));

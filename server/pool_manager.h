@@ -187,6 +187,10 @@ class PoolManager {
   absl::StatusOr<LeaseInfo> Revoke(absl::string_view id,
                                    absl::string_view reason);
 
+  // The tenant whose leases carry the access token hash `sha`
+  // (AllocateRequest.access_token_sha256), if a live one does.
+  std::optional<std::string> TenantOfAccessToken(const std::string& sha);
+
   // The caller's live lease. NOT_FOUND for an ended one; while it is
   // quarantined the message says so and who holds it.
   absl::StatusOr<LeaseInfo> Get(const Tenant& tenant, absl::string_view id);

@@ -65,13 +65,18 @@ class PoolManagerTest : public ::testing::Test {
     AllocateParams p;
     p.req.bytes = bytes;
     p.may_wait = wait;
+    return AllocateAs(m, tenant_, p, deadline);
+  }
+  // Any request of any tenant, waiting for its answer.
+  absl::StatusOr<LeaseInfo> AllocateAs(
+      PoolManager& m, const Tenant& t, const AllocateParams& p,
+      absl::Duration deadline = absl::Seconds(60)) {
     absl::Mutex mu;
     std::optional<absl::StatusOr<LeaseInfo>> result;
-    m.Allocate(tenant_, p, clock_.Now() + deadline,
-               [&](absl::StatusOr<LeaseInfo> r) {
-                 absl::MutexLock l(&mu);
-                 result = std::move(r);
-               });
+    m.Allocate(t, p, clock_.Now() + deadline, [&](absl::StatusOr<LeaseInfo> r) {
+      absl::MutexLock l(&mu);
+      result = std::move(r);
+    });
     absl::MutexLock l(&mu);
     mu.Await(absl::Condition(
         +[](std::optional<absl::StatusOr<LeaseInfo>>* r) {
@@ -136,6 +141,44 @@ TEST_F(PoolManagerTest, LeasesExpireOnTheInjectedClock) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   EXPECT_EQ(UsedBytes(), 0u);
+}
+
+// A lease access token (AllocateRequest.access_token_sha256): its holder
+// reaches the leases granted with it, and only while one lives.
+TEST_F(PoolManagerTest, AnAccessTokenReachesOnlyTheLeasesGrantedWithIt) {
+  const std::string sha = Sha256Hex("claim-token");
+  auto allocate = [&](const Tenant& t, const std::string& access) {
+    AllocateParams p;
+    p.req.bytes = 4096;
+    p.access_sha256 = access;
+    return AllocateAs(*manager_, t, p);
+  };
+  EXPECT_EQ(manager_->TenantOfAccessToken(sha), std::nullopt);
+  ASSERT_OK_AND_ASSIGN(LeaseInfo one, allocate(tenant_, sha));
+  ASSERT_OK_AND_ASSIGN(LeaseInfo two, allocate(tenant_, sha));
+  ASSERT_OK_AND_ASSIGN(LeaseInfo plain, allocate(tenant_, ""));
+  EXPECT_EQ(one.access_sha256, sha);
+  EXPECT_EQ(manager_->TenantOfAccessToken(sha), "a");
+  Tenant holder = tenant_;
+  holder.lease_scope = sha;
+  EXPECT_OK(manager_->Get(holder, one.id).status());
+  EXPECT_OK(manager_->Get(holder, two.id).status());
+  EXPECT_THAT(manager_->Get(holder, plain.id).status(),
+              physpool::testing::StatusIs(absl::StatusCode::kPermissionDenied));
+  Tenant other_token = tenant_;
+  other_token.lease_scope = Sha256Hex("another");
+  EXPECT_THAT(manager_->Get(other_token, one.id).status(),
+              physpool::testing::StatusIs(absl::StatusCode::kPermissionDenied));
+  // Another tenant may not reuse the hash (it would name the wrong owner).
+  Tenant b;
+  b.name = "b";
+  EXPECT_THAT(allocate(b, sha).status(),
+              physpool::testing::StatusIs(absl::StatusCode::kInvalidArgument));
+  // The token lives as long as one of its leases.
+  ASSERT_OK(manager_->Release(tenant_, one.id).status());
+  EXPECT_EQ(manager_->TenantOfAccessToken(sha), "a");
+  ASSERT_OK(manager_->Release(tenant_, two.id).status());
+  EXPECT_EQ(manager_->TenantOfAccessToken(sha), std::nullopt);
 }
 
 TEST_F(PoolManagerTest, WaitDeadlinesFollowTheInjectedClock) {

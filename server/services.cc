@@ -76,6 +76,7 @@ void ToProto(const LeaseInfo& l, v1::Lease* out, View view = View::kTenant) {
   out->set_path(l.path);
   out->set_label(l.label);
   out->set_request_id(l.request_id);
+  out->set_has_access_token(!l.access_sha256.empty());
 }
 
 void ToProto(const SegmentView& s, uint64_t ps, v1::SegmentInfo* out) {
@@ -181,6 +182,15 @@ absl::StatusOr<AllocateParams> ToParams(const v1::AllocateRequest& r,
   p.label = r.label();
   RETURN_IF_ERROR(CheckRequestId(r.request_id()));
   p.request_id = r.request_id();
+  const std::string& sha = r.access_token_sha256();
+  if (!sha.empty() &&
+      (sha.size() != 64 ||
+       sha.find_first_not_of("0123456789abcdef") != std::string::npos)) {
+    return absl::InvalidArgumentError(
+        "access_token_sha256 must be 64 lowercase hex digits (the SHA-256 "
+        "of a random token of at least 128 bits)");
+  }
+  p.access_sha256 = sha;
   return p;
 }
 
@@ -375,6 +385,18 @@ absl::StatusOr<Tenant> Authenticator::IdentifyToken(
     return absl::UnauthenticatedError("no credentials: send a token");
   }
   if (auto t = tenants_->ByToken(token)) return *t;
+  if (access_) {
+    // A lease access token: the owning tenant's name and the tenant role,
+    // scoped to the leases granted with it.
+    const std::string sha = Sha256Hex(token);
+    if (std::optional<std::string> owner = access_(sha)) {
+      Tenant t;
+      t.name = *owner;
+      t.roles = kRoleTenant;
+      t.lease_scope = sha;
+      return t;
+    }
+  }
   return absl::UnauthenticatedError("unknown bearer token");
 }
 
@@ -405,10 +427,16 @@ absl::StatusOr<Tenant> Authenticator::Identify(
 // --- Pool
 // ---------------------------------------------------------------------
 
-absl::StatusOr<Tenant> PoolService::Caller(
-    const CallbackServerContext& ctx) const {
+absl::StatusOr<Tenant> PoolService::Caller(const CallbackServerContext& ctx,
+                                           bool lease_scope_ok) const {
   auto tenant = auth_->Identify(ctx);
   if (!tenant.ok()) return tenant.status();
+  if (!tenant->lease_scope.empty() && !lease_scope_ok) {
+    return absl::PermissionDeniedError(
+        "a lease access token reaches only its leases: GetLease, GetPoolInfo "
+        "and their views on the fd socket (the lease's owner renews and "
+        "releases it)");
+  }
   if (!tenant->Has(kRoleTenant)) {
     return absl::PermissionDeniedError(
         absl::StrCat("tenant \"", tenant->name,
@@ -478,7 +506,7 @@ ServerUnaryReactor* PoolService::Release(CallbackServerContext* ctx,
 ServerUnaryReactor* PoolService::GetLease(CallbackServerContext* ctx,
                                           const v1::GetLeaseRequest* req,
                                           v1::GetLeaseResponse* resp) {
-  auto tenant = Caller(*ctx);
+  auto tenant = Caller(*ctx, /*lease_scope_ok=*/true);
   if (!tenant.ok()) return Done(ctx, tenant.status());
   if (auto s = CheckLeaseId(req->lease_id()); !s.ok()) return Done(ctx, s);
   auto lease = manager_->Get(*tenant, req->lease_id());
@@ -596,6 +624,7 @@ ServerUnaryReactor* PoolService::GetPoolInfo(CallbackServerContext* ctx,
     resp->set_isolation_detail(o.isolation_detail);
     const auto [bytes, leases] = manager_->QuarantineTotals();
     resp->set_quarantined_bytes(bytes);
+    resp->set_lease_scoped(!tenant->lease_scope.empty());
     resp->set_quarantined_leases(leases);
   }
   resp->set_max_wait_ms(static_cast<uint32_t>(

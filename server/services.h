@@ -6,6 +6,10 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <functional>
+#include <optional>
+#include <string>
+
 #include "absl/status/statusor.h"
 #include "physpool/v1/physpool.grpc.pb.h"
 #include "server/pool_manager.h"
@@ -18,8 +22,15 @@ namespace physpool::server {
 // implicit tenant. UNAUTHENTICATED otherwise.
 class Authenticator {
  public:
-  Authenticator(const TenantRegistry* tenants, bool implicit_tenant)
-      : tenants_(tenants), implicit_(implicit_tenant) {}
+  // `access` (optional) names the tenant whose live leases carry a lease
+  // access token's hash (PoolManager::TenantOfAccessToken).
+  using AccessLookup =
+      std::function<std::optional<std::string>(const std::string& sha256)>;
+  Authenticator(const TenantRegistry* tenants, bool implicit_tenant,
+                AccessLookup access = nullptr)
+      : tenants_(tenants),
+        implicit_(implicit_tenant),
+        access_(std::move(access)) {}
   absl::StatusOr<Tenant> Identify(const grpc::ServerContextBase& ctx) const;
   // The tenant of a bare bearer token ("" = none given: the implicit
   // tenant if there is one), for the fd socket.
@@ -31,6 +42,7 @@ class Authenticator {
  private:
   const TenantRegistry* tenants_;
   bool implicit_;
+  AccessLookup access_;
 };
 
 grpc::Status ToGrpc(const absl::Status& s);
@@ -74,8 +86,10 @@ class PoolService final : public physpool::v1::Pool::CallbackService {
                                         v1::GetPoolInfoResponse* resp) override;
 
  private:
-  // The caller if it has the tenant role, else the error to return.
-  absl::StatusOr<Tenant> Caller(const grpc::CallbackServerContext& ctx) const;
+  // The calling tenant (with the tenant role). A lease access token's
+  // holder is refused unless `lease_scope_ok` (the call checks the scope).
+  absl::StatusOr<Tenant> Caller(const grpc::CallbackServerContext& ctx,
+                                bool lease_scope_ok = false) const;
 
   PoolManager* manager_;
   const Authenticator* auth_;

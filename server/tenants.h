@@ -33,6 +33,10 @@ struct Tenant {
   TenantLimits limits;
   std::vector<std::string> token_sha256;  // lowercase hex
   std::vector<std::string> cert_common_names;
+  // Set for the holder of a lease access token (its SHA-256, hex): the
+  // tenant's name and the tenant role only, and of its leases only those
+  // granted with that token (GetLease, the fd socket's backing).
+  std::string lease_scope;
 
   bool Has(Role r) const { return (roles & r) != 0; }
 };

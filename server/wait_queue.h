@@ -31,6 +31,8 @@ struct AllocateParams {
   absl::Duration ttl = absl::ZeroDuration();  // zero: the default
   std::string label;
   std::string request_id;  // "" = none
+  // SHA-256 (hex) of the token that reaches this lease alone; "" = none.
+  std::string access_sha256;
 };
 
 // Whether two requests could take the same pages: their IOVA windows

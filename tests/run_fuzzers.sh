@@ -15,6 +15,7 @@ targets=(
   "server/config_fuzz|$root/server/testdata/config_fuzz_seeds"
   "server/services_fuzz|"
   "vfio/vfio_source_fuzz|"
+  "dra/dra_fuzz|"
 )
 
 for entry in "${targets[@]}"; do

@@ -40,6 +40,7 @@ int main(int argc, char** argv) {
   const uint64_t node1_high = strtoull(argv[4], NULL, 0);
   physpool_client* c = (physpool_client*)&failures; /* must become NULL */
   physpool_region* r = (physpool_region*)&failures;
+  physpool_region* r2 = NULL;
   physpool_alloc_options o = {0};
   physpool_run run;
   size_t n;
@@ -86,6 +87,22 @@ int main(int argc, char** argv) {
     CHECK(zero_run(physpool_region_run(r, (size_t)-1)));
     CHECK(physpool_region_revoked(r) == 0);
     CHECK(strncmp(physpool_region_lease_id(r), "l-", 2) == 0);
+    /* Attach: the same lease mapped a second time, the same bytes; freeing
+     * it only unmaps (the lease stays the first region's). */
+    CHECK(physpool_attach(NULL, physpool_region_lease_id(r), &r2) == 3);
+    CHECK(error_has("physpool_attach: client is NULL"));
+    CHECK(physpool_attach(c, "l-0000000000000000", &r2) == 5);
+    CHECK(r2 == NULL);
+    CHECK(physpool_attach(c, physpool_region_lease_id(r), &r2) == 0);
+    CHECK(physpool_region_run_count(r2) == n);
+    if (r2 != NULL && physpool_region_run_count(r2) == n) {
+      physpool_run again = physpool_region_run(r2, n - 1);
+      CHECK(again.iova == run.iova && again.bytes == run.bytes);
+      CHECK(again.cpu != run.cpu && memcmp(again.cpu, run.cpu, run.bytes) == 0);
+    }
+    physpool_region_free(r2);
+    CHECK(physpool_attach(c, physpool_region_lease_id(r), &r2) == 0);
+    physpool_region_free(r2);
   }
   physpool_region_free(r);
 

@@ -42,6 +42,11 @@ out=$(podman run --rm --network none --entrypoint /usr/local/bin/physpool-keeper
   --socket /tmp/keeper/keeper.sock -- /bin/true 2>&1) \
   || fail "physpool-keeper does not run in the image: $out"
 grep -q "the keeper stops" <<< "$out" || fail "physpool-keeper in the image: $out"
+# physpool-dra (the dra overlay's second container) runs; outside a pod it
+# says what it misses.
+out=$(podman run --rm --network none --entrypoint /usr/local/bin/physpool-dra "$image" \
+  --node-name=n1 2>&1 || true)
+grep -q "KUBERNETES_SERVICE_HOST" <<< "$out" || fail "physpool-dra does not run in the image: $out"
 # No daemon in that container: the example must run and say it cannot connect.
 out=$(podman run --rm --network none --entrypoint /usr/local/bin/physpool-fill-region "$image" 0 2>&1 || true)
 grep -q "^connect: .*physpool.sock" <<< "$out" \

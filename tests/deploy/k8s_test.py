@@ -24,7 +24,32 @@ import yaml
 
 PHYSPOOLD, SRC, NPM_DIR = sys.argv[1], sys.argv[2], sys.argv[3]
 K8S = os.path.join(SRC, "deploy", "k8s")
-RENDERS = ["overlays/sim", "overlays/vfio", "examples/tenant"]
+RENDERS = ["overlays/sim", "overlays/vfio", "overlays/dra", "examples/tenant", "examples/dra"]
+DAEMON_OVERLAYS = {"overlays/sim": "sim", "overlays/vfio": "vfio", "overlays/dra": "sim"}
+DRIVER = "dma.physpool.io"
+# What physpool-dra calls at the API server (docs/kubernetes.md, the
+# plugin's contract) and the RBAC verb of each: the ClusterRole must grant
+# exactly these.
+DRA_API_CALLS = [
+    ("GET", "/apis/resource.k8s.io/v1/namespaces/{ns}/resourceclaims/{name}"),
+    ("GET", "/apis/resource.k8s.io/v1/resourceslices?fieldSelector=..."),
+    ("POST", "/apis/resource.k8s.io/v1/resourceslices"),
+    ("PUT", "/apis/resource.k8s.io/v1/resourceslices/{name}"),
+    ("DELETE", "/apis/resource.k8s.io/v1/resourceslices/{name}"),
+]
+
+
+def rbac_verb(method, path):
+    """(group, resource, verb) that the API server authorizes a call as."""
+    parts = path.split("?")[0].strip("/").split("/")
+    group = parts[1] if parts[0] == "apis" else ""
+    rest = parts[3:] if parts[0] == "apis" else parts[2:]
+    if rest[0] == "namespaces":
+        rest = rest[2:]
+    resource, named = rest[0], len(rest) > 1
+    verb = {"GET": "get" if named else "list", "POST": "create", "PUT": "update",
+            "PATCH": "patch", "DELETE": "delete" if named else "deletecollection"}[method]
+    return group, resource, verb
 
 
 def need(tool):
@@ -75,8 +100,14 @@ class K8sTest(unittest.TestCase):
                                  "DaemonSet", "Service", "ServiceMonitor", "PrometheusRule",
                                  "NetworkPolicy"})
         self.assertEqual({o["kind"] for o in self.rendered["overlays/vfio"]}, kinds)
+        self.assertEqual({o["kind"] for o in self.rendered["overlays/dra"]},
+                         kinds | {"ClusterRole", "ClusterRoleBinding", "DeviceClass",
+                                  "ValidatingAdmissionPolicy",
+                                  "ValidatingAdmissionPolicyBinding"})
         self.assertEqual({o["kind"] for o in self.rendered["examples/tenant"]},
                          {"Namespace", "Secret", "Pod"})
+        self.assertEqual({o["kind"] for o in self.rendered["examples/dra"]},
+                         {"Namespace", "ResourceClaimTemplate", "Pod"})
 
     def test_every_object_validates_with_no_unknown_field(self):
         for rel, objects in self.rendered.items():
@@ -105,6 +136,12 @@ class K8sTest(unittest.TestCase):
         np = copy.deepcopy(one(sim, "NetworkPolicy"))
         np["spec"]["policyTypes"] = "Ingress"
         cases.append((np, "policyTypes must be array"))
+        tmpl = copy.deepcopy(one(self.rendered["examples/dra"], "ResourceClaimTemplate"))
+        tmpl["spec"]["spec"]["devices"]["requests"][0]["exactly"]["capacity"]["request"] = {}
+        cases.append((tmpl, "unknown field spec.spec.devices.requests[0].exactly.capacity.request"))
+        dc = copy.deepcopy(one(self.rendered["overlays/dra"], "DeviceClass"))
+        dc["spec"]["selectors"][0]["cel"] = {}
+        cases.append((dc, "cel must have required property expression"))
         cases.append(({"apiVersion": "example.com/v1", "kind": "Gadget", "metadata": {"name": "g"}},
                       "no schema"))
         for obj, want in cases:
@@ -120,7 +157,7 @@ class K8sTest(unittest.TestCase):
         self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
 
     def test_configmaps_pass_check_config(self):
-        for rel in ["overlays/sim", "overlays/vfio"]:
+        for rel, source in DAEMON_OVERLAYS.items():
             with self.subTest(rel=rel):
                 cm = one(self.rendered[rel], "ConfigMap", "physpoold-config")
                 with tempfile.TemporaryDirectory() as d:
@@ -134,10 +171,10 @@ class K8sTest(unittest.TestCase):
                 self.assertEqual(effective["listen"]["unix"], "/run/physpool/physpool.sock")
                 self.assertEqual(effective["listen"]["tcp"], "")
                 self.assertFalse(effective["implicit_tenant"])
-                self.assertEqual(effective["source"]["type"], rel.split("/")[1])
+                self.assertEqual(effective["source"]["type"], source)
 
     def test_tokens_match_the_config(self):
-        for rel in ["overlays/sim", "overlays/vfio"]:
+        for rel in DAEMON_OVERLAYS:
             objects = self.rendered[rel]
             config = yaml.safe_load(one(objects, "ConfigMap")["data"]["physpoold.yaml"])
             hashes = {t["name"]: t["token_sha256"] for t in config["tenants"]}
@@ -152,19 +189,20 @@ class K8sTest(unittest.TestCase):
     def test_prometheusrule_is_the_rules_file(self):
         with open(os.path.join(SRC, "deploy", "prometheus", "physpool.rules.yml")) as f:
             rules = yaml.safe_load(f)
-        for rel in ["overlays/sim", "overlays/vfio"]:
+        for rel in DAEMON_OVERLAYS:
             pr = one(self.rendered[rel], "PrometheusRule")
             self.assertEqual(pr["spec"], rules,
                              "regenerate: deploy/prometheus/gen-prometheusrule.py "
                              "deploy/k8s/base/prometheusrule.yaml")
 
     def test_daemonset(self):
-        for rel in ["overlays/sim", "overlays/vfio"]:
+        for rel in DAEMON_OVERLAYS:
             with self.subTest(rel=rel):
                 objects = self.rendered[rel]
                 ds = one(objects, "DaemonSet")
                 spec = ds["spec"]["template"]["spec"]
                 c = spec["containers"][0]
+                self.assertEqual(c["name"], "physpoold")
                 self.assertEqual(spec["priorityClassName"], "system-node-critical")
                 self.assertEqual(ds["spec"]["updateStrategy"],
                                  {"type": "RollingUpdate",
@@ -250,6 +288,137 @@ class K8sTest(unittest.TestCase):
         volume = pod["spec"]["volumes"][0]
         self.assertEqual(volume["hostPath"]["path"], "/run/physpool")
         self.assertEqual(c["command"][0], "/usr/local/bin/physpool-fill-region")
+
+    def test_dra_overlay(self):
+        objects = self.rendered["overlays/dra"]
+        ds = one(objects, "DaemonSet")
+        spec = ds["spec"]["template"]["spec"]
+        containers = {c["name"]: c for c in spec["containers"]}
+        self.assertEqual(set(containers), {"physpoold", "physpool-dra"})
+        daemon, dra = containers["physpoold"], containers["physpool-dra"]
+        self.assertEqual(dra["image"], daemon["image"])
+        self.assertEqual(dra["command"], ["/usr/local/bin/physpool-dra"])
+        args = dict(a[2:].split("=", 1) for a in dra["args"])
+        self.assertEqual(args["driver-name"], DRIVER)
+        env = {e["name"]: e for e in dra["env"]}
+        self.assertEqual(env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"], "spec.nodeName")
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        mounts = {m["mountPath"]: m["name"] for m in dra["volumeMounts"]}
+
+        def host(path):
+            self.assertIn(path, mounts, f"physpool-dra does not mount {path}")
+            self.assertEqual(volumes[mounts[path]]["hostPath"]["path"], path)
+        # The kubelet's and the runtime's directories, at the host's paths
+        # (the plugin tells the kubelet its endpoint's host path; the CDI
+        # spec names host paths), and physpoold's socket directory.
+        host(args["registrar-dir"])
+        self.assertEqual(args["registrar-dir"], "/var/lib/kubelet/plugins_registry")
+        host(args["plugin-dir"])
+        self.assertEqual(args["plugin-dir"], f"/var/lib/kubelet/plugins/{DRIVER}")
+        host(args["cdi-dir"])
+        self.assertEqual(args["cdi-dir"], "/var/run/cdi")
+        host(args["socket-dir"])
+        self.assertEqual(args["socket-dir"], "/run/physpool")
+        self.assertEqual(args["physpool-endpoint"], "unix:/run/physpool/physpool.sock")
+        # The tenant "dra"'s token from the tenant-token Secret, and that
+        # tenant in the config.
+        token_dir = os.path.dirname(args["physpool-token-file"])
+        secret_volume = volumes[mounts[token_dir]]["secret"]
+        secret = one(objects, "Secret", "physpool-tenant-tokens")
+        self.assertEqual(secret_volume["secretName"], secret["metadata"]["name"])
+        self.assertEqual(secret_volume["items"],
+                         [{"key": "dra", "path": os.path.basename(args["physpool-token-file"])}])
+        config = yaml.safe_load(one(objects, "ConfigMap")["data"]["physpoold.yaml"])
+        tenant = [t for t in config["tenants"] if t["name"] == "dra"]
+        self.assertEqual(len(tenant), 1)
+        self.assertIn(hashlib.sha256(secret["stringData"]["dra"].encode()).hexdigest(),
+                      tenant[0]["token_sha256"])
+        # The service account token where the plugin looks by default, in
+        # the plugin's container only.
+        sa_dir = "/var/run/secrets/kubernetes.io/serviceaccount"
+        sources = volumes[mounts[sa_dir]]["projected"]["sources"]
+        self.assertEqual([s for s in sources if "serviceAccountToken" in s][0]
+                         ["serviceAccountToken"]["path"], "token")
+        self.assertEqual([s for s in sources if "configMap" in s][0]["configMap"]["items"],
+                         [{"key": "ca.crt", "path": "ca.crt"}])
+        self.assertNotIn(sa_dir, {m["mountPath"] for m in daemon["volumeMounts"]})
+        self.assertFalse(spec["automountServiceAccountToken"])
+        self.assertEqual(dra["securityContext"]["capabilities"]["drop"], ["ALL"])
+        self.assertNotIn("add", dra["securityContext"]["capabilities"])
+        self.assertFalse(dra["securityContext"]["allowPrivilegeEscalation"])
+        # The socket is the daemon's (10001) and 0660.
+        self.assertEqual(dra["securityContext"]["runAsGroup"], 10001)
+
+        # RBAC: the pod's service account, bound to a ClusterRole that
+        # grants exactly the verbs of the calls the plugin makes.
+        sa_name = spec["serviceAccountName"]
+        sa = one(objects, "ServiceAccount", sa_name)
+        self.assertEqual(sa["metadata"]["name"], sa_name)
+        binding = one(objects, "ClusterRoleBinding")
+        self.assertEqual(binding["subjects"],
+                         [{"kind": "ServiceAccount", "name": sa_name,
+                           "namespace": ds["metadata"]["namespace"]}])
+        role = one(objects, "ClusterRole")
+        self.assertEqual(binding["roleRef"], {"apiGroup": "rbac.authorization.k8s.io",
+                                              "kind": "ClusterRole",
+                                              "name": role["metadata"]["name"]})
+        granted = set()
+        for rule in role["rules"]:
+            self.assertNotIn("resourceNames", rule)
+            self.assertNotIn("nonResourceURLs", rule)
+            for g in rule["apiGroups"]:
+                for r in rule["resources"]:
+                    for v in rule["verbs"]:
+                        self.assertNotIn("*", (g, r, v))
+                        granted.add((g, r, v))
+        self.assertEqual(granted, {rbac_verb(m, p) for m, p in DRA_API_CALLS})
+        self.assertEqual(granted, {("resource.k8s.io", "resourceclaims", "get"),
+                                   ("resource.k8s.io", "resourceslices", "list"),
+                                   ("resource.k8s.io", "resourceslices", "create"),
+                                   ("resource.k8s.io", "resourceslices", "update"),
+                                   ("resource.k8s.io", "resourceslices", "delete")})
+        # No other binding or role reaches the service account.
+        self.assertEqual([o for o in objects if o["kind"] in ("Role", "RoleBinding")], [])
+        # Slice writes only for the plugin's own node.
+        vap = one(objects, "ValidatingAdmissionPolicy")
+        self.assertIn(f"system:serviceaccount:{ds['metadata']['namespace']}:{sa_name}",
+                      vap["spec"]["matchConditions"][0]["expression"])
+        self.assertEqual(one(objects, "ValidatingAdmissionPolicyBinding")["spec"],
+                         {"policyName": vap["metadata"]["name"], "validationActions": ["Deny"]})
+        # The DeviceClass selects the driver's devices.
+        dc = one(objects, "DeviceClass")
+        self.assertEqual(dc["metadata"]["name"], DRIVER)
+        self.assertEqual(dc["spec"]["selectors"],
+                         [{"cel": {"expression": f'device.driver == "{DRIVER}"'}}])
+        self.assertNotIn("namespace", dc["metadata"])
+        # The API server is reachable despite the default no-egress policy.
+        np = one(objects, "NetworkPolicy")
+        ports = {p["port"] for e in np["spec"]["egress"] for p in e.get("ports", [])}
+        self.assertTrue({443, 6443} <= ports)
+
+    def test_dra_example(self):
+        objects = self.rendered["examples/dra"]
+        tmpl = one(objects, "ResourceClaimTemplate")
+        pod = one(objects, "Pod")
+        devices = tmpl["spec"]["spec"]["devices"]
+        req = devices["requests"][0]
+        self.assertEqual(req["exactly"]["deviceClassName"],
+                         one(self.rendered["overlays/dra"], "DeviceClass")["metadata"]["name"])
+        self.assertEqual(req["exactly"]["capacity"]["requests"]["memory"], "64Mi")
+        opaque = devices["config"][0]["opaque"]
+        self.assertEqual(opaque["driver"], DRIVER)
+        self.assertEqual((opaque["parameters"]["apiVersion"], opaque["parameters"]["kind"]),
+                         ("dma.physpool.io/v1", "DmaConfig"))
+        self.assertLessEqual(set(opaque["parameters"]) - {"apiVersion", "kind"},
+                             {"alignment", "boundary", "maxSegments", "numaStrict"})
+        self.assertEqual(pod["spec"]["resourceClaims"],
+                         [{"name": "dma", "resourceClaimTemplateName": tmpl["metadata"]["name"]}])
+        c = pod["spec"]["containers"][0]
+        self.assertEqual(c["resources"]["claims"], [{"name": "dma"}])
+        # The pod holds no token and mounts no hostPath: CDI brings both.
+        self.assertNotIn("volumes", pod["spec"])
+        self.assertNotIn("env", c)
+        self.assertIn("$PHYSPOOL_LEASE", " ".join(c["command"] + c.get("args", [])))
 
 
 if __name__ == "__main__":

@@ -78,7 +78,10 @@ for (const obj of objects) {
   }
   // Objects below a path that validation did not read at all are reported
   // once, at the top.
-  const unknown = allPaths(obj, "", []).filter((p) => !seen.has(p));
+  // RawExtension content (resource.k8s.io's opaque device configuration
+  // parameters) is free-form: the driver validates it, not the schema.
+  const freeForm = (p) => /\.opaque\.parameters[.[]/.test(p);
+  const unknown = allPaths(obj, "", []).filter((p) => !seen.has(p) && !freeForm(p));
   const top = unknown.filter(
     (p) => !unknown.some((q) => q !== p && (p.startsWith(q + ".") || p.startsWith(q + "["))),
   );

@@ -150,7 +150,8 @@ class Region {
   const std::string& request_id() const { return request_id_; }
   // True once the daemon has taken it back (the callback has run).
   bool revoked() const;
-  // Unmaps (runs() is empty after) and releases now (idempotent).
+  // Unmaps (runs() is empty after) and releases now (idempotent; a Region
+  // from Client::Attach is only unmapped).
   // Unmapping first matters: memory of an ended lease that is still
   // mapped stays quarantined, out of the pool, until it is unmapped.
   absl::Status Release();
@@ -200,6 +201,18 @@ class Client {
   // "... (Allocate request_id 0f3a...: 5 attempts in 3.1s)".
   absl::StatusOr<std::unique_ptr<Region>> Allocate(
       const AllocateOptions& options, RevokedCallback on_revoked = nullptr);
+
+  // Maps a lease that exists already, e.g. one the DRA driver allocated for
+  // this pod's ResourceClaim (docs/kubernetes.md): `lease_id`, or
+  // $PHYSPOOL_LEASE if empty. The credentials are the usual ones ($PHYSPOOL_
+  // TOKEN_FILE names the claim's access token there). The Region does not
+  // renew or release the lease (its owner does): destroying it, or
+  // Release(), only unmaps. Its revocation callback never runs; runs()
+  // stays mapped until then. Errors: NOT_FOUND (ended), PERMISSION_DENIED
+  // (another tenant's, or a lease the access token does not reach),
+  // INVALID_ARGUMENT (no id).
+  absl::StatusOr<std::unique_ptr<Region>> Attach(
+      const std::string& lease_id = "");
 
   // The VFIO device fd of `bdf` from the daemon (over its fd socket, with
   // SCM_RIGHTS): for BAR registers, config space and interrupts. The caller

@@ -80,6 +80,13 @@ int physpool_alloc(physpool_client* client,
                    const physpool_alloc_options* options,
                    physpool_revoked_fn on_revoked, void* user,
                    physpool_region** out);
+/* Maps a lease that exists already (Client::Attach): e.g. the one the DRA
+ * driver allocated for this pod's claim. lease_id NULL or "": the
+ * PHYSPOOL_LEASE variable. physpool_region_free then only unmaps (the
+ * lease's owner renews and releases it). client and out must not be NULL;
+ * *out is NULL on failure. */
+int physpool_attach(physpool_client* client, const char* lease_id,
+                    physpool_region** out);
 /* The number of runs; 0 for NULL (and physpool_last_error says so). */
 size_t physpool_region_run_count(const physpool_region* region);
 /* Run i (0 <= i < physpool_region_run_count). For a NULL region or an i out
@@ -90,7 +97,8 @@ physpool_run physpool_region_run(const physpool_region* region, size_t i);
 const char* physpool_region_lease_id(const physpool_region* region);
 /* 1 once the daemon took the region back, else 0; -1 for NULL. */
 int physpool_region_revoked(const physpool_region* region);
-/* Releases the lease and unmaps the memory. NULL: does nothing. */
+/* Releases the lease and unmaps the memory (a region of physpool_attach:
+ * unmaps only). NULL: does nothing. */
 void physpool_region_free(physpool_region* region);
 
 /* The last failure's message on this thread ("" if none yet). */
