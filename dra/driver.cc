@@ -173,6 +173,16 @@ absl::StatusOr<json> Driver::GetClaim(const std::string& ns,
       kube_->Do("GET", absl::StrCat("/apis/resource.k8s.io/v1/namespaces/", ns,
                                     "/resourceclaims/", name));
   if (!r.ok()) return r.status();
+  if (r->code == 404 && (r->body.value("reason", "") != "NotFound" ||
+                         r->body.value("/details/kind"_json_pointer,
+                                       std::string()) != "resourceclaims")) {
+    // Not the API server saying the claim is gone (resource.k8s.io/v1 not
+    // served, a proxy, a wrong --kube-api): never a reason to unprepare.
+    return absl::UnavailableError(absl::StrCat(
+        "GET ResourceClaim ", ns, "/", name,
+        ": HTTP 404 without a NotFound Status for resourceclaims (is "
+        "resource.k8s.io/v1 served at --kube-api?)"));
+  }
   if (absl::Status s =
           KubeClient::Check(*r, absl::StrCat("ResourceClaim ", ns, "/", name));
       !s.ok()) {
@@ -389,9 +399,13 @@ absl::StatusOr<std::vector<PreparedDevice>> Driver::Prepare(
     for (const char* source : {"FromClass", "FromClaim"}) {
       for (const json& cfg : alloc.value("config", json::array())) {
         if (cfg.value("source", "") != source) continue;
+        // A result of a prioritized list is "<request>/<subrequest>"; a
+        // config may name either.
         const json reqs = cfg.value("requests", json::array());
+        const std::string parent = x.request.substr(0, x.request.find('/'));
         if (!reqs.empty() &&
-            std::find(reqs.begin(), reqs.end(), x.request) == reqs.end()) {
+            std::find(reqs.begin(), reqs.end(), x.request) == reqs.end() &&
+            std::find(reqs.begin(), reqs.end(), parent) == reqs.end()) {
           continue;
         }
         const json opaque = cfg.value("opaque", json());
@@ -450,8 +464,10 @@ absl::StatusOr<std::vector<PreparedDevice>> Driver::Prepare(
       req.set_numa_strict(c.numa_strict.value_or(true));
     }
     req.set_ttl_seconds(opts_.lease_ttl_seconds);
+    // physpoold keeps 256 bytes of label; the UID comes first.
     req.set_label(
-        absl::StrCat(kLabelPrefix, uid, " ", ns, "/", name, " ", x.request));
+        absl::StrCat(kLabelPrefix, uid, " ", ns, "/", name, " ", x.request)
+            .substr(0, 256));
     req.set_request_id(x.request_id);
     req.set_access_token_sha256(sha);
     v1::AllocateResponse resp;
@@ -460,7 +476,15 @@ absl::StatusOr<std::vector<PreparedDevice>> Driver::Prepare(
             FromGrpc(pool_->Allocate(ctx.get(), req, &resp),
                      absl::StrCat("Allocate for request ", x.request));
         !s.ok()) {
-      return s;  // recorded as preparing: a retry gets the same lease
+      // UNAVAILABLE or DEADLINE_EXCEEDED: the lease may exist, and a retry
+      // with the same request id gets it. Any other answer says no lease
+      // lives under that id (physpoold would repeat an error it remembers,
+      // or say that the id's lease ended): the retry asks anew.
+      if (!absl::IsUnavailable(s) && !absl::IsDeadlineExceeded(s)) {
+        x.request_id = RandomHex(16);
+        if (absl::Status p = state_.Put(*rec); !p.ok()) return p;
+      }
+      return s;
     }
     x.lease = resp.lease().id();
   }
@@ -511,9 +535,18 @@ absl::Status Driver::UnprepareLocked(const std::string& uid) {
 
 absl::Status Driver::Cleanup() {
   absl::MutexLock l(&mu_);
+  absl::Status first;  // the first failure; the pass goes on past it
+  auto note = [&first](const absl::Status& s) {
+    if (s.ok()) return;
+    fprintf(stderr, "physpool-dra: cleanup: %s\n",
+            std::string(s.message()).c_str());
+    if (first.ok()) first = s;
+  };
+  absl::StatusOr<std::map<std::string, std::string>> all = ListLeases();
+  if (!all.ok()) return all.status();
   std::vector<ClaimRecord> records;
   for (const auto& [uid, r] : state_.claims()) records.push_back(r);
-  for (const ClaimRecord& r : records) {
+  for (ClaimRecord& r : records) {
     std::string why;
     if (r.phase == ClaimRecord::Phase::kUnpreparing) {
       why = "its Unprepare was interrupted";
@@ -523,9 +556,7 @@ absl::Status Driver::Cleanup() {
         why = "the ResourceClaim is gone";
       } else if (!claim.ok()) {
         // The API server cannot say: keep it, the next pass asks again.
-        fprintf(stderr, "physpool-dra: cleanup: claim %s/%s: %s\n",
-                r.ns.c_str(), r.name.c_str(),
-                std::string(claim.status().message()).c_str());
+        note(claim.status());
         continue;
       } else if (claim->value("/metadata/uid"_json_pointer, std::string()) !=
                  r.uid) {
@@ -541,14 +572,36 @@ absl::Status Driver::Cleanup() {
         if (!here) why = "the ResourceClaim is no longer allocated here";
       }
     }
-    if (why.empty()) continue;
-    fprintf(stderr, "physpool-dra: cleanup: unpreparing claim %s/%s (%s): %s\n",
-            r.ns.c_str(), r.name.c_str(), r.uid.c_str(), why.c_str());
-    if (absl::Status s = UnprepareLocked(r.uid); !s.ok()) return s;
+    if (!why.empty()) {
+      fprintf(stderr,
+              "physpool-dra: cleanup: unpreparing claim %s/%s (%s): %s\n",
+              r.ns.c_str(), r.name.c_str(), r.uid.c_str(), why.c_str());
+      note(UnprepareLocked(r.uid));
+      continue;
+    }
+    if (r.phase != ClaimRecord::Phase::kPrepared) continue;
+    // A prepared claim whose lease ended (expired while nobody renewed it,
+    // revoked, preempted) is prepared no longer: kubelet's next prepare
+    // makes a new lease, under a new request id.
+    bool lost = false;
+    for (ClaimResult& x : r.results) {
+      if (all->count(x.lease) != 0) continue;
+      fprintf(stderr,
+              "physpool-dra: cleanup: claim %s/%s (%s): lease %s is gone; "
+              "the claim needs preparing again\n",
+              r.ns.c_str(), r.name.c_str(), r.uid.c_str(), x.lease.c_str());
+      x.lease.clear();
+      x.request_id = RandomHex(16);
+      lost = true;
+    }
+    if (lost) {
+      r.phase = ClaimRecord::Phase::kPreparing;
+      note(state_.Put(r));
+    }
   }
   // Leases no record explains: a claim's lease whose claim is not
   // recorded, or a prepared claim's lease it does not name.
-  absl::StatusOr<std::map<std::string, std::string>> all = ListLeases();
+  all = ListLeases();
   if (!all.ok()) return all.status();
   for (const auto& [id, label] : *all) {
     const std::string uid = UidOfLabel(label);
@@ -561,29 +614,47 @@ absl::Status Driver::Cleanup() {
     }
     if (!orphan) continue;
     fprintf(stderr,
-            "physpool-dra: cleanup: releasing lease %s (%s): no "
-            "claim record names it\n",
+            "physpool-dra: cleanup: releasing lease %s (%s): no claim record "
+            "names it\n",
             id.c_str(), label.c_str());
-    if (absl::Status s = ReleaseLease(id); !s.ok()) return s;
+    note(ReleaseLease(id));
   }
-  return absl::OkStatus();
+  return first;
 }
 
 void Driver::RenewAll() {
   absl::MutexLock l(&mu_);
+  std::set<std::string> leases;
+  bool preparing = false;
   for (const auto& [uid, r] : state_.claims()) {
-    if (r.phase != ClaimRecord::Phase::kPrepared) continue;
+    if (r.phase == ClaimRecord::Phase::kUnpreparing) continue;
+    preparing |= r.phase == ClaimRecord::Phase::kPreparing;
     for (const ClaimResult& x : r.results) {
-      v1::RenewRequest req;
-      req.set_lease_id(x.lease);
-      req.set_ttl_seconds(opts_.lease_ttl_seconds);
-      v1::RenewResponse resp;
-      auto ctx = Context();
-      if (grpc::Status s = pool_->Renew(ctx.get(), req, &resp); !s.ok()) {
-        fprintf(stderr, "physpool-dra: renewing lease %s of claim %s/%s: %s\n",
-                x.lease.c_str(), r.ns.c_str(), r.name.c_str(),
-                s.error_message().c_str());
+      if (!x.lease.empty()) leases.insert(x.lease);
+    }
+  }
+  if (preparing) {
+    // Granted, but a kill -9 came before the record named it: found by its
+    // label, it lives until kubelet's retry adopts it (or a cleanup pass
+    // unprepares its claim).
+    if (auto all = ListLeases(); all.ok()) {
+      for (const auto& [id, label] : *all) {
+        const ClaimRecord* r = state_.Find(UidOfLabel(label));
+        if (r != nullptr && r->phase == ClaimRecord::Phase::kPreparing)
+          leases.insert(id);
       }
+    }
+  }
+  for (const std::string& id : leases) {
+    v1::RenewRequest req;
+    req.set_lease_id(id);
+    req.set_ttl_seconds(opts_.lease_ttl_seconds);
+    v1::RenewResponse resp;
+    auto ctx = Context();
+    if (grpc::Status s = pool_->Renew(ctx.get(), req, &resp); !s.ok()) {
+      // Gone: the next cleanup pass has its claim prepared again.
+      fprintf(stderr, "physpool-dra: renewing lease %s: %s\n", id.c_str(),
+              s.error_message().c_str());
     }
   }
 }
@@ -621,7 +692,8 @@ absl::StatusOr<Driver::PoolFacts> Driver::ReadPool() {
     d.capacity += s.bytes();
     d.free += s.free_bytes();
     d.largest = std::max(d.largest, s.largest_free_run_bytes());
-    used[name] += s.used_bytes();
+    // Memory being zeroed is not free yet either.
+    used[name] += s.used_bytes() + s.scrubbing_bytes();
   }
   for (auto& [name, d] : f.devices) {
     const uint64_t mine = ours[name];
@@ -695,7 +767,22 @@ absl::Status Driver::Publish(bool force) {
       }
     }
   }
-  ++generation_;
+  if (node_uid_.empty()) {
+    absl::StatusOr<KubeResponse> node =
+        kube_->Do("GET", absl::StrCat("/api/v1/nodes/", opts_.node_name));
+    if (node.ok() && node->code == 200) {
+      node_uid_ = node->body.value("/metadata/uid"_json_pointer, std::string());
+    } else {
+      const std::string why = node.ok() ? absl::StrCat("HTTP ", node->code)
+                                        : std::string(node.status().message());
+      fprintf(stderr,
+              "physpool-dra: node %s: %s; the slice has no owner (it stays "
+              "if the node object is deleted)\n",
+              opts_.node_name.c_str(), why.c_str());
+    }
+  }
+  // A new generation when what it says changed (not for a forced rewrite).
+  if (devices != published_ || generation_ == 0) ++generation_;
   json slice = {{"apiVersion", "resource.k8s.io/v1"},
                 {"kind", "ResourceSlice"},
                 {"metadata", {{"name", SliceName()}}},
@@ -707,13 +794,23 @@ absl::Status Driver::Publish(bool force) {
                     {"generation", generation_},
                     {"resourceSliceCount", 1}}},
                   {"devices", devices}}}};
+  if (!node_uid_.empty()) {
+    slice["metadata"]["ownerReferences"] =
+        json::array({{{"apiVersion", "v1"},
+                      {"kind", "Node"},
+                      {"name", opts_.node_name},
+                      {"uid", node_uid_},
+                      {"controller", true}}});
+  }
   absl::StatusOr<KubeResponse> r;
   if (!slice_version_.empty()) {
     slice["metadata"]["resourceVersion"] = slice_version_;
     r = kube_->Do("PUT", absl::StrCat(base, "/", SliceName()), &slice);
     if (r.ok() && (r->code == 404 || r->code == 409)) {
-      // Deleted, or changed by someone else: start over from a list.
+      // Deleted, or changed by someone else: start over from a list, at
+      // the next tick.
       slice_version_.clear();
+      published_ = json();
       return absl::AbortedError(absl::StrCat("ResourceSlice ", SliceName(),
                                              ": HTTP ", r->code,
                                              "; published again next time"));

@@ -67,13 +67,18 @@ class Driver {
   absl::Status Unprepare(const std::string& uid);
 
   // Finishes interrupted Unprepares; unprepares claims the API server no
-  // longer has (or that are no longer allocated here); releases the
-  // driver's leases that no claim record names. Called at start (before
-  // kubelet can call) and every --cleanup-interval.
+  // longer has (or that are no longer allocated here); marks prepared
+  // claims whose lease ended as needing preparing again; releases the
+  // driver's leases that no claim record names. Goes on past a failing
+  // item and returns the first failure. Called at start (before kubelet
+  // can call) and every --cleanup-interval.
   absl::Status Cleanup();
-  // Renews every prepared claim's leases (every ttl / 3).
+  // Renews the leases of prepared claims, and those of claims being
+  // prepared (by label) (every ttl / 3).
   void RenewAll();
-  // Publishes the node's ResourceSlice if it changed (or `force`).
+  // Publishes the node's ResourceSlice if it changed (or `force`: the
+  // same content again, which re-creates a slice someone deleted). The
+  // slice is owned by its Node, so it goes when the node object goes.
   absl::Status Publish(bool force = false);
 
   // The slice's devices as last computed (for tests and logs).
@@ -116,6 +121,8 @@ class Driver {
   nlohmann::json published_ ABSL_GUARDED_BY(mu_);  // last slice spec sent
   std::string slice_version_ ABSL_GUARDED_BY(mu_);
   int64_t generation_ ABSL_GUARDED_BY(mu_) = 0;
+  // The Node's UID, for the slice's owner reference ("" until known).
+  std::string node_uid_ ABSL_GUARDED_BY(mu_);
   nlohmann::json devices_ ABSL_GUARDED_BY(mu_);
 };
 

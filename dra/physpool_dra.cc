@@ -316,18 +316,24 @@ int main(int argc, char** argv) {
   Driver driver(
       o, grpc::CreateChannel(endpoint, grpc::InsecureChannelCredentials()),
       std::make_unique<physpool::dra::KubeClient>(*kube), *std::move(state));
-  // Before kubelet can call: finish what a crash interrupted, then tell
-  // the scheduler what is here. Both need physpoold and the API server;
-  // keep trying until they answer.
+  // Before kubelet can call: finish what a crash interrupted. That needs
+  // physpoold (and the API server, for claims it must ask about); keep
+  // trying, renewing the claims' leases meanwhile so that a long outage
+  // of the API server does not let them expire.
   for (;;) {
     absl::Status s = driver.Cleanup();
-    if (s.ok()) s = driver.Publish(/*force=*/true);
     if (s.ok()) break;
     fprintf(stderr, "physpool-dra: starting: %s (retrying in 2 s)\n",
             std::string(s.message()).c_str());
+    driver.RenewAll();
     for (int i = 0; i < 20 && !g_stop; ++i)
       absl::SleepFor(absl::Milliseconds(100));
     if (g_stop) return 0;
+  }
+  // Then tell the scheduler what is here (retried every interval).
+  if (absl::Status s = driver.Publish(/*force=*/true); !s.ok()) {
+    fprintf(stderr, "physpool-dra: publishing: %s\n",
+            std::string(s.message()).c_str());
   }
   DraV1 v1(&driver);
   DraV1beta1 v1beta1(&v1);
@@ -352,7 +358,10 @@ int main(int argc, char** argv) {
       next_renew = now + absl::Seconds(o.lease_ttl_seconds) / 3;
     }
     if (now >= next_publish) {
-      if (absl::Status s = driver.Publish(); !s.ok()) {
+      // Every cleanup interval the slice is written even if unchanged: one
+      // that was deleted comes back.
+      if (absl::Status s = driver.Publish(/*force=*/now >= next_cleanup);
+          !s.ok()) {
         fprintf(stderr, "physpool-dra: publishing: %s\n",
                 std::string(s.message()).c_str());
       }
@@ -366,8 +375,9 @@ int main(int argc, char** argv) {
       next_cleanup = now + absl::Seconds(cleanup_every);
     }
   }
-  // Kubelet unregisters the plugin when its socket goes. The slice and the
-  // leases stay: the pods keep their memory, and the next start adopts it.
+  // Kubelet unregisters the plugin when its socket goes (and removes the
+  // node's slices if it does not come back within about 30 s). The leases
+  // stay: the pods keep their memory, and the next start adopts it.
   unlink(reg_sock.c_str());
   reg_server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(2)));
   dra_server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));

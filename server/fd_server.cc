@@ -431,7 +431,13 @@ std::string FdServer::Answer(const std::string& line, std::vector<int>* fds,
     for (uint64_t off : view->offsets) absl::StrAppend(&runs, " 0:", off);
     return absl::StrCat("ok 1", runs, "\n");
   }
-  // isolation: off: the backing of every segment the runs lie in.
+  // isolation: off: the backing of every segment the runs lie in, which
+  // reaches other leases too: never for a lease access token.
+  if (!tenant->lease_scope.empty()) {
+    return ErrorLine(absl::PermissionDeniedError(
+        "a lease access token gets its lease's own view only, and per-lease "
+        "views are off (isolation: off)"));
+  }
   absl::StatusOr<LeaseInfo> lease = manager_->Get(*tenant, words[1]);
   if (!lease.ok()) return ErrorLine(lease.status());
   if (lease->quarantine) {

@@ -125,6 +125,10 @@ absl::StatusOr<Lessor::Lease*> Lessor::Owned(const std::string& tenant,
       return absl::PermissionDeniedError(
           absl::StrCat("lease ", id, " belongs to another tenant"));
     }
+    // An access token is told nothing of how its tenant's leases ended
+    // (it may never have reached them).
+    if (!scope.empty())
+      return absl::NotFoundError(absl::StrCat("no lease ", id));
     return absl::NotFoundError(
         absl::StrCat("lease ", id, " has ended (", e->how, ")"));
   }

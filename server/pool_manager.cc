@@ -538,6 +538,12 @@ uint64_t PoolManager::Allocate(const Tenant& tenant, AllocateParams params,
       out.push_back([d = std::move(done)] {
         d(absl::FailedPreconditionError("physpoold is shutting down"));
       });
+    } else if (!params.access_sha256.empty() && !opts_.per_lease_views) {
+      out.push_back([d = std::move(done)] {
+        d(absl::FailedPreconditionError(
+            "access_token_sha256 needs per-lease views (isolation: off "
+            "hands out whole segments, which reach other leases)"));
+      });
     } else if (access_owner && *access_owner != tenant.name) {
       out.push_back([d = std::move(done)] {
         d(absl::InvalidArgumentError(
@@ -1185,6 +1191,7 @@ absl::StatusOr<LeaseInfo> PoolManager::Get(const Tenant& t,
     // Ended is ended; the owner also learns why the memory is not back.
     const LeaseViews::View* v = views_.FindLease(std::string(id));
     if (v != nullptr && v->ended && v->info.tenant == t.name &&
+        t.lease_scope.empty() &&
         lease.status().code() == absl::StatusCode::kNotFound) {
       const std::string who = Describe(v->holders);
       return absl::NotFoundError(absl::StrCat(

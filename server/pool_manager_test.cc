@@ -147,38 +147,54 @@ TEST_F(PoolManagerTest, LeasesExpireOnTheInjectedClock) {
 // reaches the leases granted with it, and only while one lives.
 TEST_F(PoolManagerTest, AnAccessTokenReachesOnlyTheLeasesGrantedWithIt) {
   const std::string sha = Sha256Hex("claim-token");
+  // Without per-lease views a backing fd reaches other leases: refused.
+  AllocateParams p;
+  p.req.bytes = 4096;
+  p.access_sha256 = sha;
+  {
+    ManagerOptions off;
+    off.per_lease_views = false;
+    PoolManager m(off, source_.get(), &clock_, tenants_.get());
+    ASSERT_OK(m.Start());
+    EXPECT_THAT(
+        AllocateAs(m, tenant_, p).status(),
+        physpool::testing::StatusIs(absl::StatusCode::kFailedPrecondition));
+  }
+  PoolManager& m = *manager_;  // per-lease views (the default)
   auto allocate = [&](const Tenant& t, const std::string& access) {
-    AllocateParams p;
-    p.req.bytes = 4096;
     p.access_sha256 = access;
-    return AllocateAs(*manager_, t, p);
+    return AllocateAs(m, t, p);
   };
-  EXPECT_EQ(manager_->TenantOfAccessToken(sha), std::nullopt);
+  EXPECT_EQ(m.TenantOfAccessToken(sha), std::nullopt);
   ASSERT_OK_AND_ASSIGN(LeaseInfo one, allocate(tenant_, sha));
   ASSERT_OK_AND_ASSIGN(LeaseInfo two, allocate(tenant_, sha));
   ASSERT_OK_AND_ASSIGN(LeaseInfo plain, allocate(tenant_, ""));
   EXPECT_EQ(one.access_sha256, sha);
-  EXPECT_EQ(manager_->TenantOfAccessToken(sha), "a");
+  EXPECT_EQ(m.TenantOfAccessToken(sha), "a");
   Tenant holder = tenant_;
   holder.lease_scope = sha;
-  EXPECT_OK(manager_->Get(holder, one.id).status());
-  EXPECT_OK(manager_->Get(holder, two.id).status());
-  EXPECT_THAT(manager_->Get(holder, plain.id).status(),
+  EXPECT_OK(m.Get(holder, one.id).status());
+  EXPECT_OK(m.Get(holder, two.id).status());
+  EXPECT_THAT(m.Get(holder, plain.id).status(),
               physpool::testing::StatusIs(absl::StatusCode::kPermissionDenied));
   Tenant other_token = tenant_;
   other_token.lease_scope = Sha256Hex("another");
-  EXPECT_THAT(manager_->Get(other_token, one.id).status(),
+  EXPECT_THAT(m.Get(other_token, one.id).status(),
               physpool::testing::StatusIs(absl::StatusCode::kPermissionDenied));
   // Another tenant may not reuse the hash (it would name the wrong owner).
   Tenant b;
   b.name = "b";
   EXPECT_THAT(allocate(b, sha).status(),
               physpool::testing::StatusIs(absl::StatusCode::kInvalidArgument));
-  // The token lives as long as one of its leases.
-  ASSERT_OK(manager_->Release(tenant_, one.id).status());
-  EXPECT_EQ(manager_->TenantOfAccessToken(sha), "a");
-  ASSERT_OK(manager_->Release(tenant_, two.id).status());
-  EXPECT_EQ(manager_->TenantOfAccessToken(sha), std::nullopt);
+  // The token lives as long as one of its leases; of ended leases it
+  // learns nothing (not how they ended).
+  ASSERT_OK(m.Release(tenant_, one.id).status());
+  EXPECT_EQ(m.TenantOfAccessToken(sha), "a");
+  EXPECT_THAT(m.Get(holder, one.id).status(),
+              physpool::testing::StatusIs(absl::StatusCode::kNotFound,
+                                          "no lease " + one.id));
+  ASSERT_OK(m.Release(tenant_, two.id).status());
+  EXPECT_EQ(m.TenantOfAccessToken(sha), std::nullopt);
 }
 
 TEST_F(PoolManagerTest, WaitDeadlinesFollowTheInjectedClock) {

@@ -22,6 +22,8 @@ import unittest
 
 import yaml
 
+from rbac_verbs import rbac_verb
+
 PHYSPOOLD, SRC, NPM_DIR = sys.argv[1], sys.argv[2], sys.argv[3]
 K8S = os.path.join(SRC, "deploy", "k8s")
 RENDERS = ["overlays/sim", "overlays/vfio", "overlays/dra", "examples/tenant", "examples/dra"]
@@ -36,20 +38,8 @@ DRA_API_CALLS = [
     ("POST", "/apis/resource.k8s.io/v1/resourceslices"),
     ("PUT", "/apis/resource.k8s.io/v1/resourceslices/{name}"),
     ("DELETE", "/apis/resource.k8s.io/v1/resourceslices/{name}"),
+    ("GET", "/api/v1/nodes/{name}"),
 ]
-
-
-def rbac_verb(method, path):
-    """(group, resource, verb) that the API server authorizes a call as."""
-    parts = path.split("?")[0].strip("/").split("/")
-    group = parts[1] if parts[0] == "apis" else ""
-    rest = parts[3:] if parts[0] == "apis" else parts[2:]
-    if rest[0] == "namespaces":
-        rest = rest[2:]
-    resource, named = rest[0], len(rest) > 1
-    verb = {"GET": "get" if named else "list", "POST": "create", "PUT": "update",
-            "PATCH": "patch", "DELETE": "delete" if named else "deletecollection"}[method]
-    return group, resource, verb
 
 
 def need(tool):
@@ -376,7 +366,8 @@ class K8sTest(unittest.TestCase):
                                    ("resource.k8s.io", "resourceslices", "list"),
                                    ("resource.k8s.io", "resourceslices", "create"),
                                    ("resource.k8s.io", "resourceslices", "update"),
-                                   ("resource.k8s.io", "resourceslices", "delete")})
+                                   ("resource.k8s.io", "resourceslices", "delete"),
+                                   ("", "nodes", "get")})
         # No other binding or role reaches the service account.
         self.assertEqual([o for o in objects if o["kind"] in ("Role", "RoleBinding")], [])
         # Slice writes only for the plugin's own node.
@@ -415,6 +406,11 @@ class K8sTest(unittest.TestCase):
                          [{"name": "dma", "resourceClaimTemplateName": tmpl["metadata"]["name"]}])
         c = pod["spec"]["containers"][0]
         self.assertEqual(c["resources"]["claims"], [{"name": "dma"}])
+        # Not the daemon's uid (its files are 0600), the daemon's group (the
+        # socket is 0660).
+        sc = c["securityContext"]
+        self.assertNotEqual(sc["runAsUser"], 10001)
+        self.assertEqual(sc["runAsGroup"], 10001)
         # The pod holds no token and mounts no hostPath: CDI brings both.
         self.assertNotIn("volumes", pod["spec"])
         self.assertNotIn("env", c)

@@ -128,6 +128,7 @@ tenants:
 {tenants}implicit_tenant: false
 """)
         self.api = fake_apiserver.FakeApiServer(os.path.join(self.dir, "api")).start()
+        self.node = self.api.add_node(NODE)
         self.daemon = None
         self.plugin = None
         self.plugin_logs = []
@@ -313,12 +314,30 @@ tenants:
 
 
 class DraTest(unittest.TestCase):
+    calls = set()  # (method, path) of every API-server request, all tests
+
+    @classmethod
+    def tearDownClass(cls):
+        # The overlay's ClusterRole grants exactly what the plugin called.
+        sys.path.insert(0, os.path.join(SRC, "tests/deploy"))
+        import yaml
+        from rbac_verbs import rbac_verb
+        with open(os.path.join(SRC, "deploy/k8s/overlays/dra/rbac.yaml")) as f:
+            role = next(d for d in yaml.safe_load_all(f) if d["kind"] == "ClusterRole")
+        granted = {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"]
+                   for r in rule["resources"] for v in rule["verbs"]}
+        used = {rbac_verb(m, p) for m, p in cls.calls}
+        if used != granted:
+            raise AssertionError(f"the plugin used {sorted(used)}; the overlay's "
+                                 f"ClusterRole grants {sorted(granted)}")
+
     def setUp(self):
         self.env = Env(self)
 
     def tearDown(self):
         if os.environ.get("DRA_TEST_LOGS"):
             print("--- plugin log:\n" + self.env.plugin_log(), file=sys.stderr)
+        DraTest.calls |= {(r["method"], r["path"]) for r in self.env.api.requests}
         try:
             # Every object the plugin wrote, against its kind's schema.
             self.env.api.assert_writes_valid(NPM)
@@ -333,13 +352,23 @@ class DraTest(unittest.TestCase):
 
     def test_registers_and_publishes_the_pool(self):
         e = self.env
+        # A slice of this node and driver that an earlier run left under
+        # another name: the plugin deletes it.
+        e.api.put_slice({"metadata": {"name": "stale-slice"},
+                         "spec": {"driver": DRIVER, "nodeName": NODE,
+                                  "pool": {"name": NODE, "generation": 1,
+                                           "resourceSliceCount": 1}, "devices": []}})
         e.start_plugin()
         info = e.kubelet.get_info()
         self.assertEqual(info.type, "DRAPlugin")
         self.assertEqual(list(info.supported_versions), ["v1.DRAPlugin", "v1beta1.DRAPlugin"])
-        slices = wait_for(lambda: e.api.slices(), what="a ResourceSlice")
+        slices = wait_for(lambda: "stale-slice" not in e.api.slices() and e.api.slices(),
+                          what="the plugin's ResourceSlice, the stale one gone")
         self.assertEqual(len(slices), 1)
         s = next(iter(slices.values()))
+        self.assertEqual(s["metadata"]["ownerReferences"],
+                         [{"apiVersion": "v1", "kind": "Node", "name": NODE,
+                           "uid": e.node["metadata"]["uid"], "controller": True}])
         self.assertEqual(s["spec"]["driver"], DRIVER)
         self.assertEqual(s["spec"]["nodeName"], NODE)
         self.assertEqual(s["spec"]["pool"]["name"], NODE)
@@ -374,6 +403,13 @@ class DraTest(unittest.TestCase):
         wait_for(lambda: all(x["capacity"]["memory"]["value"] == "64Mi" for x in
                              next(iter(e.api.slices().values()))["spec"]["devices"]),
                  what="the capacity back")
+        # A slice deleted behind its back comes back.
+        name = next(iter(e.api.slices()))
+        gen = e.api.slices()[name]["spec"]["pool"]["generation"]
+        with e.api.lock:
+            del e.api._slices[name]
+        back = wait_for(lambda: e.api.slices().get(name), what="the slice re-created")
+        self.assertGreaterEqual(back["spec"]["pool"]["generation"], gen)
         # A restarted plugin adopts its slice (an update, not a second one).
         e.stop_plugin()
         e.start_plugin()
@@ -528,6 +564,59 @@ class DraTest(unittest.TestCase):
         self.assertEqual(set(env["PHYSPOOL_LEASES"].split(",")),
                          {f"{l.label.split()[-1]}={i}" for i, l in leases.items()})
         e.check_cdi(two[1])
+
+    def test_a_claim_that_did_not_fit_is_prepared_once_memory_is_free(self):
+        e = self.env
+        e.start_plugin()
+        hog = e.call("Pool", "Allocate", e.pb.AllocateRequest(
+            bytes=60 * MIB, numa_node=0, numa_strict=True, ttl_seconds=600), token="other").lease
+        claim = e.add_claim("later", [("mem", "numa0", "8Mi")])
+        r = e.kubelet.prepare([claim])
+        self.assertIn("Allocate", r[claim[1]]["error"])
+        self.assertEqual(e.claim_leases(claim[1]), {})
+        # kubelet retries once the memory is back: not the remembered error.
+        e.call("Pool", "Release", e.pb.ReleaseRequest(lease_id=hog.id), token="other")
+        wait_for(lambda: e.pool().scrubbing_bytes == 0, what="the memory zeroed")
+        self.prepare_ok(claim)
+        self.assertEqual(len(e.claim_leases(claim[1])), 1)
+
+    def test_a_claim_whose_lease_ended_gets_a_new_one(self):
+        e = self.env
+        e.start_plugin()
+        claim = e.add_claim("revoked", [("mem", "numa1", "2Mi")])
+        self.prepare_ok(claim)
+        old = next(iter(e.claim_leases(claim[1])))
+        e.call("Admin", "RevokeLease", e.pb.RevokeLeaseRequest(lease_id=old, reason="test"),
+               resp=e.pb.RevokeLeaseResponse)
+        # The cleanup pass notices; kubelet's next prepare makes a new lease
+        # and a CDI spec that names it.
+        def phase():
+            with open(os.path.join(e.plugin_dir, "state.json")) as f:
+                return json.load(f)["claims"][claim[1]]["phase"]
+        wait_for(lambda: phase() == "preparing", what="the claim marked")
+        self.prepare_ok(claim)
+        leases = e.claim_leases(claim[1])
+        self.assertEqual(len(leases), 1)
+        new = next(iter(leases))
+        self.assertNotEqual(new, old)
+        env = dict(x.split("=", 1) for x in e.cdi_spec(claim[1])["devices"][0]
+                   ["containerEdits"]["env"])
+        self.assertEqual(env["PHYSPOOL_LEASE"], new)
+        self.assertEqual(e.run_tenant(claim[1], "fill", "3").returncode, 0)
+
+    def test_a_404_that_is_not_the_claims_does_not_unprepare_it(self):
+        e = self.env
+        e.start_plugin()
+        claim = e.add_claim("kept", [("mem", "numa0", "2Mi")])
+        self.prepare_ok(claim)
+        # A 404 without the API server's NotFound Status for the claim (a
+        # proxy, resource.k8s.io/v1 not served): never a reason to release.
+        e.api.inject("GET", r".*/resourceclaims/kept", 404, reason="", times=None)
+        time.sleep(3)  # three cleanup passes
+        self.assertEqual(len(e.claim_leases(claim[1])), 1)
+        e.api.faults.clear()
+        e.api.delete_claim("ml", "kept")
+        wait_for(lambda: not e.claim_leases(claim[1]), what="the real NotFound acted on")
 
     def test_kill_9_at_each_step_leaves_no_orphan_and_no_claim_without_lease(self):
         e = self.env

@@ -333,6 +333,7 @@ class FakeApiServer:
         self.lock = threading.RLock()
         self.rv = 1000
         self.claims = {}        # (ns, name) -> object
+        self.nodes = {}         # name -> Node
         self._slices = {}       # name -> object
         self.requests = []      # {method, path, query, headers}
         self.writes = []        # {method, path, body, code, response}
@@ -382,6 +383,16 @@ class FakeApiServer:
             return copy.deepcopy(c)
 
     update_claim = add_claim
+
+    def add_node(self, name):
+        """A v1 Node (what GET /api/v1/nodes/{name} answers). Returns it."""
+        with self.lock:
+            n = {"apiVersion": "v1", "kind": "Node",
+                 "metadata": {"name": name, "uid": str(uuid.uuid4()),
+                              "creationTimestamp": now(),
+                              "resourceVersion": self._next_rv()}}
+            self.nodes[name] = n
+            return copy.deepcopy(n)
 
     def claim(self, namespace, name):
         with self.lock:
@@ -552,6 +563,16 @@ class FakeApiServer:
             if m:
                 name = m.group(1) and urllib.parse.unquote(m.group(1))
                 return self._slices_api(method, path, name, query, headers, raw)
+            m = re.fullmatch(r"/api/v1/nodes/([^/]+)", path)
+            if m:
+                if method != "GET":
+                    return 405, status(405, "MethodNotAllowed",
+                                       "the server does not allow this method")
+                n = self.nodes.get(urllib.parse.unquote(m.group(1)))
+                if n is None:
+                    return 404, status(404, "NotFound", f'nodes "{m.group(1)}" not found',
+                                       m.group(1), "nodes")
+                return 200, copy.deepcopy(n)
             if path in ("/api", "/apis", f"/apis/{GROUP}", PREFIX, "/version"):
                 return 200, self._discovery(path)
             return 404, status(404, "NotFound", "the server could not find the requested resource")
