@@ -276,12 +276,14 @@ void PrintLeases(const google::protobuf::RepeatedPtrField<v1::Lease>& leases) {
 void PrintLease(const v1::Lease& l) {
   std::printf(
       "lease %s  tenant %s  %s in %d run%s  path %s  ttl %us  expires in "
-      "%s%s%s%s\n",
+      "%s%s%s%s%s\n",
       l.id().c_str(), l.tenant().c_str(), HumanBytes(l.bytes()).c_str(),
       l.runs_size(), l.runs_size() == 1 ? "" : "s", l.path().c_str(),
       l.ttl_seconds(), ExpiresIn(l.expires_unix_ms()).c_str(),
       l.preemptible() ? "  preemptible" : "",
-      l.request_id().empty() ? "" : "  request ", l.request_id().c_str());
+      l.request_id().empty() ? "" : "  request ", l.request_id().c_str(),
+      // A lease access token reaches it too (a DRA claim's lease).
+      l.has_access_token() ? "  access-token" : "");
   if (l.has_quarantine()) {
     const auto& q = l.quarantine();
     std::printf(
