@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -93,6 +94,9 @@ class Env:
         for d in (self.run, self.state):
             os.makedirs(d)
         self.sock = os.path.join(self.run, "physpool.sock")
+        # As in the dra overlay: not in the socket directory, which the
+        # claims' CDI specs mount into the pods.
+        self.sim = os.path.join(self.dir, "sim")
         self.token_files = {}
         self.files = []
         for t, tok in TOKENS.items():
@@ -115,7 +119,7 @@ metrics:
 source:
   type: sim
   sim:
-    dir: {self.run}/sim
+    dir: {self.sim}
     page_size: 4096
     segments:
       - {{bytes: {SEG}, freelist: 0, numa: 0}}
@@ -261,7 +265,7 @@ tenants:
     def read_view(self, lease_id):
         """What the tenant's CPU mapping holds: the sim source's per-lease
         view file (docs/vfio.md, "Per-lease mappings")."""
-        with open(os.path.join(self.run, "sim", f"lease-{lease_id}.view"), "rb") as f:
+        with open(os.path.join(self.sim, f"lease-{lease_id}.view"), "rb") as f:
             return f.read()
 
     # -- the tenant side -------------------------------------------------------
@@ -456,6 +460,14 @@ class DraTest(unittest.TestCase):
                    ["containerEdits"]["env"])
         self.assertEqual(env["PHYSPOOL_LEASE"], lease.id)
         self.assertEqual(env["PHYSPOOL_TOKEN_FILE"], CONTAINER_CLAIM_DIR + "/token")
+        # What the mounts show the pod: the daemon's sockets and its claim's
+        # token, read-only; no segment or view file of anyone.
+        for m in e.cdi_spec(claim[1])["devices"][0]["containerEdits"]["mounts"]:
+            self.assertIn("ro", m["options"])
+            for name in os.listdir(m["hostPath"]):
+                mode = os.lstat(os.path.join(m["hostPath"], name)).st_mode
+                self.assertTrue(stat.S_ISSOCK(mode) or name == "token",
+                                f"{m['hostPath']}/{name} is visible to the pod")
         # Idempotent, on both versions of the service.
         self.assertEqual(self.prepare_ok(claim), devs)
         self.assertEqual(self.prepare_ok(claim, version="v1beta1"), devs)
@@ -502,7 +514,7 @@ class DraTest(unittest.TestCase):
         wait_for(lambda: e.pool().free_bytes == free_before + 8 * MIB and
                  e.pool().scrubbing_bytes == 0, what="the memory back")
         self.assertEqual(e.read_backing(admin_view), b"\0" * (8 * MIB), "zeroed")
-        self.assertFalse(os.path.exists(os.path.join(e.run, "sim", f"lease-{lease.id}.view")))
+        self.assertFalse(os.path.exists(os.path.join(e.sim, f"lease-{lease.id}.view")))
         # Idempotent; an unknown claim is fine.
         self.assertEqual(e.kubelet.unprepare([claim]), {claim[1]: {"error": ""}})
         self.assertEqual(e.kubelet.unprepare([("ml", "no-such-uid", "gone")]),
