@@ -1,36 +1,12 @@
 #include "dra/claim_state.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
-#include <cerrno>
-#include <cstring>
-#include <fstream>
-#include <sstream>
-
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
+#include "util/file.h"
 
 namespace physpool::dra {
-namespace {
 
 using nlohmann::json;
-
-absl::Status WriteAll(int fd, const std::string& data, const std::string& p) {
-  size_t off = 0;
-  while (off < data.size()) {
-    const ssize_t n = write(fd, data.data() + off, data.size() - off);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      return absl::UnavailableError(
-          absl::StrCat("writing ", p, ": ", std::strerror(errno)));
-    }
-    off += static_cast<size_t>(n);
-  }
-  return absl::OkStatus();
-}
-
-}  // namespace
 
 const char* PhaseName(ClaimRecord::Phase p) {
   switch (p) {
@@ -45,11 +21,10 @@ const char* PhaseName(ClaimRecord::Phase p) {
 }
 
 absl::StatusOr<ClaimState> ClaimState::Load(std::string path) {
-  std::ifstream in(path);
-  if (!in) return ClaimState(path);  // none yet
-  std::stringstream s;
-  s << in.rdbuf();
-  return Parse(std::move(path), s.str());
+  absl::StatusOr<std::string> text = ReadFileToString(path, "claim state");
+  if (absl::IsNotFound(text.status())) return ClaimState(path);  // none yet
+  if (!text.ok()) return text.status();
+  return Parse(std::move(path), *text);
 }
 
 absl::StatusOr<ClaimState> ClaimState::Parse(std::string path,
@@ -137,31 +112,7 @@ absl::Status ClaimState::Save(
                         {"token", r.token},
                         {"results", results}};
   }
-  const std::string tmp = path_ + ".tmp";
-  const int fd =
-      open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) {
-    return absl::UnavailableError(
-        absl::StrCat("creating ", tmp, ": ", std::strerror(errno)));
-  }
-  absl::Status s = WriteAll(fd, j.dump(1) + "\n", tmp);
-  if (s.ok() && fsync(fd) != 0) {
-    s = absl::UnavailableError(
-        absl::StrCat("fsync ", tmp, ": ", std::strerror(errno)));
-  }
-  close(fd);
-  if (s.ok() && rename(tmp.c_str(), path_.c_str()) != 0) {
-    s = absl::UnavailableError(
-        absl::StrCat("rename to ", path_, ": ", std::strerror(errno)));
-  }
-  if (!s.ok()) return s;
-  const std::string dir = path_.substr(0, path_.rfind('/') + 1);
-  const int d = open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY);
-  if (d >= 0) {
-    fsync(d);
-    close(d);
-  }
-  return absl::OkStatus();
+  return WriteFileAtomically(path_, j.dump(1) + "\n", 0600);
 }
 
 }  // namespace physpool::dra

@@ -1,7 +1,5 @@
 #include "dra/driver.h"
 
-#include <fcntl.h>
-#include <openssl/sha.h>
 #include <signal.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -21,6 +19,8 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "dra/quantity.h"
+#include "util/file.h"
+#include "util/sha256.h"
 
 namespace physpool::dra {
 namespace {
@@ -42,13 +42,6 @@ std::string RandomHex(size_t bytes) {
   return absl::BytesToHexString(raw);
 }
 
-std::string Sha256Hex(const std::string& data) {
-  unsigned char d[SHA256_DIGEST_LENGTH];
-  SHA256(reinterpret_cast<const unsigned char*>(data.data()), data.size(), d);
-  return absl::BytesToHexString(
-      absl::string_view(reinterpret_cast<const char*>(d), sizeof(d)));
-}
-
 absl::Status FromGrpc(const grpc::Status& s, absl::string_view what) {
   if (s.ok()) return absl::OkStatus();
   return absl::Status(static_cast<absl::StatusCode>(s.error_code()),
@@ -60,30 +53,6 @@ std::string UidOfLabel(const std::string& label) {
   if (!absl::StartsWith(label, kLabelPrefix)) return "";
   const std::string rest = label.substr(sizeof(kLabelPrefix) - 1);
   return rest.substr(0, rest.find(' '));
-}
-
-// Writes `data` to `path` atomically (a temporary beside it, renamed).
-absl::Status WriteFileAtomically(const std::string& path,
-                                 const std::string& tmp,
-                                 const std::string& data, mode_t mode) {
-  const int fd =
-      open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-  if (fd < 0) {
-    return absl::UnavailableError(
-        absl::StrCat("creating ", tmp, ": ", std::strerror(errno)));
-  }
-  bool ok = write(fd, data.data(), data.size()) ==
-                static_cast<ssize_t>(data.size()) &&
-            fchmod(fd, mode) == 0 && fsync(fd) == 0;
-  const int err = errno;
-  close(fd);
-  if (!ok || rename(tmp.c_str(), path.c_str()) != 0) {
-    const int e = ok ? errno : err;
-    unlink(tmp.c_str());
-    return absl::UnavailableError(
-        absl::StrCat("writing ", path, ": ", std::strerror(e)));
-  }
-  return absl::OkStatus();
 }
 
 // The opaque parameters of a claim's or class's config for this driver.
@@ -221,17 +190,12 @@ absl::Status Driver::ReleaseLease(const std::string& id) {
 
 absl::Status Driver::WriteClaimFiles(const ClaimRecord& r) {
   const std::string dir = absl::StrCat(opts_.plugin_dir, "/claims/", r.uid);
-  std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  if (ec) {
-    return absl::UnavailableError(
-        absl::StrCat("creating ", dir, ": ", ec.message()));
-  }
+  if (absl::Status s = MakeDirs(dir, 0755); !s.ok()) return s;
   chmod(dir.c_str(), 0755);
   // Readable by the container's user, whoever it is; the directory is
   // mounted into the claim's containers only.
-  if (absl::Status s = WriteFileAtomically(dir + "/token", dir + "/.token.tmp",
-                                           r.token + "\n", 0444);
+  if (absl::Status s =
+          WriteFileAtomically(dir + "/token", r.token + "\n", 0444);
       !s.ok()) {
     return s;
   }
@@ -266,11 +230,10 @@ absl::Status Driver::WriteClaimFiles(const ClaimRecord& r) {
                      {{"hostPath", dir},
                       {"containerPath", opts_.container_claim_dir},
                       {"options", json::array({"rbind", "ro"})}}})}}}}})}};
-  std::error_code ec2;
-  std::filesystem::create_directories(opts_.cdi_dir, ec2);
+  if (absl::Status s = MakeDirs(opts_.cdi_dir, 0755); !s.ok()) return s;
+  // The temporary is "<name>.json.tmp": CDI reads only *.json and *.yaml.
   return WriteFileAtomically(
       absl::StrCat(opts_.cdi_dir, "/physpool-", r.uid, ".json"),
-      absl::StrCat(opts_.cdi_dir, "/.physpool-", r.uid, ".tmp"),
       spec.dump(2) + "\n", 0644);
 }
 
@@ -512,15 +475,21 @@ absl::Status Driver::UnprepareLocked(const std::string& uid) {
   }
   CrashPoint("unprepare-recorded");
   // The recorded leases, and any granted before the record named them (a
-  // kill -9 between Allocate and the prepared record): by their label.
+  // kill -9 between Allocate and the prepared record): by their label. Only
+  // a result without its lease needs the list of every lease; a lease the
+  // record does not name beside a named one is the cleanup pass's.
   std::set<std::string> leases;
+  bool unnamed = false;
   for (const ClaimResult& x : rec.results) {
     if (!x.lease.empty()) leases.insert(x.lease);
+    unnamed |= x.lease.empty();
   }
-  absl::StatusOr<std::map<std::string, std::string>> all = ListLeases();
-  if (!all.ok()) return all.status();
-  for (const auto& [id, label] : *all) {
-    if (UidOfLabel(label) == uid) leases.insert(id);
+  if (unnamed) {
+    absl::StatusOr<std::map<std::string, std::string>> all = ListLeases();
+    if (!all.ok()) return all.status();
+    for (const auto& [id, label] : *all) {
+      if (UidOfLabel(label) == uid) leases.insert(id);
+    }
   }
   for (const std::string& id : leases) {
     if (absl::Status s = ReleaseLease(id); !s.ok()) return s;

@@ -3,12 +3,11 @@
 #include <curl/curl.h>
 
 #include <cstdlib>
-#include <fstream>
 #include <memory>
-#include <sstream>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "util/file.h"
 
 namespace physpool::dra {
 namespace {
@@ -19,14 +18,13 @@ size_t Append(char* data, size_t size, size_t n, void* out) {
 }
 
 absl::StatusOr<std::string> ReadToken(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("cannot read the service account token ", path));
-  }
-  std::stringstream s;
-  s << in.rdbuf();
-  return std::string(absl::StripAsciiWhitespace(s.str()));
+  absl::StatusOr<std::string> token =
+      ReadFileToString(path, "the service account token");
+  // Never NOT_FOUND (a missing file): callers read that as "the object is
+  // gone from the API server".
+  if (!token.ok())
+    return absl::FailedPreconditionError(token.status().message());
+  return std::string(absl::StripAsciiWhitespace(*token));
 }
 
 }  // namespace

@@ -18,10 +18,7 @@
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
-#include <filesystem>
-#include <fstream>
 #include <map>
-#include <sstream>
 #include <thread>
 
 #include "absl/strings/ascii.h"
@@ -34,6 +31,7 @@
 #include "k8s/dra/v1/api.grpc.pb.h"
 #include "k8s/dra/v1beta1/api.grpc.pb.h"
 #include "k8s/pluginregistration/v1/api.grpc.pb.h"
+#include "util/file.h"
 
 namespace {
 
@@ -185,14 +183,13 @@ class Registration final : public reg::Registration::Service {
 };
 
 std::string ReadFileOrDie(const std::string& path, const char* what) {
-  std::ifstream in(path);
-  if (!in) {
-    fprintf(stderr, "physpool-dra: cannot read %s %s\n", what, path.c_str());
+  absl::StatusOr<std::string> text = physpool::ReadFileToString(path, what);
+  if (!text.ok()) {
+    fprintf(stderr, "physpool-dra: %s\n",
+            std::string(text.status().message()).c_str());
     exit(2);
   }
-  std::stringstream s;
-  s << in.rdbuf();
-  return std::string(absl::StripAsciiWhitespace(s.str()));
+  return std::string(absl::StripAsciiWhitespace(*text));
 }
 
 // A unix socket server on `path` (a stale socket replaced).
@@ -296,11 +293,8 @@ int main(int argc, char** argv) {
     return 2;
   }
   for (const std::string& d : {o.plugin_dir, flags["registrar-dir"]}) {
-    std::error_code ec;
-    std::filesystem::create_directories(d, ec);
-    if (ec) {
-      fprintf(stderr, "physpool-dra: creating %s: %s\n", d.c_str(),
-              ec.message().c_str());
+    if (absl::Status s = physpool::MakeDirs(d, 0755); !s.ok()) {
+      fprintf(stderr, "physpool-dra: %s\n", std::string(s.message()).c_str());
       return 1;
     }
   }

@@ -535,8 +535,7 @@ absl::StatusOr<ServerConfig> Parse(absl::string_view yaml,
         for (const auto& v : n) {
           const std::string s = v.as<std::string>();
           if (std::string(list) == "token_sha256") {
-            if (s.size() != 64 ||
-                s.find_first_not_of("0123456789abcdef") != std::string::npos) {
+            if (!IsSha256Hex(s)) {
               return r.Error(
                   v, where + ".token_sha256",
                   "must be 64 lowercase hex digits (sha256sum of the token)");

@@ -183,9 +183,7 @@ absl::StatusOr<AllocateParams> ToParams(const v1::AllocateRequest& r,
   RETURN_IF_ERROR(CheckRequestId(r.request_id()));
   p.request_id = r.request_id();
   const std::string& sha = r.access_token_sha256();
-  if (!sha.empty() &&
-      (sha.size() != 64 ||
-       sha.find_first_not_of("0123456789abcdef") != std::string::npos)) {
+  if (!sha.empty() && !IsSha256Hex(sha)) {
     return absl::InvalidArgumentError(
         "access_token_sha256 must be 64 lowercase hex digits (the SHA-256 "
         "of a random token of at least 128 bits)");

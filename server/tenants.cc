@@ -1,23 +1,8 @@
 #include "server/tenants.h"
 
-#include <openssl/evp.h>
-
 #include "absl/strings/str_cat.h"
 
 namespace physpool::server {
-
-std::string Sha256Hex(absl::string_view data) {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr);
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned int i = 0; i < len; ++i) {
-    out.push_back(kHex[md[i] >> 4]);
-    out.push_back(kHex[md[i] & 15]);
-  }
-  return out;
-}
 
 absl::StatusOr<uint32_t> ParseRoles(const std::vector<std::string>& names) {
   uint32_t roles = 0;

@@ -13,6 +13,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "util/sha256.h"
 
 namespace physpool::server {
 
@@ -44,8 +45,9 @@ struct Tenant {
 // The implicit tenant's name (embedded default, implicit_tenant: true).
 inline constexpr char kImplicitTenantName[] = "default";
 
-// Lowercase hex SHA-256 of `data`.
-std::string Sha256Hex(absl::string_view data);
+// Token hashes: Sha256Hex and IsSha256Hex (util/sha256.h).
+using ::physpool::IsSha256Hex;
+using ::physpool::Sha256Hex;
 
 // "tenant,privileged" <-> role bits. INVALID_ARGUMENT for unknown names.
 absl::StatusOr<uint32_t> ParseRoles(const std::vector<std::string>& names);

@@ -1,5 +1,6 @@
 #include "util/file.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -22,6 +23,40 @@ absl::StatusOr<std::string> ReadFileToString(const std::string& path,
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
+}
+
+absl::Status WriteFileAtomically(const std::string& path,
+                                 absl::string_view data, mode_t mode) {
+  const std::string tmp = path + ".tmp";
+  const int fd =
+      open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+  if (fd < 0) return ErrnoStatus(absl::StrCat("creating ", tmp), errno);
+  int err = 0;
+  for (size_t off = 0; off < data.size() && err == 0;) {
+    const ssize_t n = write(fd, data.data() + off, data.size() - off);
+    if (n >= 0) {
+      off += static_cast<size_t>(n);
+    } else if (errno != EINTR) {
+      err = errno;
+    }
+  }
+  // The mode as asked for, whatever the umask.
+  if (err == 0 && (fchmod(fd, mode) != 0 || fsync(fd) != 0)) err = errno;
+  close(fd);
+  if (err == 0 && rename(tmp.c_str(), path.c_str()) != 0) err = errno;
+  if (err != 0) {
+    unlink(tmp.c_str());
+    return ErrnoStatus(absl::StrCat("writing ", path), err);
+  }
+  const size_t slash = path.rfind('/');
+  const std::string dir =
+      slash == std::string::npos ? "." : path.substr(0, slash + 1);
+  if (const int d = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+      d >= 0) {
+    fsync(d);
+    close(d);
+  }
+  return absl::OkStatus();
 }
 
 absl::Status MakeDirs(const std::string& dir, mode_t mode) {

@@ -18,6 +18,12 @@ namespace physpool {
 absl::StatusOr<std::string> ReadFileToString(const std::string& path,
                                              absl::string_view what);
 
+// Replaces `path` with `data` so that a crash leaves the old content or the
+// new, never a mix: written to `path`.tmp with `mode`, fsynced, renamed over
+// `path`, and the directory fsynced. The temporary is removed on an error.
+absl::Status WriteFileAtomically(const std::string& path,
+                                 absl::string_view data, mode_t mode);
+
 // mkdir -p with `mode` for the directories it creates.
 absl::Status MakeDirs(const std::string& dir, mode_t mode);
 

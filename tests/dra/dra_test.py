@@ -12,7 +12,7 @@ spec's JSON schema. The tenant side runs as a runtime would start it: the
 CDI spec's mounts applied in a private mount namespace (unshare -m) and its
 environment only.
 
-usage: dra_test.py PHYSPOOLD PHYSPOOL_DRA PHYSPOOLCTL DRA_TENANT SRC NPM_DIR
+usage: dra_test.py PHYSPOOLD PHYSPOOL_DRA PHYSPOOLCTL DRA_TENANT SRC NPM_DIR PYGEN
 """
 import hashlib
 import json
@@ -33,7 +33,10 @@ sys.path.insert(0, HERE)
 import fake_apiserver  # noqa: E402
 import fake_kubelet  # noqa: E402
 
-PHYSPOOLD, DRA, CTL, TENANT, SRC, NPM = (None,) * 6
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "server"))
+import physpool_testlib  # noqa: E402
+
+PHYSPOOLD, DRA, CTL, TENANT, SRC, NPM, PYGEN = (None,) * 7
 DRIVER = "dma.physpool.io"
 NODE = "node-1"
 MIB = 1 << 20
@@ -60,24 +63,6 @@ def wait_for(pred, timeout=20.0, what="condition"):
         if time.monotonic() > end:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.05)
-
-
-class Pb:
-    """physpool.v1 messages (protoc --python_out) over generic gRPC calls."""
-    mod = None
-
-    @classmethod
-    def load(cls):
-        if cls.mod is None:
-            gen = tempfile.mkdtemp(prefix="dra-test-pb-")
-            out = subprocess.run(["protoc", f"--proto_path={SRC}/proto", f"--python_out={gen}",
-                                  "physpool/v1/physpool.proto"], capture_output=True, text=True)
-            if out.returncode != 0:
-                raise RuntimeError(out.stderr)
-            sys.path.insert(0, gen)
-            from physpool.v1 import physpool_pb2
-            cls.mod = physpool_pb2
-        return cls.mod
 
 
 class Env:
@@ -137,7 +122,7 @@ tenants:
         self.plugin = None
         self.plugin_logs = []
         self.channel = None
-        self.pb = Pb.load()
+        self.pb = physpool_testlib.load_protos(PYGEN)
         self.kubelet = fake_kubelet.FakeKubelet(self.registrar, DRIVER,
                                                 expected_endpoint=os.path.join(
                                                     self.plugin_dir, "dra.sock"))
@@ -155,7 +140,7 @@ tenants:
                  what="physpoold ready")
         if self.daemon.poll() is not None:
             raise AssertionError("physpoold exited: " + self.log("physpoold.log"))
-        self.channel = grpc.insecure_channel("unix:" + self.sock)
+        self.channel = physpool_testlib.channel("unix:" + self.sock)
 
     def kill_daemon(self):
         self.daemon.send_signal(signal.SIGKILL)
@@ -728,11 +713,11 @@ class DraTest(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 7:
+    if len(sys.argv) < 8:
         sys.exit(__doc__)
-    PHYSPOOLD, DRA, CTL, TENANT, SRC, NPM = map(os.path.abspath, sys.argv[1:7])
-    del sys.argv[1:7]
-    for tool in ("unshare", "node", "protoc", "openssl"):
+    PHYSPOOLD, DRA, CTL, TENANT, SRC, NPM, PYGEN = map(os.path.abspath, sys.argv[1:8])
+    del sys.argv[1:8]
+    for tool in ("unshare", "node", "protoc", "openssl"):  # protoc: fake_kubelet
         if shutil.which(tool) is None:
             sys.exit(f"dra_test: {tool} is missing (make deps installs it)")
     unittest.main(verbosity=2)
