@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "pglist/units.h"
 
 struct sqlite3;
@@ -58,16 +59,32 @@ struct StoredScrub {
   std::string tenant;  // its tenant: a restored quarantine counts for it
 };
 
+// How much of an existing store Open reads before trusting it (every row of
+// every table is read either way, and any error refuses the store).
+enum class StoreCheck {
+  kFull,   // PRAGMA integrity_check: every page, index against table
+  kQuick,  // PRAGMA quick_check: every page, not index against table
+  kNone,   // the header only (tests and benchmarks of the load itself)
+};
+
 class LeaseStore {
  public:
-  // Opens or creates the store at `path`. `boot_id` is this boot's id;
-  // `layout` describes the segments (compared with the stored one).
-  // FAILED_PRECONDITION naming the path and the reason for a file that is
-  // damaged, not a physpool store, of a newer schema, or written for another
-  // segment layout while leases are live.
+  // Opens the store at `path`, or creates it if there is no file there
+  // (made whole under another name and renamed, so that an existing file is
+  // never a half-made store). `boot_id` is this boot's id; `layout`
+  // describes the segments (compared with the stored one).
+  //
+  // Fails closed: a file that exists and cannot be read whole and valid is
+  // refused, never read in part nor taken for a new store.
+  // FAILED_PRECONDITION naming the path, what is wrong and what the
+  // operator can do, for a file that is not a regular file, is damaged (a
+  // page the check or a row loop cannot read), cannot be read (an I/O
+  // error), is not a physpool store (an empty database included), is of a
+  // newer schema, is missing while its -wal is there, or was written for
+  // another segment layout while leases are live.
   static absl::StatusOr<std::unique_ptr<LeaseStore>> Open(
       const std::string& path, const std::string& boot_id,
-      const std::string& layout);
+      const std::string& layout, StoreCheck check = StoreCheck::kFull);
   ~LeaseStore();
 
   // What the store held at Open. Empty after a host reboot (the leases were
@@ -112,6 +129,19 @@ class LeaseStore {
 
  private:
   LeaseStore() = default;
+  // The phases of Open (lease_store_open.cc).
+  static absl::Status Create(const std::string& path);
+  absl::Status Check(StoreCheck check);
+  absl::Status Migrate();
+  absl::Status Load(const std::string& boot_id, const std::string& layout);
+  absl::Status Prepare();
+  // Runs `sql` and calls row(stmt) for each row; fails (Refuse) unless the
+  // rows end in SQLITE_DONE, or with row()'s error.
+  template <typename F>
+  absl::Status EachRow(const char* sql, const char* what, F row);
+  // FAILED_PRECONDITION for a store that cannot be read: what was being
+  // read, SQLite's reason and what the operator can do.
+  absl::Status Refuse(absl::string_view what, int rc) const;
   absl::Status Exec(const char* sql);
   absl::Status Error(const char* what) const;
   // UNAVAILABLE for a write that failed (the store stays usable).

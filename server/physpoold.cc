@@ -31,6 +31,7 @@
 #include "prometheus/registry.h"
 #include "server/config.h"
 #include "server/fd_server.h"
+#include "server/instance_lock.h"
 #include "server/keeper_client.h"
 #include "server/lease_store.h"
 #include "server/log.h"
@@ -39,6 +40,7 @@
 #include "server/pool_manager.h"
 #include "server/services.h"
 #include "util/file.h"
+#include "util/status_macros.h"
 #include "vfio/sim_source.h"
 #include "vfio/vfio_source.h"
 
@@ -245,6 +247,24 @@ absl::StatusOr<ServerConfig> EffectiveConfig(const Flags& flags) {
   return cfg;
 }
 
+// The lock files of what this daemon owns: beside the store, in the sim
+// directory, beside the keeper's socket (instance_lock.h). Their
+// directories are made as the store and the source would make them.
+absl::StatusOr<InstanceLock> LockInstance(const ServerConfig& cfg) {
+  std::vector<std::string> paths;
+  if (!cfg.store_path.empty()) {
+    RETURN_IF_ERROR(MakePrivateParentDir(cfg.store_path, 0755));
+    paths.push_back(cfg.store_path + ".lock");
+  }
+  if (cfg.source == "sim") {
+    RETURN_IF_ERROR(MakePrivateDir(cfg.sim.dir, 0700));
+    paths.push_back(cfg.sim.dir + "/physpoold.lock");
+  } else if (!cfg.vfio.keeper.empty()) {
+    paths.push_back(cfg.vfio.keeper + ".lock");
+  }
+  return InstanceLock::Acquire(paths);
+}
+
 int Run(int argc, char** argv) {
   auto flags = ParseFlags(argc, argv);
   if (!flags.ok()) {
@@ -275,6 +295,15 @@ int Run(int argc, char** argv) {
   sigaddset(&sigs, SIGTERM);
   sigaddset(&sigs, SIGINT);
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+
+  // One daemon per store and pool, before anything is opened, restored or
+  // zeroed (instance_lock.h).
+  absl::StatusOr<InstanceLock> instance = LockInstance(*cfg);
+  if (!instance.ok()) {
+    Log(LogLevel::kError, "another physpoold owns this pool: refusing to start",
+        {F("error", instance.status().ToString())});
+    return 1;
+  }
 
   // physpool-keeper holds the vfio source's descriptors across a crash
   // (docs/vfio.md, "Restart with isolation on"). Outlives the source.
