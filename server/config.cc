@@ -8,6 +8,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "util/status_macros.h"
 #include "yaml-cpp/yaml.h"
@@ -247,6 +248,36 @@ absl::Status ParseVfio(const Reader& r, const YAML::Node& v,
 
 }  // namespace
 
+std::vector<std::string> ConfigWarnings(const ServerConfig& c) {
+  std::vector<std::string> w;
+  const std::string mode = absl::StrFormat("%04o", c.unix_mode);
+  if (c.implicit_tenant && c.unix_socket.empty()) {
+    w.push_back(
+        "implicit_tenant: true, but listen.unix is \"\": the implicit tenant "
+        "answers on the unix socket only, so nobody reaches it");
+  } else if (c.implicit_tenant && (c.unix_mode & 0006) != 0) {
+    w.push_back(absl::StrCat(
+        "implicit_tenant: true with listen.unix_mode ", mode,
+        ": every local user who can reach ", c.unix_socket,
+        " is an unauthenticated admin; set listen.unix_mode to 0660 or "
+        "0600 (and listen.unix_group), or give tenants tokens"));
+  } else if (c.implicit_tenant) {
+    w.push_back(absl::StrCat(
+        "implicit_tenant: true: every process that can open ", c.unix_socket,
+        " (mode ", mode, ", group ",
+        c.unix_group.empty() ? "the daemon's" : c.unix_group, ") is tenant \"",
+        kImplicitTenantName,
+        "\" with admin rights; TCP callers need a token or a client "
+        "certificate"));
+  }
+  if (!c.unix_socket.empty() && (c.unix_mode & 0006) != 0) {
+    w.push_back(absl::StrCat("listen.unix_mode ", mode,
+                             ": any local user can connect to ", c.unix_socket,
+                             " and to the fd socket"));
+  }
+  return w;
+}
+
 bool IsLoopback(const std::string& hostport) {
   return absl::StartsWith(hostport, "127.") ||
          absl::StartsWith(hostport, "localhost:") ||
@@ -357,9 +388,28 @@ absl::StatusOr<ServerConfig> Parse(absl::string_view yaml,
     RETURN_IF_ERROR(r.Get(st, "boot_id_file", "store", &c.boot_id_file));
   }
   if (const YAML::Node l = root["listen"]) {
-    RETURN_IF_ERROR(r.Keys(l, "listen",
-                           {"unix", "tcp", "insecure_tcp", "tls", "fd_socket",
-                            "fd_socket_access"}));
+    RETURN_IF_ERROR(
+        r.Keys(l, "listen",
+               {"unix", "unix_mode", "unix_group", "tcp", "insecure_tcp", "tls",
+                "fd_socket", "fd_socket_access"}));
+    if (const YAML::Node m = l["unix_mode"]) {
+      // Octal, as chmod takes it: "0660", 0660 or 660.
+      uint32_t mode = 0;
+      const std::string text = m.IsScalar() ? m.Scalar() : "";
+      bool ok = !text.empty() && text.size() <= 4;
+      for (char ch : text) {
+        ok = ok && ch >= '0' && ch <= '7';
+        mode = mode * 8 + static_cast<uint32_t>(ch - '0');
+      }
+      if (!ok || (mode & 0600) != 0600) {
+        return r.Error(m, "listen.unix_mode",
+                       absl::StrCat("bad mode \"", text,
+                                    "\": octal, at most 0777, with the "
+                                    "owner's rw (e.g. \"0660\")"));
+      }
+      c.unix_mode = mode;
+    }
+    RETURN_IF_ERROR(r.Get(l, "unix_group", "listen", &c.unix_group));
     if (const YAML::Node a = l["fd_socket_access"]) {
       RETURN_IF_ERROR(ParseFdAccess(r, a, &c.fd_access));
     }
@@ -666,6 +716,8 @@ std::string FormatConfig(const ServerConfig& c) {
   out << YAML::BeginMap;
   out << YAML::Key << "listen" << YAML::Value << YAML::BeginMap;
   Text(out, "unix", c.unix_socket);
+  Text(out, "unix_mode", absl::StrFormat("%04o", c.unix_mode));
+  Text(out, "unix_group", c.unix_group);
   Text(out, "fd_socket", c.fd_socket);
   out << YAML::Key << "fd_socket_access" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "allowed_uids" << YAML::Value << YAML::Flow

@@ -20,7 +20,12 @@
 namespace physpool::server {
 
 struct ServerConfig {
-  std::string unix_socket;    // "" disables
+  std::string unix_socket;  // "" disables
+  // Who may connect to the unix socket and the fd socket: their mode and
+  // group (a name or a number; "" = the daemon's group). The implicit
+  // tenant is whoever may connect (docs/security.md).
+  uint32_t unix_mode = 0660;
+  std::string unix_group;
   std::string tcp;            // host:port; "" disables
   bool insecure_tcp = false;  // allow TCP off loopback without TLS
   std::string tls_cert, tls_key, tls_client_ca;
@@ -54,6 +59,12 @@ absl::Status CheckListeners(const ServerConfig& c);
 // The runtime directory: /run/physpool as root, else $XDG_RUNTIME_DIR/physpool
 // or /tmp/physpool-<uid>.
 std::string DefaultRuntimeDir();
+
+// What --check-config and the start-up log warn of: a configuration that
+// is valid but exposes more than an operator may mean to (the implicit
+// tenant reached by every process that can open a world-accessible
+// socket, ...). Each a sentence naming the keys.
+std::vector<std::string> ConfigWarnings(const ServerConfig& c);
 
 // The embedded default (no config file).
 ServerConfig DefaultConfig();

@@ -81,7 +81,6 @@ absl::Status FdServer::Start(const std::string& path,
     return absl::UnavailableError(
         absl::StrCat("fd socket ", path, ": ", std::strerror(err)));
   }
-  chmod(path.c_str(), 0660);
   stop_fd_ = eventfd(0, EFD_CLOEXEC);
   {
     absl::MutexLock l(&mu_);

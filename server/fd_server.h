@@ -64,8 +64,9 @@ class FdServer {
 
   static constexpr int kWorkers = 4;
 
-  // Binds `path` (mode 0660; a stale socket is replaced) and serves on the
-  // event-loop thread and kWorkers workers.
+  // Binds `path` (a stale socket is replaced; its mode is what the umask
+  // makes: the caller opens it to its peers, physpoold.cc) and serves on
+  // the event-loop thread and kWorkers workers.
   absl::Status Start(const std::string& path,
                      const FdSocketOptions& options = {});
   // Stops serving and removes the socket; returns promptly: connections

@@ -6,8 +6,11 @@
 
 namespace physpool::server {
 
-Lessor::Lessor(absl::Duration expiring_warning, size_t ended_memory)
-    : warning_(expiring_warning), ended_memory_(ended_memory) {}
+Lessor::Lessor(absl::Duration expiring_warning, size_t ended_memory,
+               AccessTokens* access)
+    : warning_(expiring_warning),
+      ended_memory_(ended_memory),
+      access_(access != nullptr ? access : &own_access_) {}
 
 Lessor::Lease& Lessor::Add(Lease lease) {
   const std::string id = lease.info.id;
@@ -17,11 +20,8 @@ Lessor::Lease& Lessor::Add(Lease lease) {
   by_alloc_[lease.alloc] = id;
   if (!lease.info.request_id.empty())
     by_request_[Key(lease.info.tenant, lease.info.request_id)] = id;
-  if (!lease.info.access_sha256.empty()) {
-    auto& a = by_access_[lease.info.access_sha256];
-    a.first = lease.info.tenant;
-    ++a.second;
-  }
+  if (!lease.info.access_sha256.empty())
+    access_->Add(lease.info.access_sha256, lease.info.tenant);
   const bool live = lease.state != State::kCommitting;
   Lease& l = leases_[id] = std::move(lease);
   if (live) {
@@ -63,10 +63,7 @@ Lessor::Lease Lessor::Discard(const std::string& id) {
   by_alloc_.erase(l.alloc);
   if (!l.info.request_id.empty())
     by_request_.erase(Key(l.info.tenant, l.info.request_id));
-  if (!l.info.access_sha256.empty()) {
-    auto a = by_access_.find(l.info.access_sha256);
-    if (a != by_access_.end() && --a->second.second == 0) by_access_.erase(a);
-  }
+  if (!l.info.access_sha256.empty()) access_->Remove(l.info.access_sha256);
   TenantUsage& u = usage_[l.info.tenant];
   u.bytes -= l.info.bytes;
   --u.leases;
@@ -137,9 +134,7 @@ absl::StatusOr<Lessor::Lease*> Lessor::Owned(const std::string& tenant,
 
 std::optional<std::string> Lessor::TenantOfAccess(
     const std::string& sha) const {
-  auto it = by_access_.find(sha);
-  if (it == by_access_.end()) return std::nullopt;
-  return it->second.first;
+  return access_->TenantOf(sha);
 }
 
 const Lessor::Ended* Lessor::FindEnded(const std::string& id) const {

@@ -26,6 +26,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "pglist/outcome.h"
+#include "server/access_tokens.h"
 #include "server/holders.h"
 
 namespace physpool::server {
@@ -84,8 +85,11 @@ class Lessor {
     std::string request_id;
   };
 
-  // `ended_memory`: how many ended leases are remembered.
-  Lessor(absl::Duration expiring_warning, size_t ended_memory);
+  // `ended_memory`: how many ended leases are remembered. `access` (may be
+  // null: the lessor keeps its own) is kept up to date with the access
+  // token hashes of its leases; it must outlive the lessor.
+  Lessor(absl::Duration expiring_warning, size_t ended_memory,
+         AccessTokens* access = nullptr);
 
   // Adds a lease in `state` (kCommitting or kLive) and counts its usage.
   // REQUIRES: its id is new.
@@ -162,8 +166,8 @@ class Lessor {
   std::set<std::pair<absl::Time, std::string>> warn_;
   absl::flat_hash_map<pglist::AllocationId, std::string> by_alloc_;
   absl::flat_hash_map<std::string, std::string> by_request_;  // key -> id
-  // access token hash -> (tenant, how many leases carry it)
-  absl::flat_hash_map<std::string, std::pair<std::string, int>> by_access_;
+  AccessTokens own_access_;
+  AccessTokens* const access_;  // own_access_ or the caller's
   std::map<std::string, TenantUsage> usage_;
   // Ended leases (bounded), and request ids they or failures used.
   absl::flat_hash_map<std::string, Ended> ended_;

@@ -1,6 +1,7 @@
 // physpoold: owns the DMA memory of the host and leases it to tenants.
 // See docs/api.md and docs/operations.md; `physpoold --help` for flags.
 #include <arpa/inet.h>
+#include <grp.h>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
@@ -39,6 +40,7 @@
 #include "server/notify.h"
 #include "server/pool_manager.h"
 #include "server/services.h"
+#include "util/errno_status.h"
 #include "util/file.h"
 #include "util/status_macros.h"
 #include "vfio/sim_source.h"
@@ -179,6 +181,46 @@ absl::Status PrepareSocket(const std::string& path) {
   return absl::OkStatus();
 }
 
+// The process umask for a scope (process-wide: only ever made stricter
+// here, so a file another thread creates meanwhile is at most more
+// private).
+class ScopedUmask {
+ public:
+  explicit ScopedUmask(mode_t mask) : old_(umask(mask)) {}
+  ~ScopedUmask() { umask(old_); }
+
+ private:
+  mode_t old_;
+};
+
+// listen.unix_group as a gid: a group name or number; "" = this process's.
+absl::StatusOr<gid_t> SocketGroup(const ServerConfig& cfg) {
+  if (cfg.unix_group.empty()) return getegid();
+  gid_t gid = 0;
+  if (absl::SimpleAtoi(cfg.unix_group, &gid)) return gid;
+  std::vector<char> buf(16384);
+  group g{};
+  group* found = nullptr;
+  if (getgrnam_r(cfg.unix_group.c_str(), &g, buf.data(), buf.size(), &found) !=
+          0 ||
+      found == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("no group \"", cfg.unix_group, "\""));
+  }
+  return found->gr_gid;
+}
+
+// Gives a socket made owner-only its configured group and mode.
+absl::Status OpenSocket(const std::string& path, uint32_t mode, gid_t gid) {
+  if (gid != getegid() && chown(path.c_str(), static_cast<uid_t>(-1), gid)) {
+    return ErrnoStatus(absl::StrCat("chgrp ", gid, " ", path), errno);
+  }
+  if (chmod(path.c_str(), mode) != 0) {
+    return ErrnoStatus(absl::StrCat("chmod ", path), errno);
+  }
+  return absl::OkStatus();
+}
+
 // Stops the metrics endpoint at once: civetweb's listener notices its stop
 // flag only when its poll (2 s timeout) returns, so it is woken by
 // connections until it has stopped.
@@ -278,7 +320,27 @@ int Run(int argc, char** argv) {
                  std::string(cfg.status().message()).c_str());
     return 2;
   }
+  // The group is looked up on this host: --check-config may run elsewhere
+  // (CI), so there an unknown group is a warning.
+  absl::StatusOr<gid_t> socket_gid = SocketGroup(*cfg);
+  if (!socket_gid.ok() && !flags->check_config) {
+    std::fprintf(
+        stderr, "physpoold: %s: listen.unix_group: %s\n",
+        flags->config.empty() ? "(embedded default)" : flags->config.c_str(),
+        std::string(socket_gid.status().message()).c_str());
+    return 2;
+  }
   if (flags->check_config) {
+    std::vector<std::string> warnings = ConfigWarnings(*cfg);
+    if (!socket_gid.ok()) {
+      warnings.push_back(absl::StrCat(
+          "listen.unix_group: ", socket_gid.status().message(),
+          " on this host: physpoold refuses to start where it is missing"));
+    }
+    for (const std::string& w : warnings) {
+      std::fprintf(stderr, "physpoold: %s: warning: %s\n",
+                   flags->config.c_str(), w.c_str());
+    }
     std::fputs(FormatConfig(*cfg).c_str(), stdout);
     std::fprintf(stderr, "physpoold: %s: configuration is valid\n",
                  flags->config.c_str());
@@ -500,6 +562,9 @@ int Run(int argc, char** argv) {
                          out->append(d.bdf);
                        })),
        F("start_ms", absl::ToInt64Milliseconds(absl::Now() - source_start))});
+  for (const std::string& w : ConfigWarnings(*cfg)) {
+    Log(LogLevel::kWarn, "configuration", {F("warning", w)});
+  }
   if (embedded) {
     Log(LogLevel::kWarn, "embedded default configuration",
         {F("tenants",
@@ -556,23 +621,37 @@ int Run(int argc, char** argv) {
   // Requests are small; every answer is below 4 MiB (pages, run cap).
   builder.SetMaxReceiveMessageSize(1 << 20);
   builder.SetMaxSendMessageSize(4 << 20);
+  // Sockets are made owner-only (umask) and then opened to the configured
+  // mode and group: no other process can connect in between.
+  std::optional<ScopedUmask> private_sockets(0177);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || (!cfg->tcp.empty() && tcp_port == 0)) {
     Log(LogLevel::kError, "cannot listen",
         {F("unix", cfg->unix_socket), F("tcp", cfg->tcp)});
     return 1;
   }
-  if (!cfg->unix_socket.empty()) chmod(cfg->unix_socket.c_str(), 0660);
+
   // After the gRPC socket: PrepareSocket has ruled out a live daemon here.
   FdServer fd_server(&source, &manager, &auth);
   if (!cfg->fd_socket.empty()) {
     absl::Status s = MakePrivateParentDir(cfg->fd_socket, 0755);
     if (s.ok()) s = fd_server.Start(cfg->fd_socket, cfg->fd_access);
+    if (s.ok()) s = OpenSocket(cfg->fd_socket, cfg->unix_mode, *socket_gid);
     if (!s.ok()) {
       Log(LogLevel::kError, "fd socket", {F("error", s.ToString())});
       return 1;
     }
   }
+  private_sockets.reset();
+  if (!cfg->unix_socket.empty()) {
+    if (absl::Status s =
+            OpenSocket(cfg->unix_socket, cfg->unix_mode, *socket_gid);
+        !s.ok()) {
+      Log(LogLevel::kError, "unix socket", {F("error", s.ToString())});
+      return 1;
+    }
+  }
+
   std::unique_ptr<prometheus::Exposer> exposer;
   // The exposer keeps a weak_ptr: the collector lives here.
   auto collector = std::make_shared<PoolCollector>(&manager);

@@ -88,7 +88,7 @@ PoolManager::PoolManager(ManagerOptions options, vfio::MemorySource* source,
       tenants_(tenants),
       store_(store),
       committer_(store),
-      lessor_(opts_.expiring_warning, kEndedMemory),
+      lessor_(opts_.expiring_warning, kEndedMemory, &access_tokens_),
       waiters_(opts_.starvation),
       scrubber_(opts_.scrub_retry),
       wait_seconds_(SecondsBuckets()) {}
@@ -1179,8 +1179,7 @@ absl::StatusOr<LeaseInfo> PoolManager::Revoke(absl::string_view id,
 
 std::optional<std::string> PoolManager::TenantOfAccessToken(
     const std::string& sha) {
-  absl::MutexLock l(&mu_);
-  return lessor_.TenantOfAccess(sha);
+  return access_tokens_.TenantOf(sha);
 }
 
 absl::StatusOr<LeaseInfo> PoolManager::Get(const Tenant& t,

@@ -45,6 +45,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "pglist/pool.h"
+#include "server/access_tokens.h"
 #include "server/clock.h"
 #include "server/committer.h"
 #include "server/histogram.h"
@@ -188,7 +189,8 @@ class PoolManager {
                                    absl::string_view reason);
 
   // The tenant whose leases carry the access token hash `sha`
-  // (AllocateRequest.access_token_sha256), if a live one does.
+  // (AllocateRequest.access_token_sha256), if a live one does. Never takes
+  // the pool's lock: any caller can present a token.
   std::optional<std::string> TenantOfAccessToken(const std::string& sha);
 
   // The caller's live lease. NOT_FOUND for an ended one; while it is
@@ -407,6 +409,9 @@ class PoolManager {
   LeaseStore* const store_;
   uint64_t page_size_ = 0;
   Committer committer_;
+  // Access token hashes of the live leases, with a lock of its own (after
+  // mu_): TenantOfAccessToken never takes mu_.
+  AccessTokens access_tokens_;
   absl::Mutex segment_mu_;  // serialises hot add and remove; before mu_
 
   absl::Mutex mu_;

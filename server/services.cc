@@ -417,7 +417,16 @@ absl::StatusOr<Tenant> Authenticator::Identify(
     }
     return absl::UnauthenticatedError("the client certificate names no tenant");
   }
-  if (implicit_) return Implicit();
+  // The implicit tenant is whoever may open the unix socket (its mode and
+  // group are the operator's: listen.unix_mode, listen.unix_group); over
+  // TCP anyone on the host could connect, so TCP always needs credentials.
+  if (implicit_ && absl::StartsWith(ctx.peer(), "unix:")) return Implicit();
+  if (implicit_) {
+    return absl::UnauthenticatedError(
+        "no credentials: the implicit tenant answers on the unix socket only; "
+        "over TCP send \"authorization: Bearer <token>\" or a client "
+        "certificate (docs/security.md)");
+  }
   return absl::UnauthenticatedError(
       "no credentials: send \"authorization: Bearer <token>\"");
 }

@@ -18,8 +18,11 @@
 namespace physpool::server {
 
 // Who is calling: a bearer token ("authorization: Bearer <token>"), else an
-// mTLS client certificate's common name, else (embedded default) the
-// implicit tenant. UNAUTHENTICATED otherwise.
+// mTLS client certificate's common name, else (embedded default,
+// implicit_tenant: true) the implicit tenant, but only for a call that came
+// over the unix socket: over TCP every caller must present credentials.
+// UNAUTHENTICATED otherwise. Never takes the pool's lock (a token no tenant
+// holds is looked up among the lease access tokens, access_tokens.h).
 class Authenticator {
  public:
   // `access` (optional) names the tenant whose live leases carry a lease

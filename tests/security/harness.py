@@ -121,6 +121,11 @@ class Daemon:
     def store(self):
         return self.config["store"]["path"]
 
+    @property
+    def ready_path(self):
+        """--ready-file: in run/, which the daemon's uid may write."""
+        return os.path.join(self.dir, "run", "ready.json")
+
     def config_path(self):
         return os.path.join(self.dir, "physpoold.yaml")
 
@@ -132,7 +137,7 @@ class Daemon:
     def spawn(self, args=(), env=None):
         """Starts physpoold (not waiting); returns the Popen."""
         self.write_config()
-        ready = os.path.join(self.dir, "ready.json")
+        ready = self.ready_path
         if os.path.exists(ready):
             os.unlink(ready)
         e = dict(os.environ)
@@ -148,7 +153,7 @@ class Daemon:
         if self.uid is not None:
             os.chmod(os.path.join(self.dir), 0o755)
         self.proc = self.spawn(args, env)
-        ready = os.path.join(self.dir, "ready.json")
+        ready = self.ready_path
         end = time.time() + timeout
         while time.time() < end:
             if os.path.exists(ready):
@@ -305,3 +310,20 @@ def wait_until(pred, timeout=10, step=0.05, what="condition"):
             return v
         time.sleep(step)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+TOOL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tenant_tool.py")
+
+
+def tool(uid, *args, env=None, background=False):
+    """tenant_tool.py as `uid` (None: this process's): its parsed JSON
+    output, or the Popen if `background`."""
+    pygen = os.path.dirname(os.path.dirname(os.path.dirname(PB.__file__)))
+    cmd = ["/usr/bin/python3", TOOL, pygen, *[str(a) for a in args]]
+    kw = {"preexec_fn": as_uid(uid) if uid is not None else None, "env": env}
+    if background:
+        return subprocess.Popen(cmd, **kw)
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, **kw)
+    if out.returncode != 0:
+        raise AssertionError(f"tenant_tool {args[0]} failed: {out.stderr}")
+    return json.loads(out.stdout)

@@ -69,7 +69,7 @@ class InstanceTest(unittest.TestCase):
             alive = [p for p in procs if p.poll() is None][0]
             owner = self.d if alive is procs[0] else second
             owner.proc = alive
-            harness.wait_until(lambda: os.path.exists(owner.dir + "/ready.json"),
+            harness.wait_until(lambda: os.path.exists(owner.ready_path),
                                what="the survivor serving")
             self.assertEqual(owner.stop(), 0)
             second.cleanup()
