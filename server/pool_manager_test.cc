@@ -197,6 +197,31 @@ TEST_F(PoolManagerTest, AnAccessTokenReachesOnlyTheLeasesGrantedWithIt) {
   EXPECT_EQ(m.TenantOfAccessToken(sha), std::nullopt);
 }
 
+// Any caller can present a token: looking it up must not take the pool's
+// lock. Asked from an event sink, which runs under that lock, a lookup that
+// took it would deadlock.
+TEST_F(PoolManagerTest, AnAccessTokenLookupNeverTakesThePoolsLock) {
+  const std::string sha = Sha256Hex("claim-token");
+  AllocateParams p;
+  p.req.bytes = 4096;
+  p.access_sha256 = sha;
+  ASSERT_OK_AND_ASSIGN(LeaseInfo lease, AllocateAs(*manager_, tenant_, p));
+  std::optional<std::string> gone = "not asked";
+  bool asked = false;
+  ASSERT_OK(manager_
+                ->Subscribe("a",
+                            [&](const LeaseEventInfo&) {
+                              asked = true;
+                              (void)manager_->TenantOfAccessToken(sha);
+                              gone = manager_->TenantOfAccessToken(
+                                  Sha256Hex("unknown"));
+                            })
+                .status());
+  ASSERT_OK(manager_->Revoke(lease.id, "test").status());
+  EXPECT_TRUE(asked);
+  EXPECT_EQ(gone, std::nullopt);
+}
+
 TEST_F(PoolManagerTest, WaitDeadlinesFollowTheInjectedClock) {
   ASSERT_OK(Allocate(4 << 20).status());
   std::optional<absl::Status> result;
