@@ -574,6 +574,10 @@ absl::StatusOr<ServerConfig> Parse(absl::string_view yaml,
       Tenant t;
       RETURN_IF_ERROR(r.Get(ts[i], "name", where, &t.name));
       if (t.name.empty()) return r.Error(ts[i], where + ".name", "is required");
+      if (t.name.size() > 128) {
+        return r.Error(ts[i]["name"], where + ".name",
+                       "is longer than 128 bytes");
+      }
       if (!names.insert(t.name).second) {
         return r.Error(ts[i]["name"], where + ".name", "duplicate tenant name");
       }

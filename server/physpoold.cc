@@ -534,6 +534,31 @@ int Run(int argc, char** argv) {
       }
     }
   }
+  // One lease always fits one answer (a list's page holds at least its
+  // first lease): leases.max_runs_per_lease is refused where the largest
+  // lease, with this pool's longest backing path, would not.
+  {
+    size_t max_path =
+        (cfg->source == "sim" ? cfg->sim.dir : cfg->vfio.dir).size() +
+        64;  // a segment added at run time
+    for (const auto& seg : source.segments())
+      max_path = std::max(max_path, seg.path.size());
+    const uint32_t most = MaxRunsPerAnswer(max_path);
+    if (manager_options.max_runs_per_lease > most) {
+      Log(LogLevel::kError,
+          "leases.max_runs_per_lease is too large: a lease of that many runs "
+          "would not fit one answer",
+          {F("max_runs_per_lease", manager_options.max_runs_per_lease),
+           F("answer_bytes",
+             LeaseAnswerBound(manager_options.max_runs_per_lease, max_path)),
+           F("max_answer_bytes", kMaxAnswerBytes),
+           F("longest_backing_path", max_path),
+           F("hint",
+             absl::StrCat("at most ", most,
+                          " here (shorter backing paths allow more)"))});
+      return 2;
+    }
+  }
   std::vector<Tenant> tenants = cfg->tenants;
   if (cfg->implicit_tenant) tenants.push_back(Authenticator::Implicit());
   TenantRegistry registry(tenants);
@@ -620,7 +645,7 @@ int Run(int argc, char** argv) {
   builder.RegisterService(&admin_service);
   // Requests are small; every answer is below 4 MiB (pages, run cap).
   builder.SetMaxReceiveMessageSize(1 << 20);
-  builder.SetMaxSendMessageSize(4 << 20);
+  builder.SetMaxSendMessageSize(kMaxAnswerBytes);
   // Sockets are made owner-only (umask) and then opened to the configured
   // mode and group: no other process can connect in between.
   std::optional<ScopedUmask> private_sockets(0177);

@@ -12,6 +12,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/notification.h"
 #include "server/log.h"
+#include "server/request_fingerprint.h"
 #include "util/errno_status.h"
 #include "util/status_macros.h"
 
@@ -58,17 +59,6 @@ bool Remembered(absl::StatusCode c) {
          c == absl::StatusCode::kResourceExhausted ||
          c == absl::StatusCode::kDeadlineExceeded ||
          c == absl::StatusCode::kPermissionDenied;
-}
-
-// The parameters a retry must repeat (not how long it waits).
-std::string Fingerprint(const AllocateParams& p) {
-  const pglist::Request& r = p.req;
-  return Sha256Hex(
-             absl::StrCat(r.bytes, "|", r.low, "|", r.high, "|", r.alignment,
-                          "|", r.boundary, "|", r.max_segments, "|", r.numa,
-                          "|", p.numa_strict, "|", r.preemptible, "|", p.label,
-                          p.access_sha256.empty() ? "" : "|", p.access_sha256))
-      .substr(0, 16);
 }
 
 absl::Status StoreUnavailable(const absl::Status& s, absl::string_view what) {
@@ -522,7 +512,7 @@ uint64_t PoolManager::Allocate(const Tenant& tenant, AllocateParams params,
     absl::MutexLock l(&mu_);
     params.req.privileged = tenant.Has(kRolePrivileged);
     params.req.run_cap = opts_.max_runs_per_lease;
-    const std::string fp = Fingerprint(params);
+    const std::string fp = RequestFingerprint(params);
     const absl::Time now = clock_->Now();
     const std::string& rid = params.request_id;
     auto mismatch = [&](absl::string_view what) {
@@ -552,7 +542,7 @@ uint64_t PoolManager::Allocate(const Tenant& tenant, AllocateParams params,
       });
     } else if (!rid.empty() && lessor_.ByRequest(tenant.name, rid)) {
       Lessor::Lease* lease = lessor_.ByRequest(tenant.name, rid);
-      if (lease->request_fp != fp) {
+      if (!SameRequest(lease->request_fp, params)) {
         Answer(std::move(done), mismatch("lease " + lease->info.id), tenant,
                params, fp, &out);
       } else if (lease->state == Lessor::State::kCommitting) {

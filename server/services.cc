@@ -61,6 +61,10 @@ void ToProto(const LeaseInfo& l, v1::Lease* out, View view = View::kTenant) {
     v1::Quarantine* q = out->mutable_quarantine();
     q->set_since_unix_ms(absl::ToUnixMillis(l.quarantine->since));
     for (const Holder& h : l.quarantine->holders) {
+      if (static_cast<size_t>(q->holders_size()) == kMaxHoldersShown) {
+        q->set_more_holders(q->more_holders() + 1);
+        continue;
+      }
       v1::Holder* o = q->add_holders();
       o->set_pid(h.pid);
       o->set_uid(h.uid);
@@ -156,6 +160,7 @@ absl::StatusOr<AllocateParams> ToParams(const v1::AllocateRequest& r,
   if (!r.device().empty()) {
     RETURN_IF_ERROR(
         ApplyDeviceLimit(source, r.device(), &p.req.low, &p.req.high));
+    p.device = r.device();
   }
   p.req.alignment = r.alignment();
   p.req.boundary = r.boundary();
@@ -362,6 +367,27 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::LeaseEvent> {
 };
 
 }  // namespace
+
+size_t LeaseAnswerBound(uint32_t runs, size_t max_path) {
+  // A run: iova, length, backing_offset, view_offset (a tag and up to ten
+  // bytes each), segment_id (1 + 5), the path (a tag, its length, the
+  // bytes), and the run's own tag and length (1 + 3).
+  const size_t per_run = 4 * 11 + 6 + (1 + 3 + max_path) + 4;
+  // The rest of a lease at its largest (id, tenant name and request id of
+  // at most 128 bytes, a label of 256, the path, numbers, the listed
+  // holders), the lease's tag and length in the answer, and a page token.
+  const size_t holder = 2 * 11 + (2 + 16) + 4 + 3;
+  const size_t rest = 3 * (3 + 128) + (3 + 256) + 16 + 5 * 11 +
+                      kMaxHoldersShown * holder + 3 * 11 + 8 + 1024;
+  return rest + static_cast<size_t>(runs) * per_run;
+}
+
+uint32_t MaxRunsPerAnswer(size_t max_path) {
+  const size_t per_run =
+      LeaseAnswerBound(1, max_path) - LeaseAnswerBound(0, max_path);
+  return static_cast<uint32_t>(
+      (kMaxAnswerBytes - LeaseAnswerBound(0, max_path)) / per_run);
+}
 
 grpc::Status ToGrpc(const absl::Status& s) {
   if (s.ok()) return grpc::Status::OK;

@@ -50,6 +50,20 @@ class Authenticator {
 
 grpc::Status ToGrpc(const absl::Status& s);
 
+// Every answer stays within this (the server's send limit: clients'
+// receive limit is gRPC's 4 MiB by default).
+inline constexpr size_t kMaxAnswerBytes = 4 << 20;
+// At most this many holders of a quarantined lease are listed
+// (Quarantine.more_holders counts the others).
+inline constexpr size_t kMaxHoldersShown = 16;
+// An upper bound of the encoded size of an answer that carries one lease
+// of `runs` runs, seen by an admin (each run with its backing path, of at
+// most `max_path` bytes), with everything else at its largest: a list's
+// page always holds its first lease when this is at most kMaxAnswerBytes.
+size_t LeaseAnswerBound(uint32_t runs, size_t max_path);
+// The most runs a lease may have for its answer to fit kMaxAnswerBytes.
+uint32_t MaxRunsPerAnswer(size_t max_path);
+
 // What GetPoolInfo says about the memory source; fixed at start.
 struct SourceFacts {
   std::string name;  // sim, vfio

@@ -30,6 +30,7 @@ struct AllocateParams {
   bool may_reclaim = false;
   absl::Duration ttl = absl::ZeroDuration();  // zero: the default
   std::string label;
+  std::string device;      // the device whose DMA limit clipped the window
   std::string request_id;  // "" = none
   // SHA-256 (hex) of the token that reaches this lease alone; "" = none.
   std::string access_sha256;
