@@ -94,10 +94,15 @@ absl::Status PoolManager::Start() {
       pglist::PageCount((opts_.reserve_bytes + page_size_ - 1) / page_size_);
   ASSIGN_OR_RETURN(pglist::Pool pool, pglist::Pool::Create(po));
   std::map<pglist::Pfn, SegmentRecord> backing;
+  std::set<uint64_t> added;  // at run time, before a restart
+  for (const StoredSegment& a :
+       store_ != nullptr ? store_->segments() : std::vector<StoredSegment>{}) {
+    added.insert(a.iova);
+  }
   for (const vfio::BackedSegment& seg : source_->segments()) {
     ASSIGN_OR_RETURN(pglist::SegmentId id, pool.AddSegment(seg.spec));
-    backing[pglist::Pfn(seg.spec.iova / page_size_)] = {id, seg.path,
-                                                        seg.file_offset};
+    backing[pglist::Pfn(seg.spec.iova / page_size_)] = {
+        id, seg.path, seg.file_offset, added.count(seg.spec.iova) > 0};
   }
   {
     absl::MutexLock l(&mu_);
@@ -1597,8 +1602,8 @@ absl::StatusOr<SegmentView> PoolManager::AddSegment(uint64_t bytes,
       // No allocation in it before the store knows it: a restart re-creates
       // it from there, and leases in it would not fit the pool otherwise.
       (void)pool_->DrainSegment(*id);
-      backing_[pglist::Pfn(seg.spec.iova / page_size_)] = {*id, seg.path,
-                                                           seg.file_offset};
+      backing_[pglist::Pfn(seg.spec.iova / page_size_)] = {
+          *id, seg.path, seg.file_offset, /*added=*/true};
     }
   }
   if (!id.ok()) {
@@ -1651,6 +1656,16 @@ absl::Status PoolManager::RemoveSegment(uint32_t segment_id) {
                      [&](const auto& b) { return b.second.id == segment_id; });
     if (it == backing_.end())
       return absl::NotFoundError(absl::StrCat("no segment ", segment_id));
+    if (!it->second.added) {
+      // The config file makes it again at every start, where leases of a
+      // store would expect it as it was (docs/operations.md, "Segments").
+      return absl::FailedPreconditionError(absl::StrCat(
+          "segment ", segment_id,
+          " comes from the configuration file, which makes it again at the "
+          "next start: drain it (no new leases land there) and, once it is "
+          "empty, take it out of the file and restart; RemoveSegment removes "
+          "segments added with AddSegment"));
+    }
     for (const auto& s : pool_->Segments()) {
       if (s.id != segment_id) continue;
       if (s.used_pages.value != 0) {

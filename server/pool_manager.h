@@ -240,6 +240,8 @@ class PoolManager {
   // down outside the lock; the store records it before the answer.
   absl::StatusOr<SegmentView> AddSegment(uint64_t bytes, uint32_t freelist,
                                          int32_t numa);
+  // Only segments added with AddSegment: a configured one is
+  // FAILED_PRECONDITION (drain it, then take it out of the config).
   absl::Status RemoveSegment(uint32_t segment_id);
   // Runs of one state each, in address order, per segment (all if nullopt),
   // from (segment, IOVA) `from`, at most `max_runs`.
@@ -400,6 +402,7 @@ class PoolManager {
     pglist::SegmentId id;
     std::string path;
     uint64_t file_offset;
+    bool added;  // by AddSegment (now or before a restart), not the config
   };
 
   const ManagerOptions opts_;

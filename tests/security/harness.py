@@ -273,6 +273,7 @@ class Daemon:
 
 
 RESPONSES = {
+    "Admin/RemoveSegment": "RemoveSegmentResponse",
     "Admin/ListLeases": "ListLeasesResponse",
     "Admin/GetLease": "GetLeaseResponse",
     "Admin/DrainSegment": "SegmentResponse",
