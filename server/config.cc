@@ -103,9 +103,10 @@ absl::Status ParseIds(const Reader& r, const YAML::Node& parent,
 absl::Status ParseFdAccess(const Reader& r, const YAML::Node& a,
                            FdSocketOptions* out) {
   const std::string w = "listen.fd_socket_access";
-  RETURN_IF_ERROR(r.Keys(a, w,
-                         {"allowed_uids", "allowed_gids",
-                          "max_connections_per_uid", "request_deadline_ms"}));
+  RETURN_IF_ERROR(
+      r.Keys(a, w,
+             {"allowed_uids", "allowed_gids", "max_connections_per_uid",
+              "request_deadline_ms", "answer_deadline_ms"}));
   RETURN_IF_ERROR(ParseIds(r, a, "allowed_uids", w, &out->allowed_uids));
   RETURN_IF_ERROR(ParseIds(r, a, "allowed_gids", w, &out->allowed_gids));
   RETURN_IF_ERROR(
@@ -120,6 +121,14 @@ absl::Status ParseFdAccess(const Reader& r, const YAML::Node& a,
       (out->request_deadline < absl::Milliseconds(10) ||
        out->request_deadline > absl::Seconds(60))) {
     return r.Error(a["request_deadline_ms"], w + ".request_deadline_ms",
+                   "must be from 10 to 60000");
+  }
+  RETURN_IF_ERROR(ParseSeconds(r, a, "answer_deadline_ms", w,
+                               absl::Milliseconds(1), &out->answer_deadline));
+  if (a["answer_deadline_ms"] &&
+      (out->answer_deadline < absl::Milliseconds(10) ||
+       out->answer_deadline > absl::Seconds(60))) {
+    return r.Error(a["answer_deadline_ms"], w + ".answer_deadline_ms",
                    "must be from 10 to 60000");
   }
   return absl::OkStatus();
@@ -735,6 +744,8 @@ std::string FormatConfig(const ServerConfig& c) {
   Key(out, "max_connections_per_uid", c.fd_access.max_connections_per_uid);
   Key(out, "request_deadline_ms",
       absl::ToInt64Milliseconds(c.fd_access.request_deadline));
+  Key(out, "answer_deadline_ms",
+      absl::ToInt64Milliseconds(c.fd_access.answer_deadline));
   out << YAML::EndMap;
   Text(out, "tcp", c.tcp);
   Key(out, "insecure_tcp", c.insecure_tcp);

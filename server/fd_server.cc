@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "server/holders.h"
 #include "server/log.h"
 
 namespace physpool::server {
@@ -82,6 +83,7 @@ absl::Status FdServer::Start(const std::string& path,
         absl::StrCat("fd socket ", path, ": ", std::strerror(err)));
   }
   stop_fd_ = eventfd(0, EFD_CLOEXEC);
+  wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   {
     absl::MutexLock l(&mu_);
     stopping_ = false;
@@ -122,7 +124,8 @@ void FdServer::Stop() {
   }
   close(listen_fd_);
   close(stop_fd_);
-  listen_fd_ = stop_fd_ = -1;
+  close(wake_fd_);
+  listen_fd_ = stop_fd_ = wake_fd_ = -1;
   unlink(path_.c_str());
 }
 
@@ -132,6 +135,7 @@ void FdServer::Loop() {
   for (;;) {
     // Past kMaxReading connections, new ones wait in the backlog.
     p.assign({{stop_fd_, POLLIN, 0},
+              {wake_fd_, POLLIN, 0},
               {conns.size() < kMaxReading ? listen_fd_ : -1, POLLIN, 0}});
     absl::Time first = absl::InfiniteFuture();
     for (const Conn& c : conns) {
@@ -147,18 +151,23 @@ void FdServer::Loop() {
     bool parked;
     {
       absl::MutexLock l(&mu_);
-      parked = !parked_.empty();
+      parked = !parked_.empty() || !unread_.empty();
     }
     if (parked && (timeout_ms < 0 || timeout_ms > 100)) timeout_ms = 100;
     if (poll(p.data(), p.size(), timeout_ms) < 0 && errno != EINTR) break;
     if (p[0].revents) break;
+    if (p[1].revents) {
+      uint64_t n;
+      (void)!read(wake_fd_, &n, sizeof(n));
+      parked = true;
+    }
     if (parked) CheckParked();
     const absl::Time now = absl::Now();
     // Back to front: a finished connection is swapped out.
     for (size_t i = conns.size(); i-- > 0;) {
       Conn& c = conns[i];
       bool done;
-      if (p[i + 2].revents) {
+      if (p[i + 3].revents) {
         done = ReadSome(c);
       } else {
         done = now >= c.deadline;
@@ -174,7 +183,7 @@ void FdServer::Loop() {
         conns.pop_back();
       }
     }
-    if (p[1].revents) {
+    if (p[2].revents) {
       for (;;) {
         const int fd =
             accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
@@ -320,7 +329,13 @@ void FdServer::Serve(Conn& c) {
     absl::MutexLock l(&mu_);
     in_flight_.erase(c.fd);
     if (!delivered && !stopping_) {
-      parked_.push_back({std::move(c), std::move(pins)});
+      const std::vector<std::string> words =
+          absl::StrSplit(line, ' ', absl::SkipEmpty());
+      parked_.push_back({std::move(c), std::move(pins),
+                         words.size() > 1 ? words[1] : "",
+                         absl::Now() + options_.answer_deadline});
+      const uint64_t one = 1;  // the loop watches it from now on
+      (void)!write(wake_fd_, &one, sizeof(one));
       return;
     }
   }
@@ -332,10 +347,35 @@ void FdServer::CheckParked() {
   {
     absl::MutexLock l(&mu_);
     parked.swap(parked_);
+    // Peers that never read a view: gone means its queue went with it.
+    for (auto it = unread_.begin(); it != unread_.end();) {
+      if (ProcessStart(it->first.first) != it->first.second) {
+        it = unread_.erase(it);
+      } else {
+        ++it;
+      }
+    }
   }
+  const absl::Time now = absl::Now();
   std::vector<Parked> waiting;
   for (Parked& p : parked) {
     if (Delivered(p.conn.fd)) {
+      Finish(p.conn, "");
+    } else if (now >= p.deadline) {
+      // Closed so that it no longer holds its uid's slot; what it was sent
+      // may still be in its queue: the view stays pinned while it lives.
+      Log(LogLevel::kWarn,
+          "fd socket: the answer was not read in time; connection closed, "
+          "the view stays held while the peer lives",
+          {F("pid", p.conn.peer.pid), F("uid", p.conn.peer.uid),
+           F("lease", p.lease),
+           F("answer_deadline_ms",
+             absl::ToInt64Milliseconds(options_.answer_deadline))});
+      if (std::optional<uint64_t> start = ProcessStart(p.conn.peer.pid)) {
+        absl::MutexLock l(&mu_);
+        auto& pins = unread_[{p.conn.peer.pid, *start}];
+        if (!p.pins.empty() && !pins.count(p.lease)) pins[p.lease] = p.pins[0];
+      }
       Finish(p.conn, "");
     } else {
       waiting.push_back(std::move(p));

@@ -19,8 +19,11 @@
 // A view sent stays pinned (the quarantine counts it held) until the peer
 // has read it (SIOCOUTQ: nothing left unread) or hung up: a descriptor in
 // a socket's queue is in no process's /proc. Until then the connection
-// stays open (and counts against its uid's cap). A peer whose pid
-// SO_PEERCRED cannot name (another pid namespace) gets no view.
+// stays open (and counts against its uid's cap), but for
+// options.answer_deadline at most: then it is closed, its slot freed, and
+// the view stays pinned until the peer process is gone (the descriptor may
+// still wait in its receive queue). A peer whose pid SO_PEERCRED cannot
+// name (another pid namespace) gets no view.
 //
 // Concurrency: one event-loop thread accepts and reads every connection
 // without blocking (each connection's partial line is buffered), so a slow,
@@ -104,7 +107,9 @@ class FdServer {
   void Serve(Conn& c);
   // Sends `answer` (best effort, never blocks) and closes the connection.
   void Finish(Conn& c, const std::string& answer);
-  // Finishes the parked connections whose peer has read its answer.
+  // Finishes the parked connections whose peer has read its answer, closes
+  // those past their deadline (their pins go to unread_), and drops the
+  // pins of unread_ peers that are gone.
   void CheckParked();
   // Logs a refused connection, at most once a second.
   void LogRefused(const ucred& peer, const absl::Status& why);
@@ -116,6 +121,7 @@ class FdServer {
   std::string path_;
   int listen_fd_ = -1;
   int stop_fd_ = -1;  // eventfd: wakes the loop to stop
+  int wake_fd_ = -1;  // eventfd: wakes the loop to watch a parked answer
   std::thread thread_;
   std::vector<std::thread> workers_;
 
@@ -127,8 +133,17 @@ class FdServer {
   struct Parked {
     Conn conn;
     std::vector<std::shared_ptr<void>> pins;
+    std::string lease;    // whose view was sent
+    absl::Time deadline;  // for the peer to read it
   };
   std::vector<Parked> parked_ ABSL_GUARDED_BY(mu_);  // answered, not read
+  // Views sent to a peer that did not read them in time: the connection is
+  // closed, but the descriptor may still wait in the peer's receive queue,
+  // so each view stays pinned (held) until that process is gone. By peer
+  // (pid, start time), one pin per lease.
+  std::map<std::pair<pid_t, uint64_t>,
+           std::map<std::string, std::shared_ptr<void>>>
+      unread_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   absl::Time last_refusal_log_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   uint64_t refusals_unlogged_ ABSL_GUARDED_BY(mu_) = 0;

@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <tuple>
@@ -54,6 +55,11 @@ struct Holder {
 std::map<FileId, std::vector<Holder>> FindHolders(
     const std::set<FileId>& files, int* scanned = nullptr,
     std::set<pid_t>* unreadable = nullptr, const std::set<pid_t>& trusted = {});
+
+// When process `pid` started (/proc/<pid>/stat, field 22, in clock ticks
+// since boot; readable for every process), or nullopt if there is none: a
+// pid with another start time is another process.
+std::optional<uint64_t> ProcessStart(pid_t pid);
 
 // "pid 57 (e2e_tenant) uid 1000 fd+map" for logs and the CLI.
 std::string Describe(const Holder& h);

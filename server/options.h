@@ -65,6 +65,9 @@ struct FdSocketOptions {
   uint32_t max_connections_per_uid = 16;
   // From accept to the complete request line; then DEADLINE_EXCEEDED.
   absl::Duration request_deadline = absl::Seconds(2);
+  // From an answer with descriptors sent to the peer having read it; then
+  // the connection is closed (docs/vfio.md, "The fd socket").
+  absl::Duration answer_deadline = absl::Seconds(5);
 };
 
 }  // namespace physpool::server

@@ -286,7 +286,10 @@ def fd_request(path, line, read=True):
     """One request on the fd socket: (answer line, received fds)."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.connect(path)
-    s.sendall(line.encode())
+    try:
+        s.sendall(line.encode())
+    except BrokenPipeError:
+        pass  # refused at once: the answer is there to read
     if not read:
         return s
     msg, fds, _, _ = socket.recv_fds(s, 4096, 16)
@@ -328,3 +331,16 @@ def tool(uid, *args, env=None, background=False):
     if out.returncode != 0:
         raise AssertionError(f"tenant_tool {args[0]} failed: {out.stderr}")
     return json.loads(out.stdout)
+
+
+def quarantine_of(d, lease_id):
+    """An ended lease's Quarantine (Admin.GetLease), or None once its memory
+    is back (NOT_FOUND)."""
+    try:
+        lease = d.call("Admin/GetLease", PB.GetLeaseRequest(lease_id=lease_id),
+                       TOKENS["root"]).lease
+    except grpc.RpcError as e:
+        if e.code() == grpc.StatusCode.NOT_FOUND:
+            return None
+        raise
+    return lease.quarantine if lease.HasField("quarantine") else None
