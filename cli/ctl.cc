@@ -294,10 +294,24 @@ void PrintLease(const v1::Lease& l) {
                         absl::Seconds(1)))
             .c_str());
     for (const auto& h : q.holders()) {
-      std::printf("  held by pid %d (%s) uid %u: %s\n", h.pid(),
-                  h.command().c_str(), h.uid(),
-                  h.fd() ? (h.mapped() ? "fd and mapping" : "fd") : "mapping");
+      if (h.pid() == 0 && h.references() > 0) {
+        std::printf(
+            "  held by %lld reference(s) the kernel counts that no scan "
+            "named (a process physpoold cannot see, a socket's queue, an "
+            "importer)\n",
+            static_cast<long long>(h.references()));
+      } else if (h.pid() == 0) {
+        std::printf("  held: %s\n", h.command().c_str());
+      } else {
+        std::printf("  held by pid %d (%s) uid %u: %s\n", h.pid(),
+                    h.command().c_str(), h.uid(),
+                    h.uninspected() ? "may not be inspected (counts as holding)"
+                    : h.fd()        ? (h.mapped() ? "fd and mapping" : "fd")
+                                    : "mapping");
+      }
     }
+    if (q.more_holders() > 0)
+      std::printf("  and %u more holders\n", q.more_holders());
     if (q.holders().empty()) std::printf("  (not yet scanned)\n");
   }
   // Backing paths come in the Admin view only.

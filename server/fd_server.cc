@@ -462,7 +462,7 @@ std::string FdServer::Answer(const std::string& line, std::vector<int>* fds,
   if (manager_->views_enabled()) {
     // The lease's own view: one descriptor, the runs back to back.
     absl::StatusOr<PoolManager::ViewHandout> view =
-        manager_->HandOutView(*tenant, words[1], peer);
+        manager_->HandOutView(*tenant, words[1]);
     if (!view.ok()) return ErrorLine(view.status());
     fds->push_back(view->fd);
     if (pins != nullptr) pins->push_back(view->pin);

@@ -1,11 +1,20 @@
-// Who still reaches a file: the processes that hold a descriptor of it or
-// map it, found in /proc/<pid>/fd and /proc/<pid>/maps. The quarantine of
-// ended leases (pool_manager.h) asks this about the leases' views.
+// Who still reaches a file: what the quarantine of ended leases
+// (lease_views.h) asks about the leases' views. Two ways to know:
 //
-// Only processes this one may inspect are seen (as root: all of them, in
-// its pid namespace). A descriptor in flight in a unix socket's queue is
-// in no process: the fd socket pins what it sends until the peer has read
-// it (fd_server.h).
+// - The kernel's count of references to a dma-buf (udmabuf views, the vfio
+//   source): every descriptor in any process or pid namespace, every
+//   mapping, every descriptor in flight in a socket's queue, every in-kernel
+//   importer (an RDMA memory region, a GPU import). Read from this process's
+//   own /proc/self/fdinfo/<fd> ("count:"): no privilege needed.
+// - A scan of /proc/<pid>/fd and /proc/<pid>/maps of every process (other
+//   views: sim files). It names the holders it can read; a process it may
+//   not read (another uid, no CAP_SYS_PTRACE) is reported as uninspected,
+//   and the quarantine counts it as holding every view (fail closed: it
+//   may have received one from a holder). A descriptor in flight in a
+//   socket's queue is in no process: the fd socket pins what it sends until
+//   the peer has read it (fd_server.h). Where the scan cannot see every
+//   process at all (another pid namespace, /proc with hidepid), ScanBlindness
+//   says why and nothing may be taken as free on its word.
 #ifndef PHYSPOOL_SERVER_HOLDERS_H_
 #define PHYSPOOL_SERVER_HOLDERS_H_
 
@@ -38,23 +47,38 @@ struct FileId {
 absl::StatusOr<FileId> FileIdOf(int fd);
 
 struct Holder {
-  pid_t pid = 0;
+  pid_t pid = 0;  // 0: references the kernel counts that no scan named
   uid_t uid = 0;
-  std::string command;  // /proc/<pid>/comm
-  bool has_fd = false;  // holds a descriptor
-  bool maps = false;    // maps it
+  std::string command;       // /proc/<pid>/comm
+  bool has_fd = false;       // holds a descriptor
+  bool maps = false;         // maps it
+  bool uninspected = false;  // may not be read: may hold it (fail closed)
+  int64_t references = 0;    // pid 0: how many
 };
 
-// For each of `files` that some process other than this one holds: the
-// holders, by pid. Processes that vanish while being read are skipped.
-// `scanned` (optional) receives how many processes were read.
-// `unreadable` (optional) receives the processes whose descriptors this
-// one may not read (another uid without CAP_SYS_PTRACE): they may hold
-// anything. The processes in `trusted` (physpool-keeper) are skipped, as
-// this one is.
-std::map<FileId, std::vector<Holder>> FindHolders(
-    const std::set<FileId>& files, int* scanned = nullptr,
-    std::set<pid_t>* unreadable = nullptr, const std::set<pid_t>& trusted = {});
+struct ScanReport {
+  // For each file some readable process other than this one holds or maps:
+  // the holders.
+  std::map<FileId, std::vector<Holder>> held;
+  // User processes (not kernel threads, not `trusted`) whose descriptors
+  // and mappings this one may not read.
+  std::vector<Holder> uninspected;
+  int processes = 0;  // how many were looked at
+};
+
+// Scans /proc for `files`. Processes that vanish while being read are
+// skipped; this process and those in `trusted` (physpool-keeper) too.
+ScanReport FindHolders(const std::set<FileId>& files,
+                       const std::set<pid_t>& trusted = {});
+
+// Why a /proc scan cannot see every process that could hold a view: this
+// process is not in the host's pid namespace, or /proc hides other users'
+// processes (hidepid) from it. "" when it can.
+std::string ScanBlindness();
+
+// The references to `fd`'s file the kernel counts, if it is a dma-buf
+// (its fdinfo has a "count:" line; the read's own reference excluded).
+std::optional<int64_t> DmaBufReferences(int fd);
 
 // When process `pid` started (/proc/<pid>/stat, field 22, in clock ticks
 // since boot; readable for every process), or nullopt if there is none: a

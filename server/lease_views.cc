@@ -30,8 +30,10 @@ LeaseViews::View* LeaseViews::FindLease(const std::string& lease_id) {
 void LeaseViews::End(pglist::AllocationId alloc, absl::Time now) {
   View* v = Find(alloc);
   if (v == nullptr || v->ended) return;
-  if (v->fd >= 0) close(v->fd);
-  v->fd = -1;
+  if (v->fd >= 0 && !v->counted) {
+    close(v->fd);
+    v->fd = -1;
+  }
   v->ended = true;
   v->ended_at = now;
   ++quarantined_;
@@ -56,35 +58,56 @@ void LeaseViews::Gate(std::vector<pglist::AllocationId> allocs, Then then,
 LeaseViews::ScanSet LeaseViews::ToScan() const {
   ScanSet s;
   for (const auto& [alloc, v] : views_) {
-    if (v.ended && v.pins == 0) s.files[v.file] = {alloc, v.handouts};
+    if (v.ended && v.pins == 0) {
+      s.files[v.file] = {alloc, v.handouts, v.counted ? v.fd : -1, v.own_refs};
+    }
   }
   return s;
 }
 
 std::vector<LeaseViews::View> LeaseViews::Apply(
-    const ScanSet& scanned, const std::map<FileId, std::vector<Holder>>& held,
-    const std::set<pid_t>& unreadable, std::vector<const View*>* newly_held) {
+    const ScanSet& scanned, const Evidence& found,
+    std::vector<const View*>* newly_held) {
   std::vector<View> gone;
+  unverified_bytes_ = 0;
   for (const auto& [file, what] : scanned.files) {
-    auto it = views_.find(what.first);
+    auto it = views_.find(what.alloc);
     if (it == views_.end()) continue;
     View& v = it->second;
     // Handed out or pinned since the snapshot: not known to be free.
-    if (v.handouts != what.second || v.pins != 0 || !v.ended) continue;
+    if (v.handouts != what.handouts || v.pins != 0 || !v.ended) continue;
     std::vector<Holder> holders;
-    if (auto h = held.find(file); h != held.end()) holders = h->second;
-    for (pid_t pid : v.recipients) {
-      if (unreadable.count(pid)) {
-        Holder u;
-        u.pid = pid;
-        u.command = "? (may not inspect: another uid, no CAP_SYS_PTRACE)";
-        u.has_fd = true;
-        holders.push_back(u);
+    if (auto h = found.scan.held.find(file); h != found.scan.held.end())
+      holders = h->second;
+    bool verified = !holders.empty();
+    auto counted = found.others.find(file);
+    if (what.fd >= 0 && counted != found.others.end()) {
+      // The kernel's count decides: holders the scan named, and what it
+      // could not name.
+      const int64_t unnamed =
+          counted->second - static_cast<int64_t>(holders.size());
+      if (counted->second > 0 && unnamed > 0) {
+        Holder h;
+        h.references = unnamed;
+        holders.push_back(h);
+      }
+      if (counted->second == 0) holders.clear();
+    } else {
+      // No count: every process the scan could not inspect may hold it,
+      // and a scan that cannot see every process proves nothing.
+      holders.insert(holders.end(), found.scan.uninspected.begin(),
+                     found.scan.uninspected.end());
+      if (!found.blind.empty()) {
+        Holder h;
+        h.command = found.blind;
+        h.uninspected = true;
+        holders.push_back(h);
       }
     }
     if (!holders.empty()) {
       if (v.holders.empty() && newly_held != nullptr) newly_held->push_back(&v);
       v.holders = std::move(holders);
+      if (!verified) unverified_bytes_ += v.info.bytes;
       continue;
     }
     --quarantined_;
@@ -92,6 +115,8 @@ std::vector<LeaseViews::View> LeaseViews::Apply(
     auto t = tenant_bytes_.find(v.info.tenant);
     if ((t->second -= v.info.bytes) == 0) tenant_bytes_.erase(t);
     by_lease_.erase(v.info.id);
+    if (v.fd >= 0) close(v.fd);
+    v.fd = -1;
     gone.push_back(std::move(v));
     views_.erase(it);
   }

@@ -3,12 +3,18 @@
 //
 // A lease's memory reaches no other tenant while anything its tenant was
 // handed can still reach it. The daemon keeps the only reference to a
-// view until the fd socket hands one out; when the lease ends it drops its
-// own, and the view is *quarantined* until a scan of /proc (holders.h)
-// finds no process that holds a descriptor of it or maps it, and no
-// descriptor is in flight on the fd socket (pins). Work on the memory
-// (zeroing, freeing, handing it to a reclaim) waits behind a gate on its
-// allocations until their views are gone.
+// view until the fd socket hands one out; when the lease ends the view is
+// *quarantined* until the daemon knows nothing else holds it (holders.h):
+// - a view the kernel counts references of (a dma-buf) is free once the
+//   count is down to the daemon's own references (its descriptor, which it
+//   keeps for that, and the source's: the keeper's copy);
+// - any other view is free once a /proc scan finds no process that holds a
+//   descriptor of it or maps it, no process the scan may not inspect, and
+//   the scan can see every process at all (fail closed);
+// - and in either case, no descriptor of it is in flight on the fd socket
+//   (pins).
+// Work on the memory (zeroing, freeing, handing it to a reclaim) waits
+// behind a gate on its allocations until their views are gone.
 //
 // Not thread-safe: the PoolManager calls it under its lock.
 #ifndef PHYSPOOL_SERVER_LEASE_VIEWS_H_
@@ -47,9 +53,10 @@ class LeaseViews {
     bool ended = false;
     absl::Time ended_at;
     std::vector<Holder> holders;  // found by the last scan
-    // The processes the fd socket handed it to (SO_PEERCRED): one the scan
-    // may not inspect counts as holding it (fail closed).
-    std::set<pid_t> recipients;
+    // The kernel counts its references (a dma-buf): `fd` stays open until
+    // the view goes, and own_refs of the others are the source's.
+    bool counted = false;
+    int64_t own_refs = 0;
   };
 
   // REQUIRES: no view of v.alloc.
@@ -57,7 +64,8 @@ class LeaseViews {
   View* Find(pglist::AllocationId alloc);
   View* FindLease(const std::string& lease_id);
 
-  // The lease ended: closes the daemon's reference; quarantined from now.
+  // The lease ended: quarantined from now. The daemon's reference is
+  // closed, or for a counted view kept to read the count.
   void End(pglist::AllocationId alloc, absl::Time now);
 
   // Whether any of `allocs` has a view (live or quarantined).
@@ -69,16 +77,29 @@ class LeaseViews {
             Then expired = nullptr);
 
   // What a scan looks for: ended views with nothing in flight.
+  struct ScanEntry {
+    pglist::AllocationId alloc;
+    uint64_t handouts = 0;  // as they were: a handout since voids it
+    int fd = -1;            // counted views: the daemon's descriptor
+    int64_t own_refs = 0;
+  };
   struct ScanSet {
-    std::map<FileId, std::pair<pglist::AllocationId, uint64_t>> files;
+    std::map<FileId, ScanEntry> files;
   };
   ScanSet ToScan() const;
-  // The scan's result: views not held (and not handed out since) go;
-  // returns them (for the source to destroy). Others keep their holders;
+  // What was found, outside the lock.
+  struct Evidence {
+    ScanReport scan;
+    // Counted views: references beyond the daemon's own (the kernel's
+    // count less 1 for its descriptor and own_refs); missing if unread.
+    std::map<FileId, int64_t> others;
+    std::string blind;  // ScanBlindness(): the scan sees not every process
+  };
+  // The evidence's verdict: views nothing else holds go (their descriptor
+  // closed); returned for the source to destroy. Others keep their holders
+  // (named ones, processes the scan may not inspect, unnamed references);
   // `newly_held` gets those found held for the first time.
-  std::vector<View> Apply(const ScanSet& scanned,
-                          const std::map<FileId, std::vector<Holder>>& held,
-                          const std::set<pid_t>& unreadable,
+  std::vector<View> Apply(const ScanSet& scanned, const Evidence& found,
                           std::vector<const View*>* newly_held);
   // Gates whose allocations have no view now, and (`now` past their
   // deadline) expired ones: their callbacks, to run under the lock.
@@ -89,6 +110,10 @@ class LeaseViews {
   uint64_t quarantined_bytes() const { return quarantined_bytes_; }
   uint32_t quarantined() const { return quarantined_; }
   uint64_t QuarantinedBytesOf(const std::string& tenant) const;
+  // Of those, bytes held only by what the daemon cannot name or inspect
+  // (uninspected processes, a blind scan, unnamed kernel references), as
+  // of the last Apply.
+  uint64_t unverified_bytes() const { return unverified_bytes_; }
   bool has_quarantined() const { return quarantined_ > 0; }
   std::vector<const View*> Quarantined() const;
   size_t size() const { return views_.size(); }
@@ -104,6 +129,7 @@ class LeaseViews {
   std::map<std::string, pglist::AllocationId> by_lease_;
   std::list<GateEntry> gates_;
   uint64_t quarantined_bytes_ = 0;
+  uint64_t unverified_bytes_ = 0;
   uint32_t quarantined_ = 0;
   std::map<std::string, uint64_t> tenant_bytes_;  // quarantined, by tenant
 };

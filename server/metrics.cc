@@ -246,6 +246,22 @@ std::vector<MetricFamily> PoolCollector::Collect() const {
   out.push_back(Single("physpool_quarantine_last_scan_seconds",
                        "How long the last quarantine scan took.",
                        MetricType::Gauge, st.last_scan_seconds));
+  out.push_back(Single(
+      "physpool_quarantined_unverified_bytes",
+      "Quarantined memory held only because the daemon cannot tell that "
+      "nothing holds it (processes it may not inspect, a scan that cannot "
+      "see every process, references the kernel counts but no scan names).",
+      MetricType::Gauge, static_cast<double>(st.quarantined_unverified_bytes)));
+  out.push_back(Single(
+      "physpool_quarantine_uninspected_processes",
+      "Processes the last quarantine scan could not inspect (another uid, no "
+      "CAP_SYS_PTRACE): each counts as holding every view it cannot count.",
+      MetricType::Gauge, static_cast<double>(st.last_scan_uninspected)));
+  out.push_back(Single(
+      "physpool_quarantine_blind",
+      "1: the quarantine's /proc scan cannot see every process (another pid "
+      "namespace, hidepid): views without a kernel count stay quarantined.",
+      MetricType::Gauge, st.quarantine_blind ? 1.0 : 0.0));
   if (!st.devices.empty()) {
     MetricFamily maps = Family(
         "physpool_device_mappings",

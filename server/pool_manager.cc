@@ -87,6 +87,15 @@ PoolManager::~PoolManager() { Shutdown(); }
 
 absl::Status PoolManager::Start() {
   page_size_ = source_->page_size();
+  if (opts_.per_lease_views) {
+    blind_ = ScanBlindness();
+    if (!blind_.empty()) {
+      Log(LogLevel::kWarn,
+          "the quarantine's /proc scan cannot see every process: ended "
+          "leases whose views the kernel does not count stay quarantined",
+          {F("why", blind_)});
+    }
+  }
   pglist::PoolOptions po;
   po.page_size = page_size_;
   po.strategy = opts_.strategy;
@@ -1815,6 +1824,9 @@ ManagerStats PoolManager::Stats() {
   s.quarantine_scans = quarantine_scans_;
   s.last_scan_seconds = absl::ToDoubleSeconds(last_scan_);
   s.last_scan_processes = static_cast<uint32_t>(last_scan_processes_);
+  s.last_scan_uninspected = static_cast<uint32_t>(last_scan_uninspected_);
+  s.quarantined_unverified_bytes = views_.unverified_bytes();
+  s.quarantine_blind = !blind_.empty();
   s.devices = source_->DeviceDomains();
   s.dma_map_errors = dma_map_errors_;
   s.dma_unmap_errors = dma_unmap_errors_;
@@ -1831,7 +1843,7 @@ ManagerStats PoolManager::Stats() {
 // ---------------------------------------
 
 absl::StatusOr<PoolManager::ViewHandout> PoolManager::HandOutView(
-    const Tenant& t, const std::string& lease_id, pid_t peer) {
+    const Tenant& t, const std::string& lease_id) {
   absl::MutexLock l(&mu_);
   if (!opts_.per_lease_views) {
     return absl::FailedPreconditionError(
@@ -1862,13 +1874,13 @@ absl::StatusOr<PoolManager::ViewHandout> PoolManager::HandOutView(
     nv.info = lease->info;
     nv.fd = fd;
     nv.file = *file;
+    CountReferences(nv, /*fresh=*/true);
     v = &views_.Add(std::move(nv));
   }
   const int copy = fcntl(v->fd, F_DUPFD_CLOEXEC, 0);
   if (copy < 0) return ErrnoStatus("dup a lease's view", errno);
   ++v->pins;
   ++v->handouts;
-  if (peer > 0) v->recipients.insert(peer);
   ViewHandout out;
   out.fd = copy;
   uint64_t offset = 0;
@@ -1891,6 +1903,25 @@ void PoolManager::Unpin(pglist::AllocationId alloc) {
   }
 }
 
+void PoolManager::CountReferences(LeaseViews::View& v, bool fresh) {
+  if (!counts_trusted_) return;
+  const std::optional<int64_t> refs = DmaBufReferences(v.fd);
+  if (!refs) return;  // not a dma-buf: the scan decides
+  const int64_t own = source_->ViewOwnReferences(v.info.id);
+  if (fresh && *refs != 1 + own) {
+    // Nothing was handed out yet: the count must be the daemon's and the
+    // source's references. If it is not, counts are not understood here.
+    counts_trusted_ = false;
+    Log(LogLevel::kError,
+        "a new view's dma-buf reference count is not what the daemon holds: "
+        "the quarantine ignores counts from now on (the /proc scan decides)",
+        {F("view", v.info.id), F("count", *refs), F("expected", 1 + own)});
+    return;
+  }
+  v.counted = true;
+  v.own_refs = own;
+}
+
 void PoolManager::RestoreViews(const std::map<std::string, EndedLease>& ended) {
   for (const std::string& name : source_->ViewNames()) {
     const Lessor::Lease* live = lessor_.Find(name);
@@ -1910,12 +1941,17 @@ void PoolManager::RestoreViews(const std::map<std::string, EndedLease>& ended) {
     }
     LeaseViews::View v;
     v.file = *file;
+    v.fd = *fd;
+    v.info.id = name;
+    CountReferences(v, /*fresh=*/false);
     if (live != nullptr) {
       v.alloc = live->alloc;
       v.info = live->info;
-      v.fd = *fd;
     } else {
-      close(*fd);
+      if (!v.counted) {
+        close(*fd);  // the scan finds holders by file
+        v.fd = -1;
+      }
       v.alloc = e->second.alloc;
       v.info.id = name;
       v.info.tenant = e->second.tenant;
@@ -1975,24 +2011,41 @@ void PoolManager::QuarantineLoop() {
     std::set<FileId> files;
     for (const auto& [file, what] : set.files) files.insert(file);
     mu_.Unlock();
+    // Outside the lock. Only this thread closes an ended view's descriptor
+    // (Apply), so those of `set` stay open meanwhile.
     const absl::Time t0 = absl::Now();
-    int processes = 0;
-    std::set<pid_t> unreadable;
-    const std::map<FileId, std::vector<Holder>> held =
-        FindHolders(files, &processes, &unreadable, opts_.trusted_holders);
+    LeaseViews::Evidence found;
+    found.scan = FindHolders(files, opts_.trusted_holders);
+    for (const auto& [file, what] : set.files) {
+      if (what.fd < 0) continue;
+      if (std::optional<int64_t> refs = DmaBufReferences(what.fd))
+        found.others[file] = *refs - 1 - what.own_refs;
+    }
+    found.blind = blind_;
     const absl::Duration took = absl::Now() - t0;
     mu_.Lock();
     ++quarantine_scans_;
     last_scan_ = took;
-    last_scan_processes_ = processes;
+    last_scan_processes_ = found.scan.processes;
+    last_scan_uninspected_ = found.scan.uninspected.size();
     std::vector<const LeaseViews::View*> newly_held;
-    std::vector<LeaseViews::View> gone =
-        views_.Apply(set, held, unreadable, &newly_held);
+    std::vector<LeaseViews::View> gone = views_.Apply(set, found, &newly_held);
     for (const LeaseViews::View* v : newly_held) {
       Log(LogLevel::kWarn,
           "an ended lease is still mapped: its memory is quarantined",
           {F("lease", v->info.id), F("tenant", v->info.tenant),
            F("bytes", v->info.bytes), F("holders", Describe(v->holders))});
+    }
+    if (views_.unverified_bytes() > 0 &&
+        absl::Now() - last_unverified_log_ > absl::Minutes(1)) {
+      last_unverified_log_ = absl::Now();
+      Log(LogLevel::kWarn,
+          "ended leases stay quarantined: the daemon cannot tell that nothing "
+          "holds their views (grant it CAP_SYS_PTRACE or run it as root; "
+          "docs/security.md, \"The quarantine\")",
+          {F("bytes", views_.unverified_bytes()),
+           F("uninspected_processes", found.scan.uninspected.size()),
+           F("blind", blind_)});
     }
     for (const LeaseViews::View& v : gone) {
       source_->DestroyView(v.info.id);

@@ -112,7 +112,12 @@ struct ManagerStats {
   uint64_t quarantine_scans = 0;
   double last_scan_seconds = 0;
   uint32_t last_scan_processes = 0;
-  Histogram wait_seconds;                          // finished waits
+  // Processes the last scan could not inspect (each may hold any view).
+  uint32_t last_scan_uninspected = 0;
+  // Quarantined bytes held only by what the daemon cannot name or inspect.
+  uint64_t quarantined_unverified_bytes = 0;
+  bool quarantine_blind = false;  // the scan cannot see every process
+  Histogram wait_seconds;         // finished waits
   std::map<std::string, Histogram> alloc_seconds;  // by path
   // Device domains (docs/vfio.md, "Device domains").
   std::vector<vfio::DeviceDomain> devices;
@@ -216,10 +221,8 @@ class PoolManager {
     std::vector<uint64_t> offsets;
     std::shared_ptr<Pin> pin;
   };
-  // `peer` is the receiving process (0: unknown).
   absl::StatusOr<ViewHandout> HandOutView(const Tenant& tenant,
-                                          const std::string& lease_id,
-                                          pid_t peer = 0);
+                                          const std::string& lease_id);
   bool views_enabled() const { return opts_.per_lease_views; }
   // Live leases (of `tenant`, or all) in id order after `after`, at most
   // `max`.
@@ -366,6 +369,12 @@ class PoolManager {
   };
   void RestoreViews(const std::map<std::string, EndedLease>& ended)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Marks `v` counted if the kernel counts its references (a dma-buf), with
+  // the source's own references. A `fresh` view (nothing handed out yet)
+  // checks that the count is exactly those and the daemon's descriptor; if
+  // not, counts are not trusted from then on.
+  void CountReferences(LeaseViews::View& v, bool fresh)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   LeaseInfo QuarantinedInfo(const LeaseViews::View& v) const;
   // Deletes `rows` durably (retrying), then frees `allocs`.
   void FreeWhenRecorded(std::vector<pglist::AllocationId> allocs,
@@ -434,6 +443,13 @@ class PoolManager {
   uint64_t quarantine_scans_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Duration last_scan_ ABSL_GUARDED_BY(mu_);
   int last_scan_processes_ ABSL_GUARDED_BY(mu_) = 0;
+  size_t last_scan_uninspected_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Time last_unverified_log_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  // Whether dma-buf counts are understood here (CountReferences).
+  bool counts_trusted_ ABSL_GUARDED_BY(mu_) = true;
+  // Why the /proc scan cannot see every process (ScanBlindness), or "".
+  // Set in Start, before the threads.
+  std::string blind_;
   // Answers waiting on a grant being recorded (a retry attaches), and on an
   // end being recorded (a second Release).
   std::map<std::string, std::vector<AllocDone>> granting_ ABSL_GUARDED_BY(mu_);

@@ -71,6 +71,8 @@ void ToProto(const LeaseInfo& l, v1::Lease* out, View view = View::kTenant) {
       o->set_command(h.command);
       o->set_fd(h.has_fd);
       o->set_mapped(h.maps);
+      o->set_uninspected(h.uninspected);
+      o->set_references(h.references);
     }
   }
   out->set_bytes(l.bytes);

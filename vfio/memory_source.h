@@ -122,6 +122,14 @@ class MemorySource {
   }
   // Forgets a persistent view (the file goes; mappings of it stay valid).
   virtual void DestroyView(const std::string& /*name*/) {}
+  // How many references to view `name`'s file the source itself keeps
+  // (physpool-keeper's copy, its own descriptor of a restored view), for a
+  // view whose references the kernel counts (a dma-buf): the quarantine
+  // takes the view as free once the count is down to these and the
+  // daemon's own descriptor.
+  virtual int64_t ViewOwnReferences(const std::string& /*name*/) const {
+    return 0;
+  }
   // The names of the persistent views there are (at start: those a
   // previous daemon made).
   virtual std::vector<std::string> ViewNames() { return {}; }

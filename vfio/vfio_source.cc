@@ -801,6 +801,13 @@ absl::StatusOr<int> VfioSource::OpenView(const std::string& name) {
   return fd;
 }
 
+int64_t VfioSource::ViewOwnReferences(const std::string& name) const {
+  absl::MutexLock l(&mu_);
+  // The keeper's copy (every view is stashed when there is a keeper), and
+  // the descriptor of a view taken back from it at start.
+  return (config_.stash != nullptr ? 1 : 0) + (views_.count(name) ? 1 : 0);
+}
+
 void VfioSource::DestroyView(const std::string& name) {
   Unstash("view-" + name);
   absl::MutexLock l(&mu_);

@@ -124,6 +124,7 @@ class VfioSource final : public MemorySource {
   // next daemon finds the views of live and ended leases (and who holds
   // them) with ViewNames / OpenView.
   absl::StatusOr<int> OpenView(const std::string& name) override;
+  int64_t ViewOwnReferences(const std::string& name) const override;
   void DestroyView(const std::string& name) override;
   std::vector<std::string> ViewNames() override;
   // The udmabuf module's limits Start read (0 = unknown).

@@ -94,11 +94,16 @@ class Daemon:
     """physpoold on a directory of its own. `config` is a dict (base_config
     by default), written as YAML on each start."""
 
-    def __init__(self, config=None, uid=None):
+    def __init__(self, config=None, uid=None, caps=(), wrapper=()):
+        """uid: run as that uid (and gid), without groups; caps: with these
+        ambient capabilities (e.g. "sys_ptrace"); wrapper: a command to run
+        it under (e.g. unshare)."""
         self.dir = tempfile.mkdtemp(prefix="physpool-sec-")
         os.chmod(self.dir, 0o755)
         self.config = config if config is not None else base_config(self.dir)
         self.uid = uid
+        self.caps = list(caps)
+        self.wrapper = list(wrapper)
         self.proc = None
         self.ready = {}
         self.log_path = os.path.join(self.dir, "physpoold.log")
@@ -142,11 +147,20 @@ class Daemon:
             os.unlink(ready)
         e = dict(os.environ)
         e.update(env or {})
+        cmd = [PHYSPOOLD, "--config", self.config_path(), "--ready-file", ready, *args]
+        preexec = as_uid(self.uid) if self.uid is not None else None
+        if self.uid is not None and (self.caps or self.wrapper):
+            # setpriv keeps ambient capabilities across the uid change, and
+            # drops the uid inside the wrapper (unshare needs root).
+            caps = ",".join("+" + c for c in self.caps)
+            cmd = ["setpriv", f"--reuid={self.uid}", f"--regid={self.uid}",
+                   "--clear-groups",
+                   *([f"--inh-caps={caps}", f"--ambient-caps={caps}"] if caps else []),
+                   *cmd]
+            preexec = None
         with open(self.log_path, "a") as log:
-            return subprocess.Popen(
-                [PHYSPOOLD, "--config", self.config_path(), "--ready-file", ready, *args],
-                stderr=log, stdout=log, env=e,
-                preexec_fn=as_uid(self.uid) if self.uid is not None else None)
+            return subprocess.Popen(self.wrapper + cmd, stderr=log, stdout=log, env=e,
+                                    preexec_fn=preexec)
 
     def start(self, args=(), env=None, timeout=30):
         """Starts physpoold and waits until it serves."""
@@ -306,6 +320,19 @@ def code_of(call):
         return e.code()
 
 
+def kill_uid(uid):
+    """SIGKILL to every process of `uid` (a test's tenants and workers)."""
+    subprocess.run(["pkill", "-KILL", "-u", str(uid)], check=False)
+
+
+def private_dir(parent, name, uid):
+    """A directory `uid` may write (ready files of its tools)."""
+    path = os.path.join(parent, name)
+    os.makedirs(path, exist_ok=True)
+    os.chown(path, uid, uid)
+    return path
+
+
 def wait_until(pred, timeout=10, step=0.05, what="condition"):
     end = time.time() + timeout
     while time.time() < end:
@@ -326,7 +353,9 @@ def tool(uid, *args, env=None, background=False):
     cmd = ["/usr/bin/python3", TOOL, pygen, *[str(a) for a in args]]
     kw = {"preexec_fn": as_uid(uid) if uid is not None else None, "env": env}
     if background:
-        return subprocess.Popen(cmd, **kw)
+        # Its children may outlive it: they must not hold the test's output.
+        return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, **kw)
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, **kw)
     if out.returncode != 0:
         raise AssertionError(f"tenant_tool {args[0]} failed: {out.stderr}")
