@@ -257,6 +257,34 @@ absl::Status ParseVfio(const Reader& r, const YAML::Node& v,
 
 }  // namespace
 
+namespace {
+// The key paths under which `a` and `b` differ.
+void Differences(const YAML::Node& a, const YAML::Node& b,
+                 const std::string& path, std::vector<std::string>* out) {
+  if (a.IsMap() && b.IsMap()) {
+    std::set<std::string> keys;
+    for (const auto& kv : a) keys.insert(kv.first.as<std::string>());
+    for (const auto& kv : b) keys.insert(kv.first.as<std::string>());
+    for (const std::string& k : keys) {
+      Differences(a[k], b[k], path.empty() ? k : path + "." + k, out);
+    }
+    return;
+  }
+  if (YAML::Dump(a) != YAML::Dump(b)) out->push_back(path);
+}
+}  // namespace
+
+std::vector<std::string> ChangedKeysButTenants(const ServerConfig& a,
+                                               const ServerConfig& b) {
+  ServerConfig x = a, y = b;
+  x.tenants.clear();
+  y.tenants.clear();
+  std::vector<std::string> out;
+  Differences(YAML::Load(FormatConfig(x)), YAML::Load(FormatConfig(y)), "",
+              &out);
+  return out;
+}
+
 std::vector<std::string> ConfigWarnings(const ServerConfig& c) {
   std::vector<std::string> w;
   const std::string mode = absl::StrFormat("%04o", c.unix_mode);

@@ -60,6 +60,12 @@ absl::Status CheckListeners(const ServerConfig& c);
 // or /tmp/physpool-<uid>.
 std::string DefaultRuntimeDir();
 
+// The keys whose values differ between `a` and `b` ("listen.tcp",
+// "leases.default_ttl_seconds", ...), the tenants section aside: what a
+// reload (SIGHUP) cannot apply without a restart.
+std::vector<std::string> ChangedKeysButTenants(const ServerConfig& a,
+                                               const ServerConfig& b);
+
 // What --check-config and the start-up log warn of: a configuration that
 // is valid but exposes more than an operator may mean to (the implicit
 // tenant reached by every process that can open a world-accessible

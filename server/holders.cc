@@ -184,9 +184,10 @@ std::optional<uint64_t> ProcessStart(pid_t pid) {
 std::string Describe(const Holder& h) {
   if (h.pid == 0) {
     return absl::StrCat(h.references,
-                        " more reference(s) the kernel counts: a process it "
-                        "cannot see, a descriptor in a socket's queue, or an "
-                        "importer (an RDMA region, a GPU)");
+                        " reference(s) the kernel counts that no process "
+                        "scan names: a process physpoold cannot see, a "
+                        "descriptor in a socket's queue, or an importer (an "
+                        "RDMA region, a GPU)");
   }
   return absl::StrCat("pid ", h.pid, " (", h.command, ") uid ", h.uid, " ",
                       h.uninspected ? "not inspectable (may hold it)"

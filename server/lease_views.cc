@@ -82,16 +82,16 @@ std::vector<LeaseViews::View> LeaseViews::Apply(
     bool verified = !holders.empty();
     auto counted = found.others.find(file);
     if (what.fd >= 0 && counted != found.others.end()) {
-      // The kernel's count decides: holders the scan named, and what it
-      // could not name.
-      const int64_t unnamed =
-          counted->second - static_cast<int64_t>(holders.size());
-      if (counted->second > 0 && unnamed > 0) {
+      // The kernel's count decides: the holders the scan named or, if it
+      // named none (a process it cannot see, a socket's queue, an
+      // importer), the references it counts.
+      if (counted->second == 0) {
+        holders.clear();
+      } else if (holders.empty()) {
         Holder h;
-        h.references = unnamed;
+        h.references = counted->second;
         holders.push_back(h);
       }
-      if (counted->second == 0) holders.clear();
     } else {
       // No count: every process the scan could not inspect may hold it,
       // and a scan that cannot see every process proves nothing.

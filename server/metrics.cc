@@ -306,6 +306,20 @@ std::vector<MetricFamily> PoolCollector::Collect() const {
                          MetricType::Gauge,
                          static_cast<double>(st.dma_stuck_bytes)));
   }
+  if (reloads_ != nullptr) {
+    MetricFamily reloads =
+        Family("physpool_config_reloads_total",
+               "Configuration reloads (SIGHUP): ok, or error (the running "
+               "configuration stayed).",
+               MetricType::Counter);
+    reloads.metric.push_back(Value(MetricType::Counter,
+                                   static_cast<double>(reloads_->ok.load()),
+                                   {{"result", "ok"}}));
+    reloads.metric.push_back(Value(MetricType::Counter,
+                                   static_cast<double>(reloads_->failed.load()),
+                                   {{"result", "error"}}));
+    out.push_back(std::move(reloads));
+  }
   return out;
 }
 

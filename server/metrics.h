@@ -9,16 +9,21 @@
 #include "prometheus/collectable.h"
 #include "prometheus/metric_family.h"
 #include "server/pool_manager.h"
+#include "server/reload.h"
 
 namespace physpool::server {
 
 class PoolCollector final : public prometheus::Collectable {
  public:
-  explicit PoolCollector(PoolManager* manager) : manager_(manager) {}
+  // `reloads` (may be null) counts SIGHUP reloads.
+  explicit PoolCollector(PoolManager* manager,
+                         const ReloadCounters* reloads = nullptr)
+      : manager_(manager), reloads_(reloads) {}
   std::vector<prometheus::MetricFamily> Collect() const override;
 
  private:
   PoolManager* manager_;
+  const ReloadCounters* reloads_;
 };
 
 }  // namespace physpool::server

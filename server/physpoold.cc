@@ -39,6 +39,7 @@
 #include "server/metrics.h"
 #include "server/notify.h"
 #include "server/pool_manager.h"
+#include "server/reload.h"
 #include "server/services.h"
 #include "util/errno_status.h"
 #include "util/file.h"
@@ -351,12 +352,16 @@ int Run(int argc, char** argv) {
   const bool tls = !cfg->tls_cert.empty();
   ServiceNotifier notifier;
 
-  // Signals are taken by sigwait in this thread only.
+  // Signals are taken by sigwait in this thread only: SIGTERM and SIGINT
+  // stop, SIGHUP reloads the tenants (reload.h). A write to a socket whose
+  // peer is gone is an error, never a signal.
   sigset_t sigs;
   sigemptyset(&sigs);
   sigaddset(&sigs, SIGTERM);
   sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+  signal(SIGPIPE, SIG_IGN);
 
   // One daemon per store and pool, before anything is opened, restored or
   // zeroed (instance_lock.h).
@@ -679,7 +684,10 @@ int Run(int argc, char** argv) {
 
   std::unique_ptr<prometheus::Exposer> exposer;
   // The exposer keeps a weak_ptr: the collector lives here.
-  auto collector = std::make_shared<PoolCollector>(&manager);
+  ConfigReloader reloader([&flags] { return EffectiveConfig(*flags); }, *cfg,
+                          &registry, &manager);
+  auto collector =
+      std::make_shared<PoolCollector>(&manager, &reloader.counters());
   int metrics_port = 0;
   if (!cfg->metrics.empty()) {
     try {
@@ -744,7 +752,11 @@ int Run(int argc, char** argv) {
   });
 
   int sig = 0;
-  sigwait(&sigs, &sig);
+  while (sigwait(&sigs, &sig) == 0 && sig == SIGHUP) {
+    Log(LogLevel::kInfo, "SIGHUP: reloading the configuration",
+        {F("config", embedded ? "(embedded default)" : flags->config)});
+    reloader.Reload();
+  }
   notifier.Stopping(absl::StrCat("stopping on ", strsignal(sig)));
   Log(LogLevel::kInfo, "shutting down", {F("signal", strsignal(sig))});
   manager.SetHealthCallback(nullptr);

@@ -1261,6 +1261,23 @@ void PoolManager::Unsubscribe(uint64_t id) {
   sinks_.erase(id);
 }
 
+void PoolManager::EndStreamsExcept(const std::set<std::string>& tenants,
+                                   const absl::Status& why) {
+  std::vector<CloseSink> closes;
+  {
+    absl::MutexLock l(&mu_);
+    for (auto it = sinks_.begin(); it != sinks_.end();) {
+      if (tenants.count(it->second.tenant)) {
+        ++it;
+        continue;
+      }
+      if (it->second.close) closes.push_back(std::move(it->second.close));
+      it = sinks_.erase(it);
+    }
+  }
+  for (auto& c : closes) c(why);
+}
+
 void PoolManager::Emit(const std::string& tenant, const LeaseEventInfo& e) {
   for (auto& [id, sink] : sinks_) {
     if (sink.tenant == tenant) sink.sink(e);

@@ -236,6 +236,10 @@ class PoolManager {
   absl::StatusOr<uint64_t> Subscribe(const std::string& tenant, EventSink sink,
                                      CloseSink close = nullptr);
   void Unsubscribe(uint64_t id);
+  // Ends the Watch streams of tenants not in `tenants` (a configuration
+  // reload removed them), answered `why`.
+  void EndStreamsExcept(const std::set<std::string>& tenants,
+                        const absl::Status& why);
 
   std::vector<SegmentView> Segments();
   absl::StatusOr<SegmentView> SetDraining(uint32_t segment_id, bool drain);

@@ -397,12 +397,7 @@ grpc::Status ToGrpc(const absl::Status& s) {
                       std::string(s.message()));
 }
 
-Tenant Authenticator::Implicit() {
-  Tenant t;
-  t.name = kImplicitTenantName;
-  t.roles = kRoleTenant | kRolePrivileged | kRoleAdmin;
-  return t;
-}
+Tenant Authenticator::Implicit() { return ImplicitTenant(); }
 
 absl::StatusOr<Tenant> Authenticator::IdentifyToken(
     absl::string_view token) const {

@@ -29,13 +29,29 @@ std::vector<std::string> RoleNames(uint32_t roles) {
   return out;
 }
 
+Tenant ImplicitTenant() {
+  Tenant t;
+  t.name = kImplicitTenantName;
+  t.roles = kRoleTenant | kRolePrivileged | kRoleAdmin;
+  return t;
+}
+
 TenantRegistry::TenantRegistry(std::vector<Tenant> tenants) {
-  absl::MutexLock l(&mu_);
+  Replace(std::move(tenants));
+}
+
+void TenantRegistry::Replace(std::vector<Tenant> tenants) {
+  std::map<std::string, Tenant> by_name;
+  std::map<std::string, std::string> by_token_hash, by_cn;
   for (Tenant& t : tenants) {
-    for (const std::string& h : t.token_sha256) by_token_hash_[h] = t.name;
-    for (const std::string& cn : t.cert_common_names) by_cn_[cn] = t.name;
-    by_name_[t.name] = std::move(t);
+    for (const std::string& h : t.token_sha256) by_token_hash[h] = t.name;
+    for (const std::string& cn : t.cert_common_names) by_cn[cn] = t.name;
+    by_name[t.name] = std::move(t);
   }
+  absl::MutexLock l(&mu_);
+  by_name_.swap(by_name);
+  by_token_hash_.swap(by_token_hash);
+  by_cn_.swap(by_cn);
 }
 
 std::optional<Tenant> TenantRegistry::ByToken(absl::string_view token) const {

@@ -45,6 +45,10 @@ struct Tenant {
 // The implicit tenant's name (embedded default, implicit_tenant: true).
 inline constexpr char kImplicitTenantName[] = "default";
 
+// The implicit tenant (embedded default, implicit_tenant: true): every
+// role, no credentials; reached through the unix socket only.
+Tenant ImplicitTenant();
+
 // Token hashes: Sha256Hex and IsSha256Hex (util/sha256.h).
 using ::physpool::IsSha256Hex;
 using ::physpool::Sha256Hex;
@@ -62,6 +66,9 @@ class TenantRegistry {
   std::optional<Tenant> ByCommonName(absl::string_view cn) const;
   std::optional<Tenant> ByName(absl::string_view name) const;
   std::vector<Tenant> List() const;
+  // Replaces every tenant at once (a configuration reload): a caller is
+  // identified against the old set or the new one, never a mix.
+  void Replace(std::vector<Tenant> tenants);
   // NOT_FOUND for an unknown tenant.
   absl::StatusOr<Tenant> SetLimits(absl::string_view name, TenantLimits limits);
 

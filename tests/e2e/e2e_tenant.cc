@@ -30,7 +30,9 @@
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -308,6 +310,63 @@ std::unique_ptr<physpool::Client> Connect(const Args& a,
   return *std::move(c);
 }
 
+// The first descriptor of one message (SCM_RIGHTS); -1 if none.
+int RecvFd(int sock) {
+  char buf[512];
+  iovec iov{buf, sizeof(buf)};
+  alignas(cmsghdr) char control[CMSG_SPACE(16 * sizeof(int))] = {};
+  msghdr m{};
+  m.msg_iov = &iov;
+  m.msg_iovlen = 1;
+  m.msg_control = control;
+  m.msg_controllen = sizeof(control);
+  if (recvmsg(sock, &m, MSG_CMSG_CLOEXEC) <= 0) return -1;
+  for (cmsghdr* c = CMSG_FIRSTHDR(&m); c != nullptr; c = CMSG_NXTHDR(&m, c)) {
+    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+      int fd = -1;
+      std::memcpy(&fd, CMSG_DATA(c), sizeof(int));
+      return fd;
+    }
+  }
+  return -1;
+}
+// A lease's view straight from the fd socket ("backing <id> <token>"), as a
+// runtime that bypasses the client library would take it; -1 on failure.
+int RawView(const Args& a, const std::string& lease, const std::string& token) {
+  const std::string path = a.endpoint.substr(5) + ".fds";  // "unix:..."
+  const int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
+  const std::string line = "backing " + lease + " " + token + "\n";
+  if (connect(s, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+      write(s, line.data(), line.size()) != static_cast<ssize_t>(line.size())) {
+    close(s);
+    return -1;
+  }
+  const int fd = RecvFd(s);
+  close(s);
+  return fd;
+}
+
+// One descriptor over a unix socket (SCM_RIGHTS), with one byte.
+bool SendFd(int sock, int fd) {
+  char byte = 'v';
+  iovec iov{&byte, 1};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr m{};
+  m.msg_iov = &iov;
+  m.msg_iovlen = 1;
+  m.msg_control = control;
+  m.msg_controllen = sizeof(control);
+  cmsghdr* c = CMSG_FIRSTHDR(&m);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int));
+  std::memcpy(CMSG_DATA(c), &fd, sizeof(int));
+  return sendmsg(sock, &m, MSG_NOSIGNAL) == 1;
+}
+
 std::string Runs(const std::vector<std::pair<uint64_t, uint64_t>>& runs) {
   std::string s;
   for (const auto& [iova, bytes] : runs) {
@@ -522,6 +581,77 @@ bool RunVfio(const Args& a) {
 // interrupts no DMA (the keeper holds the container), and the next daemon
 // has both leases with their bytes, and new DMA lands.
 // true if it ran to its end.
+// Holders no /proc scan can see, on a daemon with udmabuf views: a view's
+// descriptor in flight in a socket's queue (in no process), and a forked
+// child's mapping across a kill -9 of the daemon. The kernel's dma-buf
+// count keeps each ended lease quarantined until the holder lets go.
+// `tenant` holds a 2 MiB page of the pool free for the test.
+bool RunUncountedHolders(const Args& a, pid_t* daemon,
+                         std::unique_ptr<physpool::Client> tenant,
+                         const physpool::AllocateOptions& o) {
+  auto quarantined = [&a] {
+    auto [rc, out] = Ctl(a, {"-o", "json", "pool", "status"}, "plain-token");
+    return rc == 0 ? JsonNumber(out, "quarantined_bytes") : ~uint64_t{0};
+  };
+  auto ends = [&](double seconds) {
+    const double deadline = Uptime() + seconds;
+    while (quarantined() != 0 && Uptime() < deadline) usleep(100 * 1000);
+    return quarantined() == 0;
+  };
+  auto lease = tenant->Allocate(o);
+  REQUIRE(lease.ok(),
+          "a lease for the holder checks: " + lease.status().ToString());
+  int raw = RawView(a, (*lease)->lease_id(), "plain-token");
+  int pair[2] = {-1, -1};
+  REQUIRE(raw >= 0 && socketpair(AF_UNIX, SOCK_STREAM, 0, pair) == 0 &&
+              SendFd(pair[0], raw),
+          "the lease's view, sent into a socketpair's queue");
+  close(raw);
+  const uint64_t bytes = (*lease)->runs()[0].bytes;
+  lease->reset();       // unmapped and released
+  usleep(2500 * 1000);  // more than two scans
+  Check(quarantined() == bytes,
+        "a view descriptor in a socket's queue (no process holds it) keeps "
+        "the ended lease quarantined: the kernel counts it");
+  Check(!tenant->Allocate(o).ok(), "... and its pages go to nobody");
+  const int back = RecvFd(pair[1]);
+  Check(back >= 0, "the descriptor comes back out of the queue");
+  close(back);
+  close(pair[0]);
+  close(pair[1]);
+  Check(ends(10), "once it is closed, the quarantine ends");
+
+  lease = tenant->Allocate(o);
+  REQUIRE(lease.ok(), "a second lease: " + lease.status().ToString());
+  raw = RawView(a, (*lease)->lease_id(), "plain-token");
+  void* map = raw < 0 ? MAP_FAILED
+                      : mmap(nullptr, bytes, PROT_READ, MAP_SHARED, raw, 0);
+  REQUIRE(map != MAP_FAILED, "the second lease's view mapped");
+  close(raw);
+  const pid_t child = fork();
+  if (child == 0) {
+    pause();  // keeps the inherited mapping
+    _exit(0);
+  }
+  munmap(map, bytes);
+  lease->reset();
+  usleep(2500 * 1000);
+  Check(quarantined() == bytes,
+        "a forked child's mapping keeps the ended lease quarantined");
+  kill(*daemon, SIGKILL);
+  waitpid(*daemon, nullptr, 0);
+  *daemon = StartDaemon(a);
+  REQUIRE(WaitReady(a, *daemon, 120), "the daemon restarts (holder checks)");
+  usleep(2500 * 1000);
+  Check(quarantined() == bytes,
+        "after a kill -9 and a restart the child still holds it: still "
+        "quarantined");
+  kill(child, SIGKILL);
+  waitpid(child, nullptr, 0);
+  Check(ends(10), "the child gone, the quarantine ends");
+  return true;
+}
+
 bool RunMemfd(Args a) {
   constexpr uint64_t kMiB = 1 << 20;
   constexpr uint64_t kCount = 4095;
@@ -624,6 +754,7 @@ bool RunMemfd(Args a) {
   Check(Matches(la, 2 * kMiB, 0xa5), "and A's lease is still untouched");
   edu.reset();
   edu2.reset();
+  if (!RunUncountedHolders(a, &daemon, std::move(a2), o)) return false;
   StopDaemon(&daemon, "the memfd daemon stops cleanly on SIGTERM");
   return true;
 }
