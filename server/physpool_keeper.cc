@@ -2,12 +2,17 @@
 // of the daemon (docs/vfio.md, "Restart with isolation on"; the protocol is
 // in server/keeper_client.h).
 //
-//   physpool-keeper --socket PATH [-- COMMAND ARGS...]
+//   physpool-keeper --socket PATH [--watchdog-sec N] [--start-timeout-sec N]
+//                   [-- COMMAND ARGS...]
 //
 // With a COMMAND (the container's entrypoint: `-- physpoold --config ...`)
 // it also runs the daemon as its child and starts it again, after a second,
 // whenever it dies of a signal or exits non-zero; SIGTERM/SIGINT go to the
-// child, and the keeper exits with the child's status once it has. Without
+// child, and the keeper exits with the child's status once it has. It also
+// watches the child (child_watchdog.h): a daemon that is not READY within
+// --start-timeout-sec (300) or stops pinging for --watchdog-sec (30; 0:
+// off) hangs, and is killed (SIGKILL) and started again, the keeper and
+// what it holds untouched. Without
 // one it runs until SIGTERM/SIGINT. Either way, when the keeper exits
 // everything it held is closed: memfd memory is freed, the IOMMU container
 // and its mappings go, and the next daemon voids the leases (the keeper's
@@ -29,6 +34,7 @@
 #include <cstdio>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -36,6 +42,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "server/child_watchdog.h"
 #include "server/keeper_client.h"
 #include "util/file.h"
 #include "vfio/kernel.h"
@@ -49,6 +56,12 @@ void OnChild(int) {}
 
 void Say(const std::string& what) {
   std::fprintf(stderr, "physpool-keeper: %s\n", what.c_str());
+}
+
+int64_t MonotonicMs() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 std::string NewInstance() {
@@ -268,7 +281,7 @@ class Keeper {
   std::map<std::string, std::map<uint64_t, uint64_t>> maps_;
 };
 
-pid_t Spawn(const std::vector<char*>& argv) {
+pid_t Spawn(const std::vector<char*>& argv, const ChildWatchdog* watchdog) {
   const pid_t pid = fork();
   if (pid == 0) {
     sigset_t none;
@@ -276,6 +289,8 @@ pid_t Spawn(const std::vector<char*>& argv) {
     sigprocmask(SIG_SETMASK, &none, nullptr);
     signal(SIGTERM, SIG_DFL);
     signal(SIGINT, SIG_DFL);
+    signal(SIGPIPE, SIG_DFL);
+    if (watchdog != nullptr) watchdog->Export();
     execvp(argv[0], argv.data());
     std::fprintf(stderr, "physpool-keeper: cannot run %s: %s\n", argv[0],
                  std::strerror(errno));
@@ -287,16 +302,40 @@ pid_t Spawn(const std::vector<char*>& argv) {
 int Main(int argc, char** argv) {
   std::string path;
   std::vector<char*> command;
+  int64_t watchdog_sec = 30, start_timeout_sec = 300;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    if (a == "--socket" && i + 1 < argc) {
-      path = argv[++i];
-    } else if (absl::StartsWith(a, "--socket=")) {
-      path = a.substr(9);
+    std::string value;
+    // "--name VALUE" or "--name=VALUE".
+    auto flag = [&](absl::string_view name) {
+      if (a == name && i + 1 < argc) {
+        value = argv[++i];
+        return true;
+      }
+      if (absl::StartsWith(a, absl::StrCat(name, "="))) {
+        value = a.substr(name.size() + 1);
+        return true;
+      }
+      return false;
+    };
+    if (flag("--socket")) {
+      path = value;
+    } else if (flag("--watchdog-sec")) {
+      if (!absl::SimpleAtoi(value, &watchdog_sec) || watchdog_sec < 0) {
+        Say("--watchdog-sec takes seconds (0: off)");
+        return 2;
+      }
+    } else if (flag("--start-timeout-sec")) {
+      if (!absl::SimpleAtoi(value, &start_timeout_sec) ||
+          start_timeout_sec <= 0) {
+        Say("--start-timeout-sec takes seconds (> 0)");
+        return 2;
+      }
     } else if (a == "--") {
       for (++i; i < argc; ++i) command.push_back(argv[i]);
     } else {
-      Say("usage: physpool-keeper --socket PATH [-- COMMAND ARGS...]");
+      Say("usage: physpool-keeper --socket PATH [--watchdog-sec N] "
+          "[--start-timeout-sec N] [-- COMMAND ARGS...]");
       return 2;
     }
   }
@@ -326,15 +365,27 @@ int Main(int argc, char** argv) {
 
   Keeper keeper(NewInstance());
   Say(absl::StrCat("listening on ", path));
+  // The daemon it runs tells it READY=1 and pings WATCHDOG=1 (sd_notify):
+  // one that stops pinging hangs, and is killed and started again.
+  std::optional<ChildWatchdog> watchdog;
+  if (command.size() > 1 && watchdog_sec > 0) {
+    auto w = ChildWatchdog::Listen(path + ".notify", watchdog_sec * 1000,
+                                   start_timeout_sec * 1000);
+    if (!w.ok()) {
+      Say(std::string(w.status().message()));
+      return 1;
+    }
+    watchdog.emplace(*std::move(w));
+  }
+  const ChildWatchdog* wd = watchdog ? &*watchdog : nullptr;
   std::vector<int> conns;
-  pid_t child = command.size() > 1 ? Spawn(command) : -1;
+  pid_t child = command.size() > 1 ? Spawn(command, wd) : -1;
+  if (child > 0 && watchdog) watchdog->Started(child, MonotonicMs());
   bool forwarded = false;
   int exit_code = 0;
   int64_t restart_at_ms = -1;
   for (;;) {
-    timespec ts{};
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    const int64_t now_ms = ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    const int64_t now_ms = MonotonicMs();
     if (g_stop && child > 0 && !forwarded) {
       kill(child, SIGTERM);
       forwarded = true;
@@ -360,15 +411,28 @@ int Main(int argc, char** argv) {
     }
     if (child <= 0 && restart_at_ms >= 0 && now_ms >= restart_at_ms &&
         !g_stop) {
-      child = Spawn(command);
+      child = Spawn(command, wd);
+      if (watchdog) watchdog->Started(child, now_ms);
       restart_at_ms = -1;
     }
+    if (child > 0 && watchdog && !g_stop) {
+      watchdog->Read(now_ms);
+      if (const std::string why = watchdog->Overdue(now_ms); !why.empty()) {
+        Say(absl::StrCat("the daemon (pid ", child, ") hangs: ", why,
+                         "; killing it, holding ", keeper.size(),
+                         " descriptors"));
+        kill(child, SIGKILL);
+        watchdog->Started(-1, now_ms);  // until the restart
+      }
+    }
     std::vector<pollfd> fds{{listener, POLLIN, 0}};
+    if (watchdog) fds.push_back({watchdog->fd(), POLLIN, 0});
+    const size_t first_conn = fds.size();
     for (int c : conns) fds.push_back({c, POLLIN, 0});
     const int n = poll(fds.data(), fds.size(), 100);
     if (n <= 0) continue;
     std::vector<int> keep;
-    for (size_t i = 1; i < fds.size(); ++i) {
+    for (size_t i = first_conn; i < fds.size(); ++i) {
       if (fds[i].revents == 0 || keeper.Serve(fds[i].fd)) {
         keep.push_back(fds[i].fd);
       } else {

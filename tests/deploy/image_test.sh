@@ -121,14 +121,18 @@ podman logs "$name" 2>&1 | grep -q 'msg=stopped' || fail "no 'stopped' in the da
 [ -e "$dir/physpool.sock" ] && fail "the socket was left behind"
 
 # The Kubernetes shape, in podman: the daemon as the DaemonSet runs it (the
-# base ConfigMap's config, --health-listen, read-only root, no capability,
-# user 10001, the socket directory and the store as host directories), and
-# the example tenant (deploy/k8s/examples/tenant) in another container that
-# shares only the socket directory: physpool-fill-region with the demo token.
+# base ConfigMap's config, --health-listen, read-only root, uid 0 group
+# 10001 with SYS_PTRACE and DAC_READ_SEARCH only (the quarantine's /proc
+# scan), the socket directory and the store as host directories prepared
+# as the init container does), and the example tenant
+# (deploy/k8s/examples/tenant) in another container that shares only the
+# socket directory: physpool-fill-region with the demo token.
 k8s=$dir/k8s
 mkdir -p "$k8s/run" "$k8s/store"
-chown 10001:10001 "$k8s/run" "$k8s/store"
+chown 0:10001 "$k8s/run" && chmod 0750 "$k8s/run"
+chown 0:0 "$k8s/store" && chmod 0700 "$k8s/store"
 podman run -d --name "$name-ds" --network none --pid host --read-only --cap-drop ALL \
+  --user 0:10001 --cap-add SYS_PTRACE --cap-add DAC_READ_SEARCH \
   --security-opt no-new-privileges \
   -v "$src/deploy/k8s/base/physpoold.yaml:/etc/physpool/physpoold.yaml:ro" \
   -v "$k8s/run:/run/physpool" -v "$k8s/store:/var/lib/physpool" "$image" \

@@ -204,6 +204,12 @@ class K8sTest(unittest.TestCase):
                 self.assertEqual(len(health), 1)
                 port = int(health[0].rsplit(":", 1)[1])
                 for probe in ["startupProbe", "readinessProbe", "livenessProbe"]:
+                    if probe == "livenessProbe" and rel == "overlays/vfio":
+                        # The keeper restarts a hung daemon itself: a
+                        # liveness probe would restart the keeper too and
+                        # void every lease.
+                        self.assertNotIn(probe, c)
+                        continue
                     self.assertEqual(c[probe]["grpc"]["port"], port, probe)
                 self.assertIn("requests", c["resources"])
                 self.assertIn("memory", c["resources"]["limits"])
@@ -225,8 +231,11 @@ class K8sTest(unittest.TestCase):
                                 <= set(svc["metadata"]["labels"].items()))
         sim = one(self.rendered["overlays/sim"], "DaemonSet")["spec"]["template"]["spec"]
         self.assertNotIn("physpool.io/accelerator", sim["nodeSelector"])
-        self.assertTrue(sim["containers"][0]["securityContext"]["runAsNonRoot"])
-        self.assertNotIn("add", sim["containers"][0]["securityContext"]["capabilities"])
+        # uid 0 with only the quarantine's /proc-scan capabilities.
+        sc = sim["containers"][0]["securityContext"]
+        self.assertEqual((sc["runAsUser"], sc["runAsGroup"]), (0, 10001))
+        self.assertEqual(sc["capabilities"]["add"], ["SYS_PTRACE", "DAC_READ_SEARCH"])
+        self.assertFalse(sc["allowPrivilegeEscalation"])
         self.assertNotIn("privileged", sim["containers"][0]["securityContext"])
         vfio = one(self.rendered["overlays/vfio"], "DaemonSet")["spec"]["template"]["spec"]
         self.assertEqual(vfio["nodeSelector"]["physpool.io/accelerator"], "true")
@@ -247,7 +256,8 @@ class K8sTest(unittest.TestCase):
         keeper = config["source"]["vfio"]["keeper"]
         self.assertEqual(vc["command"][:2], ["/usr/local/bin/physpool-keeper",
                                              "--socket=" + keeper])
-        self.assertEqual(vc["command"][2:], ["--", "/usr/local/bin/physpoold"])
+        self.assertEqual(vc["command"][2:],
+                         ["--watchdog-sec=30", "--", "/usr/local/bin/physpoold"])
         mounts = {m["mountPath"]: m["name"] for m in vc["volumeMounts"]}
         self.assertEqual(mounts[os.path.dirname(keeper)], "keeper")
         self.assertIn("emptyDir", volumes["keeper"])
@@ -266,7 +276,7 @@ class K8sTest(unittest.TestCase):
                     found.add(cap)
                     above = "\n".join(lines[max(0, i - 4):i])
                     self.assertIn(f"{cap}:", above, f"{path}:{i + 1}: {cap} has no comment")
-        self.assertEqual(found, {"CHOWN", "IPC_LOCK"})
+        self.assertEqual(found, {"CHOWN", "IPC_LOCK", "SYS_PTRACE", "DAC_READ_SEARCH"})
 
     def test_tenant_pod(self):
         pod = one(self.rendered["examples/tenant"], "Pod")

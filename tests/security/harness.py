@@ -50,7 +50,31 @@ def setup(argv):
     return [argv[0]] + argv[3:]
 
 
+# Every directory a Daemon made: at exit, any process still naming one in
+# its command line (a daemon a keeper left behind, a test that failed half
+# way) is killed, so that nothing outlives the suite.
+_DIRS = []
+
+
+def _kill_leftovers():
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read().decode(errors="replace")
+        except OSError:
+            continue
+        if any(d in cmdline for d in _DIRS):
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except OSError:
+                pass
+
+
 def main():
+    import atexit
+    atexit.register(_kill_leftovers)
     unittest.main(argv=setup(sys.argv), verbosity=2)
 
 
@@ -99,6 +123,7 @@ class Daemon:
         ambient capabilities (e.g. "sys_ptrace"); wrapper: a command to run
         it under (e.g. unshare)."""
         self.dir = tempfile.mkdtemp(prefix="physpool-sec-")
+        _DIRS.append(self.dir)
         os.chmod(self.dir, 0o755)
         self.config = config if config is not None else base_config(self.dir)
         self.uid = uid
@@ -284,6 +309,10 @@ class Daemon:
     def backing(self, lease_id, token):
         """The fd socket's answer for a lease's view: (line, [fds])."""
         return fd_request(self.fd_socket, f"backing {lease_id} {token}\n")
+
+    @staticmethod
+    def fd_request(path, line):
+        return fd_request(path, line)
 
 
 RESPONSES = {

@@ -14,7 +14,7 @@ suite runs it as other uids).
       takes the view, sends it to itself over a socketpair (a descriptor in
       flight, in no process's fd table), closes and unmaps everything else,
       writes READY_FILE and sleeps until SIGTERM
-  tenant_tool.py PYGEN connect SOCKET
+  tenant_tool.py PYGEN connect|connect-seqpacket SOCKET
       connects to a unix socket; prints {"connected": bool, "errno": ...}
 """
 import json
@@ -106,8 +106,9 @@ def main():
         a.close()  # the view is now only in b's receive queue
         open(ready, "w").close()
         sleep_forever()
-    elif cmd == "connect":
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    elif cmd in ("connect", "connect-seqpacket"):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM if cmd == "connect"
+                          else socket.SOCK_SEQPACKET)
         try:
             s.connect(args[0])
             print(json.dumps({"connected": True, "errno": 0}))
