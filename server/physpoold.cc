@@ -57,7 +57,8 @@ Usage: physpoold [flags]
 
   --config FILE      YAML configuration (docs/operations.md); without it the
                      embedded default: 1 GiB of sim memory, one implicit admin
-                     tenant, unix socket + TCP on 127.0.0.1
+                     tenant on the unix socket, TCP on 127.0.0.1 (health only
+                     without a token)
   --unix PATH        unix socket ("" disables)
   --fd-socket PATH   socket handing out device/backing fds (default: the
                      unix socket's path + ".fds"; "" disables)
@@ -80,6 +81,8 @@ Usage: physpoold [flags]
 Under systemd (Type=notify) physpoold sends READY=1 once every listener is
 up and health is SERVING, STOPPING=1 on SIGTERM, and WATCHDOG=1 if
 WatchdogSec= is set (deploy/systemd/physpoold.service).
+Signals: SIGTERM/SIGINT stop it gracefully; SIGHUP reloads the tenants
+section of the config (tokens, roles, limits); SIGPIPE is ignored.
 )";
 
 struct Flags {
