@@ -81,7 +81,7 @@ soak: build
 # The core's tests, and the daemon's (which then runs sanitized).
 test-asan: build-asan
 	cd $(ASAN_BUILD) && PHYSPOOL_PROPERTY_OPS=$(ASAN_PROPERTY_OPS) \
-	  ctest -L 'core|server' --output-on-failure
+	  ctest -L 'core|server|security' --output-on-failure
 
 # Each fuzz target for FUZZ_SECONDS; a crash or a disagreement fails.
 fuzz-smoke: build-asan
