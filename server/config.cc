@@ -115,21 +115,17 @@ absl::Status ParseFdAccess(const Reader& r, const YAML::Node& a,
     return r.Error(a["max_connections_per_uid"], w + ".max_connections_per_uid",
                    "must be >= 1");
   }
-  RETURN_IF_ERROR(ParseSeconds(r, a, "request_deadline_ms", w,
-                               absl::Milliseconds(1), &out->request_deadline));
-  if (a["request_deadline_ms"] &&
-      (out->request_deadline < absl::Milliseconds(10) ||
-       out->request_deadline > absl::Seconds(60))) {
-    return r.Error(a["request_deadline_ms"], w + ".request_deadline_ms",
-                   "must be from 10 to 60000");
-  }
-  RETURN_IF_ERROR(ParseSeconds(r, a, "answer_deadline_ms", w,
-                               absl::Milliseconds(1), &out->answer_deadline));
-  if (a["answer_deadline_ms"] &&
-      (out->answer_deadline < absl::Milliseconds(10) ||
-       out->answer_deadline > absl::Seconds(60))) {
-    return r.Error(a["answer_deadline_ms"], w + ".answer_deadline_ms",
-                   "must be from 10 to 60000");
+  // Deadlines in milliseconds, from 10 ms to a minute.
+  for (auto [key, deadline] :
+       {std::pair{"request_deadline_ms", &out->request_deadline},
+        std::pair{"answer_deadline_ms", &out->answer_deadline}}) {
+    RETURN_IF_ERROR(
+        ParseSeconds(r, a, key, w, absl::Milliseconds(1), deadline));
+    if (a[key] &&
+        (*deadline < absl::Milliseconds(10) || *deadline > absl::Seconds(60))) {
+      return r.Error(a[key], absl::StrCat(w, ".", key),
+                     "must be from 10 to 60000");
+    }
   }
   return absl::OkStatus();
 }

@@ -316,5 +316,53 @@ TEST(ConfigTest, FdSocketAccess) {
               HasSubstr("t.yaml:4: listen.fd_socket_access.colour: unknown"));
 }
 
+TEST(ConfigTest, AnswerDeadlineAndSocketAccess) {
+  auto c = ParseConfig(
+      "implicit_tenant: true\nlisten:\n  unix_mode: \"0600\"\n  unix_group: "
+      "physpool\n  fd_socket_access: {answer_deadline_ms: 750}\n",
+      "t.yaml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->unix_mode, 0600u);
+  EXPECT_EQ(c->unix_group, "physpool");
+  EXPECT_EQ(c->fd_access.answer_deadline, absl::Milliseconds(750));
+  auto again = ParseConfig(FormatConfig(*c), "again.yaml");
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->unix_mode, 0600u);
+  EXPECT_EQ(again->unix_group, "physpool");
+  EXPECT_EQ(again->fd_access.answer_deadline, absl::Milliseconds(750));
+  EXPECT_EQ(ParseConfig("implicit_tenant: true\n", "t.yaml")->unix_mode, 0660u);
+  EXPECT_THAT(Error("implicit_tenant: true\nlisten:\n  unix_mode: 0400\n"),
+              HasSubstr("t.yaml:3: listen.unix_mode: bad mode \"0400\""));
+  EXPECT_THAT(Error("implicit_tenant: true\nlisten:\n  unix_mode: rw\n"),
+              HasSubstr("listen.unix_mode: bad mode"));
+  EXPECT_THAT(Error("implicit_tenant: true\nlisten:\n  fd_socket_access:\n"
+                    "    answer_deadline_ms: 60001\n"),
+              HasSubstr("answer_deadline_ms: must be from 10 to 60000"));
+  // Warnings: an implicit tenant behind a socket every user may open.
+  EXPECT_THAT(ConfigWarnings(*c),
+              ::testing::ElementsAre(HasSubstr("is tenant \"default\"")));
+  c->unix_mode = 0666;
+  EXPECT_THAT(ConfigWarnings(*c),
+              ::testing::Contains(HasSubstr("every local user")));
+  c->implicit_tenant = false;
+  c->unix_mode = 0660;
+  EXPECT_THAT(ConfigWarnings(*c), ::testing::IsEmpty());
+}
+
+TEST(ConfigTest, ChangedKeysLeaveTheTenantsOut) {
+  auto a = ParseConfig(
+      "tenants: [{name: a, token_sha256: [" + std::string(64, 'a') + "]}]\n",
+      "t.yaml");
+  ASSERT_TRUE(a.ok()) << a.status();
+  ServerConfig b = *a;
+  b.tenants[0].name = "b";
+  EXPECT_THAT(ChangedKeysButTenants(*a, b), ::testing::IsEmpty());
+  b.tcp = "127.0.0.1:1";
+  b.manager.default_ttl = absl::Seconds(7);
+  EXPECT_THAT(ChangedKeysButTenants(*a, b),
+              ::testing::UnorderedElementsAre("listen.tcp",
+                                              "leases.default_ttl_seconds"));
+}
+
 }  // namespace
 }  // namespace physpool::server

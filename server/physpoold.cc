@@ -370,7 +370,7 @@ int Run(int argc, char** argv) {
   // zeroed (instance_lock.h).
   absl::StatusOr<InstanceLock> instance = LockInstance(*cfg);
   if (!instance.ok()) {
-    Log(LogLevel::kError, "another physpoold owns this pool: refusing to start",
+    Log(LogLevel::kError, "cannot own this pool: refusing to start",
         {F("error", instance.status().ToString())});
     return 1;
   }

@@ -33,7 +33,7 @@ class InstanceTest(unittest.TestCase):
         self.addCleanup(second.cleanup)
         code, log = second.start_fails()
         self.assertEqual(code, 1, log)
-        self.assertIn("another physpoold owns this pool", log)
+        self.assertIn("another physpoold owns this store or memory", log)
         self.assertIn(f"locked by pid {self.d.proc.pid}", log)
         # The first daemon still owns every page: bob gets other ones.
         bob = self.d.allocate(TOKENS["bob"], MIB, max_segments=1)

@@ -14,6 +14,8 @@ suite runs it as other uids).
       takes the view, sends it to itself over a socketpair (a descriptor in
       flight, in no process's fd table), closes and unmaps everything else,
       writes READY_FILE and sleeps until SIGTERM
+  tenant_tool.py PYGEN open PATH
+      opens a file for reading; prints {"opened": bool, "errno": ...}
   tenant_tool.py PYGEN connect|connect-seqpacket SOCKET
       connects to a unix socket; prints {"connected": bool, "errno": ...}
 """
@@ -114,6 +116,12 @@ def main():
             print(json.dumps({"connected": True, "errno": 0}))
         except OSError as e:
             print(json.dumps({"connected": False, "errno": e.errno}))
+    elif cmd == "open":
+        try:
+            os.close(os.open(args[0], os.O_RDONLY))
+            print(json.dumps({"opened": True, "errno": 0}))
+        except OSError as e:
+            print(json.dumps({"opened": False, "errno": e.errno}))
     else:
         sys.exit("unknown command " + cmd)
 
