@@ -9,8 +9,8 @@
 
 #include "absl/time/clock.h"
 #include "benchmark/benchmark.h"
-#include "server/clock.h"
-#include "server/lease_store.h"
+#include "server/core/clock.h"
+#include "server/store/lease_store.h"
 #include "server/pool_manager.h"
 #include "vfio/sim_source.h"
 

@@ -15,7 +15,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "pglist/testing/status_matchers.h"
-#include "server/fake_clock.h"
+#include "server/core/fake_clock.h"
 #include "vfio/sim_source.h"
 
 namespace physpool::server {

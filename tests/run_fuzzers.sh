@@ -12,7 +12,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 targets=(
   "pglist/pglist_program_fuzz|"
   "cli/simulate_trace_fuzz|-dict=$root/cli/testdata/simulate.dict $root/cli/testdata/fuzz_seeds"
-  "server/config_fuzz|$root/server/testdata/config_fuzz_seeds"
+  "server/config_fuzz|$root/server/daemon/testdata/config_fuzz_seeds"
   "server/services_fuzz|"
   "vfio/vfio_source_fuzz|"
   "dra/dra_fuzz|"

@@ -22,7 +22,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "gtest/gtest.h"
-#include "server/tenants.h"
+#include "server/lease/tenants.h"
 
 namespace physpool::testing {
 namespace {

@@ -25,7 +25,7 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "server/keeper_client.h"
+#include "server/daemon/keeper_client.h"
 #include "util/errno_status.h"
 
 namespace physpool::server {

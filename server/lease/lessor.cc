@@ -1,0 +1,226 @@
+#include "server/lease/lessor.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace physpool::server {
+
+Lessor::Lessor(absl::Duration expiring_warning, size_t ended_memory,
+               AccessTokens* access)
+    : warning_(expiring_warning),
+      ended_memory_(ended_memory),
+      access_(access != nullptr ? access : &own_access_) {}
+
+Lessor::Lease& Lessor::Add(Lease lease) {
+  const std::string id = lease.info.id;
+  TenantUsage& u = usage_[lease.info.tenant];
+  u.bytes += lease.info.bytes;
+  ++u.leases;
+  by_alloc_[lease.alloc] = id;
+  if (!lease.info.request_id.empty())
+    by_request_[Key(lease.info.tenant, lease.info.request_id)] = id;
+  if (!lease.info.access_sha256.empty())
+    access_->Add(lease.info.access_sha256, lease.info.tenant);
+  const bool live = lease.state != State::kCommitting;
+  Lease& l = leases_[id] = std::move(lease);
+  if (live) {
+    expiry_.insert({l.info.expires, id});
+    warn_.insert({l.info.expires - warning_, id});
+  }
+  return l;
+}
+
+void Lessor::Activate(const std::string& id) {
+  Lease& l = leases_.at(id);
+  l.state = State::kLive;
+  expiry_.insert({l.info.expires, id});
+  warn_.insert({l.info.expires - warning_, id});
+}
+
+void Lessor::SetEnding(const std::string& id, bool ending) {
+  leases_.at(id).state = ending ? State::kEnding : State::kLive;
+}
+
+void Lessor::SetExpiry(const std::string& id, absl::Time expires,
+                       absl::Duration ttl) {
+  Lease& l = leases_.at(id);
+  expiry_.erase({l.info.expires, id});
+  warn_.erase({l.info.expires - warning_, id});
+  l.info.expires = expires;
+  l.info.ttl = ttl;
+  l.warned = false;
+  expiry_.insert({expires, id});
+  warn_.insert({expires - warning_, id});
+}
+
+Lessor::Lease Lessor::Discard(const std::string& id) {
+  auto it = leases_.find(id);
+  Lease l = std::move(it->second);
+  leases_.erase(it);
+  expiry_.erase({l.info.expires, id});
+  warn_.erase({l.info.expires - warning_, id});
+  by_alloc_.erase(l.alloc);
+  if (!l.info.request_id.empty())
+    by_request_.erase(Key(l.info.tenant, l.info.request_id));
+  if (!l.info.access_sha256.empty()) access_->Remove(l.info.access_sha256);
+  TenantUsage& u = usage_[l.info.tenant];
+  u.bytes -= l.info.bytes;
+  --u.leases;
+  return l;
+}
+
+Lessor::Lease Lessor::End(const std::string& id, const std::string& how) {
+  Lease l = Discard(id);
+  Remember(id, {l.info.tenant, how, l.info.request_id});
+  return l;
+}
+
+void Lessor::Remember(const std::string& id, Ended e) {
+  if (!e.request_id.empty())
+    ended_by_request_[Key(e.tenant, e.request_id)] = id;
+  ended_[id] = std::move(e);
+  ended_order_.push_back(id);
+  if (ended_order_.size() > ended_memory_) {
+    auto old = ended_.find(ended_order_.front());
+    if (old != ended_.end()) {
+      if (!old->second.request_id.empty()) {
+        auto r = ended_by_request_.find(
+            Key(old->second.tenant, old->second.request_id));
+        if (r != ended_by_request_.end() && r->second == old->first)
+          ended_by_request_.erase(r);
+      }
+      ended_.erase(old);
+    }
+    ended_order_.pop_front();
+  }
+}
+
+Lessor::Lease* Lessor::Find(const std::string& id) {
+  auto it = leases_.find(id);
+  return it == leases_.end() ? nullptr : &it->second;
+}
+
+absl::StatusOr<Lessor::Lease*> Lessor::Owned(const std::string& tenant,
+                                             const std::string& id,
+                                             const std::string& scope) {
+  auto it = leases_.find(id);
+  if (it != leases_.end() && it->second.state != State::kCommitting) {
+    if (it->second.info.tenant != tenant) {
+      return absl::PermissionDeniedError(
+          absl::StrCat("lease ", id, " belongs to another tenant"));
+    }
+    if (!scope.empty() && it->second.info.access_sha256 != scope) {
+      return absl::PermissionDeniedError(
+          absl::StrCat("this access token does not reach lease ", id,
+                       ": it reaches only the leases granted with it"));
+    }
+    return &it->second;
+  }
+  if (const Ended* e = FindEnded(id)) {
+    if (e->tenant != tenant) {
+      return absl::PermissionDeniedError(
+          absl::StrCat("lease ", id, " belongs to another tenant"));
+    }
+    // An access token is told nothing of how its tenant's leases ended
+    // (it may never have reached them).
+    if (!scope.empty())
+      return absl::NotFoundError(absl::StrCat("no lease ", id));
+    return absl::NotFoundError(
+        absl::StrCat("lease ", id, " has ended (", e->how, ")"));
+  }
+  return absl::NotFoundError(absl::StrCat("no lease ", id));
+}
+
+std::optional<std::string> Lessor::TenantOfAccess(
+    const std::string& sha) const {
+  return access_->TenantOf(sha);
+}
+
+const Lessor::Ended* Lessor::FindEnded(const std::string& id) const {
+  auto it = ended_.find(id);
+  return it == ended_.end() ? nullptr : &it->second;
+}
+
+Lessor::Lease* Lessor::ByRequest(const std::string& tenant,
+                                 const std::string& request_id) {
+  auto it = by_request_.find(Key(tenant, request_id));
+  return it == by_request_.end() ? nullptr : Find(it->second);
+}
+
+std::optional<std::pair<std::string, Lessor::Ended>> Lessor::EndedByRequest(
+    const std::string& tenant, const std::string& request_id) const {
+  auto it = ended_by_request_.find(Key(tenant, request_id));
+  if (it == ended_by_request_.end()) return std::nullopt;
+  const Ended* e = FindEnded(it->second);
+  if (e == nullptr) return std::nullopt;
+  return std::make_pair(it->second, *e);
+}
+
+void Lessor::RememberFailure(const std::string& tenant,
+                             const std::string& request_id,
+                             const std::string& fp, absl::Status status) {
+  const std::string key = Key(tenant, request_id);
+  if (!failures_.contains(key)) failure_order_.push_back(key);
+  failures_[key] = {std::move(status), fp};
+  if (failure_order_.size() > ended_memory_) {
+    failures_.erase(failure_order_.front());
+    failure_order_.pop_front();
+  }
+}
+
+std::optional<std::pair<absl::Status, std::string>> Lessor::FailureOf(
+    const std::string& tenant, const std::string& request_id) const {
+  auto it = failures_.find(Key(tenant, request_id));
+  if (it == failures_.end()) return std::nullopt;
+  return it->second;
+}
+
+std::vector<std::string> Lessor::Due(absl::Time now) const {
+  std::vector<std::string> out;
+  for (auto it = expiry_.begin(); it != expiry_.end() && it->first <= now;
+       ++it) {
+    if (leases_.at(it->second).state == State::kLive) out.push_back(it->second);
+  }
+  return out;
+}
+
+std::vector<std::string> Lessor::TakeWarnings(absl::Time now) {
+  std::vector<std::string> out;
+  while (!warn_.empty() && warn_.begin()->first <= now) {
+    const std::string id = warn_.begin()->second;
+    warn_.erase(warn_.begin());
+    Lease& l = leases_.at(id);
+    if (!l.warned && l.state == State::kLive) {
+      l.warned = true;
+      out.push_back(id);
+    }
+  }
+  return out;
+}
+
+std::optional<absl::Time> Lessor::NextDeadline() const {
+  std::optional<absl::Time> next;
+  // Ending leases stay queued but are not due: look past them.
+  for (const auto& [t, id] : expiry_) {
+    if (leases_.at(id).state == State::kLive) {
+      next = t;
+      break;
+    }
+  }
+  if (!warn_.empty() && (!next || warn_.begin()->first < *next))
+    next = warn_.begin()->first;
+  return next;
+}
+
+const std::string* Lessor::LeaseOf(pglist::AllocationId alloc) const {
+  auto it = by_alloc_.find(alloc);
+  return it == by_alloc_.end() ? nullptr : &it->second;
+}
+
+TenantUsage Lessor::Usage(const std::string& tenant) const {
+  auto it = usage_.find(tenant);
+  return it == usage_.end() ? TenantUsage{} : it->second;
+}
+
+}  // namespace physpool::server

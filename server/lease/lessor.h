@@ -1,0 +1,146 @@
+// The leases: who holds what until when. Grants, renewals and ends over an
+// expiry queue on the injected clock, the tenants' usage, the request ids
+// of the grants (AIP-155) and a bounded memory of ended leases (to answer a
+// second Release and say why a lease is gone). Expiry *publishes* lease ids
+// (Due); the manager ends them. Modelled on etcd's lessor.
+//
+// A lease is first kCommitting (granted in memory, its store write in
+// flight: counted in usage, invisible to its tenant), then kLive, maybe
+// kEnding (its owner or an admin asked to end it, the store write in
+// flight), then gone.
+//
+// Not thread-safe: the PoolManager calls it under its lock.
+#ifndef PHYSPOOL_SERVER_LESSOR_H_
+#define PHYSPOOL_SERVER_LESSOR_H_
+
+#include <algorithm>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "pglist/outcome.h"
+#include "server/core/types.h"
+#include "server/lease/access_tokens.h"
+
+namespace physpool::server {
+
+class Lessor {
+ public:
+  enum class State { kCommitting, kLive, kEnding };
+  struct Lease {
+    LeaseInfo info;
+    pglist::AllocationId alloc = 0;
+    State state = State::kCommitting;
+    bool warned = false;     // EXPIRING sent for the current expiry
+    std::string request_fp;  // fingerprint of the granting request
+  };
+  // What is remembered of an ended lease.
+  struct Ended {
+    std::string tenant;
+    std::string how;  // released, expired, revoked, preempted
+    std::string request_id;
+  };
+
+  // `ended_memory`: how many ended leases are remembered. `access` (may be
+  // null: the lessor keeps its own) is kept up to date with the access
+  // token hashes of its leases; it must outlive the lessor.
+  Lessor(absl::Duration expiring_warning, size_t ended_memory,
+         AccessTokens* access = nullptr);
+
+  // Adds a lease in `state` (kCommitting or kLive) and counts its usage.
+  // REQUIRES: its id is new.
+  Lease& Add(Lease lease);
+  // kCommitting -> kLive: into the expiry queue.
+  void Activate(const std::string& id);
+  // kLive <-> kEnding.
+  void SetEnding(const std::string& id, bool ending);
+  // Moves the expiry of a kLive lease.
+  void SetExpiry(const std::string& id, absl::Time expires, absl::Duration ttl);
+  // Ends a lease: out of every index, its usage returned, remembered as
+  // ended `how`. Returns it. REQUIRES: it exists.
+  Lease End(const std::string& id, const std::string& how);
+  // Drops a kCommitting lease whose grant failed: usage returned, not
+  // remembered. REQUIRES: it exists.
+  Lease Discard(const std::string& id);
+
+  Lease* Find(const std::string& id);
+  // The caller's lease for Renew/Get/Release: NOT_FOUND if unknown, still
+  // committing, or ended (saying how); PERMISSION_DENIED if another
+  // tenant's or, for a caller holding an access token (`scope`, its hash;
+  // "" = a tenant's own credentials), a lease granted with another token.
+  absl::StatusOr<Lease*> Owned(const std::string& tenant, const std::string& id,
+                               const std::string& scope = "");
+  // The tenant whose live or committing leases were granted with access
+  // token hash `sha`, if any.
+  std::optional<std::string> TenantOfAccess(const std::string& sha) const;
+  const Ended* FindEnded(const std::string& id) const;
+  // The lease (any state) or ended lease granted for `tenant`'s request id.
+  Lease* ByRequest(const std::string& tenant, const std::string& request_id);
+  std::optional<std::pair<std::string, Ended>> EndedByRequest(
+      const std::string& tenant, const std::string& request_id) const;
+  // Remembers a request id's final error (bounded like ended leases).
+  void RememberFailure(const std::string& tenant, const std::string& request_id,
+                       const std::string& fp, absl::Status status);
+  // The remembered error and the request's fingerprint.
+  std::optional<std::pair<absl::Status, std::string>> FailureOf(
+      const std::string& tenant, const std::string& request_id) const;
+
+  // Live leases whose expiry is at or before `now`, oldest first.
+  std::vector<std::string> Due(absl::Time now) const;
+  // Live leases due an EXPIRING warning at `now`; marks them warned.
+  std::vector<std::string> TakeWarnings(absl::Time now);
+  // The next expiry or warning time, if any.
+  std::optional<absl::Time> NextDeadline() const;
+  // A live lease's own first deadline: its EXPIRING warning, or its expiry.
+  absl::Time FirstDeadline(const LeaseInfo& info) const {
+    return std::min(info.expires, info.expires - warning_);
+  }
+
+  // Live and ending leases in id order, from the first id above `after`.
+  // kCommitting ones are skipped.
+  template <typename F>
+  void ForEachFrom(const std::string& after, F f) const {
+    for (auto it = leases_.upper_bound(after); it != leases_.end(); ++it) {
+      if (it->second.state != State::kCommitting && !f(it->second)) return;
+    }
+  }
+  const std::string* LeaseOf(pglist::AllocationId alloc) const;
+  TenantUsage Usage(const std::string& tenant) const;
+  const std::map<std::string, TenantUsage>& usage() const { return usage_; }
+  size_t size() const { return leases_.size(); }
+
+ private:
+  static std::string Key(const std::string& tenant, const std::string& rid) {
+    return tenant + '\n' + rid;
+  }
+  void Remember(const std::string& id, Ended e);
+
+  const absl::Duration warning_;
+  const size_t ended_memory_;
+  std::map<std::string, Lease> leases_;
+  std::set<std::pair<absl::Time, std::string>> expiry_;  // kLive, kEnding
+  std::set<std::pair<absl::Time, std::string>> warn_;
+  absl::flat_hash_map<pglist::AllocationId, std::string> by_alloc_;
+  absl::flat_hash_map<std::string, std::string> by_request_;  // key -> id
+  AccessTokens own_access_;
+  AccessTokens* const access_;  // own_access_ or the caller's
+  std::map<std::string, TenantUsage> usage_;
+  // Ended leases (bounded), and request ids they or failures used.
+  absl::flat_hash_map<std::string, Ended> ended_;
+  std::deque<std::string> ended_order_;
+  absl::flat_hash_map<std::string, std::string> ended_by_request_;
+  absl::flat_hash_map<std::string, std::pair<absl::Status, std::string>>
+      failures_;
+  std::deque<std::string> failure_order_;
+};
+
+}  // namespace physpool::server
+
+#endif  // PHYSPOOL_SERVER_LESSOR_H_

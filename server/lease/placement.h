@@ -1,0 +1,62 @@
+// Placement: a request against the pool, now. Quota first, then the core
+// (pglist) — on the preferred NUMA node, then any node unless the request
+// is strict — and the answer routed: a grant, a reclaim (the aggressive
+// path, when the caller allows it and only preemptible leases stand in the
+// way), or why not (the caller may wait on some of those reasons).
+//
+// Thread safety: not thread-safe; takes the Turn that proves the pool's
+// lock. No I/O.
+#ifndef PHYSPOOL_SERVER_LEASE_PLACEMENT_H_
+#define PHYSPOOL_SERVER_LEASE_PLACEMENT_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "pglist/pool.h"
+#include "server/core/histogram.h"
+#include "server/core/turn.h"
+#include "server/lease/grant.h"
+#include "server/lease/quota.h"
+#include "server/lease/reclaim.h"
+
+namespace physpool::server {
+
+class Placement {
+ public:
+  // `times` receives the core's latency by path.
+  Placement(pglist::Pool* pool, Quota* quota, Granter* granter,
+            Reclaim* reclaim, PathTimes* times)
+      : pool_(pool),
+        quota_(quota),
+        granter_(granter),
+        reclaim_(reclaim),
+        times_(times) {}
+
+  enum class Verdict {
+    kGranted,     // a grant is being recorded; *done taken
+    kReclaiming,  // a reclaim started; *done taken
+    kRefused,     // not now: Serve's status says why
+  };
+  struct Outcome {
+    Verdict verdict = Verdict::kRefused;
+    absl::Status why;  // kRefused: the reason (FailReasonOf tells its kind)
+  };
+  // Serves `p` now if it can. `handle`, `deadline` and `since` are the
+  // request's, for a reclaim. On kGranted or kReclaiming, *done is moved.
+  Outcome Serve(Turn& t, const Tenant& tenant, const AllocateParams& p,
+                const std::string& fp, uint64_t handle, absl::Time deadline,
+                absl::Time since, AllocDone* done);
+
+ private:
+  pglist::Pool* const pool_;
+  Quota* const quota_;
+  Granter* const granter_;
+  Reclaim* const reclaim_;
+  PathTimes* const times_;
+};
+
+}  // namespace physpool::server
+
+#endif  // PHYSPOOL_SERVER_LEASE_PLACEMENT_H_
