@@ -279,4 +279,47 @@ int Daemon::AnswerBound() {
   return 2;
 }
 
+int Daemon::StartPool() {
+  std::vector<Tenant> tenants = cfg_.tenants;
+  if (cfg_.implicit_tenant) tenants.push_back(Authenticator::Implicit());
+  registry_ = std::make_unique<TenantRegistry>(tenants);
+  manager_ = std::make_unique<PoolManager>(manager_options_, source_.get(),
+                                           &clock_, registry_.get(),
+                                           store_.get());
+  if (absl::Status s = manager_->Start(); !s.ok()) {
+    Log(LogLevel::kError, "pool failed to start", {F("error", s.ToString())});
+    return 1;
+  }
+  const vfio::MemorySource& source = *source_;
+  for (const auto& seg : source.segments()) {
+    total_bytes_ += seg.spec.pages.value * source.page_size();
+    Log(LogLevel::kInfo, "segment",
+        {F("iova", absl::StrCat("0x", absl::Hex(seg.spec.iova))),
+         F("bytes", seg.spec.pages.value * source.page_size()),
+         F("freelist", seg.spec.freelist), F("numa", seg.spec.numa),
+         F("backing", seg.path)});
+  }
+  Log(LogLevel::kInfo, "memory ready",
+      {F("source", source.name()), F("page_size", source.page_size()),
+       F("bytes", total_bytes_), F("segments", source.segments().size()),
+       F("reattached", reattach_ ? "yes" : "no"),
+       F("devices",
+         absl::StrJoin(source.devices(), ",",
+                       [](std::string* out, const vfio::VfioDevice& d) {
+                         out->append(d.bdf);
+                       })),
+       F("start_ms", absl::ToInt64Milliseconds(absl::Now() - source_start_))});
+  for (const std::string& w : ConfigWarnings(cfg_)) {
+    Log(LogLevel::kWarn, "configuration", {F("warning", w)});
+  }
+  if (embedded_) {
+    Log(LogLevel::kWarn, "embedded default configuration",
+        {F("tenants",
+           "one implicit tenant \"default\" with admin rights, no "
+           "authentication"),
+         F("hint", "pass --config for tenants, tokens and TLS")});
+  }
+  return 0;
+}
+
 }  // namespace physpool::server

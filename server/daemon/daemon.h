@@ -59,6 +59,8 @@ class Daemon {
   int Publish();       // metrics, the health listener, ready, notify
   void Serve();        // SIGHUP reloads until a stopping signal
   void Stop();         // graceful: answers in flight, then listeners
+  // Every listener's grpc.health.v1 status.
+  void SetHealth(bool serving);
 
   const Flags flags_;
   ServerConfig cfg_;
