@@ -260,20 +260,19 @@ std::optional<std::vector<PageRun>> Pool::TrySimple(const Constraints& c) {
 }
 
 std::optional<std::vector<PageRun>> Pool::TryContig(const Constraints& c) {
-  // The seed's search over every segment first, so that wherever it finds a
-  // run, physpool returns the same one; then the runs it misses, which make
-  // the search complete.
-  for (bool across_hint : {false, true}) {
-    for (PhysSeg* s : order_) {
-      if (!s->Eligible(c)) continue;
-      const std::optional<Pfn> start =
-          across_hint ? s->FindRunAcrossHint(c) : s->FindRun(c);
-      if (!start) continue;
-      const PageRun r{*start, c.pages};
-      s->Take(r);
-      s->set_hint(r.end());
-      return std::vector<PageRun>{r};
-    }
+  // Segments in allocation order, each searched completely: a request lands
+  // in a later segment (or freelist) only when no earlier one holds a
+  // feasible window.
+  const bool best_fit = opts_.placement == Placement::kBestFit;
+  for (PhysSeg* s : order_) {
+    if (!s->Eligible(c)) continue;
+    const std::optional<Pfn> start =
+        best_fit ? s->FindBestFit(c, kBestFitCandidates) : s->FindRun(c);
+    if (!start) continue;
+    const PageRun r{*start, c.pages};
+    s->Take(r);
+    s->set_hint(r.end());
+    return std::vector<PageRun>{r};
   }
   return std::nullopt;
 }
@@ -282,29 +281,40 @@ std::optional<std::vector<PageRun>> Pool::TryMulti(const Constraints& c) {
   // Each slot (a free stretch of the window within one boundary cell, from
   // its first aligned page) gives at most one useful run; the largest slots
   // first make the fewest runs, so the request fits iff the largest
-  // max_runs slots hold enough pages.
+  // max_runs slots hold enough pages. Freelists in order: the slots of
+  // freelists up to f are used only when those below f cannot serve.
   std::vector<PageRun> slots;
-  for (const PhysSeg* s : order_) {
-    if (!s->Eligible(c)) continue;
-    s->ForEachSlot(c, [&](const PageRun& r) { slots.push_back(r); });
+  std::vector<size_t> list_ends;  // slots.size() at each freelist's end
+  for (size_t i = 0; i < order_.size(); ++i) {
+    const PhysSeg* s = order_[i];
+    if (s->Eligible(c)) {
+      s->ForEachSlot(c, [&](const PageRun& r) { slots.push_back(r); });
+    }
+    if (i + 1 == order_.size() ||
+        order_[i + 1]->spec().freelist != s->spec().freelist) {
+      list_ends.push_back(slots.size());
+    }
   }
-  std::stable_sort(
-      slots.begin(), slots.end(),
-      [](const PageRun& a, const PageRun& b) { return a.pages > b.pages; });
-  std::vector<PageRun> runs;
-  PageCount left = c.pages;
-  for (const PageRun& slot : slots) {
-    const uint64_t most =
-        c.max_runs != 0 && (c.run_cap == 0 || c.max_runs < c.run_cap)
-            ? c.max_runs
-            : c.run_cap;
-    if (left.value == 0 || (most != 0 && runs.size() == most)) break;
-    runs.push_back({slot.start, std::min(slot.pages, left)});
-    left -= runs.back().pages;
+  const uint64_t most =
+      c.max_runs != 0 && (c.run_cap == 0 || c.max_runs < c.run_cap) ? c.max_runs
+                                                                    : c.run_cap;
+  for (size_t end : list_ends) {
+    std::vector<PageRun> prefix(slots.begin(), slots.begin() + end);
+    std::stable_sort(
+        prefix.begin(), prefix.end(),
+        [](const PageRun& a, const PageRun& b) { return a.pages > b.pages; });
+    std::vector<PageRun> runs;
+    PageCount left = c.pages;
+    for (const PageRun& slot : prefix) {
+      if (left.value == 0 || (most != 0 && runs.size() == most)) break;
+      runs.push_back({slot.start, std::min(slot.pages, left)});
+      left -= runs.back().pages;
+    }
+    if (left.value != 0) continue;
+    for (const PageRun& r : runs) FindSegment(r.start)->Take(r);
+    return runs;
   }
-  if (left.value != 0) return std::nullopt;
-  for (const PageRun& r : runs) FindSegment(r.start)->Take(r);
-  return runs;
+  return std::nullopt;
 }
 
 Allocation& Pool::Record(std::vector<PageRun> runs, Path path,

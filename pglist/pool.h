@@ -18,6 +18,7 @@
 #include "absl/types/span.h"
 #include "pglist/outcome.h"
 #include "pglist/physseg.h"
+#include "pglist/placement.h"
 #include "pglist/reclaim.h"
 #include "pglist/request.h"
 #include "pglist/stats.h"
@@ -36,6 +37,9 @@ struct PoolOptions {
   Strategy strategy = Strategy::kAddress;
   // Unprivileged allocations must leave at least this many pages free.
   PageCount reserve_pages;
+  // Where a single run goes inside a segment (the contig path); segment
+  // order and the simple, multi and aggressive paths are the same for all.
+  Placement placement = Placement::kNextFit;
 };
 
 // A snapshot of one segment, for metrics and listings.

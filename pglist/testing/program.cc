@@ -1,9 +1,11 @@
 #include "pglist/testing/program.h"
 
 #include <algorithm>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "pglist/testing/order_check.h"
 #include "pglist/testing/reference_pool.h"
 
 namespace physpool::pglist::testing {
@@ -90,7 +92,9 @@ Program DecodeProgram(absl::Span<const uint8_t> bytes) {
   Reader r(bytes);
   Program p;
   p.options.page_size = kPage;
-  p.options.strategy = r.u8() & 1 ? Strategy::kBigFirst : Strategy::kAddress;
+  const uint8_t options = r.u8();
+  p.options.strategy = options & 1 ? Strategy::kBigFirst : Strategy::kAddress;
+  p.options.placement = options & 2 ? Placement::kBestFit : Placement::kNextFit;
   const uint8_t reserve = r.u8();
   p.options.reserve_pages = PageCount((reserve & 3) == 0 ? reserve >> 3 : 0);
   uint64_t cursor = r.u8();  // bases not aligned to anything in particular
@@ -224,10 +228,21 @@ absl::Status RunAgainstModel(const Program& program, RunTotals* totals) {
         segments.push_back(*a);
       }
     } else if (auto* o = std::get_if<AllocOp>(&op)) {
+      const auto c = Normalize(o->req, kPage);
+      const std::optional<size_t> first =
+          c.ok() ? FirstFeasibleSegment(pool, *c) : std::nullopt;
       auto a = pool.Allocate(o->req);
       auto b = model.Allocate(o->req);
+      absl::Status order =
+          c.ok() ? CheckOrder(pool, *c, first, a) : absl::OkStatus();
+      if (a.ok() && a->path == Path::kContig) {
+        ++totals->contig[static_cast<int>(program.options.placement)];
+        if (first && *first > 0) ++totals->contig_past_first_segment;
+      }
       if (!Same(a, b)) {
         differ(absl::StrCat("pool ", Outcome(a), " model ", Outcome(b)));
+      } else if (!order.ok()) {
+        differ(absl::StrCat("order: ", order.message()));
       } else if (a.ok()) {
         if (auto s = CheckPlacement(*a, o->req); !s.ok())
           differ(std::string(s.message()));

@@ -1,6 +1,7 @@
 #include "pglist/testing/reference_pool.h"
 
 #include <algorithm>
+#include <optional>
 #include <set>
 #include <tuple>
 
@@ -252,38 +253,63 @@ absl::StatusOr<Allocation> ReferencePool::Allocate(const Request& req) {
     return Record(taken, Path::kSimple, c.preemptible);
   }
 
-  // Contig: every start, one by one, from the hint; then, wrapping, from
-  // the window's start for runs that end at or before the hint (the seed's
-  // two passes), in every segment; then, in every segment, the starts below
-  // the first pass's first aligned start whose runs reach past the hint.
-  for (bool across_hint : {false, true}) {
-    for (Seg* s : order) {
-      if (s->draining) continue;
-      const std::pair<uint64_t, uint64_t> range = Clip(*s, c);
-      const uint64_t lo = range.first, hi = range.second;
-      if (lo >= hi) continue;
+  // Contig, segment by segment in order; the first segment that holds a
+  // feasible run takes it. Next fit: every start, one by one, from the hint
+  // to the window's end; then, wrapping, every start from the window's
+  // start up to the first pass's first aligned start, whose runs may end
+  // anywhere in the window. Best fit: the maximal free stretches of the
+  // window, page by page, that admit the request; of the first
+  // kBestFitCandidates, the shortest (ties: the first), at its first
+  // admissible start; a stretch of exactly n pages stops the search.
+  auto admits_free = [&](Seg* s, uint64_t cand) {
+    return c.Admits(cand, n) && AllFree(*s, cand, n);
+  };
+  for (Seg* s : order) {
+    if (s->draining) continue;
+    const std::pair<uint64_t, uint64_t> range = Clip(*s, c);
+    const uint64_t lo = range.first, hi = range.second;
+    if (lo >= hi) continue;
+    std::optional<uint64_t> found;
+    if (opts_.placement == Placement::kNextFit) {
       const uint64_t start = std::clamp(s->hint, lo, hi);
       uint64_t first_pass_start = start;
       while (first_pass_start % c.align != 0) ++first_pass_start;
-      auto try_from = [&](uint64_t from, uint64_t limit,
-                          uint64_t end) -> std::optional<uint64_t> {
-        for (uint64_t cand = from; cand < limit && cand + n <= end; ++cand) {
-          if (c.Admits(cand, n) && AllFree(*s, cand, n)) return cand;
+      for (uint64_t cand = start; cand + n <= hi && !found; ++cand) {
+        if (admits_free(s, cand)) found = cand;
+      }
+      for (uint64_t cand = lo;
+           start > lo && cand < first_pass_start && cand + n <= hi && !found;
+           ++cand) {
+        if (admits_free(s, cand)) found = cand;
+      }
+    } else {
+      int seen = 0;
+      uint64_t best_len = 0;
+      for (uint64_t p = lo; p < hi && seen < kBestFitCandidates;) {
+        if (s->at(p) != kFree) {
+          ++p;
+          continue;
         }
-        return std::nullopt;
-      };
-      std::optional<uint64_t> found;
-      if (!across_hint) {
-        found = try_from(start, hi, hi);
-        const uint64_t wrap_end = std::min(hi, s->hint);
-        if (!found && start > lo) found = try_from(lo, wrap_end, wrap_end);
-      } else if (start > lo) {
-        found = try_from(lo, first_pass_start, hi);
+        uint64_t q = p;
+        while (q < hi && s->at(q) == kFree) ++q;
+        std::optional<uint64_t> first;
+        for (uint64_t cand = p; cand + n <= q && !first; ++cand) {
+          if (c.Admits(cand, n)) first = cand;
+        }
+        if (first) {
+          ++seen;
+          if (!found || q - p < best_len) {
+            found = first;
+            best_len = q - p;
+            if (best_len == n) break;
+          }
+        }
+        p = q;
       }
-      if (found) {
-        s->hint = *found + n;
-        return Record({{Pfn(*found), c.pages}}, Path::kContig, c.preemptible);
-      }
+    }
+    if (found) {
+      s->hint = *found + n;
+      return Record({{Pfn(*found), c.pages}}, Path::kContig, c.preemptible);
     }
   }
   if (c.max_runs == 1) return Exhausted(FailReason::kNoSpace);
@@ -291,12 +317,13 @@ absl::StatusOr<Allocation> ReferencePool::Allocate(const Request& req) {
   // Multi: free stretches cut at boundary multiples, each from its first
   // aligned page; the largest first.
   std::vector<PageRun> slots;
-  for (Seg* s : order) {
-    if (s->draining) continue;
+  std::vector<size_t> list_ends;  // slots.size() at the end of each freelist
+  for (size_t i = 0; i < order.size(); ++i) {
+    Seg* s = order[i];
     const auto [lo, hi] = Clip(*s, c);
     uint64_t piece_start = 0;
     bool in_piece = false;
-    for (uint64_t p = lo; p <= hi; ++p) {
+    for (uint64_t p = lo; !s->draining && p <= hi; ++p) {
       const bool cut = p == hi || s->at(p) != kFree ||
                        (c.boundary != 0 && p % c.boundary == 0 && in_piece);
       if (in_piece && cut) {
@@ -313,20 +340,28 @@ absl::StatusOr<Allocation> ReferencePool::Allocate(const Request& req) {
         piece_start = p;
       }
     }
+    if (i + 1 == order.size() || order[i + 1]->freelist != s->freelist) {
+      list_ends.push_back(slots.size());
+    }
   }
-  std::stable_sort(
-      slots.begin(), slots.end(),
-      [](const PageRun& a, const PageRun& b) { return a.pages > b.pages; });
-  std::vector<PageRun> runs;
-  uint64_t got = 0;
-  for (const PageRun& slot : slots) {
-    if (got == n || (c.max_runs != 0 && runs.size() == c.max_runs)) break;
-    const uint64_t take = std::min(slot.pages.value, n - got);
-    runs.push_back({slot.start, PageCount(take)});
-    got += take;
+  // Freelists in order: the slots of freelists up to f only when those
+  // below f cannot hold the request in max_runs runs.
+  for (size_t end : list_ends) {
+    std::vector<PageRun> prefix(slots.begin(), slots.begin() + end);
+    std::stable_sort(
+        prefix.begin(), prefix.end(),
+        [](const PageRun& a, const PageRun& b) { return a.pages > b.pages; });
+    std::vector<PageRun> runs;
+    uint64_t got = 0;
+    for (const PageRun& slot : prefix) {
+      if (got == n || (c.max_runs != 0 && runs.size() == c.max_runs)) break;
+      const uint64_t take = std::min(slot.pages.value, n - got);
+      runs.push_back({slot.start, PageCount(take)});
+      got += take;
+    }
+    if (got == n) return Record(runs, Path::kMulti, c.preemptible);
   }
-  if (got < n) return Exhausted(FailReason::kNoSpace);
-  return Record(runs, Path::kMulti, c.preemptible);
+  return Exhausted(FailReason::kNoSpace);
 }
 
 absl::StatusOr<ReclaimPlan> ReferencePool::PlanReclaim(const Request& req) {

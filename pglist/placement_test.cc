@@ -1,0 +1,186 @@
+// Segment and freelist order (every placement) and the best-fit placement.
+#include "pglist/placement.h"
+
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "pglist/pool.h"
+#include "pglist/testing/order_check.h"
+#include "pglist/testing/status_matchers.h"
+
+namespace physpool::pglist {
+namespace {
+
+using ::testing::ElementsAre;
+constexpr uint64_t kPs = 4096;
+
+SegmentSpec Seg(uint64_t pfn, uint64_t pages, uint32_t freelist = 0) {
+  SegmentSpec s;
+  s.iova = pfn * kPs;
+  s.pages = PageCount(pages);
+  s.freelist = freelist;
+  return s;
+}
+
+Request Contig(uint64_t pages, uint64_t align_pages = 1,
+               uint64_t boundary_pages = 0) {
+  Request r;
+  r.bytes = pages * kPs;
+  r.alignment = align_pages * kPs;
+  r.boundary = boundary_pages * kPs;
+  r.max_segments = 1;
+  return r;
+}
+
+PageRun R(uint64_t start, uint64_t pages) {
+  return {Pfn(start), PageCount(pages)};
+}
+
+Pool MakePool(const std::vector<SegmentSpec>& segs,
+              Placement placement = Placement::kNextFit) {
+  PoolOptions opts;
+  opts.placement = placement;
+  Pool pool = *Pool::Create(opts);
+  for (const auto& s : segs) EXPECT_OK(pool.AddSegment(s));
+  return pool;
+}
+
+class OrderTest : public ::testing::TestWithParam<Placement> {};
+
+// Issue 24's trace: 17 pages go to freelist 0 and are freed (hint 17); 24
+// pages must go to freelist 0 again, across the hint, not to freelist 1.
+TEST_P(OrderTest, IssueTraceStaysInFreelistZero) {
+  Pool pool = MakePool({Seg(1048576, 66, /*freelist=*/1), Seg(1048658, 36, 0)},
+                       GetParam());
+  ASSERT_OK_AND_ASSIGN(Allocation x, pool.Allocate(Contig(17)));
+  EXPECT_THAT(x.runs, ElementsAre(R(1048658, 17)));
+  ASSERT_OK(pool.Free(x.id));
+  ASSERT_OK_AND_ASSIGN(Allocation y, pool.Allocate(Contig(24)));
+  EXPECT_THAT(y.runs, ElementsAre(R(1048658, 24)));
+  ASSERT_OK(pool.Verify());
+}
+
+// Within a freelist: a run across the first segment's hint beats a whole
+// free later segment.
+TEST_P(OrderTest, EarlierSegmentOfTheSameFreelistFirst) {
+  Pool pool = MakePool({Seg(0, 16), Seg(100, 16)}, GetParam());
+  ASSERT_OK(pool.Claim({R(0, 2), R(12, 4)}, false).status());
+  ASSERT_OK_AND_ASSIGN(Allocation a, pool.Allocate(Contig(6)));  // [2, 8)
+  EXPECT_THAT(a.runs, ElementsAre(R(2, 6)));
+  ASSERT_OK(pool.Free(a.id));  // hint 8: [2, 12) is free
+  ASSERT_OK_AND_ASSIGN(Allocation b, pool.Allocate(Contig(8)));
+  EXPECT_THAT(b.runs, ElementsAre(R(2, 8)));
+}
+
+// The multi path takes a later freelist's slots only when the earlier
+// freelists cannot hold the request in max_segments runs.
+TEST_P(OrderTest, MultiUsesLaterFreelistsOnlyWhenNeeded) {
+  Pool pool =
+      MakePool({Seg(0, 16, /*freelist=*/1), Seg(100, 16, 0)}, GetParam());
+  // Freelist 1: free [0, 7) and [8, 9); freelist 0: [100, 103), [104, 107)
+  // and [108, 110). No window of 8 anywhere.
+  ASSERT_OK(pool.Claim({R(7, 1), R(9, 7)}, false).status());
+  ASSERT_OK(pool.Claim({R(103, 1), R(107, 1), R(110, 6)}, false).status());
+  Request r = Contig(8);
+  r.max_segments = 3;
+  // Fewest runs overall would be 7 + 3 pages, half of them in freelist 1.
+  ASSERT_OK_AND_ASSIGN(Allocation a, pool.Allocate(r));
+  EXPECT_EQ(a.path, Path::kMulti);
+  EXPECT_THAT(a.runs, ElementsAre(R(100, 3), R(104, 3), R(108, 2)));
+  // Freelist 0 is full now: freelist 1 serves.
+  ASSERT_OK_AND_ASSIGN(Allocation b, pool.Allocate(r));
+  EXPECT_THAT(b.runs, ElementsAre(R(0, 7), R(8, 1)));
+}
+
+INSTANTIATE_TEST_SUITE_P(Placements, OrderTest,
+                         ::testing::Values(Placement::kNextFit,
+                                           Placement::kBestFit));
+
+// Free stretches [0, 10), [12, 16), [18, 24), [26, 32) of a 32-page segment.
+Pool Stretches(Placement p) {
+  Pool pool = MakePool({Seg(0, 32)}, p);
+  EXPECT_OK(pool.Claim({R(10, 2), R(16, 2), R(24, 2)}, false).status());
+  return pool;
+}
+
+TEST(BestFitTest, TakesTheShortestStretchThatFits) {
+  Pool pool = Stretches(Placement::kBestFit);
+  ASSERT_OK_AND_ASSIGN(Allocation a, pool.Allocate(Contig(4)));
+  EXPECT_THAT(a.runs, ElementsAre(R(12, 4)));  // exact fit
+  ASSERT_OK_AND_ASSIGN(Allocation b, pool.Allocate(Contig(5)));
+  EXPECT_THAT(b.runs, ElementsAre(R(18, 5)));  // 6 pages, not 10
+  ASSERT_OK_AND_ASSIGN(Allocation c, pool.Allocate(Contig(3)));
+  EXPECT_THAT(c.runs, ElementsAre(R(26, 3)));  // 6 pages, the lower of ties
+  // Next fit would have cut the 10-page stretch each time.
+  Pool nf = Stretches(Placement::kNextFit);
+  ASSERT_OK_AND_ASSIGN(Allocation d, nf.Allocate(Contig(4)));
+  EXPECT_THAT(d.runs, ElementsAre(R(0, 4)));
+}
+
+TEST(BestFitTest, HonoursAlignmentAndBoundaryInsideAStretch) {
+  Pool pool = Stretches(Placement::kBestFit);
+  // 4 pages aligned to 4: [12, 16) fits exactly.
+  ASSERT_OK_AND_ASSIGN(Allocation a, pool.Allocate(Contig(4, 4)));
+  EXPECT_THAT(a.runs, ElementsAre(R(12, 4)));
+  // 3 pages, no run across a multiple of 4: [18, 24) gives 20 (18 would
+  // cross 20), shorter than [0, 10) and [26, 32) ties at 6: the lower.
+  ASSERT_OK_AND_ASSIGN(Allocation b, pool.Allocate(Contig(3, 1, 4)));
+  EXPECT_THAT(b.runs, ElementsAre(R(20, 3)));
+  ASSERT_OK(pool.Verify());
+}
+
+TEST(BestFitTest, ComparesOnlyTheFirstCandidates) {
+  // kBestFitCandidates stretches of 5 pages, then one of exactly 3.
+  std::vector<PageRun> pins;
+  for (int i = 0; i < kBestFitCandidates; ++i) pins.push_back(R(i * 6 + 5, 1));
+  const uint64_t tail = kBestFitCandidates * 6;
+  pins.push_back(R(tail + 3, 1));
+  Pool pool = MakePool({Seg(0, tail + 4)}, Placement::kBestFit);
+  ASSERT_OK(pool.Claim(pins, false).status());
+  ASSERT_OK_AND_ASSIGN(Allocation a, pool.Allocate(Contig(3)));
+  EXPECT_THAT(a.runs, ElementsAre(R(0, 3)));  // the exact fit is too far
+}
+
+TEST(BestFitTest, SimplePathAndHintAreTheSeeds) {
+  Pool pool = Stretches(Placement::kBestFit);
+  ASSERT_OK_AND_ASSIGN(Allocation a, pool.Allocate(Contig(5)));
+  EXPECT_THAT(a.runs, ElementsAre(R(18, 5)));
+  EXPECT_EQ(pool.Segments()[0].hint, Pfn(23));  // past the run, as next fit
+  Request simple;
+  simple.bytes = 3 * kPs;
+  ASSERT_OK_AND_ASSIGN(Allocation b, pool.Allocate(simple));
+  EXPECT_THAT(b.runs, ElementsAre(R(23, 1), R(26, 2)));  // next fit
+}
+
+// The property test's independent order check flags a run in a later
+// segment, and a failure, while an earlier segment holds a window.
+TEST(OrderCheckTest, FlagsLaterSegmentsAndFalseFailures) {
+  Pool pool = MakePool({Seg(0, 16), Seg(100, 16, /*freelist=*/1)});
+  auto c = Normalize(Contig(4), kPs);
+  ASSERT_OK(c.status());
+  const std::optional<size_t> first = testing::FirstFeasibleSegment(pool, *c);
+  EXPECT_EQ(first, 0u);
+  Allocation later;
+  later.path = Path::kContig;
+  later.runs = {R(100, 4)};
+  EXPECT_THAT(testing::CheckOrder(pool, *c, first, later),
+              physpool::testing::StatusIs(absl::StatusCode::kInternal));
+  EXPECT_THAT(testing::CheckOrder(pool, *c, first,
+                                  FailWith(absl::StatusCode::kResourceExhausted,
+                                           FailReason::kNoSpace, "none")),
+              physpool::testing::StatusIs(absl::StatusCode::kInternal));
+  ASSERT_OK_AND_ASSIGN(Allocation a, pool.Allocate(Contig(4)));
+  EXPECT_OK(testing::CheckOrder(pool, *c, first, a));
+}
+
+TEST(PlacementTest, Names) {
+  EXPECT_EQ(ParsePlacement("nextfit"), Placement::kNextFit);
+  EXPECT_EQ(ParsePlacement("bestfit"), Placement::kBestFit);
+  EXPECT_EQ(ParsePlacement("firstfit"), std::nullopt);
+  EXPECT_EQ(PlacementName(Placement::kBestFit), "bestfit");
+  EXPECT_EQ(PlacementName(Placement::kNextFit), "nextfit");
+}
+
+}  // namespace
+}  // namespace physpool::pglist
