@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "pglist/placement.h"
 
 namespace physpool::pglist {
 
@@ -56,17 +57,16 @@ std::optional<Pfn> PhysSeg::FindRun(const Constraints& c) const {
   return std::nullopt;
 }
 
-std::optional<Pfn> PhysSeg::FindBestFit(const Constraints& c,
-                                        int candidates) const {
+std::optional<Pfn> PhysSeg::FindBestFit(const Constraints& c) const {
   const auto [lo, hi] = Clip(c);
   const uint64_t n = c.pages.value;
   if (lo >= hi || hi - lo < n) return std::nullopt;
   std::optional<Pfn> best;
   uint64_t best_len = 0;
-  int seen = 0;
+  int candidates = 0, stretches = 0;
   // `pos` is the window's start or the used page that ended the last
   // stretch, so each NextRun answer is the start of a maximal stretch.
-  for (uint64_t pos = lo; pos < hi && seen < candidates;) {
+  for (uint64_t pos = lo; pos < hi && candidates < kBestFitCandidates;) {
     const uint64_t a =
         base_.value + map_.NextRun(Off(Pfn(pos)), n, Off(Pfn(hi)));
     if (a >= hi) break;
@@ -78,7 +78,7 @@ std::optional<Pfn> PhysSeg::FindBestFit(const Constraints& c,
     uint64_t s = c.AlignUp(a);
     if (s + n <= b && c.CrossesBoundary(s, n)) s = c.AlignUp(c.NextCell(s));
     if (s + n <= b) {
-      ++seen;
+      ++candidates;
       if (!best || b - a < best_len) {
         best = Pfn(s);
         best_len = b - a;
@@ -86,6 +86,7 @@ std::optional<Pfn> PhysSeg::FindBestFit(const Constraints& c,
       }
     }
     pos = b;
+    if (++stretches >= kBestFitStretches && best) break;
   }
   return best;
 }

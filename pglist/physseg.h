@@ -65,12 +65,12 @@ class PhysSeg {
   // (its wrap pass only tries runs that end by the hint, and those start
   // below every run that straddles it). Changes nothing.
   std::optional<Pfn> FindRun(const Constraints& c) const;
-  // The contiguous search, best fit (Placement::kBestFit): the maximal free
-  // stretches of the window, in address order, that hold at least c.pages
-  // pages and admit the request; among the first `candidates` of them, the
-  // shortest (ties: the lower); its first admissible start. A stretch of
-  // exactly c.pages pages ends the search. Complete. Changes nothing.
-  std::optional<Pfn> FindBestFit(const Constraints& c, int candidates) const;
+  // The contiguous search, best fit (Placement::kBestFit, whose comment
+  // gives the bounds): the maximal free stretches of the window of at least
+  // c.pages pages, in address order; of those that admit the request, the
+  // shortest (ties: the lower); its first admissible start. Complete.
+  // Changes nothing.
+  std::optional<Pfn> FindBestFit(const Constraints& c) const;
 
   // The simple path in this segment, as the seed's uvm_pglistalloc_s_ps:
   // takes up to `want` free pages of the window next-fit (from the hint to

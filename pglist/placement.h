@@ -17,16 +17,20 @@ enum class Placement : uint8_t {
   // then, wrapping once, the first from the window's start (runs across the
   // hint included). The default.
   kNextFit,
-  // Keeps large free stretches whole: among the first kBestFitCandidates
-  // free stretches of the window (address order) that admit the request,
-  // the shortest (ties: the lower), at its first admissible start. The hint
-  // still moves past each run (the simple path uses it).
+  // Keeps large free stretches whole: a bounded best fit. The window's
+  // maximal free stretches of at least the request's length are visited in
+  // address order; those with an admissible start are candidates. The
+  // search stops at the kBestFitCandidates-th candidate, at a candidate
+  // exactly as long as the request, or, once it has a candidate, after
+  // kBestFitStretches stretches; with none by then it goes on to the first
+  // (so it is complete). The shortest candidate wins (ties: the lower), at
+  // its first admissible start. The hint still moves past each run (the
+  // simple path uses it).
   kBestFit,
 };
 
-// How many admissible free stretches kBestFit compares at most; a stretch
-// exactly as long as the request ends the search early.
-inline constexpr int kBestFitCandidates = 8;
+inline constexpr int kBestFitCandidates = 4;
+inline constexpr int kBestFitStretches = 16;
 
 // "nextfit" / "bestfit", as config files and traces spell them.
 absl::string_view PlacementName(Placement p);

@@ -1,12 +1,14 @@
 // Segment and freelist order (every placement) and the best-fit placement.
 #include "pglist/placement.h"
 
+#include <random>
 #include <vector>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "pglist/pool.h"
 #include "pglist/testing/order_check.h"
+#include "pglist/testing/reference_pool.h"
 #include "pglist/testing/status_matchers.h"
 
 namespace physpool::pglist {
@@ -140,6 +142,81 @@ TEST(BestFitTest, ComparesOnlyTheFirstCandidates) {
   ASSERT_OK(pool.Claim(pins, false).status());
   ASSERT_OK_AND_ASSIGN(Allocation a, pool.Allocate(Contig(3)));
   EXPECT_THAT(a.runs, ElementsAre(R(0, 3)));  // the exact fit is too far
+}
+
+// Pins every page of [0, end) but the `free` stretches (ascending).
+std::vector<PageRun> Complement(const std::vector<PageRun>& free,
+                                uint64_t end) {
+  std::vector<PageRun> used;
+  uint64_t at = 0;
+  for (const PageRun& f : free) {
+    if (f.start.value > at) used.push_back(R(at, f.start.value - at));
+    at = f.end().value;
+  }
+  if (at < end) used.push_back(R(at, end - at));
+  return used;
+}
+
+TEST(BestFitTest, StopsAfterSixteenStretchesOnceItHasACandidate) {
+  // [0, 10) admits 2 pages aligned to 8; the next kBestFitStretches - 1
+  // stretches of 4 pages hold no multiple of 8; then an exact fit at 272.
+  std::vector<PageRun> free = {R(0, 10)};
+  for (int k = 1; k < kBestFitStretches; ++k) free.push_back(R(16 * k + 2, 4));
+  free.push_back(R(272, 2));
+  Pool pool = MakePool({Seg(0, 280)}, Placement::kBestFit);
+  ASSERT_OK(pool.Claim(Complement(free, 280), false).status());
+  ASSERT_OK_AND_ASSIGN(Allocation a, pool.Allocate(Contig(2, 8)));
+  EXPECT_THAT(a.runs, ElementsAre(R(0, 2)));
+  // Without a candidate among them it goes on: complete.
+  Pool none = MakePool({Seg(0, 280)}, Placement::kBestFit);
+  free.erase(free.begin());
+  ASSERT_OK(none.Claim(Complement(free, 280), false).status());
+  ASSERT_OK_AND_ASSIGN(Allocation b, none.Allocate(Contig(2, 8)));
+  EXPECT_THAT(b.runs, ElementsAre(R(272, 2)));
+}
+
+// Heavily fragmented segments (which the property test's programs rarely
+// build): the pool's best fit and the naive model's pick the same run, for
+// both placements, over random maps and constrained requests.
+TEST(BestFitTest, MatchesTheModelOnFragmentedSegments) {
+  std::mt19937_64 rng(24);
+  int placed = 0;
+  for (int t = 0; t < 100000; ++t) {
+    const Placement placement =
+        t % 2 ? Placement::kBestFit : Placement::kNextFit;
+    PoolOptions opts;
+    opts.placement = placement;
+    Pool pool = *Pool::Create(opts);
+    testing::ReferencePool model(opts);
+    const SegmentSpec spec = Seg(rng() % 64, 64 + rng() % 900);
+    ASSERT_OK(pool.AddSegment(spec).status());
+    ASSERT_OK(model.AddSegment(spec).status());
+    // Used runs of 1..8 pages, free gaps of 1..24 pages.
+    std::vector<PageRun> used;
+    const uint64_t base = spec.iova / kPs, end = base + spec.pages.value;
+    for (uint64_t p = base + rng() % 8; p < end;) {
+      const uint64_t n = std::min<uint64_t>(1 + rng() % 8, end - p);
+      used.push_back(R(p, n));
+      p += n + 1 + rng() % 24;
+    }
+    ASSERT_OK(pool.Claim(used, false).status());
+    model.Claim(used, false);
+    Request req;
+    const uint64_t pages = 1 + rng() % 12;
+    req.bytes = pages * kPs;
+    req.alignment = kPs << (rng() % 5);
+    if (rng() % 3 == 0) req.boundary = kPs << (4 + rng() % 3);
+    if (req.boundary != 0 && req.boundary < req.bytes) req.boundary = 0;
+    req.max_segments = 1;
+    auto a = pool.Allocate(req);
+    auto b = model.Allocate(req);
+    ASSERT_EQ(a.ok(), b.ok()) << "trial " << t;
+    if (a.ok()) {
+      ASSERT_EQ(a->runs, b->runs) << "trial " << t;
+      placed += placement == Placement::kBestFit;
+    }
+  }
+  EXPECT_GT(placed, 25000);
 }
 
 TEST(BestFitTest, SimplePathAndHintAreTheSeeds) {

@@ -267,7 +267,7 @@ std::optional<std::vector<PageRun>> Pool::TryContig(const Constraints& c) {
   for (PhysSeg* s : order_) {
     if (!s->Eligible(c)) continue;
     const std::optional<Pfn> start =
-        best_fit ? s->FindBestFit(c, kBestFitCandidates) : s->FindRun(c);
+        best_fit ? s->FindBestFit(c) : s->FindRun(c);
     if (!start) continue;
     const PageRun r{*start, c.pages};
     s->Take(r);

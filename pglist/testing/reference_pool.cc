@@ -258,9 +258,11 @@ absl::StatusOr<Allocation> ReferencePool::Allocate(const Request& req) {
   // to the window's end; then, wrapping, every start from the window's
   // start up to the first pass's first aligned start, whose runs may end
   // anywhere in the window. Best fit: the maximal free stretches of the
-  // window, page by page, that admit the request; of the first
-  // kBestFitCandidates, the shortest (ties: the first), at its first
-  // admissible start; a stretch of exactly n pages stops the search.
+  // window, page by page; those of at least n pages are counted, those that
+  // admit the request are candidates; stop at kBestFitCandidates
+  // candidates, at an exact fit, or after kBestFitStretches counted
+  // stretches once there is a candidate; the shortest candidate (ties: the
+  // first), at its first admissible start.
   auto admits_free = [&](Seg* s, uint64_t cand) {
     return c.Admits(cand, n) && AllFree(*s, cand, n);
   };
@@ -283,9 +285,9 @@ absl::StatusOr<Allocation> ReferencePool::Allocate(const Request& req) {
         if (admits_free(s, cand)) found = cand;
       }
     } else {
-      int seen = 0;
+      int candidates = 0, stretches = 0;
       uint64_t best_len = 0;
-      for (uint64_t p = lo; p < hi && seen < kBestFitCandidates;) {
+      for (uint64_t p = lo; p < hi && candidates < kBestFitCandidates;) {
         if (s->at(p) != kFree) {
           ++p;
           continue;
@@ -297,13 +299,14 @@ absl::StatusOr<Allocation> ReferencePool::Allocate(const Request& req) {
           if (c.Admits(cand, n)) first = cand;
         }
         if (first) {
-          ++seen;
+          ++candidates;
           if (!found || q - p < best_len) {
             found = first;
             best_len = q - p;
             if (best_len == n) break;
           }
         }
+        if (q - p >= n && ++stretches >= kBestFitStretches && found) break;
         p = q;
       }
     }
