@@ -4,7 +4,9 @@
 // segments, pre-filled to ~85 %, then: free one random allocation, allocate
 // one. Sizes are log-uniform from one page to 64 MiB; a third of requests are
 // aligned (8 KiB .. 2 MiB, one run), some have a boundary, some a window.
-// Each Allocate is timed alone; counters give the median and p99 per path.
+// Each Allocate is timed alone; counters give the median and p99 per path
+// and the failures per requested path, for each placement (nextfit, the
+// default, and bestfit).
 // BM_CoreVsModel runs the same operations on the core and on the naive
 // reference model from the same state and reports the ratio.
 #include <algorithm>
@@ -102,6 +104,7 @@ struct Samples {
   std::vector<double> ns[kNumPaths];
   std::vector<double> all;
   uint64_t failures = 0;
+  uint64_t failures_by[kNumPaths] = {};  // by requested path
 
   void Add(Path p, double t) {
     ns[static_cast<int>(p)].push_back(t);
@@ -133,7 +136,10 @@ Path RequestedPath(const Request& r) {
 void BM_Churn(benchmark::State& state) {
   const uint64_t pool_pages = uint64_t{1} << state.range(0);
   const int64_t ops = state.range(1);
-  Pool pool = *Pool::Create({});
+  PoolOptions opts;
+  opts.placement = static_cast<Placement>(state.range(2));
+  state.SetLabel(std::string(PlacementName(opts.placement)));
+  Pool pool = *Pool::Create(opts);
   for (const auto& s : Layout(pool_pages)) (void)pool.AddSegment(s);
   Workload w{std::mt19937_64(42), pool_pages};
   std::vector<AllocationId> live = Prefill(pool, w);
@@ -151,6 +157,7 @@ void BM_Churn(benchmark::State& state) {
         live.push_back(a->id);
       } else {
         ++samples.failures;
+        ++samples.failures_by[static_cast<int>(RequestedPath(r))];
       }
     }
     state.SetIterationTime(total * 1e-9);
@@ -165,6 +172,12 @@ void BM_Churn(benchmark::State& state) {
       std::accumulate(samples.all.begin(), samples.all.end(), 0.0) /
       samples.all.size();
   state.counters["fail_pct"] = 100.0 * samples.failures / ops;
+  for (Path p : {Path::kSimple, Path::kContig}) {
+    const auto& v = samples.ns[static_cast<int>(p)];
+    state.counters[std::string(PathName(p)) + "_fail_pct"] =
+        v.empty() ? 0
+                  : 100.0 * samples.failures_by[static_cast<int>(p)] / v.size();
+  }
   state.counters["used_pct"] =
       100.0 * (pool.total_pages().value - pool.free_pages().value) /
       pool.total_pages().value;
@@ -228,11 +241,15 @@ void BM_CoreVsModel(benchmark::State& state) {
   state.counters["mismatches"] = static_cast<double>(mismatches);
 }
 
-// Args: log2(pool pages), steady-state operations.
+// Args: log2(pool pages), steady-state operations, placement (0 nextfit,
+// 1 bestfit).
 BENCHMARK(BM_Churn)
-    ->Args({18, 200000})
-    ->Args({24, 200000})
-    ->Args({28, 200000})
+    ->Args({18, 200000, 0})
+    ->Args({18, 200000, 1})
+    ->Args({24, 200000, 0})
+    ->Args({24, 200000, 1})
+    ->Args({28, 200000, 0})
+    ->Args({28, 200000, 1})
     ->Iterations(1)
     ->UseManualTime()
     ->Unit(benchmark::kMillisecond);

@@ -1,0 +1,163 @@
+#include "bench/churn.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <map>
+
+#include "absl/strings/str_cat.h"
+
+namespace physpool::bench {
+namespace {
+
+constexpr uint64_t kPage = 4096;
+
+uint64_t NextPow2(uint64_t x) {
+  uint64_t p = 1;
+  while (p < x) p <<= 1;
+  return p;
+}
+
+double Now() {
+  return std::chrono::duration<double, std::nano>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+struct Live {
+  uint64_t handle, addr, bytes;
+};
+
+}  // namespace
+
+ChurnRequest ChurnStream::Next() {
+  ChurnRequest r;
+  // 1 .. 2048 pages, log-uniform.
+  const double l = std::uniform_real_distribution<double>(0, 11)(rng_);
+  r.bytes = std::max<uint64_t>(1, std::llround(std::exp2(l))) * kPage;
+  const uint64_t kind = rng_() % 30;
+  if (kind < 10) {
+    r.alignment = (2 * kPage) << (rng_() % 9);  // 8 KiB .. 2 MiB
+  } else if (kind < 13) {
+    r.boundary = NextPow2(r.bytes) << (1 + rng_() % 3);
+  }
+  return r;
+}
+
+ChurnResult FirstSteps(const ChurnResult& r, uint64_t steps) {
+  ChurnResult t;
+  t.name = r.name;
+  steps = std::min<uint64_t>(steps, r.steps);
+  t.steps = steps;
+  t.prefill_calls = r.prefill_calls;
+  t.prefill_allocs = r.prefill_allocs;
+  t.alloc_ns.assign(r.alloc_ns.begin(), r.alloc_ns.begin() + steps);
+  for (size_t i = 0; i < r.free_ns.size() && r.free_step[i] < steps; ++i) {
+    t.free_ns.push_back(r.free_ns[i]);
+  }
+  double sum = 0;
+  for (uint64_t i = 0; i < steps; ++i) {
+    t.failures += r.step_failed[i];
+    sum += r.step_occupancy[i];
+  }
+  t.occupancy_mean = steps ? sum / steps : 0;
+  t.occupancy_end = steps ? r.step_occupancy[steps - 1] : 0;
+  t.violations = r.violations;
+  return t;
+}
+
+double Quantile(std::vector<double>& v, double q) {
+  if (v.empty()) return 0;
+  const size_t k = std::min(v.size() - 1, static_cast<size_t>(q * v.size()));
+  std::nth_element(v.begin(), v.begin() + k, v.end());
+  return v[k];
+}
+
+ChurnResult RunChurn(ChurnTarget& t, const ChurnOptions& o) {
+  ChurnResult res;
+  res.name = t.Name();
+  ChurnStream stream(o.seed);
+  std::mt19937_64 pick(o.seed ^ 0x5bd1e995);
+  std::vector<Live> live;
+  std::map<uint64_t, uint64_t> by_addr;  // addr -> end, for the overlap check
+  uint64_t live_bytes = 0;
+  const double target = o.target * static_cast<double>(o.capacity);
+
+  auto check = [&](const ChurnRequest& r, uint64_t a) -> std::string {
+    const uint64_t e = a + r.bytes;
+    if (r.alignment != 0 && a % r.alignment != 0) {
+      return absl::StrCat("address ", a, " not aligned to ", r.alignment);
+    }
+    if (r.boundary != 0 && (a ^ (e - 1)) & ~(r.boundary - 1)) {
+      return absl::StrCat("[", a, ", ", e, ") crosses a multiple of ",
+                          r.boundary);
+    }
+    if (a < t.Lo() || e > t.Hi() || e < a) {
+      return absl::StrCat("[", a, ", ", e, ") outside the range");
+    }
+    auto next = by_addr.lower_bound(a);
+    if ((next != by_addr.end() && next->first < e) ||
+        (next != by_addr.begin() && std::prev(next)->second > a)) {
+      return absl::StrCat("[", a, ", ", e, ") overlaps a live allocation");
+    }
+    return "";
+  };
+  // Allocates r; records it if it succeeded. Returns the call's time.
+  auto allocate = [&](const ChurnRequest& r, bool* ok) {
+    uint64_t handle = 0;
+    const double t0 = Now();
+    const std::optional<uint64_t> a = t.Allocate(r, &handle);
+    const double dt = Now() - t0;
+    *ok = a.has_value();
+    if (*ok) {
+      const std::string bad = check(r, *a);
+      if (!bad.empty() && res.violations++ == 0) res.first_violation = bad;
+      live.push_back({handle, *a, r.bytes});
+      by_addr[*a] = *a + r.bytes;
+      live_bytes += r.bytes;
+    }
+    return dt;
+  };
+  auto free_one = [&]() {
+    const size_t k = pick() % live.size();
+    const Live v = live[k];
+    live[k] = live.back();
+    live.pop_back();
+    by_addr.erase(v.addr);
+    live_bytes -= v.bytes;
+    const double t0 = Now();
+    t.Free(v.handle);
+    return Now() - t0;
+  };
+
+  // Pre-fill; give up after 1000 failures in a row.
+  for (int misses = 0; live_bytes < target && misses < 1000;) {
+    bool ok = false;
+    allocate(stream.Next(), &ok);
+    ++res.prefill_calls;
+    misses = ok ? 0 : misses + 1;
+    res.prefill_allocs += ok;
+  }
+  double occupancy_sum = 0;
+  for (uint64_t i = 0; i < o.steps; ++i) {
+    while (live_bytes >= target && !live.empty()) {
+      res.free_ns.push_back(free_one());
+      res.free_step.push_back(static_cast<uint32_t>(i));
+    }
+    bool ok = false;
+    res.alloc_ns.push_back(allocate(stream.Next(), &ok));
+    res.failures += !ok;
+    res.step_failed.push_back(!ok);
+    const double occupancy = static_cast<double>(live_bytes) / o.capacity;
+    res.step_occupancy.push_back(static_cast<float>(occupancy));
+    occupancy_sum += occupancy;
+  }
+  res.steps = o.steps;
+  res.occupancy_end = static_cast<double>(live_bytes) / o.capacity;
+  res.occupancy_mean = o.steps ? occupancy_sum / o.steps : 0;
+  res.live_end = live.size();
+  while (!live.empty()) free_one();
+  return res;
+}
+
+}  // namespace physpool::bench
