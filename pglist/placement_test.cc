@@ -181,7 +181,7 @@ TEST(BestFitTest, StopsAfterSixteenStretchesOnceItHasACandidate) {
 TEST(BestFitTest, MatchesTheModelOnFragmentedSegments) {
   std::mt19937_64 rng(24);
   int placed = 0;
-  for (int t = 0; t < 100000; ++t) {
+  for (int t = 0; t < 50000; ++t) {
     const Placement placement =
         t % 2 ? Placement::kBestFit : Placement::kNextFit;
     PoolOptions opts;
@@ -216,7 +216,7 @@ TEST(BestFitTest, MatchesTheModelOnFragmentedSegments) {
       placed += placement == Placement::kBestFit;
     }
   }
-  EXPECT_GT(placed, 25000);
+  EXPECT_GT(placed, 12500);
 }
 
 TEST(BestFitTest, SimplePathAndHintAreTheSeeds) {
