@@ -181,6 +181,15 @@ void BM_Churn(benchmark::State& state) {
   state.counters["used_pct"] =
       100.0 * (pool.total_pages().value - pool.free_pages().value) /
       pool.total_pages().value;
+  // The window of the windowed requests (segments 0 and 1, freelist 0):
+  // how full the placement leaves it.
+  uint64_t low_used = 0, low_total = 0;
+  for (const SegmentInfo& seg : pool.Segments()) {
+    if (seg.spec.iova >= (uint64_t{1} << 32) + pool_pages / 2 * kPs) continue;
+    low_used += seg.used_pages.value;
+    low_total += seg.avail.pages.value;
+  }
+  state.counters["window_used_pct"] = 100.0 * low_used / low_total;
   state.counters["meta_bits_per_page"] =
       8.0 * pool.MetadataBytes() / pool.total_pages().value;
   state.counters["multi_fallbacks"] =
