@@ -15,6 +15,13 @@
 
 namespace physpool::bench {
 
+// The least power of two >= x (x >= 1).
+inline uint64_t NextPow2(uint64_t x) {
+  uint64_t p = 1;
+  while (p < x) p <<= 1;
+  return p;
+}
+
 // A request in bytes. `alignment` 0 means the allocator's own minimum;
 // `boundary` 0 means none (else a power of two >= bytes: the answer must
 // not cross a multiple of it).

@@ -43,12 +43,6 @@ namespace {
 
 constexpr uint64_t kPage = 4096;
 
-uint64_t NextPow2(uint64_t x) {
-  uint64_t p = 1;
-  while (p < x) p <<= 1;
-  return p;
-}
-
 class PglistTarget : public ChurnTarget {
  public:
   PglistTarget(pglist::Placement placement, uint64_t base, uint64_t bytes)

@@ -9,35 +9,17 @@
 #include "pglist/pool.h"
 #include "pglist/testing/order_check.h"
 #include "pglist/testing/reference_pool.h"
+#include "pglist/testing/requests.h"
 #include "pglist/testing/status_matchers.h"
 
 namespace physpool::pglist {
 namespace {
 
 using ::testing::ElementsAre;
-constexpr uint64_t kPs = 4096;
-
-SegmentSpec Seg(uint64_t pfn, uint64_t pages, uint32_t freelist = 0) {
-  SegmentSpec s;
-  s.iova = pfn * kPs;
-  s.pages = PageCount(pages);
-  s.freelist = freelist;
-  return s;
-}
-
-Request Contig(uint64_t pages, uint64_t align_pages = 1,
-               uint64_t boundary_pages = 0) {
-  Request r;
-  r.bytes = pages * kPs;
-  r.alignment = align_pages * kPs;
-  r.boundary = boundary_pages * kPs;
-  r.max_segments = 1;
-  return r;
-}
-
-PageRun R(uint64_t start, uint64_t pages) {
-  return {Pfn(start), PageCount(pages)};
-}
+constexpr uint64_t kPs = testing::kTestPage;
+using testing::Contig;
+using testing::R;
+using testing::Seg;
 
 Pool MakePool(const std::vector<SegmentSpec>& segs,
               Placement placement = Placement::kNextFit) {
