@@ -158,6 +158,8 @@ class Pool {
   std::optional<std::vector<PageRun>> TrySimple(const Constraints& c);
   std::optional<std::vector<PageRun>> TryContig(const Constraints& c);
   std::optional<std::vector<PageRun>> TryMulti(const Constraints& c);
+  // Sorts runs by address; with `join`, joins neighbours in one segment.
+  std::vector<PageRun> Canonical(std::vector<PageRun> runs, bool join) const;
   Allocation& Record(std::vector<PageRun> runs, Path path, bool preemptible);
   absl::Status Fail(Path path, absl::StatusCode code, FailReason reason,
                     absl::string_view message);
