@@ -77,6 +77,29 @@ TEST_P(OrderTest, MultiUsesLaterFreelistsOnlyWhenNeeded) {
   EXPECT_THAT(b.runs, ElementsAre(R(0, 7), R(8, 1)));
 }
 
+// A request that accepts several runs is served in freelist 0 when it can
+// be, in several runs, before a later freelist is searched for one run:
+// freelist 0 has free stretches of 15 and 16 pages, freelist 1 is free.
+TEST_P(OrderTest, SeveralRunsInFreelistZeroBeforeOneRunInFreelistOne) {
+  Pool pool = MakePool({Seg(0, 32), Seg(100, 32, /*freelist=*/1)}, GetParam());
+  ASSERT_OK(pool.Claim({R(15, 1)}, false).status());
+  Request r = Contig(20, /*align_pages=*/2);  // 8 KiB
+  r.max_segments = 2;
+  ASSERT_OK_AND_ASSIGN(Allocation a, pool.Allocate(r));
+  EXPECT_EQ(a.path, Path::kMulti);
+  EXPECT_THAT(a.runs, ElementsAre(R(0, 4), R(16, 16)));
+  // Counted as a contig failure and its fallback to multi.
+  EXPECT_EQ(pool.stats().at(Path::kContig).attempts, 1u);
+  EXPECT_EQ(pool.stats().fallback(Path::kContig, Path::kMulti), 1u);
+  EXPECT_EQ(pool.stats().at(Path::kMulti).successes, 1u);
+  // One run only: freelist 1.
+  r.max_segments = 1;
+  ASSERT_OK_AND_ASSIGN(Allocation b, pool.Allocate(r));
+  EXPECT_EQ(b.path, Path::kContig);
+  EXPECT_THAT(b.runs, ElementsAre(R(100, 20)));
+  ASSERT_OK(pool.Verify());
+}
+
 INSTANTIATE_TEST_SUITE_P(Placements, OrderTest,
                          ::testing::Values(Placement::kNextFit,
                                            Placement::kBestFit));

@@ -156,8 +156,22 @@ class Pool {
   absl::Status CheckCapacity(const Constraints& c) const;
   bool NeverFits(const Constraints& c) const;
   std::optional<std::vector<PageRun>> TrySimple(const Constraints& c);
-  std::optional<std::vector<PageRun>> TryContig(const Constraints& c);
-  std::optional<std::vector<PageRun>> TryMulti(const Constraints& c);
+  // Runs of segments order_[first, second) share one freelist; ascending.
+  std::vector<std::pair<size_t, size_t>> Levels() const;
+  // One run in order_[begin, end) (one freelist), by the placement.
+  std::optional<std::vector<PageRun>> TryContig(const Constraints& c,
+                                                size_t begin, size_t end);
+  // The slots of order_[0, gathered), largest first (ties: pool order),
+  // kept from one freelist's multi search to the next.
+  struct MultiSlots {
+    std::vector<PageRun> lower;
+    size_t gathered = 0;
+  };
+  // Several runs from order_[0, end), where order_[begin, end) is the
+  // freelist being tried (docs/allocator.md, "multi").
+  std::optional<std::vector<PageRun>> TryMulti(const Constraints& c,
+                                               size_t begin, size_t end,
+                                               MultiSlots* slots);
   // Sorts runs by address; with `join`, joins neighbours in one segment.
   std::vector<PageRun> Canonical(std::vector<PageRun> runs, bool join) const;
   Allocation& Record(std::vector<PageRun> runs, Path path, bool preemptible);

@@ -1,5 +1,6 @@
 // Pool::Allocate: the simple, contig and multi paths (pool.h).
 #include <algorithm>
+#include <iterator>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -71,12 +72,25 @@ std::optional<std::vector<PageRun>> Pool::TrySimple(const Constraints& c) {
   return std::nullopt;
 }
 
-std::optional<std::vector<PageRun>> Pool::TryContig(const Constraints& c) {
+std::vector<std::pair<size_t, size_t>> Pool::Levels() const {
+  std::vector<std::pair<size_t, size_t>> out;
+  for (size_t i = 0; i < order_.size(); ++i) {
+    if (i == 0 ||
+        order_[i]->spec().freelist != order_[i - 1]->spec().freelist) {
+      out.emplace_back(i, i);
+    }
+    out.back().second = i + 1;
+  }
+  return out;
+}
+
+std::optional<std::vector<PageRun>> Pool::TryContig(const Constraints& c,
+                                                    size_t begin, size_t end) {
   // Segments in allocation order, each searched completely: a request lands
-  // in a later segment (or freelist) only when no earlier one holds a
-  // feasible window.
+  // in a later segment only when no earlier one holds a feasible window.
   const bool best_fit = opts_.placement == Placement::kBestFit;
-  for (PhysSeg* s : order_) {
+  for (size_t i = begin; i < end; ++i) {
+    PhysSeg* s = order_[i];
     if (!s->Eligible(c)) continue;
     const std::optional<Pfn> start =
         best_fit ? s->FindBestFit(c) : s->FindRun(c);
@@ -89,44 +103,71 @@ std::optional<std::vector<PageRun>> Pool::TryContig(const Constraints& c) {
   return std::nullopt;
 }
 
-std::optional<std::vector<PageRun>> Pool::TryMulti(const Constraints& c) {
+namespace {
+
+bool Larger(const PageRun& a, const PageRun& b) { return a.pages > b.pages; }
+
+// The runs of a multi answer from the slots of the freelists below the
+// current one (`lower`) and of the current one (`level`), each sorted
+// largest first, ties in pool order; nullopt if they cannot hold `pages`
+// in `most` runs (0: any number).
+std::optional<std::vector<PageRun>> ChooseRuns(
+    const std::vector<PageRun>& lower, const std::vector<PageRun>& level,
+    PageCount pages, uint64_t most) {
+  std::vector<PageRun> all;
+  std::merge(lower.begin(), lower.end(), level.begin(), level.end(),
+             std::back_inserter(all), Larger);
+  std::vector<PageRun> runs;
+  PageCount left = pages;
+  for (const PageRun& slot : all) {
+    if (left.value == 0 || (most != 0 && runs.size() == most)) break;
+    runs.push_back({slot.start, std::min(slot.pages, left)});
+    left -= runs.back().pages;
+  }
+  if (left.value != 0) return std::nullopt;
+  return runs;
+}
+
+}  // namespace
+
+std::optional<std::vector<PageRun>> Pool::TryMulti(const Constraints& c,
+                                                   size_t begin, size_t end,
+                                                   MultiSlots* slots) {
   // Each slot (a free stretch of the window within one boundary cell, from
-  // its first aligned page) gives at most one useful run; the largest slots
-  // first make the fewest runs, so the request fits iff the largest
-  // max_runs slots hold enough pages. Freelists in order: the slots of
-  // freelists up to f are used only when those below f cannot serve.
-  std::vector<PageRun> slots;
-  std::vector<size_t> list_ends;  // slots.size() at each freelist's end
-  for (size_t i = 0; i < order_.size(); ++i) {
-    const PhysSeg* s = order_[i];
-    if (s->Eligible(c)) {
-      s->ForEachSlot(c, [&](const PageRun& r) { slots.push_back(r); });
+  // its first aligned page) gives at most one useful run, so the request
+  // fits in the freelists up to this one iff their largest `most` slots
+  // hold enough pages. Cheap necessary condition first: enough free pages.
+  uint64_t free = 0;
+  for (size_t i = 0; i < end; ++i) {
+    if (order_[i]->Eligible(c)) free += order_[i]->free_pages().value;
+  }
+  if (free < c.pages.value) return std::nullopt;
+  auto gather = [&](size_t from, size_t to) {
+    std::vector<PageRun> out;
+    for (size_t i = from; i < to; ++i) {
+      if (!order_[i]->Eligible(c)) continue;
+      order_[i]->ForEachSlot(c, [&](const PageRun& r) { out.push_back(r); });
     }
-    if (i + 1 == order_.size() ||
-        order_[i + 1]->spec().freelist != s->spec().freelist) {
-      list_ends.push_back(slots.size());
-    }
+    std::stable_sort(out.begin(), out.end(), Larger);
+    return out;
+  };
+  if (slots->gathered < begin) {
+    // The slots of the freelists below, largest first, ties in pool order
+    // (those gathered before come first in it).
+    std::vector<PageRun> more = gather(slots->gathered, begin), merged;
+    std::merge(slots->lower.begin(), slots->lower.end(), more.begin(),
+               more.end(), std::back_inserter(merged), Larger);
+    slots->lower = std::move(merged);
+    slots->gathered = begin;
   }
   const uint64_t most =
       c.max_runs != 0 && (c.run_cap == 0 || c.max_runs < c.run_cap) ? c.max_runs
                                                                     : c.run_cap;
-  for (size_t end : list_ends) {
-    std::vector<PageRun> prefix(slots.begin(), slots.begin() + end);
-    std::stable_sort(
-        prefix.begin(), prefix.end(),
-        [](const PageRun& a, const PageRun& b) { return a.pages > b.pages; });
-    std::vector<PageRun> runs;
-    PageCount left = c.pages;
-    for (const PageRun& slot : prefix) {
-      if (left.value == 0 || (most != 0 && runs.size() == most)) break;
-      runs.push_back({slot.start, std::min(slot.pages, left)});
-      left -= runs.back().pages;
-    }
-    if (left.value != 0) continue;
-    for (const PageRun& r : runs) FindSegment(r.start)->Take(r);
-    return runs;
+  auto runs = ChooseRuns(slots->lower, gather(begin, end), c.pages, most);
+  if (runs) {
+    for (const PageRun& r : *runs) FindSegment(r.start)->Take(r);
   }
-  return std::nullopt;
+  return runs;
 }
 
 absl::StatusOr<Allocation> Pool::Allocate(const Request& req) {
@@ -191,8 +232,11 @@ absl::StatusOr<Allocation> Pool::Allocate(const Request& req) {
       ++stats_.at(Path::kMulti).attempts;
       Constraints capped = *c;
       capped.max_runs = c->run_cap;
-      if (auto multi = TryMulti(capped)) {
-        return Record(std::move(*multi), Path::kMulti, c->preemptible);
+      MultiSlots slots;
+      for (const auto& [begin, end] : Levels()) {
+        if (auto multi = TryMulti(capped, begin, end, &slots)) {
+          return Record(std::move(*multi), Path::kMulti, c->preemptible);
+        }
       }
       return Fail(
           Path::kMulti, absl::StatusCode::kResourceExhausted,
@@ -202,17 +246,31 @@ absl::StatusOr<Allocation> Pool::Allocate(const Request& req) {
                        Describe(*c, opts_.page_size)));
     }
   } else {
-    if (auto runs = TryContig(*c))
-      return Record(std::move(*runs), path, c->preemptible);
-    if (c->max_runs >= 2) {
+    // Freelist by freelist: one run in this freelist's segments; then, if
+    // the request accepts several, runs from the freelists up to this one.
+    // A request lands in a freelist only when no answer exists below it.
+    // The counters read as if contig were tried everywhere first: a multi
+    // answer (or failure) counts a contig failure and its fallback.
+    const bool multi = c->max_runs >= 2;
+    auto fall_back_to_multi = [&] {
       ++stats_.at(Path::kContig)
             .failures[static_cast<int>(FailReason::kNoSpace)];
       ++stats_.fallbacks[static_cast<int>(Path::kContig)]
                         [static_cast<int>(Path::kMulti)];
       ++stats_.at(Path::kMulti).attempts;
-      if (auto runs = TryMulti(*c)) {
+    };
+    MultiSlots slots;
+    for (const auto& [begin, end] : Levels()) {
+      if (auto runs = TryContig(*c, begin, end))
+        return Record(std::move(*runs), path, c->preemptible);
+      if (!multi) continue;
+      if (auto runs = TryMulti(*c, begin, end, &slots)) {
+        fall_back_to_multi();
         return Record(std::move(*runs), Path::kMulti, c->preemptible);
       }
+    }
+    if (multi) {
+      fall_back_to_multi();
       return Fail(Path::kMulti, absl::StatusCode::kResourceExhausted,
                   FailReason::kNoSpace,
                   absl::StrCat("no space: no placement in free memory for ",

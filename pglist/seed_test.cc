@@ -176,8 +176,11 @@ TEST(SeedTest, AgreesWhereTheSeedSucceedsAndFindsWhatItMisses) {
 // physpool takes the same pages and every segment's hint ends where the
 // seed's does, except where the seed passed over a contiguous run across the
 // hint of an earlier segment and went on to a later segment or freelist:
-// physpool takes that run (segment order, DESIGN.md); the test checks it and
-// copies it into the seed's state. Where the seed fails,
+// physpool takes that run (segment order, DESIGN.md), and except where
+// max_segments >= 2 lets physpool serve the request in several runs from
+// freelists below the one where the seed took one run (freelist order);
+// the test checks either and copies it into the seed's state. Where the
+// seed fails,
 // physpool fails with the same hints, or finds what the seed misses (a
 // contiguous run straddling the hint, or several runs when max_segments >= 2
 // accepts them): that placement is checked and copied into the seed's
@@ -189,7 +192,7 @@ TEST(SeedTest, DispatchMatchesTheSeedOverRandomOperations) {
       env != nullptr ? std::strtoull(env, nullptr, 10) : 1000000;
   std::mt19937_64 rng(0x5eed);
   uint64_t ops = 0, invalid = 0, both_failed = 0, seed_hint_exhausts = 0,
-           earlier_segment = 0;
+           earlier_segment = 0, lower_freelist_multi = 0;
   std::map<std::string, uint64_t> agreed, physpool_only;
   while (ops < target) {
     PoolOptions opts;
@@ -326,15 +329,30 @@ TEST(SeedTest, DispatchMatchesTheSeedOverRandomOperations) {
         if (ours == rl) {
           ++agreed[std::string(PathName(a->path))];
         } else {
-          // The one intended departure: the seed went on to a later
-          // segment (or freelist) because its wrap pass missed a run across
-          // the hint of an earlier one, which physpool takes.
-          ASSERT_EQ(a->path, Path::kContig) << what;
-          const PageRun& r = a->runs.front();
-          const size_t at = position(r.start.value);
-          ASSERT_LT(at, position(rl.front())) << what;
-          const uint64_t hint = segs_before[at].hint.value;
-          ASSERT_TRUE(r.start.value < hint && hint < r.end().value) << what;
+          // The two intended departures, both for order: the seed went on
+          // to a later segment (or freelist) because its wrap pass missed a
+          // run across the hint of an earlier one, which physpool takes;
+          // or (max_segments >= 2) the seed took one run in a later
+          // freelist where physpool serves the request in several runs
+          // from freelists below it.
+          const size_t seed_at = position(rl.front());
+          if (a->path == Path::kMulti) {
+            ASSERT_GE(c->max_runs, 2u) << what;
+            for (const PageRun& r : a->runs) {
+              ASSERT_LT(segs_before[position(r.start.value)].spec.freelist,
+                        segs_before[seed_at].spec.freelist)
+                  << what;
+            }
+            ++lower_freelist_multi;
+          } else {
+            ASSERT_EQ(a->path, Path::kContig) << what;
+            const PageRun& r = a->runs.front();
+            const size_t at = position(r.start.value);
+            ASSERT_LT(at, seed_at) << what;
+            const uint64_t hint = segs_before[at].hint.value;
+            ASSERT_TRUE(r.start.value < hint && hint < r.end().value) << what;
+            ++earlier_segment;
+          }
           seed.Free(rl);
           seed.Take(ours);
           for (const SegmentInfo& si : pool.Segments()) {
@@ -342,7 +360,6 @@ TEST(SeedTest, DispatchMatchesTheSeedOverRandomOperations) {
             sg.start_hint =
                 static_cast<unsigned>(si.hint.value - sg.avail_start);
           }
-          ++earlier_segment;
         }
       } else {
         ASSERT_EQ(err, ENOMEM) << what;
@@ -382,9 +399,10 @@ TEST(SeedTest, DispatchMatchesTheSeedOverRandomOperations) {
                 static_cast<unsigned long long>(n));
   std::printf(
       "%llu placed by physpool in an earlier segment than the seed's (a run "
-      "across its hint); %llu failed in both (%llu simple ones with pages "
-      "free)\n",
+      "across its hint); %llu in several runs below the seed's freelist; "
+      "%llu failed in both (%llu simple ones with pages free)\n",
       static_cast<unsigned long long>(earlier_segment),
+      static_cast<unsigned long long>(lower_freelist_multi),
       static_cast<unsigned long long>(both_failed),
       static_cast<unsigned long long>(seed_hint_exhausts));
   EXPECT_GE(ops, target);
@@ -394,6 +412,7 @@ TEST(SeedTest, DispatchMatchesTheSeedOverRandomOperations) {
   EXPECT_GT(physpool_only["multi"], 0u);
   EXPECT_GT(seed_hint_exhausts, 0u);
   EXPECT_GT(earlier_segment, 0u);
+  EXPECT_GT(lower_freelist_multi, 0u);
 }
 
 }  // namespace

@@ -74,8 +74,17 @@ absl::Status CheckOrder(const Pool& pool, const Constraints& c,
           "a feasible window was ", where(first_before)));
     }
   } else if (a->path == Path::kMulti && !c.Simple() && first_before) {
-    return absl::InternalError(absl::StrCat(
-        "several runs though ", where(first_before), " holds one window"));
+    // Several runs in freelists up to k only when no freelist up to k
+    // holds one window.
+    uint32_t k = 0;
+    for (const PageRun& r : a->runs) {
+      if (auto i = SegmentOf(segs, r)) k = std::max(k, segs[*i].spec.freelist);
+    }
+    if (segs[*first_before].spec.freelist <= k) {
+      return absl::InternalError(absl::StrCat("several runs up to freelist ", k,
+                                              " though ", where(first_before),
+                                              " holds one window"));
+    }
   } else if (a->path == Path::kSimple) {
     for (const PageRun& r : a->runs) {
       const std::optional<size_t> k = SegmentOf(segs, r);

@@ -253,116 +253,26 @@ absl::StatusOr<Allocation> ReferencePool::Allocate(const Request& req) {
     return Record(taken, Path::kSimple, c.preemptible);
   }
 
-  // Contig, segment by segment in order; the first segment that holds a
-  // feasible run takes it. Next fit: every start, one by one, from the hint
-  // to the window's end; then, wrapping, every start from the window's
-  // start up to the first pass's first aligned start, whose runs may end
-  // anywhere in the window. Best fit: the maximal free stretches of the
-  // window, page by page; those of at least n pages are counted, those that
-  // admit the request are candidates; stop at kBestFitCandidates
-  // candidates, at an exact fit, or after kBestFitStretches counted
-  // stretches once there is a candidate; the shortest candidate (ties: the
-  // first), at its first admissible start.
-  auto admits_free = [&](Seg* s, uint64_t cand) {
-    return c.Admits(cand, n) && AllFree(*s, cand, n);
-  };
+  // Freelist by freelist: one run in this freelist's segments, in order
+  // (FindSingle); then, if the request accepts several, runs from the
+  // freelists up to this one (ChooseMulti).
+  std::vector<uint32_t> lists;
   for (Seg* s : order) {
-    if (s->draining) continue;
-    const std::pair<uint64_t, uint64_t> range = Clip(*s, c);
-    const uint64_t lo = range.first, hi = range.second;
-    if (lo >= hi) continue;
-    std::optional<uint64_t> found;
-    if (opts_.placement == Placement::kNextFit) {
-      const uint64_t start = std::clamp(s->hint, lo, hi);
-      uint64_t first_pass_start = start;
-      while (first_pass_start % c.align != 0) ++first_pass_start;
-      for (uint64_t cand = start; cand + n <= hi && !found; ++cand) {
-        if (admits_free(s, cand)) found = cand;
-      }
-      for (uint64_t cand = lo;
-           start > lo && cand < first_pass_start && cand + n <= hi && !found;
-           ++cand) {
-        if (admits_free(s, cand)) found = cand;
-      }
-    } else {
-      int candidates = 0, stretches = 0;
-      uint64_t best_len = 0;
-      for (uint64_t p = lo; p < hi && candidates < kBestFitCandidates;) {
-        if (s->at(p) != kFree) {
-          ++p;
-          continue;
-        }
-        uint64_t q = p;
-        while (q < hi && s->at(q) == kFree) ++q;
-        std::optional<uint64_t> first;
-        for (uint64_t cand = p; cand + n <= q && !first; ++cand) {
-          if (c.Admits(cand, n)) first = cand;
-        }
-        if (first) {
-          ++candidates;
-          if (!found || q - p < best_len) {
-            found = first;
-            best_len = q - p;
-            if (best_len == n) break;
-          }
-        }
-        if (q - p >= n && ++stretches >= kBestFitStretches && found) break;
-        p = q;
-      }
-    }
-    if (found) {
-      s->hint = *found + n;
-      return Record({{Pfn(*found), c.pages}}, Path::kContig, c.preemptible);
-    }
+    if (lists.empty() || lists.back() != s->freelist)
+      lists.push_back(s->freelist);
   }
-  if (c.max_runs == 1) return Exhausted(FailReason::kNoSpace);
-
-  // Multi: free stretches cut at boundary multiples, each from its first
-  // aligned page; the largest first.
-  std::vector<PageRun> slots;
-  std::vector<size_t> list_ends;  // slots.size() at the end of each freelist
-  for (size_t i = 0; i < order.size(); ++i) {
-    Seg* s = order[i];
-    const auto [lo, hi] = Clip(*s, c);
-    uint64_t piece_start = 0;
-    bool in_piece = false;
-    for (uint64_t p = lo; !s->draining && p <= hi; ++p) {
-      const bool cut = p == hi || s->at(p) != kFree ||
-                       (c.boundary != 0 && p % c.boundary == 0 && in_piece);
-      if (in_piece && cut) {
-        for (uint64_t q = piece_start; q < p; ++q) {
-          if (q % c.align == 0) {
-            slots.push_back({Pfn(q), PageCount(p - q)});
-            break;
-          }
-        }
-        in_piece = false;
-      }
-      if (p < hi && s->at(p) == kFree && !in_piece) {
-        in_piece = true;
-        piece_start = p;
+  for (uint32_t list : lists) {
+    for (Seg* s : order) {
+      if (s->freelist != list || s->draining) continue;
+      if (const std::optional<uint64_t> found = FindSingle(*s, c)) {
+        s->hint = *found + n;
+        return Record({{Pfn(*found), c.pages}}, Path::kContig, c.preemptible);
       }
     }
-    if (i + 1 == order.size() || order[i + 1]->freelist != s->freelist) {
-      list_ends.push_back(slots.size());
+    if (c.max_runs < 2) continue;
+    if (auto runs = ChooseMulti(order, list, c)) {
+      return Record(*runs, Path::kMulti, c.preemptible);
     }
-  }
-  // Freelists in order: the slots of freelists up to f only when those
-  // below f cannot hold the request in max_runs runs.
-  for (size_t end : list_ends) {
-    std::vector<PageRun> prefix(slots.begin(), slots.begin() + end);
-    std::stable_sort(
-        prefix.begin(), prefix.end(),
-        [](const PageRun& a, const PageRun& b) { return a.pages > b.pages; });
-    std::vector<PageRun> runs;
-    uint64_t got = 0;
-    for (const PageRun& slot : prefix) {
-      if (got == n || (c.max_runs != 0 && runs.size() == c.max_runs)) break;
-      const uint64_t take = std::min(slot.pages.value, n - got);
-      runs.push_back({slot.start, PageCount(take)});
-      got += take;
-    }
-    if (got == n) return Record(runs, Path::kMulti, c.preemptible);
   }
   return Exhausted(FailReason::kNoSpace);
 }
