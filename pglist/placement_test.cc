@@ -100,6 +100,43 @@ TEST_P(OrderTest, SeveralRunsInFreelistZeroBeforeOneRunInFreelistOne) {
   ASSERT_OK(pool.Verify());
 }
 
+// When several runs must use freelist 1, they take as few of its pages as
+// they can: freelist 0 has slots of 3 and 3 pages, freelist 1 of 5 and 5;
+// 8 pages in 2 runs are 3 pages of freelist 0 and 5 of freelist 1, not the
+// fewest-runs-largest-first 5 + 3 of freelist 1.
+TEST_P(OrderTest, SeveralRunsTakeTheFewestPagesOfTheLaterFreelist) {
+  Pool pool = MakePool({Seg(0, 8), Seg(100, 12, /*freelist=*/1)}, GetParam());
+  ASSERT_OK(pool.Claim({R(3, 1), R(7, 1)}, false).status());
+  ASSERT_OK(pool.Claim({R(105, 1), R(111, 1)}, false).status());
+  Request r = testing::Req(8);
+  r.max_segments = 2;
+  ASSERT_OK_AND_ASSIGN(Allocation a, pool.Allocate(r));
+  EXPECT_EQ(a.path, Path::kMulti);
+  EXPECT_THAT(a.runs, ElementsAre(R(0, 3), R(100, 5)));
+  // Left: [4, 7) and [106, 111). 6 pages in 2 runs: the lower slot whole
+  // and 3 pages of freelist 1.
+  r.bytes = 6 * kPs;
+  ASSERT_OK_AND_ASSIGN(Allocation b, pool.Allocate(r));
+  EXPECT_THAT(b.runs, ElementsAre(R(4, 3), R(106, 3)));
+  ASSERT_OK(pool.Verify());
+}
+
+// The largest number of lower slots that still lets the request fit, not
+// as many as the run limit allows: freelist 0 slots of 1 and 1 page,
+// freelist 1 of 4 and 4. 5 pages in 2 runs: 1 + 4; 8 pages: 4 + 4.
+TEST_P(OrderTest, SeveralRunsUseAsManyLowerSlotsAsStillFit) {
+  for (const auto& [pages, want] :
+       std::vector<std::pair<uint64_t, std::vector<PageRun>>>{
+           {5, {R(0, 1), R(100, 4)}}, {8, {R(100, 4), R(105, 4)}}}) {
+    Pool pool = MakePool({Seg(0, 3), Seg(100, 9, /*freelist=*/1)}, GetParam());
+    ASSERT_OK(pool.Claim({R(1, 1), R(104, 1)}, false).status());
+    Request r = testing::Req(pages);
+    r.max_segments = 2;
+    ASSERT_OK_AND_ASSIGN(Allocation a, pool.Allocate(r));
+    EXPECT_EQ(a.runs, want) << pages << " pages";
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Placements, OrderTest,
                          ::testing::Values(Placement::kNextFit,
                                            Placement::kBestFit));

@@ -95,8 +95,9 @@ class Pool {
   std::map<int32_t, Usage> UsageByNuma() const;
 
   // --- Allocation ---------------------------------------------------------
-  // Serves `req` by the simple path, or by the contig path and (when the
-  // request accepts several runs) the multi path. On failure nothing
+  // Serves `req` by the simple path, or freelist by freelist by the contig
+  // path and (when the request accepts several runs) the multi path from
+  // that freelist and those below it (docs/allocator.md). On failure nothing
   // changes but the counters; the status is INVALID_ARGUMENT (malformed) or
   // RESOURCE_EXHAUSTED, with a FailReason (FailReasonOf) that tells whether
   // frees could ever help.

@@ -110,22 +110,37 @@ bool Larger(const PageRun& a, const PageRun& b) { return a.pages > b.pages; }
 // The runs of a multi answer from the slots of the freelists below the
 // current one (`lower`) and of the current one (`level`), each sorted
 // largest first, ties in pool order; nullopt if they cannot hold `pages`
-// in `most` runs (0: any number).
+// in `most` runs (0: any number). Of the answers, the one with the fewest
+// pages of the current freelist: the j largest lower slots whole, then the
+// largest level slots, the last in part, for the largest feasible j (a
+// larger j never gives fewer lower pages).
 std::optional<std::vector<PageRun>> ChooseRuns(
     const std::vector<PageRun>& lower, const std::vector<PageRun>& level,
     PageCount pages, uint64_t most) {
-  std::vector<PageRun> all;
-  std::merge(lower.begin(), lower.end(), level.begin(), level.end(),
-             std::back_inserter(all), Larger);
-  std::vector<PageRun> runs;
-  PageCount left = pages;
-  for (const PageRun& slot : all) {
-    if (left.value == 0 || (most != 0 && runs.size() == most)) break;
-    runs.push_back({slot.start, std::min(slot.pages, left)});
-    left -= runs.back().pages;
+  const uint64_t n = pages.value;
+  const uint64_t cap = most != 0 ? most : lower.size() + level.size();
+  const size_t jmax = std::min<uint64_t>(cap, lower.size());
+  // Pages of the j largest lower slots, and of the m largest level slots.
+  std::vector<uint64_t> lsum(jmax + 1, 0);
+  for (size_t j = 0; j < jmax; ++j)
+    lsum[j + 1] = lsum[j] + lower[j].pages.value;
+  const size_t mmax = std::min<uint64_t>(cap, level.size());
+  std::vector<uint64_t> ksum(mmax + 1, 0);
+  for (size_t m = 0; m < mmax; ++m)
+    ksum[m + 1] = ksum[m] + level[m].pages.value;
+  for (size_t j = jmax + 1; j-- > 0;) {
+    if (lsum[j] + ksum[std::min<uint64_t>(cap - j, mmax)] < n) continue;
+    std::vector<PageRun> runs;
+    PageCount left = pages;
+    auto take = [&](const PageRun& slot) {
+      runs.push_back({slot.start, std::min(slot.pages, left)});
+      left -= runs.back().pages;
+    };
+    for (size_t i = 0; i < j && left.value != 0; ++i) take(lower[i]);
+    for (size_t i = 0; i < mmax && left.value != 0; ++i) take(level[i]);
+    return runs;
   }
-  if (left.value != 0) return std::nullopt;
-  return runs;
+  return std::nullopt;
 }
 
 }  // namespace

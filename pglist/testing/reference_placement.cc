@@ -96,29 +96,43 @@ std::vector<PageRun> ReferencePool::Slots(Seg& s, const Constraints& c) {
   return slots;
 }
 
-// The slots of the freelists up to `list`, in pool order, the largest
-// first (stable); as many as max_runs allows, the last one in part.
+// Several runs from the freelists up to `list`: the slots of the freelists
+// below it (`lower`) and of `list` itself (`level`), each in pool order and
+// then the largest first (stable). For j from as many lower slots as
+// max_runs allows down to none: the j largest lower slots, then the
+// largest level slots, each taken up to what is left, at most max_runs in
+// all; the first j that gathers the request is the answer (the fewest
+// pages of `list`).
 std::optional<std::vector<PageRun>> ReferencePool::ChooseMulti(
     const std::vector<Seg*>& order, uint32_t list, const Constraints& c) {
   const uint64_t n = c.pages.value;
-  std::vector<PageRun> slots;
+  std::vector<PageRun> lower, level;
   for (Seg* s : order) {
     if (s->freelist > list) continue;
-    for (const PageRun& r : Slots(*s, c)) slots.push_back(r);
+    for (const PageRun& r : Slots(*s, c))
+      (s->freelist < list ? lower : level).push_back(r);
   }
-  std::stable_sort(
-      slots.begin(), slots.end(),
-      [](const PageRun& a, const PageRun& b) { return a.pages > b.pages; });
-  std::vector<PageRun> runs;
-  uint64_t got = 0;
-  for (const PageRun& slot : slots) {
-    if (got == n || (c.max_runs != 0 && runs.size() == c.max_runs)) break;
-    const uint64_t take = std::min(slot.pages.value, n - got);
-    runs.push_back({slot.start, PageCount(take)});
-    got += take;
+  auto larger = [](const PageRun& a, const PageRun& b) {
+    return a.pages > b.pages;
+  };
+  std::stable_sort(lower.begin(), lower.end(), larger);
+  std::stable_sort(level.begin(), level.end(), larger);
+  const uint64_t most =
+      c.max_runs != 0 ? c.max_runs : lower.size() + level.size();
+  for (uint64_t j = std::min<uint64_t>(most, lower.size());; --j) {
+    std::vector<PageRun> runs;
+    uint64_t got = 0;
+    auto take = [&](const PageRun& slot) {
+      const uint64_t part = std::min(slot.pages.value, n - got);
+      runs.push_back({slot.start, PageCount(part)});
+      got += part;
+    };
+    for (uint64_t i = 0; i < j && got < n; ++i) take(lower[i]);
+    for (size_t i = 0; i < level.size() && got < n && runs.size() < most; ++i)
+      take(level[i]);
+    if (got == n) return runs;
+    if (j == 0) return std::nullopt;
   }
-  if (got != n) return std::nullopt;
-  return runs;
 }
 
 }  // namespace physpool::pglist::testing
