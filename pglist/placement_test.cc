@@ -278,19 +278,63 @@ TEST(OrderCheckTest, FlagsLaterSegmentsAndFalseFailures) {
   Pool pool = MakePool({Seg(0, 16), Seg(100, 16, /*freelist=*/1)});
   auto c = Normalize(Contig(4), kPs);
   ASSERT_OK(c.status());
-  const std::optional<size_t> first = testing::FirstFeasibleSegment(pool, *c);
-  EXPECT_EQ(first, 0u);
+  const testing::OrderSnapshot before = testing::TakeOrderSnapshot(pool, *c);
+  EXPECT_EQ(before.first_feasible, 0u);
   Allocation later;
   later.path = Path::kContig;
   later.runs = {R(100, 4)};
-  EXPECT_THAT(testing::CheckOrder(pool, *c, first, later),
+  EXPECT_THAT(testing::CheckOrder(pool, *c, before, later),
               physpool::testing::StatusIs(absl::StatusCode::kInternal));
-  EXPECT_THAT(testing::CheckOrder(pool, *c, first,
+  EXPECT_THAT(testing::CheckOrder(pool, *c, before,
                                   FailWith(absl::StatusCode::kResourceExhausted,
                                            FailReason::kNoSpace, "none")),
               physpool::testing::StatusIs(absl::StatusCode::kInternal));
+  EXPECT_THAT(testing::CheckOrder(pool, *c, before,
+                                  FailWith(absl::StatusCode::kResourceExhausted,
+                                           FailReason::kNeverFits, "never")),
+              physpool::testing::StatusIs(absl::StatusCode::kInternal));
   ASSERT_OK_AND_ASSIGN(Allocation a, pool.Allocate(Contig(4)));
-  EXPECT_OK(testing::CheckOrder(pool, *c, first, a));
+  EXPECT_OK(testing::CheckOrder(pool, *c, before, a));
+}
+
+// ... and, for requests that accept several runs, an answer in a later
+// freelist while the earlier ones could serve it in max_segments runs, and
+// a multi answer that takes more of the later freelist than it must (the
+// two reviewer cases of OrderTest, answered the old way).
+TEST(OrderCheckTest, FlagsSeveralRunsInTheWrongFreelists) {
+  {
+    Pool pool = MakePool({Seg(0, 32), Seg(100, 32, /*freelist=*/1)});
+    ASSERT_OK(pool.Claim({R(15, 1)}, false).status());
+    Request r = Contig(20, 2);
+    r.max_segments = 2;
+    auto c = Normalize(r, kPs);
+    ASSERT_OK(c.status());
+    const testing::OrderSnapshot before = testing::TakeOrderSnapshot(pool, *c);
+    Allocation one_run;
+    one_run.path = Path::kContig;
+    one_run.runs = {R(100, 20)};
+    EXPECT_THAT(testing::CheckOrder(pool, *c, before, one_run),
+                physpool::testing::StatusIs(absl::StatusCode::kInternal));
+    ASSERT_OK_AND_ASSIGN(Allocation a, pool.Allocate(r));
+    EXPECT_OK(testing::CheckOrder(pool, *c, before, a));
+  }
+  {
+    Pool pool = MakePool({Seg(0, 8), Seg(100, 12, /*freelist=*/1)});
+    ASSERT_OK(pool.Claim({R(3, 1), R(7, 1)}, false).status());
+    ASSERT_OK(pool.Claim({R(105, 1), R(111, 1)}, false).status());
+    Request r = testing::Req(8);
+    r.max_segments = 2;
+    auto c = Normalize(r, kPs);
+    ASSERT_OK(c.status());
+    const testing::OrderSnapshot before = testing::TakeOrderSnapshot(pool, *c);
+    Allocation largest_first;
+    largest_first.path = Path::kMulti;
+    largest_first.runs = {R(100, 5), R(106, 3)};
+    EXPECT_THAT(testing::CheckOrder(pool, *c, before, largest_first),
+                physpool::testing::StatusIs(absl::StatusCode::kInternal));
+    ASSERT_OK_AND_ASSIGN(Allocation a, pool.Allocate(r));
+    EXPECT_OK(testing::CheckOrder(pool, *c, before, a));
+  }
 }
 
 TEST(PlacementTest, Names) {

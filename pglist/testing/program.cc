@@ -204,6 +204,26 @@ void Add(const PoolStats& from, PoolStats* to) {
   }
 }
 
+// Multi answers that mix freelists, and those served below a freelist
+// that held one run.
+void Count(const Pool& pool, const Allocation& a, std::optional<size_t> first,
+           RunTotals* totals) {
+  const std::vector<SegmentInfo> segs = pool.Segments();
+  auto list_of = [&](Pfn p) {
+    for (const SegmentInfo& s : segs) {
+      if (s.avail.start <= p && p < s.avail.end()) return s.spec.freelist;
+    }
+    return uint32_t{0};
+  };
+  uint32_t lo = ~uint32_t{0}, hi = 0;
+  for (const PageRun& r : a.runs) {
+    lo = std::min(lo, list_of(r.start));
+    hi = std::max(hi, list_of(r.start));
+  }
+  if (lo != hi) ++totals->multi_mixed;
+  if (first && segs[*first].spec.freelist > hi) ++totals->multi_below_one_run;
+}
+
 }  // namespace
 
 absl::Status RunAgainstModel(const Program& program, RunTotals* totals) {
@@ -229,16 +249,18 @@ absl::Status RunAgainstModel(const Program& program, RunTotals* totals) {
       }
     } else if (auto* o = std::get_if<AllocOp>(&op)) {
       const auto c = Normalize(o->req, kPage);
-      const std::optional<size_t> first =
-          c.ok() ? FirstFeasibleSegment(pool, *c) : std::nullopt;
+      const OrderSnapshot before =
+          c.ok() ? TakeOrderSnapshot(pool, *c) : OrderSnapshot{};
+      const std::optional<size_t> first = before.first_feasible;
       auto a = pool.Allocate(o->req);
       auto b = model.Allocate(o->req);
       absl::Status order =
-          c.ok() ? CheckOrder(pool, *c, first, a) : absl::OkStatus();
+          c.ok() ? CheckOrder(pool, *c, before, a) : absl::OkStatus();
       if (a.ok() && a->path == Path::kContig) {
         ++totals->contig[static_cast<int>(program.options.placement)];
         if (first && *first > 0) ++totals->contig_past_first_segment;
       }
+      if (a.ok() && a->path == Path::kMulti) Count(pool, *a, first, totals);
       if (!Same(a, b)) {
         differ(absl::StrCat("pool ", Outcome(a), " model ", Outcome(b)));
       } else if (!order.ok()) {

@@ -59,6 +59,10 @@ struct RunTotals {
   // first feasible segment was not the first segment in allocation order.
   uint64_t contig[2] = {0, 0};
   uint64_t contig_past_first_segment = 0;
+  // Multi answers with runs in more than one freelist, and those in
+  // freelists below the first that held one run.
+  uint64_t multi_mixed = 0;
+  uint64_t multi_below_one_run = 0;
 };
 absl::Status RunAgainstModel(const Program& program, RunTotals* totals);
 
