@@ -106,7 +106,8 @@ class Pool {
   // The aggressive path, after Allocate failed with kNoSpace: the single
   // run that reclaiming preemptible allocations would free at least cost
   // (total pages of the allocations revoked, then their number, then the
-  // lower address; see ReclaimWindow). Changes nothing.
+  // lower freelist, then the lower address; see ReclaimWindow). Changes
+  // nothing.
   // RESOURCE_EXHAUSTED/kNoReclaim when there is none.
   absl::StatusOr<ReclaimPlan> PlanReclaim(const Request& req);
   // Frees the plan's victims and allocates its window to `req`.

@@ -301,9 +301,9 @@ absl::StatusOr<ReclaimPlan> ReferencePool::PlanReclaim(const Request& req) {
   };
   // Every admissible window of free and preemptible pages, in every
   // segment; its cost is the total size of the allocations it revokes,
-  // then their number, then its address.
+  // then their number, then its segment's freelist, then its address.
   bool found = false;
-  std::tuple<uint64_t, uint64_t, uint64_t> best{0, 0, 0};
+  std::tuple<uint64_t, uint64_t, uint32_t, uint64_t> best{0, 0, 0, 0};
   for (Seg* s : Order()) {
     if (s->draining) continue;
     const auto [lo, hi] = Clip(*s, c);
@@ -315,8 +315,8 @@ absl::StatusOr<ReclaimPlan> ReferencePool::PlanReclaim(const Request& req) {
       uint64_t cost = 0;
       const std::vector<AllocationId> victims = victims_of(cand);
       for (AllocationId v : victims) cost += allocs_[v].pages().value;
-      const std::tuple<uint64_t, uint64_t, uint64_t> key{cost, victims.size(),
-                                                         cand};
+      const std::tuple<uint64_t, uint64_t, uint32_t, uint64_t> key{
+          cost, victims.size(), s->freelist, cand};
       if (!found || key < best) {
         found = true;
         best = key;
@@ -324,7 +324,7 @@ absl::StatusOr<ReclaimPlan> ReferencePool::PlanReclaim(const Request& req) {
     }
   }
   if (!found) return Exhausted(FailReason::kNoReclaim);
-  const uint64_t best_cost = std::get<0>(best), best_start = std::get<2>(best);
+  const uint64_t best_cost = std::get<0>(best), best_start = std::get<3>(best);
   ReclaimPlan plan;
   plan.window = {Pfn(best_start), c.pages};
   plan.victims = victims_of(best_start);
