@@ -125,8 +125,9 @@ bench-rpc: build
 # The allocation core beside DPDK's rte_malloc and rte_memzone, one seeded
 # churn workload in one run (docs/performance.md, "Beside DPDK"). DPDK is
 # installed here only (libdpdk-dev, Debian 12: 22.11), never by deps or
-# make check; bench/dpdk_compare is built only where CMake finds it. The EAL
-# needs root (no hugepages, no PCI, 1536 MiB of ordinary memory).
+# make check; bench/dpdk_compare is built only here (EXCLUDE_FROM_ALL) and
+# only where CMake finds DPDK. The EAL needs root (no hugepages, no PCI,
+# 1536 MiB of ordinary memory).
 DPDK_STEPS ?= 200000
 DPDK_EAL := -l 0 --no-huge --no-pci --no-shconf --no-telemetry -m 1536 --iova-mode=va
 bench-dpdk: deps

@@ -13,14 +13,11 @@
 #include <string>
 #include <vector>
 
+#include "pglist/units.h"
+
 namespace physpool::bench {
 
-// The least power of two >= x (x >= 1).
-inline uint64_t NextPow2(uint64_t x) {
-  uint64_t p = 1;
-  while (p < x) p <<= 1;
-  return p;
-}
+using pglist::NextPow2;
 
 // A request in bytes. `alignment` 0 means the allocator's own minimum;
 // `boundary` 0 means none (else a power of two >= bytes: the answer must

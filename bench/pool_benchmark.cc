@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/churn.h"
 #include "benchmark/benchmark.h"
 #include "pglist/pool.h"
 #include "pglist/testing/reference_pool.h"
@@ -42,9 +43,7 @@ struct Workload {
       r.alignment = kPs << (1 + rng() % 9);
       r.max_segments = 1;
     } else if (kind < 13) {  // boundary: the size's power of two times 2..8
-      uint64_t b = kPs;
-      while (b < r.bytes) b <<= 1;
-      r.boundary = b << (1 + rng() % 3);
+      r.boundary = NextPow2(r.bytes) << (1 + rng() % 3);
       r.max_segments = 1;
     } else if (kind < 16) {  // window: the lower half of the pool
       r.low = uint64_t{1} << 32;
@@ -110,12 +109,6 @@ struct Samples {
     ns[static_cast<int>(p)].push_back(t);
     all.push_back(t);
   }
-  static double Quantile(std::vector<double>& v, double q) {
-    if (v.empty()) return 0;
-    const size_t k = std::min(v.size() - 1, static_cast<size_t>(q * v.size()));
-    std::nth_element(v.begin(), v.begin() + k, v.end());
-    return v[k];
-  }
 };
 
 template <typename P>
@@ -165,8 +158,8 @@ void BM_Churn(benchmark::State& state) {
   for (Path p : {Path::kSimple, Path::kContig}) {
     auto& v = samples.ns[static_cast<int>(p)];
     const std::string name(PathName(p));
-    state.counters[name + "_p50_ns"] = Samples::Quantile(v, 0.5);
-    state.counters[name + "_p99_ns"] = Samples::Quantile(v, 0.99);
+    state.counters[name + "_p50_ns"] = bench::Quantile(v, 0.5);
+    state.counters[name + "_p99_ns"] = bench::Quantile(v, 0.99);
   }
   state.counters["all_mean_ns"] =
       std::accumulate(samples.all.begin(), samples.all.end(), 0.0) /
@@ -244,8 +237,8 @@ void BM_CoreVsModel(benchmark::State& state) {
       std::accumulate(naive.all.begin(), naive.all.end(), 0.0) / ops;
   state.counters["core_mean_ns"] = core_mean;
   state.counters["model_mean_ns"] = model_mean;
-  state.counters["core_p50_ns"] = Samples::Quantile(core.all, 0.5);
-  state.counters["model_p50_ns"] = Samples::Quantile(naive.all, 0.5);
+  state.counters["core_p50_ns"] = bench::Quantile(core.all, 0.5);
+  state.counters["model_p50_ns"] = bench::Quantile(naive.all, 0.5);
   state.counters["ratio_mean"] = model_mean / core_mean;
   state.counters["mismatches"] = static_cast<double>(mismatches);
 }

@@ -63,7 +63,10 @@ class PhysSeg {
   // whenever this segment holds a feasible free run. Where the seed's
   // uvm_pglistalloc_c_ps finds a run in this segment, this is the same one
   // (its wrap pass only tries runs that end by the hint, and those start
-  // below every run that straddles it). Changes nothing.
+  // below every run that straddles it) as long as the segment's page
+  // numbers and the window's are below 2^32: above, the seed's u_int
+  // arithmetic truncates them and its answer is none or a page outside the
+  // segment (SeedTest.TruncatesPageNumbersAbove32Bits). Changes nothing.
   std::optional<Pfn> FindRun(const Constraints& c) const;
   // The contiguous search, best fit (Placement::kBestFit, whose comment
   // gives the bounds): the maximal free stretches of the window of at least

@@ -25,12 +25,6 @@ class Reader {
   size_t pos_ = 0;
 };
 
-uint64_t NextPow2(uint64_t x) {
-  uint64_t p = 1;
-  while (p < x) p <<= 1;
-  return p;
-}
-
 SegmentSpec NextSegment(Reader& r, uint64_t* cursor) {
   SegmentSpec s;
   const uint8_t shape = r.u8();
