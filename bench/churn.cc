@@ -10,7 +10,7 @@
 namespace physpool::bench {
 namespace {
 
-constexpr uint64_t kPage = 4096;
+constexpr uint64_t kPage = ChurnRequest::kPage;
 
 double Now() {
   return std::chrono::duration<double, std::nano>(
@@ -20,9 +20,22 @@ double Now() {
 
 struct Live {
   uint64_t handle, addr, bytes;
+  RequestClass klass;
 };
 
 }  // namespace
+
+const char* RequestClassName(RequestClass c) {
+  switch (c) {
+    case RequestClass::kPlain:
+      return "plain";
+    case RequestClass::kAligned:
+      return "aligned";
+    case RequestClass::kBoundary:
+      return "boundary";
+  }
+  return "?";
+}
 
 ChurnRequest ChurnStream::Next() {
   ChurnRequest r;
@@ -46,8 +59,14 @@ ChurnResult FirstSteps(const ChurnResult& r, uint64_t steps) {
   t.prefill_calls = r.prefill_calls;
   t.prefill_allocs = r.prefill_allocs;
   t.alloc_ns.assign(r.alloc_ns.begin(), r.alloc_ns.begin() + steps);
+  t.step_failed.assign(r.step_failed.begin(), r.step_failed.begin() + steps);
+  t.step_class.assign(r.step_class.begin(), r.step_class.begin() + steps);
+  t.step_occupancy.assign(r.step_occupancy.begin(),
+                          r.step_occupancy.begin() + steps);
   for (size_t i = 0; i < r.free_ns.size() && r.free_step[i] < steps; ++i) {
     t.free_ns.push_back(r.free_ns[i]);
+    t.free_step.push_back(r.free_step[i]);
+    t.free_class.push_back(r.free_class[i]);
   }
   double sum = 0;
   for (uint64_t i = 0; i < steps; ++i) {
@@ -70,7 +89,9 @@ double Quantile(std::vector<double>& v, double q) {
 ChurnResult RunChurn(ChurnTarget& t, const ChurnOptions& o) {
   ChurnResult res;
   res.name = t.Name();
-  ChurnStream stream(o.seed);
+  // The pre-fill's requests and the steps' come from two streams, so that
+  // every allocator is asked the same steps however long its pre-fill.
+  ChurnStream prefill(o.seed), stream(o.seed ^ 0x9e3779b97f4a7c15);
   std::mt19937_64 pick(o.seed ^ 0x5bd1e995);
   std::vector<Live> live;
   std::map<uint64_t, uint64_t> by_addr;  // addr -> end, for the overlap check
@@ -79,8 +100,9 @@ ChurnResult RunChurn(ChurnTarget& t, const ChurnOptions& o) {
 
   auto check = [&](const ChurnRequest& r, uint64_t a) -> std::string {
     const uint64_t e = a + r.bytes;
-    if (r.alignment != 0 && a % r.alignment != 0) {
-      return absl::StrCat("address ", a, " not aligned to ", r.alignment);
+    if (a % r.EffectiveAlignment() != 0) {
+      return absl::StrCat("address ", a, " not aligned to ",
+                          r.EffectiveAlignment());
     }
     if (r.boundary != 0 && (a ^ (e - 1)) & ~(r.boundary - 1)) {
       return absl::StrCat("[", a, ", ", e, ") crosses a multiple of ",
@@ -106,12 +128,13 @@ ChurnResult RunChurn(ChurnTarget& t, const ChurnOptions& o) {
     if (*ok) {
       const std::string bad = check(r, *a);
       if (!bad.empty() && res.violations++ == 0) res.first_violation = bad;
-      live.push_back({handle, *a, r.bytes});
+      live.push_back({handle, *a, r.bytes, r.Class()});
       by_addr[*a] = *a + r.bytes;
       live_bytes += r.bytes;
     }
     return dt;
   };
+  // Frees a random live allocation; returns the call's time and its class.
   auto free_one = [&]() {
     const size_t k = pick() % live.size();
     const Live v = live[k];
@@ -121,13 +144,13 @@ ChurnResult RunChurn(ChurnTarget& t, const ChurnOptions& o) {
     live_bytes -= v.bytes;
     const double t0 = Now();
     t.Free(v.handle);
-    return Now() - t0;
+    return std::make_pair(Now() - t0, v.klass);
   };
 
   // Pre-fill; give up after 1000 failures in a row.
   for (int misses = 0; live_bytes < target && misses < 1000;) {
     bool ok = false;
-    allocate(stream.Next(), &ok);
+    allocate(prefill.Next(), &ok);
     ++res.prefill_calls;
     misses = ok ? 0 : misses + 1;
     res.prefill_allocs += ok;
@@ -135,13 +158,17 @@ ChurnResult RunChurn(ChurnTarget& t, const ChurnOptions& o) {
   double occupancy_sum = 0;
   for (uint64_t i = 0; i < o.steps; ++i) {
     while (live_bytes >= target && !live.empty()) {
-      res.free_ns.push_back(free_one());
+      const auto [ns, klass] = free_one();
+      res.free_ns.push_back(ns);
       res.free_step.push_back(static_cast<uint32_t>(i));
+      res.free_class.push_back(klass);
     }
     bool ok = false;
-    res.alloc_ns.push_back(allocate(stream.Next(), &ok));
+    const ChurnRequest r = stream.Next();
+    res.alloc_ns.push_back(allocate(r, &ok));
     res.failures += !ok;
     res.step_failed.push_back(!ok);
+    res.step_class.push_back(r.Class());
     const double occupancy = static_cast<double>(live_bytes) / o.capacity;
     res.step_occupancy.push_back(static_cast<float>(occupancy));
     occupancy_sum += occupancy;

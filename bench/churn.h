@@ -1,9 +1,11 @@
 // One seeded churn workload, run the same way on any contiguous allocator
 // (bench/dpdk_compare): pre-fill to a target occupancy, then a number of
 // steps of "free random allocations while at or above the target, then
-// allocate one". Every answer is checked (alignment, boundary, inside the
-// allocator's range, no overlap with a live allocation); each Allocate and
-// Free call is timed alone. Single-threaded; no I/O.
+// allocate one". The steps' requests are the same for every allocator (a
+// stream of their own). Every answer is checked (alignment, at least a
+// page; boundary; inside the allocator's range; no overlap with a live
+// allocation); each Allocate and Free call is timed alone. Single-threaded;
+// no I/O.
 #ifndef PHYSPOOL_BENCH_CHURN_H_
 #define PHYSPOOL_BENCH_CHURN_H_
 
@@ -19,13 +21,29 @@ namespace physpool::bench {
 
 using pglist::NextPow2;
 
-// A request in bytes. `alignment` 0 means the allocator's own minimum;
+// The kinds of request of the stream, for figures per kind.
+enum class RequestClass : uint8_t { kPlain, kAligned, kBoundary };
+inline constexpr int kNumRequestClasses = 3;
+const char* RequestClassName(RequestClass c);
+
+// A request in bytes, in whole pages. `alignment` 0 means a page (4 KiB):
+// every answer must be page aligned, as a DMA page allocator's are;
 // `boundary` 0 means none (else a power of two >= bytes: the answer must
 // not cross a multiple of it).
 struct ChurnRequest {
+  static constexpr uint64_t kPage = 4096;
   uint64_t bytes = 0;
   uint64_t alignment = 0;
   uint64_t boundary = 0;
+
+  uint64_t EffectiveAlignment() const {
+    return alignment > kPage ? alignment : kPage;
+  }
+  RequestClass Class() const {
+    return boundary != 0    ? RequestClass::kBoundary
+           : alignment != 0 ? RequestClass::kAligned
+                            : RequestClass::kPlain;
+  }
 };
 
 // The request stream: sizes log-uniform from 4 KiB to 8 MiB in whole 4 KiB
@@ -67,7 +85,9 @@ struct ChurnResult {
   std::string name;
   std::vector<double> alloc_ns, free_ns;  // every call of the steps
   std::vector<uint32_t> free_step;        // the step of each free_ns entry
+  std::vector<RequestClass> free_class;   // the freed allocation's class
   std::vector<uint8_t> step_failed;       // per step: its allocation failed
+  std::vector<RequestClass> step_class;   // per step: its request's class
   std::vector<float> step_occupancy;      // per step, after its allocation
   uint64_t prefill_calls = 0;             // Allocate calls of the pre-fill
   uint64_t prefill_allocs = 0;
