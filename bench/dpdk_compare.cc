@@ -265,8 +265,8 @@ void PrintTable(const std::vector<ChurnResult>& rs, size_t ref) {
   for (const ChurnResult& r : rs) {
     const Fig f = Figures(r, kPlainAndAligned);
     std::printf(
-        "| %s | %.2f× | %.2f× | %.2f× | %.2f× | %.2f× | %.2f× | %.2f× | "
-        "%.2f× (%.2f %% / %.2f %%) |\n",
+        "| %s | %.3g× | %.3g× | %.3g× | %.3g× | %.3g× | %.3g× | %.3g× | "
+        "%.3g× (%.2f %% / %.2f %%) |\n",
         r.name.c_str(), ratio(f.a50, g.a50), ratio(f.a99, g.a99),
         ratio(f.a99ok, g.a99ok), ratio(f.a999, g.a999), ratio(f.f50, g.f50),
         ratio(f.f99, g.f99), ratio(f.f999, g.f999),
