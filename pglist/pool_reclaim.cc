@@ -1,10 +1,9 @@
 // The aggressive path: Pool::PlanReclaim and Pool::CommitReclaim (pool.h).
-#include "pglist/pool.h"
-
 #include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "pglist/pool.h"
 
 namespace physpool::pglist {
 
