@@ -99,6 +99,7 @@ absl::Status PoolManager::Start() {
   pglist::PoolOptions po;
   po.page_size = page_size_;
   po.strategy = opts_.strategy;
+  po.placement = opts_.placement;
   po.reserve_pages =
       pglist::PageCount((opts_.reserve_bytes + page_size_ - 1) / page_size_);
   ASSIGN_OR_RETURN(pglist::Pool pool, pglist::Pool::Create(po));
