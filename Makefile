@@ -2,7 +2,8 @@
 #   make run     install what is missing, build, start physpoold on its
 #                embedded default (Ctrl-C stops it)
 #   make check   install what is missing, build, run the whole test suite
-# Other targets: make build, make bench, make bench-rpc, make fuzz, make image,
+# Other targets: make build, make bench, make bench-rpc, make bench-dpdk,
+# make fuzz, make image,
 # make test-deploy, make clean.
 
 SHELL := /bin/bash
@@ -28,7 +29,7 @@ ASAN_PROPERTY_OPS ?= 500000
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: deps build build-asan check test test-asan fuzz-smoke fuzz run bench bench-renew bench-rpc soak clean image test-deploy
+.PHONY: deps build build-asan check test test-asan fuzz-smoke fuzz run bench bench-renew bench-rpc bench-dpdk soak clean image test-deploy
 
 deps:
 	@missing=$$(for p in $(PACKAGES); do \
@@ -120,6 +121,22 @@ bench-rpc: build
 	  --json $(BUILD)/bench-rpc/rpc.json --cdf $(BUILD)/bench-rpc
 	gnuplot -e "dir='$(BUILD)/bench-rpc'; out='$(BUILD)/bench-rpc/rpc.png'" bench/plot_rpc.gp
 	@echo "bench-rpc: $(BUILD)/bench-rpc/rpc.json, $(BUILD)/bench-rpc/rpc.png"
+
+# The allocation core beside DPDK's rte_malloc and rte_memzone, one seeded
+# churn workload in one run (docs/performance.md, "Beside DPDK"). DPDK is
+# installed here only (libdpdk-dev, Debian 12: 22.11), never by deps or
+# make check; bench/dpdk_compare is built only here (EXCLUDE_FROM_ALL) and
+# only where CMake finds DPDK. The EAL needs root (no hugepages, no PCI,
+# 1536 MiB of ordinary memory).
+DPDK_STEPS ?= 200000
+DPDK_EAL := -l 0 --no-huge --no-pci --no-shconf --no-telemetry -m 1536 --iova-mode=va
+bench-dpdk: deps
+	@dpkg-query -W -f='$${Status}' libdpdk-dev 2>/dev/null | grep -q "install ok installed" || { \
+	  $(SUDO) apt-get update -qq; \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends libdpdk-dev; }
+	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo
+	cmake --build $(BUILD) -j $(JOBS) --target dpdk_compare
+	$(SUDO) $(BUILD)/bench/dpdk_compare $(DPDK_EAL) -- --steps $(DPDK_STEPS)
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)

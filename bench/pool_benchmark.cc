@@ -4,7 +4,9 @@
 // segments, pre-filled to ~85 %, then: free one random allocation, allocate
 // one. Sizes are log-uniform from one page to 64 MiB; a third of requests are
 // aligned (8 KiB .. 2 MiB, one run), some have a boundary, some a window.
-// Each Allocate is timed alone; counters give the median and p99 per path.
+// Each Allocate is timed alone; counters give the median and p99 per path
+// (and the p99 of those that succeeded), and the failures per requested
+// path, for each placement (nextfit, the default, and bestfit).
 // BM_CoreVsModel runs the same operations on the core and on the naive
 // reference model from the same state and reports the ratio.
 #include <algorithm>
@@ -16,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/churn.h"
 #include "benchmark/benchmark.h"
 #include "pglist/pool.h"
 #include "pglist/testing/reference_pool.h"
@@ -40,9 +43,7 @@ struct Workload {
       r.alignment = kPs << (1 + rng() % 9);
       r.max_segments = 1;
     } else if (kind < 13) {  // boundary: the size's power of two times 2..8
-      uint64_t b = kPs;
-      while (b < r.bytes) b <<= 1;
-      r.boundary = b << (1 + rng() % 3);
+      r.boundary = NextPow2(r.bytes) << (1 + rng() % 3);
       r.max_segments = 1;
     } else if (kind < 16) {  // window: the lower half of the pool
       r.low = uint64_t{1} << 32;
@@ -100,18 +101,14 @@ std::optional<AllocationId> PickVictim(const Pool& pool, Workload& w,
 
 struct Samples {
   std::vector<double> ns[kNumPaths];
+  std::vector<double> ok_ns[kNumPaths];  // of the requests that succeeded
   std::vector<double> all;
   uint64_t failures = 0;
+  uint64_t failures_by[kNumPaths] = {};  // by requested path
 
   void Add(Path p, double t) {
     ns[static_cast<int>(p)].push_back(t);
     all.push_back(t);
-  }
-  static double Quantile(std::vector<double>& v, double q) {
-    if (v.empty()) return 0;
-    const size_t k = std::min(v.size() - 1, static_cast<size_t>(q * v.size()));
-    std::nth_element(v.begin(), v.begin() + k, v.end());
-    return v[k];
   }
 };
 
@@ -133,7 +130,10 @@ Path RequestedPath(const Request& r) {
 void BM_Churn(benchmark::State& state) {
   const uint64_t pool_pages = uint64_t{1} << state.range(0);
   const int64_t ops = state.range(1);
-  Pool pool = *Pool::Create({});
+  PoolOptions opts;
+  opts.placement = static_cast<Placement>(state.range(2));
+  state.SetLabel(std::string(PlacementName(opts.placement)));
+  Pool pool = *Pool::Create(opts);
   for (const auto& s : Layout(pool_pages)) (void)pool.AddSegment(s);
   Workload w{std::mt19937_64(42), pool_pages};
   std::vector<AllocationId> live = Prefill(pool, w);
@@ -148,9 +148,11 @@ void BM_Churn(benchmark::State& state) {
       total += t;
       samples.Add(RequestedPath(r), t);
       if (a.ok()) {
+        samples.ok_ns[static_cast<int>(RequestedPath(r))].push_back(t);
         live.push_back(a->id);
       } else {
         ++samples.failures;
+        ++samples.failures_by[static_cast<int>(RequestedPath(r))];
       }
     }
     state.SetIterationTime(total * 1e-9);
@@ -158,16 +160,33 @@ void BM_Churn(benchmark::State& state) {
   for (Path p : {Path::kSimple, Path::kContig}) {
     auto& v = samples.ns[static_cast<int>(p)];
     const std::string name(PathName(p));
-    state.counters[name + "_p50_ns"] = Samples::Quantile(v, 0.5);
-    state.counters[name + "_p99_ns"] = Samples::Quantile(v, 0.99);
+    state.counters[name + "_p50_ns"] = bench::Quantile(v, 0.5);
+    state.counters[name + "_p99_ns"] = bench::Quantile(v, 0.99);
+    state.counters[name + "_ok_p99_ns"] =
+        bench::Quantile(samples.ok_ns[static_cast<int>(p)], 0.99);
   }
   state.counters["all_mean_ns"] =
       std::accumulate(samples.all.begin(), samples.all.end(), 0.0) /
       samples.all.size();
   state.counters["fail_pct"] = 100.0 * samples.failures / ops;
+  for (Path p : {Path::kSimple, Path::kContig}) {
+    const auto& v = samples.ns[static_cast<int>(p)];
+    state.counters[std::string(PathName(p)) + "_fail_pct"] =
+        v.empty() ? 0
+                  : 100.0 * samples.failures_by[static_cast<int>(p)] / v.size();
+  }
   state.counters["used_pct"] =
       100.0 * (pool.total_pages().value - pool.free_pages().value) /
       pool.total_pages().value;
+  // The window of the windowed requests (segments 0 and 1, freelist 0):
+  // how full the placement leaves it.
+  uint64_t low_used = 0, low_total = 0;
+  for (const SegmentInfo& seg : pool.Segments()) {
+    if (seg.spec.iova >= (uint64_t{1} << 32) + pool_pages / 2 * kPs) continue;
+    low_used += seg.used_pages.value;
+    low_total += seg.avail.pages.value;
+  }
+  state.counters["window_used_pct"] = 100.0 * low_used / low_total;
   state.counters["meta_bits_per_page"] =
       8.0 * pool.MetadataBytes() / pool.total_pages().value;
   state.counters["multi_fallbacks"] =
@@ -222,17 +241,21 @@ void BM_CoreVsModel(benchmark::State& state) {
       std::accumulate(naive.all.begin(), naive.all.end(), 0.0) / ops;
   state.counters["core_mean_ns"] = core_mean;
   state.counters["model_mean_ns"] = model_mean;
-  state.counters["core_p50_ns"] = Samples::Quantile(core.all, 0.5);
-  state.counters["model_p50_ns"] = Samples::Quantile(naive.all, 0.5);
+  state.counters["core_p50_ns"] = bench::Quantile(core.all, 0.5);
+  state.counters["model_p50_ns"] = bench::Quantile(naive.all, 0.5);
   state.counters["ratio_mean"] = model_mean / core_mean;
   state.counters["mismatches"] = static_cast<double>(mismatches);
 }
 
-// Args: log2(pool pages), steady-state operations.
+// Args: log2(pool pages), steady-state operations, placement (0 nextfit,
+// 1 bestfit).
 BENCHMARK(BM_Churn)
-    ->Args({18, 200000})
-    ->Args({24, 200000})
-    ->Args({28, 200000})
+    ->Args({18, 200000, 0})
+    ->Args({18, 200000, 1})
+    ->Args({24, 200000, 0})
+    ->Args({24, 200000, 1})
+    ->Args({28, 200000, 0})
+    ->Args({28, 200000, 1})
     ->Iterations(1)
     ->UseManualTime()
     ->Unit(benchmark::kMillisecond);

@@ -29,7 +29,8 @@ memory) and prints one JSON result per alloc/free line on standard output.
 the final occupancy of each segment go to standard error.
 
 Trace lines (all fields but op, id, bytes, iova, pages are optional):
-  {"op":"pool","page_size":4096,"strategy":"address","reserve_pages":0}
+  {"op":"pool","page_size":4096,"strategy":"address","reserve_pages":0,
+   "placement":"nextfit"}               (or "bestfit")
   {"op":"segment","iova":4294967296,"pages":262144,"freelist":0,"numa":0}
   {"op":"alloc","id":"a1","bytes":65536,"low":0,"high":18446744073709551615,
    "alignment":65536,"boundary":0,"max_segments":1,"preemptible":false,

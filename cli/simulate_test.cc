@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <string>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "pglist/testing/status_matchers.h"
@@ -50,6 +51,36 @@ TEST(SimulateTest, DesignExample) {
 {"id":"a1","ok":true}
 {"id":"a1","ok":false,"code":"NOT_FOUND","message":"no live allocation \"a1\""}
 )json");
+}
+
+// Issue 24: y fits in the freelist-0 segment across its hint (17), where x
+// was; the freelist-1 segment (the scarce, DMA-limited memory) stays free.
+// The same under both placements.
+TEST(SimulateTest, FreelistZeroBeforeFreelistOne) {
+  for (const char* placement : {"nextfit", "bestfit"}) {
+    const Replay r = Simulated(
+        absl::StrCat(R"json({"op":"pool","placement":")json", placement,
+                     R"json("}
+{"op":"segment","iova":4294967296,"pages":66,"freelist":1}
+{"op":"segment","iova":4295303168,"pages":36,"freelist":0}
+{"op":"alloc","id":"x","bytes":69632,"max_segments":1}
+{"op":"free","id":"x"}
+{"op":"alloc","id":"y","bytes":98304,"max_segments":1}
+)json"));
+    ASSERT_OK(r.status);
+    EXPECT_EQ(
+        r.out,
+        R"json({"id":"x","ok":true,"path":"contig","runs":[{"iova":4295303168,"pages":17}],"reclaimed":[]}
+{"id":"x","ok":true}
+{"id":"y","ok":true,"path":"contig","runs":[{"iova":4295303168,"pages":24}],"reclaimed":[]}
+)json") << placement;
+  }
+}
+
+TEST(SimulateTest, PlacementMustBeKnown) {
+  const Replay r = Simulated("{\"op\":\"pool\",\"placement\":\"worst\"}\n");
+  EXPECT_THAT(r.status, StatusIs(absl::StatusCode::kInvalidArgument,
+                                 HasSubstr("\"placement\" must be")));
 }
 
 TEST(SimulateTest, SimplePathSpansSegmentsAndDefaultsApply) {

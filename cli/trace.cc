@@ -73,10 +73,19 @@ absl::StatusOr<TraceOp> Pool(Fields& f) {
   PoolLine l;
   uint64_t reserve = 0;
   std::string strategy = "address";
+  std::string placement = "nextfit";
   RETURN_IF_ERROR(f.Uint("page_size", false, &l.options.page_size));
   RETURN_IF_ERROR(f.String("strategy", false, &strategy));
   RETURN_IF_ERROR(f.Uint("reserve_pages", false, &reserve));
+  RETURN_IF_ERROR(f.String("placement", false, &placement));
   RETURN_IF_ERROR(f.NoneLeft("pool"));
+  if (auto p = pglist::ParsePlacement(placement)) {
+    l.options.placement = *p;
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "field \"placement\" must be \"nextfit\" or \"bestfit\", not \"",
+        placement, "\""));
+  }
   if (strategy == "address") {
     l.options.strategy = pglist::Strategy::kAddress;
   } else if (strategy == "bigfirst") {

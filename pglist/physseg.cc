@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "pglist/placement.h"
 
 namespace physpool::pglist {
 
@@ -50,21 +51,44 @@ std::optional<Pfn> PhysSeg::FindRun(const Constraints& c) const {
   if (lo >= hi || hi - lo < c.pages.value) return std::nullopt;
   const uint64_t start = std::clamp(hint_.value, lo, hi);
   if (auto found = Scan(c, start, hi, hi)) return found;
-  // Wrap once, as the seed: runs from the window's start that end at or
-  // before the hint.
-  const uint64_t limit = std::min(hi, hint_.value);
-  if (start > lo) return Scan(c, lo, limit, limit);
+  // Wrap once: every start below the first pass's first candidate, with
+  // runs that may reach past the hint (the seed stops them at the hint).
+  if (start > lo) return Scan(c, lo, c.AlignUp(start), hi);
   return std::nullopt;
 }
 
-std::optional<Pfn> PhysSeg::FindRunAcrossHint(const Constraints& c) const {
+std::optional<Pfn> PhysSeg::FindBestFit(const Constraints& c) const {
   const auto [lo, hi] = Clip(c);
-  if (lo >= hi || hi - lo < c.pages.value) return std::nullopt;
-  const uint64_t start = std::clamp(hint_.value, lo, hi);
-  // Every start below the first pass's first candidate, with runs that may
-  // reach past the hint: after FindRun failed, only those that straddle it.
-  if (start > lo) return Scan(c, lo, c.AlignUp(start), hi);
-  return std::nullopt;
+  const uint64_t n = c.pages.value;
+  if (lo >= hi || hi - lo < n) return std::nullopt;
+  std::optional<Pfn> best;
+  uint64_t best_len = 0;
+  int candidates = 0, stretches = 0;
+  // `pos` is the window's start or the used page that ended the last
+  // stretch, so each NextRun answer is the start of a maximal stretch.
+  for (uint64_t pos = lo; pos < hi && candidates < kBestFitCandidates;) {
+    const uint64_t a =
+        base_.value + map_.NextRun(Off(Pfn(pos)), n, Off(Pfn(hi)));
+    if (a >= hi) break;
+    const uint64_t b =
+        base_.value + map_.NextUsed(Off(Pfn(a + n)), Off(Pfn(hi)));
+    // The stretch's first admissible start: its first aligned page, or, if
+    // that run crosses a boundary multiple, the first aligned page after it
+    // (which starts a boundary cell, so its run crosses none).
+    uint64_t s = c.AlignUp(a);
+    if (s + n <= b && c.CrossesBoundary(s, n)) s = c.AlignUp(c.NextCell(s));
+    if (s + n <= b) {
+      ++candidates;
+      if (!best || b - a < best_len) {
+        best = Pfn(s);
+        best_len = b - a;
+        if (best_len == n) break;  // nothing is shorter
+      }
+    }
+    pos = b;
+    if (++stretches >= kBestFitStretches && best) break;
+  }
+  return best;
 }
 
 void PhysSeg::Gather(uint64_t from, uint64_t to, PageCount want,

@@ -56,16 +56,24 @@ class PhysSeg {
   // [lo, hi) absolute PFNs; lo >= hi when they do not meet.
   std::pair<uint64_t, uint64_t> Clip(const Constraints& c) const;
 
-  // The seed's contiguous search (uvm_pglistalloc_c_ps): the first start
+  // The contiguous search, next-fit (Placement::kNextFit): the first start
   // that admits a free run of c.pages at or after the hint, else (wrapping
-  // once) the first one from the window's start whose run ends at or before
-  // the hint. Changes nothing.
+  // once) the first one from the window's start, in address order, whose
+  // run may end anywhere up to the window's end. Complete: finds a start
+  // whenever this segment holds a feasible free run. Where the seed's
+  // uvm_pglistalloc_c_ps finds a run in this segment, this is the same one
+  // (its wrap pass only tries runs that end by the hint, and those start
+  // below every run that straddles it) as long as the segment's page
+  // numbers and the window's are below 2^32: above, the seed's u_int
+  // arithmetic truncates them and its answer is none or a page outside the
+  // segment (SeedTest.TruncatesPageNumbersAbove32Bits). Changes nothing.
   std::optional<Pfn> FindRun(const Constraints& c) const;
-  // What the seed's wrap pass never tries: the first admissible free run
-  // that starts before the hint and ends after it. FindRun, then this, is
-  // complete: together they find a start whenever this segment holds a
-  // feasible free run. Changes nothing.
-  std::optional<Pfn> FindRunAcrossHint(const Constraints& c) const;
+  // The contiguous search, best fit (Placement::kBestFit, whose comment
+  // gives the bounds): the maximal free stretches of the window of at least
+  // c.pages pages, in address order; of those that admit the request, the
+  // shortest (ties: the lower); its first admissible start. Complete.
+  // Changes nothing.
+  std::optional<Pfn> FindBestFit(const Constraints& c) const;
 
   // The simple path in this segment, as the seed's uvm_pglistalloc_s_ps:
   // takes up to `want` free pages of the window next-fit (from the hint to

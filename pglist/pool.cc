@@ -1,47 +1,14 @@
+// The pool: segments and their order, records of allocations, frees,
+// inspection and Verify. The paths are in pool_allocate.cc and
+// pool_reclaim.cc.
 #include "pglist/pool.h"
 
 #include <algorithm>
-#include <functional>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 
 namespace physpool::pglist {
-namespace {
-
-// The request in an operator's terms, for error messages.
-std::string Describe(const Constraints& c, uint64_t ps) {
-  const bool unbounded = c.high.value == kMaxIova / ps + 1;
-  return absl::StrCat(
-      c.pages.value, " pages (alignment ", c.align * ps, ", boundary ",
-      c.boundary == 0 ? "none" : absl::StrCat(c.boundary * ps), ", window [",
-      c.low.value * ps, ", ",
-      unbounded ? "unbounded" : absl::StrCat(c.high.value * ps), "), ",
-      c.max_runs == 0 ? "any number of" : absl::StrCat("at most ", c.max_runs),
-      " runs)");
-}
-
-// Sorts runs by address. With `join`, joins neighbours that lie in the same
-// segment: only for the simple path, since runs of the other paths that
-// touch were cut at a boundary multiple and must stay apart.
-std::vector<PageRun> Canonical(std::vector<PageRun> runs, bool join,
-                               const std::function<PhysSeg*(Pfn)>& seg_of) {
-  std::sort(runs.begin(), runs.end(), [](const PageRun& a, const PageRun& b) {
-    return a.start < b.start;
-  });
-  std::vector<PageRun> out;
-  for (const PageRun& r : runs) {
-    if (join && !out.empty() && out.back().end() == r.start &&
-        seg_of(out.back().start) == seg_of(r.start)) {
-      out.back().pages += r.pages;
-    } else {
-      out.push_back(r);
-    }
-  }
-  return out;
-}
-
-}  // namespace
 
 absl::StatusOr<Pool> Pool::Create(const PoolOptions& options) {
   if (!IsPowerOfTwo(options.page_size) || options.page_size < 4096 ||
@@ -195,116 +162,26 @@ std::map<int32_t, Usage> Pool::UsageByNuma() const {
                           [](const PhysSeg& s) { return s.spec().numa; });
 }
 
-// --- Allocation -------------------------------------------------------------
+// --- Records ----------------------------------------------------------------
 
-absl::Status Pool::Fail(Path path, absl::StatusCode code, FailReason reason,
-                        absl::string_view message) {
-  ++stats_.at(path).failures[static_cast<int>(reason)];
-  return FailWith(code, reason, message);
-}
-
-bool Pool::NeverFits(const Constraints& c) const {
-  // Could the request fit if every allocatable page were free?
-  uint64_t capacity = 0;
-  bool one_run_fits = false;
-  for (const PhysSeg* s : order_) {
-    if (!s->Eligible(c)) continue;
-    const auto [lo, hi] = s->Clip(c);
-    if (lo >= hi) continue;
-    capacity += hi - lo;
-    uint64_t cand = c.AlignUp(lo);
-    if (c.CrossesBoundary(cand, c.pages.value))
-      cand = c.AlignUp(c.NextCell(cand));
-    one_run_fits |= cand + c.pages.value <= hi;
-  }
-  uint64_t usable = capacity;
-  if (!c.privileged) {
-    const uint64_t total = total_pages().value;
-    const uint64_t reserve = opts_.reserve_pages.value;
-    usable = std::min(usable, total > reserve ? total - reserve : 0);
-  }
-  if (usable < c.pages.value) return true;
-  return c.max_runs == 1 && !one_run_fits;
-}
-
-absl::Status Pool::CheckCapacity(const Constraints& c) const {
-  const uint64_t free = allocatable_free_pages().value;
-  const uint64_t n = c.pages.value;
-  if (free < n) {
-    return FailWith(
-        absl::StatusCode::kResourceExhausted, FailReason::kNoSpace,
-        absl::StrCat("no memory: ", n, " pages requested, ", free, " free"));
-  }
-  if (!c.privileged && free - n < opts_.reserve_pages.value) {
-    return FailWith(absl::StatusCode::kResourceExhausted, FailReason::kReserve,
-                    absl::StrCat("reserve: ", n, " pages would leave ",
-                                 free - n, " free, below the reserve of ",
-                                 opts_.reserve_pages.value));
-  }
-  return absl::OkStatus();
-}
-
-std::optional<std::vector<PageRun>> Pool::TrySimple(const Constraints& c) {
-  std::vector<PageRun> runs;
-  PageCount left = c.pages;
-  for (PhysSeg* s : order_) {
-    if (!s->Eligible(c)) continue;
-    left -= s->TakeNextFit(c, left, &runs);
-    if (left.value == 0) return runs;
-  }
-  // Not enough: give the pages back; the hints stay where the walk left
-  // them, as the seed's do.
-  for (const PageRun& r : runs) FindSegment(r.start)->Release(r).IgnoreError();
-  for (const PageRun& r : runs) FindSegment(r.start)->Sync();
-  return std::nullopt;
-}
-
-std::optional<std::vector<PageRun>> Pool::TryContig(const Constraints& c) {
-  // The seed's search over every segment first, so that wherever it finds a
-  // run, physpool returns the same one; then the runs it misses, which make
-  // the search complete.
-  for (bool across_hint : {false, true}) {
-    for (PhysSeg* s : order_) {
-      if (!s->Eligible(c)) continue;
-      const std::optional<Pfn> start =
-          across_hint ? s->FindRunAcrossHint(c) : s->FindRun(c);
-      if (!start) continue;
-      const PageRun r{*start, c.pages};
-      s->Take(r);
-      s->set_hint(r.end());
-      return std::vector<PageRun>{r};
+// Sorts runs by address. With `join`, joins neighbours that lie in the same
+// segment: only for the simple path, since runs of the other paths that
+// touch were cut at a boundary multiple and must stay apart.
+std::vector<PageRun> Pool::Canonical(std::vector<PageRun> runs,
+                                     bool join) const {
+  std::sort(runs.begin(), runs.end(), [](const PageRun& a, const PageRun& b) {
+    return a.start < b.start;
+  });
+  std::vector<PageRun> out;
+  for (const PageRun& r : runs) {
+    if (join && !out.empty() && out.back().end() == r.start &&
+        FindSegment(out.back().start) == FindSegment(r.start)) {
+      out.back().pages += r.pages;
+    } else {
+      out.push_back(r);
     }
   }
-  return std::nullopt;
-}
-
-std::optional<std::vector<PageRun>> Pool::TryMulti(const Constraints& c) {
-  // Each slot (a free stretch of the window within one boundary cell, from
-  // its first aligned page) gives at most one useful run; the largest slots
-  // first make the fewest runs, so the request fits iff the largest
-  // max_runs slots hold enough pages.
-  std::vector<PageRun> slots;
-  for (const PhysSeg* s : order_) {
-    if (!s->Eligible(c)) continue;
-    s->ForEachSlot(c, [&](const PageRun& r) { slots.push_back(r); });
-  }
-  std::stable_sort(
-      slots.begin(), slots.end(),
-      [](const PageRun& a, const PageRun& b) { return a.pages > b.pages; });
-  std::vector<PageRun> runs;
-  PageCount left = c.pages;
-  for (const PageRun& slot : slots) {
-    const uint64_t most =
-        c.max_runs != 0 && (c.run_cap == 0 || c.max_runs < c.run_cap)
-            ? c.max_runs
-            : c.run_cap;
-    if (left.value == 0 || (most != 0 && runs.size() == most)) break;
-    runs.push_back({slot.start, std::min(slot.pages, left)});
-    left -= runs.back().pages;
-  }
-  if (left.value != 0) return std::nullopt;
-  for (const PageRun& r : runs) FindSegment(r.start)->Take(r);
-  return runs;
+  return out;
 }
 
 Allocation& Pool::Record(std::vector<PageRun> runs, Path path,
@@ -314,8 +191,7 @@ Allocation& Pool::Record(std::vector<PageRun> runs, Path path,
   a.id = id;
   a.path = path;
   a.preemptible = preemptible;
-  a.runs = Canonical(std::move(runs), path == Path::kSimple,
-                     [this](Pfn p) { return FindSegment(p); });
+  a.runs = Canonical(std::move(runs), path == Path::kSimple);
   const PageCount total = a.pages();
   for (const PageRun& r : a.runs) {
     if (preemptible) preempt_[r.start] = {r.pages, id, total};
@@ -323,204 +199,6 @@ Allocation& Pool::Record(std::vector<PageRun> runs, Path path,
   }
   if (path != Path::kClaim) ++stats_.at(path).successes;
   return a;
-}
-
-absl::StatusOr<Allocation> Pool::Allocate(const Request& req) {
-  auto c = Normalize(req, opts_.page_size);
-  // An invalid request is counted on the path its fields point to.
-  const uint64_t pages = req.bytes / opts_.page_size + 1;
-  const bool simple =
-      c.ok() ? c->Simple()
-             : req.alignment <= opts_.page_size && req.boundary == 0 &&
-                   (req.max_segments == 0 || req.max_segments >= pages);
-  const Path path = simple ? Path::kSimple : Path::kContig;
-  ++stats_.at(path).attempts;
-  if (!c.ok()) {
-    return Fail(path, c.status().code(), FailReason::kInvalid,
-                c.status().message());
-  }
-  // A simple request refused before the walk moves the hints as the seed's
-  // walk would: where the window's free pages are too few, the walk
-  // exhausts every eligible segment; where they would do, or no page at
-  // all is free (the seed then does not walk), nothing moves.
-  auto exhaust_hints = [&] {
-    if (path != Path::kSimple || allocatable_free_pages().value == 0) return;
-    uint64_t in_window = 0;
-    for (const PhysSeg* s : order_) {
-      if (!s->Eligible(*c)) continue;
-      const auto [lo, hi] = s->Clip(*c);
-      if (lo < hi)
-        in_window += s->map().CountFree(s->Off(Pfn(lo)), s->Off(Pfn(hi)));
-    }
-    if (in_window >= c->pages.value) return;
-    for (PhysSeg* s : order_) {
-      if (s->Eligible(*c)) s->ExhaustHint(*c);
-    }
-  };
-  if (NeverFits(*c)) {
-    exhaust_hints();
-    return Fail(
-        path, absl::StatusCode::kResourceExhausted, FailReason::kNeverFits,
-        absl::StrCat("never fits: no layout of the allocatable segments",
-                     " (less the reserve) can hold ",
-                     Describe(*c, opts_.page_size)));
-  }
-  if (auto s = CheckCapacity(*c); !s.ok()) {
-    exhaust_hints();
-    ++stats_.at(path).failures[static_cast<int>(FailReasonOf(s))];
-    return s;
-  }
-  if (path == Path::kSimple) {
-    if (auto runs = TrySimple(*c)) {
-      if (c->run_cap == 0 || Canonical(*runs, true, [this](Pfn p) {
-                               return FindSegment(p);
-                             }).size() <= c->run_cap) {
-        return Record(std::move(*runs), path, c->preemptible);
-      }
-      // Too fragmented for one answer: give the pages back (the hints stay,
-      // as after any failed walk) and take the fewest runs instead.
-      for (const PageRun& r : *runs)
-        FindSegment(r.start)->Release(r).IgnoreError();
-      for (const PageRun& r : *runs) FindSegment(r.start)->Sync();
-      ++stats_.at(Path::kSimple)
-            .failures[static_cast<int>(FailReason::kNoSpace)];
-      ++stats_.fallbacks[static_cast<int>(Path::kSimple)]
-                        [static_cast<int>(Path::kMulti)];
-      ++stats_.at(Path::kMulti).attempts;
-      Constraints capped = *c;
-      capped.max_runs = c->run_cap;
-      if (auto multi = TryMulti(capped)) {
-        return Record(std::move(*multi), Path::kMulti, c->preemptible);
-      }
-      return Fail(
-          Path::kMulti, absl::StatusCode::kResourceExhausted,
-          FailReason::kNoSpace,
-          absl::StrCat("no space: the free memory is in more than ", c->run_cap,
-                       " pieces (leases.max_runs_per_lease) for ",
-                       Describe(*c, opts_.page_size)));
-    }
-  } else {
-    if (auto runs = TryContig(*c))
-      return Record(std::move(*runs), path, c->preemptible);
-    if (c->max_runs >= 2) {
-      ++stats_.at(Path::kContig)
-            .failures[static_cast<int>(FailReason::kNoSpace)];
-      ++stats_.fallbacks[static_cast<int>(Path::kContig)]
-                        [static_cast<int>(Path::kMulti)];
-      ++stats_.at(Path::kMulti).attempts;
-      if (auto runs = TryMulti(*c)) {
-        return Record(std::move(*runs), Path::kMulti, c->preemptible);
-      }
-      return Fail(Path::kMulti, absl::StatusCode::kResourceExhausted,
-                  FailReason::kNoSpace,
-                  absl::StrCat("no space: no placement in free memory for ",
-                               Describe(*c, opts_.page_size)));
-    }
-  }
-  return Fail(path, absl::StatusCode::kResourceExhausted, FailReason::kNoSpace,
-              absl::StrCat("no space: no placement in free memory for ",
-                           Describe(*c, opts_.page_size)));
-}
-
-absl::StatusOr<ReclaimPlan> Pool::PlanReclaim(const Request& req) {
-  auto c = Normalize(req, opts_.page_size);
-  if (c.ok()) {
-    const Path from = c->Simple()        ? Path::kSimple
-                      : c->max_runs != 1 ? Path::kMulti
-                                         : Path::kContig;
-    ++stats_.fallbacks[static_cast<int>(from)]
-                      [static_cast<int>(Path::kAggressive)];
-  }
-  ++stats_.at(Path::kAggressive).attempts;
-  if (!c.ok()) {
-    return Fail(Path::kAggressive, c.status().code(), FailReason::kInvalid,
-                c.status().message());
-  }
-  std::optional<ReclaimWindow> best;
-  if (!preempt_.empty()) {
-    for (const PhysSeg* s : order_) {
-      if (!s->Eligible(*c)) continue;
-      auto w = FindReclaimWindow(*s, preempt_, *c);
-      if (w && (!best || w->BetterThan(*best))) best = w;
-    }
-  }
-  if (!best) {
-    return Fail(Path::kAggressive, absl::StatusCode::kResourceExhausted,
-                FailReason::kNoReclaim,
-                absl::StrCat("no reclaim: no window of free and preemptible",
-                             " pages admits ", Describe(*c, opts_.page_size)));
-  }
-  ReclaimPlan plan;
-  plan.window = {best->start, c->pages};
-  plan.reclaim_pages = PageCount(best->cost);
-  // Runs are at most one window apart from their start; scan from the last
-  // run starting at or before the window.
-  auto it = preempt_.upper_bound(plan.window.start);
-  if (it != preempt_.begin()) --it;
-  for (; it != preempt_.end() && it->first < plan.window.end(); ++it) {
-    if (PageRun{it->first, it->second.pages}.Overlaps(plan.window)) {
-      plan.victims.push_back(it->second.id);
-    }
-  }
-  std::sort(plan.victims.begin(), plan.victims.end());
-  plan.victims.erase(std::unique(plan.victims.begin(), plan.victims.end()),
-                     plan.victims.end());
-  // The victims' pages (the plan's cost) all come back.
-  const uint64_t free_after =
-      allocatable_free_pages().value + best->cost - c->pages.value;
-  if (!c->privileged && free_after < opts_.reserve_pages.value) {
-    return Fail(Path::kAggressive, absl::StatusCode::kResourceExhausted,
-                FailReason::kReserve,
-                absl::StrCat("reserve: reclaiming would leave ", free_after,
-                             " free, below the reserve of ",
-                             opts_.reserve_pages.value));
-  }
-  return plan;
-}
-
-absl::StatusOr<Allocation> Pool::CommitReclaim(const Request& req,
-                                               const ReclaimPlan& plan) {
-  auto stale = [&](absl::string_view why) {
-    return Fail(Path::kAggressive, absl::StatusCode::kFailedPrecondition,
-                FailReason::kNoReclaim,
-                absl::StrCat("stale reclaim plan: ", why));
-  };
-  auto c = Normalize(req, opts_.page_size);
-  if (!c.ok()) {
-    return Fail(Path::kAggressive, c.status().code(), FailReason::kInvalid,
-                c.status().message());
-  }
-  const PageRun& w = plan.window;
-  PhysSeg* seg = FindSegment(w.start);
-  if (w.pages != c->pages || !c->Admits(w.start.value, w.pages.value) ||
-      seg == nullptr || !seg->Eligible(*c) || !seg->Holds(w)) {
-    return stale("the window does not fit the request or its segment");
-  }
-  uint64_t victim_pages_in_window = 0;
-  for (AllocationId v : plan.victims) {
-    const Allocation* a = Find(v);
-    if (a == nullptr || !a->preemptible) {
-      return stale(
-          absl::StrCat("allocation ", v, " is gone or not preemptible"));
-    }
-    for (const PageRun& r : a->runs) {
-      if (!r.Overlaps(w)) continue;
-      const Pfn s = std::max(r.start, w.start);
-      const Pfn e = std::min(r.end(), w.end());
-      victim_pages_in_window += (e - s).value;
-    }
-  }
-  const uint64_t used = w.pages.value - seg->map().CountFree(seg->Off(w.start),
-                                                             seg->Off(w.end()));
-  if (used != victim_pages_in_window) {
-    return stale("the window holds pages of allocations not in the plan");
-  }
-  for (AllocationId v : plan.victims) {
-    if (auto s = Free(v); !s.ok()) return s;
-  }
-  // The hint stays: the seed's aggressive path never moves it either.
-  seg->Take(w);
-  return Record({w}, Path::kAggressive, c->preemptible);
 }
 
 absl::StatusOr<Allocation> Pool::Claim(absl::Span<const PageRun> runs,

@@ -18,6 +18,7 @@
 #include "absl/types/span.h"
 #include "pglist/outcome.h"
 #include "pglist/physseg.h"
+#include "pglist/placement.h"
 #include "pglist/reclaim.h"
 #include "pglist/request.h"
 #include "pglist/stats.h"
@@ -36,6 +37,9 @@ struct PoolOptions {
   Strategy strategy = Strategy::kAddress;
   // Unprivileged allocations must leave at least this many pages free.
   PageCount reserve_pages;
+  // Where a single run goes inside a segment (the contig path); segment
+  // order and the simple, multi and aggressive paths are the same for all.
+  Placement placement = Placement::kNextFit;
 };
 
 // A snapshot of one segment, for metrics and listings.
@@ -91,8 +95,9 @@ class Pool {
   std::map<int32_t, Usage> UsageByNuma() const;
 
   // --- Allocation ---------------------------------------------------------
-  // Serves `req` by the simple path, or by the contig path and (when the
-  // request accepts several runs) the multi path. On failure nothing
+  // Serves `req` by the simple path, or freelist by freelist by the contig
+  // path and (when the request accepts several runs) the multi path from
+  // that freelist and those below it (docs/allocator.md). On failure nothing
   // changes but the counters; the status is INVALID_ARGUMENT (malformed) or
   // RESOURCE_EXHAUSTED, with a FailReason (FailReasonOf) that tells whether
   // frees could ever help.
@@ -101,7 +106,8 @@ class Pool {
   // The aggressive path, after Allocate failed with kNoSpace: the single
   // run that reclaiming preemptible allocations would free at least cost
   // (total pages of the allocations revoked, then their number, then the
-  // lower address; see ReclaimWindow). Changes nothing.
+  // lower freelist, then the lower address; see ReclaimWindow). Changes
+  // nothing.
   // RESOURCE_EXHAUSTED/kNoReclaim when there is none.
   absl::StatusOr<ReclaimPlan> PlanReclaim(const Request& req);
   // Frees the plan's victims and allocates its window to `req`.
@@ -152,8 +158,24 @@ class Pool {
   absl::Status CheckCapacity(const Constraints& c) const;
   bool NeverFits(const Constraints& c) const;
   std::optional<std::vector<PageRun>> TrySimple(const Constraints& c);
-  std::optional<std::vector<PageRun>> TryContig(const Constraints& c);
-  std::optional<std::vector<PageRun>> TryMulti(const Constraints& c);
+  // Runs of segments order_[first, second) share one freelist; ascending.
+  std::vector<std::pair<size_t, size_t>> Levels() const;
+  // One run in order_[begin, end) (one freelist), by the placement.
+  std::optional<std::vector<PageRun>> TryContig(const Constraints& c,
+                                                size_t begin, size_t end);
+  // The slots of order_[0, gathered), largest first (ties: pool order),
+  // kept from one freelist's multi search to the next.
+  struct MultiSlots {
+    std::vector<PageRun> lower;
+    size_t gathered = 0;
+  };
+  // Several runs from order_[0, end), where order_[begin, end) is the
+  // freelist being tried (docs/allocator.md, "multi").
+  std::optional<std::vector<PageRun>> TryMulti(const Constraints& c,
+                                               size_t begin, size_t end,
+                                               MultiSlots* slots);
+  // Sorts runs by address; with `join`, joins neighbours in one segment.
+  std::vector<PageRun> Canonical(std::vector<PageRun> runs, bool join) const;
   Allocation& Record(std::vector<PageRun> runs, Path path, bool preemptible);
   absl::Status Fail(Path path, absl::StatusCode code, FailReason reason,
                     absl::string_view message);

@@ -1,6 +1,12 @@
 // Seeded random operation programs replayed on Pool and on the naive
-// reference model, compared after every operation. PHYSPOOL_PROPERTY_OPS sets
-// the total number of operations (default 1,000,000).
+// reference model, compared after every operation, under both placements
+// (next fit and best fit); every answer is also checked by brute force
+// (order_check.h): it reaches freelist k only when no answer in as many runs
+// existed below k, a single run lands in the first segment in allocation
+// order (freelists in order, then the strategy's order) that holds a
+// feasible window, and a request fails for want of space only when no
+// answer existed. PHYSPOOL_PROPERTY_OPS sets the total
+// number of operations (default 1,000,000).
 #include <cstdlib>
 #include <random>
 #include <string>
@@ -57,6 +63,22 @@ TEST(PoolPropertyTest, MatchesTheReferenceModel) {
                 static_cast<unsigned long long>(failures(r)));
     EXPECT_GT(failures(r), 0u) << FailReasonName(r);
   }
+  std::printf(
+      "  contig answers: nextfit %llu bestfit %llu, %llu of them "
+      "past the first segment in order\n",
+      static_cast<unsigned long long>(totals.contig[0]),
+      static_cast<unsigned long long>(totals.contig[1]),
+      static_cast<unsigned long long>(totals.contig_past_first_segment));
+  EXPECT_GT(totals.contig[0], 0u);
+  EXPECT_GT(totals.contig[1], 0u);
+  EXPECT_GT(totals.contig_past_first_segment, 0u);
+  std::printf(
+      "  multi answers: %llu across freelists, %llu below a freelist that "
+      "held one run\n",
+      static_cast<unsigned long long>(totals.multi_mixed),
+      static_cast<unsigned long long>(totals.multi_below_one_run));
+  EXPECT_GT(totals.multi_mixed, 0u);
+  EXPECT_GT(totals.multi_below_one_run, 0u);
   EXPECT_GT(st.fallback(Path::kContig, Path::kMulti), 0u);
   EXPECT_GT(st.fallback(Path::kContig, Path::kAggressive), 0u);
   EXPECT_GT(st.fallback(Path::kSimple, Path::kAggressive), 0u);

@@ -4,6 +4,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "pglist/testing/requests.h"
 #include "pglist/testing/status_matchers.h"
 
 namespace physpool::pglist {
@@ -11,34 +12,11 @@ namespace {
 
 using ::physpool::testing::StatusIs;
 using ::testing::ElementsAre;
-constexpr uint64_t kPs = 4096;
-
-SegmentSpec Seg(uint64_t pfn, uint64_t pages, uint32_t freelist = 0) {
-  SegmentSpec s;
-  s.iova = pfn * kPs;
-  s.pages = PageCount(pages);
-  s.freelist = freelist;
-  return s;
-}
-
-Request Req(uint64_t pages) {
-  Request r;
-  r.bytes = pages * kPs;
-  return r;
-}
-
-Request Contig(uint64_t pages, uint64_t align_pages = 1,
-               uint64_t boundary_pages = 0) {
-  Request r = Req(pages);
-  r.alignment = align_pages * kPs;
-  r.boundary = boundary_pages * kPs;
-  r.max_segments = 1;
-  return r;
-}
-
-PageRun R(uint64_t start, uint64_t pages) {
-  return {Pfn(start), PageCount(pages)};
-}
+constexpr uint64_t kPs = testing::kTestPage;
+using testing::Contig;
+using testing::R;
+using testing::Req;
+using testing::Seg;
 
 Pool MakePool(const std::vector<SegmentSpec>& segs, PoolOptions opts = {}) {
   Pool pool = *Pool::Create(opts);

@@ -19,8 +19,13 @@ struct Span {
 class Stretch {
  public:
   Stretch(const Constraints& c, uint64_t a, uint64_t e,
-          const std::vector<Span>& runs)
-      : c_(c), n_(c.pages.value), a_(a), e_(e), runs_(runs) {}
+          const std::vector<Span>& runs, uint32_t freelist)
+      : c_(c),
+        n_(c.pages.value),
+        a_(a),
+        e_(e),
+        runs_(runs),
+        freelist_(freelist) {}
 
   void Search(std::optional<ReclaimWindow>* best) const {
     // The allocations a window touches are constant between edges (a run
@@ -57,7 +62,7 @@ class Stretch {
           --victims;
         }
       }
-      const ReclaimWindow w{Pfn(cand), cost, victims};
+      const ReclaimWindow w{Pfn(cand), cost, victims, freelist_};
       if (!*best || w.BetterThan(**best)) *best = w;
     }
   }
@@ -74,6 +79,7 @@ class Stretch {
   const Constraints& c_;
   const uint64_t n_, a_, e_;
   const std::vector<Span>& runs_;
+  const uint32_t freelist_;
 };
 
 }  // namespace
@@ -118,7 +124,8 @@ std::optional<ReclaimWindow> FindReclaimWindow(const PhysSeg& seg,
       runs.push_back(*r);
       e = r->end;
     }
-    if (e - pos >= n) Stretch(c, pos, e, runs).Search(&best);
+    if (e - pos >= n)
+      Stretch(c, pos, e, runs, seg.spec().freelist).Search(&best);
     if (e >= hi) break;
     // Resume at the next page that is free or starts a preemptible run.
     const uint64_t next_free = base + map.NextFree(e - base, hi - base);

@@ -3,7 +3,7 @@
 // allocations whose reclaim costs least. Reclaiming revokes whole
 // allocations, so a window costs the total size of the allocations it
 // touches (all their pages, wherever they are), then their number, then
-// its address (lower first).
+// its segment's freelist (lower first), then its address (lower first).
 #ifndef PHYSPOOL_PGLIST_RECLAIM_H_
 #define PHYSPOOL_PGLIST_RECLAIM_H_
 
@@ -28,13 +28,16 @@ using PreemptMap = std::map<Pfn, PreemptRun>;
 
 struct ReclaimWindow {
   Pfn start;
-  uint64_t cost = 0;     // total pages of the allocations it revokes
-  uint64_t victims = 0;  // their number
+  uint64_t cost = 0;      // total pages of the allocations it revokes
+  uint64_t victims = 0;   // their number
+  uint32_t freelist = 0;  // of its segment
 
-  // Cheaper, then fewer victims, then lower address.
+  // Cheaper, then fewer victims, then the lower freelist (its scarce
+  // memory last, as everywhere else: DESIGN.md says address order here;
+  // docs/allocator.md, "aggressive"), then lower address.
   bool BetterThan(const ReclaimWindow& o) const {
-    return std::tie(cost, victims, start.value) <
-           std::tie(o.cost, o.victims, o.start.value);
+    return std::tie(cost, victims, freelist, start.value) <
+           std::tie(o.cost, o.victims, o.freelist, o.start.value);
   }
 };
 

@@ -184,22 +184,40 @@ TEST(ReclaimTest, CostIsTheWholeSizeOfTheRevokedAllocations) {
   (void)big;
 }
 
-// Equal cost and victims: the lower address wins, whatever the segments'
-// allocation order (freelist 1 before freelist 0 here is not the order).
-TEST(ReclaimTest, TiesGoToTheLowerAddress) {
+// Equal cost and victims: the lower freelist wins (a deviation from
+// DESIGN.md's "then address order": the later freelists hold the scarce
+// memory), then the lower address, whatever the segments' IOVAs.
+TEST(ReclaimTest, TiesGoToTheLowerFreelistThenTheLowerAddress) {
   Pool pool = *Pool::Create({});
-  for (auto [pfn, fl] : {std::pair<uint64_t, uint32_t>{0, 1}, {100, 0}}) {
+  for (auto [pfn, fl] :
+       {std::pair<uint64_t, uint32_t>{0, 1}, {100, 0}, {200, 0}}) {
     SegmentSpec s;
     s.iova = pfn * kPs;
     s.pages = PageCount(4);
     s.freelist = fl;
     ASSERT_OK(pool.AddSegment(s));
   }
-  const AllocationId low = Hold(pool, {R(0, 4)}, true);
-  Hold(pool, {R(100, 4)}, true);
+  const AllocationId in_freelist_1 = Hold(pool, {R(0, 4)}, true);
+  const AllocationId lower = Hold(pool, {R(100, 4)}, true);
+  const AllocationId higher = Hold(pool, {R(200, 4)}, true);
   ASSERT_OK_AND_ASSIGN(ReclaimPlan plan, pool.PlanReclaim(Contig(4)));
-  EXPECT_EQ(plan.window, R(0, 4));
-  EXPECT_THAT(plan.victims, ElementsAre(low));
+  EXPECT_EQ(plan.window, R(100, 4));
+  EXPECT_THAT(plan.victims, ElementsAre(lower));
+  // Cost and number come first: freelist 0 only has a window of two
+  // victims now, freelist 1 one of one.
+  ASSERT_OK(pool.Free(lower));
+  ASSERT_OK(pool.Free(higher));
+  Hold(pool, {R(100, 4)}, false);
+  Hold(pool, {R(200, 2)}, true);
+  Hold(pool, {R(202, 2)}, true);
+  ASSERT_OK_AND_ASSIGN(ReclaimPlan next, pool.PlanReclaim(Contig(4)));
+  EXPECT_EQ(next.window, R(0, 4));  // 4 pages, 1 victim, against 4 and 2
+  EXPECT_THAT(next.victims, ElementsAre(in_freelist_1));
+  // Equal everything within freelist 0: the lower address.
+  ASSERT_OK(pool.Free(in_freelist_1));
+  Hold(pool, {R(0, 4)}, false);
+  ASSERT_OK_AND_ASSIGN(ReclaimPlan last, pool.PlanReclaim(Contig(2)));
+  EXPECT_EQ(last.window, R(200, 2));
 }
 
 }  // namespace

@@ -64,4 +64,16 @@ absl::StatusOr<Constraints> Normalize(const Request& req, uint64_t page_size) {
   return c;
 }
 
+std::string Describe(const Constraints& c, uint64_t page_size) {
+  const uint64_t ps = page_size;
+  const bool unbounded = c.high.value == kMaxIova / ps + 1;
+  return absl::StrCat(
+      c.pages.value, " pages (alignment ", c.align * ps, ", boundary ",
+      c.boundary == 0 ? "none" : absl::StrCat(c.boundary * ps), ", window [",
+      c.low.value * ps, ", ",
+      unbounded ? "unbounded" : absl::StrCat(c.high.value * ps), "), ",
+      c.max_runs == 0 ? "any number of" : absl::StrCat("at most ", c.max_runs),
+      " runs)");
+}
+
 }  // namespace physpool::pglist

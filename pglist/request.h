@@ -5,6 +5,7 @@
 #define PHYSPOOL_PGLIST_REQUEST_H_
 
 #include <cstdint>
+#include <string>
 
 #include "absl/status/statusor.h"
 #include "pglist/units.h"
@@ -81,6 +82,9 @@ struct Constraints {
 // REQUIRES: page_size is a power of two >= 4096 (so every PFN is < 2^52 and
 // PFN arithmetic below 2^63 cannot overflow).
 absl::StatusOr<Constraints> Normalize(const Request& req, uint64_t page_size);
+
+// `c` in an operator's terms (bytes), for error messages.
+std::string Describe(const Constraints& c, uint64_t page_size);
 
 }  // namespace physpool::pglist
 

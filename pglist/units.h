@@ -110,6 +110,13 @@ inline std::ostream& operator<<(std::ostream& os, const PageRun& r) {
 // Arithmetic helpers on raw integers. Alignments are powers of two.
 constexpr bool IsPowerOfTwo(uint64_t x) { return x != 0 && (x & (x - 1)) == 0; }
 
+// The least power of two >= x (1 for x <= 1). REQUIRES: x <= 2^63.
+constexpr uint64_t NextPow2(uint64_t x) {
+  uint64_t p = 1;
+  while (p < x) p <<= 1;
+  return p;
+}
+
 // Sum, or nullopt on overflow.
 constexpr std::optional<uint64_t> CheckedAdd(uint64_t a, uint64_t b) {
   uint64_t r = a + b;

@@ -17,6 +17,7 @@ pglist::PoolOptions CoreOptions(const ManagerOptions& o, uint64_t page_size) {
   pglist::PoolOptions po;
   po.page_size = page_size;
   po.strategy = o.strategy;
+  po.placement = o.placement;
   po.reserve_pages =
       pglist::PageCount((o.reserve_bytes + page_size - 1) / page_size);
   return po;

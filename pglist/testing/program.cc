@@ -1,9 +1,11 @@
 #include "pglist/testing/program.h"
 
 #include <algorithm>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "pglist/testing/order_check.h"
 #include "pglist/testing/reference_pool.h"
 
 namespace physpool::pglist::testing {
@@ -22,12 +24,6 @@ class Reader {
   absl::Span<const uint8_t> b_;
   size_t pos_ = 0;
 };
-
-uint64_t NextPow2(uint64_t x) {
-  uint64_t p = 1;
-  while (p < x) p <<= 1;
-  return p;
-}
 
 SegmentSpec NextSegment(Reader& r, uint64_t* cursor) {
   SegmentSpec s;
@@ -90,7 +86,9 @@ Program DecodeProgram(absl::Span<const uint8_t> bytes) {
   Reader r(bytes);
   Program p;
   p.options.page_size = kPage;
-  p.options.strategy = r.u8() & 1 ? Strategy::kBigFirst : Strategy::kAddress;
+  const uint8_t options = r.u8();
+  p.options.strategy = options & 1 ? Strategy::kBigFirst : Strategy::kAddress;
+  p.options.placement = options & 2 ? Placement::kBestFit : Placement::kNextFit;
   const uint8_t reserve = r.u8();
   p.options.reserve_pages = PageCount((reserve & 3) == 0 ? reserve >> 3 : 0);
   uint64_t cursor = r.u8();  // bases not aligned to anything in particular
@@ -200,6 +198,26 @@ void Add(const PoolStats& from, PoolStats* to) {
   }
 }
 
+// Multi answers that mix freelists, and those served below a freelist
+// that held one run.
+void Count(const Pool& pool, const Allocation& a, std::optional<size_t> first,
+           RunTotals* totals) {
+  const std::vector<SegmentInfo> segs = pool.Segments();
+  auto list_of = [&](Pfn p) {
+    for (const SegmentInfo& s : segs) {
+      if (s.avail.start <= p && p < s.avail.end()) return s.spec.freelist;
+    }
+    return uint32_t{0};
+  };
+  uint32_t lo = ~uint32_t{0}, hi = 0;
+  for (const PageRun& r : a.runs) {
+    lo = std::min(lo, list_of(r.start));
+    hi = std::max(hi, list_of(r.start));
+  }
+  if (lo != hi) ++totals->multi_mixed;
+  if (first && segs[*first].spec.freelist > hi) ++totals->multi_below_one_run;
+}
+
 }  // namespace
 
 absl::Status RunAgainstModel(const Program& program, RunTotals* totals) {
@@ -224,10 +242,23 @@ absl::Status RunAgainstModel(const Program& program, RunTotals* totals) {
         segments.push_back(*a);
       }
     } else if (auto* o = std::get_if<AllocOp>(&op)) {
+      const auto c = Normalize(o->req, kPage);
+      const OrderSnapshot before =
+          c.ok() ? TakeOrderSnapshot(pool, *c) : OrderSnapshot{};
+      const std::optional<size_t> first = before.first_feasible;
       auto a = pool.Allocate(o->req);
       auto b = model.Allocate(o->req);
+      absl::Status order =
+          c.ok() ? CheckOrder(pool, *c, before, a) : absl::OkStatus();
+      if (a.ok() && a->path == Path::kContig) {
+        ++totals->contig[static_cast<int>(program.options.placement)];
+        if (first && *first > 0) ++totals->contig_past_first_segment;
+      }
+      if (a.ok() && a->path == Path::kMulti) Count(pool, *a, first, totals);
       if (!Same(a, b)) {
         differ(absl::StrCat("pool ", Outcome(a), " model ", Outcome(b)));
+      } else if (!order.ok()) {
+        differ(absl::StrCat("order: ", order.message()));
       } else if (a.ok()) {
         if (auto s = CheckPlacement(*a, o->req); !s.ok())
           differ(std::string(s.message()));

@@ -48,12 +48,21 @@ Program DecodeProgram(absl::Span<const uint8_t> bytes);
 // Replays `program` on Pool and ReferencePool side by side. After every op
 // it compares the outcomes (status code, fail reason, id, path, runs) and
 // checks the invariants (Pool::Verify; free + used = total in both; every
-// run admitted by its request; the two agree on free pages). Returns the
+// run admitted by its request; the two agree on free pages; each answer
+// respects segment order and completeness, order_check.h). Returns the
 // first difference as INTERNAL with the op index. Adds the ops run and the
 // pool's path counters to *totals.
 struct RunTotals {
   uint64_t ops = 0;
   PoolStats stats;  // summed over programs
+  // Single-run answers by placement (Placement as index), and those whose
+  // first feasible segment was not the first segment in allocation order.
+  uint64_t contig[2] = {0, 0};
+  uint64_t contig_past_first_segment = 0;
+  // Multi answers with runs in more than one freelist, and those in
+  // freelists below the first that held one run.
+  uint64_t multi_mixed = 0;
+  uint64_t multi_below_one_run = 0;
 };
 absl::Status RunAgainstModel(const Program& program, RunTotals* totals);
 

@@ -1,6 +1,7 @@
 #include "pglist/testing/reference_pool.h"
 
 #include <algorithm>
+#include <optional>
 #include <set>
 #include <tuple>
 
@@ -252,81 +253,28 @@ absl::StatusOr<Allocation> ReferencePool::Allocate(const Request& req) {
     return Record(taken, Path::kSimple, c.preemptible);
   }
 
-  // Contig: every start, one by one, from the hint; then, wrapping, from
-  // the window's start for runs that end at or before the hint (the seed's
-  // two passes), in every segment; then, in every segment, the starts below
-  // the first pass's first aligned start whose runs reach past the hint.
-  for (bool across_hint : {false, true}) {
+  // Freelist by freelist: one run in this freelist's segments, in order
+  // (FindSingle); then, if the request accepts several, runs from the
+  // freelists up to this one (ChooseMulti).
+  std::vector<uint32_t> lists;
+  for (Seg* s : order) {
+    if (lists.empty() || lists.back() != s->freelist)
+      lists.push_back(s->freelist);
+  }
+  for (uint32_t list : lists) {
     for (Seg* s : order) {
-      if (s->draining) continue;
-      const std::pair<uint64_t, uint64_t> range = Clip(*s, c);
-      const uint64_t lo = range.first, hi = range.second;
-      if (lo >= hi) continue;
-      const uint64_t start = std::clamp(s->hint, lo, hi);
-      uint64_t first_pass_start = start;
-      while (first_pass_start % c.align != 0) ++first_pass_start;
-      auto try_from = [&](uint64_t from, uint64_t limit,
-                          uint64_t end) -> std::optional<uint64_t> {
-        for (uint64_t cand = from; cand < limit && cand + n <= end; ++cand) {
-          if (c.Admits(cand, n) && AllFree(*s, cand, n)) return cand;
-        }
-        return std::nullopt;
-      };
-      std::optional<uint64_t> found;
-      if (!across_hint) {
-        found = try_from(start, hi, hi);
-        const uint64_t wrap_end = std::min(hi, s->hint);
-        if (!found && start > lo) found = try_from(lo, wrap_end, wrap_end);
-      } else if (start > lo) {
-        found = try_from(lo, first_pass_start, hi);
-      }
-      if (found) {
+      if (s->freelist != list || s->draining) continue;
+      if (const std::optional<uint64_t> found = FindSingle(*s, c)) {
         s->hint = *found + n;
         return Record({{Pfn(*found), c.pages}}, Path::kContig, c.preemptible);
       }
     }
-  }
-  if (c.max_runs == 1) return Exhausted(FailReason::kNoSpace);
-
-  // Multi: free stretches cut at boundary multiples, each from its first
-  // aligned page; the largest first.
-  std::vector<PageRun> slots;
-  for (Seg* s : order) {
-    if (s->draining) continue;
-    const auto [lo, hi] = Clip(*s, c);
-    uint64_t piece_start = 0;
-    bool in_piece = false;
-    for (uint64_t p = lo; p <= hi; ++p) {
-      const bool cut = p == hi || s->at(p) != kFree ||
-                       (c.boundary != 0 && p % c.boundary == 0 && in_piece);
-      if (in_piece && cut) {
-        for (uint64_t q = piece_start; q < p; ++q) {
-          if (q % c.align == 0) {
-            slots.push_back({Pfn(q), PageCount(p - q)});
-            break;
-          }
-        }
-        in_piece = false;
-      }
-      if (p < hi && s->at(p) == kFree && !in_piece) {
-        in_piece = true;
-        piece_start = p;
-      }
+    if (c.max_runs < 2) continue;
+    if (auto runs = ChooseMulti(order, list, c)) {
+      return Record(*runs, Path::kMulti, c.preemptible);
     }
   }
-  std::stable_sort(
-      slots.begin(), slots.end(),
-      [](const PageRun& a, const PageRun& b) { return a.pages > b.pages; });
-  std::vector<PageRun> runs;
-  uint64_t got = 0;
-  for (const PageRun& slot : slots) {
-    if (got == n || (c.max_runs != 0 && runs.size() == c.max_runs)) break;
-    const uint64_t take = std::min(slot.pages.value, n - got);
-    runs.push_back({slot.start, PageCount(take)});
-    got += take;
-  }
-  if (got < n) return Exhausted(FailReason::kNoSpace);
-  return Record(runs, Path::kMulti, c.preemptible);
+  return Exhausted(FailReason::kNoSpace);
 }
 
 absl::StatusOr<ReclaimPlan> ReferencePool::PlanReclaim(const Request& req) {
@@ -353,9 +301,9 @@ absl::StatusOr<ReclaimPlan> ReferencePool::PlanReclaim(const Request& req) {
   };
   // Every admissible window of free and preemptible pages, in every
   // segment; its cost is the total size of the allocations it revokes,
-  // then their number, then its address.
+  // then their number, then its segment's freelist, then its address.
   bool found = false;
-  std::tuple<uint64_t, uint64_t, uint64_t> best{0, 0, 0};
+  std::tuple<uint64_t, uint64_t, uint32_t, uint64_t> best{0, 0, 0, 0};
   for (Seg* s : Order()) {
     if (s->draining) continue;
     const auto [lo, hi] = Clip(*s, c);
@@ -367,8 +315,8 @@ absl::StatusOr<ReclaimPlan> ReferencePool::PlanReclaim(const Request& req) {
       uint64_t cost = 0;
       const std::vector<AllocationId> victims = victims_of(cand);
       for (AllocationId v : victims) cost += allocs_[v].pages().value;
-      const std::tuple<uint64_t, uint64_t, uint64_t> key{cost, victims.size(),
-                                                         cand};
+      const std::tuple<uint64_t, uint64_t, uint32_t, uint64_t> key{
+          cost, victims.size(), s->freelist, cand};
       if (!found || key < best) {
         found = true;
         best = key;
@@ -376,7 +324,7 @@ absl::StatusOr<ReclaimPlan> ReferencePool::PlanReclaim(const Request& req) {
     }
   }
   if (!found) return Exhausted(FailReason::kNoReclaim);
-  const uint64_t best_cost = std::get<0>(best), best_start = std::get<2>(best);
+  const uint64_t best_cost = std::get<0>(best), best_start = std::get<3>(best);
   ReclaimPlan plan;
   plan.window = {Pfn(best_start), c.pages};
   plan.victims = victims_of(best_start);

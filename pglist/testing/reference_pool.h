@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -66,6 +67,12 @@ class ReferencePool {
   bool AllFree(Seg& s, uint64_t start, uint64_t n);
   void Mark(uint64_t start, uint64_t n, uint8_t state);
   absl::Status Precheck(const Constraints& c);
+  // reference_placement.cc: one run in `s`, by the placement; the multi
+  // path's slots of `s`; several runs from the freelists up to `list`.
+  std::optional<uint64_t> FindSingle(Seg& s, const Constraints& c);
+  std::vector<PageRun> Slots(Seg& s, const Constraints& c);
+  std::optional<std::vector<PageRun>> ChooseMulti(
+      const std::vector<Seg*>& order, uint32_t list, const Constraints& c);
   Allocation Record(std::vector<PageRun> runs, Path path, bool preemptible);
 
   PoolOptions opts_;

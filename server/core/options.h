@@ -15,6 +15,7 @@ namespace physpool::server {
 
 struct ManagerOptions {
   pglist::Strategy strategy = pglist::Strategy::kAddress;
+  pglist::Placement placement = pglist::Placement::kNextFit;
   uint64_t reserve_bytes = 0;
   absl::Duration default_ttl = absl::Seconds(30);
   absl::Duration max_ttl = absl::Hours(1);

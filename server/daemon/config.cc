@@ -516,7 +516,8 @@ absl::StatusOr<ServerConfig> Parse(absl::string_view yaml,
     }
   }
   if (const YAML::Node p = root["pool"]) {
-    RETURN_IF_ERROR(r.Keys(p, "pool", {"strategy", "reserve_bytes"}));
+    RETURN_IF_ERROR(
+        r.Keys(p, "pool", {"strategy", "reserve_bytes", "placement"}));
     std::string strategy = "address";
     RETURN_IF_ERROR(r.Get(p, "strategy", "pool", &strategy));
     if (strategy == "address") {
@@ -529,6 +530,14 @@ absl::StatusOr<ServerConfig> Parse(absl::string_view yaml,
     }
     RETURN_IF_ERROR(
         r.Get(p, "reserve_bytes", "pool", &c.manager.reserve_bytes));
+    std::string placement = "nextfit";
+    RETURN_IF_ERROR(r.Get(p, "placement", "pool", &placement));
+    if (auto pl = pglist::ParsePlacement(placement)) {
+      c.manager.placement = *pl;
+    } else {
+      return r.Error(p["placement"], "pool.placement",
+                     "must be nextfit or bestfit");
+    }
   }
   if (const YAML::Node l = root["leases"]) {
     RETURN_IF_ERROR(r.Keys(
@@ -838,6 +847,7 @@ std::string FormatConfig(const ServerConfig& c) {
   Text(out, "strategy",
        m.strategy == pglist::Strategy::kBigFirst ? "bigfirst" : "address");
   Key(out, "reserve_bytes", m.reserve_bytes);
+  Text(out, "placement", std::string(pglist::PlacementName(m.placement)));
   out << YAML::EndMap;
   out << YAML::Key << "leases" << YAML::Value << YAML::BeginMap;
   Key(out, "default_ttl_seconds", absl::ToInt64Seconds(m.default_ttl));

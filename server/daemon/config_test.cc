@@ -17,7 +17,7 @@ TEST(ConfigTest, AcceptsAFullConfig) {
   auto c = ParseConfig(R"(listen: {unix: /tmp/s.sock, tcp: "127.0.0.1:0"}
 metrics: {listen: ""}
 source: {type: sim, sim: {dir: /tmp/sim, page_size: 8192, segments: [{bytes: 1048576, freelist: 1, numa: 1}]}}
-pool: {strategy: bigfirst, reserve_bytes: 4096}
+pool: {strategy: bigfirst, reserve_bytes: 4096, placement: bestfit}
 leases: {default_ttl_seconds: 5, max_ttl_seconds: 60, expiring_warning_seconds: 1, reclaim_grace_ms: 10}
 wait: {starvation_ms: 20}
 tenants:
@@ -29,6 +29,7 @@ log_level: debug
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->sim.page_size, 8192u);
   EXPECT_EQ(c->manager.strategy, pglist::Strategy::kBigFirst);
+  EXPECT_EQ(c->manager.placement, pglist::Placement::kBestFit);
   EXPECT_EQ(c->tenants.at(0).limits.max_leases, 2u);
   EXPECT_EQ(c->store_path, "/tmp/x.db");
   EXPECT_EQ(c->manager.starvation, absl::Milliseconds(20));
@@ -38,6 +39,8 @@ TEST(ConfigTest, EveryBadValueNamesFileLineAndKey) {
   EXPECT_THAT(Error("bogus: 1\n"), HasSubstr("t.yaml:1: bogus: unknown key"));
   EXPECT_THAT(Error("pool:\n  strategy: random\n"),
               HasSubstr("t.yaml:2: pool.strategy"));
+  EXPECT_THAT(Error("pool:\n  placement: worstfit\n"),
+              HasSubstr("t.yaml:2: pool.placement"));
   EXPECT_THAT(
       Error("leases:\n  default_ttl_seconds: abc\n"),
       HasSubstr("t.yaml:2: leases.default_ttl_seconds: bad value \"abc\""));
