@@ -1,4 +1,4 @@
-// The client side of physpoold's fd socket (server/fd_server.h): one
+// The client side of physpoold's fd socket (server/rpc/fd_server.h): one
 // request line, one answer line with descriptors over SCM_RIGHTS. Not
 // installed.
 #ifndef PHYSPOOL_CLIENT_FD_SOCKET_H_

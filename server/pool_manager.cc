@@ -5,13 +5,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "server/core/log.h"
-#include "server/pool_manager_parts.h"
+#include "server/lease/parts.h"
 
 namespace physpool::server {
 namespace {
-
-// Ended leases and failed request ids remembered.
-constexpr size_t kEndedMemory = 16384;
 
 pglist::PoolOptions CoreOptions(const ManagerOptions& o, uint64_t page_size) {
   pglist::PoolOptions po;
@@ -37,38 +34,6 @@ T Await(Call call) {
 }
 
 }  // namespace
-
-Parts::Parts(const ManagerOptions& o, pglist::Pool core,
-             vfio::MemorySource* source, TenantRegistry* tenants,
-             LeaseStore* store, AccessTokens* access, Coordinator* coordinator)
-    : pool(std::move(core)),
-      wait_seconds(SecondsBuckets()),
-      lessor(o.expiring_warning, kEndedMemory, access),
-      waiters(o.starvation),
-      scrubber(o.scrub_retry),
-      committer(store),
-      durable(&committer, coordinator, o.store_retry),
-      segments(&pool, source, &committer, &durable, coordinator),
-      devices(&pool, source, &segments),
-      recycler(&pool, source, &views, &scrubber, &devices, &durable),
-      quarantine({o.per_lease_views, o.quarantine_scan, o.trusted_holders},
-                 &pool, source, &views, &segments, coordinator),
-      events(o.max_watch_streams_per_tenant),
-      quota(&lessor, &views, &reclaims, tenants),
-      request_ids(&lessor),
-      granter({&o, &pool, &lessor, &segments, &devices, &recycler, &committer,
-               &durable, coordinator}),
-      ender({&o, &pool, &lessor, &views, &segments, &devices, &recycler,
-             &quarantine, &events, &committer, &durable, coordinator}),
-      reclaim({&o, &pool, &lessor, &reclaims, &views, &granter, &ender,
-               &recycler, &devices, &quota, &request_ids, &committer,
-               &durable, coordinator, &wait_seconds, &alloc_seconds}),
-      placement(&pool, &quota, &granter, &reclaim, &alloc_seconds),
-      waiting(&o, &pool, &waiters, &reclaims, &placement, &request_ids,
-              &wait_seconds),
-      admission({&o, &lessor, &waiters, &reclaims, &granter, &placement,
-                 &waiting, &request_ids}),
-      lookups(&lessor, &views, &quarantine) {}
 
 PoolManager::PoolManager(ManagerOptions options, vfio::MemorySource* source,
                          const Clock* clock, TenantRegistry* tenants,
@@ -348,69 +313,6 @@ void PoolManager::EndStreamsExcept(const std::set<std::string>& tenants,
     parts_->events.EndWhere(
         t, [&](const std::string& name) { return !tenants.count(name); }, why);
   });
-}
-
-// --- Segments ----------------------------------------------------------------
-
-std::vector<SegmentView> PoolManager::Segments() {
-  std::vector<SegmentView> out;
-  Locked([&](Turn& t) {
-    for (const auto& s : parts_->pool.Segments())
-      out.push_back(
-          parts_->segments.View(t, s, parts_->recycler.scrubbing(t)));
-  });
-  return out;
-}
-
-absl::StatusOr<SegmentView> PoolManager::SetDraining(uint32_t segment_id,
-                                                     bool drain) {
-  absl::StatusOr<SegmentView> out = absl::NotFoundError("no segment");
-  Locked([&](Turn& t) {
-    if (absl::Status s = parts_->segments.SetDraining(t, segment_id, drain);
-        !s.ok()) {
-      out = s;
-      return;
-    }
-    for (const auto& seg : parts_->pool.Segments()) {
-      if (seg.id == segment_id)
-        out = parts_->segments.View(t, seg, parts_->recycler.scrubbing(t));
-    }
-  });
-  return out;
-}
-
-absl::StatusOr<SegmentView> PoolManager::AddSegment(uint64_t bytes,
-                                                    uint32_t freelist,
-                                                    int32_t numa) {
-  absl::MutexLock serial(&segment_mu_);
-  absl::StatusOr<pglist::SegmentId> id =
-      parts_->segments.Add(bytes, freelist, numa);
-  if (!id.ok()) return id.status();
-  absl::StatusOr<SegmentView> out = absl::NotFoundError("segment gone");
-  Locked([&](Turn& t) {
-    for (const auto& seg : parts_->pool.Segments()) {
-      if (seg.id == *id)
-        out = parts_->segments.View(t, seg, parts_->recycler.scrubbing(t));
-    }
-  });
-  return out;
-}
-
-absl::Status PoolManager::RemoveSegment(uint32_t segment_id) {
-  absl::MutexLock serial(&segment_mu_);
-  return parts_->segments.Remove(segment_id);
-}
-
-absl::StatusOr<OccupancyPage> PoolManager::Occupancy(
-    std::optional<uint32_t> segment_id,
-    std::optional<std::pair<uint32_t, uint64_t>> from, size_t max_runs) {
-  absl::StatusOr<OccupancyPage> out;
-  Locked([&](Turn& t) {
-    out = server::Occupancy(t, parts_->pool, parts_->segments,
-                            parts_->recycler.scrubbing(t), segment_id, from,
-                            max_runs);
-  });
-  return out;
 }
 
 void PoolManager::Wake() {

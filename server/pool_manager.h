@@ -67,7 +67,7 @@
 
 namespace physpool::server {
 
-struct Parts;  // the shelves and flows (pool_manager.cc)
+struct Parts;  // the shelves and flows (lease/parts.h)
 
 class PoolManager final : private TurnHost, private Coordinator {
  public:
@@ -156,7 +156,7 @@ class PoolManager final : private TurnHost, private Coordinator {
   void EndStreamsExcept(const std::set<std::string>& tenants,
                         const absl::Status& why);
 
-  std::vector<SegmentView> Segments();
+  std::vector<SegmentView> Segments();  // pool_segments.cc
   absl::StatusOr<SegmentView> SetDraining(uint32_t segment_id, bool drain);
   // Hot add and remove: the segment is prepared (backing, mapping) and torn
   // down outside the lock; the store records it before the answer. Only
@@ -178,13 +178,10 @@ class PoolManager final : private TurnHost, private Coordinator {
   void Wake();
 
   TenantUsage Usage(const std::string& tenant);
-  // Quarantined bytes and leases.
-  std::pair<uint64_t, uint32_t> QuarantineTotals();
+  std::pair<uint64_t, uint32_t> QuarantineTotals();  // bytes, leases
   ManagerStats Stats();  // stats.cc
-  // Per device, its tenant and IOMMU domain as they stand.
-  std::vector<vfio::DeviceDomain> DeviceDomains() {
-    return source_->DeviceDomains();
-  }
+  // Per device, its tenant and IOMMU domain as they stand (stats.cc).
+  std::vector<vfio::DeviceDomain> DeviceDomains();
   uint64_t page_size() const { return page_size_; }
   const ManagerOptions& options() const { return opts_; }
 
@@ -210,8 +207,7 @@ class PoolManager final : private TurnHost, private Coordinator {
   bool ServingLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // restore.cc: the store's leases, memory to zero and views back.
   absl::Status Restore(Turn& t) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // threads.cc.
-  void MaintenanceLoop();
+  void MaintenanceLoop();  // threads.cc
   void ScrubLoop();
   void QuarantineLoop();
 

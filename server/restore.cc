@@ -11,7 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "server/core/log.h"
 #include "server/pool_manager.h"
-#include "server/pool_manager_parts.h"
+#include "server/lease/parts.h"
 #include "util/status_macros.h"
 
 namespace physpool::server {

@@ -3,7 +3,7 @@
 // device domains (the memory source's own locks) are read after it.
 #include "server/core/histogram.h"
 #include "server/pool_manager.h"
-#include "server/pool_manager_parts.h"
+#include "server/lease/parts.h"
 
 namespace physpool::server {
 
@@ -51,6 +51,10 @@ ManagerStats PoolManager::Stats() {
   });
   s.devices = source_->DeviceDomains();
   return s;
+}
+
+std::vector<vfio::DeviceDomain> PoolManager::DeviceDomains() {
+  return source_->DeviceDomains();
 }
 
 }  // namespace physpool::server

@@ -9,7 +9,7 @@
 
 #include "absl/time/clock.h"
 #include "server/pool_manager.h"
-#include "server/pool_manager_parts.h"
+#include "server/lease/parts.h"
 
 namespace physpool::server {
 

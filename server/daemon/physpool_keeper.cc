@@ -127,10 +127,15 @@ pid_t Spawn(const std::vector<char*>& argv, const ChildWatchdog* watchdog) {
   return pid;
 }
 
-int Main(int argc, char** argv) {
+struct KeeperFlags {
   std::string path;
-  std::vector<char*> command;
+  std::vector<char*> command;  // null-terminated; {nullptr}: none
   int64_t watchdog_sec = 30, start_timeout_sec = 300;
+};
+
+// The flags, or the exit code (2) with the reason said.
+std::optional<KeeperFlags> ParseFlags(int argc, char** argv) {
+  KeeperFlags f;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     std::string value;
@@ -147,31 +152,146 @@ int Main(int argc, char** argv) {
       return false;
     };
     if (flag("--socket")) {
-      path = value;
+      f.path = value;
     } else if (flag("--watchdog-sec")) {
-      if (!absl::SimpleAtoi(value, &watchdog_sec) || watchdog_sec < 0) {
+      if (!absl::SimpleAtoi(value, &f.watchdog_sec) || f.watchdog_sec < 0) {
         Say("--watchdog-sec takes seconds (0: off)");
-        return 2;
+        return std::nullopt;
       }
     } else if (flag("--start-timeout-sec")) {
-      if (!absl::SimpleAtoi(value, &start_timeout_sec) ||
-          start_timeout_sec <= 0) {
+      if (!absl::SimpleAtoi(value, &f.start_timeout_sec) ||
+          f.start_timeout_sec <= 0) {
         Say("--start-timeout-sec takes seconds (> 0)");
-        return 2;
+        return std::nullopt;
       }
     } else if (a == "--") {
-      for (++i; i < argc; ++i) command.push_back(argv[i]);
+      for (++i; i < argc; ++i) f.command.push_back(argv[i]);
     } else {
       Say("usage: physpool-keeper --socket PATH [--watchdog-sec N] "
           "[--start-timeout-sec N] [-- COMMAND ARGS...]");
-      return 2;
+      return std::nullopt;
     }
   }
-  if (path.empty()) {
+  if (f.path.empty()) {
     Say("--socket PATH is required");
-    return 2;
+    return std::nullopt;
   }
-  command.push_back(nullptr);
+  f.command.push_back(nullptr);
+  return f;
+}
+
+// The keeper's loop: the child (run, forward a stop to, restart, kill when
+// it hangs) and the daemon's connections to the descriptor store.
+class Loop {
+ public:
+  Loop(const KeeperFlags& flags, int listener, KeeperServer* keeper,
+       ChildWatchdog* watchdog)
+      : flags_(flags), listener_(listener), keeper_(keeper),
+        watchdog_(watchdog) {
+    if (flags_.command.size() > 1) child_ = Spawn(flags_.command, watchdog_);
+    if (child_ > 0 && watchdog_) watchdog_->Started(child_, MonotonicMs());
+  }
+  ~Loop() {
+    for (int c : conns_) close(c);
+  }
+
+  // Until a stop (and the child's exit) or the child's clean exit; the
+  // keeper's exit code.
+  int Run() {
+    for (;;) {
+      if (!TendChild(MonotonicMs())) return exit_code_;
+      ServeConnections();
+    }
+  }
+
+ private:
+  // false once the keeper stops.
+  bool TendChild(int64_t now_ms) {
+    if (g_stop && child_ > 0 && !forwarded_) {
+      kill(child_, SIGTERM);
+      forwarded_ = true;
+    }
+    if (g_stop && child_ <= 0) return false;
+    if (child_ > 0) {
+      int status = 0;
+      if (waitpid(child_, &status, WNOHANG) == child_) {
+        child_ = -1;
+        const bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+        if (forwarded_ || clean) {
+          exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+          Say(absl::StrCat("the daemon exited (status ", status,
+                           "): the keeper stops, ", keeper_->size(),
+                           " descriptors closed"));
+          return false;
+        }
+        Say(absl::StrCat("the daemon died (status ", status, "); holding ",
+                         keeper_->size(),
+                         " descriptors and starting it again in 1 s"));
+        restart_at_ms_ = now_ms + 1000;
+      }
+    }
+    if (child_ <= 0 && restart_at_ms_ >= 0 && now_ms >= restart_at_ms_ &&
+        !g_stop) {
+      child_ = Spawn(flags_.command, watchdog_);
+      if (watchdog_) watchdog_->Started(child_, now_ms);
+      restart_at_ms_ = -1;
+    }
+    if (child_ > 0 && watchdog_ && !g_stop) {
+      watchdog_->Read(now_ms);
+      if (const std::string why = watchdog_->Overdue(now_ms); !why.empty()) {
+        Say(absl::StrCat("the daemon (pid ", child_, ") hangs: ", why,
+                         "; killing it, holding ", keeper_->size(),
+                         " descriptors"));
+        kill(child_, SIGKILL);
+        watchdog_->Started(-1, now_ms);  // until the restart
+      }
+    }
+    return true;
+  }
+
+  // Waits up to 100 ms; serves what is readable, accepts a connection.
+  void ServeConnections() {
+    std::vector<pollfd> fds{{listener_, POLLIN, 0}};
+    if (watchdog_) fds.push_back({watchdog_->fd(), POLLIN, 0});
+    const size_t first_conn = fds.size();
+    for (int c : conns_) fds.push_back({c, POLLIN, 0});
+    const int n = poll(fds.data(), fds.size(), 100);
+    if (n <= 0) return;
+    std::vector<int> keep;
+    for (size_t i = first_conn; i < fds.size(); ++i) {
+      if (fds[i].revents == 0 || keeper_->Serve(fds[i].fd)) {
+        keep.push_back(fds[i].fd);
+      } else {
+        close(fds[i].fd);
+      }
+    }
+    conns_ = keep;
+    if (fds[0].revents & POLLIN) {
+      const int conn = accept4(listener_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (conn >= 0 && conns_.size() >= 16) {
+        Say("16 connections open: refusing another");
+        close(conn);
+      } else if (conn >= 0 && keeper_->Accept(conn)) {
+        conns_.push_back(conn);
+      }
+    }
+  }
+
+  const KeeperFlags& flags_;
+  const int listener_;
+  KeeperServer* const keeper_;
+  ChildWatchdog* const watchdog_;  // null: none
+  std::vector<int> conns_;
+  pid_t child_ = -1;
+  bool forwarded_ = false;  // SIGTERM sent on to the child
+  int exit_code_ = 0;
+  int64_t restart_at_ms_ = -1;
+};
+
+int Main(int argc, char** argv) {
+  const std::optional<KeeperFlags> flags = ParseFlags(argc, argv);
+  if (!flags) return 2;
+  const std::string& path = flags->path;
   if (absl::Status s = MakePrivateParentDir(path, 0700); !s.ok()) {
     Say(std::string(s.message()));
     return 1;
@@ -196,89 +316,20 @@ int Main(int argc, char** argv) {
   // The daemon it runs tells it READY=1 and pings WATCHDOG=1 (sd_notify):
   // one that stops pinging hangs, and is killed and started again.
   std::optional<ChildWatchdog> watchdog;
-  if (command.size() > 1 && watchdog_sec > 0) {
-    auto w = ChildWatchdog::Listen(path + ".notify", watchdog_sec * 1000,
-                                   start_timeout_sec * 1000);
+  if (flags->command.size() > 1 && flags->watchdog_sec > 0) {
+    auto w = ChildWatchdog::Listen(path + ".notify", flags->watchdog_sec * 1000,
+                                   flags->start_timeout_sec * 1000);
     if (!w.ok()) {
       Say(std::string(w.status().message()));
       return 1;
     }
     watchdog.emplace(*std::move(w));
   }
-  const ChildWatchdog* wd = watchdog ? &*watchdog : nullptr;
-  std::vector<int> conns;
-  pid_t child = command.size() > 1 ? Spawn(command, wd) : -1;
-  if (child > 0 && watchdog) watchdog->Started(child, MonotonicMs());
-  bool forwarded = false;
-  int exit_code = 0;
-  int64_t restart_at_ms = -1;
-  for (;;) {
-    const int64_t now_ms = MonotonicMs();
-    if (g_stop && child > 0 && !forwarded) {
-      kill(child, SIGTERM);
-      forwarded = true;
-    }
-    if (g_stop && child <= 0) break;
-    if (child > 0) {
-      int status = 0;
-      if (waitpid(child, &status, WNOHANG) == child) {
-        child = -1;
-        const bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
-        if (forwarded || clean) {
-          exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 1;
-          Say(absl::StrCat("the daemon exited (status ", status,
-                           "): the keeper stops, ", keeper.size(),
-                           " descriptors closed"));
-          break;
-        }
-        Say(absl::StrCat("the daemon died (status ", status, "); holding ",
-                         keeper.size(),
-                         " descriptors and starting it again in 1 s"));
-        restart_at_ms = now_ms + 1000;
-      }
-    }
-    if (child <= 0 && restart_at_ms >= 0 && now_ms >= restart_at_ms &&
-        !g_stop) {
-      child = Spawn(command, wd);
-      if (watchdog) watchdog->Started(child, now_ms);
-      restart_at_ms = -1;
-    }
-    if (child > 0 && watchdog && !g_stop) {
-      watchdog->Read(now_ms);
-      if (const std::string why = watchdog->Overdue(now_ms); !why.empty()) {
-        Say(absl::StrCat("the daemon (pid ", child, ") hangs: ", why,
-                         "; killing it, holding ", keeper.size(),
-                         " descriptors"));
-        kill(child, SIGKILL);
-        watchdog->Started(-1, now_ms);  // until the restart
-      }
-    }
-    std::vector<pollfd> fds{{listener, POLLIN, 0}};
-    if (watchdog) fds.push_back({watchdog->fd(), POLLIN, 0});
-    const size_t first_conn = fds.size();
-    for (int c : conns) fds.push_back({c, POLLIN, 0});
-    const int n = poll(fds.data(), fds.size(), 100);
-    if (n <= 0) continue;
-    std::vector<int> keep;
-    for (size_t i = first_conn; i < fds.size(); ++i) {
-      if (fds[i].revents == 0 || keeper.Serve(fds[i].fd)) {
-        keep.push_back(fds[i].fd);
-      } else {
-        close(fds[i].fd);
-      }
-    }
-    conns = keep;
-    if (fds[0].revents & POLLIN) {
-      const int conn = accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
-      if (conn >= 0 && conns.size() >= 16) {
-        Say("16 connections open: refusing another");
-        close(conn);
-      } else if (conn >= 0 && keeper.Accept(conn)) {
-        conns.push_back(conn);
-      }
-    }
+  int exit_code;
+  {
+    Loop loop(*flags, listener, &keeper, watchdog ? &*watchdog : nullptr);
+    exit_code = loop.Run();
   }
-  for (int c : conns) close(c);
   close(listener);
   unlink(path.c_str());
   return exit_code;

@@ -24,17 +24,7 @@ namespace physpool::server {
 namespace {
 
 constexpr size_t kMaxLine = 4096;
-constexpr int kMaxFds = 250;         // below the kernel's SCM_MAX_FD (253)
 constexpr size_t kMaxReading = 512;  // connections the loop reads at once
-
-std::string ErrorLine(const absl::Status& s) {
-  std::string msg(s.message());
-  for (char& c : msg) {
-    if (c == '\n') c = ' ';
-  }
-  return absl::StrCat("error ", absl::StatusCodeToString(s.code()), " ", msg,
-                      "\n");
-}
 
 void SendAnswer(int conn, const std::string& line,
                 const std::vector<int>& fds) {
@@ -201,52 +191,6 @@ void FdServer::Loop() {
   for (Conn& c : conns) Finish(c, "");
 }
 
-bool FdServer::Allowed(const ucred& peer) const {
-  const FdSocketOptions& o = options_;
-  if (o.allowed_uids.empty() && o.allowed_gids.empty()) return true;
-  if (peer.uid == 0 || peer.uid == geteuid()) return true;
-  return std::count(o.allowed_uids.begin(), o.allowed_uids.end(), peer.uid) ||
-         std::count(o.allowed_gids.begin(), o.allowed_gids.end(), peer.gid);
-}
-
-void FdServer::Admit(int fd, std::vector<Conn>* conns) {
-  Conn c;
-  c.fd = fd;
-  socklen_t len = sizeof(c.peer);
-  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &c.peer, &len) != 0) {
-    close(fd);
-    return;
-  }
-  absl::Status refused;
-  if (!Allowed(c.peer)) {
-    refused = absl::PermissionDeniedError(
-        absl::StrCat("uid ", c.peer.uid, " gid ", c.peer.gid,
-                     " may not use the fd socket (listen.fd_socket_access)"));
-  } else {
-    absl::MutexLock l(&mu_);
-    uint32_t& open = open_per_uid_[c.peer.uid];
-    if (open >= options_.max_connections_per_uid) {
-      refused = absl::ResourceExhaustedError(absl::StrCat(
-          "uid ", c.peer.uid, " has ", options_.max_connections_per_uid,
-          " connections open to the fd socket (listen.fd_socket_access."
-          "max_connections_per_uid)"));
-    } else {
-      ++open;
-    }
-  }
-  if (!refused.ok()) {
-    LogRefused(c.peer, refused);
-    const std::string line = ErrorLine(refused);
-    (void)!send(fd, line.data(), line.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
-    close(fd);
-    return;
-  }
-  Log(LogLevel::kDebug, "fd socket connection",
-      {F("pid", c.peer.pid), F("uid", c.peer.uid), F("gid", c.peer.gid)});
-  c.deadline = absl::Now() + options_.request_deadline;
-  conns->push_back(std::move(c));
-}
-
 bool FdServer::ReadSome(Conn& c) {
   char buf[512];
   for (;;) {
@@ -395,117 +339,6 @@ void FdServer::Finish(Conn& c, const std::string& answer) {
   absl::MutexLock l(&mu_);
   auto it = open_per_uid_.find(c.peer.uid);
   if (it != open_per_uid_.end() && --it->second == 0) open_per_uid_.erase(it);
-}
-
-void FdServer::LogRefused(const ucred& peer, const absl::Status& why) {
-  uint64_t suppressed;
-  {
-    absl::MutexLock l(&mu_);
-    const absl::Time now = absl::Now();
-    if (now - last_refusal_log_ < absl::Seconds(1)) {
-      ++refusals_unlogged_;
-      return;
-    }
-    last_refusal_log_ = now;
-    suppressed = refusals_unlogged_;
-    refusals_unlogged_ = 0;
-  }
-  Log(LogLevel::kWarn, "fd socket connection refused",
-      {F("pid", peer.pid), F("uid", peer.uid), F("gid", peer.gid),
-       F("error", why.ToString()), F("refusals_not_logged", suppressed)});
-}
-
-std::string FdServer::Answer(const std::string& line, std::vector<int>* fds,
-                             std::vector<std::shared_ptr<void>>* pins,
-                             pid_t peer) {
-  const std::vector<std::string> words =
-      absl::StrSplit(line, ' ', absl::SkipEmpty());
-  if (words.size() < 2 || words.size() > 3 ||
-      (words[0] != "device" && words[0] != "backing")) {
-    return ErrorLine(absl::InvalidArgumentError(
-        "expected \"device <bdf> [<token>]\" or \"backing <lease> "
-        "[<token>]\""));
-  }
-  absl::StatusOr<Tenant> tenant =
-      auth_->IdentifyToken(words.size() == 3 ? words[2] : "");
-  if (!tenant.ok()) return ErrorLine(tenant.status());
-  if (words[0] == "device") {
-    if (!tenant->lease_scope.empty()) {
-      return ErrorLine(absl::PermissionDeniedError(
-          "a lease access token reaches only its leases' views, not devices"));
-    }
-    // A tenant's own device reaches only its leases (its own IOMMU
-    // domain); a pool-wide one reaches every lease: privileged only.
-    std::string owner;
-    for (const vfio::VfioDevice& d : source_->devices())
-      if (d.bdf == words[1]) owner = d.tenant;
-    if (!owner.empty() && owner != tenant->name) {
-      return ErrorLine(absl::PermissionDeniedError(
-          absl::StrCat("device ", words[1], " belongs to tenant \"", owner,
-                       "\": its fd goes to that tenant only")));
-    }
-    if (owner.empty() && !tenant->Has(kRolePrivileged)) {
-      return ErrorLine(absl::PermissionDeniedError(
-          "device fds of pool-wide devices need the privileged role: the "
-          "device can DMA to any lease of the pool, not only the tenant's "
-          "(assign the device to the tenant in source.vfio.devices[].tenant)"));
-    }
-    absl::StatusOr<int> fd = source_->DeviceFd(words[1]);
-    if (!fd.ok()) return ErrorLine(fd.status());
-    fds->push_back(*fd);
-    return "ok 1\n";
-  }
-  if (!tenant->Has(kRoleTenant)) {
-    return ErrorLine(absl::PermissionDeniedError(absl::StrCat(
-        "tenant \"", tenant->name, "\" does not have the tenant role")));
-  }
-  if (manager_->views_enabled()) {
-    // The lease's own view: one descriptor, the runs back to back.
-    absl::StatusOr<PoolManager::ViewHandout> view =
-        manager_->HandOutView(*tenant, words[1]);
-    if (!view.ok()) return ErrorLine(view.status());
-    fds->push_back(view->fd);
-    if (pins != nullptr) pins->push_back(view->pin);
-    std::string runs;
-    for (uint64_t off : view->offsets) absl::StrAppend(&runs, " 0:", off);
-    return absl::StrCat("ok 1", runs, "\n");
-  }
-  // isolation: off: the backing of every segment the runs lie in, which
-  // reaches other leases too: never for a lease access token.
-  if (!tenant->lease_scope.empty()) {
-    return ErrorLine(absl::PermissionDeniedError(
-        "a lease access token gets its lease's own view only, and per-lease "
-        "views are off (isolation: off)"));
-  }
-  absl::StatusOr<LeaseInfo> lease = manager_->Get(*tenant, words[1]);
-  if (!lease.ok()) return ErrorLine(lease.status());
-  if (lease->quarantine) {
-    return ErrorLine(
-        absl::NotFoundError(absl::StrCat("lease ", words[1], " has ended")));
-  }
-  // On an error no descriptor is sent: close those gathered so far.
-  auto fail = [fds](const absl::Status& s) {
-    for (int fd : *fds) close(fd);
-    fds->clear();
-    return ErrorLine(s);
-  };
-  std::map<uint32_t, int> index_of_segment;
-  std::string runs;
-  for (const LeaseRun& run : lease->runs) {
-    auto it = index_of_segment.find(run.segment_id);
-    if (it == index_of_segment.end()) {
-      if (fds->size() == kMaxFds) {
-        return fail(absl::ResourceExhaustedError(
-            absl::StrCat("the lease spans more than ", kMaxFds, " segments")));
-      }
-      absl::StatusOr<int> fd = source_->BackingFd(run.iova);
-      if (!fd.ok()) return fail(fd.status());
-      it = index_of_segment.emplace(run.segment_id, fds->size()).first;
-      fds->push_back(*fd);
-    }
-    absl::StrAppend(&runs, " ", it->second, ":", run.backing_offset);
-  }
-  return absl::StrCat("ok ", fds->size(), runs, "\n");
 }
 
 }  // namespace physpool::server

@@ -68,7 +68,7 @@ class FdServer {
   static constexpr int kWorkers = 4;
 
   // Binds `path` (a stale socket is replaced; its mode is what the umask
-  // makes: the caller opens it to its peers, physpoold.cc) and serves on
+  // makes: the caller opens it to its peers, daemon/daemon_listen.cc) and serves on
   // the event-loop thread and kWorkers workers.
   absl::Status Start(const std::string& path,
                      const FdSocketOptions& options = {});
@@ -88,6 +88,15 @@ class FdServer {
                      pid_t peer = 0);
 
  private:
+  // The two requests (fd_answer.cc): a device's fd, a lease's backing.
+  std::string AnswerDevice(const Tenant& tenant, const std::string& bdf,
+                           std::vector<int>* fds);
+  std::string AnswerBacking(const Tenant& tenant, const std::string& lease_id,
+                            std::vector<int>* fds,
+                            std::vector<std::shared_ptr<void>>* pins);
+  // "error CODE message\n", the message on one line.
+  static std::string ErrorLine(const absl::Status& s);
+
   struct Conn {
     int fd = -1;
     ucred peer = {};

@@ -59,12 +59,8 @@ ClientMetric HistogramMetric(const Histogram& h,
   return m;
 }
 
-}  // namespace
-
-std::vector<MetricFamily> PoolCollector::Collect() const {
-  const ManagerStats st = manager_->Stats();
-  std::vector<MetricFamily> out;
-
+// Pages by segment and state, the longest free run.
+void AddPages(const ManagerStats& st, std::vector<MetricFamily>* out) {
   MetricFamily pages = Family(
       "physpool_pages", "Pool pages by segment and state.", MetricType::Gauge);
   MetricFamily largest =
@@ -90,9 +86,12 @@ std::vector<MetricFamily> PoolCollector::Collect() const {
         MetricType::Gauge, static_cast<double>(s.info.largest_free_run.value),
         {{"segment", seg}}));
   }
-  out.push_back(std::move(pages));
-  out.push_back(std::move(largest));
+  out->push_back(std::move(pages));
+  out->push_back(std::move(largest));
+}
 
+// Allocation attempts, fallbacks and the core's time, by path.
+void AddAllocation(const ManagerStats& st, std::vector<MetricFamily>* out) {
   MetricFamily requests =
       Family("physpool_alloc_requests_total",
              "Allocation attempts by path and result.", MetricType::Counter);
@@ -111,7 +110,7 @@ std::vector<MetricFamily> PoolCollector::Collect() const {
                                 static_cast<pglist::FailReason>(r)))}}));
     }
   }
-  out.push_back(std::move(requests));
+  out->push_back(std::move(requests));
 
   MetricFamily fallbacks =
       Family("physpool_alloc_fallbacks_total",
@@ -130,7 +129,7 @@ std::vector<MetricFamily> PoolCollector::Collect() const {
   fallbacks.metric.push_back(Value(MetricType::Counter,
                                    static_cast<double>(st.waits_started),
                                    {{"from", "any"}, {"to", "wait"}}));
-  out.push_back(std::move(fallbacks));
+  out->push_back(std::move(fallbacks));
 
   MetricFamily duration =
       Family("physpool_alloc_duration_seconds",
@@ -139,8 +138,11 @@ std::vector<MetricFamily> PoolCollector::Collect() const {
   for (const auto& [path, h] : st.alloc_seconds) {
     duration.metric.push_back(HistogramMetric(h, {{"path", path}}));
   }
-  out.push_back(std::move(duration));
+  out->push_back(std::move(duration));
+}
 
+// Live leases per tenant, their ends, and waiting.
+void AddLeases(const ManagerStats& st, std::vector<MetricFamily>* out) {
   MetricFamily leases =
       Family("physpool_leases", "Live leases per tenant.", MetricType::Gauge);
   MetricFamily lease_bytes =
@@ -152,10 +154,10 @@ std::vector<MetricFamily> PoolCollector::Collect() const {
     lease_bytes.metric.push_back(Value(
         MetricType::Gauge, static_cast<double>(u.bytes), {{"tenant", tenant}}));
   }
-  out.push_back(std::move(leases));
-  out.push_back(std::move(lease_bytes));
+  out->push_back(std::move(leases));
+  out->push_back(std::move(lease_bytes));
 
-  out.push_back(Single("physpool_lease_expirations_total",
+  out->push_back(Single("physpool_lease_expirations_total",
                        "Leases that expired without renewal.",
                        MetricType::Counter,
                        static_cast<double>(st.lease_expirations)));
@@ -169,9 +171,9 @@ std::vector<MetricFamily> PoolCollector::Collect() const {
         MetricType::Counter, it == st.revocations.end() ? 0.0 : it->second,
         {{"reason", reason}}));
   }
-  out.push_back(std::move(revocations));
+  out->push_back(std::move(revocations));
 
-  out.push_back(
+  out->push_back(
       Single("physpool_reclaimed_bytes_total",
              "Bytes of preemptible leases reclaimed by the aggressive path.",
              MetricType::Counter, static_cast<double>(st.reclaimed_bytes)));
@@ -180,132 +182,154 @@ std::vector<MetricFamily> PoolCollector::Collect() const {
       Family("physpool_wait_duration_seconds",
              "Time requests spent waiting for memory.", MetricType::Histogram);
   wait.metric.push_back(HistogramMetric(st.wait_seconds));
-  out.push_back(std::move(wait));
+  out->push_back(std::move(wait));
+}
 
+// The page size, zeroing, the store, waiters and streams.
+void AddUpkeep(const ManagerStats& st, std::vector<MetricFamily>* out) {
   // So that dashboards turn page counts into bytes.
-  out.push_back(Single("physpool_page_size_bytes", "The pool's page size.",
+  out->push_back(Single("physpool_page_size_bytes", "The pool's page size.",
                        MetricType::Gauge, static_cast<double>(st.page_size)));
 
-  out.push_back(Single("physpool_scrub_backlog_pages",
+  out->push_back(Single("physpool_scrub_backlog_pages",
                        "Pages waiting to be zeroed before reuse.",
                        MetricType::Gauge,
                        static_cast<double>(st.scrub_backlog_pages)));
-  out.push_back(Single(
+  out->push_back(Single(
       "physpool_scrub_failed_pages",
       "Pages whose zeroing failed: held out of the pool until it succeeds.",
       MetricType::Gauge, static_cast<double>(st.scrub_failed_pages)));
-  out.push_back(Single("physpool_scrub_errors_total",
+  out->push_back(Single("physpool_scrub_errors_total",
                        "Zeroing attempts that failed.", MetricType::Counter,
                        static_cast<double>(st.scrub_errors)));
-  out.push_back(Single("physpool_store_errors_total",
+  out->push_back(Single("physpool_store_errors_total",
                        "Lease store writes that failed.", MetricType::Counter,
                        static_cast<double>(st.store_errors)));
-  out.push_back(Single("physpool_store_transactions_total",
+  out->push_back(Single("physpool_store_transactions_total",
                        "Lease store transactions committed or attempted.",
                        MetricType::Counter,
                        static_cast<double>(st.store_transactions)));
-  out.push_back(Single("physpool_store_changes_total",
+  out->push_back(Single("physpool_store_changes_total",
                        "Changes those transactions carried (several "
                        "concurrent calls share one: group commit).",
                        MetricType::Counter,
                        static_cast<double>(st.store_changes)));
-  out.push_back(Single("physpool_store_led_transactions_total",
+  out->push_back(Single("physpool_store_led_transactions_total",
                        "Transactions applied by the RPC or scrub thread that "
                        "made the change, not handed to the store's thread.",
                        MetricType::Counter,
                        static_cast<double>(st.store_led_transactions)));
-  out.push_back(Single(
+  out->push_back(Single(
       "physpool_store_writable",
       "1 while the lease store takes writes; 0: NOT_SERVING, pages held.",
       MetricType::Gauge, st.store_writable ? 1.0 : 0.0));
-  out.push_back(Single("physpool_waiting_requests",
+  out->push_back(Single("physpool_waiting_requests",
                        "Requests waiting for memory, and reclaims in progress.",
                        MetricType::Gauge, static_cast<double>(st.waiting)));
-  out.push_back(Single("physpool_watch_streams", "Open Watch streams.",
+  out->push_back(Single("physpool_watch_streams", "Open Watch streams.",
                        MetricType::Gauge,
                        static_cast<double>(st.watch_streams)));
-  out.push_back(Single(
+}
+
+// Per-lease views and the quarantine.
+void AddIsolation(const ManagerStats& st, std::vector<MetricFamily>* out) {
+  out->push_back(Single(
       "physpool_isolation",
       "1: each lease's fd maps that lease only; 0: isolation off (segment "
       "fds).",
       MetricType::Gauge, st.per_lease_views ? 1.0 : 0.0));
-  out.push_back(Single("physpool_lease_views",
+  out->push_back(Single("physpool_lease_views",
                        "Per-lease CPU views, live and quarantined.",
                        MetricType::Gauge, static_cast<double>(st.views)));
-  out.push_back(Single(
+  out->push_back(Single(
       "physpool_quarantined_bytes",
       "Memory of ended leases their tenant still maps: held out of the pool.",
       MetricType::Gauge, static_cast<double>(st.quarantined_bytes)));
-  out.push_back(Single(
+  out->push_back(Single(
       "physpool_quarantined_leases", "Ended leases whose view is still held.",
       MetricType::Gauge, static_cast<double>(st.quarantined_leases)));
-  out.push_back(Single("physpool_quarantine_scans_total",
+  out->push_back(Single("physpool_quarantine_scans_total",
                        "Scans of /proc for holders of quarantined views.",
                        MetricType::Counter,
                        static_cast<double>(st.quarantine_scans)));
-  out.push_back(Single("physpool_quarantine_last_scan_seconds",
+  out->push_back(Single("physpool_quarantine_last_scan_seconds",
                        "How long the last quarantine scan took.",
                        MetricType::Gauge, st.last_scan_seconds));
-  out.push_back(Single(
+  out->push_back(Single(
       "physpool_quarantined_unverified_bytes",
       "Quarantined memory held only because the daemon cannot tell that "
       "nothing holds it (processes it may not inspect, a scan that cannot "
       "see every process, references the kernel counts but no scan names).",
       MetricType::Gauge, static_cast<double>(st.quarantined_unverified_bytes)));
-  out.push_back(Single(
+  out->push_back(Single(
       "physpool_quarantine_uninspected_processes",
       "Processes the last quarantine scan could not inspect (another uid, no "
       "CAP_SYS_PTRACE): each counts as holding every view it cannot count.",
       MetricType::Gauge, static_cast<double>(st.last_scan_uninspected)));
-  out.push_back(Single(
+  out->push_back(Single(
       "physpool_quarantine_blind",
       "1: the quarantine's /proc scan cannot see every process (another pid "
       "namespace, hidepid): views without a kernel count stay quarantined.",
       MetricType::Gauge, st.quarantine_blind ? 1.0 : 0.0));
-  if (!st.devices.empty()) {
-    MetricFamily maps = Family(
-        "physpool_device_mappings",
-        "DMA mappings in each device's IOMMU domain (tenant \"\": pool-wide).",
-        MetricType::Gauge);
-    MetricFamily bytes = Family("physpool_device_mapped_bytes",
-                                "Bytes mapped in each device's IOMMU domain.",
-                                MetricType::Gauge);
-    MetricFamily avail = Family(
-        "physpool_device_dma_avail",
-        "DMA mappings left in each device's IOMMU domain (dma_entry_limit).",
-        MetricType::Gauge);
-    for (const vfio::DeviceDomain& d : st.devices) {
-      std::vector<ClientMetric::Label> labels = {{"bdf", d.device.bdf},
-                                                 {"tenant", d.device.tenant},
-                                                 {"domain", d.domain}};
-      maps.metric.push_back(
-          Value(MetricType::Gauge, static_cast<double>(d.mappings), labels));
-      bytes.metric.push_back(Value(
-          MetricType::Gauge, static_cast<double>(d.mapped_bytes), labels));
-      if (d.dma_avail >= 0) {
-        avail.metric.push_back(
-            Value(MetricType::Gauge, static_cast<double>(d.dma_avail), labels));
-      }
+}
+
+// Per device, its IOMMU domain; DMA map errors and stuck memory.
+void AddDevices(const ManagerStats& st, std::vector<MetricFamily>* out) {
+  MetricFamily maps = Family(
+      "physpool_device_mappings",
+      "DMA mappings in each device's IOMMU domain (tenant \"\": pool-wide).",
+      MetricType::Gauge);
+  MetricFamily bytes = Family("physpool_device_mapped_bytes",
+                              "Bytes mapped in each device's IOMMU domain.",
+                              MetricType::Gauge);
+  MetricFamily avail = Family(
+      "physpool_device_dma_avail",
+      "DMA mappings left in each device's IOMMU domain (dma_entry_limit).",
+      MetricType::Gauge);
+  for (const vfio::DeviceDomain& d : st.devices) {
+    std::vector<ClientMetric::Label> labels = {{"bdf", d.device.bdf},
+                                               {"tenant", d.device.tenant},
+                                               {"domain", d.domain}};
+    maps.metric.push_back(
+        Value(MetricType::Gauge, static_cast<double>(d.mappings), labels));
+    bytes.metric.push_back(Value(
+        MetricType::Gauge, static_cast<double>(d.mapped_bytes), labels));
+    if (d.dma_avail >= 0) {
+      avail.metric.push_back(
+          Value(MetricType::Gauge, static_cast<double>(d.dma_avail), labels));
     }
-    out.push_back(std::move(maps));
-    out.push_back(std::move(bytes));
-    out.push_back(std::move(avail));
-    out.push_back(Single("physpool_dma_map_errors_total",
-                         "Grants refused because mapping them for the "
-                         "tenant's devices failed.",
-                         MetricType::Counter,
-                         static_cast<double>(st.dma_map_errors)));
-    out.push_back(Single("physpool_dma_unmap_errors_total",
-                         "Lease ends whose unmap from the tenant's devices "
-                         "failed (the memory is held back).",
-                         MetricType::Counter,
-                         static_cast<double>(st.dma_unmap_errors)));
-    out.push_back(Single("physpool_dma_stuck_bytes",
-                         "Memory held out of the pool because a device may "
-                         "still reach it (an unmap failed).",
-                         MetricType::Gauge,
-                         static_cast<double>(st.dma_stuck_bytes)));
   }
+  out->push_back(std::move(maps));
+  out->push_back(std::move(bytes));
+  out->push_back(std::move(avail));
+  out->push_back(Single("physpool_dma_map_errors_total",
+                       "Grants refused because mapping them for the "
+                       "tenant's devices failed.",
+                       MetricType::Counter,
+                       static_cast<double>(st.dma_map_errors)));
+  out->push_back(Single("physpool_dma_unmap_errors_total",
+                       "Lease ends whose unmap from the tenant's devices "
+                       "failed (the memory is held back).",
+                       MetricType::Counter,
+                       static_cast<double>(st.dma_unmap_errors)));
+  out->push_back(Single("physpool_dma_stuck_bytes",
+                       "Memory held out of the pool because a device may "
+                       "still reach it (an unmap failed).",
+                       MetricType::Gauge,
+                       static_cast<double>(st.dma_stuck_bytes)));
+}
+
+}  // namespace
+
+std::vector<MetricFamily> PoolCollector::Collect() const {
+  const ManagerStats st = manager_->Stats();
+  std::vector<MetricFamily> out;
+  AddPages(st, &out);
+  AddAllocation(st, &out);
+  AddLeases(st, &out);
+  AddUpkeep(st, &out);
+  AddIsolation(st, &out);
+  if (!st.devices.empty()) AddDevices(st, &out);
   if (reloads_ != nullptr) {
     MetricFamily reloads =
         Family("physpool_config_reloads_total",

@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "pglist/units.h"
@@ -129,16 +130,23 @@ class LeaseStore {
 
  private:
   LeaseStore() = default;
-  // The phases of Open (lease_store_open.cc).
+  // The phases of Open: making and checking the file (lease_store_open.cc),
+  // reading it (lease_store_load.cc).
   static absl::Status Create(const std::string& path);
   absl::Status Check(StoreCheck check);
   absl::Status Migrate();
   absl::Status Load(const std::string& boot_id, const std::string& layout);
+  absl::Status LoadLeases();
+  absl::Status LoadScrubs();
+  absl::Status LoadSegments();
   absl::Status Prepare();
   // Runs `sql` and calls row(stmt) for each row; fails (Refuse) unless the
-  // rows end in SQLITE_DONE, or with row()'s error.
-  template <typename F>
-  absl::Status EachRow(const char* sql, const char* what, F row);
+  // rows end in SQLITE_DONE, or with row()'s error (DATA_LOSS or
+  // FAILED_PRECONDITION for a damaged row, named as one).
+  absl::Status EachRow(const char* sql, const char* what,
+                       absl::FunctionRef<absl::Status(sqlite3_stmt*)> row);
+  // A column that must hold text: NULL only in a damaged row.
+  static absl::StatusOr<std::string> TextColumn(sqlite3_stmt* q, int col);
   // FAILED_PRECONDITION for a store that cannot be read: what was being
   // read, SQLite's reason and what the operator can do.
   absl::Status Refuse(absl::string_view what, int rc) const;

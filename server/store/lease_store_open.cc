@@ -120,8 +120,18 @@ absl::Status LeaseStore::Refuse(absl::string_view what, int rc) const {
       kWhatToDo));
 }
 
-template <typename F>
-absl::Status LeaseStore::EachRow(const char* sql, const char* what, F row) {
+absl::StatusOr<std::string> LeaseStore::TextColumn(sqlite3_stmt* q, int col) {
+  const unsigned char* t = sqlite3_column_text(q, col);
+  if (t == nullptr) {
+    return absl::DataLossError(
+        absl::StrCat("column ", sqlite3_column_name(q, col), " is NULL"));
+  }
+  return std::string(reinterpret_cast<const char*>(t));
+}
+
+absl::Status LeaseStore::EachRow(
+    const char* sql, const char* what,
+    absl::FunctionRef<absl::Status(sqlite3_stmt*)> row) {
   Stmt q;
   int rc = sqlite3_prepare_v2(db_, sql, -1, &q.s, nullptr);
   if (rc != SQLITE_OK) return Refuse(what, rc);
@@ -257,7 +267,7 @@ absl::Status LeaseStore::Check(StoreCheck check) {
                               ? "PRAGMA integrity_check(20)"
                               : "PRAGMA quick_check(20)",
                           "checking it", [&](sqlite3_stmt* q) {
-                            ASSIGN_OR_RETURN(std::string m, Text(q, 0));
+                            ASSIGN_OR_RETURN(std::string m, TextColumn(q, 0));
                             if (m != "ok") problems.push_back(std::move(m));
                             return absl::OkStatus();
                           }));
@@ -283,7 +293,7 @@ absl::Status LeaseStore::Migrate() {
     RETURN_IF_ERROR(
         EachRow(absl::StrCat("PRAGMA table_info(", table, ")").c_str(),
                 "the schema", [&](sqlite3_stmt* q) {
-                  ASSIGN_OR_RETURN(std::string c, Text(q, 1));
+                  ASSIGN_OR_RETURN(std::string c, TextColumn(q, 1));
                   columns.insert(absl::StrCat(table, ".", c));
                   return absl::OkStatus();
                 }));
@@ -305,104 +315,6 @@ absl::Status LeaseStore::Migrate() {
   };
   for (const auto& a : added) {
     if (!columns.count(a.column)) RETURN_IF_ERROR(Exec(a.sql));
-  }
-  return absl::OkStatus();
-}
-
-absl::Status LeaseStore::Load(const std::string& boot_id,
-                              const std::string& layout) {
-  std::string stored_boot, stored_layout;
-  RETURN_IF_ERROR(EachRow("SELECT key, value FROM meta", "the meta table",
-                          [&](sqlite3_stmt* q) {
-                            ASSIGN_OR_RETURN(std::string k, Text(q, 0));
-                            ASSIGN_OR_RETURN(std::string v, Text(q, 1));
-                            if (k == "boot_id") stored_boot = v;
-                            if (k == "layout") stored_layout = v;
-                            return absl::OkStatus();
-                          }));
-  if (stored_boot != boot_id) {
-    // After a host reboot the memory and every lease on it are gone.
-    RETURN_IF_ERROR(EachRow("SELECT count(*) FROM leases", "the leases table",
-                            [&](sqlite3_stmt* q) {
-                              voided_ = sqlite3_column_int64(q, 0);
-                              return absl::OkStatus();
-                            }));
-    RETURN_IF_ERROR(
-        Exec("BEGIN; DELETE FROM leases; DELETE FROM scrubs; COMMIT;"));
-  }
-  RETURN_IF_ERROR(EachRow(
-      "SELECT id, tenant, runs, preemptible, expires_ms, ttl_s, path, label, "
-      "request_id, request_fp, access_sha FROM leases",
-      "the leases table", [&](sqlite3_stmt* q) -> absl::Status {
-        StoredLease s;
-        ASSIGN_OR_RETURN(s.id, Text(q, 0));
-        ASSIGN_OR_RETURN(s.tenant, Text(q, 1));
-        ASSIGN_OR_RETURN(const std::string runs, Text(q, 2));
-        absl::StatusOr<std::vector<pglist::PageRun>> decoded = DecodeRuns(runs);
-        if (!decoded.ok()) {
-          return absl::DataLossError(
-              absl::StrCat("lease ", s.id, ": ", decoded.status().message()));
-        }
-        s.runs = *std::move(decoded);
-        s.preemptible = sqlite3_column_int(q, 3) != 0;
-        s.expires_unix_ms = sqlite3_column_int64(q, 4);
-        s.ttl_seconds = sqlite3_column_int64(q, 5);
-        ASSIGN_OR_RETURN(s.path, Text(q, 6));
-        ASSIGN_OR_RETURN(s.label, Text(q, 7));
-        ASSIGN_OR_RETURN(s.request_id, Text(q, 8));
-        ASSIGN_OR_RETURN(s.request_fp, Text(q, 9));
-        ASSIGN_OR_RETURN(s.access_sha256, Text(q, 10));
-        leases_.push_back(std::move(s));
-        return absl::OkStatus();
-      }));
-  RETURN_IF_ERROR(EachRow(
-      "SELECT row, runs, lease, tenant FROM scrubs", "the scrubs table",
-      [&](sqlite3_stmt* q) -> absl::Status {
-        StoredScrub s;
-        s.row = sqlite3_column_int64(q, 0);
-        ASSIGN_OR_RETURN(const std::string runs, Text(q, 1));
-        absl::StatusOr<std::vector<pglist::PageRun>> decoded = DecodeRuns(runs);
-        if (!decoded.ok()) {
-          return absl::DataLossError(absl::StrCat("scrub row ", s.row, ": ",
-                                                  decoded.status().message()));
-        }
-        s.runs = *std::move(decoded);
-        ASSIGN_OR_RETURN(s.lease, Text(q, 2));
-        ASSIGN_OR_RETURN(s.tenant, Text(q, 3));
-        next_scrub_row_ = std::max(next_scrub_row_, s.row + 1);
-        scrubs_.push_back(std::move(s));
-        return absl::OkStatus();
-      }));
-  RETURN_IF_ERROR(EachRow(
-      "SELECT iova, bytes, freelist, numa, path FROM segments ORDER BY iova",
-      "the segments table", [&](sqlite3_stmt* q) -> absl::Status {
-        StoredSegment s;
-        s.iova = static_cast<uint64_t>(sqlite3_column_int64(q, 0));
-        s.bytes = static_cast<uint64_t>(sqlite3_column_int64(q, 1));
-        s.freelist = static_cast<uint32_t>(sqlite3_column_int64(q, 2));
-        s.numa = static_cast<int32_t>(sqlite3_column_int64(q, 3));
-        ASSIGN_OR_RETURN(s.path, Text(q, 4));
-        segments_.push_back(std::move(s));
-        return absl::OkStatus();
-      }));
-  if (stored_boot == boot_id && stored_layout != layout &&
-      (!leases_.empty() || !scrubs_.empty())) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "lease store ", path_, ": written for another segment layout (",
-        stored_layout, ") while ", leases_.size(),
-        " leases are live; restore the old layout, or delete the store to drop "
-        "them"));
-  }
-  Stmt m;
-  sqlite3_prepare_v2(db_,
-                     "INSERT OR REPLACE INTO meta(key, value) VALUES(?, ?)", -1,
-                     &m.s, nullptr);
-  for (auto [k, v] :
-       {std::pair{"boot_id", boot_id}, std::pair{"layout", layout}}) {
-    sqlite3_reset(m.s);
-    sqlite3_bind_text(m.s, 1, k, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(m.s, 2, v.c_str(), -1, SQLITE_TRANSIENT);
-    if (sqlite3_step(m.s) != SQLITE_DONE) return Error("writing meta");
   }
   return absl::OkStatus();
 }
@@ -438,37 +350,6 @@ absl::StatusOr<std::unique_ptr<LeaseStore>> LeaseStore::Open(
   RETURN_IF_ERROR(st->Load(boot_id, layout));
   RETURN_IF_ERROR(st->Prepare());
   return st;
-}
-
-absl::Status LeaseStore::Prepare() {
-  const struct {
-    sqlite3_stmt** stmt;
-    const char* sql;
-  } prepared[] = {
-      {&put_,
-       "INSERT OR REPLACE INTO leases(id, tenant, runs, preemptible, "
-       "expires_ms, ttl_s, path, label, request_id, request_fp, access_sha)"
-       " VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"},
-      {&expiry_, "UPDATE leases SET expires_ms = ?, ttl_s = ? WHERE id = ?"},
-      {&delete_lease_, "DELETE FROM leases WHERE id = ?"},
-      {&add_scrub_,
-       "INSERT INTO scrubs(row, runs, lease, tenant) VALUES(?, ?, ?, ?)"},
-      {&scrub_done_, "DELETE FROM scrubs WHERE row = ?"},
-      {&put_segment_,
-       "INSERT OR REPLACE INTO segments(iova, bytes, freelist, numa, path) "
-       "VALUES(?, ?, ?, ?, ?)"},
-      {&delete_segment_, "DELETE FROM segments WHERE iova = ?"},
-      {&begin_, "BEGIN"},
-      {&commit_, "COMMIT"},
-      {&savepoint_, "SAVEPOINT change"},
-      {&release_, "RELEASE change"},
-  };
-  for (const auto& p : prepared) {
-    if (sqlite3_prepare_v2(db_, p.sql, -1, p.stmt, nullptr) != SQLITE_OK) {
-      return Error("preparing statements");
-    }
-  }
-  return absl::OkStatus();
 }
 
 }  // namespace physpool::server

@@ -1,9 +1,15 @@
-// The coordinator's parts (pool_manager.h): the shelves, then the flows
-// over them, in the order they are built. Private to the coordinator's
-// files (pool_manager.cc, restore.cc, stats.cc, threads.cc); everything in
-// it is used under PoolManager's lock, in a Turn.
-#ifndef PHYSPOOL_SERVER_POOL_MANAGER_PARTS_H_
-#define PHYSPOOL_SERVER_POOL_MANAGER_PARTS_H_
+// The daemon's parts: the shelves, then the flows over them, wired in the
+// order they are built (each flow gets the parts below it). The
+// coordinator (PoolManager) owns one and is its Coordinator; the flows'
+// unit tests build one over a TurnTesting (core/turn_testing.h).
+//
+// State: every component's. Thread safety: not thread-safe; everything in
+// it is used in a Turn (under the coordinator's lock), except what each
+// component's header names (the Committer, the access tokens). I/O: none
+// here. REQUIRES: `source`, `tenants`, `access` and `coordinator` outlive
+// it; `store` may be null (nothing persists).
+#ifndef PHYSPOOL_SERVER_LEASE_PARTS_H_
+#define PHYSPOOL_SERVER_LEASE_PARTS_H_
 
 #include "pglist/pool.h"
 #include "server/core/histogram.h"
@@ -72,4 +78,4 @@ struct Parts {
 
 }  // namespace physpool::server
 
-#endif  // PHYSPOOL_SERVER_POOL_MANAGER_PARTS_H_
+#endif  // PHYSPOOL_SERVER_LEASE_PARTS_H_
