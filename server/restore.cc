@@ -42,6 +42,8 @@ absl::Status PoolManager::Restore(Turn& t) {
     if (!sc.lease.empty()) ended[sc.lease] = {a->id, sc.tenant};
   }
   std::vector<vfio::MemorySource::LiveLease> live;
+  std::vector<Lessor::Lease> leases;
+  leases.reserve(store_->leases().size());
   for (const StoredLease& sl : store_->leases()) {
     auto a = p.pool.Claim(sl.runs, sl.preemptible);
     if (!a.ok()) {
@@ -72,8 +74,9 @@ absl::Status PoolManager::Restore(Turn& t) {
       for (const LeaseRun& r : info.runs) ll.runs.push_back({r.iova, r.bytes});
       live.push_back(std::move(ll));
     }
-    p.lessor.Add(std::move(l));
+    leases.push_back(std::move(l));
   }
+  p.lessor.Restore(std::move(leases));
   // The device domains map exactly the live leases, before any memory of
   // an ended one is zeroed and reused.
   RETURN_IF_ERROR(p.devices.Reconcile(t, live));

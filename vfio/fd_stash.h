@@ -1,6 +1,6 @@
 // A place outside the daemon that keeps descriptors open across its death
 // (docs/vfio.md, "Restart with isolation on"): physpool-keeper, reached over
-// a unix socket (server/keeper_client.h). The vfio source stashes its
+// a unix socket (server/daemon/keeper_client.h). The vfio source stashes its
 // container, groups, device fds, memfd backing and per-lease udmabufs there,
 // so that a kill -9 of physpoold leaves the memory allocated, pinned and
 // mapped in the IOMMU, and the next daemon takes the same objects back.

@@ -53,6 +53,9 @@ struct Backing {
 
 // "0x1f" for log and error messages.
 std::string Hex(uint64_t v);
+// `s` with "<what>: " before its message; same code, and the payloads kept
+// (so ErrnoOf still finds the errno).
+absl::Status Annotate(const absl::Status& s, absl::string_view what);
 
 class Kernel {
  public:

@@ -1,26 +1,36 @@
 // The real memory source: binds PCI devices through VFIO (one type1v2
-// container for all of them), lays physsegs inside the IOMMU's IOVA ranges
-// (iova_layout.h), backs each with memfd or a hugetlbfs file and maps it
-// with one VFIO_IOMMU_MAP_DMA call. All kernel calls go through a Kernel
+// container for the pool-wide ones), lays physsegs inside the IOMMU's IOVA
+// ranges (iova_layout.h), backs each with memfd or a hugetlbfs file and
+// maps it with one VFIO_IOMMU_MAP_DMA call. Tenant devices get IOMMU
+// domains of their own (DeviceDomains, device_domains.h), into which only
+// their tenant's leases are mapped. All kernel calls go through a Kernel
 // (kernel.h), so every step and every rollback is tested with a fake.
 // See docs/vfio.md.
+//
+// The implementation is split by concept: vfio_source.cc (Start in named
+// phases, teardown), vfio_stash.cc (what physpool-keeper holds),
+// vfio_segments.cc (physsegs), vfio_views.cc (udmabuf views),
+// vfio_domains.cc (leases in the device domains).
 #ifndef PHYSPOOL_VFIO_VFIO_SOURCE_H_
 #define PHYSPOOL_VFIO_VFIO_SOURCE_H_
 
 #include <cstdint>
 #include <functional>
 #include <map>
-#include <set>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "vfio/device_domains.h"
 #include "vfio/fd_stash.h"
 #include "vfio/iova_layout.h"
 #include "vfio/kernel.h"
 #include "vfio/memory_source.h"
+#include "vfio/stash_ops.h"
+#include "vfio/undo.h"
 
 namespace physpool::vfio {
 
@@ -136,43 +146,41 @@ class VfioSource final : public MemorySource {
     uint32_t freelist = 0;
     int32_t numa = 0;
   };
-  // The IOMMU domain (type1 container) of one IOMMU group of one tenant's
-  // devices.
-  struct Domain {
-    std::string tenant;
-    int group = -1;
-    int container = -1;
-    std::vector<std::string> bdfs;
-    int64_t dma_avail = -1;             // entries left; -1: not reported
-    std::map<uint64_t, uint64_t> maps;  // what is mapped: iova -> bytes
-    uint64_t mapped_bytes = 0;
-  };
-  // One MAP_DMA's worth of a lease: a run's part inside one physseg.
-  struct Piece {
-    uint64_t iova = 0;
-    uint64_t bytes = 0;
-    uint64_t seg_iova = 0;  // the physseg's IOVA (its memfd's stash name)
-    const uint8_t* vaddr = nullptr;  // in the daemon's mapping
-  };
-  absl::StatusOr<std::vector<Piece>> PiecesOf(
-      const std::vector<ViewRange>& runs) const;
-  // MAP_DMA / UNMAP_DMA of a container stashed as `key`, through the stash
-  // when there is one. UnmapIova fails unless exactly `bytes` went.
-  absl::Status MapIova(const std::string& key, int container, const Piece& p);
-  absl::Status UnmapIova(const std::string& key, int container, uint64_t iova,
-                         uint64_t bytes);
-  static std::string DomainKey(int group);
-  // Opens (or takes from the stash) the container of tenant device `d`'s
-  // group, with the group in it; `undo` gets the steps to undo.
-  class Undo;
-  absl::Status OpenDomain(const VfioDevice& d, int group, Undo* undo);
+  // Start's phases, in order (TakeStash comes second); those given `undo`
+  // push onto it how to undo what they made, and it runs unless Start
+  // commits.
+  //
+  // The memlock limit (checked against the pool), the backing directory,
+  // and whether views work (view_support_).
+  absl::StatusOr<Memlock> CheckLimits();
+  // The pool's container, for pool-wide devices (none from the stash).
+  absl::Status OpenPoolContainer(Undo* undo);
+  // Each device's group (`group_of`, by bdf) into the pool's container or
+  // its tenant's domain; the tenant domains the stash holds.
+  absl::Status OpenGroups(Undo* undo, std::map<std::string, int>* group_of);
+  // Opens the group of device `d`, the first of its group, and puts it in
+  // its container.
+  absl::Status AttachGroup(const VfioDevice& d, int group, bool* pool_iommu_set,
+                           Undo* undo);
   absl::StatusOr<int> OpenGroupWaiting(int group);
+  // The IOVA ranges every container translates, and the pool container's
+  // IOMMU info; sets the domains' DMA entries left.
+  absl::Status IommuRanges(std::vector<IovaRange>* ranges,
+                           std::optional<IommuInfo>* pool_info);
+  // Lays out and maps the physsegs; returns how many there are.
+  absl::StatusOr<int64_t> MapSegments(const std::vector<IovaRange>& ranges,
+                                      const std::optional<IommuInfo>& pool_info,
+                                      bool keep_contents, Undo* undo);
+  // Device fds (from the stash, or opened) with bus mastering on.
+  absl::Status OpenDevices(const std::map<std::string, int>& group_of,
+                           Undo* undo);
+
+  // A lease's runs cut at physseg boundaries.
+  absl::StatusOr<std::vector<DmaPiece>> PiecesOf(
+      const std::vector<ViewRange>& runs) const;
   // Backs and maps one segment; on error nothing is left.
   absl::StatusOr<Mapped> MapSegment(const PlannedSegment& p, bool reattach);
   std::string BackingName(uint64_t iova) const;
-  // Stashes a duplicate of `fd` under `name` (no-op without a stash).
-  absl::Status Stash(const std::string& name, int fd);
-  void Unstash(const std::string& name);
   // Start's first step with a stash: takes back (keep_contents) or drops
   // what it holds.
   absl::Status TakeStash(bool keep_contents);
@@ -188,7 +196,7 @@ class VfioSource final : public MemorySource {
   const VfioConfig config_;
   Kernel* const kernel_;
   const std::function<void(const std::string&)> notice_;
-  const std::set<std::string> device_tenants_;  // tenants that own devices
+  StashOps ops_;  // through config_.stash when there is one
 
   // Set by Start, then read-only except through the server's serialised
   // segment calls (AddSegment / RemoveSegment).
@@ -212,12 +220,9 @@ class VfioSource final : public MemorySource {
   std::map<uint64_t, Mapped> mapped_ ABSL_GUARDED_BY(mu_);  // by IOVA
   std::map<std::string, int> views_ ABSL_GUARDED_BY(mu_);   // stashed, by name
 
-  // Tenant domains, by group; their set is fixed by Start. Lock order:
-  // dmu_ before mu_.
-  mutable absl::Mutex dmu_;
-  std::map<int, Domain> domains_ ABSL_GUARDED_BY(dmu_);
-  // From the stash at Start: tenant containers, by group.
-  std::map<int, int> stashed_domains_;
+  // Tenant domains (their own lock; never taken together with mu_).
+  // Qualified: DeviceDomains() is also a method here.
+  vfio::DeviceDomains domains_;
 };
 
 }  // namespace physpool::vfio

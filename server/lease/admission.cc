@@ -92,6 +92,8 @@ bool Admission::Retry(Turn& t, const Tenant& tenant,
       });
       w->done = std::move(*done);
       w->deadline = capped;
+      // A handle of its own: the first caller's cancel must not reach it.
+      w->handle = next_handle_++;
       *handle = w->handle;
       t.WakeMaintenance();
     }
@@ -110,7 +112,8 @@ bool Admission::Retry(Turn& t, const Tenant& tenant,
       }
       r->done = std::move(*done);
       r->deadline = capped;
-      *handle = r->handle;
+      r->caller = next_handle_++;
+      *handle = r->caller;
     }
     return true;
   }

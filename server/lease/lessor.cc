@@ -1,5 +1,6 @@
 #include "server/lease/lessor.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -12,54 +13,99 @@ Lessor::Lessor(absl::Duration expiring_warning, size_t ended_memory,
       ended_memory_(ended_memory),
       access_(access != nullptr ? access : &own_access_) {}
 
-Lessor::Lease& Lessor::Add(Lease lease) {
-  const std::string id = lease.info.id;
-  TenantUsage& u = usage_[lease.info.tenant];
-  u.bytes += lease.info.bytes;
+void Lessor::Index(const std::pair<const std::string, Lease>& entry) {
+  const std::string& id = entry.first;
+  const Lease& l = entry.second;
+  TenantUsage& u = usage_[l.info.tenant];
+  u.bytes += l.info.bytes;
   ++u.leases;
-  by_alloc_[lease.alloc] = id;
-  if (!lease.info.request_id.empty())
-    by_request_[Key(lease.info.tenant, lease.info.request_id)] = id;
-  if (!lease.info.access_sha256.empty())
-    access_->Add(lease.info.access_sha256, lease.info.tenant);
-  const bool live = lease.state != State::kCommitting;
-  Lease& l = leases_[id] = std::move(lease);
-  if (live) {
-    expiry_.insert({l.info.expires, id});
-    warn_.insert({l.info.expires - warning_, id});
+  by_alloc_[l.alloc] = &id;
+  if (!l.info.request_id.empty())
+    by_request_[Key(l.info.tenant, l.info.request_id)] = id;
+  if (!l.info.access_sha256.empty())
+    access_->Add(l.info.access_sha256, l.info.tenant);
+}
+
+Lessor::Lease& Lessor::Add(Lease lease) {
+  std::string id = lease.info.id;
+  auto [it, fresh] = leases_.emplace(std::move(id), std::move(lease));
+  Index(*it);
+  const absl::string_view key = it->first;
+  ids_.insert(key);
+  Lease& l = it->second;
+  if (l.state != State::kCommitting) {
+    expiry_.insert({l.info.expires, key});
+    warn_.insert({l.info.expires - warning_, key});
   }
   return l;
 }
 
+void Lessor::Restore(std::vector<Lease> leases) {
+  leases_.reserve(leases.size());
+  by_alloc_.reserve(leases.size());
+  std::vector<absl::string_view> ids;
+  std::vector<std::pair<absl::Time, absl::string_view>> expiry, warn;
+  ids.reserve(leases.size());
+  expiry.reserve(leases.size());
+  warn.reserve(leases.size());
+  for (Lease& lease : leases) {
+    lease.state = State::kLive;
+    std::string id = lease.info.id;
+    auto it = leases_.emplace(std::move(id), std::move(lease)).first;
+    Index(*it);
+    ids.push_back(it->first);
+    expiry.push_back({it->second.info.expires, it->first});
+    warn.push_back({it->second.info.expires - warning_, it->first});
+  }
+  // Sorted, then appended at the end: each insert is O(1) amortised.
+  std::sort(ids.begin(), ids.end());
+  std::sort(expiry.begin(), expiry.end());
+  std::sort(warn.begin(), warn.end());
+  for (absl::string_view id : ids) ids_.insert(ids_.end(), id);
+  for (const auto& e : expiry) expiry_.insert(expiry_.end(), e);
+  for (const auto& w : warn) warn_.insert(warn_.end(), w);
+}
+
 void Lessor::Activate(const std::string& id) {
-  Lease& l = leases_.at(id);
+  auto it = leases_.find(id);
+  Lease& l = it->second;
   l.state = State::kLive;
-  expiry_.insert({l.info.expires, id});
-  warn_.insert({l.info.expires - warning_, id});
+  expiry_.insert({l.info.expires, it->first});
+  warn_.insert({l.info.expires - warning_, it->first});
 }
 
 void Lessor::SetEnding(const std::string& id, bool ending) {
-  leases_.at(id).state = ending ? State::kEnding : State::kLive;
+  auto it = leases_.find(id);
+  Lease& l = it->second;
+  l.state = ending ? State::kEnding : State::kLive;
+  // Back to live (its end was not stored): a warning that fell due while
+  // it was ending was dropped unsent, so it is armed again.
+  if (!ending && !l.warned)
+    warn_.insert({l.info.expires - warning_, it->first});
 }
 
 void Lessor::SetExpiry(const std::string& id, absl::Time expires,
                        absl::Duration ttl) {
-  Lease& l = leases_.at(id);
-  expiry_.erase({l.info.expires, id});
-  warn_.erase({l.info.expires - warning_, id});
+  auto it = leases_.find(id);
+  Lease& l = it->second;
+  expiry_.erase({l.info.expires, it->first});
+  warn_.erase({l.info.expires - warning_, it->first});
   l.info.expires = expires;
   l.info.ttl = ttl;
   l.warned = false;
-  expiry_.insert({expires, id});
-  warn_.insert({expires - warning_, id});
+  expiry_.insert({expires, it->first});
+  warn_.insert({expires - warning_, it->first});
 }
 
 Lessor::Lease Lessor::Discard(const std::string& id) {
   auto it = leases_.find(id);
+  // The indexes point into the entry: out of them before it goes.
+  const absl::Time expires = it->second.info.expires;
+  expiry_.erase({expires, it->first});
+  warn_.erase({expires - warning_, it->first});
+  ids_.erase(it->first);
   Lease l = std::move(it->second);
   leases_.erase(it);
-  expiry_.erase({l.info.expires, id});
-  warn_.erase({l.info.expires - warning_, id});
   by_alloc_.erase(l.alloc);
   if (!l.info.request_id.empty())
     by_request_.erase(Key(l.info.tenant, l.info.request_id));
@@ -180,7 +226,8 @@ std::vector<std::string> Lessor::Due(absl::Time now) const {
   std::vector<std::string> out;
   for (auto it = expiry_.begin(); it != expiry_.end() && it->first <= now;
        ++it) {
-    if (leases_.at(it->second).state == State::kLive) out.push_back(it->second);
+    if (leases_.find(it->second)->second.state == State::kLive)
+      out.push_back(std::string(it->second));
   }
   return out;
 }
@@ -188,9 +235,9 @@ std::vector<std::string> Lessor::Due(absl::Time now) const {
 std::vector<std::string> Lessor::TakeWarnings(absl::Time now) {
   std::vector<std::string> out;
   while (!warn_.empty() && warn_.begin()->first <= now) {
-    const std::string id = warn_.begin()->second;
+    const std::string id(warn_.begin()->second);
     warn_.erase(warn_.begin());
-    Lease& l = leases_.at(id);
+    Lease& l = leases_.find(id)->second;
     if (!l.warned && l.state == State::kLive) {
       l.warned = true;
       out.push_back(id);
@@ -203,7 +250,7 @@ std::optional<absl::Time> Lessor::NextDeadline() const {
   std::optional<absl::Time> next;
   // Ending leases stay queued but are not due: look past them.
   for (const auto& [t, id] : expiry_) {
-    if (leases_.at(id).state == State::kLive) {
+    if (leases_.find(id)->second.state == State::kLive) {
       next = t;
       break;
     }
@@ -215,7 +262,7 @@ std::optional<absl::Time> Lessor::NextDeadline() const {
 
 const std::string* Lessor::LeaseOf(pglist::AllocationId alloc) const {
   auto it = by_alloc_.find(alloc);
-  return it == by_alloc_.end() ? nullptr : &it->second;
+  return it == by_alloc_.end() ? nullptr : it->second;
 }
 
 TenantUsage Lessor::Usage(const std::string& tenant) const {

@@ -9,21 +9,30 @@
 // kEnding (its owner or an admin asked to end it, the store write in
 // flight), then gone.
 //
-// Not thread-safe: the PoolManager calls it under its lock.
-#ifndef PHYSPOOL_SERVER_LESSOR_H_
-#define PHYSPOOL_SERVER_LESSOR_H_
+// State: the leases by id (node-based: a Lease* and its id stay put until
+// the lease leaves), and indexes that point into them — ids in order (for
+// paging), expiries and warnings in time order, allocations, request ids
+// — plus usage per tenant and the bounded memory of ended leases and
+// failed request ids. Restore() takes a restarted daemon's leases in one
+// pass (sorted indexes built in order: linear in the leases).
+// Thread safety: not thread-safe; the coordinator calls it under its lock
+// (a Turn). No I/O. REQUIRES: `access` outlives it.
+#ifndef PHYSPOOL_SERVER_LEASE_LESSOR_H_
+#define PHYSPOOL_SERVER_LEASE_LESSOR_H_
 
 #include <algorithm>
 #include <cstdint>
 #include <deque>
 #include <map>
 #include <optional>
-#include <set>
 #include <string>
 #include <vector>
 
+#include "absl/container/btree_set.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/node_hash_map.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "pglist/outcome.h"
 #include "server/core/types.h"
@@ -57,9 +66,13 @@ class Lessor {
   // Adds a lease in `state` (kCommitting or kLive) and counts its usage.
   // REQUIRES: its id is new.
   Lease& Add(Lease lease);
+  // Adds a restarted daemon's leases (kLive), as Add would one by one.
+  // REQUIRES: the lessor is empty; the ids are distinct.
+  void Restore(std::vector<Lease> leases);
   // kCommitting -> kLive: into the expiry queue.
   void Activate(const std::string& id);
-  // kLive <-> kEnding.
+  // kLive <-> kEnding. Back to kLive, a lease not yet warned is warned
+  // again when due (its warning may have fallen due while it was ending).
   void SetEnding(const std::string& id, bool ending);
   // Moves the expiry of a kLive lease.
   void SetExpiry(const std::string& id, absl::Time expires, absl::Duration ttl);
@@ -107,8 +120,9 @@ class Lessor {
   // kCommitting ones are skipped.
   template <typename F>
   void ForEachFrom(const std::string& after, F f) const {
-    for (auto it = leases_.upper_bound(after); it != leases_.end(); ++it) {
-      if (it->second.state != State::kCommitting && !f(it->second)) return;
+    for (auto it = ids_.upper_bound(after); it != ids_.end(); ++it) {
+      const Lease& l = leases_.find(*it)->second;
+      if (l.state != State::kCommitting && !f(l)) return;
     }
   }
   const std::string* LeaseOf(pglist::AllocationId alloc) const;
@@ -120,14 +134,19 @@ class Lessor {
   static std::string Key(const std::string& tenant, const std::string& rid) {
     return tenant + '\n' + rid;
   }
+  // (deadline, id): the id points into leases_.
+  using Deadlines = absl::btree_set<std::pair<absl::Time, absl::string_view>>;
+  // Every index but the deadlines and usage, for the lease at `it`.
+  void Index(const std::pair<const std::string, Lease>& entry);
   void Remember(const std::string& id, Ended e);
 
   const absl::Duration warning_;
   const size_t ended_memory_;
-  std::map<std::string, Lease> leases_;
-  std::set<std::pair<absl::Time, std::string>> expiry_;  // kLive, kEnding
-  std::set<std::pair<absl::Time, std::string>> warn_;
-  absl::flat_hash_map<pglist::AllocationId, std::string> by_alloc_;
+  absl::node_hash_map<std::string, Lease> leases_;
+  absl::btree_set<absl::string_view> ids_;  // leases_'s keys, in order
+  Deadlines expiry_;                        // kLive, kEnding
+  Deadlines warn_;
+  absl::flat_hash_map<pglist::AllocationId, const std::string*> by_alloc_;
   absl::flat_hash_map<std::string, std::string> by_request_;  // key -> id
   AccessTokens own_access_;
   AccessTokens* const access_;  // own_access_ or the caller's
@@ -143,4 +162,4 @@ class Lessor {
 
 }  // namespace physpool::server
 
-#endif  // PHYSPOOL_SERVER_LESSOR_H_
+#endif  // PHYSPOOL_SERVER_LEASE_LESSOR_H_

@@ -42,6 +42,7 @@ std::vector<LeaseInfo> Lookups::Leases(Turn&,
                                        const std::string& after,
                                        size_t max) const {
   std::vector<LeaseInfo> out;
+  if (max == 0) return out;
   lessor_->ForEachFrom(after, [&](const Lessor::Lease& lease) {
     if (!tenant || lease.info.tenant == *tenant) out.push_back(lease.info);
     return out.size() < max;

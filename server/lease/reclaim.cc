@@ -18,6 +18,7 @@ void Reclaim::Start(Turn& t, const Tenant& tenant, const AllocateParams& p,
   const uint64_t page_size = d_.pool->page_size();
   PendingReclaim r;
   r.handle = handle;
+  r.caller = handle;
   r.tenant = tenant;
   r.params = p;
   r.fingerprint = fp;
@@ -115,6 +116,8 @@ void Reclaim::ZeroVictims(Turn& t, uint64_t handle) {
 void Reclaim::Abandon(Turn& t, uint64_t handle, absl::Status why) {
   std::optional<PendingReclaim> taken = d_.reclaims->Take(handle);
   if (!taken) return;
+  // Its wait ends here, as a finished reclaim's does (Finish).
+  d_.wait_seconds->Observe(absl::ToDoubleSeconds(t.now() - taken->since));
   if (taken->done) {
     d_.request_ids->Answer(t, std::move(taken->done), std::move(why),
                            taken->tenant, taken->params, taken->fingerprint);
@@ -209,8 +212,17 @@ void Reclaim::Granted(Turn& t, uint64_t handle, const LeaseInfo& info,
     lease.info = info;
     d_.lessor->Add(std::move(lease));
     t.WakeMaintenanceBy(d_.lessor->FirstDeadline(info));
-    d_.request_ids->Answer(t, std::move(taken->done), info, taken->tenant,
-                           taken->params, taken->fingerprint);
+    if (taken->done) {
+      d_.request_ids->Answer(t, std::move(taken->done), info, taken->tenant,
+                             taken->params, taken->fingerprint);
+    } else {
+      // Cancelled while the grant was being stored: nobody will hear of
+      // the lease, so it is released at once rather than held until its
+      // TTL against the tenant's quota.
+      Tenant owner = taken->tenant;
+      owner.lease_scope.clear();  // the tenant's own right to release it
+      d_.ender->Release(t, owner, info.id, [](const absl::StatusOr<bool>&) {});
+    }
   }
   t.MemoryFreed();
 }

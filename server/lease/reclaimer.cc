@@ -16,6 +16,13 @@ PendingReclaim* Reclaimer::ByHandle(uint64_t handle) {
   return nullptr;
 }
 
+PendingReclaim* Reclaimer::ByCaller(uint64_t caller) {
+  for (PendingReclaim& r : pending_) {
+    if (r.caller == caller) return &r;
+  }
+  return nullptr;
+}
+
 PendingReclaim* Reclaimer::ByRequest(const std::string& tenant,
                                      const std::string& request_id) {
   for (PendingReclaim& r : pending_) {
@@ -48,7 +55,11 @@ std::vector<PendingReclaim*> Reclaimer::TakeReady(absl::Time now) {
 std::optional<absl::Time> Reclaimer::NextReady() const {
   std::optional<absl::Time> next;
   for (const PendingReclaim& r : pending_) {
-    if (!r.zeroing && (!next || r.ready < *next)) next = r.ready;
+    // One whose victims' ends are not stored yet is not ready at any time:
+    // recording the last end wakes the maintenance thread instead (else a
+    // store that fails would have it spin until it takes writes).
+    if (r.zeroing || r.unrecorded_ends > 0) continue;
+    if (!next || r.ready < *next) next = r.ready;
   }
   return next;
 }

@@ -25,7 +25,10 @@
 namespace physpool::server {
 
 struct PendingReclaim {
-  uint64_t handle = 0;
+  uint64_t handle = 0;  // its own: what its continuations find it by
+  // What its caller cancels it with: `handle`, or a new one for a retry
+  // that took it over (the first caller's cancel no longer reaches it).
+  uint64_t caller = 0;
   Tenant tenant;
   AllocateParams params;  // with the request actually planned
   std::string fingerprint;
@@ -49,6 +52,7 @@ class Reclaimer {
 
   PendingReclaim& Add(PendingReclaim r);
   PendingReclaim* ByHandle(uint64_t handle);
+  PendingReclaim* ByCaller(uint64_t caller);
   PendingReclaim* ByRequest(const std::string& tenant,
                             const std::string& request_id);
   // Removes the reclaim with `handle` and returns it.
@@ -56,6 +60,8 @@ class Reclaimer {
   // Reclaims past their grace period whose victims' ends are durable and
   // not yet zeroing, oldest first; marked zeroing.
   std::vector<PendingReclaim*> TakeReady(absl::Time now);
+  // When the next one TakeReady would take becomes ready: reclaims still
+  // waiting for their victims' ends to be stored are left out.
   std::optional<absl::Time> NextReady() const;
 
   // What `tenant`'s reclaims in progress will hold.

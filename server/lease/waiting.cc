@@ -92,7 +92,7 @@ void Waiting::Cancel(Turn& t, uint64_t handle) {
       absl::CancelledError("the caller cancelled the request");
   if (auto w = waiters_->Remove(handle)) {
     t.Later([d = std::move(w->done), cancelled] { d(cancelled); });
-  } else if (PendingReclaim* r = reclaims_->ByHandle(handle);
+  } else if (PendingReclaim* r = reclaims_->ByCaller(handle);
              r != nullptr && r->done) {
     // The victims are preempted already; their memory still waits out the
     // grace period, is zeroed and comes back, but becomes no lease.

@@ -90,7 +90,7 @@ absl::Status LeaseStore::LoadLeases() {
         ASSIGN_OR_RETURN(s.access_sha256, TextColumn(q, 10));
         leases_.push_back(std::move(s));
         return absl::OkStatus();
-      }))
+      });
 }
 
 // Every scrub row (memory still to be zeroed), and the next row number.
@@ -112,7 +112,7 @@ absl::Status LeaseStore::LoadScrubs() {
         next_scrub_row_ = std::max(next_scrub_row_, s.row + 1);
         scrubs_.push_back(std::move(s));
         return absl::OkStatus();
-      }))
+      });
 }
 
 // Every segment added at run time, by address.
@@ -128,7 +128,7 @@ absl::Status LeaseStore::LoadSegments() {
         ASSIGN_OR_RETURN(s.path, TextColumn(q, 4));
         segments_.push_back(std::move(s));
         return absl::OkStatus();
-      }))
+      });
 }
 
 absl::Status LeaseStore::Prepare() {
