@@ -184,8 +184,8 @@ std::vector<PageRun> Pool::Canonical(std::vector<PageRun> runs,
   return out;
 }
 
-Allocation& Pool::Record(std::vector<PageRun> runs, Path path,
-                         bool preemptible) {
+Allocation& Pool::Record(std::vector<PageRun> runs, Path path, bool preemptible,
+                         bool sync) {
   const AllocationId id = next_id_++;
   Allocation& a = allocs_[id];
   a.id = id;
@@ -195,14 +195,14 @@ Allocation& Pool::Record(std::vector<PageRun> runs, Path path,
   const PageCount total = a.pages();
   for (const PageRun& r : a.runs) {
     if (preemptible) preempt_[r.start] = {r.pages, id, total};
-    FindSegment(r.start)->Sync();
+    if (sync) FindSegment(r.start)->Sync();
   }
   if (path != Path::kClaim) ++stats_.at(path).successes;
   return a;
 }
 
 absl::StatusOr<Allocation> Pool::Claim(absl::Span<const PageRun> runs,
-                                       bool preemptible) {
+                                       bool preemptible, bool sync) {
   std::vector<PageRun> sorted(runs.begin(), runs.end());
   std::sort(
       sorted.begin(), sorted.end(),
@@ -226,7 +226,7 @@ absl::StatusOr<Allocation> Pool::Claim(absl::Span<const PageRun> runs,
     }
   }
   for (const PageRun& r : sorted) FindSegment(r.start)->Take(r);
-  return Record(std::move(sorted), Path::kClaim, preemptible);
+  return Record(std::move(sorted), Path::kClaim, preemptible, sync);
 }
 
 absl::Status Pool::Free(AllocationId id) {

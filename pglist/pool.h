@@ -118,8 +118,10 @@ class Pool {
   // Allocates exactly `runs` (e.g. leases restored after a restart).
   // INVALID_ARGUMENT if a run is empty, outside one segment's available
   // range, or overlaps another; FAILED_PRECONDITION if a page is in use.
+  // With `sync` false the segments' search indexes are brought up to date
+  // by the next query rather than now (many claims in a row: a restart).
   absl::StatusOr<Allocation> Claim(absl::Span<const PageRun> runs,
-                                   bool preemptible);
+                                   bool preemptible, bool sync = true);
 
   // Frees a live allocation. NOT_FOUND if `id` is not live (unknown or
   // already freed).
@@ -176,7 +178,8 @@ class Pool {
                                                MultiSlots* slots);
   // Sorts runs by address; with `join`, joins neighbours in one segment.
   std::vector<PageRun> Canonical(std::vector<PageRun> runs, bool join) const;
-  Allocation& Record(std::vector<PageRun> runs, Path path, bool preemptible);
+  Allocation& Record(std::vector<PageRun> runs, Path path, bool preemptible,
+                     bool sync = true);
   absl::Status Fail(Path path, absl::StatusCode code, FailReason reason,
                     absl::string_view message);
 

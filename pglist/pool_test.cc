@@ -28,6 +28,33 @@ FailReason ReasonOf(const absl::StatusOr<Allocation>& a) {
   return FailReasonOf(a.status());
 }
 
+// Claims without syncing (a restart's many claims in a row) leave the
+// search index to the next query: every later answer is the one a pool
+// synced after each claim gives.
+TEST(PoolTest, UnsyncedClaimsAnswerLaterQueriesAsSyncedOnesDo) {
+  Pool synced = MakePool({Seg(0, 512), Seg(1024, 256)});
+  Pool lazy = MakePool({Seg(0, 512), Seg(1024, 256)});
+  for (uint64_t p = 0; p < 512; p += 3) {
+    ASSERT_OK(synced.Claim({R(p, 1)}, false).status());
+    ASSERT_OK(lazy.Claim({R(p, 1)}, false, /*sync=*/false).status());
+  }
+  ASSERT_OK(synced.Claim({R(1024, 100)}, true).status());
+  ASSERT_OK(lazy.Claim({R(1024, 100)}, true, /*sync=*/false).status());
+  EXPECT_EQ(lazy.Segments()[0].largest_free_run,
+            synced.Segments()[0].largest_free_run);
+  for (const Request& req :
+       {Contig(2), Req(4), Contig(64), Req(200), Contig(120), Contig(2, 4)}) {
+    absl::StatusOr<Allocation> a = synced.Allocate(req);
+    absl::StatusOr<Allocation> b = lazy.Allocate(req);
+    ASSERT_EQ(a.ok(), b.ok());
+    if (a.ok()) {
+      EXPECT_EQ(a->runs, b->runs);
+    }
+  }
+  ASSERT_OK(synced.Verify());
+  ASSERT_OK(lazy.Verify());
+}
+
 TEST(PoolTest, SimpleIsNextFitFromTheHintAndWrapsOnce) {
   Pool pool = MakePool({Seg(100, 16)});
   ASSERT_OK_AND_ASSIGN(Allocation a, pool.Allocate(Req(4)));

@@ -1,6 +1,9 @@
 // What the metrics and Admin.GetStats report: one snapshot of the pool,
 // its leases, its zeroing, its store, its quarantine and its devices
 // (PoolManager::Stats assembles it, stats.cc).
+//
+// State: none (a value type: a snapshot). Thread safety: a value; no
+// shared state. I/O: none. REQUIRES: nothing.
 #ifndef PHYSPOOL_SERVER_MANAGER_STATS_H_
 #define PHYSPOOL_SERVER_MANAGER_STATS_H_
 

@@ -79,12 +79,14 @@ void PoolManager::Shutdown() {
     if (stopping_) return;
     stopping_ = true;
     Parts& p = *parts_;
-    p.waiting.Drain(t, absl::UnavailableError(
-                           "physpoold is shutting down; retry with the same "
-                           "request_id"));
-    p.events.EndWhere(t, [](const std::string&) { return true; },
-                      absl::UnavailableError("physpoold is shutting down"));
-    Log(LogLevel::kDebug, "shutdown: answering in-flight requests");
+    const size_t answers = p.waiting.Drain(
+        t, absl::UnavailableError(
+               "physpoold is shutting down; retry with the same request_id"));
+    const size_t streams = p.events.EndWhere(
+        t, [](const std::string&) { return true; },
+        absl::UnavailableError("physpoold is shutting down"));
+    Log(LogLevel::kDebug, "shutdown: answering in-flight requests",
+        {F("answers", answers), F("watch_streams", streams)});
   });
   {
     absl::MutexLock l(&mu_);
@@ -197,17 +199,15 @@ void PoolManager::Renew(const Tenant& tenant, const std::string& id,
 void PoolManager::Release(const Tenant& tenant, const std::string& id,
                           ReleaseDone done) {
   Committer::Scope drive(&parts_->committer);
-  Locked([&](Turn& t) {
-    parts_->ender.Release(t, tenant, id, std::move(done));
-  });
+  Locked(
+      [&](Turn& t) { parts_->ender.Release(t, tenant, id, std::move(done)); });
 }
 
 void PoolManager::Revoke(const std::string& id, const std::string& reason,
                          LeaseDone done) {
   Committer::Scope drive(&parts_->committer);
-  Locked([&](Turn& t) {
-    parts_->ender.Revoke(t, id, reason, std::move(done));
-  });
+  Locked(
+      [&](Turn& t) { parts_->ender.Revoke(t, id, reason, std::move(done)); });
 }
 
 absl::StatusOr<LeaseInfo> PoolManager::Renew(const Tenant& tenant,
@@ -271,7 +271,8 @@ absl::StatusOr<PoolManager::ViewHandout> PoolManager::HandOutView(
       out = absl::FailedPreconditionError("physpoold is shutting down");
       return;
     }
-    auto lease = parts_->lessor.Owned(tenant.name, lease_id, tenant.lease_scope);
+    auto lease =
+        parts_->lessor.Owned(tenant.name, lease_id, tenant.lease_scope);
     if (!lease.ok()) {
       out = lease.status();
     } else if ((*lease)->state != Lessor::State::kLive) {

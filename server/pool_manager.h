@@ -1,42 +1,37 @@
 // The daemon's core: the coordinator of its components around one lock
-// (docs/architecture.md). It owns the lock, the shelves (the allocation
-// core, the leases, the waiting requests, the reclaims in progress, the
-// memory being zeroed, the views), the flows that act on them (admission,
-// placement, grant, reclaim, ends, waiting, recycling, the quarantine,
-// device maps, the durable log, segments, events), the threads and health.
-// Every change happens in a Turn (core/turn.h): Locked() takes the lock,
-// runs a step, retries the waiting requests once if memory came back, drops
-// the lock and runs what the turn queued (answers, wake-ups).
+// (docs/architecture.md). Every change happens in a Turn (core/turn.h):
+// Locked() takes the lock, runs a step, retries the waiting requests once
+// if memory came back, drops the lock and runs what the turn queued.
+// Rules: a grant, renewal, release or revocation is answered once the
+// store has it (else UNAVAILABLE, nothing changed). An expiry's or a
+// preemption's end and the end of zeroing cannot be undone: while their
+// write fails, their pages stay out of the pool and it is NOT_SERVING.
+// Memory coming back stays allocated in the core until its zeroing is
+// recorded; memory that could not be zeroed stays out.
 //
-// Rules it keeps:
-// - A grant, renewal, release or revocation is answered only once the store
-//   has it (or fails UNAVAILABLE with nothing changed). An end that is not
-//   an RPC (expiry, preemption) and the end of zeroing cannot be undone:
-//   if their store write fails, their pages stay out of the pool and the
-//   manager reports NOT_SERVING until the store takes the write.
-// - Memory coming back stays allocated in the core until it has been zeroed
-//   and that is recorded; memory that could not be zeroed stays out.
-// - No store I/O under the lock: store writes go through the Committer
-//   (applied by the calling RPC or scrub thread once it has dropped the
-//   lock, or by the Committer's thread); zeroing runs on the scrub thread;
-//   hot add and remove prepare their segment before taking the lock.
-// - Memory-source I/O under the lock, the named exceptions: an expiry's or
-//   preemption's unmap from its tenant's devices (DeviceMap::Unmap: the
-//   pages must be unreachable before they are zeroed, and the lease is
-//   ended in the same turn), the re-map of a lease whose end failed to
-//   record (DeviceMap::MapAgain), a view's creation at its first hand-out
-//   and its destruction when its quarantine ends (Quarantine: the view and
-//   its lease change together), and at start the domains' reconciliation
-//   and the views' restore (nothing else runs yet).
-//
-// Threads: a maintenance thread (expiry, warnings, wait deadlines, reclaim
-// grace periods, store probes), a scrub thread, a quarantine thread, the
-// Committer's thread. Allocate, Renew, Release and Revoke commit and answer
-// on the calling thread when no other thread is committing: call them with
-// no lock held that a completion takes.
-// Thread-safe. Completion callbacks (AllocDone, LeaseDone, ...) run without
-// the manager's lock, maybe before the call that took them returns. Event
+// State: the lock; Parts (the core, the leases, waiters, reclaims, memory
+// being zeroed, views, and the flows that act on them); health; threads:
+// maintenance (expiry, warnings, wait deadlines, reclaim grace periods,
+// store probes), scrub, quarantine, and the Committer's.
+// Thread safety: thread-safe. Completions (AllocDone, LeaseDone, ...) run
+// without the lock, maybe before the call that took them returns; event
 // sinks run under it and must not block or call back into the manager.
+// I/O: no store I/O under the lock: the Committer writes (on the calling
+// RPC or scrub thread once it has dropped the lock, or on its own thread);
+// zeroing, the /proc scan and a hot add's or remove's segment work run
+// with no lock held; Stats() reads the device domains after it.
+// Memory-source I/O under the lock, the named exceptions: an unmap from
+// the tenant's devices before the pages are zeroed (DeviceMap::Unmap: an
+// expiry's or preemption's end, in its turn; a dropped grant; an end whose
+// unmap before its commit failed), the re-map of a lease whose end failed
+// to record (DeviceMap::MapAgain), a view's creation at its first hand-out
+// and its destruction when its quarantine ends (Quarantine: the view and
+// its lease change together), and at start the domains' reconciliation
+// and the views' restore (nothing else runs yet).
+// REQUIRES: `source` (started before Start), `clock`, `tenants` and `store`
+// (if any) outlive it. Allocate, Renew, Release and Revoke commit and
+// answer on the calling thread when no other is committing: call them
+// holding no lock that a completion takes.
 #ifndef PHYSPOOL_SERVER_POOL_MANAGER_H_
 #define PHYSPOOL_SERVER_POOL_MANAGER_H_
 
@@ -179,7 +174,7 @@ class PoolManager final : private TurnHost, private Coordinator {
 
   TenantUsage Usage(const std::string& tenant);
   std::pair<uint64_t, uint32_t> QuarantineTotals();  // bytes, leases
-  ManagerStats Stats();  // stats.cc
+  ManagerStats Stats();                              // stats.cc
   // Per device, its tenant and IOMMU domain as they stand (stats.cc).
   std::vector<vfio::DeviceDomain> DeviceDomains();
   uint64_t page_size() const { return page_size_; }

@@ -1,8 +1,8 @@
 // PoolManager's segment operations (pool_manager.h): the list, draining,
 // hot add and remove (prepared by Segments outside the lock, serialised by
 // segment_mu_), and the occupancy map.
-#include "server/pool_manager.h"
 #include "server/lease/parts.h"
+#include "server/pool_manager.h"
 
 namespace physpool::server {
 
@@ -10,15 +10,14 @@ std::vector<SegmentView> PoolManager::Segments() {
   std::vector<SegmentView> out;
   Locked([&](Turn& t) {
     for (const auto& s : parts_->pool.Segments())
-      out.push_back(
-          parts_->segments.View(t, s, parts_->recycler.scrubbing(t)));
+      out.push_back(parts_->segments.View(t, s, parts_->recycler.scrubbing(t)));
   });
   return out;
 }
 
 absl::StatusOr<SegmentView> PoolManager::SetDraining(uint32_t segment_id,
                                                      bool drain) {
-  absl::StatusOr<SegmentView> out = absl::NotFoundError("no segment");
+  absl::StatusOr<SegmentView> out;
   Locked([&](Turn& t) {
     if (absl::Status s = parts_->segments.SetDraining(t, segment_id, drain);
         !s.ok()) {
@@ -40,7 +39,7 @@ absl::StatusOr<SegmentView> PoolManager::AddSegment(uint64_t bytes,
   absl::StatusOr<pglist::SegmentId> id =
       parts_->segments.Add(bytes, freelist, numa);
   if (!id.ok()) return id.status();
-  absl::StatusOr<SegmentView> out = absl::NotFoundError("segment gone");
+  absl::StatusOr<SegmentView> out;
   Locked([&](Turn& t) {
     for (const auto& seg : parts_->pool.Segments()) {
       if (seg.id == *id)

@@ -10,11 +10,34 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/core/log.h"
-#include "server/pool_manager.h"
 #include "server/lease/parts.h"
+#include "server/pool_manager.h"
 #include "util/status_macros.h"
 
 namespace physpool::server {
+namespace {
+
+// A stored lease as the lessor keeps it, live, on allocation `alloc` (its
+// runs are added by the caller). Takes the stored strings.
+Lessor::Lease FromStored(StoredLease&& sl, pglist::AllocationId alloc) {
+  Lessor::Lease l;
+  l.alloc = alloc;
+  l.state = Lessor::State::kLive;
+  l.request_fp = std::move(sl.request_fp);
+  LeaseInfo& info = l.info;
+  info.id = std::move(sl.id);
+  info.tenant = std::move(sl.tenant);
+  info.preemptible = sl.preemptible;
+  info.ttl = absl::Seconds(sl.ttl_seconds);
+  info.expires = absl::FromUnixMillis(sl.expires_unix_ms);
+  info.path = std::move(sl.path);
+  info.label = std::move(sl.label);
+  info.request_id = std::move(sl.request_id);
+  info.access_sha256 = std::move(sl.access_sha256);
+  return l;
+}
+
+}  // namespace
 
 absl::Status PoolManager::Restore(Turn& t) {
   Parts& p = *parts_;
@@ -43,35 +66,26 @@ absl::Status PoolManager::Restore(Turn& t) {
   }
   std::vector<vfio::MemorySource::LiveLease> live;
   std::vector<Lessor::Lease> leases;
-  leases.reserve(store_->leases().size());
-  for (const StoredLease& sl : store_->leases()) {
-    auto a = p.pool.Claim(sl.runs, sl.preemptible);
+  std::vector<StoredLease> stored = store_->TakeLeases();
+  const size_t restored = stored.size();
+  leases.reserve(stored.size());
+  for (StoredLease& sl : stored) {
+    auto a = p.pool.Claim(sl.runs, sl.preemptible, /*sync=*/false);
     if (!a.ok()) {
       return absl::FailedPreconditionError(
           absl::StrCat("stored lease ", sl.id,
                        " does not fit the pool: ", a.status().message()));
     }
-    Lessor::Lease l;
-    l.alloc = a->id;
-    l.state = Lessor::State::kLive;
-    l.request_fp = sl.request_fp;
-    LeaseInfo& info = l.info;
-    info.id = sl.id;
-    info.tenant = sl.tenant;
-    info.preemptible = sl.preemptible;
-    info.ttl = absl::Seconds(sl.ttl_seconds);
-    info.expires = absl::FromUnixMillis(sl.expires_unix_ms);
-    info.path = sl.path;
-    info.label = sl.label;
-    info.request_id = sl.request_id;
-    info.access_sha256 = sl.access_sha256;
+    const bool devices = p.devices.HasDevices(sl.tenant);
+    Lessor::Lease l = FromStored(std::move(sl), a->id);
     for (const pglist::PageRun& r : a->runs) {
-      info.runs.push_back(p.segments.ToLeaseRun(t, r));
-      info.bytes += info.runs.back().bytes;
+      l.info.runs.push_back(p.segments.ToLeaseRun(t, r));
+      l.info.bytes += l.info.runs.back().bytes;
     }
-    if (p.devices.HasDevices(sl.tenant)) {
-      vfio::MemorySource::LiveLease ll{sl.tenant, {}};
-      for (const LeaseRun& r : info.runs) ll.runs.push_back({r.iova, r.bytes});
+    if (devices) {
+      vfio::MemorySource::LiveLease ll{l.info.tenant, {}};
+      for (const LeaseRun& r : l.info.runs)
+        ll.runs.push_back({r.iova, r.bytes});
       live.push_back(std::move(ll));
     }
     leases.push_back(std::move(l));
@@ -92,8 +106,7 @@ absl::Status PoolManager::Restore(Turn& t) {
   for (const auto& [alloc, row] : to_zero)
     p.recycler.ScrubAndFree(t, {alloc}, {row});
   Log(LogLevel::kInfo, "leases restored",
-      {F("leases", store_->leases().size()),
-       F("zeroing", store_->scrubs().size()),
+      {F("leases", restored), F("zeroing", store_->scrubs().size()),
        F("voided_by_reboot", store_->voided_leases())});
   return absl::OkStatus();
 }

@@ -2,8 +2,8 @@
 // report, assembled from each component's figures under the lock; the
 // device domains (the memory source's own locks) are read after it.
 #include "server/core/histogram.h"
-#include "server/pool_manager.h"
 #include "server/lease/parts.h"
+#include "server/pool_manager.h"
 
 namespace physpool::server {
 

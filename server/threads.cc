@@ -8,8 +8,8 @@
 #include <utility>
 
 #include "absl/time/clock.h"
-#include "server/pool_manager.h"
 #include "server/lease/parts.h"
+#include "server/pool_manager.h"
 
 namespace physpool::server {
 

@@ -1,4 +1,8 @@
 // The time source of leases and waits, injected so tests can control it.
+//
+// State: none. Thread safety: Now() is called from any thread (turns, the
+// maintenance thread), so an implementation must be thread-safe
+// (SystemClock reads absl::Now). I/O: none. REQUIRES: nothing.
 #ifndef PHYSPOOL_SERVER_CLOCK_H_
 #define PHYSPOOL_SERVER_CLOCK_H_
 

@@ -1,4 +1,7 @@
 // A Clock for tests: it stands still until Advance moves it on.
+//
+// State: the time it shows. Thread safety: thread-safe (its own mutex).
+// I/O: none. REQUIRES: nothing.
 #ifndef PHYSPOOL_SERVER_FAKE_CLOCK_H_
 #define PHYSPOOL_SERVER_FAKE_CLOCK_H_
 

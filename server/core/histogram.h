@@ -1,4 +1,9 @@
-// A cumulative histogram with fixed bucket bounds, as Prometheus exports it.
+// A cumulative histogram with fixed bucket bounds, as Prometheus exports it,
+// and the daemon's latency histograms by allocation path (PathTimes).
+//
+// State: none (value types). Thread safety: values, not thread-safe: a
+// shared one is guarded by its owner (the daemon's are in Parts, under the
+// pool's lock). I/O: none. REQUIRES: `bounds` ascending.
 #ifndef PHYSPOOL_SERVER_HISTOGRAM_H_
 #define PHYSPOOL_SERVER_HISTOGRAM_H_
 

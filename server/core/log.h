@@ -1,6 +1,10 @@
 // Structured, leveled logs: one line per event on stderr,
 //   ts=2026-11-26T07:00:00.123Z level=info msg="listening" unix=/run/x.sock
-// Thread-safe.
+//
+// State: the level (process-wide, atomic). Thread safety: thread-safe; a
+// line is written whole (one fwrite). I/O: each enabled line is written
+// and flushed to stderr on the calling thread, at once — components log
+// in turns too, under the pool's lock. REQUIRES: nothing.
 #ifndef PHYSPOOL_SERVER_LOG_H_
 #define PHYSPOOL_SERVER_LOG_H_
 

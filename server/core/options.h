@@ -1,4 +1,8 @@
-// Behaviour knobs of the lease manager, from the config file.
+// Behaviour knobs of the lease manager (ManagerOptions) and of the fd socket
+// (FdSocketOptions), from the config file.
+//
+// State: none (value types). Thread safety: values; no shared state.
+// I/O: none. REQUIRES: nothing.
 #ifndef PHYSPOOL_SERVER_OPTIONS_H_
 #define PHYSPOOL_SERVER_OPTIONS_H_
 

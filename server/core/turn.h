@@ -14,7 +14,14 @@
 // - wake-ups of the daemon's threads (maintenance, zeroing, the
 //   quarantine's scan), which need the lock's condition variables.
 //
-// Not thread-safe: a turn belongs to the thread that holds the lock.
+// State: a turn's queued work (Later) and its memory-freed flag; TurnHost
+// and Coordinator are interfaces.
+// Thread safety: not thread-safe: a turn belongs to the thread that holds
+// the lock. Coordinator::Locked may be called from any thread.
+// I/O: none (wake-ups signal the host's condition variables).
+// REQUIRES: a turn is used only while its lock is held (a continuation
+// takes a new one); Locked is called with the lock not held — never from
+// inside a turn (an event sink, a gate's step).
 #ifndef PHYSPOOL_SERVER_CORE_TURN_H_
 #define PHYSPOOL_SERVER_CORE_TURN_H_
 

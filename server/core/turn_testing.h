@@ -1,5 +1,9 @@
 // Turns for components' unit tests: a turn whose wake-ups are counted and
 // whose queued work runs when the test says. Never used by the daemon.
+//
+// State: the wake-up and freed counts, `accepting`. Thread safety: not
+// thread-safe (one test thread; one turn at a time is the test's to keep).
+// I/O: none. REQUIRES: `clock` outlives it and its turns.
 #ifndef PHYSPOOL_SERVER_CORE_TURN_TESTING_H_
 #define PHYSPOOL_SERVER_CORE_TURN_TESTING_H_
 

@@ -1,6 +1,9 @@
 // The daemon's value types, shared by its components: a lease as its
 // tenant sees it, its runs, a process that holds an ended lease's view,
 // a lease event, and an Allocate request's parameters. Plain data.
+//
+// State: none (value types). Thread safety: values; no shared state.
+// I/O: none. REQUIRES: nothing.
 #ifndef PHYSPOOL_SERVER_CORE_TYPES_H_
 #define PHYSPOOL_SERVER_CORE_TYPES_H_
 

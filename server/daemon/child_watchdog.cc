@@ -39,9 +39,15 @@ absl::StatusOr<ChildWatchdog> ChildWatchdog::Listen(const std::string& path,
       w.fd_ < 0 ? -1
                 : bind(w.fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
   umask(old);
+  if (rc != 0) {
+    // Not bound: whatever is at `path` is not ours to remove.
+    const int err = errno;
+    if (w.fd_ >= 0) close(w.fd_);
+    w.fd_ = -1;
+    return ErrnoStatus(absl::StrCat("notify socket ", path), err);
+  }
   // The sender's credentials come with each message.
-  if (rc != 0 ||
-      setsockopt(w.fd_, SOL_SOCKET, SO_PASSCRED, &on, sizeof(on)) != 0) {
+  if (setsockopt(w.fd_, SOL_SOCKET, SO_PASSCRED, &on, sizeof(on)) != 0) {
     return ErrnoStatus(absl::StrCat("notify socket ", path), errno);
   }
   return w;

@@ -6,7 +6,14 @@
 // keeper keeps the memory, the IOMMU container and the lease views, and no
 // lease is voided (docs/operations.md, "A daemon that hangs").
 //
-// Not thread-safe: the keeper's single loop owns it.
+// State: the notify socket (bound at `path`, removed with it), the child's
+// pid, whether it is READY or STOPPING, and its start or last ping.
+// Thread safety: not thread-safe: the keeper's single loop owns it.
+// I/O: a datagram socket read without blocking (SO_PASSCRED: only the
+// child's messages count); Listen sets the process umask for a moment;
+// Export sets environment variables.
+// REQUIRES: a single-threaded process (the umask; setenv after fork);
+// Export only in the child, between fork and exec.
 #ifndef PHYSPOOL_SERVER_CHILD_WATCHDOG_H_
 #define PHYSPOOL_SERVER_CHILD_WATCHDOG_H_
 

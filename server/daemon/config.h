@@ -3,6 +3,13 @@
 // reason. With no file, the embedded default: the sim source (1 GiB), one
 // implicit admin tenant, a unix socket in a user-writable runtime dir and
 // TCP on 127.0.0.1.
+//
+// State: none (ServerConfig is a value).
+// Thread safety: any thread; DefaultRuntimeDir and DefaultConfig (so also
+// ParseConfig) read the environment (XDG_RUNTIME_DIR) and the euid.
+// I/O: DefaultConfig checks whether /dev/shm is writable; nothing else
+// (ParseConfig takes the file's text; FormatConfig opens nothing).
+// REQUIRES: nothing.
 #ifndef PHYSPOOL_SERVER_CONFIG_H_
 #define PHYSPOOL_SERVER_CONFIG_H_
 

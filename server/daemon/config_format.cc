@@ -43,7 +43,6 @@ void Text(YAML::Emitter& out, const char* key, const std::string& value) {
   out << YAML::Key << key << YAML::Value << YAML::DoubleQuoted << value;
 }
 
-
 void FormatListen(YAML::Emitter& out, const ServerConfig& c) {
   out << YAML::Key << "listen" << YAML::Value << YAML::BeginMap;
   Text(out, "unix", c.unix_socket);

@@ -29,8 +29,8 @@ absl::Status ParseSeconds(const ConfigReader& r, const YAML::Node& parent,
 namespace {
 
 using config_internal::ConfigReader;
-using config_internal::ParseSeconds;
 using config_internal::ParseIds;
+using config_internal::ParseSeconds;
 
 absl::Status ParseFdAccess(const ConfigReader& r, const YAML::Node& a,
                            FdSocketOptions* out) {
@@ -64,7 +64,7 @@ absl::Status ParseFdAccess(const ConfigReader& r, const YAML::Node& a,
 
 // isolation: mode and the quarantine scan interval.
 absl::Status ParseIsolation(const ConfigReader& r, const YAML::Node& iso,
-                    ServerConfig* c) {
+                            ServerConfig* c) {
   RETURN_IF_ERROR(r.Keys(iso, "isolation", {"mode", "scan_interval_ms"}));
   RETURN_IF_ERROR(r.Get(iso, "mode", "isolation", &c->isolation));
   if (c->isolation != "required" && c->isolation != "preferred" &&
@@ -86,7 +86,7 @@ absl::Status ParseIsolation(const ConfigReader& r, const YAML::Node& iso,
 
 // store: the lease store path and the boot id file.
 absl::Status ParseStore(const ConfigReader& r, const YAML::Node& st,
-                    ServerConfig* c) {
+                        ServerConfig* c) {
   RETURN_IF_ERROR(r.Keys(st, "store", {"path", "boot_id_file"}));
   RETURN_IF_ERROR(r.Get(st, "path", "store", &c->store_path));
   RETURN_IF_ERROR(r.Get(st, "boot_id_file", "store", &c->boot_id_file));
@@ -95,7 +95,7 @@ absl::Status ParseStore(const ConfigReader& r, const YAML::Node& st,
 
 // listen: sockets, their mode and group, TCP and TLS.
 absl::Status ParseListen(const ConfigReader& r, const YAML::Node& l,
-                    ServerConfig* c) {
+                         ServerConfig* c) {
   RETURN_IF_ERROR(
       r.Keys(l, "listen",
              {"unix", "unix_mode", "unix_group", "tcp", "insecure_tcp", "tls",
@@ -139,7 +139,7 @@ absl::Status ParseListen(const ConfigReader& r, const YAML::Node& l,
 
 // metrics: the Prometheus endpoint.
 absl::Status ParseMetrics(const ConfigReader& r, const YAML::Node& m,
-                    ServerConfig* c) {
+                          ServerConfig* c) {
   RETURN_IF_ERROR(r.Keys(m, "metrics", {"listen"}));
   RETURN_IF_ERROR(r.Get(m, "listen", "metrics", &c->metrics));
   return absl::OkStatus();
@@ -147,7 +147,7 @@ absl::Status ParseMetrics(const ConfigReader& r, const YAML::Node& m,
 
 // pool: strategy, reserve and placement.
 absl::Status ParsePool(const ConfigReader& r, const YAML::Node& p,
-                    ServerConfig* c) {
+                       ServerConfig* c) {
   RETURN_IF_ERROR(
       r.Keys(p, "pool", {"strategy", "reserve_bytes", "placement"}));
   std::string strategy = "address";
@@ -160,8 +160,7 @@ absl::Status ParsePool(const ConfigReader& r, const YAML::Node& p,
     return r.Error(p["strategy"], "pool.strategy",
                    "must be address or bigfirst");
   }
-  RETURN_IF_ERROR(
-      r.Get(p, "reserve_bytes", "pool", &c->manager.reserve_bytes));
+  RETURN_IF_ERROR(r.Get(p, "reserve_bytes", "pool", &c->manager.reserve_bytes));
   std::string placement = "nextfit";
   RETURN_IF_ERROR(r.Get(p, "placement", "pool", &placement));
   if (auto pl = pglist::ParsePlacement(placement)) {
@@ -175,13 +174,13 @@ absl::Status ParsePool(const ConfigReader& r, const YAML::Node& p,
 
 // leases: TTLs, warnings, grace and the run cap.
 absl::Status ParseLeases(const ConfigReader& r, const YAML::Node& l,
-                    ServerConfig* c) {
+                         ServerConfig* c) {
   RETURN_IF_ERROR(r.Keys(
       l, "leases",
       {"default_ttl_seconds", "max_ttl_seconds", "expiring_warning_seconds",
        "reclaim_grace_ms", "max_runs_per_lease"}));
-  RETURN_IF_ERROR(r.Get(l, "max_runs_per_lease", "leases",
-                        &c->manager.max_runs_per_lease));
+  RETURN_IF_ERROR(
+      r.Get(l, "max_runs_per_lease", "leases", &c->manager.max_runs_per_lease));
   if (l["max_runs_per_lease"] && (c->manager.max_runs_per_lease == 0 ||
                                   c->manager.max_runs_per_lease > 65536)) {
     return r.Error(l["max_runs_per_lease"], "leases.max_runs_per_lease",
@@ -193,8 +192,7 @@ absl::Status ParseLeases(const ConfigReader& r, const YAML::Node& l,
   RETURN_IF_ERROR(ParseSeconds(r, l, "max_ttl_seconds", "leases",
                                absl::Seconds(1), &c->manager.max_ttl));
   RETURN_IF_ERROR(ParseSeconds(r, l, "expiring_warning_seconds", "leases",
-                               absl::Seconds(1),
-                               &c->manager.expiring_warning));
+                               absl::Seconds(1), &c->manager.expiring_warning));
   RETURN_IF_ERROR(ParseSeconds(r, l, "reclaim_grace_ms", "leases",
                                absl::Milliseconds(1),
                                &c->manager.reclaim_grace));
@@ -208,9 +206,9 @@ absl::Status ParseLeases(const ConfigReader& r, const YAML::Node& l,
 
 // wait: starvation, the deadline cap and waiters per tenant.
 absl::Status ParseWait(const ConfigReader& r, const YAML::Node& w,
-                    ServerConfig* c) {
-  RETURN_IF_ERROR(r.Keys(
-      w, "wait", {"starvation_ms", "max_ms", "max_waiters_per_tenant"}));
+                       ServerConfig* c) {
+  RETURN_IF_ERROR(
+      r.Keys(w, "wait", {"starvation_ms", "max_ms", "max_waiters_per_tenant"}));
   RETURN_IF_ERROR(ParseSeconds(r, w, "starvation_ms", "wait",
                                absl::Milliseconds(1), &c->manager.starvation));
   RETURN_IF_ERROR(ParseSeconds(r, w, "max_ms", "wait", absl::Milliseconds(1),
@@ -229,7 +227,7 @@ absl::Status ParseWait(const ConfigReader& r, const YAML::Node& w,
 
 // watch: streams per tenant and their queues.
 absl::Status ParseWatch(const ConfigReader& r, const YAML::Node& w,
-                    ServerConfig* c) {
+                        ServerConfig* c) {
   RETURN_IF_ERROR(
       r.Keys(w, "watch", {"max_streams_per_tenant", "max_queued_events"}));
   RETURN_IF_ERROR(r.Get(w, "max_streams_per_tenant", "watch",
@@ -238,8 +236,8 @@ absl::Status ParseWatch(const ConfigReader& r, const YAML::Node& w,
       r.Get(w, "max_queued_events", "watch", &c->manager.max_watch_queue));
   if (w["max_streams_per_tenant"] &&
       c->manager.max_watch_streams_per_tenant == 0) {
-    return r.Error(w["max_streams_per_tenant"],
-                   "watch.max_streams_per_tenant", "must be >= 1");
+    return r.Error(w["max_streams_per_tenant"], "watch.max_streams_per_tenant",
+                   "must be >= 1");
   }
   if (w["max_queued_events"] && c->manager.max_watch_queue < 2) {
     return r.Error(w["max_queued_events"], "watch.max_queued_events",
@@ -318,18 +316,19 @@ absl::StatusOr<ServerConfig> Parse(absl::string_view yaml,
       root, "",
       {"listen", "metrics", "source", "pool", "leases", "wait", "watch",
        "isolation", "tenants", "implicit_tenant", "log_level", "store"}));
-  using Section = absl::Status (*)(const ConfigReader&, const YAML::Node&,
-                                   ServerConfig*);
-  for (auto [key, parse] : {std::pair<const char*, Section>{"isolation", ParseIsolation},
-                            {"store", ParseStore},
-                            {"listen", ParseListen},
-                            {"metrics", ParseMetrics},
-                            {"source", config_internal::ParseSource},
-                            {"pool", ParsePool},
-                            {"leases", ParseLeases},
-                            {"wait", ParseWait},
-                            {"watch", ParseWatch},
-                            {"tenants", config_internal::ParseTenants}}) {
+  using Section =
+      absl::Status (*)(const ConfigReader&, const YAML::Node&, ServerConfig*);
+  for (auto [key, parse] :
+       {std::pair<const char*, Section>{"isolation", ParseIsolation},
+        {"store", ParseStore},
+        {"listen", ParseListen},
+        {"metrics", ParseMetrics},
+        {"source", config_internal::ParseSource},
+        {"pool", ParsePool},
+        {"leases", ParseLeases},
+        {"wait", ParseWait},
+        {"watch", ParseWatch},
+        {"tenants", config_internal::ParseTenants}}) {
     if (const YAML::Node n = root[key]) RETURN_IF_ERROR(parse(r, n, &c));
   }
   RETURN_IF_ERROR(CheckAcrossKeys(r, root, &c));

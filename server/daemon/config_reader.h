@@ -1,6 +1,11 @@
 // Reading physpoold's YAML configuration (config.h): a reader whose errors
 // carry the file, the line and the key path, and the parsers of the
 // sections that have files of their own. Internal to server/daemon/config*.
+//
+// State: ConfigReader's file name only. Thread safety: const, any thread.
+// I/O: none (it reads YAML already parsed).
+// REQUIRES: nothing; yaml-cpp may throw on shapes a read does not expect
+// (ParseConfig turns that into INVALID_ARGUMENT).
 #ifndef PHYSPOOL_SERVER_DAEMON_CONFIG_READER_H_
 #define PHYSPOOL_SERVER_DAEMON_CONFIG_READER_H_
 
@@ -19,9 +24,8 @@
 
 namespace physpool::server::config_internal {
 
-// Errors carry the file, the line and the key path. Stateless past the
-// file's name; yaml-cpp may throw on shapes a read does not expect
-// (ParseConfig turns that into INVALID_ARGUMENT).
+// Errors carry the file, the line and the key path (see the top of this
+// file for its state and what may throw).
 class ConfigReader {
  public:
   explicit ConfigReader(absl::string_view name) : name_(name) {}

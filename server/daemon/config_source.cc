@@ -91,7 +91,8 @@ absl::Status ParseVfioPool(const ConfigReader& r, const YAML::Node& v,
         PageMultiple(r, pool[i], "bytes", where, ps, &share.bytes, false));
     if (pool[i]["low_bytes"]) {
       uint64_t low = 0;
-      RETURN_IF_ERROR(PageMultiple(r, pool[i], "low_bytes", where, ps, &low, true));
+      RETURN_IF_ERROR(
+          PageMultiple(r, pool[i], "low_bytes", where, ps, &low, true));
       if (low > share.bytes) {
         return r.Error(pool[i]["low_bytes"], where + ".low_bytes",
                        "must not exceed bytes");
@@ -141,8 +142,8 @@ absl::Status ParseVfio(const ConfigReader& r, const YAML::Node& v,
   if (!out->keeper.empty() && out->keeper[0] != '/') {
     return r.Error(v["keeper"], w + ".keeper", "must be an absolute path");
   }
-  RETURN_IF_ERROR(
-      PageMultiple(r, v, "max_segment_bytes", w, ps, &l.max_segment_bytes, false));
+  RETURN_IF_ERROR(PageMultiple(r, v, "max_segment_bytes", w, ps,
+                               &l.max_segment_bytes, false));
   RETURN_IF_ERROR(PageMultiple(r, v, "iova_base", w, ps, &l.iova_base, true));
   RETURN_IF_ERROR(ParseSeconds(r, v, "group_busy_timeout_ms", w,
                                absl::Milliseconds(1),
@@ -155,14 +156,13 @@ absl::Status ParseVfio(const ConfigReader& r, const YAML::Node& v,
 
 // source: sim or vfio.
 absl::Status ParseSource(const ConfigReader& r, const YAML::Node& s,
-                   ServerConfig* c) {
+                         ServerConfig* c) {
   RETURN_IF_ERROR(r.Keys(s, "source", {"type", "sim", "vfio"}));
   RETURN_IF_ERROR(r.Get(s, "type", "source", &c->source));
   if (c->source != "sim" && c->source != "vfio") {
-    return r.Error(
-        s["type"], "source.type",
-        absl::StrCat("\"", c->source,
-                     "\" is not available (expected sim or vfio)"));
+    return r.Error(s["type"], "source.type",
+                   absl::StrCat("\"", c->source,
+                                "\" is not available (expected sim or vfio)"));
   }
   if (c->source == "vfio" && !s["vfio"]) {
     return r.Error(s, "source.vfio", "is required with type vfio");
@@ -182,15 +182,12 @@ absl::Status ParseSource(const ConfigReader& r, const YAML::Node& s,
     }
     if (const YAML::Node segs = sim["segments"]) {
       if (!segs.IsSequence() || segs.size() == 0) {
-        return r.Error(segs, "source.sim.segments",
-                       "must be a non-empty list");
+        return r.Error(segs, "source.sim.segments", "must be a non-empty list");
       }
       c->sim.segments.clear();
       for (size_t i = 0; i < segs.size(); ++i) {
-        const std::string where =
-            absl::StrCat("source.sim.segments[", i, "]");
-        RETURN_IF_ERROR(
-            r.Keys(segs[i], where, {"bytes", "freelist", "numa"}));
+        const std::string where = absl::StrCat("source.sim.segments[", i, "]");
+        RETURN_IF_ERROR(r.Keys(segs[i], where, {"bytes", "freelist", "numa"}));
         vfio::SimSegmentConfig seg;
         RETURN_IF_ERROR(r.Get(segs[i], "bytes", where, &seg.bytes));
         RETURN_IF_ERROR(r.Get(segs[i], "freelist", where, &seg.freelist));

@@ -13,9 +13,9 @@ namespace physpool::server::config_internal {
 
 absl::Status ParseTenants(const ConfigReader& r, const YAML::Node& ts,
                           ServerConfig* c) {
-// Where each token hash and certificate name was given, to refuse the
-// second (a token must name exactly one tenant).
-std::map<std::string, std::string> token_owner, cn_owner;
+  // Where each token hash and certificate name was given, to refuse the
+  // second (a token must name exactly one tenant).
+  std::map<std::string, std::string> token_owner, cn_owner;
   if (!ts.IsSequence()) return r.Error(ts, "tenants", "must be a list");
   std::set<std::string> names;
   for (size_t i = 0; i < ts.size(); ++i) {

@@ -283,9 +283,8 @@ int Daemon::StartPool() {
   std::vector<Tenant> tenants = cfg_.tenants;
   if (cfg_.implicit_tenant) tenants.push_back(Authenticator::Implicit());
   registry_ = std::make_unique<TenantRegistry>(tenants);
-  manager_ = std::make_unique<PoolManager>(manager_options_, source_.get(),
-                                           &clock_, registry_.get(),
-                                           store_.get());
+  manager_ = std::make_unique<PoolManager>(
+      manager_options_, source_.get(), &clock_, registry_.get(), store_.get());
   if (absl::Status s = manager_->Start(); !s.ok()) {
     Log(LogLevel::kError, "pool failed to start", {F("error", s.ToString())});
     return 1;

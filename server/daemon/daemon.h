@@ -5,7 +5,17 @@
 // reloads), and stop gracefully. Each phase logs why it refuses and gives
 // the process's exit code: 1 (cannot start), 2 (a configuration error).
 //
-// Not thread-safe: main's thread owns it; it starts the daemon's threads.
+// State: everything the daemon owns: the configuration, the instance lock,
+// the keeper client, the memory source, the lease store, the tenants, the
+// PoolManager, the services and servers, the fd socket, the reloader, the
+// metrics, the service notifier.
+// Thread safety: not thread-safe: main's thread owns it, takes the signals
+// (sigwait) and starts the daemon's threads.
+// I/O: the process's, at start and stop: the lock files, the store, the
+// boot id, TLS files, the ready file, the sockets (gRPC, fd, metrics,
+// health), the memory source, sd_notify; a SIGHUP reads the config again.
+// REQUIRES: Run once, before the process starts another thread (each
+// inherits the signals Take blocks).
 #ifndef PHYSPOOL_SERVER_DAEMON_DAEMON_H_
 #define PHYSPOOL_SERVER_DAEMON_DAEMON_H_
 
@@ -49,16 +59,16 @@ class Daemon {
 
  private:
   // The phases: each returns 0 to go on, else the exit code (logged why).
-  int Take();          // signals, the instance lock, the keeper, the source
-  int OpenStore();     // the lease store (voided leases logged)
-  int StartMemory();   // the source, segments added at run time
-  int Isolation();     // per-lease views per isolation.mode, udmabuf limits
-  int AnswerBound();   // leases.max_runs_per_lease fits one answer
-  int StartPool();     // tenants, the PoolManager, the memory logged
-  int Listen();        // gRPC (unix, TCP) and the fd socket
-  int Publish();       // metrics, the health listener, ready, notify
-  void Serve();        // SIGHUP reloads until a stopping signal
-  void Stop();         // graceful: answers in flight, then listeners
+  int Take();         // signals, the instance lock, the keeper, the source
+  int OpenStore();    // the lease store (voided leases logged)
+  int StartMemory();  // the source, segments added at run time
+  int Isolation();    // per-lease views per isolation.mode, udmabuf limits
+  int AnswerBound();  // leases.max_runs_per_lease fits one answer
+  int StartPool();    // tenants, the PoolManager, the memory logged
+  int Listen();       // gRPC (unix, TCP) and the fd socket
+  int Publish();      // metrics, the health listener, ready, notify
+  void Serve();       // SIGHUP reloads until a stopping signal
+  void Stop();        // graceful: answers in flight, then listeners
   // Every listener's grpc.health.v1 status.
   void SetHealth(bool serving);
 
@@ -68,7 +78,6 @@ class Daemon {
   const bool embedded_;
   sigset_t signals_;
   int stop_signal_ = 0;
-  ServiceNotifier notifier_;
   std::optional<InstanceLock> instance_;
   std::unique_ptr<KeeperClient> keeper_;
   std::unique_ptr<vfio::MemorySource> source_;
@@ -80,6 +89,9 @@ class Daemon {
   std::unique_ptr<TenantRegistry> registry_;
   SystemClock clock_;
   std::unique_ptr<PoolManager> manager_;
+  // After the manager: its watchdog thread calls manager_->Stats() until
+  // it is destroyed, so it goes first.
+  ServiceNotifier notifier_;
   uint64_t total_bytes_ = 0;
   std::unique_ptr<Authenticator> auth_;
   std::unique_ptr<PoolService> pool_service_;

@@ -134,8 +134,8 @@ int Daemon::Publish() {
   // (Kubernetes' gRPC probes): the Pool and Admin services stay off it.
   if (!flags_.health_listen.empty()) {
     grpc::ServerBuilder hb;
-    hb.AddListeningPort(flags_.health_listen,
-                        grpc::InsecureServerCredentials(), &health_port_);
+    hb.AddListeningPort(flags_.health_listen, grpc::InsecureServerCredentials(),
+                        &health_port_);
     health_server_ = hb.BuildAndStart();
     if (!health_server_ || health_port_ == 0) {
       Log(LogLevel::kError, "cannot listen",
@@ -155,8 +155,8 @@ int Daemon::Publish() {
        F("tls", !cfg_.tls_cert.empty() ? "on" : "off"),
        F("metrics", cfg_.metrics.empty() ? "" : absl::StrCat(cfg_.metrics)),
        F("metrics_port", metrics_port_),
-       F("health_listen", flags_.health_listen),
-       F("health_port", health_port_), F("pid", getpid())});
+       F("health_listen", flags_.health_listen), F("health_port", health_port_),
+       F("pid", getpid())});
   if (!flags_.ready_file.empty()) {
     const std::string tmp = flags_.ready_file + ".tmp";
     std::ofstream(tmp) << "{\"unix\":\"" << cfg_.unix_socket

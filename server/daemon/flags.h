@@ -1,6 +1,12 @@
 // physpoold's command line and the configuration start-up uses: the flags
 // (--help for their text), then the file (or the embedded default) with
 // the flags over it and the checks that span keys.
+//
+// State: none (Flags is a value). Thread safety: any thread.
+// I/O: ParseFlags prints the usage and exits the process on --help;
+// EffectiveConfig and ReadFile read the config file (and DefaultConfig's
+// /dev/shm check).
+// REQUIRES: nothing.
 #ifndef PHYSPOOL_SERVER_DAEMON_FLAGS_H_
 #define PHYSPOOL_SERVER_DAEMON_FLAGS_H_
 

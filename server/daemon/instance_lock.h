@@ -7,7 +7,13 @@
 // atomically by the kernel, and are released by it when the holder dies,
 // so a crash leaves no stale lock).
 //
-// Not thread-safe; hold it for the life of the daemon.
+// State: the locked files' descriptors.
+// Thread safety: not thread-safe; hold it for the life of the daemon.
+// I/O: creates each file, locks it (fcntl F_SETLK) and writes the pid in
+// it; closes them when destroyed (the kernel drops the locks).
+// REQUIRES: the process opens no other descriptor of these files (closing
+// one would drop its lock: fcntl locks are per process, which also means
+// they do not exclude a second Acquire in the same process).
 #ifndef PHYSPOOL_SERVER_INSTANCE_LOCK_H_
 #define PHYSPOOL_SERVER_INSTANCE_LOCK_H_
 

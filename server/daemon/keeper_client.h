@@ -4,8 +4,9 @@
 // physpool-keeper is a small process that holds descriptors for physpoold
 // so that they outlive a crash or kill -9 of the daemon. It listens on a
 // SOCK_SEQPACKET unix socket in a private directory and serves only peers
-// of its own uid (SO_PEERCRED, checked before anything is read). Messages
-// are one datagram of text, with at most one descriptor (SCM_RIGHTS):
+// of its own uid or root (SO_PEERCRED, checked before anything is read).
+// Messages are one datagram of text, with at most one descriptor
+// (SCM_RIGHTS):
 //   keeper -> client on connect: "HELLO <instance>"  (random per keeper run)
 //   "PUT <name>" + fd   -> "OK" | "ERR <why>"
 //   "DROP <name>"       -> "OK"
@@ -19,6 +20,17 @@
 // mapping of the kept memfd in the keeper: mappings made by the keeper
 // belong to its address space, which outlives the daemon (type1 lets only
 // the process that made a mapping unmap it).
+//
+// State: KeeperClient's connected socket, the keeper's instance and pid.
+// Thread safety: KeeperClient is thread-safe (its own mutex: one call at a
+// time on the socket); the free functions keep no state.
+// I/O: the keeper's socket; each call waits for its answer (at most 5 s a
+// send or a receive: SO_SNDTIMEO, SO_RCVTIMEO); Connect retries for up to
+// `wait`. The vfio source calls it (its FdStash) for what it keeps and
+// maps, among them a view's creation or destruction and a tenant's device
+// map or unmap, which may run under the pool's lock (the named exceptions,
+// pool_manager.h).
+// REQUIRES: nothing; a descriptor given to Put stays the caller's.
 #ifndef PHYSPOOL_SERVER_KEEPER_CLIENT_H_
 #define PHYSPOOL_SERVER_KEEPER_CLIENT_H_
 

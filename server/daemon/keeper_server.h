@@ -4,7 +4,14 @@
 // udmabuf — and the DMA mappings it makes into kept containers on the
 // daemon's behalf, so that a later daemon can undo them.
 //
-// Not thread-safe: the keeper's single loop owns it.
+// State: the kept descriptors by name, the keeper's own mappings of kept
+// memfds, and the DMA mappings it made into each kept container.
+// Thread safety: not thread-safe: the keeper's single loop owns it.
+// I/O: the daemon's connections (a 5 s send timeout; a receive waits for
+// its message), mmap of kept memfds, VFIO_IOMMU_MAP_DMA / UNMAP_DMA on
+// kept containers (vfio::LinuxKernel).
+// REQUIRES: Serve only a connection Accept took, once it is readable (else
+// it waits for a message).
 #ifndef PHYSPOOL_SERVER_KEEPER_SERVER_H_
 #define PHYSPOOL_SERVER_KEEPER_SERVER_H_
 

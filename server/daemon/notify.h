@@ -3,6 +3,14 @@
 // its watchdog. Without NOTIFY_SOCKET in the environment (not started by
 // systemd with Type=notify, nor by a test that owns such a socket) every
 // call does nothing.
+//
+// State: whether a manager listens and its watchdog interval (constant
+// after construction), the watchdog thread.
+// Thread safety: thread-safe.
+// I/O: a datagram to NOTIFY_SOCKET per message (sd_notify); the watchdog
+// thread calls `alive` every half interval.
+// REQUIRES: what `alive` uses outlives the notifier (its thread calls it
+// until the destructor joins it).
 #ifndef PHYSPOOL_SERVER_NOTIFY_H_
 #define PHYSPOOL_SERVER_NOTIFY_H_
 

@@ -1,6 +1,6 @@
 // physpool-keeper: holds physpoold's descriptors across a crash or kill -9
 // of the daemon (docs/vfio.md, "Restart with isolation on"; the protocol is
-// in server/keeper_client.h).
+// in server/daemon/keeper_client.h).
 //
 //   physpool-keeper --socket PATH [--watchdog-sec N] [--start-timeout-sec N]
 //                   [-- COMMAND ARGS...]
@@ -186,7 +186,9 @@ class Loop {
  public:
   Loop(const KeeperFlags& flags, int listener, KeeperServer* keeper,
        ChildWatchdog* watchdog)
-      : flags_(flags), listener_(listener), keeper_(keeper),
+      : flags_(flags),
+        listener_(listener),
+        keeper_(keeper),
         watchdog_(watchdog) {
     if (flags_.command.size() > 1) child_ = Spawn(flags_.command, watchdog_);
     if (child_ > 0 && watchdog_) watchdog_->Started(child_, MonotonicMs());

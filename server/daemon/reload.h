@@ -3,6 +3,15 @@
 // (docs/operations.md, "Reloading"). A file that does not parse, or whose
 // checks fail, changes nothing: the running configuration stays, the error
 // is logged with its file, line and key, and counted.
+//
+// State: the running configuration (its tenants follow each reload) and
+// the reload counters.
+// Thread safety: Reload from one thread at a time (main's, on SIGHUP);
+// counters() from any (atomics: the metrics scrape).
+// I/O: Reload reads the configuration through `load` (the file) and logs;
+// applying it takes the pool's lock (PoolManager::LimitsChanged,
+// EndStreamsExcept).
+// REQUIRES: `registry` and `manager` outlive it; one Reload at a time.
 #ifndef PHYSPOOL_SERVER_RELOAD_H_
 #define PHYSPOOL_SERVER_RELOAD_H_
 
@@ -12,9 +21,9 @@
 
 #include "absl/status/statusor.h"
 #include "server/daemon/config.h"
+#include "server/lease/tenants.h"
 #include "server/pool_manager.h"
 #include "server/rpc/metrics.h"
-#include "server/lease/tenants.h"
 
 namespace physpool::server {
 

@@ -1,7 +1,14 @@
 // physpoold's listening sockets and endpoints: a stale unix socket
 // replaced (a live daemon refused), sockets made owner-only and then opened
-// to the configured mode and group, and the metrics endpoint stopped at
-// once. Each names the path and the step in its error.
+// to the configured mode and group, and the metrics endpoint stopped
+// promptly. Each names the path and the step in its error.
+//
+// State: none (ScopedUmask keeps the mask it replaced).
+// Thread safety: any thread; ScopedUmask changes the process-wide umask.
+// I/O: the filesystem (the runtime directory, stat, unlink, chown, chmod),
+// a connect to an old unix socket, the group database (getgrnam_r), TCP
+// connects to the metrics port (StopExposer).
+// REQUIRES: nothing.
 #ifndef PHYSPOOL_SERVER_DAEMON_SOCKETS_H_
 #define PHYSPOOL_SERVER_DAEMON_SOCKETS_H_
 
@@ -40,7 +47,9 @@ absl::Status OpenSocket(const std::string& path, uint32_t mode, gid_t gid);
 
 // Stops the metrics endpoint at once: civetweb's listener notices its stop
 // flag only when its poll (2 s timeout) returns, so it is woken by
-// connections until it has stopped.
+// connections until it has stopped. Only where `listen`'s host is an IPv4
+// address (or empty, 0.0.0.0, *): for another (a name, IPv6) nothing wakes
+// it, and the stop takes up to those 2 s.
 void StopExposer(std::unique_ptr<prometheus::Exposer> exposer,
                  const std::string& listen, int port);
 

@@ -4,8 +4,12 @@
 // its own so that such a request, which may come from anyone, never takes
 // the pool's lock (an unauthenticated caller cannot slow the pool down).
 //
-// Thread-safe. The Lessor updates it as leases come and go (under the
-// pool's lock, which is taken before this one).
+// State: each hash's tenant and how many leases carry it.
+// Thread safety: thread-safe (its own mutex). The Lessor updates it as
+// leases come and go, under the pool's lock, which is taken before this
+// one (never the other way round).
+// I/O: none.
+// REQUIRES: nothing.
 #ifndef PHYSPOOL_SERVER_ACCESS_TOKENS_H_
 #define PHYSPOOL_SERVER_ACCESS_TOKENS_H_
 

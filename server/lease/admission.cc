@@ -79,8 +79,7 @@ bool Admission::Retry(Turn& t, const Tenant& tenant,
   }
   // A retry takes over a wait or a reclaim (the first caller is likely
   // gone), with the same cap on how long it may wait as a new request.
-  const absl::Time capped =
-      std::min(deadline, t.now() + d_.options->max_wait);
+  const absl::Time capped = std::min(deadline, t.now() + d_.options->max_wait);
   if (Waiter* w = d_.waiters->ByRequest(tenant.name, rid)) {
     if (w->fingerprint != fp) {
       t.Later([d = std::move(*done),
@@ -144,9 +143,9 @@ uint64_t Admission::New(Turn& t, const Tenant& tenant, AllocateParams params,
   }
   if (o.verdict != Placement::Verdict::kRefused) return handle;
   if (params.may_wait && deadline > now && Waitable(FailReasonOf(o.why))) {
-    const bool queued = d_.waiting->Enqueue(
-        t, {handle, tenant, std::move(params), fp, deadline, now,
-            std::move(done)});
+    const bool queued =
+        d_.waiting->Enqueue(t, {handle, tenant, std::move(params), fp, deadline,
+                                now, std::move(done)});
     return queued ? handle : 0;
   }
   d_.request_ids->Answer(t, std::move(done), o.why, tenant, params, fp);

@@ -6,9 +6,12 @@
 // back behind an older starving one for the same memory, and then placed
 // (placement.h), queued to wait, or answered why not.
 //
-// State: the request handles.
-// Thread safety: not thread-safe; takes the Turn that proves the pool's
-// lock. No I/O.
+// State: the request handles (a counter).
+// Thread safety: not thread-safe; every method takes the Turn that proves
+// the pool's lock.
+// I/O: none of its own; placement's (placement.h: a reclaim it starts
+// unmaps its victims under the lock).
+// REQUIRES: the Deps outlive it.
 #ifndef PHYSPOOL_SERVER_LEASE_ADMISSION_H_
 #define PHYSPOOL_SERVER_LEASE_ADMISSION_H_
 

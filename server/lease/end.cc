@@ -50,8 +50,7 @@ Lessor::Lease Ender::EndNow(Turn& t, const std::string& id,
   if (!unmapped) d_.devices->Unmap(t, l.info.tenant, l.alloc);
   d_.quarantine->End(t, l.alloc);
   if (kind) {
-    d_.events->Emit(t, l.info.tenant,
-                    {*kind, id, reason, t.now(), deadline});
+    d_.events->Emit(t, l.info.tenant, {*kind, id, reason, t.now(), deadline});
     if (*kind == LeaseEventInfo::Kind::kExpired) ++counters_.lease_expirations;
     if (*kind == LeaseEventInfo::Kind::kRevoked)
       ++counters_.revocations["admin"];
@@ -211,6 +210,14 @@ void Ender::Ended(Turn& t, const std::string& id, int64_t row,
 
 void Ender::Renew(Turn& t, const Tenant& tenant, const std::string& id,
                   absl::Duration ttl, LeaseDone done) {
+  // Shutting down: the store takes no more changes (and a change submitted
+  // after it stopped would be answered inside this turn).
+  if (!t.accepting()) {
+    t.Later([d = std::move(done)] {
+      d(absl::UnavailableError("physpoold is shutting down"));
+    });
+    return;
+  }
   auto lease = d_.lessor->Owned(tenant.name, id, tenant.lease_scope);
   if (!lease.ok()) {
     t.Later([d = std::move(done), s = lease.status()] { d(s); });
@@ -224,9 +231,9 @@ void Ender::Renew(Turn& t, const Tenant& tenant, const std::string& id,
     return;
   }
   const LeaseInfo& info = (*lease)->info;
-  const absl::Duration new_ttl =
-      ttl > absl::ZeroDuration() ? std::min(ttl, d_.options->max_ttl)
-                                 : info.ttl;
+  const absl::Duration new_ttl = ttl > absl::ZeroDuration()
+                                     ? std::min(ttl, d_.options->max_ttl)
+                                     : info.ttl;
   const absl::Time expires =
       absl::FromUnixMillis(absl::ToUnixMillis(t.now() + new_ttl));
   d_.committer->Submit(
@@ -255,6 +262,14 @@ void Ender::Renew(Turn& t, const Tenant& tenant, const std::string& id,
 
 void Ender::Release(Turn& t, const Tenant& tenant, const std::string& id,
                     ReleaseDone done) {
+  // Shutting down: the store takes no more changes (and a change submitted
+  // after it stopped would be answered inside this turn).
+  if (!t.accepting()) {
+    t.Later([d = std::move(done)] {
+      d(absl::UnavailableError("physpoold is shutting down"));
+    });
+    return;
+  }
   auto lease = d_.lessor->Owned(tenant.name, id, tenant.lease_scope);
   if (!lease.ok()) {
     const Lessor::Ended* e = d_.lessor->FindEnded(id);
@@ -289,6 +304,14 @@ void Ender::Release(Turn& t, const Tenant& tenant, const std::string& id,
 
 void Ender::Revoke(Turn& t, const std::string& id, const std::string& reason,
                    LeaseDone done) {
+  // Shutting down: the store takes no more changes (and a change submitted
+  // after it stopped would be answered inside this turn).
+  if (!t.accepting()) {
+    t.Later([d = std::move(done)] {
+      d(absl::UnavailableError("physpoold is shutting down"));
+    });
+    return;
+  }
   Lessor::Lease* lease = d_.lessor->Find(id);
   if (lease == nullptr || lease->state == Lessor::State::kCommitting) {
     t.Later([d = std::move(done), id] {

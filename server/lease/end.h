@@ -3,15 +3,22 @@
 // a Release or Revoke is recorded first and answered then (UNAVAILABLE,
 // nothing changed, if the store does not take it). Either way the tenant's
 // devices lose the pages first, its view is quarantined, its Watch streams
-// hear of it, and the memory goes to the Recycler. A small lease no view
+// hear of it (an expiry, a revocation, a preemption: a Release sends no
+// event), and the memory goes to the Recycler. A small lease no view
 // reaches is zeroed within its end's change (no scrub row, no second
 // commit). A renewal is recorded before it is answered.
 //
-// State: ends being recorded (a second Release attaches), end counters.
-// Thread safety: not thread-safe; methods take the Turn that proves the
-// pool's lock. I/O: none under the lock but DeviceMap's named exceptions;
-// a Release's unmap and inline zeroing run on the committing thread, and
-// completions re-enter through the Coordinator.
+// State: ends being recorded (a second Release attaches), end counters,
+// the number of the next scrub row.
+// Thread safety: not thread-safe; every method takes the Turn that proves
+// the pool's lock. Completions re-enter through the Coordinator.
+// I/O: under the lock only DeviceMap's named exceptions (pool_manager.h):
+// an expiry's or preemption's unmap (EndNow), the re-map of a lease whose
+// end failed to record. A Release's or Revoke's unmap and inline zeroing
+// run on the committing thread with no lock; store writes go through the
+// Committer and the DurableLog.
+// REQUIRES: the Deps outlive it; at start, SetNextScrubRow (past the
+// store's scrub rows) before any end.
 #ifndef PHYSPOOL_SERVER_LEASE_END_H_
 #define PHYSPOOL_SERVER_LEASE_END_H_
 
@@ -108,8 +115,7 @@ class Ender {
              const absl::Status& s);
 
   const Deps d_;
-  std::map<std::string, std::vector<std::function<void(absl::Status)>>>
-      ending_;
+  std::map<std::string, std::vector<std::function<void(absl::Status)>>> ending_;
   Counters counters_;
   int64_t next_scrub_row_ = 1;
 

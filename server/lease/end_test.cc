@@ -160,6 +160,24 @@ TEST_F(EndTest, TheMemoryOfABigLeaseComesBackOnceItsZeroingIsRecorded) {
   EXPECT_EQ(h_->UsedPages(), 0u);
 }
 
+// Once shutting down, Release, Renew and Revoke change nothing and say so
+// (UNAVAILABLE): the store is being stopped, and a change it refuses after
+// it stopped would be answered inside the turn that made it.
+TEST_F(EndTest, EndsAndRenewalsAreRefusedWhileShuttingDown) {
+  const LeaseInfo l = Lease(kPage);
+  h_->turns.accepting = false;
+  EXPECT_THAT(h_->Release("a", l.id),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("shutting")));
+  EXPECT_THAT(h_->Renew("a", l.id, absl::Seconds(30)),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("shutting")));
+  EXPECT_THAT(h_->Revoke(l.id),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("shutting")));
+  ASSERT_NE(Live(l.id), nullptr);
+  EXPECT_EQ(Live(l.id)->state, Lessor::State::kLive);
+  EXPECT_EQ(Live(l.id)->info.expires, l.expires);
+  EXPECT_EQ(h_->UsedPages(), 1u);
+}
+
 TEST_F(EndTest, RevokeEndsAnyLeaseWithARevokedEvent) {
   const LeaseInfo l = Lease(kPage);
   ASSERT_OK_AND_ASSIGN(LeaseInfo revoked, h_->Revoke(l.id, "maintenance"));

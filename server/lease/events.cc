@@ -22,16 +22,16 @@ absl::Status EventBus::Subscribe(Turn&, uint64_t id, const std::string& tenant,
 
 void EventBus::Unsubscribe(Turn&, uint64_t id) { sinks_.erase(id); }
 
-void EventBus::Emit(Turn&, const std::string& tenant,
-                    const LeaseEventInfo& e) {
+void EventBus::Emit(Turn&, const std::string& tenant, const LeaseEventInfo& e) {
   for (auto& [id, sink] : sinks_) {
     if (sink.tenant == tenant) sink.sink(e);
   }
 }
 
-void EventBus::EndWhere(Turn& t,
-                        const std::function<bool(const std::string&)>& end,
-                        const absl::Status& why) {
+size_t EventBus::EndWhere(Turn& t,
+                          const std::function<bool(const std::string&)>& end,
+                          const absl::Status& why) {
+  size_t closed = 0;
   for (auto it = sinks_.begin(); it != sinks_.end();) {
     if (!end(it->second.tenant)) {
       ++it;
@@ -39,9 +39,11 @@ void EventBus::EndWhere(Turn& t,
     }
     if (it->second.close) {
       t.Later([close = std::move(it->second.close), why] { close(why); });
+      ++closed;
     }
     it = sinks_.erase(it);
   }
+  return closed;
 }
 
 }  // namespace physpool::server

@@ -3,9 +3,11 @@
 // reload removes their tenant.
 //
 // State: the sinks, by subscription id.
-// Thread safety: not thread-safe; methods take the Turn that proves the
-// pool's lock. Sinks run in the turn and must not block or call back;
-// close callbacks run after it (Turn::Later). No I/O.
+// Thread safety: not thread-safe; every method takes the Turn that proves
+// the pool's lock. Sinks run in the turn and must not block or call back;
+// close callbacks run after it (Turn::Later).
+// I/O: none of its own (a sink's runs under the lock: it must not block).
+// REQUIRES: nothing.
 #ifndef PHYSPOOL_SERVER_LEASE_EVENTS_H_
 #define PHYSPOOL_SERVER_LEASE_EVENTS_H_
 
@@ -26,7 +28,8 @@ class EventBus {
   using EventSink = std::function<void(const LeaseEventInfo&)>;
   using CloseSink = std::function<void(const absl::Status&)>;
 
-  explicit EventBus(uint32_t max_per_tenant) : max_per_tenant_(max_per_tenant) {}
+  explicit EventBus(uint32_t max_per_tenant)
+      : max_per_tenant_(max_per_tenant) {}
 
   // RESOURCE_EXHAUSTED beyond the per-tenant cap; the id is `id`.
   absl::Status Subscribe(Turn& t, uint64_t id, const std::string& tenant,
@@ -34,9 +37,9 @@ class EventBus {
   void Unsubscribe(Turn& t, uint64_t id);
   void Emit(Turn& t, const std::string& tenant, const LeaseEventInfo& e);
   // Ends the streams of the tenants `end` names (all: shutdown), each
-  // answered `why` after the turn.
-  void EndWhere(Turn& t, const std::function<bool(const std::string&)>& end,
-                const absl::Status& why);
+  // answered `why` after the turn. How many had a close to answer.
+  size_t EndWhere(Turn& t, const std::function<bool(const std::string&)>& end,
+                  const absl::Status& why);
   size_t size() const { return sinks_.size(); }
 
  private:

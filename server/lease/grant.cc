@@ -80,9 +80,8 @@ void Granter::Grant(Turn& t, const Tenant& tenant, const AllocateParams& p,
   Committer::Prepare map;
   if (d_.devices->HasDevices(tenant.name)) {
     map = [devices = d_.devices, name = tenant.name,
-           runs = d_.segments->RangesOf(t, a.id), mapped] {
-      *mapped = devices->Map(name, runs);
-    };
+           runs = d_.segments->RangesOf(t, a.id),
+           mapped] { *mapped = devices->Map(name, runs); };
   }
   d_.lessor->Add(std::move(l));
   granting_[id].push_back(std::move(done));
@@ -92,8 +91,7 @@ void Granter::Grant(Turn& t, const Tenant& tenant, const AllocateParams& p,
         return s.PutLease(stored);
       },
       [this, id, mapped](absl::Status s) {
-        d_.coordinator->Locked(
-            [&](Turn& t) { Recorded(t, id, s, *mapped); });
+        d_.coordinator->Locked([&](Turn& t) { Recorded(t, id, s, *mapped); });
       },
       std::move(map));
 }

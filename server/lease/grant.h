@@ -5,10 +5,13 @@
 //
 // State: the answers waiting on each grant being recorded (a retry with
 // the same request id attaches to them).
-// Thread safety: not thread-safe; methods take the Turn that proves the
-// pool's lock. I/O: none under the lock — the device map and the store
-// write run on the committing thread; the completion re-enters through the
-// Coordinator.
+// Thread safety: not thread-safe; every method takes the Turn that proves
+// the pool's lock. The completion re-enters through the Coordinator.
+// I/O: the device map and the store write run on the committing thread,
+// with no lock. Under the lock: a grant that failed (its map or its store
+// write) is unmapped from its tenant's devices in the turn that drops it
+// (DropFailed: DeviceMap::Unmap, the kernel), before it is zeroed.
+// REQUIRES: the Deps outlive it.
 #ifndef PHYSPOOL_SERVER_LEASE_GRANT_H_
 #define PHYSPOOL_SERVER_LEASE_GRANT_H_
 
@@ -58,8 +61,8 @@ class Granter {
              absl::string_view path, AllocDone done);
   // A lease as its tenant will see it, with a new id and its expiry.
   LeaseInfo MakeInfo(Turn& t, const Tenant& tenant, const AllocateParams& p,
-                     const std::vector<pglist::PageRun>& runs,
-                     bool preemptible, absl::string_view path);
+                     const std::vector<pglist::PageRun>& runs, bool preemptible,
+                     absl::string_view path);
   // A retry of a request whose grant is being recorded: answered with it.
   void Attach(Turn& t, const std::string& lease_id, AllocDone done);
 

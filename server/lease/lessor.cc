@@ -13,38 +13,65 @@ Lessor::Lessor(absl::Duration expiring_warning, size_t ended_memory,
       ended_memory_(ended_memory),
       access_(access != nullptr ? access : &own_access_) {}
 
-void Lessor::Index(const std::pair<const std::string, Lease>& entry) {
-  const std::string& id = entry.first;
-  const Lease& l = entry.second;
+void Lessor::Index(Lease& l) {
   TenantUsage& u = usage_[l.info.tenant];
   u.bytes += l.info.bytes;
   ++u.leases;
-  by_alloc_[l.alloc] = &id;
+  by_alloc_[l.alloc] = &l;
   if (!l.info.request_id.empty())
-    by_request_[Key(l.info.tenant, l.info.request_id)] = id;
+    by_request_[Key(l.info.tenant, l.info.request_id)] = l.info.id;
   if (!l.info.access_sha256.empty())
     access_->Add(l.info.access_sha256, l.info.tenant);
 }
 
+void Lessor::Queue(const Lease& l) {
+  expiry_.insert({l.info.expires, l.alloc});
+  warn_.insert({l.info.expires - warning_, l.alloc});
+}
+
+void Lessor::Unqueue(const Lease& l) {
+  expiry_.erase({l.info.expires, l.alloc});
+  warn_.erase({l.info.expires - warning_, l.alloc});
+}
+
 Lessor::Lease& Lessor::Add(Lease lease) {
   std::string id = lease.info.id;
-  auto [it, fresh] = leases_.emplace(std::move(id), std::move(lease));
-  Index(*it);
-  const absl::string_view key = it->first;
-  ids_.insert(key);
+  auto it = leases_.emplace(std::move(id), std::move(lease)).first;
   Lease& l = it->second;
-  if (l.state != State::kCommitting) {
-    expiry_.insert({l.info.expires, key});
-    warn_.insert({l.info.expires - warning_, key});
-  }
+  Index(l);
+  ids_.insert(it->first);
+  if (l.state != State::kCommitting) Queue(l);
   return l;
 }
+
+namespace {
+
+// Ids sort by their first 8 bytes as a number, then the rest: lease ids
+// ("l-" and 16 random hex digits) rarely tie on the prefix.
+struct IdKey {
+  uint64_t prefix;
+  absl::string_view id;
+  bool operator<(const IdKey& o) const {
+    return prefix != o.prefix ? prefix < o.prefix : id < o.id;
+  }
+};
+
+IdKey KeyOf(absl::string_view id) {
+  uint64_t prefix = 0;
+  for (size_t i = 0; i < 8; ++i) {
+    prefix =
+        prefix << 8 | (i < id.size() ? static_cast<unsigned char>(id[i]) : 0);
+  }
+  return {prefix, id};
+}
+
+}  // namespace
 
 void Lessor::Restore(std::vector<Lease> leases) {
   leases_.reserve(leases.size());
   by_alloc_.reserve(leases.size());
-  std::vector<absl::string_view> ids;
-  std::vector<std::pair<absl::Time, absl::string_view>> expiry, warn;
+  std::vector<IdKey> ids;
+  std::vector<Deadline> expiry, warn;
   ids.reserve(leases.size());
   expiry.reserve(leases.size());
   warn.reserve(leases.size());
@@ -52,57 +79,49 @@ void Lessor::Restore(std::vector<Lease> leases) {
     lease.state = State::kLive;
     std::string id = lease.info.id;
     auto it = leases_.emplace(std::move(id), std::move(lease)).first;
-    Index(*it);
-    ids.push_back(it->first);
-    expiry.push_back({it->second.info.expires, it->first});
-    warn.push_back({it->second.info.expires - warning_, it->first});
+    Lease& l = it->second;
+    Index(l);
+    ids.push_back(KeyOf(it->first));
+    expiry.push_back({l.info.expires, l.alloc});
+    warn.push_back({l.info.expires - warning_, l.alloc});
   }
   // Sorted, then appended at the end: each insert is O(1) amortised.
   std::sort(ids.begin(), ids.end());
   std::sort(expiry.begin(), expiry.end());
   std::sort(warn.begin(), warn.end());
-  for (absl::string_view id : ids) ids_.insert(ids_.end(), id);
-  for (const auto& e : expiry) expiry_.insert(expiry_.end(), e);
-  for (const auto& w : warn) warn_.insert(warn_.end(), w);
+  for (const IdKey& k : ids) ids_.insert(ids_.end(), k.id);
+  for (const Deadline& e : expiry) expiry_.insert(expiry_.end(), e);
+  for (const Deadline& w : warn) warn_.insert(warn_.end(), w);
 }
 
 void Lessor::Activate(const std::string& id) {
-  auto it = leases_.find(id);
-  Lease& l = it->second;
+  Lease& l = leases_.find(id)->second;
   l.state = State::kLive;
-  expiry_.insert({l.info.expires, it->first});
-  warn_.insert({l.info.expires - warning_, it->first});
+  Queue(l);
 }
 
 void Lessor::SetEnding(const std::string& id, bool ending) {
-  auto it = leases_.find(id);
-  Lease& l = it->second;
+  Lease& l = leases_.find(id)->second;
   l.state = ending ? State::kEnding : State::kLive;
   // Back to live (its end was not stored): a warning that fell due while
   // it was ending was dropped unsent, so it is armed again.
-  if (!ending && !l.warned)
-    warn_.insert({l.info.expires - warning_, it->first});
+  if (!ending && !l.warned) warn_.insert({l.info.expires - warning_, l.alloc});
 }
 
 void Lessor::SetExpiry(const std::string& id, absl::Time expires,
                        absl::Duration ttl) {
-  auto it = leases_.find(id);
-  Lease& l = it->second;
-  expiry_.erase({l.info.expires, it->first});
-  warn_.erase({l.info.expires - warning_, it->first});
+  Lease& l = leases_.find(id)->second;
+  Unqueue(l);
   l.info.expires = expires;
   l.info.ttl = ttl;
   l.warned = false;
-  expiry_.insert({expires, it->first});
-  warn_.insert({expires - warning_, it->first});
+  Queue(l);
 }
 
 Lessor::Lease Lessor::Discard(const std::string& id) {
   auto it = leases_.find(id);
-  // The indexes point into the entry: out of them before it goes.
-  const absl::Time expires = it->second.info.expires;
-  expiry_.erase({expires, it->first});
-  warn_.erase({expires - warning_, it->first});
+  // ids_ points into the entry: out of it before the entry goes.
+  Unqueue(it->second);
   ids_.erase(it->first);
   Lease l = std::move(it->second);
   leases_.erase(it);
@@ -226,8 +245,8 @@ std::vector<std::string> Lessor::Due(absl::Time now) const {
   std::vector<std::string> out;
   for (auto it = expiry_.begin(); it != expiry_.end() && it->first <= now;
        ++it) {
-    if (leases_.find(it->second)->second.state == State::kLive)
-      out.push_back(std::string(it->second));
+    const Lease& l = *by_alloc_.at(it->second);
+    if (l.state == State::kLive) out.push_back(l.info.id);
   }
   return out;
 }
@@ -235,12 +254,11 @@ std::vector<std::string> Lessor::Due(absl::Time now) const {
 std::vector<std::string> Lessor::TakeWarnings(absl::Time now) {
   std::vector<std::string> out;
   while (!warn_.empty() && warn_.begin()->first <= now) {
-    const std::string id(warn_.begin()->second);
+    Lease& l = *by_alloc_.at(warn_.begin()->second);
     warn_.erase(warn_.begin());
-    Lease& l = leases_.find(id)->second;
     if (!l.warned && l.state == State::kLive) {
       l.warned = true;
-      out.push_back(id);
+      out.push_back(l.info.id);
     }
   }
   return out;
@@ -249,8 +267,8 @@ std::vector<std::string> Lessor::TakeWarnings(absl::Time now) {
 std::optional<absl::Time> Lessor::NextDeadline() const {
   std::optional<absl::Time> next;
   // Ending leases stay queued but are not due: look past them.
-  for (const auto& [t, id] : expiry_) {
-    if (leases_.find(id)->second.state == State::kLive) {
+  for (const auto& [t, alloc] : expiry_) {
+    if (by_alloc_.at(alloc)->state == State::kLive) {
       next = t;
       break;
     }
@@ -262,7 +280,7 @@ std::optional<absl::Time> Lessor::NextDeadline() const {
 
 const std::string* Lessor::LeaseOf(pglist::AllocationId alloc) const {
   auto it = by_alloc_.find(alloc);
-  return it == by_alloc_.end() ? nullptr : it->second;
+  return it == by_alloc_.end() ? nullptr : &it->second->info.id;
 }
 
 TenantUsage Lessor::Usage(const std::string& tenant) const {

@@ -2,7 +2,7 @@
 // expiry queue on the injected clock, the tenants' usage, the request ids
 // of the grants (AIP-155) and a bounded memory of ended leases (to answer a
 // second Release and say why a lease is gone). Expiry *publishes* lease ids
-// (Due); the manager ends them. Modelled on etcd's lessor.
+// (Due); the Ender (end.h) ends them. Modelled on etcd's lessor.
 //
 // A lease is first kCommitting (granted in memory, its store write in
 // flight: counted in usage, invisible to its tenant), then kLive, maybe
@@ -11,12 +11,15 @@
 //
 // State: the leases by id (node-based: a Lease* and its id stay put until
 // the lease leaves), and indexes that point into them — ids in order (for
-// paging), expiries and warnings in time order, allocations, request ids
-// — plus usage per tenant and the bounded memory of ended leases and
-// failed request ids. Restore() takes a restarted daemon's leases in one
-// pass (sorted indexes built in order: linear in the leases).
-// Thread safety: not thread-safe; the coordinator calls it under its lock
-// (a Turn). No I/O. REQUIRES: `access` outlives it.
+// paging), expiries and warnings in time order (by allocation), the
+// allocations, request ids — plus usage per tenant and the bounded memory of
+// ended leases and failed request ids. Restore() takes a restarted daemon's
+// leases in one pass (sorted indexes built in order: linear in the leases).
+// Thread safety: not thread-safe; its callers (flows in a Turn) hold the
+// pool's lock, though its methods take no Turn. It updates `access` (a lock
+// of its own) under the pool's lock.
+// I/O: none.
+// REQUIRES: `access`, if given, outlives it.
 #ifndef PHYSPOOL_SERVER_LEASE_LESSOR_H_
 #define PHYSPOOL_SERVER_LEASE_LESSOR_H_
 
@@ -134,19 +137,22 @@ class Lessor {
   static std::string Key(const std::string& tenant, const std::string& rid) {
     return tenant + '\n' + rid;
   }
-  // (deadline, id): the id points into leases_.
-  using Deadlines = absl::btree_set<std::pair<absl::Time, absl::string_view>>;
-  // Every index but the deadlines and usage, for the lease at `it`.
-  void Index(const std::pair<const std::string, Lease>& entry);
+  // (deadline, the lease's allocation): ties go to the older allocation.
+  using Deadline = std::pair<absl::Time, pglist::AllocationId>;
+  // Usage, allocation, request id and access token of `l` (in leases_).
+  void Index(Lease& l);
+  // Into / out of the expiry and warning queues.
+  void Queue(const Lease& l);
+  void Unqueue(const Lease& l);
   void Remember(const std::string& id, Ended e);
 
   const absl::Duration warning_;
   const size_t ended_memory_;
   absl::node_hash_map<std::string, Lease> leases_;
   absl::btree_set<absl::string_view> ids_;  // leases_'s keys, in order
-  Deadlines expiry_;                        // kLive, kEnding
-  Deadlines warn_;
-  absl::flat_hash_map<pglist::AllocationId, const std::string*> by_alloc_;
+  absl::btree_set<Deadline> expiry_;        // kLive, kEnding
+  absl::btree_set<Deadline> warn_;
+  absl::flat_hash_map<pglist::AllocationId, Lease*> by_alloc_;
   absl::flat_hash_map<std::string, std::string> by_request_;  // key -> id
   AccessTokens own_access_;
   AccessTokens* const access_;  // own_access_ or the caller's

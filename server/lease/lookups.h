@@ -2,8 +2,11 @@
 // memory is not back, and who holds it), any lease for an admin (live or
 // quarantined), and pages of live leases in id order.
 //
-// Thread safety: not thread-safe; takes the Turn that proves the pool's
-// lock. No I/O.
+// State: none.
+// Thread safety: not thread-safe; every method takes the Turn that proves
+// the pool's lock.
+// I/O: none (the holders are those the quarantine last found).
+// REQUIRES: the lessor, views and quarantine outlive it.
 #ifndef PHYSPOOL_SERVER_LEASE_LOOKUPS_H_
 #define PHYSPOOL_SERVER_LEASE_LOOKUPS_H_
 
@@ -29,7 +32,8 @@ class Lookups {
   absl::StatusOr<LeaseInfo> Get(Turn& t, const Tenant& tenant,
                                 absl::string_view id) const;
   absl::StatusOr<LeaseInfo> AdminGet(Turn& t, absl::string_view id) const;
-  std::vector<LeaseInfo> Leases(Turn& t, const std::optional<std::string>& tenant,
+  std::vector<LeaseInfo> Leases(Turn& t,
+                                const std::optional<std::string>& tenant,
                                 const std::string& after, size_t max) const;
 
  private:

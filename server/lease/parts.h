@@ -3,11 +3,16 @@
 // coordinator (PoolManager) owns one and is its Coordinator; the flows'
 // unit tests build one over a TurnTesting (core/turn_testing.h).
 //
-// State: every component's. Thread safety: not thread-safe; everything in
-// it is used in a Turn (under the coordinator's lock), except what each
-// component's header names (the Committer, the access tokens). I/O: none
-// here. REQUIRES: `source`, `tenants`, `access` and `coordinator` outlive
-// it; `store` may be null (nothing persists).
+// State: every component's.
+// Thread safety: not thread-safe; everything in it is used in a Turn
+// (under the coordinator's lock), except what each component's header
+// names: the Committer and the access tokens (locks of their own),
+// Recycler::Work and Quarantine::Gather (no lock), DeviceMap::Map and
+// UnmapNow (the committing thread).
+// I/O: none here; the Committer it builds starts its thread (which writes
+// `store`), and each component's header names its own.
+// REQUIRES: `o`, `source`, `tenants`, `access`, `coordinator` and `store`
+// (may be null: nothing persists) outlive it.
 #ifndef PHYSPOOL_SERVER_LEASE_PARTS_H_
 #define PHYSPOOL_SERVER_LEASE_PARTS_H_
 

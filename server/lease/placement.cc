@@ -31,7 +31,7 @@ Placement::Outcome Placement::Serve(Turn& t, const Tenant& tenant,
     a = pool_->Allocate(any_node);
   }
   times_->Observe(a.ok() ? std::string(pglist::PathName(a->path)) : "failed",
-                 absl::ToDoubleSeconds(absl::Now() - t0));
+                  absl::ToDoubleSeconds(absl::Now() - t0));
   if (a.ok()) {
     granter_->Grant(t, tenant, p, fp, *a, pglist::PathName(a->path),
                     std::move(*done));

@@ -4,8 +4,12 @@
 // path, when the caller allows it and only preemptible leases stand in the
 // way), or why not (the caller may wait on some of those reasons).
 //
+// State: none.
 // Thread safety: not thread-safe; takes the Turn that proves the pool's
-// lock. No I/O.
+// lock.
+// I/O: none of its own; a reclaim it starts ends its victims at once, and
+// their unmap from their tenants' devices runs under the lock (reclaim.h).
+// REQUIRES: the pool, quota, granter, reclaim and `times` outlive it.
 #ifndef PHYSPOOL_SERVER_LEASE_PLACEMENT_H_
 #define PHYSPOOL_SERVER_LEASE_PLACEMENT_H_
 

@@ -3,8 +3,11 @@
 // they still reach (quarantined: a tenant that leaks mappings cannot
 // exhaust the pool).
 //
+// State: none.
 // Thread safety: not thread-safe; takes the Turn that proves the pool's
-// lock (the registry has a lock of its own). No I/O.
+// lock (the registry has a lock of its own, taken after the pool's).
+// I/O: none.
+// REQUIRES: the lessor, views, reclaims and registry outlive it.
 #ifndef PHYSPOOL_SERVER_LEASE_QUOTA_H_
 #define PHYSPOOL_SERVER_LEASE_QUOTA_H_
 
@@ -23,7 +26,10 @@ class Quota {
  public:
   Quota(const Lessor* lessor, const LeaseViews* views,
         const Reclaimer* reclaims, const TenantRegistry* tenants)
-      : lessor_(lessor), views_(views), reclaims_(reclaims), tenants_(tenants) {}
+      : lessor_(lessor),
+        views_(views),
+        reclaims_(reclaims),
+        tenants_(tenants) {}
 
   // OK if `t` may hold `bytes` more (and, `adding`, one more lease);
   // else RESOURCE_EXHAUSTED (FailReason kNeverFits) saying what it holds.

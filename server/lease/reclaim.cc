@@ -78,7 +78,8 @@ void Reclaim::Ready(Turn& t) {
     }
     d_.views->Gate(
         r->victims, [this, handle](Turn& t) { ZeroVictims(t, handle); },
-        r->deadline, [this, handle](Turn& t) {
+        r->deadline,
+        [this, handle](Turn& t) {
           Abandon(t, handle,
                   absl::DeadlineExceededError(
                       "the deadline passed while the preempted leases' "
@@ -154,9 +155,9 @@ void Reclaim::Finish(Turn& t, uint64_t handle) {
     return;
   }
   // The lease and the end of the victims' zeroing in one transaction.
-  LeaseInfo info = d_.granter->MakeInfo(t, r->tenant, r->params,
-                                        {r->plan.window},
-                                        r->params.req.preemptible, "aggressive");
+  LeaseInfo info =
+      d_.granter->MakeInfo(t, r->tenant, r->params, {r->plan.window},
+                           r->params.req.preemptible, "aggressive");
   StoredLease stored = ToStored(info, {r->plan.window}, r->fingerprint);
   std::vector<int64_t> rows = r->victim_rows;
   d_.committer->Submit(

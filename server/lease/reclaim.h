@@ -3,14 +3,19 @@
 // end now (PREEMPTED, with a grace period for their devices to stop), their
 // ends are recorded, then — once no view of theirs is left and no device
 // can reach them — their memory is zeroed and the window becomes the new
-// lease, checked against the quota again (in one transaction with the end
-// of the zeroing). A reclaim no longer wanted, too late or over quota gives
-// the memory back.
+// lease, checked against the quota again (the lease recorded in one
+// transaction with the end of the zeroing). A reclaim no longer wanted, too
+// late or over quota gives the memory back.
 //
-// Thread safety: not thread-safe; methods take the Turn that proves the
-// pool's lock (the shelf of reclaims in progress, reclaimer.h, is the
-// coordinator's). I/O: none under the lock; completions re-enter through
-// the Coordinator.
+// State: none of its own: the reclaims in progress are a shelf
+// (reclaimer.h).
+// Thread safety: not thread-safe; every method takes the Turn that proves
+// the pool's lock. Completions re-enter through the Coordinator.
+// I/O: under the lock, Start ends the victims now (Ender::EndNow), and
+// their unmap from their tenants' devices is one of DeviceMap's named
+// exceptions (pool_manager.h). Zeroing runs on the scrub thread, store
+// writes through the Committer and the DurableLog.
+// REQUIRES: the Deps outlive it.
 #ifndef PHYSPOOL_SERVER_LEASE_RECLAIM_H_
 #define PHYSPOOL_SERVER_LEASE_RECLAIM_H_
 
@@ -48,7 +53,7 @@ class Reclaim {
     Committer* committer;
     DurableLog* durable;
     Coordinator* coordinator;
-    Histogram* wait_seconds;  // finished waits (Waiting's)
+    Histogram* wait_seconds;   // finished waits (Waiting's)
     PathTimes* alloc_seconds;  // by path (Placement's)
   };
   explicit Reclaim(Deps d) : d_(d) {}

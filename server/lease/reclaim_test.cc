@@ -222,8 +222,7 @@ TEST_F(ReclaimTest, AReclaimCancelledWhileItsGrantIsStoredReleasesTheLease) {
     // applied when this scope ends; the cancel comes in between.
     Committer::Scope hold(&h_->parts().committer);
     EXPECT_EQ(h_->Scrub(), 1);
-    h_->turns.Locked(
-        [&](Turn& t) { h_->parts().waiting.Cancel(t, handle); });
+    h_->turns.Locked([&](Turn& t) { h_->parts().waiting.Cancel(t, handle); });
     EXPECT_THAT(r->value, StatusIs(absl::StatusCode::kCancelled));
   }
   h_->Scrub();  // the released lease's memory, if it was not zeroed inline

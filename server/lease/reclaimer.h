@@ -6,7 +6,12 @@
 // Meanwhile its bytes count against its tenant's quota (pending), so that
 // parallel reclaims cannot exceed it.
 //
-// Not thread-safe: the PoolManager calls it under its lock.
+// State: the reclaims in progress, oldest first.
+// Thread safety: not thread-safe; its callers (flows in a Turn) hold the
+// pool's lock.
+// I/O: none.
+// REQUIRES: a PendingReclaim* it returns is used only until that reclaim
+// is taken.
 #ifndef PHYSPOOL_SERVER_RECLAIMER_H_
 #define PHYSPOOL_SERVER_RECLAIMER_H_
 

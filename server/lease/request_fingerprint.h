@@ -7,6 +7,9 @@
 // encoded with its length and the whole hashed with SHA-256 (all 256
 // bits). How long a request may wait (may_wait, its deadline) is not part
 // of it: a retry may wait longer or not at all.
+//
+// State: none. Thread safety: pure functions, any thread. I/O: none.
+// REQUIRES: nothing.
 #ifndef PHYSPOOL_SERVER_REQUEST_FINGERPRINT_H_
 #define PHYSPOOL_SERVER_REQUEST_FINGERPRINT_H_
 

@@ -5,8 +5,11 @@
 // its final error (invalid argument, resource exhausted, deadline exceeded,
 // permission denied) for its id.
 //
-// Thread safety: not thread-safe; takes the Turn that proves the pool's
-// lock. No I/O.
+// State: none (the errors are remembered in the Lessor).
+// Thread safety: not thread-safe; Answer takes the Turn that proves the
+// pool's lock (Mismatch is a pure function).
+// I/O: none.
+// REQUIRES: the lessor outlives it.
 #ifndef PHYSPOOL_SERVER_LEASE_REQUEST_IDS_H_
 #define PHYSPOOL_SERVER_LEASE_REQUEST_IDS_H_
 

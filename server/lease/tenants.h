@@ -1,6 +1,13 @@
 // Who may call: tenants identified by bearer token (the config keeps only
 // SHA-256 hashes) or by mTLS client certificate common name, with roles and
-// limits. Thread-safe.
+// limits.
+//
+// State: TenantRegistry's tenants, by name, token hash and common name.
+// Thread safety: TenantRegistry is thread-safe (its own mutex, taken after
+// the pool's lock when the quota reads limits); the rest are values and
+// pure functions.
+// I/O: none.
+// REQUIRES: nothing.
 #ifndef PHYSPOOL_SERVER_TENANTS_H_
 #define PHYSPOOL_SERVER_TENANTS_H_
 

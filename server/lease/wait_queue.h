@@ -4,7 +4,12 @@
 // (Competes), and only those, so that a stream of small requests cannot
 // starve a big one forever, while requests for other memory go on.
 //
-// Not thread-safe: the PoolManager calls it under its lock.
+// State: the waiters, oldest first, and how many each tenant has.
+// Thread safety: not thread-safe; its callers (flows in a Turn) hold the
+// pool's lock.
+// I/O: none.
+// REQUIRES: a Waiter* or iterator it gives is used only until that waiter
+// is removed.
 #ifndef PHYSPOOL_SERVER_WAIT_QUEUE_H_
 #define PHYSPOOL_SERVER_WAIT_QUEUE_H_
 

@@ -101,17 +101,21 @@ void Waiting::Cancel(Turn& t, uint64_t handle) {
   }
 }
 
-void Waiting::Drain(Turn& t, const absl::Status& why) {
+size_t Waiting::Drain(Turn& t, const absl::Status& why) {
+  size_t answered = 0;
   waiters_->Drain([&](Waiter w) {
     request_ids_->Answer(t, std::move(w.done), why, w.tenant, w.params,
                          w.fingerprint);
+    ++answered;
   });
   reclaims_->ForEach([&](PendingReclaim& r) {
     if (r.done) {
       t.Later([d = std::move(r.done), why] { d(why); });
       r.done = nullptr;
+      ++answered;
     }
   });
+  return answered;
 }
 
 }  // namespace physpool::server

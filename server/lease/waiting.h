@@ -5,9 +5,13 @@
 // when it can never be served as it stands, when its deadline passes, when
 // cancelled, or at shutdown.
 //
-// State: the waits started.
-// Thread safety: not thread-safe; methods take the Turn that proves the
-// pool's lock (the queue itself, wait_queue.h, is a shelf). No I/O.
+// State: how many waits were started (the queue itself is a shelf,
+// wait_queue.h).
+// Thread safety: not thread-safe; every method takes the Turn that proves
+// the pool's lock.
+// I/O: none of its own; placement's (placement.h: a reclaim it starts
+// unmaps its victims under the lock).
+// REQUIRES: what the constructor is given outlives it.
 #ifndef PHYSPOOL_SERVER_LEASE_WAITING_H_
 #define PHYSPOOL_SERVER_LEASE_WAITING_H_
 
@@ -32,9 +36,9 @@ bool Waitable(pglist::FailReason r);
 class Waiting {
  public:
   // `wait_seconds` receives the finished waits' durations.
-  Waiting(const ManagerOptions* options, pglist::Pool* pool,
-          WaitQueue* waiters, Reclaimer* reclaims, Placement* placement,
-          RequestIds* request_ids, Histogram* wait_seconds)
+  Waiting(const ManagerOptions* options, pglist::Pool* pool, WaitQueue* waiters,
+          Reclaimer* reclaims, Placement* placement, RequestIds* request_ids,
+          Histogram* wait_seconds)
       : options_(options),
         pool_(pool),
         waiters_(waiters),
@@ -53,8 +57,8 @@ class Waiting {
   void Expire(Turn& t);
   // A waiting request (or a reclaim in progress) ends with CANCELLED.
   void Cancel(Turn& t, uint64_t handle);
-  // Shutdown: every waiter and reclaim answered `why`.
-  void Drain(Turn& t, const absl::Status& why);
+  // Shutdown: every waiter and reclaim answered `why`. How many.
+  size_t Drain(Turn& t, const absl::Status& why);
 
   uint64_t waits_started() const { return waits_started_; }
 

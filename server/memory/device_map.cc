@@ -10,7 +10,8 @@ namespace physpool::server {
 void DeviceMap::Unmap(Turn& t, const std::string& tenant,
                       pglist::AllocationId alloc) {
   if (!HasDevices(tenant)) return;
-  if (absl::Status s = source_->UnmapLease(tenant, segments_->RangesOf(t, alloc));
+  if (absl::Status s =
+          source_->UnmapLease(tenant, segments_->RangesOf(t, alloc));
       !s.ok()) {
     ++unmap_errors_;
     stuck_.insert(alloc);

@@ -6,11 +6,18 @@
 // domains), and counted.
 //
 // State: the stuck allocations, map and unmap error counts.
-// Thread safety: not thread-safe; methods take the Turn that proves the
-// pool's lock. I/O under the lock (named exceptions, listed in
-// pool_manager.h): Unmap (an expiry's or a preemption's end must not leave
-// the pages reachable before they are zeroed) and MapAgain (a lease whose
-// end failed to record is live again). Reconcile runs at start.
+// Thread safety: not thread-safe; the methods that take a Turn need the
+// pool's lock, and the counts are read under it. HasDevices, Map and
+// UnmapNow touch none of its state: they only call the memory source
+// (thread-safe).
+// I/O: the memory source's device domains. Map and UnmapNow run with no
+// lock held (a grant's or an end's Prepare step, on the committing
+// thread). Under the lock, the named exceptions listed in pool_manager.h:
+// Unmap (the pages must be unreachable before they are zeroed: an
+// expiry's or a preemption's end, a dropped grant, an end whose unmap
+// before its commit failed), MapAgain (a lease whose end failed to record
+// is live again), and Reconcile at start (nothing else runs yet).
+// REQUIRES: `pool`, `source` and `segments` outlive it.
 #ifndef PHYSPOOL_SERVER_MEMORY_DEVICE_MAP_H_
 #define PHYSPOOL_SERVER_MEMORY_DEVICE_MAP_H_
 
@@ -29,8 +36,7 @@ namespace physpool::server {
 
 class DeviceMap {
  public:
-  DeviceMap(pglist::Pool* pool, vfio::MemorySource* source,
-            Segments* segments)
+  DeviceMap(pglist::Pool* pool, vfio::MemorySource* source, Segments* segments)
       : pool_(pool), source_(source), segments_(segments) {}
 
   // Whether `tenant` has devices of its own (its leases are mapped).
@@ -44,8 +50,9 @@ class DeviceMap {
     return source_->MapLease(tenant, runs);
   }
   // The same undone (an end's step, with no lock held).
-  absl::Status UnmapNow(const std::string& tenant,
-                        const std::vector<vfio::MemorySource::ViewRange>& runs) {
+  absl::Status UnmapNow(
+      const std::string& tenant,
+      const std::vector<vfio::MemorySource::ViewRange>& runs) {
     return source_->UnmapLease(tenant, runs);
   }
   // After this no device of `tenant` reaches `alloc`'s pages; if the unmap
@@ -61,8 +68,8 @@ class DeviceMap {
   // A grant whose map failed.
   void CountMapError(Turn&) { ++map_errors_; }
   // At start: the tenant domains map exactly `live`.
-  absl::Status Reconcile(Turn& t,
-                         const std::vector<vfio::MemorySource::LiveLease>& live);
+  absl::Status Reconcile(
+      Turn& t, const std::vector<vfio::MemorySource::LiveLease>& live);
 
   uint64_t map_errors() const { return map_errors_; }
   uint64_t unmap_errors() const { return unmap_errors_; }

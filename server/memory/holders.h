@@ -15,6 +15,15 @@
 //   the peer has read it (fd_server.h). Where the scan cannot see every
 //   process at all (another pid namespace, /proc with hidepid), ScanBlindness
 //   says why and nothing may be taken as free on its word.
+//
+// State: none (functions). Thread safety: thread-safe (no shared state).
+// I/O: /proc reads and stat(2), on the calling thread. FindHolders reads
+// every /proc/<pid>/fd, maps, stat and comm (the quarantine thread, no
+// lock held); ScanBlindness reads /proc/self/ns/pid and /proc/self/mounts
+// (at start, in a turn); DmaBufReferences reads /proc/self/fdinfo/<fd>
+// (in a turn at a view's first hand-out and at start, with no lock in the
+// scan); FileIdOf fstat()s; ProcessStart reads /proc/<pid>/stat (the fd
+// socket). REQUIRES: a descriptor passed stays open for the call.
 #ifndef PHYSPOOL_SERVER_HOLDERS_H_
 #define PHYSPOOL_SERVER_HOLDERS_H_
 

@@ -16,7 +16,15 @@
 // Work on the memory (zeroing, freeing, handing it to a reclaim) waits
 // behind a gate on its allocations until their views are gone.
 //
-// Not thread-safe: the PoolManager calls it under its lock.
+// State: the views (live and quarantined) by allocation and by lease id,
+// the daemon's descriptors of them, the gates, the quarantined bytes.
+// Thread safety: not thread-safe; it takes no Turn: its callers (the
+// Quarantine, the Recycler, the lease flows, PoolManager) call it under
+// the pool's lock.
+// I/O: close(2) of the daemon's descriptor of a view (End, Apply), under
+// the lock; nothing else (the Quarantine creates and destroys views).
+// REQUIRES: no view of an allocation at its Add; what TakeReady returns
+// runs in the same turn.
 #ifndef PHYSPOOL_SERVER_LEASE_VIEWS_H_
 #define PHYSPOOL_SERVER_LEASE_VIEWS_H_
 
@@ -32,9 +40,9 @@
 #include "absl/container/node_hash_map.h"
 #include "absl/time/time.h"
 #include "pglist/pool.h"
-#include "server/memory/holders.h"
 #include "server/core/turn.h"
 #include "server/core/types.h"
+#include "server/memory/holders.h"
 
 namespace physpool::server {
 

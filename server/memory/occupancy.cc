@@ -58,7 +58,8 @@ absl::StatusOr<OccupancyPage> Occupancy(
     }
     add(OccupancyState::kFree, pos, (s.avail.end() - pos).value);
     if (!runs.empty() || !full)
-      page.segments.push_back({segments.View(t, s, scrubbing), std::move(runs)});
+      page.segments.push_back(
+          {segments.View(t, s, scrubbing), std::move(runs)});
     if (full) break;
   }
   if (segment_id && !found)

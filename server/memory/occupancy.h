@@ -1,8 +1,9 @@
 // The occupancy map (Admin.GetOccupancy): each segment as runs of one state
 // each — free, used, preemptible, being zeroed — in address order, paged.
 //
-// Thread safety: reads the pool under the Turn that proves its lock. No
-// I/O.
+// State: none (a function). Thread safety: reads the pool, the segments
+// and `scrubbing` under the Turn that proves the pool's lock. I/O: none.
+// REQUIRES: `scrubbing` is the Recycler's set (read in the same turn).
 #ifndef PHYSPOOL_SERVER_MEMORY_OCCUPANCY_H_
 #define PHYSPOOL_SERVER_MEMORY_OCCUPANCY_H_
 

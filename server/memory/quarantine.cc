@@ -193,8 +193,7 @@ LeaseViews::Evidence Quarantine::Gather(const LeaseViews::ScanSet& set) const {
 }
 
 void Quarantine::Apply(Turn& t, const LeaseViews::ScanSet& set,
-                       const LeaseViews::Evidence& found,
-                       absl::Duration took) {
+                       const LeaseViews::Evidence& found, absl::Duration took) {
   ++scans_;
   last_scan_ = took;
   last_processes_ = found.scan.processes;

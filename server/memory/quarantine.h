@@ -8,11 +8,19 @@
 // trusted, why the scan is blind (if it is).
 // Thread safety: not thread-safe; methods take the Turn that proves the
 // pool's lock, except Gather (the quarantine thread, no lock). A pin's
-// release re-enters through the Coordinator.
-// I/O under the lock (named exceptions, listed in pool_manager.h):
-// HandOut creates a view (MemorySource::CreateView) and reads its dma-buf
-// count; Apply destroys the views that went; Restore opens a previous
-// daemon's views at start. Gather reads /proc with no lock held.
+// release re-enters through the Coordinator, from any thread.
+// I/O: under the lock (named exceptions, listed in pool_manager.h),
+// HandOut creates a view at the first hand-out (MemorySource::CreateView;
+// fstat, its dma-buf count from /proc/self/fdinfo) and dup(2)s it at each;
+// Apply destroys the views that went (MemorySource::DestroyView, close);
+// at start, Start reads /proc/self (ScanBlindness) and Restore opens a
+// previous daemon's views (ViewNames, OpenView, DestroyView of views of
+// no lease). End closes the daemon's descriptor of an uncounted view.
+// Gather scans /proc with no lock held.
+// REQUIRES: `pool`, `source`, `views`, `segments` and `coordinator`
+// outlive it, and it outlives every Pin it handed out; a Pin is released
+// with the pool's lock not held; TakeScan -> Gather -> Apply by one thread
+// at a time (only Apply closes the descriptors Gather reads).
 #ifndef PHYSPOOL_SERVER_MEMORY_QUARANTINE_H_
 #define PHYSPOOL_SERVER_MEMORY_QUARANTINE_H_
 
@@ -86,8 +94,9 @@ class Quarantine {
     pglist::AllocationId alloc;
     std::string tenant;
   };
-  using LiveLookup = std::function<std::optional<std::pair<
-      pglist::AllocationId, LeaseInfo>>(const std::string& name)>;
+  using LiveLookup =
+      std::function<std::optional<std::pair<pglist::AllocationId, LeaseInfo>>(
+          const std::string& name)>;
   void Restore(Turn& t, const LiveLookup& live,
                const std::map<std::string, EndedLease>& ended);
 

@@ -36,8 +36,8 @@ void Recycler::ScrubAndFreeNow(Turn& t,
     runs.insert(runs.end(), alloc->runs.begin(), alloc->runs.end());
   }
   Zero(t, std::move(runs),
-       [this, allocs = std::move(allocs), rows = std::move(rows)](
-           Turn& t) mutable {
+       [this, allocs = std::move(allocs),
+        rows = std::move(rows)](Turn& t) mutable {
          FreeWhenRecorded(t, std::move(allocs), std::move(rows));
        });
 }
@@ -60,8 +60,7 @@ void Recycler::FreeWhenRecorded(Turn& t,
       });
 }
 
-void Recycler::Zero(Turn& t, std::vector<pglist::PageRun> runs,
-                    TurnStep then) {
+void Recycler::Zero(Turn& t, std::vector<pglist::PageRun> runs, TurnStep then) {
   ScrubJob job;
   job.runs = std::move(runs);
   job.then = std::move(then);

@@ -8,8 +8,15 @@
 // State: the allocations being zeroed (shown as "scrubbing"), the
 // zeroing errors of a lease's own end.
 // Thread safety: not thread-safe; methods take the Turn that proves the
-// pool's lock, except Work, which runs with no lock (the scrub thread).
-// I/O: Work zeroes memory (the memory source); nothing under the lock.
+// pool's lock (errors() is read under it), except Work and ZeroNow, which
+// run with no lock held and read only the pool's page size.
+// I/O: Work (the scrub thread) and ZeroNow (an end's committing thread)
+// zero memory through the memory source, with no lock held; the end of
+// zeroing (ScrubDone) is written through the DurableLog after the turn.
+// Nothing under the lock.
+// REQUIRES: `pool`, `source`, `views`, `scrubber`, `devices` and `durable`
+// outlive it; Work's and ZeroNow's ranges stay allocated (being zeroed)
+// while they run.
 #ifndef PHYSPOOL_SERVER_MEMORY_RECYCLE_H_
 #define PHYSPOOL_SERVER_MEMORY_RECYCLE_H_
 
@@ -81,9 +88,7 @@ class Recycler {
   }
   // Zeroing inside a lease's end that failed (the scrubber took over).
   void CountInlineZeroError(Turn&) { ++inline_zero_errors_; }
-  uint64_t errors() const {
-    return scrubber_->errors() + inline_zero_errors_;
-  }
+  uint64_t errors() const { return scrubber_->errors() + inline_zero_errors_; }
 
  private:
   pglist::Pool* const pool_;

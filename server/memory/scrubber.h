@@ -5,7 +5,12 @@
 // again after `retry` (fail closed: memory that could not be zeroed is never
 // handed on).
 //
-// Not thread-safe: the PoolManager calls it under its lock.
+// State: the jobs queued, failed (with when to retry) and in progress; the
+// backlog, failed pages and error counts.
+// Thread safety: not thread-safe; it takes no Turn: the Recycler (and
+// Stats) call it under the pool's lock. I/O: none (the Recycler zeroes).
+// REQUIRES: one job in progress at a time: Done or Failed for the job Next
+// returned before the next Next.
 #ifndef PHYSPOOL_SERVER_SCRUBBER_H_
 #define PHYSPOOL_SERVER_SCRUBBER_H_
 
@@ -21,7 +26,6 @@
 #include "server/core/turn.h"
 
 namespace physpool::server {
-
 
 struct ScrubJob {
   uint64_t id = 0;

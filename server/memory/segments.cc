@@ -38,8 +38,7 @@ std::vector<vfio::MemorySource::ViewRange> Segments::RangesOf(
     Turn&, pglist::AllocationId alloc) const {
   std::vector<vfio::MemorySource::ViewRange> out;
   for (const pglist::PageRun& r : pool_->Find(alloc)->runs) {
-    out.push_back(
-        {pool_->ToIova(r.start), r.pages.value * pool_->page_size()});
+    out.push_back({pool_->ToIova(r.start), r.pages.value * pool_->page_size()});
   }
   return out;
 }

@@ -8,8 +8,13 @@
 // Turn that proves the pool's lock. Add and Remove take no turn: they back,
 // map and record a segment with no lock held (the coordinator serialises
 // them), and take turns of their own through the Coordinator.
-// I/O: Add and Remove call the memory source and wait for the store, with
-// no lock held.
+// I/O: Add and Remove call the memory source (AddSegment, RemoveSegment)
+// and wait for the store (through the Committer), with no lock held;
+// nothing under the lock (Restore reads the source's segment list).
+// REQUIRES: `pool`, `source`, `committer`, `durable` and `coordinator`
+// outlive it. Add and Remove: one at a time, with the pool's lock not held
+// and outside a Committer::Scope on this thread (they wait for their own
+// store change).
 #ifndef PHYSPOOL_SERVER_MEMORY_SEGMENTS_H_
 #define PHYSPOOL_SERVER_MEMORY_SEGMENTS_H_
 
@@ -38,8 +43,8 @@ struct SegmentView {
 class Segments {
  public:
   // All must outlive it. `pool` is guarded by the pool's lock.
-  Segments(pglist::Pool* pool, vfio::MemorySource* source,
-           Committer* committer, DurableLog* durable, Coordinator* coordinator)
+  Segments(pglist::Pool* pool, vfio::MemorySource* source, Committer* committer,
+           DurableLog* durable, Coordinator* coordinator)
       : pool_(pool),
         source_(source),
         committer_(committer),
@@ -56,9 +61,9 @@ class Segments {
   std::vector<vfio::MemorySource::ViewRange> RangesOf(
       Turn& t, pglist::AllocationId alloc) const;
   // A segment with its backing and the pages of `scrubbing` in it.
-  SegmentView View(Turn& t, const pglist::SegmentInfo& s,
-                   const absl::flat_hash_set<pglist::AllocationId>&
-                       scrubbing) const;
+  SegmentView View(
+      Turn& t, const pglist::SegmentInfo& s,
+      const absl::flat_hash_set<pglist::AllocationId>& scrubbing) const;
   // Drains or undrains; the capacity changed (waiters retried).
   absl::Status SetDraining(Turn& t, uint32_t segment_id, bool drain);
 

@@ -1,6 +1,14 @@
 // physpool.v1.Admin, the admins' service (docs/api.md, "Admin"): every
 // handler requires the admin role, then calls the PoolManager or the
-// tenant registry. Thread-safe.
+// tenant registry.
+//
+// State: none (the pointers it is given).
+// Thread safety: thread-safe; gRPC calls the handlers on its threads, and
+// RevokeLease answers from whichever thread the manager completes it on.
+// I/O: none of its own (gRPC sends the answers; the manager and the
+// registry do the work).
+// REQUIRES: `manager`, `auth` and `tenants` outlive the gRPC server it is
+// registered with.
 #ifndef PHYSPOOL_SERVER_RPC_ADMIN_SERVICE_H_
 #define PHYSPOOL_SERVER_RPC_ADMIN_SERVICE_H_
 

@@ -2,6 +2,15 @@
 // wait, so the reactor cancels the wait if the client goes away, and
 // releases a lease granted to a caller that is gone (unless the request has
 // an id: then the caller's retry gets it). Deletes itself when done.
+//
+// State: the wait's handle and whether the call was cancelled (under a
+// mutex of its own).
+// Thread safety: thread-safe; gRPC calls OnCancel and OnDone on its
+// threads, and the completion runs on whichever thread answers, without
+// the pool's lock.
+// I/O: none of its own (gRPC sends the answer).
+// REQUIRES: `m` outlives it; Start once, right after construction, by the
+// handler that returns it.
 #ifndef PHYSPOOL_SERVER_RPC_ALLOCATE_REACTOR_H_
 #define PHYSPOOL_SERVER_RPC_ALLOCATE_REACTOR_H_
 
@@ -69,7 +78,6 @@ class AllocateReactor final : public grpc::ServerUnaryReactor {
   grpc::CallbackServerContext* ctx_;
   std::shared_ptr<State> state_;
 };
-
 
 }  // namespace physpool::server
 

@@ -1,3 +1,15 @@
+// Who is calling: a bearer token ("authorization: Bearer <token>"), else an
+// mTLS client certificate's common name, else (embedded default,
+// implicit_tenant: true) the implicit tenant, but only for a call that came
+// over the unix socket: over TCP every caller must present credentials.
+// UNAUTHENTICATED otherwise. A token no tenant holds is looked up among the
+// lease access tokens (access_tokens.h).
+//
+// State: none of its own (the registry and the access lookup it is given).
+// Thread safety: thread-safe; never takes the pool's lock (the registry and
+// the access tokens have locks of their own).
+// I/O: none.
+// REQUIRES: `tenants` outlives it; `access` may be called from any thread.
 #ifndef PHYSPOOL_SERVER_RPC_AUTHENTICATOR_H_
 #define PHYSPOOL_SERVER_RPC_AUTHENTICATOR_H_
 
@@ -13,12 +25,6 @@
 
 namespace physpool::server {
 
-// Who is calling: a bearer token ("authorization: Bearer <token>"), else an
-// mTLS client certificate's common name, else (embedded default,
-// implicit_tenant: true) the implicit tenant, but only for a call that came
-// over the unix socket: over TCP every caller must present credentials.
-// UNAUTHENTICATED otherwise. Never takes the pool's lock (a token no tenant
-// holds is looked up among the lease access tokens, access_tokens.h).
 class Authenticator {
  public:
   // `access` (optional) names the tenant whose live leases carry a lease

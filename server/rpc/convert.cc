@@ -181,7 +181,6 @@ absl::StatusOr<AllocateParams> ToParams(const v1::AllocateRequest& r,
   return p;
 }
 
-
 v1::LeaseEvent ToProto(const LeaseEventInfo& e) {
   v1::LeaseEvent out;
   out.set_kind(static_cast<v1::LeaseEvent::Kind>(e.kind));
@@ -192,7 +191,6 @@ v1::LeaseEvent ToProto(const LeaseEventInfo& e) {
     out.set_deadline_unix_ms(UnixMillis(e.deadline));
   return out;
 }
-
 
 size_t LeaseAnswerBound(uint32_t runs, size_t max_path) {
   // A run: iova, length, backing_offset, view_offset (a tag and up to ten
@@ -221,14 +219,12 @@ grpc::Status ToGrpc(const absl::Status& s) {
                       std::string(s.message()));
 }
 
-
 ServerUnaryReactor* Later(CallbackServerContext* ctx,
                           std::function<void(ServerUnaryReactor*)> start) {
   ServerUnaryReactor* r = ctx->DefaultReactor();
   start(r);
   return r;
 }
-
 
 // One page of leases in id order (of `tenant`, or all).
 absl::Status LeasePage(PoolManager* manager, absl::string_view list,
@@ -256,6 +252,5 @@ absl::Status LeasePage(PoolManager* manager, absl::string_view list,
   }
   return absl::OkStatus();
 }
-
 
 }  // namespace physpool::server

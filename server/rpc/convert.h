@@ -2,7 +2,11 @@
 // LeaseEvent messages from the daemon's types, an AllocateRequest checked
 // and made AllocateParams, absl::Status as grpc::Status (same code and
 // message), pages of leases, and the bound that keeps every answer within
-// gRPC's message size. No state; no I/O.
+// gRPC's message size.
+//
+// State: none. Thread safety: pure functions, any thread (LeasePage asks
+// the manager, which takes the pool's lock). I/O: none.
+// REQUIRES: nothing.
 #ifndef PHYSPOOL_SERVER_RPC_CONVERT_H_
 #define PHYSPOOL_SERVER_RPC_CONVERT_H_
 

@@ -28,7 +28,7 @@ std::string FdServer::ErrorLine(const absl::Status& s) {
 
 std::string FdServer::Answer(const std::string& line, std::vector<int>* fds,
                              std::vector<std::shared_ptr<void>>* pins,
-                             pid_t peer) {
+                             pid_t /*peer*/) {
   const std::vector<std::string> words =
       absl::StrSplit(line, ' ', absl::SkipEmpty());
   if (words.size() < 2 || words.size() > 3 ||

@@ -17,8 +17,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
-#include "server/memory/holders.h"
 #include "server/core/log.h"
+#include "server/memory/holders.h"
 
 namespace physpool::server {
 namespace {

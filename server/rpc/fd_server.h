@@ -34,6 +34,19 @@
 // the per-uid connection cap, and only then is anything read. The request
 // line must be complete within options.request_deadline of the accept (the
 // whole request, not per read()); then "error DEADLINE_EXCEEDED" and close.
+//
+// State: the listening socket and two eventfds, the connections (being
+// read, queued, being answered, parked until read), each uid's count of
+// open connections, the pins of views sent but never read.
+// Thread safety: Start and Stop from one thread, never at once; the loop
+// and the workers share the state under mu_. Answer() is thread-safe.
+// I/O: the unix socket (its file replaced at Start, removed at Stop;
+// accept, reads, sendmsg with SCM_RIGHTS, SIOCOUTQ), eventfds, /proc (a
+// parked peer's start time), the memory source (device and backing fds);
+// a view's hand-out goes through the manager, which creates a new view
+// under the pool's lock (a named exception, pool_manager.h). The fd
+// socket's own I/O never runs under the pool's lock.
+// REQUIRES: `source`, `manager` and `auth` outlive it.
 #ifndef PHYSPOOL_SERVER_FD_SERVER_H_
 #define PHYSPOOL_SERVER_FD_SERVER_H_
 
@@ -68,8 +81,8 @@ class FdServer {
   static constexpr int kWorkers = 4;
 
   // Binds `path` (a stale socket is replaced; its mode is what the umask
-  // makes: the caller opens it to its peers, daemon/daemon_listen.cc) and serves on
-  // the event-loop thread and kWorkers workers.
+  // makes: the caller opens it to its peers, daemon/daemon_listen.cc) and
+  // serves on the event-loop thread and kWorkers workers.
   absl::Status Start(const std::string& path,
                      const FdSocketOptions& options = {});
   // Stops serving and removes the socket; returns promptly: connections

@@ -158,9 +158,9 @@ void AddLeases(const ManagerStats& st, std::vector<MetricFamily>* out) {
   out->push_back(std::move(lease_bytes));
 
   out->push_back(Single("physpool_lease_expirations_total",
-                       "Leases that expired without renewal.",
-                       MetricType::Counter,
-                       static_cast<double>(st.lease_expirations)));
+                        "Leases that expired without renewal.",
+                        MetricType::Counter,
+                        static_cast<double>(st.lease_expirations)));
 
   MetricFamily revocations =
       Family("physpool_lease_revocations_total",
@@ -189,46 +189,47 @@ void AddLeases(const ManagerStats& st, std::vector<MetricFamily>* out) {
 void AddUpkeep(const ManagerStats& st, std::vector<MetricFamily>* out) {
   // So that dashboards turn page counts into bytes.
   out->push_back(Single("physpool_page_size_bytes", "The pool's page size.",
-                       MetricType::Gauge, static_cast<double>(st.page_size)));
+                        MetricType::Gauge, static_cast<double>(st.page_size)));
 
   out->push_back(Single("physpool_scrub_backlog_pages",
-                       "Pages waiting to be zeroed before reuse.",
-                       MetricType::Gauge,
-                       static_cast<double>(st.scrub_backlog_pages)));
+                        "Pages waiting to be zeroed before reuse.",
+                        MetricType::Gauge,
+                        static_cast<double>(st.scrub_backlog_pages)));
   out->push_back(Single(
       "physpool_scrub_failed_pages",
       "Pages whose zeroing failed: held out of the pool until it succeeds.",
       MetricType::Gauge, static_cast<double>(st.scrub_failed_pages)));
   out->push_back(Single("physpool_scrub_errors_total",
-                       "Zeroing attempts that failed.", MetricType::Counter,
-                       static_cast<double>(st.scrub_errors)));
+                        "Zeroing attempts that failed.", MetricType::Counter,
+                        static_cast<double>(st.scrub_errors)));
   out->push_back(Single("physpool_store_errors_total",
-                       "Lease store writes that failed.", MetricType::Counter,
-                       static_cast<double>(st.store_errors)));
+                        "Lease store writes that failed.", MetricType::Counter,
+                        static_cast<double>(st.store_errors)));
   out->push_back(Single("physpool_store_transactions_total",
-                       "Lease store transactions committed or attempted.",
-                       MetricType::Counter,
-                       static_cast<double>(st.store_transactions)));
+                        "Lease store transactions committed or attempted.",
+                        MetricType::Counter,
+                        static_cast<double>(st.store_transactions)));
   out->push_back(Single("physpool_store_changes_total",
-                       "Changes those transactions carried (several "
-                       "concurrent calls share one: group commit).",
-                       MetricType::Counter,
-                       static_cast<double>(st.store_changes)));
+                        "Changes those transactions carried (several "
+                        "concurrent calls share one: group commit).",
+                        MetricType::Counter,
+                        static_cast<double>(st.store_changes)));
   out->push_back(Single("physpool_store_led_transactions_total",
-                       "Transactions applied by the RPC or scrub thread that "
-                       "made the change, not handed to the store's thread.",
-                       MetricType::Counter,
-                       static_cast<double>(st.store_led_transactions)));
+                        "Transactions applied by the RPC or scrub thread that "
+                        "made the change, not handed to the store's thread.",
+                        MetricType::Counter,
+                        static_cast<double>(st.store_led_transactions)));
   out->push_back(Single(
       "physpool_store_writable",
       "1 while the lease store takes writes; 0: NOT_SERVING, pages held.",
       MetricType::Gauge, st.store_writable ? 1.0 : 0.0));
-  out->push_back(Single("physpool_waiting_requests",
-                       "Requests waiting for memory, and reclaims in progress.",
-                       MetricType::Gauge, static_cast<double>(st.waiting)));
+  out->push_back(
+      Single("physpool_waiting_requests",
+             "Requests waiting for memory, and reclaims in progress.",
+             MetricType::Gauge, static_cast<double>(st.waiting)));
   out->push_back(Single("physpool_watch_streams", "Open Watch streams.",
-                       MetricType::Gauge,
-                       static_cast<double>(st.watch_streams)));
+                        MetricType::Gauge,
+                        static_cast<double>(st.watch_streams)));
 }
 
 // Per-lease views and the quarantine.
@@ -239,8 +240,8 @@ void AddIsolation(const ManagerStats& st, std::vector<MetricFamily>* out) {
       "fds).",
       MetricType::Gauge, st.per_lease_views ? 1.0 : 0.0));
   out->push_back(Single("physpool_lease_views",
-                       "Per-lease CPU views, live and quarantined.",
-                       MetricType::Gauge, static_cast<double>(st.views)));
+                        "Per-lease CPU views, live and quarantined.",
+                        MetricType::Gauge, static_cast<double>(st.views)));
   out->push_back(Single(
       "physpool_quarantined_bytes",
       "Memory of ended leases their tenant still maps: held out of the pool.",
@@ -249,12 +250,12 @@ void AddIsolation(const ManagerStats& st, std::vector<MetricFamily>* out) {
       "physpool_quarantined_leases", "Ended leases whose view is still held.",
       MetricType::Gauge, static_cast<double>(st.quarantined_leases)));
   out->push_back(Single("physpool_quarantine_scans_total",
-                       "Scans of /proc for holders of quarantined views.",
-                       MetricType::Counter,
-                       static_cast<double>(st.quarantine_scans)));
+                        "Scans of /proc for holders of quarantined views.",
+                        MetricType::Counter,
+                        static_cast<double>(st.quarantine_scans)));
   out->push_back(Single("physpool_quarantine_last_scan_seconds",
-                       "How long the last quarantine scan took.",
-                       MetricType::Gauge, st.last_scan_seconds));
+                        "How long the last quarantine scan took.",
+                        MetricType::Gauge, st.last_scan_seconds));
   out->push_back(Single(
       "physpool_quarantined_unverified_bytes",
       "Quarantined memory held only because the daemon cannot tell that "
@@ -279,9 +280,9 @@ void AddDevices(const ManagerStats& st, std::vector<MetricFamily>* out) {
       "physpool_device_mappings",
       "DMA mappings in each device's IOMMU domain (tenant \"\": pool-wide).",
       MetricType::Gauge);
-  MetricFamily bytes = Family("physpool_device_mapped_bytes",
-                              "Bytes mapped in each device's IOMMU domain.",
-                              MetricType::Gauge);
+  MetricFamily bytes =
+      Family("physpool_device_mapped_bytes",
+             "Bytes mapped in each device's IOMMU domain.", MetricType::Gauge);
   MetricFamily avail = Family(
       "physpool_device_dma_avail",
       "DMA mappings left in each device's IOMMU domain (dma_entry_limit).",
@@ -292,8 +293,8 @@ void AddDevices(const ManagerStats& st, std::vector<MetricFamily>* out) {
                                                {"domain", d.domain}};
     maps.metric.push_back(
         Value(MetricType::Gauge, static_cast<double>(d.mappings), labels));
-    bytes.metric.push_back(Value(
-        MetricType::Gauge, static_cast<double>(d.mapped_bytes), labels));
+    bytes.metric.push_back(
+        Value(MetricType::Gauge, static_cast<double>(d.mapped_bytes), labels));
     if (d.dma_avail >= 0) {
       avail.metric.push_back(
           Value(MetricType::Gauge, static_cast<double>(d.dma_avail), labels));
@@ -303,20 +304,20 @@ void AddDevices(const ManagerStats& st, std::vector<MetricFamily>* out) {
   out->push_back(std::move(bytes));
   out->push_back(std::move(avail));
   out->push_back(Single("physpool_dma_map_errors_total",
-                       "Grants refused because mapping them for the "
-                       "tenant's devices failed.",
-                       MetricType::Counter,
-                       static_cast<double>(st.dma_map_errors)));
+                        "Grants refused because mapping them for the "
+                        "tenant's devices failed.",
+                        MetricType::Counter,
+                        static_cast<double>(st.dma_map_errors)));
   out->push_back(Single("physpool_dma_unmap_errors_total",
-                       "Lease ends whose unmap from the tenant's devices "
-                       "failed (the memory is held back).",
-                       MetricType::Counter,
-                       static_cast<double>(st.dma_unmap_errors)));
+                        "Lease ends whose unmap from the tenant's devices "
+                        "failed (the memory is held back).",
+                        MetricType::Counter,
+                        static_cast<double>(st.dma_unmap_errors)));
   out->push_back(Single("physpool_dma_stuck_bytes",
-                       "Memory held out of the pool because a device may "
-                       "still reach it (an unmap failed).",
-                       MetricType::Gauge,
-                       static_cast<double>(st.dma_stuck_bytes)));
+                        "Memory held out of the pool because a device may "
+                        "still reach it (an unmap failed).",
+                        MetricType::Gauge,
+                        static_cast<double>(st.dma_stuck_bytes)));
 }
 
 }  // namespace

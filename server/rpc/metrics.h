@@ -1,6 +1,14 @@
 // Prometheus metrics: one Collectable, registered once at start-up, that
 // reads the pool's state at scrape time (no metric is touched on the
 // request path). Names per DESIGN.md; they pass `promtool check metrics`.
+//
+// State: none (the manager and the reload counters it reads).
+// Thread safety: thread-safe; the exposer's threads call Collect, which
+// takes the pool's lock briefly (PoolManager::Stats) and reads the reload
+// counters (atomics).
+// I/O: none (the exposer serves the answer).
+// REQUIRES: `manager` and `reloads` outlive every Collect: the exposer is
+// stopped (or the collector unregistered) before they go.
 #ifndef PHYSPOOL_SERVER_METRICS_H_
 #define PHYSPOOL_SERVER_METRICS_H_
 

@@ -1,7 +1,12 @@
 // Page tokens of the list RPCs (AIP-158): opaque to clients, they carry the
 // list they belong to (and its filter) and where the next page starts. A
 // token for another list, another filter, or that was altered is
-// INVALID_ARGUMENT.
+// INVALID_ARGUMENT. The check is an unkeyed hash: it catches mistakes, not
+// forgeries (a token only says where a page starts; who may list what is
+// the caller's, not the token's).
+//
+// State: none. Thread safety: pure functions, any thread. I/O: none.
+// REQUIRES: nothing.
 #ifndef PHYSPOOL_SERVER_PAGE_TOKEN_H_
 #define PHYSPOOL_SERVER_PAGE_TOKEN_H_
 

@@ -1,6 +1,16 @@
 // physpool.v1.Pool, the tenants' service (docs/api.md): each handler
 // authenticates the caller, checks the request, calls the PoolManager and
-// answers with its status (same code and message). Thread-safe.
+// answers with its status (same code and message). Allocate and Watch run
+// a reactor each (allocate_reactor.h, watch_reactor.h).
+//
+// State: the memory source's facts, fixed at construction.
+// Thread safety: thread-safe; gRPC calls the handlers on its threads, and
+// a deferred answer (Renew, Release) is sent from whichever thread the
+// manager completes it on.
+// I/O: none of its own (gRPC sends the answers; the manager does the
+// work).
+// REQUIRES: `manager`, `auth` and `tenants` outlive the gRPC server it is
+// registered with.
 #ifndef PHYSPOOL_SERVER_RPC_POOL_SERVICE_H_
 #define PHYSPOOL_SERVER_RPC_POOL_SERVICE_H_
 

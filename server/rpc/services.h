@@ -2,6 +2,9 @@
 // physpool.v1.Admin (admin_service.h), with who is calling
 // (authenticator.h) and the conversions between the API and the daemon
 // (convert.h).
+//
+// State: none. Thread safety: each header's. I/O: none here.
+// REQUIRES: nothing beyond each header's.
 #ifndef PHYSPOOL_SERVER_RPC_SERVICES_H_
 #define PHYSPOOL_SERVER_RPC_SERVICES_H_
 

@@ -2,7 +2,16 @@
 // lease events, queued per stream, until the client cancels, the daemon
 // shuts down or the tenant is removed, or the reader falls `max_queue`
 // events behind (a final OVERFLOW event, then RESOURCE_EXHAUSTED). Deletes
-// itself when done. Thread-safe: events arrive on the pool's turns.
+// itself when done.
+//
+// State: the events queued (the front one being written), whether it has
+// finished or overflowed, its subscription.
+// Thread safety: thread-safe (its own mutex). Events arrive in the pool's
+// turns, under the pool's lock (taken before the reactor's); the close
+// after a turn; OnWriteDone, OnCancel and OnDone on gRPC's threads.
+// I/O: StartWrite on its stream (gRPC's, asynchronous: it does not block),
+// also from an event under the pool's lock.
+// REQUIRES: `m` outlives it.
 #ifndef PHYSPOOL_SERVER_RPC_WATCH_REACTOR_H_
 #define PHYSPOOL_SERVER_RPC_WATCH_REACTOR_H_
 
@@ -23,9 +32,6 @@
 
 namespace physpool::server {
 
-// Streams the tenant's lease events until the client cancels, the daemon
-// shuts down, or the reader falls `max_queue` events behind (a final
-// OVERFLOW event, then RESOURCE_EXHAUSTED).
 class WatchReactor final : public grpc::ServerWriteReactor<v1::LeaseEvent> {
  public:
   WatchReactor(PoolManager* m, const std::string& tenant, size_t max_queue)
@@ -126,7 +132,6 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::LeaseEvent> {
   bool overflowed_ = false;
   std::optional<grpc::Status> pending_finish_;
 };
-
 
 }  // namespace physpool::server
 

@@ -18,10 +18,20 @@
 // leases anyway) when its completion sees OK. A failed change left the
 // store as it was before it.
 //
-// Without a store every change succeeds at once (still on the thread, so
-// completions never run under the submitter's locks).
+// Without a store every change succeeds at once (still on the applying
+// thread, so completions never run under the submitter's locks). After
+// Stop, a submission fails with UNAVAILABLE at once: its completion runs
+// inside Submit, on the submitting thread.
 //
-// Thread-safe.
+// State: the queue of changes, which thread applies, the counts; its
+// thread. Thread safety: thread-safe (its own mutex).
+// I/O: the store (SQLite writes and commits) and the changes' Prepare
+// steps (the memory source: device maps and unmaps, zeroing), on the
+// applying thread, with no lock of a submitter held.
+// REQUIRES: `store` (if any) outlives it. A Scope is made before taking
+// any lock that a completion takes (its end applies and runs completions).
+// Nothing submits after Stop while holding a lock its completion takes
+// (that completion would run inside Submit: a self-deadlock).
 #ifndef PHYSPOOL_SERVER_COMMITTER_H_
 #define PHYSPOOL_SERVER_COMMITTER_H_
 

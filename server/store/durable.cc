@@ -47,27 +47,27 @@ void DurableLog::Failed(Turn& t, const absl::Status& s) {
 void DurableLog::ProbeIfDue(Turn&) {
   if (writable_ || probing_ || absl::Now() < next_probe_) return;
   probing_ = true;
-  committer_->Submit(
-      [](LeaseStore& s) { return s.Probe(); },
-      [this](absl::Status s) {
-        coordinator_->Locked([&](Turn& t) {
-          probing_ = false;
-          if (!s.ok()) {
-            ++errors_;
-            next_probe_ = absl::Now() + retry_;
-          } else {
-            std::vector<Held> again = std::move(held_);
-            held_.clear();
-            unrecorded_ -= static_cast<uint32_t>(again.size());
-            for (Held& h : again) Write(t, h.change, h.ok);
-            if (unrecorded_ == 0 && held_.empty()) {
-              writable_ = true;
-              Log(LogLevel::kInfo, "lease store writable again: SERVING");
-            }
-          }
-          t.WakeMaintenance();
-        });
-      });
+  committer_->Submit([](LeaseStore& s) { return s.Probe(); },
+                     [this](absl::Status s) {
+                       coordinator_->Locked([&](Turn& t) {
+                         probing_ = false;
+                         if (!s.ok()) {
+                           ++errors_;
+                           next_probe_ = absl::Now() + retry_;
+                         } else {
+                           std::vector<Held> again = std::move(held_);
+                           held_.clear();
+                           unrecorded_ -= static_cast<uint32_t>(again.size());
+                           for (Held& h : again) Write(t, h.change, h.ok);
+                           if (unrecorded_ == 0 && held_.empty()) {
+                             writable_ = true;
+                             Log(LogLevel::kInfo,
+                                 "lease store writable again: SERVING");
+                           }
+                         }
+                         t.WakeMaintenance();
+                       });
+                     });
 }
 
 }  // namespace physpool::server

@@ -7,9 +7,13 @@
 // not retried: its caller gets UNAVAILABLE, and reports it with Failed.
 //
 // State: the changes held back, whether the store is writable, the probe.
-// Thread safety: not thread-safe; every method takes the Turn that proves
-// the pool's lock. I/O: none under the lock (the Committer writes after
-// the turn); completions re-enter through the Coordinator.
+// Thread safety: not thread-safe; the methods that change it take the Turn
+// that proves the pool's lock, and writable() and errors() are read under
+// it too.
+// I/O: none under the lock: the Committer writes after the turn;
+// completions re-enter through the Coordinator (a turn of their own).
+// REQUIRES: `committer` and `coordinator` outlive it; the Committer is not
+// stopped while a turn may still Submit (see committer.h).
 #ifndef PHYSPOOL_SERVER_STORE_DURABLE_H_
 #define PHYSPOOL_SERVER_STORE_DURABLE_H_
 

@@ -10,13 +10,27 @@
 // the step and SQLite's reason (disk full, I/O error, ...); a failed Commit
 // rolls back.
 //
-// Not thread-safe: one thread (the Committer) uses it after Open.
+// State: the SQLite connection and its prepared statements; what Open read
+// (leases, scrub rows, added segments, the voided count).
+// Thread safety: not thread-safe. After Open the writes are made by one
+// thread at a time (the Committer's applying thread); what Open read is
+// read, and the leases taken, by PoolManager::Start's restore, before any
+// change is submitted.
+// I/O: the store's file and its -wal, on the calling thread, never under
+// the pool's lock: Open creates a missing store (a ".new" file, fsynced,
+// renamed, its directory fsynced), reads an existing one whole, checks
+// and migrates it, deletes the leases a host reboot voided and writes the
+// boot id and layout; the writes; the destructor checkpoints the WAL.
+// ReadBootId reads its file (/proc/sys/kernel/random/boot_id).
+// REQUIRES: one thread at a time; Savepoint, Release and RollbackTo inside
+// a transaction (Begin).
 #ifndef PHYSPOOL_SERVER_LEASE_STORE_H_
 #define PHYSPOOL_SERVER_LEASE_STORE_H_
 
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/functional/function_ref.h"
@@ -91,6 +105,9 @@ class LeaseStore {
   // What the store held at Open. Empty after a host reboot (the leases were
   // void: voided_leases says how many).
   const std::vector<StoredLease>& leases() const { return leases_; }
+  // The leases Open read, handed over (the store keeps no copy: a restart
+  // of a million leases would hold them twice). leases() is empty after.
+  std::vector<StoredLease> TakeLeases() { return std::exchange(leases_, {}); }
   const std::vector<StoredScrub>& scrubs() const { return scrubs_; }
   int64_t voided_leases() const { return voided_; }
   // Segments added at run time, by IOVA. They outlive a host reboot (the

@@ -57,16 +57,6 @@ const char* Kind(int rc) {
   }
 }
 
-// A column that must hold text: NULL only in a damaged row.
-absl::StatusOr<std::string> Text(sqlite3_stmt* q, int col) {
-  const unsigned char* t = sqlite3_column_text(q, col);
-  if (t == nullptr) {
-    return absl::DataLossError(
-        absl::StrCat("column ", sqlite3_column_name(q, col), " is NULL"));
-  }
-  return std::string(reinterpret_cast<const char*>(t));
-}
-
 // fsync of a file or directory by path.
 absl::Status SyncPath(const std::string& path, int flags) {
   const int fd = open(path.c_str(), flags | O_CLOEXEC);

@@ -1,6 +1,9 @@
 // The answer to a change the lease store did not take: UNAVAILABLE, with
 // the store's reason and what did (not) happen (docs/operations.md, "The
 // store").
+//
+// State: none (a pure function). Thread safety: no shared state.
+// I/O: none. REQUIRES: nothing.
 #ifndef PHYSPOOL_SERVER_STORE_UNAVAILABLE_H_
 #define PHYSPOOL_SERVER_STORE_UNAVAILABLE_H_
 

@@ -40,14 +40,9 @@ int JsonInt(const std::string& json, const std::string& key) {
   return std::atoi(json.c_str() + at + key.size() + 3);
 }
 
-}  // namespace
-
-absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(DaemonOptions o) {
-  auto d = std::make_unique<Daemon>();
-  char tmpl[] = "/tmp/physpool-test-XXXXXX";
-  if (mkdtemp(tmpl) == nullptr) return absl::InternalError("mkdtemp failed");
-  d->dir_ = tmpl;
-  d->socket_ = d->dir_ + "/physpool.sock";
+// The daemon's configuration for `o`, its files under `dir`.
+std::string ConfigYaml(const DaemonOptions& o, const std::string& dir,
+                       const std::string& socket) {
   using server::Sha256Hex;
   std::string segments;
   if (o.segments.empty()) {
@@ -66,7 +61,7 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(DaemonOptions o) {
     if (o.max_watch_queue)
       absl::StrAppend(&watch, "  max_queued_events: ", o.max_watch_queue, "\n");
   }
-  const std::string config = absl::StrFormat(
+  return absl::StrFormat(
       R"(listen:
   unix: %s
   tcp: 127.0.0.1:0
@@ -97,7 +92,7 @@ store:
   path: %s
   boot_id_file: %s
 %s)",
-      d->socket_,
+      socket,
       absl::StrCat(o.fd_socket_access.empty()
                        ? ""
                        : "  fd_socket_access: " + o.fd_socket_access + "\n",
@@ -107,7 +102,7 @@ store:
                              "  tls: {cert: %s/server.crt, key: %s/server.key, "
                              "client_ca: %s/ca.crt}\n",
                              o.tls_dir, o.tls_dir, o.tls_dir)),
-      d->dir_, segments, o.reserve_bytes, o.default_ttl_seconds,
+      dir, segments, o.reserve_bytes, o.default_ttl_seconds,
       o.expiring_warning_seconds, o.reclaim_grace_ms,
       o.max_runs_per_lease
           ? absl::StrFormat("  max_runs_per_lease: %d\n", o.max_runs_per_lease)
@@ -122,8 +117,19 @@ store:
                        : ""),
       watch, Sha256Hex(kAlice), Sha256Hex(kBob), Sha256Hex(kCarol),
       Sha256Hex(kRoot), Sha256Hex(kOps),
-      o.store_path.empty() ? d->dir_ + "/leases.db" : o.store_path,
-      o.boot_id_file, o.extra_yaml);
+      o.store_path.empty() ? dir + "/leases.db" : o.store_path, o.boot_id_file,
+      o.extra_yaml);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(DaemonOptions o) {
+  auto d = std::make_unique<Daemon>();
+  char tmpl[] = "/tmp/physpool-test-XXXXXX";
+  if (mkdtemp(tmpl) == nullptr) return absl::InternalError("mkdtemp failed");
+  d->dir_ = tmpl;
+  d->socket_ = d->dir_ + "/physpool.sock";
+  const std::string config = ConfigYaml(o, d->dir_, d->socket_);
   std::ofstream(d->dir_ + "/physpoold.yaml") << config;
   if (absl::Status s = d->Launch(); !s.ok()) return s;
   return d;

@@ -11,6 +11,15 @@
 // test's thread when it ends, and their completions (turns of their own
 // through the TurnTesting) have run by then. Scrub spells out the zeroing
 // thread (threads.cc): take in a turn, zero with no turn, apply in a turn.
+//
+// State: the temporary directory, the source, the store, the components,
+// the FakeClock and TurnTesting. Thread safety: not thread-safe (one test
+// thread).
+// I/O: a directory under /tmp (removed at the end) with the SimSource's
+// files and, if asked, the SQLite store, which Ints, Sql and FailStore
+// read and alter directly; Fill and CountNot write and read the backing.
+// REQUIRES: Start before anything else; a source the test gives is
+// started and outlives it.
 #ifndef PHYSPOOL_SERVER_MEMORY_TESTING_MEMORY_PARTS_H_
 #define PHYSPOOL_SERVER_MEMORY_TESTING_MEMORY_PARTS_H_
 
