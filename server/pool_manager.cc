@@ -10,16 +10,6 @@
 namespace physpool::server {
 namespace {
 
-pglist::PoolOptions CoreOptions(const ManagerOptions& o, uint64_t page_size) {
-  pglist::PoolOptions po;
-  po.page_size = page_size;
-  po.strategy = o.strategy;
-  po.placement = o.placement;
-  po.reserve_pages =
-      pglist::PageCount((o.reserve_bytes + page_size - 1) / page_size);
-  return po;
-}
-
 // Waits for a callback-style call's answer.
 template <typename T, typename Call>
 T Await(Call call) {
@@ -45,7 +35,7 @@ PoolManager::PoolManager(ManagerOptions options, vfio::MemorySource* source,
       store_(store),
       page_size_(source->page_size()) {
   absl::StatusOr<pglist::Pool> core =
-      pglist::Pool::Create(CoreOptions(opts_, page_size_));
+      pglist::Pool::Create(PoolOptionsFor(opts_, page_size_));
   pool_status_ = core.status();
   if (!core.ok()) core = pglist::Pool::Create({});  // Start says why
   Coordinator* const coordinator = this;

@@ -8,6 +8,7 @@
 
 #include <sys/types.h>
 
+#include <cstdint>
 #include <set>
 #include <string>
 #include <vector>
@@ -74,6 +75,19 @@ struct FdSocketOptions {
   // the connection is closed (docs/vfio.md, "The fd socket").
   absl::Duration answer_deadline = absl::Seconds(5);
 };
+
+// The pglist options `o` asks for on pages of `page_size` bytes (the
+// reserve rounded up to whole pages).
+inline pglist::PoolOptions PoolOptionsFor(const ManagerOptions& o,
+                                          uint64_t page_size) {
+  pglist::PoolOptions po;
+  po.page_size = page_size;
+  po.strategy = o.strategy;
+  po.placement = o.placement;
+  po.reserve_pages =
+      pglist::PageCount((o.reserve_bytes + page_size - 1) / page_size);
+  return po;
+}
 
 }  // namespace physpool::server
 

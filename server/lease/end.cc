@@ -28,6 +28,18 @@ const char* KindName(LeaseEventInfo::Kind k) {
   return "ended";
 }
 
+// Shutting down: the store takes no more changes (and a change submitted
+// after it stopped would be answered inside this turn), so a Renew, Release
+// or Revoke is answered UNAVAILABLE. Returns whether `done` was taken.
+template <typename Done>
+bool RefusedWhileStopping(Turn& t, Done& done) {
+  if (t.accepting()) return false;
+  t.Later([d = std::move(done)] {
+    d(absl::UnavailableError("physpoold is shutting down"));
+  });
+  return true;
+}
+
 }  // namespace
 
 // What a durable end's change did before its transaction, with no lock.
@@ -210,14 +222,7 @@ void Ender::Ended(Turn& t, const std::string& id, int64_t row,
 
 void Ender::Renew(Turn& t, const Tenant& tenant, const std::string& id,
                   absl::Duration ttl, LeaseDone done) {
-  // Shutting down: the store takes no more changes (and a change submitted
-  // after it stopped would be answered inside this turn).
-  if (!t.accepting()) {
-    t.Later([d = std::move(done)] {
-      d(absl::UnavailableError("physpoold is shutting down"));
-    });
-    return;
-  }
+  if (RefusedWhileStopping(t, done)) return;
   auto lease = d_.lessor->Owned(tenant.name, id, tenant.lease_scope);
   if (!lease.ok()) {
     t.Later([d = std::move(done), s = lease.status()] { d(s); });
@@ -262,14 +267,7 @@ void Ender::Renew(Turn& t, const Tenant& tenant, const std::string& id,
 
 void Ender::Release(Turn& t, const Tenant& tenant, const std::string& id,
                     ReleaseDone done) {
-  // Shutting down: the store takes no more changes (and a change submitted
-  // after it stopped would be answered inside this turn).
-  if (!t.accepting()) {
-    t.Later([d = std::move(done)] {
-      d(absl::UnavailableError("physpoold is shutting down"));
-    });
-    return;
-  }
+  if (RefusedWhileStopping(t, done)) return;
   auto lease = d_.lessor->Owned(tenant.name, id, tenant.lease_scope);
   if (!lease.ok()) {
     const Lessor::Ended* e = d_.lessor->FindEnded(id);
@@ -304,14 +302,7 @@ void Ender::Release(Turn& t, const Tenant& tenant, const std::string& id,
 
 void Ender::Revoke(Turn& t, const std::string& id, const std::string& reason,
                    LeaseDone done) {
-  // Shutting down: the store takes no more changes (and a change submitted
-  // after it stopped would be answered inside this turn).
-  if (!t.accepting()) {
-    t.Later([d = std::move(done)] {
-      d(absl::UnavailableError("physpoold is shutting down"));
-    });
-    return;
-  }
+  if (RefusedWhileStopping(t, done)) return;
   Lessor::Lease* lease = d_.lessor->Find(id);
   if (lease == nullptr || lease->state == Lessor::State::kCommitting) {
     t.Later([d = std::move(done), id] {

@@ -6,7 +6,6 @@
 // continuation runs once, in a turn, and only once the change is stored.
 #include "server/store/durable.h"
 
-#include <sqlite3.h>
 #include <stdlib.h>
 
 #include <atomic>
@@ -26,6 +25,7 @@
 #include "server/core/turn_testing.h"
 #include "server/store/committer.h"
 #include "server/store/lease_store.h"
+#include "server/store/testing/store_file.h"
 
 namespace physpool::server {
 namespace {
@@ -40,6 +40,7 @@ class DurableTest : public ::testing::Test {
     ASSERT_NE(mkdtemp(dir), nullptr);
     dir_ = dir;
     path_ = dir_ + "/leases.db";
+    file_ = physpool::testing::StoreFile(path_);
     ASSERT_OK_AND_ASSIGN(store_, LeaseStore::Open(path_, "boot", "layout"));
     committer_ = std::make_unique<Committer>(store_.get());
   }
@@ -88,50 +89,12 @@ class DurableTest : public ::testing::Test {
 
   // Makes the store refuse every `what` ("INSERT ON scrubs", "INSERT ON
   // meta": the probe) until Heal.
-  void Fail(const std::string& what) {
-    ASSERT_OK(
-        Sql(absl::StrCat("CREATE TRIGGER fault_", ++faults_, " BEFORE ", what,
-                         " BEGIN SELECT RAISE(ABORT, 'injected fault'); "
-                         "END;")));
-  }
-  void Heal() {
-    std::string sql;
-    for (; faults_ > 0; --faults_)
-      absl::StrAppend(&sql, "DROP TRIGGER fault_", faults_, ";");
-    ASSERT_OK(Sql(sql));
-  }
+  void Fail(const std::string& what) { ASSERT_OK(file_.Fail(what)); }
+  void Heal() { ASSERT_OK(file_.Heal()); }
   // The scrub rows the file holds, read by a connection of its own.
   std::set<int64_t> Rows() {
-    std::set<int64_t> rows;
-    sqlite3* db = nullptr;
-    EXPECT_EQ(
-        sqlite3_open_v2(path_.c_str(), &db, SQLITE_OPEN_READONLY, nullptr),
-        SQLITE_OK);
-    sqlite3_stmt* q = nullptr;
-    EXPECT_EQ(sqlite3_prepare_v2(db, "SELECT row FROM scrubs", -1, &q, nullptr),
-              SQLITE_OK);
-    while (sqlite3_step(q) == SQLITE_ROW)
-      rows.insert(sqlite3_column_int64(q, 0));
-    sqlite3_finalize(q);
-    sqlite3_close(db);
-    return rows;
-  }
-  absl::Status Sql(const std::string& sql) {
-    sqlite3* db = nullptr;
-    if (sqlite3_open_v2(path_.c_str(), &db, SQLITE_OPEN_READWRITE, nullptr) !=
-        SQLITE_OK) {
-      sqlite3_close(db);
-      return absl::InternalError("cannot open the store");
-    }
-    sqlite3_busy_timeout(db, 5000);
-    char* error = nullptr;
-    const int rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &error);
-    absl::Status s = rc == SQLITE_OK
-                         ? absl::OkStatus()
-                         : absl::InternalError(error ? error : "sqlite");
-    sqlite3_free(error);
-    sqlite3_close(db);
-    return s;
+    const std::vector<int64_t> rows = file_.Ints("SELECT row FROM scrubs");
+    return std::set<int64_t>(rows.begin(), rows.end());
   }
 
   FakeClock clock_;
@@ -140,7 +103,7 @@ class DurableTest : public ::testing::Test {
   std::unique_ptr<LeaseStore> store_;
   std::unique_ptr<Committer> committer_;
   std::unique_ptr<DurableLog> durable_;
-  int faults_ = 0;
+  physpool::testing::StoreFile file_{""};
   std::atomic<int> attempts_{0};
   std::vector<int64_t> stored_;
 };

@@ -18,7 +18,6 @@
 #define PHYSPOOL_SERVER_LEASE_TESTING_PARTS_FIXTURE_H_
 
 #include <fcntl.h>
-#include <sqlite3.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -46,6 +45,7 @@
 #include "server/lease/tenants.h"
 #include "server/store/committer.h"
 #include "server/store/lease_store.h"
+#include "server/store/testing/store_file.h"
 #include "vfio/sim_source.h"
 
 namespace physpool::server {
@@ -115,17 +115,13 @@ class LeaseParts {
     options_ = config_.options;
     if (config_.store) {
       store_path_ = dir_ + "/leases.db";
+      file_ = physpool::testing::StoreFile(store_path_);
       auto store = LeaseStore::Open(store_path_, "boot", source_->Layout());
       if (!store.ok()) return store.status();
       store_ = *std::move(store);
     }
-    pglist::PoolOptions po;
-    po.page_size = kPage;
-    po.strategy = options_.strategy;
-    po.placement = options_.placement;
-    po.reserve_pages =
-        pglist::PageCount((options_.reserve_bytes + kPage - 1) / kPage);
-    absl::StatusOr<pglist::Pool> core = pglist::Pool::Create(po);
+    absl::StatusOr<pglist::Pool> core =
+        pglist::Pool::Create(PoolOptionsFor(options_, kPage));
     if (!core.ok()) return core.status();
     parts_ =
         std::make_unique<Parts>(options_, *std::move(core), source_.get(),
@@ -297,47 +293,19 @@ class LeaseParts {
   // Makes the store refuse every `what` ("INSERT ON leases", "DELETE ON
   // leases", "UPDATE ON leases", "DELETE ON scrubs", ...) until Heal, with
   // a trigger added through a connection of its own. REQUIRES: a store.
-  absl::Status FailStore(const std::string& what) {
-    return Sql(absl::StrCat("CREATE TRIGGER fault_", ++faults_, " BEFORE ",
-                            what,
-                            " BEGIN SELECT RAISE(ABORT, 'injected fault'); "
-                            "END;"));
-  }
-  absl::Status HealStore() {
-    std::string sql;
-    for (; faults_ > 0; --faults_)
-      absl::StrAppend(&sql, "DROP TRIGGER fault_", faults_, ";");
-    return Sql(sql);
-  }
+  absl::Status FailStore(const std::string& what) { return file_.Fail(what); }
+  absl::Status HealStore() { return file_.Heal(); }
 
   FakeClock clock;
   TurnTesting turns{&clock};
   std::map<std::string, std::vector<LeaseEventInfo>> events;
 
  private:
-  absl::Status Sql(const std::string& sql) {
-    sqlite3* db = nullptr;
-    if (sqlite3_open_v2(store_path_.c_str(), &db, SQLITE_OPEN_READWRITE,
-                        nullptr) != SQLITE_OK) {
-      sqlite3_close(db);
-      return absl::InternalError("cannot open the store");
-    }
-    sqlite3_busy_timeout(db, 5000);
-    char* error = nullptr;
-    const int rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &error);
-    absl::Status s = rc == SQLITE_OK
-                         ? absl::OkStatus()
-                         : absl::InternalError(error ? error : "sqlite");
-    sqlite3_free(error);
-    sqlite3_close(db);
-    return s;
-  }
-
   Config config_;
   ManagerOptions options_;
   std::string dir_;
   std::string store_path_;
-  int faults_ = 0;
+  physpool::testing::StoreFile file_{""};
   std::unique_ptr<vfio::SimSource> source_;
   std::unique_ptr<TenantRegistry> tenants_;
   AccessTokens access_;

@@ -23,7 +23,6 @@
 #ifndef PHYSPOOL_SERVER_MEMORY_TESTING_MEMORY_PARTS_H_
 #define PHYSPOOL_SERVER_MEMORY_TESTING_MEMORY_PARTS_H_
 
-#include <sqlite3.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -53,6 +52,7 @@
 #include "server/store/committer.h"
 #include "server/store/durable.h"
 #include "server/store/lease_store.h"
+#include "server/store/testing/store_file.h"
 #include "vfio/fake_kernel.h"
 #include "vfio/memory_source.h"
 #include "vfio/sim_source.h"
@@ -129,6 +129,7 @@ class MemoryParts {
     source_ = source;
     if (config_.store) {
       store_path_ = dir_ + "/leases.db";
+      file_ = physpool::testing::StoreFile(store_path_);
       auto store = LeaseStore::Open(store_path_, "boot", source_->Layout());
       if (!store.ok()) return store.status();
       store_ = *std::move(store);
@@ -245,51 +246,13 @@ class MemoryParts {
 
   // Makes the store refuse every `what` ("DELETE ON scrubs", "INSERT ON
   // segments", "INSERT ON meta": the probe, ...) until HealStore.
-  absl::Status FailStore(const std::string& what) {
-    return Sql(absl::StrCat("CREATE TRIGGER fault_", ++faults_, " BEFORE ",
-                            what,
-                            " BEGIN SELECT RAISE(ABORT, 'injected fault'); "
-                            "END;"));
-  }
-  absl::Status HealStore() {
-    std::string sql;
-    for (; faults_ > 0; --faults_)
-      absl::StrAppend(&sql, "DROP TRIGGER fault_", faults_, ";");
-    return Sql(sql);
-  }
+  absl::Status FailStore(const std::string& what) { return file_.Fail(what); }
+  absl::Status HealStore() { return file_.Heal(); }
   // The integers of column 0 of `query` on the store file.
   std::vector<int64_t> Ints(const std::string& query) {
-    std::vector<int64_t> out;
-    sqlite3* db = nullptr;
-    if (sqlite3_open_v2(store_path_.c_str(), &db, SQLITE_OPEN_READONLY,
-                        nullptr) == SQLITE_OK) {
-      sqlite3_stmt* q = nullptr;
-      if (sqlite3_prepare_v2(db, query.c_str(), -1, &q, nullptr) == SQLITE_OK) {
-        while (sqlite3_step(q) == SQLITE_ROW)
-          out.push_back(sqlite3_column_int64(q, 0));
-      }
-      sqlite3_finalize(q);
-    }
-    sqlite3_close(db);
-    return out;
+    return file_.Ints(query);
   }
-  absl::Status Sql(const std::string& sql) {
-    sqlite3* db = nullptr;
-    if (sqlite3_open_v2(store_path_.c_str(), &db, SQLITE_OPEN_READWRITE,
-                        nullptr) != SQLITE_OK) {
-      sqlite3_close(db);
-      return absl::InternalError("cannot open the store");
-    }
-    sqlite3_busy_timeout(db, 5000);
-    char* error = nullptr;
-    const int rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &error);
-    absl::Status s = rc == SQLITE_OK
-                         ? absl::OkStatus()
-                         : absl::InternalError(error ? error : "sqlite");
-    sqlite3_free(error);
-    sqlite3_close(db);
-    return s;
-  }
+  absl::Status Sql(const std::string& sql) { return file_.Sql(sql); }
 
   FakeClock clock;
   TurnTesting turns{&clock};
@@ -311,7 +274,7 @@ class MemoryParts {
   Config config_;
   std::string dir_;
   std::string store_path_;
-  int faults_ = 0;
+  physpool::testing::StoreFile file_{""};
   std::unique_ptr<vfio::SimSource> sim_;
   vfio::MemorySource* source_ = nullptr;
   std::unique_ptr<LeaseStore> store_;
