@@ -1,52 +1,38 @@
 // The C API (physpool/physpool.h) over the C++ client. No exception leaves
 // an extern "C" function: each body runs inside Guarded(), which turns one
 // into INTERNAL (or the function's documented "nothing" value).
-#include <exception>
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "client/c_api_util.h"
 #include "physpool/client.h"
 #include "physpool/physpool.h"
 
-struct physpool_client {
-  std::unique_ptr<physpool::Client> client;
-};
-struct physpool_region {
-  std::unique_ptr<physpool::Region> region;
-};
-
-namespace {
-
-constexpr int kInvalidArgument = 3;
-constexpr int kInternal = 13;
+namespace physpool::c_api {
 
 thread_local std::string last_error;
 
-int Fail(const absl::Status& s) {
-  last_error = std::string(s.message());
-  return static_cast<int>(s.code());
+AllocateOptions FromC(const physpool_alloc_options& c) {
+  AllocateOptions o;
+  o.bytes = c.bytes;
+  o.alignment = c.alignment;
+  o.boundary = c.boundary;
+  o.max_segments = c.max_segments;
+  o.low = c.low;
+  o.high = c.high;
+  if (c.use_numa_node != 0) o.numa_node = c.numa_node;
+  o.numa_strict = c.numa_strict != 0;
+  o.preemptible = c.preemptible != 0;
+  o.may_reclaim = c.may_reclaim != 0;
+  o.wait_timeout = std::chrono::milliseconds(c.wait_timeout_ms);
+  o.ttl = std::chrono::seconds(c.ttl_seconds);
+  if (c.label != nullptr) o.label = c.label;
+  return o;
 }
 
-// INVALID_ARGUMENT naming the NULL argument of `function`.
-int NullArgument(const char* function, const char* argument) {
-  last_error = absl::StrCat(function, ": ", argument, " is NULL");
-  return kInvalidArgument;
-}
+}  // namespace physpool::c_api
 
-// Runs `body`; an exception becomes `on_exception` with the message set.
-template <typename T, typename Body>
-T Guarded(const char* function, T on_exception, Body body) noexcept {
-  try {
-    return body();
-  } catch (const std::exception& e) {
-    last_error = absl::StrCat(function, ": internal error: ", e.what());
-  } catch (...) {
-    last_error = absl::StrCat(function, ": internal error");
-  }
-  return on_exception;
-}
-
-}  // namespace
+using namespace physpool::c_api;  // NOLINT: the helpers of this file
 
 extern "C" {
 
@@ -81,20 +67,7 @@ int physpool_alloc(physpool_client* client,
     *out = nullptr;
     if (client == nullptr) return NullArgument("physpool_alloc", "client");
     if (options == nullptr) return NullArgument("physpool_alloc", "options");
-    physpool::AllocateOptions o;
-    o.bytes = options->bytes;
-    o.alignment = options->alignment;
-    o.boundary = options->boundary;
-    o.max_segments = options->max_segments;
-    o.low = options->low;
-    o.high = options->high;
-    if (options->use_numa_node != 0) o.numa_node = options->numa_node;
-    o.numa_strict = options->numa_strict != 0;
-    o.preemptible = options->preemptible != 0;
-    o.may_reclaim = options->may_reclaim != 0;
-    o.wait_timeout = std::chrono::milliseconds(options->wait_timeout_ms);
-    o.ttl = std::chrono::seconds(options->ttl_seconds);
-    if (options->label != nullptr) o.label = options->label;
+    const physpool::AllocateOptions o = FromC(*options);
     physpool::RevokedCallback cb;
     if (on_revoked != nullptr) {
       cb = [on_revoked, user](const std::string& id, const std::string& kind,

@@ -457,6 +457,12 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(ClientOptions options) {
 
 absl::StatusOr<std::unique_ptr<Region>> Client::Allocate(
     const AllocateOptions& o, RevokedCallback on_revoked) {
+  return AllocateWith(impl_, o, std::move(on_revoked));
+}
+
+absl::StatusOr<std::unique_ptr<Region>> Client::AllocateWith(
+    const std::shared_ptr<Impl>& impl, const AllocateOptions& o,
+    RevokedCallback on_revoked) {
   v1::AllocateRequest req;
   req.set_bytes(o.bytes);
   req.set_alignment(o.alignment);
@@ -476,25 +482,25 @@ absl::StatusOr<std::unique_ptr<Region>> Client::Allocate(
   if (!request_id.ok()) return request_id.status();
   req.set_request_id(*request_id);
   v1::AllocateResponse resp;
-  if (absl::Status s = impl_->AllocateWithRetries(
+  if (absl::Status s = impl->AllocateWithRetries(
           req, absl::FromChrono(o.wait_timeout), &resp);
       !s.ok()) {
     return s;
   }
   const v1::Lease& lease = resp.lease();
   auto shared = std::make_shared<Region::Shared>();
-  shared->impl = impl_;
+  shared->impl = impl;
   shared->lease_id = lease.id();
   shared->on_revoked = std::move(on_revoked);
   shared->ttl = absl::Seconds(lease.ttl_seconds());
   shared->next_renew = absl::Now() + shared->ttl / 3;
   // Map every run; on failure release the lease and unmap what was mapped.
   std::vector<Region::Run> runs;
-  absl::Status mapped = impl_->MapRuns(lease, &runs);
+  absl::Status mapped = impl->MapRuns(lease, &runs);
   {
-    absl::MutexLock l(&impl_->mu);
-    impl_->live[lease.id()] = shared;
-    impl_->cv.SignalAll();
+    absl::MutexLock l(&impl->mu);
+    impl->live[lease.id()] = shared;
+    impl->cv.SignalAll();
   }
   auto region = std::unique_ptr<Region>(
       new Region(shared, lease.id(), std::move(runs), lease.bytes(),

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs physpool into a scratch prefix, builds examples/fill_region against
-# the installed package, and runs it against a real physpoold. Everything the
+# Installs physpool into a scratch prefix, builds examples/fill_region and
+# examples/arena against the installed package, and runs them against a
+# real physpoold. Everything the
 # daemon touches (socket, fd socket, lease store, sim backing) is in one
 # private mktemp directory, never the host's /run/physpool or /dev/shm.
 # usage: install_example_test.sh BUILD_DIR SOURCE_DIR
@@ -23,6 +24,9 @@ test -f "$work/prefix/include/physpool/physpool.h"
 cmake -S "$src/examples/fill_region" -B "$work/example" -G Ninja \
   -DCMAKE_PREFIX_PATH="$work/prefix" > "$work/configure.log"
 cmake --build "$work/example" > "$work/build.log"
+cmake -S "$src/examples/arena" -B "$work/arena" -G Ninja \
+  -DCMAKE_PREFIX_PATH="$work/prefix" > "$work/arena-configure.log"
+cmake --build "$work/arena" > "$work/arena-build.log"
 cat > "$work/physpoold.yaml" <<YAML
 listen:
   unix: $work/physpool.sock
@@ -51,6 +55,10 @@ echo "$out"
 grep -q "^lease l-" <<< "$out"
 grep -q "^run 0: iova 0x" <<< "$out"
 grep -q "^filled and verified$" <<< "$out"
+out=$(LD_LIBRARY_PATH="$work/prefix/lib" PHYSPOOL_ENDPOINT="unix:$work/physpool.sock" \
+      "$work/arena/arena_example" 40)
+grep -q "^buffer 39: iova 0x" <<< "$out"
+grep -q "^arena: ok$" <<< "$out"
 # The daemon used the private store and backing, nothing of the host's.
 test -s "$work/leases.db"
 ls "$work/sim" | grep -q .

@@ -33,7 +33,9 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/inlined_vector.h"
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 
 namespace physpool {
 
@@ -125,6 +127,9 @@ using RevokedCallback =
                        const std::string& reason, int64_t deadline_unix_ms)>;
 
 class Client;
+namespace client_internal {
+class ArenaShared;
+}
 
 // A leased, mapped region: the lease's own view (docs/vfio.md), one
 // mapping per run. Destroying it stops renewal, unmaps the memory and
@@ -159,6 +164,7 @@ class Region {
  private:
   void Unmap();
   friend class Client;
+  friend class client_internal::ArenaShared;
   struct Shared;
   Region(std::shared_ptr<Shared> shared, std::string lease_id,
          std::vector<Run> runs, uint64_t bytes, std::string path,
@@ -170,6 +176,123 @@ class Region {
   uint64_t bytes_ = 0;
   std::string path_;
   std::string request_id_;
+};
+
+// --- Arenas (docs/client.md, "Arenas") -------------------------------------
+// An Arena leases a region once and places many small buffers in it inside
+// this process, with the daemon's own allocator core (pglist), so that a
+// buffer costs no RPC: alignment and boundary hold in IOVA space, as the
+// daemon's.
+
+// A buffer's request. Sizes are rounded up to whole pages of the daemon's
+// page size (Client::page_size()).
+struct BufferOptions {
+  uint64_t bytes = 0;
+  uint64_t alignment = 0;     // power of two, of each run's IOVA; 0 = a page
+  uint64_t boundary = 0;      // 0, or a power of two >= the rounded size:
+                              // no run crosses a multiple of it (IOVA)
+  uint32_t max_segments = 1;  // most runs; 0 = any number
+};
+
+// Memory placed by an Arena. Move-only; the destructor frees it (Free).
+// Free buffers before destroying their Arena (see Arena::~Arena).
+class Buffer {
+ public:
+  struct Run {
+    uint64_t iova = 0;  // what the device uses
+    uint64_t bytes = 0;
+    void* cpu = nullptr;  // the same memory in this process
+  };
+
+  Buffer() = default;
+  Buffer(Buffer&& o) noexcept;
+  Buffer& operator=(Buffer&& o) noexcept;
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+  ~Buffer() { Free(); }
+
+  // Ascending IOVAs; one run unless BufferOptions::max_segments allowed more.
+  absl::Span<const Run> runs() const { return runs_; }
+  uint64_t bytes() const { return bytes_; }  // whole pages
+  // Unique within its arena; ArenaLoss::buffers names buffers by it.
+  uint64_t id() const { return id_; }
+  // Placed and not yet freed (a buffer whose lease was taken back stays
+  // valid until freed, but its memory is gone: see lost()).
+  bool valid() const { return arena_ != nullptr; }
+  // True once the lease under it was taken back (ArenaOptions::on_lost ran
+  // for it): its memory is unmapped here and no longer the device's.
+  bool lost() const;
+  // Returns the memory to the arena (idempotent; an invalid buffer: no-op).
+  void Free();
+
+ private:
+  friend class client_internal::ArenaShared;
+  client_internal::ArenaShared* arena_ = nullptr;
+  uint64_t id_ = 0;
+  uint64_t bytes_ = 0;
+  absl::InlinedVector<Run, 1> runs_;
+};
+
+// What ArenaOptions::on_lost is told when one of the arena's leases is
+// taken back.
+struct ArenaLoss {
+  std::string lease_id;
+  std::string kind;  // as RevokedCallback: "revoked", "preempted", ...
+  std::string reason;
+  int64_t deadline_unix_ms = 0;   // preemption: stop DMA by then
+  std::vector<uint64_t> buffers;  // ids of the live buffers it hit
+};
+
+struct ArenaOptions {
+  // Each lease the arena takes: bytes (of the first; > 0), alignment,
+  // max_segments, window, NUMA node, label, TTL, preemptible, ...
+  AllocateOptions region;
+  // Growth: while the arena's leases total less than this, an allocation
+  // that does not fit leases another region (like `region`, or exactly the
+  // buffer's request if that is larger). 0: region.bytes (no growth).
+  uint64_t max_bytes = 0;
+  // A region leased for growth that has held no buffer this long is
+  // released (the first region is kept for the arena's life).
+  std::chrono::milliseconds idle_release{5000};
+  // Placement in the arena: pglist's bounded best fit (true; fewer failures
+  // under churn) or next fit (false; a cheaper search).
+  bool best_fit = true;
+  // Called when one of the arena's leases is taken back, with the live
+  // buffers it hit, on the client's event thread. Their memory is unmapped
+  // right after it returns: stop the device and the CPU using it first.
+  // Do not destroy the Arena from inside it.
+  std::function<void(const ArenaLoss&)> on_lost;
+};
+
+// Buffers from leased regions, placed in this process. Thread-safe: any
+// number of threads may Allocate and Free at once.
+class Arena {
+ public:
+  // Releases the arena's leases and unmaps them. Destroying an Arena that
+  // still has live buffers is an error: it is reported on stderr and the
+  // leases are then kept (renewed, mapped) until the last buffer is freed,
+  // so that no live buffer's memory goes back to the pool under it.
+  ~Arena();
+  Arena(const Arena&) = delete;
+  Arena& operator=(const Arena&) = delete;
+
+  // Places a buffer. INVALID_ARGUMENT for a malformed request;
+  // RESOURCE_EXHAUSTED when it does not fit and the arena may not grow (or
+  // never could hold it); UNAVAILABLE when it does not fit because a lease
+  // was taken back and the arena may not grow to replace it; a growth
+  // lease's error (the daemon's: RESOURCE_EXHAUSTED for quota, ...).
+  absl::StatusOr<Buffer> Allocate(const BufferOptions& options);
+
+  uint64_t page_size() const;
+  uint64_t leased_bytes() const;  // of the live leases
+  uint64_t used_bytes() const;    // of the live buffers
+  size_t live_buffers() const;
+  std::vector<std::string> lease_ids() const;  // the live leases
+
+ private:
+  friend class Client;
+  explicit Arena(std::shared_ptr<client_internal::ArenaShared> shared);
+  std::shared_ptr<client_internal::ArenaShared> shared_;
 };
 
 class Client {
@@ -214,6 +337,12 @@ class Client {
   absl::StatusOr<std::unique_ptr<Region>> Attach(
       const std::string& lease_id = "");
 
+  // Leases options.region and returns an arena over it (see Arena). Errors:
+  // INVALID_ARGUMENT (region.bytes 0, max_bytes below it), the Allocate's.
+  // The arena keeps what it needs of the Client: it may outlive it, but its
+  // leases are then no longer renewed.
+  absl::StatusOr<std::unique_ptr<Arena>> CreateArena(ArenaOptions options);
+
   // The VFIO device fd of `bdf` from the daemon (over its fd socket, with
   // SCM_RIGHTS): for BAR registers, config space and interrupts. The caller
   // owns it and closes it. PERMISSION_DENIED without the privileged role,
@@ -239,8 +368,14 @@ class Client {
 
  private:
   friend class Region;
+  friend class client_internal::ArenaShared;
   struct Impl;
   explicit Client(std::shared_ptr<Impl> impl);
+  // Allocate through `impl` (an Arena grows this way, even after its
+  // Client is gone).
+  static absl::StatusOr<std::unique_ptr<Region>> AllocateWith(
+      const std::shared_ptr<Impl>& impl, const AllocateOptions& options,
+      RevokedCallback on_revoked);
   std::shared_ptr<Impl> impl_;
 };
 

@@ -101,6 +101,64 @@ int physpool_region_revoked(const physpool_region* region);
  * unmaps only). NULL: does nothing. */
 void physpool_region_free(physpool_region* region);
 
+/* --- Arenas (docs/client.md, "Arenas"; physpool::Arena in C++) ---------
+ * An arena leases a region once and places buffers in it inside this
+ * process: a buffer costs no RPC, and its alignment and boundary hold in
+ * IOVA space as the daemon's do. Thread-safe. */
+typedef struct physpool_arena physpool_arena;
+typedef struct physpool_buffer physpool_buffer;
+
+/* All zero means: no growth, idle growth regions released after 5 s,
+ * best-fit placement. */
+typedef struct {
+  physpool_alloc_options region; /* each lease (region.bytes > 0) */
+  uint64_t max_bytes;       /* growth up to this many leased bytes; 0 = none */
+  uint32_t idle_release_ms; /* 0 = 5000 */
+  int next_fit;             /* non-zero: next fit instead of best fit */
+} physpool_arena_options;
+
+/* All zero except bytes means: page alignment, no boundary, one run. */
+typedef struct {
+  uint64_t bytes;
+  uint64_t alignment;    /* 0 = page size (of the IOVA) */
+  uint64_t boundary;     /* 0 = none */
+  uint32_t max_segments; /* 0 = 1 run; UINT32_MAX = any number */
+} physpool_buffer_options;
+
+/* Called when one of the arena's leases is taken back, with the ids
+ * (physpool_buffer_id) of the `count` live buffers it hit; their memory is
+ * unmapped when it returns. Do not destroy the arena from inside. */
+typedef void (*physpool_arena_lost_fn)(const char* lease_id, const char* kind,
+                                       const char* reason,
+                                       int64_t deadline_unix_ms,
+                                       const uint64_t* buffers, size_t count,
+                                       void* user);
+
+/* client, options and out must not be NULL (on_lost and user may be);
+ * *out is NULL on failure. */
+int physpool_arena_create(physpool_client* client,
+                          const physpool_arena_options* options,
+                          physpool_arena_lost_fn on_lost, void* user,
+                          physpool_arena** out);
+/* Releases the arena's leases. With live buffers: an error, reported on
+ * stderr; the leases stay until the last buffer is freed. NULL: nothing. */
+void physpool_arena_destroy(physpool_arena* arena);
+/* arena, options and out must not be NULL; *out is NULL on failure. */
+int physpool_buffer_alloc(physpool_arena* arena,
+                          const physpool_buffer_options* options,
+                          physpool_buffer** out);
+/* The number of runs; 0 for NULL (and physpool_last_error says so). */
+size_t physpool_buffer_run_count(const physpool_buffer* buffer);
+/* Run i, as physpool_region_run. */
+physpool_run physpool_buffer_run(const physpool_buffer* buffer, size_t i);
+/* Unique within its arena; 0 for NULL. */
+uint64_t physpool_buffer_id(const physpool_buffer* buffer);
+/* 1 once its lease was taken back (its memory is gone), else 0; -1 for
+ * NULL. */
+int physpool_buffer_lost(const physpool_buffer* buffer);
+/* Returns the buffer to its arena. NULL: does nothing. */
+void physpool_buffer_free(physpool_buffer* buffer);
+
 /* The last failure's message on this thread ("" if none yet). */
 const char* physpool_last_error(void);
 
