@@ -1,5 +1,6 @@
 /* The C API from a C program (compiled as C): NULL arguments, an
- * out-of-range run index, zero-initialised options meaning "any NUMA node".
+ * out-of-range run index, zero-initialised options meaning "any NUMA node",
+ * an arena's zero-initialised options.
  * Run by ClientTest.CApiFromC against a real daemon.
  * usage: c_api_test ENDPOINT TOKEN NODE1_LOW NODE1_HIGH
  *   NODE1_LOW/HIGH: the IOVA range [low, high) of the daemon's NUMA node 1.
@@ -120,6 +121,39 @@ int main(int argc, char** argv) {
     run = physpool_region_run(r, 0);
     CHECK(run.iova >= node1_low && run.iova + run.bytes <= node1_high);
     physpool_region_free(r);
+  }
+
+  /* Arenas: zero-initialised options are the defaults (one page-aligned
+   * run per buffer); an arena on NUMA node 1 places buffers there. */
+  {
+    physpool_arena_options ao = {0};
+    physpool_buffer_options bo = {0};
+    physpool_arena* arena = (physpool_arena*)&failures;
+    physpool_buffer* b = (physpool_buffer*)&failures;
+    CHECK(physpool_arena_create(c, &ao, NULL, NULL, &arena) == 3);
+    CHECK(arena == NULL);
+    CHECK(error_has("region.bytes"));
+    ao.region.bytes = 1 << 20;
+    ao.region.use_numa_node = 1;
+    ao.region.numa_node = 1;
+    ao.region.numa_strict = 1;
+    CHECK(physpool_arena_create(c, &ao, NULL, NULL, &arena) == 0);
+    CHECK(physpool_buffer_alloc(arena, &bo, &b) == 3); /* bytes 0 */
+    CHECK(b == NULL);
+    bo.bytes = 5000;
+    CHECK(physpool_buffer_alloc(arena, &bo, &b) == 0);
+    CHECK(physpool_buffer_run_count(b) == 1);
+    run = physpool_buffer_run(b, 0);
+    CHECK(run.bytes == 8192 && run.iova % 4096 == 0);
+    CHECK(run.iova >= node1_low && run.iova + run.bytes <= node1_high);
+    memset(run.cpu, 0x5a, run.bytes);
+    CHECK(zero_run(physpool_buffer_run(b, 1)));
+    CHECK(physpool_buffer_lost(b) == 0);
+    CHECK(physpool_buffer_id(NULL) == 0);
+    physpool_buffer_free(b);
+    physpool_buffer_free(NULL);
+    physpool_arena_destroy(arena);
+    physpool_arena_destroy(NULL);
   }
   physpool_disconnect(c);
 
