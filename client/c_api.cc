@@ -51,6 +51,58 @@ int physpool_connect(const char* endpoint, const char* token,
   });
 }
 
+int physpool_connect_with(const physpool_connect_options* options,
+                          physpool_client** out) {
+  return Guarded("physpool_connect_with", kInternal, [&] {
+    if (out == nullptr) return NullArgument("physpool_connect_with", "out");
+    *out = nullptr;
+    if (options == nullptr) {
+      return NullArgument("physpool_connect_with", "options");
+    }
+    physpool::ClientOptions o;
+    auto set = [](std::string* to, const char* from) {
+      if (from != nullptr) *to = from;
+    };
+    set(&o.endpoint, options->endpoint);
+    set(&o.token, options->token);
+    set(&o.token_file, options->token_file);
+    set(&o.tls_ca, options->tls_ca);
+    set(&o.tls_cert, options->tls_cert);
+    set(&o.tls_key, options->tls_key);
+    set(&o.fd_socket, options->fd_socket);
+    if (options->timeout_ms != 0) {
+      o.timeout = std::chrono::milliseconds(options->timeout_ms);
+    }
+    if (options->allocate_attempts != 0) {
+      o.allocate_attempts = static_cast<int>(options->allocate_attempts);
+    }
+    auto c = physpool::Client::Connect(o);
+    if (!c.ok()) return Fail(c.status());
+    *out = new physpool_client{*std::move(c)};
+    return 0;
+  });
+}
+
+const char* physpool_client_tenant(const physpool_client* client) {
+  return Guarded("physpool_client_tenant", "", [&] {
+    if (client == nullptr) {
+      NullArgument("physpool_client_tenant", "client");
+      return "";
+    }
+    return client->client->tenant().c_str();
+  });
+}
+
+uint64_t physpool_client_page_size(const physpool_client* client) {
+  return Guarded("physpool_client_page_size", uint64_t{0}, [&] {
+    if (client == nullptr) {
+      NullArgument("physpool_client_page_size", "client");
+      return uint64_t{0};
+    }
+    return client->client->page_size();
+  });
+}
+
 void physpool_disconnect(physpool_client* client) {
   Guarded("physpool_disconnect", 0, [&] {
     delete client;
@@ -130,6 +182,26 @@ const char* physpool_region_lease_id(const physpool_region* region) {
       return "";
     }
     return region->region->lease_id().c_str();
+  });
+}
+
+uint64_t physpool_region_bytes(const physpool_region* region) {
+  return Guarded("physpool_region_bytes", uint64_t{0}, [&] {
+    if (region == nullptr) {
+      NullArgument("physpool_region_bytes", "region");
+      return uint64_t{0};
+    }
+    return region->region->bytes();
+  });
+}
+
+const char* physpool_region_request_id(const physpool_region* region) {
+  return Guarded("physpool_region_request_id", "", [&] {
+    if (region == nullptr) {
+      NullArgument("physpool_region_request_id", "region");
+      return "";
+    }
+    return region->region->request_id().c_str();
   });
 }
 

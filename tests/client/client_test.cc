@@ -652,6 +652,31 @@ TEST_F(ClientTest, CApi) {
             std::string::npos);
   physpool_disconnect(c);
   EXPECT_EQ(physpool_connect("unix:/nonexistent", "x", &c), 14);  // UNAVAILABLE
+  // Every option: a token file, a timeout.
+  const std::string token_file = daemon_->dir() + "/alice.token";
+  std::ofstream(token_file) << kAlice;
+  const std::string endpoint = "unix:" + daemon_->socket();
+  physpool_connect_options co;
+  std::memset(&co, 0, sizeof co);
+  co.endpoint = endpoint.c_str();
+  co.token_file = token_file.c_str();
+  co.timeout_ms = 5000;
+  EXPECT_EQ(physpool_connect_with(nullptr, &c), 3);
+  ASSERT_EQ(physpool_connect_with(&co, &c), 0) << physpool_last_error();
+  EXPECT_STREQ(physpool_client_tenant(c), "alice");
+  EXPECT_EQ(physpool_client_page_size(c), 4096u);
+  o.bytes = 5000;
+  ASSERT_EQ(physpool_alloc(c, &o, nullptr, nullptr, &r), 0)
+      << physpool_last_error();
+  EXPECT_EQ(physpool_region_bytes(r), 8192u);
+  EXPECT_TRUE(IsRequestId(physpool_region_request_id(r)));
+  EXPECT_EQ(physpool_region_bytes(nullptr), 0u);
+  EXPECT_STREQ(physpool_region_request_id(nullptr), "");
+  physpool_region_free(r);
+  physpool_disconnect(c);
+  co.token_file = nullptr;
+  co.token = "nope";
+  EXPECT_EQ(physpool_connect_with(&co, &c), 16);  // UNAUTHENTICATED
 }
 
 // tests/client/c_api_test.c, compiled as C, against this daemon: NULL

@@ -71,8 +71,30 @@ typedef void (*physpool_revoked_fn)(const char* lease_id, const char* kind,
  * out must not be NULL; *out is NULL on failure. */
 int physpool_connect(const char* endpoint, const char* token,
                      physpool_client** out);
+/* Every ClientOptions knob (NULL strings and zeros: the defaults, as
+ * physpool_connect(NULL, NULL)). */
+typedef struct {
+  const char* endpoint;   /* "unix:/path" or "host:port" */
+  const char* token;      /* bearer token */
+  const char* token_file; /* a file holding it */
+  const char* tls_ca;     /* TCP with TLS: the CA (PEM file) */
+  const char* tls_cert;   /* with tls_key: a client certificate (mTLS) */
+  const char* tls_key;
+  const char* fd_socket;      /* the daemon's fd socket; NULL: as it says */
+  uint32_t timeout_ms;        /* per call; 0 = 10000 */
+  uint32_t allocate_attempts; /* 0 = 5 */
+} physpool_connect_options;
+
+/* physpool_connect with every option. options and out must not be NULL;
+ * *out is NULL on failure. */
+int physpool_connect_with(const physpool_connect_options* options,
+                          physpool_client** out);
 /* NULL: does nothing. */
 void physpool_disconnect(physpool_client* client);
+/* The tenant the daemon took the credentials for; "" for NULL. */
+const char* physpool_client_tenant(const physpool_client* client);
+/* The daemon's page size in bytes; 0 for NULL. */
+uint64_t physpool_client_page_size(const physpool_client* client);
 
 /* client, options and out must not be NULL (on_revoked and user may be);
  * *out is NULL on failure. */
@@ -95,6 +117,10 @@ size_t physpool_region_run_count(const physpool_region* region);
 physpool_run physpool_region_run(const physpool_region* region, size_t i);
 /* The lease id, valid while the region lives; "" for NULL. */
 const char* physpool_region_lease_id(const physpool_region* region);
+/* The lease's bytes (whole pages); 0 for NULL. */
+uint64_t physpool_region_bytes(const physpool_region* region);
+/* The request id it was allocated with (32 hex digits); "" for NULL. */
+const char* physpool_region_request_id(const physpool_region* region);
 /* 1 once the daemon took the region back, else 0; -1 for NULL. */
 int physpool_region_revoked(const physpool_region* region);
 /* Releases the lease and unmaps the memory (a region of physpool_attach:
