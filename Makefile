@@ -145,6 +145,8 @@ bench-dpdk: deps
 # for bench-dpdk; bench/arena_benchmark_dpdk is built only here. The EAL
 # heap is 1 GiB of ordinary memory (-m 1024, root), the arena's size.
 ARENA_STEPS ?= 200000
+# e.g. ARENA_ARGS="--placement nextfit"
+ARENA_ARGS ?=
 ARENA_EAL := -l 0 --no-huge --no-pci --no-shconf --no-telemetry -m 1024 --iova-mode=va
 bench-arena: deps
 	@dpkg-query -W -f='$${Status}' libdpdk-dev 2>/dev/null | grep -q "install ok installed" || { \
@@ -152,7 +154,7 @@ bench-arena: deps
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends libdpdk-dev; }
 	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo
 	cmake --build $(BUILD) -j $(JOBS) --target arena_benchmark_dpdk physpoold
-	$(SUDO) $(BUILD)/bench/arena_benchmark_dpdk $(ARENA_EAL) -- --steps $(ARENA_STEPS)
+	$(SUDO) $(BUILD)/bench/arena_benchmark_dpdk $(ARENA_EAL) -- --steps $(ARENA_STEPS) $(ARENA_ARGS)
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)

@@ -270,7 +270,7 @@ absl::Status Probe(ArenaSetup* s) {
   return absl::OkStatus();  // ~Buffer frees it
 }
 
-absl::StatusOr<ArenaSetup> MakeArena(const Daemon& d) {
+absl::StatusOr<ArenaSetup> MakeArena(const Daemon& d, bool best_fit) {
   ArenaSetup s;
   ClientOptions co;
   co.endpoint = "unix:" + d.socket();
@@ -283,6 +283,7 @@ absl::StatusOr<ArenaSetup> MakeArena(const Daemon& d) {
         absl::StrCat("daemon page size ", s.client->page_size(), ", not 4096"));
   }
   ArenaOptions ao;
+  ao.best_fit = best_fit;
   ao.region.bytes = kArenaBytes;
   ao.region.max_segments = 1;
   ao.region.label = "arena_benchmark";
@@ -883,6 +884,7 @@ struct Flags {
   uint64_t seed = 24;
   uint64_t rpc_pairs = 2000;
   std::vector<int> threads = {1, 2, 8};
+  bool best_fit = true;  // --placement bestfit|nextfit
 };
 
 bool ParseFlags(int argc, char** argv, int first, Flags* f) {
@@ -899,6 +901,9 @@ bool ParseFlags(int argc, char** argv, int first, Flags* f) {
       ok = absl::SimpleAtoi(v, &f->steps) && f->steps > 0;
     } else if (a == "--seed") {
       ok = absl::SimpleAtoi(v, &f->seed);
+    } else if (a == "--placement") {
+      ok = std::strcmp(v, "bestfit") == 0 || std::strcmp(v, "nextfit") == 0;
+      f->best_fit = std::strcmp(v, "bestfit") == 0;
     } else if (a == "--rpc-pairs") {
       ok = absl::SimpleAtoi(v, &f->rpc_pairs);
     } else if (a == "--threads") {
@@ -914,7 +919,8 @@ bool ParseFlags(int argc, char** argv, int first, Flags* f) {
     if (!ok) {
       std::fprintf(stderr,
                    "usage: %s [EAL args --] [--steps N] [--threads 1,2,8] "
-                   "[--seed S] [--rpc-pairs N] [--quick]\n(bad: %s %s)\n",
+                   "[--seed S] [--rpc-pairs N] [--placement bestfit|nextfit] "
+                   "[--quick]\n(bad: %s %s)\n",
                    argv[0], a.c_str(), v);
       return false;
     }
@@ -932,7 +938,7 @@ void PrintHeader(const Flags& f, const ArenaSetup& s) {
       "physpoold: sim, one segment of %" PRIu64
       " bytes, store on, unix socket; arena: lease %s, one run "
       "[%#" PRIx64 ", %#" PRIx64 "), page %" PRIu64
-      ", best fit, no growth\n"
+      ", %s, no growth\n"
       "workload: seed %" PRIu64 ", %" PRIu64
       " steps per run split evenly among its threads (thread t: seed + t, "
       "1/threads of the arena as its capacity, target %.0f %% of it); sizes "
@@ -941,7 +947,8 @@ void PrintHeader(const Flags& f, const ArenaSetup& s) {
       "1\n",
       Commit().c_str(), CPU_COUNT(&cpus), std::thread::hardware_concurrency(),
       kSegmentBytes, s.lease_id.c_str(), s.layout.lo, s.layout.hi,
-      s.arena->page_size(), f.seed, f.steps, 100 * kTarget);
+      s.arena->page_size(), f.best_fit ? "best fit" : "next fit", f.seed,
+      f.steps, 100 * kTarget);
 }
 
 // One run of the arena. After the steps the arena must count in use what
@@ -1010,7 +1017,7 @@ int Main(int argc, char** argv) {
     std::fprintf(stderr, "physpoold: %s\n", d.status().ToString().c_str());
     return 1;
   }
-  absl::StatusOr<ArenaSetup> s = MakeArena(**d);
+  absl::StatusOr<ArenaSetup> s = MakeArena(**d, flags.best_fit);
   if (!s.ok()) {
     std::fprintf(stderr, "arena: %s\n", s.status().ToString().c_str());
     return 1;

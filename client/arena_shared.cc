@@ -177,7 +177,8 @@ void ArenaShared::Free(uint64_t id, absl::Span<const Buffer::Run> runs) {
   {
     absl::MutexLock l(&mu_);
     --outstanding_;
-    if (core_.Free(id)) {
+    // Only regions leased for growth are released when idle.
+    if (core_.Free(id) && GrowthAllowed()) {
       const absl::Time now = absl::Now();
       for (const Buffer::Run& r : runs) {
         const int64_t region = core_.RegionOf(r.iova);
