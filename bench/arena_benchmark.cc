@@ -284,9 +284,9 @@ absl::StatusOr<ArenaSetup> MakeArena(const Daemon& d, bool best_fit) {
   }
   ArenaOptions ao;
   ao.best_fit = best_fit;
-  ao.region.bytes = kArenaBytes;
-  ao.region.max_segments = 1;
-  ao.region.label = "arena_benchmark";
+  ao.bytes = kArenaBytes;
+  ao.max_segments = 1;
+  ao.label = "arena_benchmark";
   absl::StatusOr<std::unique_ptr<Arena>> a = s.client->CreateArena(ao);
   if (!a.ok()) return a.status();
   s.arena = *std::move(a);

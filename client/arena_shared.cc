@@ -31,21 +31,21 @@ ArenaShared::ArenaShared(std::shared_ptr<Client::Impl> client,
 absl::StatusOr<std::shared_ptr<ArenaShared>> ArenaShared::Create(
     std::shared_ptr<Client::Impl> client, uint64_t page_size,
     ArenaOptions options) {
-  if (options.region.bytes == 0) {
-    return absl::InvalidArgumentError("arena: region.bytes must be > 0");
+  if (options.bytes == 0) {
+    return absl::InvalidArgumentError("arena: bytes must be > 0");
   }
-  if (options.max_bytes != 0 && options.max_bytes < options.region.bytes) {
+  if (options.max_bytes != 0 && options.max_bytes < options.bytes) {
     return absl::InvalidArgumentError(
-        absl::StrCat("arena: max_bytes ", options.max_bytes,
-                     " is below region.bytes ", options.region.bytes));
+        absl::StrCat("arena: max_bytes ", options.max_bytes, " is below bytes ",
+                     options.bytes));
   }
-  if (options.max_bytes == 0) options.max_bytes = options.region.bytes;
+  if (options.max_bytes == 0) options.max_bytes = options.bytes;
   absl::StatusOr<ArenaCore> core =
       ArenaCore::Create(page_size, options.best_fit);
   if (!core.ok()) return core.status();
   std::shared_ptr<ArenaShared> a(new ArenaShared(
       std::move(client), page_size, std::move(options), *std::move(core)));
-  if (absl::Status s = a->AddLease(a->opts_.region); !s.ok()) return s;
+  if (absl::Status s = a->AddLease(a->opts_); !s.ok()) return s;
   a->idle_ = std::thread([p = a.get()] { p->IdleLoop(); });
   return a;
 }
@@ -144,7 +144,7 @@ absl::Status ArenaShared::NoRoom(const BufferOptions& o,
 absl::Status ArenaShared::Grow(const BufferOptions& o, uint64_t epoch,
                                bool exact) {
   absl::MutexLock g(&grow_mu_);
-  AllocateOptions ro = opts_.region;
+  AllocateOptions ro = opts_;  // the lease part
   const uint64_t want = RoundUp(std::max<uint64_t>(o.bytes, 1), page_size_);
   if (exact || want > ro.bytes) {
     // A lease shaped like the buffer (it fits, whatever the daemon picks).

@@ -33,7 +33,8 @@ namespace physpool::client_internal {
 
 class ArenaShared : public std::enable_shared_from_this<ArenaShared> {
  public:
-  // Leases options.region through `client` and starts the idle thread.
+  // Leases the AllocateOptions of `options` through `client` and starts the
+  // idle thread.
   static absl::StatusOr<std::shared_ptr<ArenaShared>> Create(
       std::shared_ptr<Client::Impl> client, uint64_t page_size,
       ArenaOptions options);
@@ -56,7 +57,7 @@ class ArenaShared : public std::enable_shared_from_this<ArenaShared> {
  private:
   ArenaShared(std::shared_ptr<Client::Impl> client, uint64_t page_size,
               ArenaOptions options, ArenaCore core);
-  bool GrowthAllowed() const { return opts_.max_bytes > opts_.region.bytes; }
+  bool GrowthAllowed() const { return opts_.max_bytes > opts_.bytes; }
   // Leases a region for `o` (see ArenaOptions::max_bytes) and adds it,
   // unless another thread grew the arena since `epoch`: like the first
   // region, or (`exact`, or `o` is larger) shaped like `o`.

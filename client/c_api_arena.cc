@@ -35,7 +35,7 @@ int physpool_arena_create(physpool_client* client,
       return NullArgument("physpool_arena_create", "options");
     }
     physpool::ArenaOptions o;
-    o.region = FromC(options->region);
+    static_cast<physpool::AllocateOptions&>(o) = FromC(options->region);
     o.max_bytes = options->max_bytes;
     if (options->idle_release_ms != 0) {
       o.idle_release = std::chrono::milliseconds(options->idle_release_ms);

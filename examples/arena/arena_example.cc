@@ -19,8 +19,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   physpool::ArenaOptions ao;
-  ao.region.bytes = 8 << 20;
-  ao.region.label = "arena-example";
+  ao.bytes = 8 << 20;
+  ao.label = "arena-example";
   ao.max_bytes = 32 << 20;  // grow up to four leases
   ao.on_lost = [](const physpool::ArenaLoss& loss) {
     // Stop the device before returning: the memory goes right after.

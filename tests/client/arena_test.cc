@@ -109,8 +109,8 @@ TEST_F(ArenaTest, BytesWrittenThroughOneBufferAreSeenOnlyThere) {
   auto client = Connect(kAlice);
   ASSERT_NE(client, nullptr);
   ArenaOptions ao;
-  ao.region.bytes = 2 * kMiB;
-  ao.region.label = "arena";
+  ao.bytes = 2 * kMiB;
+  ao.label = "arena";
   auto arena = client->CreateArena(ao);
   ASSERT_TRUE(arena.ok()) << arena.status();
   ASSERT_EQ((*arena)->lease_ids().size(), 1u);
@@ -166,7 +166,7 @@ TEST_F(ArenaTest, ARevokedLeaseTakesItsBuffersAndUnmapsThem) {
   ASSERT_NE(client, nullptr);
   Losses losses;
   ArenaOptions ao;
-  ao.region.bytes = kMiB;
+  ao.bytes = kMiB;
   ao.on_lost = losses.Callback();
   auto arena = client->CreateArena(ao);
   ASSERT_TRUE(arena.ok()) << arena.status();
@@ -210,8 +210,8 @@ TEST_F(ArenaTest, APreemptedLeaseIsReportedWithItsDeadline) {
   ASSERT_TRUE(alice && bob);
   Losses losses;
   ArenaOptions ao;
-  ao.region.bytes = 6 * kMiB;
-  ao.region.preemptible = true;
+  ao.bytes = 6 * kMiB;
+  ao.preemptible = true;
   ao.on_lost = losses.Callback();
   auto arena = alice->CreateArena(ao);
   ASSERT_TRUE(arena.ok()) << arena.status();
@@ -237,7 +237,7 @@ TEST_F(ArenaTest, GrowsToASecondLeaseAndReturnsItWhenIdle) {
   auto client = Connect(kAlice);
   ASSERT_NE(client, nullptr);
   ArenaOptions ao;
-  ao.region.bytes = kMiB;
+  ao.bytes = kMiB;
   ao.max_bytes = 3 * kMiB;
   ao.idle_release = std::chrono::milliseconds(300);
   auto arena = client->CreateArena(ao);
@@ -267,7 +267,7 @@ TEST_F(ArenaTest, GrowthRefusedByTheDaemonKeepsItsStatus) {
   auto client = Connect(kCarol);  // limits: 2 leases, 1 MiB
   ASSERT_NE(client, nullptr);
   ArenaOptions ao;
-  ao.region.bytes = 512 * 1024;
+  ao.bytes = 512 * 1024;
   ao.max_bytes = 4 * kMiB;
   auto arena = client->CreateArena(ao);
   ASSERT_TRUE(arena.ok()) << arena.status();
@@ -288,7 +288,7 @@ TEST_F(ArenaTest, BadRequestsAreInvalidArguments) {
   ArenaOptions ao;
   EXPECT_EQ(client->CreateArena(ao).status().code(),
             absl::StatusCode::kInvalidArgument);
-  ao.region.bytes = kMiB;
+  ao.bytes = kMiB;
   ao.max_bytes = 4096;
   EXPECT_EQ(client->CreateArena(ao).status().code(),
             absl::StatusCode::kInvalidArgument);
@@ -307,7 +307,7 @@ TEST_F(ArenaTest, DestroyedWithLiveBuffersKeepsTheLeaseUntilTheLastIsFreed) {
   auto client = Connect(kAlice);
   ASSERT_NE(client, nullptr);
   ArenaOptions ao;
-  ao.region.bytes = kMiB;
+  ao.bytes = kMiB;
   auto arena = client->CreateArena(ao);
   ASSERT_TRUE(arena.ok()) << arena.status();
   auto b = (*arena)->Allocate(Bytes(4096));
@@ -327,7 +327,7 @@ TEST_F(ArenaTest, EightThreadsAllocateAndFreeAtOnce) {
   auto client = Connect(kAlice);
   ASSERT_NE(client, nullptr);
   ArenaOptions ao;
-  ao.region.bytes = 8 * kMiB;
+  ao.bytes = 8 * kMiB;
   auto arena = client->CreateArena(ao);
   ASSERT_TRUE(arena.ok()) << arena.status();
   Arena* a = arena->get();

@@ -132,7 +132,7 @@ int main(int argc, char** argv) {
     physpool_buffer* b = (physpool_buffer*)&failures;
     CHECK(physpool_arena_create(c, &ao, NULL, NULL, &arena) == 3);
     CHECK(arena == NULL);
-    CHECK(error_has("region.bytes"));
+    CHECK(error_has("bytes must be > 0"));
     ao.region.bytes = 1 << 20;
     ao.region.use_numa_node = 1;
     ao.region.numa_node = 1;

@@ -243,13 +243,13 @@ struct ArenaLoss {
   std::vector<uint64_t> buffers;  // ids of the live buffers it hit
 };
 
-struct ArenaOptions {
-  // Each lease the arena takes: bytes (of the first; > 0), alignment,
-  // max_segments, window, NUMA node, label, TTL, preemptible, ...
-  AllocateOptions region;
+// The AllocateOptions part is each lease the arena takes: bytes (> 0; of
+// the first lease), alignment, max_segments, window, NUMA node, label, TTL,
+// preemptible, ...
+struct ArenaOptions : AllocateOptions {
   // Growth: while the arena's leases total less than this, an allocation
-  // that does not fit leases another region (like `region`, or exactly the
-  // buffer's request if that is larger). 0: region.bytes (no growth).
+  // that does not fit leases another region (like the first, or shaped like
+  // the buffer if that is larger than `bytes`). 0: `bytes` (no growth).
   uint64_t max_bytes = 0;
   // A region leased for growth that has held no buffer this long is
   // released (the first region is kept for the arena's life).
@@ -337,8 +337,9 @@ class Client {
   absl::StatusOr<std::unique_ptr<Region>> Attach(
       const std::string& lease_id = "");
 
-  // Leases options.region and returns an arena over it (see Arena). Errors:
-  // INVALID_ARGUMENT (region.bytes 0, max_bytes below it), the Allocate's.
+  // Leases `options` (its AllocateOptions) and returns an arena over it
+  // (see Arena). Errors: INVALID_ARGUMENT (bytes 0, max_bytes below it),
+  // the Allocate's.
   // The arena keeps what it needs of the Client: it may outlive it, but its
   // leases are then no longer renewed.
   absl::StatusOr<std::unique_ptr<Arena>> CreateArena(ArenaOptions options);
