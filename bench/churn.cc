@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <map>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 
@@ -12,18 +13,128 @@ namespace {
 
 constexpr uint64_t kPage = ChurnRequest::kPage;
 
-double Now() {
+std::string Address(uint64_t a, AddressStyle style) {
+  return style == AddressStyle::kHex ? absl::StrCat("0x", absl::Hex(a))
+                                     : absl::StrCat(a);
+}
+
+// "[a, e)" in `style`.
+std::string Span(uint64_t a, uint64_t e, AddressStyle style) {
+  return absl::StrCat("[", Address(a, style), ", ", Address(e, style), ")");
+}
+
+// One run of RunChurn on its target: the live allocations, the checks of
+// every answer (the overlap check against a map of the live ones), the
+// untimed bookkeeping.
+class Churn {
+ public:
+  Churn(ChurnTarget& t, const ChurnOptions& o, ChurnResult* res)
+      : t_(t), res_(res), pick_(FreePicker(o.seed)) {}
+  // Allocates r; checks and records it if it succeeded (*ok). Returns the
+  // call's time.
+  double Allocate(const ChurnRequest& r, bool* ok);
+  // Frees a random live allocation; returns the call's time and its class.
+  std::pair<double, RequestClass> FreeOne();
+  void FreeAll() {
+    while (!live_.empty()) FreeOne();
+  }
+  uint64_t live_bytes() const { return live_bytes_; }
+  size_t live() const { return live_.size(); }
+
+ private:
+  std::string Check(const ChurnRequest& r, uint64_t a) const;
+
+  ChurnTarget& t_;
+  ChurnResult* const res_;
+  std::mt19937_64 pick_;
+  std::vector<LiveAllocation> live_;
+  std::map<uint64_t, uint64_t> by_addr_;  // addr -> end, for the overlaps
+  uint64_t live_bytes_ = 0;
+};
+
+std::string Churn::Check(const ChurnRequest& r, uint64_t a) const {
+  constexpr AddressStyle kStyle = AddressStyle::kDecimal;
+  if (std::string bad = CheckAnswer(t_, r, a, kStyle); !bad.empty()) {
+    return bad;
+  }
+  const uint64_t e = a + r.bytes;
+  auto next = by_addr_.lower_bound(a);
+  if ((next != by_addr_.end() && next->first < e) ||
+      (next != by_addr_.begin() && std::prev(next)->second > a)) {
+    return OverlapMessage(r, a, kStyle);
+  }
+  return "";
+}
+
+double Churn::Allocate(const ChurnRequest& r, bool* ok) {
+  const TimedAnswer t = TimedAllocate(t_, r);
+  *ok = t.addr.has_value();
+  if (*ok) {
+    const uint64_t a = *t.addr;
+    const std::string bad = Check(r, a);
+    if (!bad.empty() && res_->violations++ == 0) res_->first_violation = bad;
+    live_.push_back({t.handle, a, r.bytes, r.Class()});
+    by_addr_[a] = a + r.bytes;
+    live_bytes_ += r.bytes;
+  }
+  return t.ns;
+}
+
+std::pair<double, RequestClass> Churn::FreeOne() {
+  const LiveAllocation v = TakeRandom(live_, pick_);
+  by_addr_.erase(v.addr);
+  live_bytes_ -= v.bytes;
+  return std::make_pair(TimedFree(t_, v.handle), v.klass);
+}
+
+// RunChurn's steps on `c`, from `stream`, holding `target` bytes.
+void Steps(Churn& c, ChurnStream& stream, const ChurnOptions& o, double target,
+           ChurnResult* res) {
+  double occupancy_sum = 0;
+  for (uint64_t i = 0; i < o.steps; ++i) {
+    while (c.live_bytes() >= target && c.live() != 0) {
+      const auto [ns, klass] = c.FreeOne();
+      res->free_ns.push_back(ns);
+      res->free_step.push_back(static_cast<uint32_t>(i));
+      res->free_class.push_back(klass);
+    }
+    bool ok = false;
+    const ChurnRequest r = stream.Next();
+    res->alloc_ns.push_back(c.Allocate(r, &ok));
+    res->failures += !ok;
+    res->step_failed.push_back(!ok);
+    res->step_class.push_back(r.Class());
+    const double occupancy = static_cast<double>(c.live_bytes()) / o.capacity;
+    res->step_occupancy.push_back(static_cast<float>(occupancy));
+    occupancy_sum += occupancy;
+  }
+  res->steps = o.steps;
+  res->occupancy_end = static_cast<double>(c.live_bytes()) / o.capacity;
+  res->occupancy_mean = o.steps ? occupancy_sum / o.steps : 0;
+  res->live_end = c.live();
+}
+
+}  // namespace
+
+double NowNs() {
   return std::chrono::duration<double, std::nano>(
              std::chrono::steady_clock::now().time_since_epoch())
       .count();
 }
 
-struct Live {
-  uint64_t handle, addr, bytes;
-  RequestClass klass;
-};
+TimedAnswer TimedAllocate(ChurnTarget& t, const ChurnRequest& r) {
+  TimedAnswer a;
+  const double t0 = NowNs();
+  a.addr = t.Allocate(r, &a.handle);
+  a.ns = NowNs() - t0;
+  return a;
+}
 
-}  // namespace
+double TimedFree(ChurnTarget& t, uint64_t handle) {
+  const double t0 = NowNs();
+  t.Free(handle);
+  return NowNs() - t0;
+}
 
 const char* RequestClassName(RequestClass c) {
   switch (c) {
@@ -49,6 +160,40 @@ ChurnRequest ChurnStream::Next() {
     r.boundary = NextPow2(r.bytes) << (1 + rng_() % 3);
   }
   return r;
+}
+
+std::string CheckAnswer(const ChurnTarget& t, const ChurnRequest& r, uint64_t a,
+                        AddressStyle style) {
+  const uint64_t e = a + r.bytes;
+  if (a % r.EffectiveAlignment() != 0) {
+    return absl::StrCat("address ", Address(a, style), " not aligned to ",
+                        r.EffectiveAlignment());
+  }
+  if (r.boundary != 0 && ((a ^ (e - 1)) & ~(r.boundary - 1)) != 0) {
+    return absl::StrCat(Span(a, e, style), " crosses a multiple of ",
+                        r.boundary);
+  }
+  if (a < t.Lo() || e > t.Hi() || e < a) {
+    return absl::StrCat(Span(a, e, style), " outside the range");
+  }
+  return "";
+}
+
+std::string OverlapMessage(const ChurnRequest& r, uint64_t a,
+                           AddressStyle style) {
+  return absl::StrCat(Span(a, a + r.bytes, style),
+                      " overlaps a live allocation");
+}
+
+void ChurnSamples::Append(const ChurnSamples& o) {
+  auto append = [](auto& to, const auto& from) {
+    to.insert(to.end(), from.begin(), from.end());
+  };
+  append(alloc_ns, o.alloc_ns);
+  append(free_ns, o.free_ns);
+  append(step_class, o.step_class);
+  append(step_failed, o.step_failed);
+  append(free_class, o.free_class);
 }
 
 ChurnResult FirstSteps(const ChurnResult& r, uint64_t steps) {
@@ -79,105 +224,22 @@ ChurnResult FirstSteps(const ChurnResult& r, uint64_t steps) {
   return t;
 }
 
-double Quantile(std::vector<double>& v, double q) {
-  if (v.empty()) return 0;
-  const size_t k = std::min(v.size() - 1, static_cast<size_t>(q * v.size()));
-  std::nth_element(v.begin(), v.begin() + k, v.end());
-  return v[k];
-}
-
 ChurnResult RunChurn(ChurnTarget& t, const ChurnOptions& o) {
   ChurnResult res;
   res.name = t.Name();
-  // The pre-fill's requests and the steps' come from two streams, so that
-  // every allocator is asked the same steps however long its pre-fill.
-  ChurnStream prefill(o.seed), stream(o.seed ^ 0x9e3779b97f4a7c15);
-  std::mt19937_64 pick(o.seed ^ 0x5bd1e995);
-  std::vector<Live> live;
-  std::map<uint64_t, uint64_t> by_addr;  // addr -> end, for the overlap check
-  uint64_t live_bytes = 0;
+  ChurnStream prefill = PrefillStream(o.seed), stream = StepStream(o.seed);
   const double target = o.target * static_cast<double>(o.capacity);
-
-  auto check = [&](const ChurnRequest& r, uint64_t a) -> std::string {
-    const uint64_t e = a + r.bytes;
-    if (a % r.EffectiveAlignment() != 0) {
-      return absl::StrCat("address ", a, " not aligned to ",
-                          r.EffectiveAlignment());
-    }
-    if (r.boundary != 0 && (a ^ (e - 1)) & ~(r.boundary - 1)) {
-      return absl::StrCat("[", a, ", ", e, ") crosses a multiple of ",
-                          r.boundary);
-    }
-    if (a < t.Lo() || e > t.Hi() || e < a) {
-      return absl::StrCat("[", a, ", ", e, ") outside the range");
-    }
-    auto next = by_addr.lower_bound(a);
-    if ((next != by_addr.end() && next->first < e) ||
-        (next != by_addr.begin() && std::prev(next)->second > a)) {
-      return absl::StrCat("[", a, ", ", e, ") overlaps a live allocation");
-    }
-    return "";
-  };
-  // Allocates r; records it if it succeeded. Returns the call's time.
-  auto allocate = [&](const ChurnRequest& r, bool* ok) {
-    uint64_t handle = 0;
-    const double t0 = Now();
-    const std::optional<uint64_t> a = t.Allocate(r, &handle);
-    const double dt = Now() - t0;
-    *ok = a.has_value();
-    if (*ok) {
-      const std::string bad = check(r, *a);
-      if (!bad.empty() && res.violations++ == 0) res.first_violation = bad;
-      live.push_back({handle, *a, r.bytes, r.Class()});
-      by_addr[*a] = *a + r.bytes;
-      live_bytes += r.bytes;
-    }
-    return dt;
-  };
-  // Frees a random live allocation; returns the call's time and its class.
-  auto free_one = [&]() {
-    const size_t k = pick() % live.size();
-    const Live v = live[k];
-    live[k] = live.back();
-    live.pop_back();
-    by_addr.erase(v.addr);
-    live_bytes -= v.bytes;
-    const double t0 = Now();
-    t.Free(v.handle);
-    return std::make_pair(Now() - t0, v.klass);
-  };
-
+  Churn c(t, o, &res);
   // Pre-fill; give up after 1000 failures in a row.
-  for (int misses = 0; live_bytes < target && misses < 1000;) {
+  for (int misses = 0; c.live_bytes() < target && misses < 1000;) {
     bool ok = false;
-    allocate(prefill.Next(), &ok);
+    c.Allocate(prefill.Next(), &ok);
     ++res.prefill_calls;
     misses = ok ? 0 : misses + 1;
     res.prefill_allocs += ok;
   }
-  double occupancy_sum = 0;
-  for (uint64_t i = 0; i < o.steps; ++i) {
-    while (live_bytes >= target && !live.empty()) {
-      const auto [ns, klass] = free_one();
-      res.free_ns.push_back(ns);
-      res.free_step.push_back(static_cast<uint32_t>(i));
-      res.free_class.push_back(klass);
-    }
-    bool ok = false;
-    const ChurnRequest r = stream.Next();
-    res.alloc_ns.push_back(allocate(r, &ok));
-    res.failures += !ok;
-    res.step_failed.push_back(!ok);
-    res.step_class.push_back(r.Class());
-    const double occupancy = static_cast<double>(live_bytes) / o.capacity;
-    res.step_occupancy.push_back(static_cast<float>(occupancy));
-    occupancy_sum += occupancy;
-  }
-  res.steps = o.steps;
-  res.occupancy_end = static_cast<double>(live_bytes) / o.capacity;
-  res.occupancy_mean = o.steps ? occupancy_sum / o.steps : 0;
-  res.live_end = live.size();
-  while (!live.empty()) free_one();
+  Steps(c, stream, o, target, &res);
+  c.FreeAll();
   return res;
 }
 

@@ -18,7 +18,7 @@
 #include <string>
 #include <vector>
 
-#include "bench/churn.h"
+#include "bench/figures.h"
 #include "benchmark/benchmark.h"
 #include "pglist/pool.h"
 #include "pglist/testing/reference_pool.h"
