@@ -3,7 +3,7 @@
 #                embedded default (Ctrl-C stops it)
 #   make check   install what is missing, build, run the whole test suite
 # Other targets: make build, make bench, make bench-rpc, make bench-dpdk,
-# make bench-arena, make fuzz, make image,
+# make bench-arena, make python, make fuzz, make image,
 # make test-deploy, make clean.
 
 SHELL := /bin/bash
@@ -17,7 +17,8 @@ PACKAGES := cmake ninja-build g++ clang libclang-rt-14-dev libabsl-dev \
             prometheus python3-grpcio python3-protobuf curl openssl \
             qemu-system-x86 busybox-static cpio kmod xz-utils \
             libsystemd-dev pkg-config podman runc debootstrap yamllint python3-yaml nodejs \
-            gnuplot-nox libcurl4-openssl-dev nlohmann-json3-dev
+            gnuplot-nox libcurl4-openssl-dev nlohmann-json3-dev \
+            python3-venv python3-pip python3-setuptools python3-wheel python3-numpy mypy
 
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
@@ -29,7 +30,7 @@ ASAN_PROPERTY_OPS ?= 500000
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: deps build build-asan check test test-asan fuzz-smoke fuzz run bench bench-renew bench-rpc bench-dpdk bench-arena soak clean image test-deploy
+.PHONY: deps build build-asan check test test-asan fuzz-smoke fuzz run bench bench-renew bench-rpc bench-dpdk bench-arena soak clean image test-deploy python
 
 deps:
 	@missing=$$(for p in $(PACKAGES); do \
@@ -52,6 +53,14 @@ $(BUILD)/build.ninja:
 
 build: deps $(BUILD)/build.ninja
 	cmake --build $(BUILD) -j $(JOBS)
+
+# The Python package (python/, docs/client.md "Python") in a venv that sees
+# Debian's packages (numpy), offline: pip builds it with Debian's setuptools
+# and bundles $(BUILD)/client/libphyspool-client.so.0 into it.
+python: build
+	/usr/bin/python3 -m venv --system-site-packages $(BUILD)/venv
+	PHYSPOOL_BUILD_DIR=$(abspath $(BUILD)) $(BUILD)/venv/bin/pip install --no-build-isolation --no-index ./python
+	@echo "python: $(BUILD)/venv/bin/python (import physpool)"
 
 # clang with ASan+UBSan for the core's tests, and the libFuzzer targets.
 $(ASAN_BUILD)/build.ninja:

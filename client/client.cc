@@ -571,7 +571,9 @@ absl::Status Region::Release() {
     absl::MutexLock l(&impl->mu);
     if (shared_->released || shared_->revoked) return absl::OkStatus();
     shared_->released = true;
-    impl->live.erase(lease_id_);
+    // An attached view is not in `live`: the entry under its id is the
+    // owner's (the same Client may hold both), which must stay renewed.
+    if (!shared_->attached) impl->live.erase(lease_id_);
   }
   Unmap();
   if (shared_->attached) return absl::OkStatus();  // the owner releases it

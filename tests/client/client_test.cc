@@ -194,6 +194,43 @@ TEST_F(ClientTest, RevocationReachesTheCallback) {
   EXPECT_TRUE((*region)->revoked());
 }
 
+// Releasing an attached view of one's own lease (same Client) only
+// unmaps it: the owner's region is still renewed and watched.
+TEST_F(ClientTest, ReleasingAnAttachedViewKeepsTheOwnersRegionWatched) {
+  auto client = Connect(kAlice);
+  ASSERT_NE(client, nullptr);
+  absl::Mutex mu;
+  std::string kind;
+  AllocateOptions o;
+  o.bytes = 1 << 20;
+  auto region =
+      client->Allocate(o, [&](const std::string&, const std::string& k,
+                              const std::string&, int64_t) {
+        absl::MutexLock l(&mu);
+        kind = k;
+      });
+  ASSERT_TRUE(region.ok()) << region.status();
+  {
+    auto view = client->Attach((*region)->lease_id());
+    ASSERT_TRUE(view.ok()) << view.status();
+    ASSERT_TRUE((*view)->Release().ok());
+  }
+  EXPECT_EQ(LeaseStatus((*region)->lease_id(), kAlice), grpc::StatusCode::OK);
+  auto admin = daemon_->Admin();
+  v1::RevokeLeaseRequest req;
+  req.set_lease_id((*region)->lease_id());
+  v1::RevokeLeaseResponse resp;
+  auto ctx = Ctx(kRoot);
+  ASSERT_TRUE(admin->RevokeLease(ctx.get(), req, &resp).ok());
+  absl::MutexLock l(&mu);
+  EXPECT_TRUE(mu.AwaitWithTimeout(
+      absl::Condition(
+          +[](std::string* k) { return !k->empty(); }, &kind),
+      absl::Seconds(10)))
+      << "the owner's callback did not run: the view's release dropped it";
+  EXPECT_EQ(kind, "revoked");
+}
+
 TEST_F(ClientTest, ErrorsCarryTheDaemonsStatus) {
   ClientOptions bad;
   bad.endpoint = "unix:" + daemon_->socket();
