@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // One seeded churn workload, run the same way on any contiguous allocator
 // (bench/dpdk_compare): pre-fill to a target occupancy, then a number of
 // steps of "free random allocations while at or above the target, then

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // pglist side by side with DPDK's allocators (make bench-dpdk; issue 24).
 //
 // One process, one run, one seeded churn workload (bench/churn.h) on:

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "bench/dpdk_heap.h"
 
 #include <rte_lcore.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // DPDK's heap for the benchmarks that set allocators beside it
 // (bench/dpdk_compare; bench/arena/ in arena_benchmark_dpdk): rte_malloc as
 // a churn target, the IOVA range of DPDK's memory, the heap's statistics,

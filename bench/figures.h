@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The figures of churn runs (bench/churn.h), as bench/dpdk_compare's and
 // bench/arena/'s tables print them: quantiles; per set of request classes,
 // the quantiles of the steps' allocations and of the frees, and how many

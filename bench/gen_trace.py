@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
 """Writes a deterministic `physpoolctl simulate` trace of steady-state churn.
 
 usage: gen_trace.py OPS [GIB]   (default 64 GiB in 4 segments of 4 KiB pages)

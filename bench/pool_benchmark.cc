@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Steady-state churn on the allocation core (issue: pglist benchmark).
 //
 // Pools of 2^18 (1 GiB), 2^24 (64 GiB) and 2^28 (1 TiB) 4 KiB pages in four

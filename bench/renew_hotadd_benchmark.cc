@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Renew latency against the real physpoold (started through the test
 // harness, like the server tests): two client threads renew their own leases
 // as fast as they are answered for N seconds

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Restart recovery: a store holding 1,000 to 1,000,000 live leases is
 // opened and the pool rebuilt from it (LeaseStore::Open + PoolManager::Start),
 // as physpoold does after a crash. Target: under 1 s at 100,000.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Issue 16's RPC benchmark: the real physpoold (started through the tests'
 // daemon harness: sim source, store on, unix socket) against gRPC's own
 // floor measured in the same run: a bare gRPC server with only a health

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The floor of issue 16's RPC benchmark: a bare gRPC C++ server with only a
 // synchronous grpc.health.v1 Health service (Check answers SERVING), on a
 // unix socket, in a process of its own, so that physpoold's RPCs can be

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // physpoolctl's daemon commands (noun-verb, etcdctl style): pool, segment,
 // lease, tenant, alloc, release, watch, health. See docs/cli.md.
 #ifndef PHYSPOOL_CLI_CTL_H_

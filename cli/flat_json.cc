@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "cli/flat_json.h"
 
 #include "absl/status/status.h"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A strict reader and writer for flat JSON objects: one object whose values
 // are strings, unsigned 64-bit integers or booleans — the shape of every line
 // of a `physpoolctl simulate` trace. Errors name the column.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Output helpers of physpoolctl: human units, aligned tables, usage bars and
 // the occupancy map.
 #ifndef PHYSPOOL_CLI_FORMAT_H_

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // physpoolctl: the physpool admin CLI (docs/cli.md): daemon commands and
 // the offline `simulate`.
 //
@@ -13,12 +14,14 @@
 #include "cli/ctl.h"
 #endif
 #include "cli/simulate.h"
+#include "util/build_info.h"
 
 namespace {
 
 constexpr char kUsage[] = R"(physpoolctl - administer physpool
 
 Usage: physpoolctl COMMAND [ARGS] [FLAGS]
+       physpoolctl --version
 )";
 
 constexpr char kSimulateHelp[] = R"(physpoolctl simulate [--summary] FILE|-
@@ -99,6 +102,10 @@ int Simulate(const std::vector<std::string>& args) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (physpool::WantsVersion(argc, argv)) {
+    std::puts(physpool::VersionLine("physpoolctl").c_str());
+    return 0;
+  }
   std::vector<std::string> args(argv + 1, argv + argc);
 #ifdef PHYSPOOL_CTL_DAEMON
   const std::string usage = std::string(kUsage) + physpool::cli::CtlUsage();

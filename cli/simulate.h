@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // `physpoolctl simulate`: replays a JSON Lines trace through the allocation
 // core, offline, and prints one JSON result per alloc/free line (DESIGN.md).
 #ifndef PHYSPOOL_CLI_SIMULATE_H_

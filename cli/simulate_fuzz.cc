@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // libFuzzer: arbitrary bytes as a trace, line by line, through the reader
 // and the simulator. Nothing may crash; the pool's invariants must hold.
 #include <cstddef>

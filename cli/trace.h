@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // One line of a `physpoolctl simulate` trace (DESIGN.md, "pglist"), decoded
 // and checked: required fields present, no unknown fields, right types.
 #ifndef PHYSPOOL_CLI_TRACE_H_

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // physpool::Arena and physpool::Buffer (client.h): thin handles over
 // client_internal::ArenaShared.
 #include <utility>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The placement half of physpool::Arena: the pglist core run over the runs
 // of an arena's leases, each run one segment at its own IOVA, so that a
 // buffer's alignment and boundary hold in the device's address space

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // ArenaCore against a naive model: random programs of buffer allocations,
 // frees, region additions and losses on leases of several runs at odd
 // IOVAs. Every answer is checked (inside one live run, aligned and within

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "client/arena_shared.h"
 
 #include <algorithm>

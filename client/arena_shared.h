@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The state behind a physpool::Arena and its Buffers: the placement core,
 // the leases (Regions) it runs over, growth, the idle release of regions
 // leased for growth, and what a lease's loss does. Not installed.

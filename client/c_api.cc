@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The C API (physpool/physpool.h) over the C++ client. No exception leaves
 // an extern "C" function: each body runs inside Guarded(), which turns one
 // into INTERNAL (or the function's documented "nothing" value).

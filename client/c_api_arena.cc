@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The C API's arenas (physpool/physpool.h, "Arenas") over physpool::Arena.
 // Every body runs inside Guarded (client/c_api_util.h).
 #include <cstdint>

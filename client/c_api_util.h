@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // What the C API's files share (client/c_api.cc, client/c_api_arena.cc):
 // the per-thread last error, the exception guard and the conversion of the
 // allocation options. Not installed.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // How physpool clients reach the daemon: endpoint, credentials and TLS
 // resolved from options and PHYSPOOL_* environment variables. Shared by the
 // client library and physpoolctl; not installed.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "client/fd_socket.h"
 
 #include <poll.h>

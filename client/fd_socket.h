@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The client side of physpoold's fd socket (server/rpc/fd_server.h): one
 // request line, one answer line with descriptors over SCM_RIGHTS. Not
 // installed.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # Small helpers in the style of abseil's AbseilHelpers.cmake.
 
 # physpool_library(NAME name SRCS ... DEPS ...)

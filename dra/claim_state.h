@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The driver's durable record of the claims it prepares: claim UID ->
 // what it asked physpoold for and got. One JSON file, replaced atomically
 // (write a temporary, fsync, rename, fsync the directory) on every change,

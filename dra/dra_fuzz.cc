@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Fuzzes what physpool-dra parses from outside: quantities (the API
 // server's consumedCapacity and the claims' opaque config) and the claim
 // record. A quantity that parses formats back to the same number, and

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The DRA driver's logic, between kubelet, the API server and physpoold:
 // NodePrepareResources / NodeUnprepareResources for claims (a lease per
 // allocated request, a CDI spec per claim), the cleanup pass, the lease

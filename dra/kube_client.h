@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The few API-server calls the DRA driver makes, over HTTPS with libcurl:
 // the in-cluster service account (a bearer token file, read again for
 // every request since projected tokens rotate, and the cluster's CA

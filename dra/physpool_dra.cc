@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // physpool-dra: the Kubernetes DRA kubelet plugin of physpool, a companion
 // of physpoold on each node (docs/kubernetes.md). It registers with
 // kubelet (pluginregistration.Registration), serves the DRAPlugin service
@@ -31,6 +32,7 @@
 #include "k8s/dra/v1/api.grpc.pb.h"
 #include "k8s/dra/v1beta1/api.grpc.pb.h"
 #include "k8s/pluginregistration/v1/api.grpc.pb.h"
+#include "util/build_info.h"
 #include "util/file.h"
 
 namespace {
@@ -59,6 +61,7 @@ constexpr char kUsage[] = R"(usage: physpool-dra [--flag=value ...]
   --publish-interval=S       seconds between ResourceSlice checks (default 10)
   --cleanup-interval=S       seconds between cleanup passes (default 60)
   --lease-ttl=S              TTL of the claims' leases, renewed at a third (default 300)
+  --version                  print the version and the git revision, and exit
 )";
 
 std::atomic<bool> g_stop{false};
@@ -211,6 +214,10 @@ std::unique_ptr<grpc::Server> Serve(const std::string& path, grpc::Service* a,
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (physpool::WantsVersion(argc, argv)) {
+    puts(physpool::VersionLine("physpool-dra").c_str());
+    return 0;
+  }
   std::map<std::string, std::string> flags = {
       {"driver-name", "dma.physpool.io"},
       {"node-name", ""},

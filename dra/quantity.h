@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Kubernetes resource quantities ("1Gi", "512Mi", "1.5G", "1e9", "4096"),
 // as in k8s.io/apimachinery/pkg/api/resource: a decimal number with an
 // optional binary (Ki..Ei), decimal (n u m k M G T P E) or exponent (e3)

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """Allocates a DMA region from a running physpoold (embedded default: no
 token needed) with the physpool package, writes to its memory, prints its
 IOVAs, releases it.

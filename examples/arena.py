@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """An arena: one lease, then many buffers placed in this process without an
 RPC each, aligned and bounded in IOVA space, written through numpy views.
 

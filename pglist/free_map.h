@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The free map of one physseg: one bit per page (1 = free) plus two summary
 // trees over its words ("word has a free page", "word has a used page"), so
 // that searches skip fully used and fully free stretches 64 pages (and, one

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // What an allocation produces: the path that served it, the runs, and when a
 // request fails, a machine-readable reason carried in the Status payload so
 // that the server can decide whether waiting could help.

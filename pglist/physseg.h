@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // One physseg: an IOVA-contiguous segment of pool pages with its free map,
 // its next-fit start hint and its drain state. The searches here are per
 // segment; the Pool decides which segments to try and in what order.

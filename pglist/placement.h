@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Where the contig path puts a single run inside a segment (a pool option).
 // Segment order is the same for every placement: freelists in order, the
 // pool's strategy order within one, and a request lands in a later segment

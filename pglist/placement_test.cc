@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Segment and freelist order (every placement) and the best-fit placement.
 #include "pglist/placement.h"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The pool: segments and their order, records of allocations, frees,
 // inspection and Verify. The paths are in pool_allocate.cc and
 // pool_reclaim.cc.

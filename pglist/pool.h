@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The pool: physsegs in allocation order, the live allocations, and the
 // allocation paths of NetBSD's uvm_pglistalloc (simple, contig, aggressive)
 // plus physpool's multi-run path. Pure: no I/O, no clock, no threads.

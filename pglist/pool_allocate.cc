@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Pool::Allocate: the simple, contig and multi paths (pool.h).
 #include <algorithm>
 #include <iterator>

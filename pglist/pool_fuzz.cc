@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // libFuzzer: bytes -> operation program -> Pool vs reference model.
 #include <cstddef>
 #include <cstdint>

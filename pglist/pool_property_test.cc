@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Seeded random operation programs replayed on Pool and on the naive
 // reference model, compared after every operation, under both placements
 // (next fit and best fit); every answer is also checked by brute force

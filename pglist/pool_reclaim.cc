@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The aggressive path: Pool::PlanReclaim and Pool::CommitReclaim (pool.h).
 #include <algorithm>
 #include <utility>

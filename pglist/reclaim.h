@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The aggressive path's search: in one segment, the admissible window of
 // c.pages pages made only of free pages and pages of preemptible
 // allocations whose reclaim costs least. Reclaiming revokes whole

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // An allocation request as a tenant states it (bytes and IOVAs), and the same
 // request normalised to pages: the one value that every allocation path and
 // every placement check uses.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // An index of free runs over a free bitmap (bit set = page free): for every
 // block of 16 words (1024 pages), and every 16 nodes above that, the length
 // of the free run at its start (prefix), at its end (suffix) and the longest

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // physpool's whole dispatch against the seed's uvm_pglistalloc (SeedVm),
 // over random programs. See docs/allocator.md, "The whole dispatch,
 // differentially".

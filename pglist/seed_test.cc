@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The cases where NetBSD's uvm_pglistalloc_c_ps (rev 1.89) misses a feasible
 // run or misbehaves, each pinned by a test, and a randomized comparison that
 // physpool's search agrees with the seed wherever the seed succeeds and finds

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Counters of the allocation paths, cheap to copy on every metrics scrape.
 #ifndef PHYSPOOL_PGLIST_STATS_H_
 #define PHYSPOOL_PGLIST_STATS_H_

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A set of bit positions with fast "next set bit at or after i".
 //
 // Level 0 holds one bit per position; each higher level holds one bit per

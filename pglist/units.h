@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Units of the allocation core: IOVAs (bytes the device sees), page frame
 // numbers (IOVA / page size), page counts, and runs of pages.
 //

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """What pyproject.toml cannot say: the version (the project's, from
 ../CMakeLists.txt, else $PHYSPOOL_VERSION) and the copy of the built
 libphyspool-client.so.0 into the package (physpool/_native/), from

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // What the metrics and Admin.GetStats report: one snapshot of the pool,
 // its leases, its zeroing, its store, its quarantine and its devices
 // (PoolManager::Stats assembles it, stats.cc).

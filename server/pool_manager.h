@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The daemon's core: the coordinator of its components around one lock
 // (docs/architecture.md). Every change happens in a Turn (core/turn.h):
 // Locked() takes the lock, runs a step, retries the waiting requests once

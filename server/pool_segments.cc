@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // PoolManager's segment operations (pool_manager.h): the list, draining,
 // hot add and remove (prepared by Segments outside the lock, serialised by
 // segment_mu_), and the occupancy map.

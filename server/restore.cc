@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // PoolManager::Restore: the order in which a restarted daemon takes its
 // state back from the store (pool_manager.h). Each component restores its
 // own part; this file only orders them: the segments, the memory that was

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // PoolManager::Stats: one snapshot of what the metrics and Admin.GetStats
 // report, assembled from each component's figures under the lock; the
 // device domains (the memory source's own locks) are read after it.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // PoolManager's threads (pool_manager.h). Each holds the pool's lock while
 // it looks, and works in turns: maintenance (expiries, warnings, wait
 // deadlines, reclaims past their grace period, store probes), zeroing

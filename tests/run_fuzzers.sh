@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Runs every libFuzzer target of a sanitizer build for SECONDS each.
 # usage: tests/run_fuzzers.sh BUILD_DIR SECONDS
 # A crash, a leak or a disagreement with the reference model fails the run

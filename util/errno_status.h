@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // errno as an absl::Status naming the step that failed: the one place
 // physpool turns errno into a status code.
 #ifndef PHYSPOOL_UTIL_ERRNO_STATUS_H_

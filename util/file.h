@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Small file helpers shared by the daemon, the memory sources and the
 // client library.
 #ifndef PHYSPOOL_UTIL_FILE_H_

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // SHA-256 as lowercase hex, the form the config, the store and the API keep
 // token hashes in.
 #ifndef PHYSPOOL_UTIL_SHA256_H_

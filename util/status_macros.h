@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // RETURN_IF_ERROR / ASSIGN_OR_RETURN, named as in Abseil's internal macros
 // (Debian's Abseil 20220623 ships none).
 #ifndef PHYSPOOL_UTIL_STATUS_MACROS_H_

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The backing memory of physsegs, made with plain POSIX calls: memfd
 // (MFD_HUGETLB for 2 MiB / 1 GiB pages) or a file on a hugetlbfs mount.
 // Shared by LinuxKernel and FakeKernel; see Kernel::CreateBacking.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // DeviceDomains: the IOMMU domains of tenant devices (docs/vfio.md,
 // "Device domains"). Each IOMMU group of one tenant's devices gets a type1
 // container of its own, into which that tenant's leases are mapped (and

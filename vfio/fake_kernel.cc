@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "vfio/fake_kernel.h"
 
 #include <fcntl.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A fake VFIO kernel for tests: records groups, containers, mappings and
 // devices, and answers bad calls with the errno the real type1v2 kernel
 // gives (../shared/vfio-qemu/README.md, "MAP_DMA / UNMAP_DMA error codes").

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A place outside the daemon that keeps descriptors open across its death
 // (docs/vfio.md, "Restart with isolation on"): physpool-keeper, reached over
 // a unix socket (server/daemon/keeper_client.h). The vfio source stashes its

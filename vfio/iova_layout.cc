@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "vfio/iova_layout.h"
 
 #include <algorithm>

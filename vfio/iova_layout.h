@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Where physsegs go in the IOVA space: inside the IOMMU's ranges (never
 // across the MSI hole or past the top), memory meant for limited devices
 // below the lowest device DMA limit (freelist kLowFreelist, used last), the

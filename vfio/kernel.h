@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The one seam between physpool and the kernel's VFIO interface (legacy
 // container/group API, type1v2 IOMMU) plus the backing memory it pins.
 // LinuxKernel (linux_kernel.cc, the only file that includes <linux/vfio.h>

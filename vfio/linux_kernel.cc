@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The real kernel: the only file in physpool that includes <linux/vfio.h>
 // or <linux/udmabuf.h> and calls ioctl.
 #include <dirent.h>

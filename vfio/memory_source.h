@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Where the pool's memory comes from: segments at IOVAs, each backed by a
 // file the tenants map (sim: tmpfs files; vfio: hugetlbfs or memfd mapped
 // into an IOMMU container). The server allocates in these segments and

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "vfio/sim_source.h"
 
 #include <dirent.h>

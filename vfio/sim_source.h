@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The embedded default memory source: segments backed by files in a
 // directory (tmpfs: /dev/shm or a runtime dir) at synthetic IOVAs. Runs
 // anywhere, without root or an IOMMU.

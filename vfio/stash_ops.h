@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // StashOps: the calls the vfio source makes through physpool-keeper's
 // FdStash (fd_stash.h) when there is one, and otherwise straight to the
 // Kernel: stashing a descriptor under its name, and MAP_DMA / UNMAP_DMA of

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Undo: the scope guard of a multi-step setup. Each step that made
 // something pushes how to undo it; unless the setup commits, the steps run
 // in reverse order when the guard goes out of scope.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // VfioSource's device domain calls: leases' runs cut into pieces at
 // physseg boundaries, handed to the tenant domains (DeviceDomains); and
 // the pool's half of DeviceDomains().

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // VfioSource's physsegs: backing and mapping one, hot add / restore /
 // remove, and the calls that reach their memory (Zero, BackingFd), plus
 // DeviceFd.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The real memory source: binds PCI devices through VFIO (one type1v2
 // container for the pool-wide ones), lays physsegs inside the IOMMU's IOVA
 // ranges (iova_layout.h), backs each with memfd or a hugetlbfs file and

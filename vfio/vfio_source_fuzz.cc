@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Fuzzes the vfio source over the fake kernel: a layout (IOVA ranges,
 // device limits, pool shares) and a sequence of hot adds and removes, with
 // a fault injected at a chosen kernel call. After every step the fake's

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // VfioSource and physpool-keeper's stash at start: taking back what it
 // holds (keep_contents) or dropping it, and adopting a physseg's memfd.
 #include <unistd.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The vfio source against the fake kernel: layout, every step of Start and
 // its rollback (a fault injected at each call in turn), busy groups,
 // memlock, restart re-attach, hot add/remove and device fds.

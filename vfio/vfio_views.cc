@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // VfioSource's per-lease views: udmabufs over the memfd backing, stashed
 // with physpool-keeper when there is one.
 #include <fcntl.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // bench/arena/dpdk.h with DPDK built in (arena_benchmark_dpdk).
 #include "bench/arena/dpdk.h"
 

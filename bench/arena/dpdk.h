@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The arena benchmark's DPDK side: rte_malloc_socket/rte_free (bench/
 // dpdk_heap.h's MallocTarget) on thread 0's 1-thread plan (same requests,
 // same capacity), in a heap of -m MiB, after writing the whole heap once,

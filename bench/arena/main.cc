@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Issue 26's arena benchmark (make bench-arena): physpool::Arena's Allocate
 // and Free with 1, 2 and 8 threads on the churn workload of
 // bench/dpdk_compare, beside physpoold's Allocate+Release RPC pair and (in

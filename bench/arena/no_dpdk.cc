@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // bench/arena/dpdk.h without DPDK (arena_benchmark).
 #include <cstdio>
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The arena benchmark's check that no two live allocations of any of its
 // threads share a page: one bit per page of [lo, hi), set while a live
 // allocation covers the page. Lock-free: the threads claim and unclaim

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The arena benchmark's report, on stdout: a header (commit, cores, the
 // daemon and the arena, the workload); a table of the runs (latency
 // quantiles of all requests, failures, throughput, occupancy); the RPC

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The arena benchmark's reference: physpoold's Allocate + Release RPC pair,
 // with raw gRPC stubs over the daemon's unix socket (tenant alice), as
 // bench/rpc_benchmark; one pair after the other, on the first requests of

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The arena benchmark's multi-thread churn runner. A run of T threads, each
 // on its own MappedTarget (bench/churn.h), runs RunChurn's algorithm and
 // streams (bench/churn.cc) in phases: every thread pre-fills to its share of

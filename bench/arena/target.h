@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The arena under test in the arena benchmark, and its runs. Setup: a
 // Client over the unix socket of a running physpoold (tenant alice); an
 // Arena of one 1 GiB lease in one run (region max_segments 1; no growth;

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Makes the Debian 12 base image locally (no registry is reachable):
 # debootstrap --variant=minbase bookworm, packed once into a cached tarball,
 # then `podman import`ed as localhost/physpool-debian:bookworm.

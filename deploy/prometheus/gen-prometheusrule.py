@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """Writes deploy/k8s/base/prometheusrule.yaml from physpool.rules.yml, the
 one source of the alert rules (make check fails if the two differ).
 

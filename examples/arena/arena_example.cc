@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // An arena over one 8 MiB lease: a DMA buffer per job without an RPC.
 //   PHYSPOOL_ENDPOINT=unix:/run/physpool/physpool.sock ./arena_example 64
 // Allocates that many buffers of assorted sizes (some 64 KiB aligned, some

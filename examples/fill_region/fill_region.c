@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Leases a DMA region, fills it through its CPU mapping, prints the IOVAs a
  * device would be programmed with, checks the bytes, releases it.
  * usage: fill_region [BYTES]   (PHYSPOOL_ENDPOINT / PHYSPOOL_TOKEN as needed)

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Independent checks of where an answer may land, by brute force over the
 // pool's free stretches (Pool::Segments, Pool::FreeRunsIn), sharing no
 // search code with the pool or the model:

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Random operation programs over a pool, decoded from bytes so that the
 // seeded property test and the libFuzzer target exercise the same space.
 // Any byte string decodes to a valid program (ops may still be requests the

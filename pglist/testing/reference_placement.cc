@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The reference model's placement of constrained requests: one run in a
 // segment (next fit or best fit), the multi path's slots and its choice of
 // runs. Page by page, as the rest of the model.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A naive model of the pool's allocation policy for property tests: one
 // byte of state per page and page-by-page walks, written without the free
 // map, the summaries or any of the real searches' skipping. It must place

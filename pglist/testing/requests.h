@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Shorthands for the core's unit tests: segments and requests in pages of
 // 4 KiB. Test support only.
 #ifndef PHYSPOOL_PGLIST_TESTING_REQUESTS_H_

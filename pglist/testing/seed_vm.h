@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // NetBSD's uvm_pglistalloc (sys/uvm/uvm_pglist.c rev 1.89), written again
 // for differential tests: its dispatch (simple or contiguous), its freelist
 // and physseg loops, uvm_pglistalloc_s_ps and uvm_pglistalloc_c_ps, with the

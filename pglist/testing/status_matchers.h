@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // GoogleTest matchers for absl::Status / StatusOr, Abseil-named look-alikes
 // (Debian's Abseil 20220623 ships none).
 #ifndef PHYSPOOL_PGLIST_TESTING_STATUS_MATCHERS_H_

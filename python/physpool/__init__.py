@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """physpool: lease DMA memory from physpoold, from Python.
 
 A thin typed layer over the C library ``libphyspool-client`` (ctypes over

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Checking Python arguments before they become C integers.
 
 ctypes would silently wrap a negative or too large int; these raise

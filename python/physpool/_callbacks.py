@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The library's callbacks into Python, from its own event thread.
 
 The C library calls ``physpool_revoked_fn`` and ``physpool_arena_lost_fn``

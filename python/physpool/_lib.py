@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Finding and loading libphyspool-client, and its C API (physpool.h) in ctypes.
 
 The structures and prototypes below mirror ``client/include/physpool/

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Scoped: the context manager and finalizer shared by Client, Region,
 Arena and Buffer, over each one's idempotent ending (close, release,
 free)."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The package's version: the project's (``project(physpool VERSION x.y.z)``
 in the top-level CMakeLists.txt), recorded by the install; from a checkout
 that was not installed, read from that file."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Arena and Buffer: buffers placed in this process in leased regions
 (physpool_arena, physpool_buffer; physpool::Arena in C++)."""
 

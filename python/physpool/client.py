@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """connect() and Client: a connection to physpoold (physpool_client;
 physpool::Client in C++)."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """physpool.Error and its subclasses, one per gRPC status code.
 
 Every failure of the library raises a subclass of :class:`Error`, whose

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Region: a leased, mapped region (physpool_region; physpool::Region)."""
 
 import ctypes

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Run: one IOVA-contiguous piece of a region or buffer, and its memory.
 
 ``Run.memory`` is a writable ``memoryview`` (format ``"B"``) over the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The time source of leases and waits, injected so tests can control it.
 //
 // State: none. Thread safety: Now() is called from any thread (turns, the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A Clock for tests: it stands still until Advance moves it on.
 //
 // State: the time it shows. Thread safety: thread-safe (its own mutex).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A cumulative histogram with fixed bucket bounds, as Prometheus exports it,
 // and the daemon's latency histograms by allocation path (PathTimes).
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Histogram and PathTimes (core/histogram.h): a value lands in the first
 // bucket whose upper bound it does not exceed (bounds are inclusive, as
 // Prometheus' "le"), above the last one in +Inf; counts, sum and count.

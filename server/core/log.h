@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Structured, leveled logs: one line per event on stderr,
 //   ts=2026-11-26T07:00:00.123Z level=info msg="listening" unix=/run/x.sock
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Behaviour knobs of the lease manager (ManagerOptions) and of the fd socket
 // (FdSocketOptions), from the config file.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A Turn: proof that the pool's one lock is held, and the list of what is
 // to happen once it is dropped. The daemon's state (pool, leases, views,
 // waiting requests, ...) is changed only inside a turn: every component

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Turns (core/turn.h) as TurnTesting makes them: answers queued with Later
 // run after the turn, in order; MemoryFreed is reported once per turn;
 // wake-ups and `accepting` reach the host; now() is the injected clock.

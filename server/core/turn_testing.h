@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Turns for components' unit tests: a turn whose wake-ups are counted and
 // whose queued work runs when the test says. Never used by the daemon.
 //

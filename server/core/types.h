@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The daemon's value types, shared by its components: a lease as its
 // tenant sees it, its runs, a process that holds an ended lease's view,
 // a lease event, and an Allocate request's parameters. Plain data.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // physpool-keeper's side of sd_notify(3) for the physpoold it runs: the
 // daemon already tells a service manager READY=1, STOPPING=1 and, every
 // half interval while its pool lock answers, WATCHDOG=1 (notify.h). The

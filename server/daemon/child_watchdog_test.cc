@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // ChildWatchdog (child_watchdog.h): the notify socket is the watchdog's own
 // (made at its path, removed with it), and a path it could not bind is
 // left as it was; a child that is not READY in time, or stops pinging,

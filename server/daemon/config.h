@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // physpoold's configuration: one YAML file, flags override it. Every
 // unknown key and bad value is an error naming the file, line, key and
 // reason. With no file, the embedded default: the sim source (1 GiB), one

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Printing physpoold's configuration as YAML (FormatConfig, config.h):
 // every key with its effective value, a function per section.
 #include <string>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // libFuzzer: arbitrary bytes as a physpoold config file. Any input is
 // either a config or an INVALID_ARGUMENT naming file and line; never a crash.
 #include <cstddef>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Parsing physpoold's configuration (config.h): a function per top-level
 // key, then the checks that span keys. Every error names the file, the
 // line and the key path.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Reading physpoold's YAML configuration (config.h): a reader whose errors
 // carry the file, the line and the key path, and the parsers of the
 // sections that have files of their own. Internal to server/daemon/config*.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The source section of physpoold's configuration (config.h): the sim
 // source's segments, the vfio source's devices and pool.
 #include <string>

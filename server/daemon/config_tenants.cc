@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The tenants section of physpoold's configuration (config.h).
 #include <map>
 #include <set>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // physpoold's life in named phases: take the pool (the instance lock), its
 // keeper and memory source, open the lease store, start the memory, decide
 // isolation, check the answer bound, start the pool, listen (gRPC, the fd

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Daemon's second half: listening (gRPC on unix and TCP, the fd socket),
 // publishing (metrics, the health listener, the ready file, systemd),
 // serving signals, and the graceful stop. daemon.h has the contract.

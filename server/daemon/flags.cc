@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "server/daemon/flags.h"
 
 #include <cstdio>
@@ -36,6 +37,8 @@ Usage: physpoold [flags]
                      validate it, print the effective configuration as YAML
                      and exit: 0 if valid, 2 with FILE:LINE: key: reason if
                      not. Nothing is opened or started.
+  --version          print the version and the git revision it was built
+                     from, and exit
   --help
 
 Under systemd (Type=notify) physpoold sends READY=1 once every listener is

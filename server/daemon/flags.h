@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // physpoold's command line and the configuration start-up uses: the flags
 // (--help for their text), then the file (or the embedded default) with
 // the flags over it and the checks that span keys.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // One daemon per store and per pool: physpoold takes an exclusive lock on a
 // file beside each thing it owns (the lease store, the sim directory, the
 // keeper's socket) before it opens, restores or zeroes anything. A second

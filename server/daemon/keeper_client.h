@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // physpool-keeper's protocol and the daemon's side of it (docs/vfio.md,
 // "Restart with isolation on").
 //

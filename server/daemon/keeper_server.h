@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // physpool-keeper's store of descriptors (protocol: keeper_client.h): what
 // it holds for physpoold across the daemon's restarts — the VFIO
 // container, groups and devices, each physseg's memfd, each lease's

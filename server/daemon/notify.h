@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The systemd readiness protocol (sd_notify(3), through libsystemd): tells
 // a service manager that physpoold is ready, that it is stopping, and pings
 // its watchdog. Without NOTIFY_SOCKET in the environment (not started by

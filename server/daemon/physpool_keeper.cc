@@ -1,9 +1,11 @@
+// SPDX-License-Identifier: Apache-2.0
 // physpool-keeper: holds physpoold's descriptors across a crash or kill -9
 // of the daemon (docs/vfio.md, "Restart with isolation on"; the protocol is
 // in server/daemon/keeper_client.h).
 //
 //   physpool-keeper --socket PATH [--watchdog-sec N] [--start-timeout-sec N]
 //                   [-- COMMAND ARGS...]
+//   physpool-keeper --version
 //
 // With a COMMAND (the container's entrypoint: `-- physpoold --config ...`)
 // it also runs the daemon as its child and starts it again, after a second,
@@ -41,6 +43,7 @@
 #include "absl/strings/str_cat.h"
 #include "server/daemon/child_watchdog.h"
 #include "server/daemon/keeper_server.h"
+#include "util/build_info.h"
 #include "util/file.h"
 
 namespace physpool::server {
@@ -168,7 +171,7 @@ std::optional<KeeperFlags> ParseFlags(int argc, char** argv) {
       for (++i; i < argc; ++i) f.command.push_back(argv[i]);
     } else {
       Say("usage: physpool-keeper --socket PATH [--watchdog-sec N] "
-          "[--start-timeout-sec N] [-- COMMAND ARGS...]");
+          "[--start-timeout-sec N] [-- COMMAND ARGS...] | --version");
       return std::nullopt;
     }
   }
@@ -340,4 +343,11 @@ int Main(int argc, char** argv) {
 }  // namespace
 }  // namespace physpool::server
 
-int main(int argc, char** argv) { return physpool::server::Main(argc, argv); }
+int main(int argc, char** argv) {
+  // Before anything else (only before "--": after it is the child's).
+  if (physpool::WantsVersion(argc, argv)) {
+    std::puts(physpool::VersionLine("physpool-keeper").c_str());
+    return 0;
+  }
+  return physpool::server::Main(argc, argv);
+}

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // physpoold: owns the DMA memory of the host and leases it to tenants.
 // See docs/api.md and docs/operations.md; `physpoold --help` for flags.
 // main reads the flags and the configuration (--check-config stops there)
@@ -13,6 +14,7 @@
 #include "server/daemon/daemon.h"
 #include "server/daemon/flags.h"
 #include "server/daemon/sockets.h"
+#include "util/build_info.h"
 
 namespace physpool::server {
 namespace {
@@ -68,6 +70,11 @@ int Run(int argc, char** argv) {
 }  // namespace physpool::server
 
 int main(int argc, char** argv) {
+  // Before anything else: no configuration read, no socket.
+  if (physpool::WantsVersion(argc, argv)) {
+    std::puts(physpool::VersionLine("physpoold").c_str());
+    return 0;
+  }
 #ifdef NDEBUG
   // absl's deadlock detector builds a lock graph on every Mutex::Lock
   // (GraphCycles in the RPC path's profile, docs/performance.md): on in

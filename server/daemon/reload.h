@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // SIGHUP: the configuration file read again, its tenants section (tokens,
 // roles, limits) applied at once, everything else left for a restart
 // (docs/operations.md, "Reloading"). A file that does not parse, or whose

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // physpoold's listening sockets and endpoints: a stale unix socket
 // replaced (a live daemon refused), sockets made owner-only and then opened
 // to the configured mode and group, and the metrics endpoint stopped

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Which tenant's live leases carry a lease access token's hash
 // (AllocateRequest.access_token_sha256): the index the authenticator asks
 // on every request that presents a token no tenant holds. It has a lock of

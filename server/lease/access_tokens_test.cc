@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // AccessTokens: the token hash -> tenant index counts the leases that
 // carry each hash, and answers from any thread while it changes (its own
 // lock, never the pool's).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Admission: an Allocate as it arrives. It is refused if the daemon is
 // stopping or the request misuses an access token; a retry of a request id
 // (docs/api.md, "Request ids") gets its lease, its final error, attaches to

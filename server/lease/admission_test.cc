@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Admission (lease/admission.h): refusals at the door (shutdown, access
 // token misuse), retries with a request id (the same lease, the same
 // recording, the remembered error, a take-over of a wait or a reclaim, a

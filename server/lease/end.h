@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Lease ends and renewals. An end that is not an RPC (expiry, preemption)
 // happens now and is recorded durably after (its pages held until it is);
 // a Release or Revoke is recorded first and answered then (UNAVAILABLE,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Lease ends and renewals (lease/end.h): an expiry ends a lease at once
 // (EXPIRING before it, "expired" at it); Release answers true, then false;
 // Revoke ends any lease; Renew extends from now, capped at max_ttl; the

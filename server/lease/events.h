@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Watch streams' lease events (docs/api.md, "Watch"): each tenant's sinks,
 // capped per tenant, fed under the pool's lock, ended at shutdown or when a
 // reload removes their tenant.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The EventBus: Watch sinks capped per tenant, events only to their
 // tenant's streams, and streams closed (after the turn) when their tenant
 // is removed or the daemon shuts down.

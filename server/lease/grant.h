@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Grants: an allocation the core made becomes a lease — committing (its
 // store write in flight, mapped into its tenant's devices by the
 // committing thread first), then live once recorded, or dropped (zeroed if

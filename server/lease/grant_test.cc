@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Grants (lease/grant.h): a lease is committing (counted, invisible, not
 // reclaimable) until its store write is recorded, then live and answered;
 // a write the store refuses answers UNAVAILABLE and gives the memory back

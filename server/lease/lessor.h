@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The leases: who holds what until when. Grants, renewals and ends over an
 // expiry queue on the injected clock, the tenants' usage, the request ids
 // of the grants (AIP-155) and a bounded memory of ended leases (to answer a

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The Lessor: its lease states, its indexes (id, tenant usage, request id,
 // allocation, access token), due expiries and warnings, and what it
 // remembers of ended leases and failed request ids.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Reading leases: a tenant's own (its quarantined ones say why their
 // memory is not back, and who holds it), any lease for an admin (live or
 // quarantined), and pages of live leases in id order.

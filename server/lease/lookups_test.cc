@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Lookups: a tenant's Get (owner and token checks, why an ended lease's
 // memory is not back), an admin's Get (live or quarantined), and pages of
 // leases in id order.

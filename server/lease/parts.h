@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The daemon's parts: the shelves, then the flows over them, wired in the
 // order they are built (each flow gets the parts below it). The
 // coordinator (PoolManager) owns one and is its Coordinator; the flows'

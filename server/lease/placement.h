@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Placement: a request against the pool, now. Quota first, then the core
 // (pglist) — on the preferred NUMA node, then any node unless the request
 // is strict — and the answer routed: a grant, a reclaim (the aggressive

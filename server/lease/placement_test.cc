@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Placement (lease/placement.h): the quota before the pool, the preferred
 // NUMA node then any unless strict, and a reclaim only for a caller that
 // allows it when the pool has no space (not when the request is malformed

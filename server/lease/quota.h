@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Tenants' limits (max_bytes, max_leases) against what they hold: their
 // leases, their reclaims in progress, and the memory of their ended leases
 // they still reach (quarantined: a tenant that leaks mappings cannot

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Quota: a tenant's leases, its reclaims in progress and its quarantined
 // memory, against the registry's current max_bytes and max_leases.
 #include "server/lease/quota.h"

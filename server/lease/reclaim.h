@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The aggressive path (docs/api.md, "Reclaim"): a request that only
 // preemptible leases stand in the way of takes their window. Their leases
 // end now (PREEMPTED, with a grace period for their devices to stop), their

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Reclaim (lease/reclaim.h): preemptible victims end at once (PREEMPTED,
 // with the grace period as their deadline); once the grace period is over
 // and their ends are durable their memory is zeroed and becomes the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Reclaims in progress (the aggressive path): a request whose window is
 // being freed by preempting other tenants' preemptible leases. Each waits
 // for the grace period (the victims' devices may still be writing) and for

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The Reclaimer: reclaims in progress by handle and request id, which are
 // ready (grace period over, victims' ends durable) and when, and what they
 // hold against their tenant's quota.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The fingerprint of an Allocate request (docs/api.md, "Request ids"): a
 // retry with the same request id must repeat the request, and is told
 // FAILED_PRECONDITION if it does not. Two requests that differ in anything

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Request ids (AIP-155, docs/api.md "Request ids"): a retry of an Allocate
 // with the same id from the same tenant gets the same lease or the same
 // final error, or takes over the wait or reclaim in progress; a retry with

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // RequestIds: an answer goes out after the turn, and a request id keeps
 // exactly the final errors a retry must get again (and not those a retry
 // may get past); the text of a mismatched retry.

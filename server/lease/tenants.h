@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Who may call: tenants identified by bearer token (the config keeps only
 // SHA-256 hashes) or by mTLS client certificate common name, with roles and
 // limits.

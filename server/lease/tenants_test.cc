@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The tenant registry: look-ups by token (hashed), certificate name and
 // name; roles and their names; limits; a reload that replaces every tenant
 // at once, also while other threads look tenants up.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Requests waiting for memory (may_wait), oldest first, with per-tenant
 // counts and their deadlines. The starvation guard: a waiter older than
 // `starvation` holds back younger requests that compete for the same memory

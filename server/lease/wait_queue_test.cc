@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The WaitQueue: waiters in arrival order, per-tenant counts, deadlines,
 // look-ups by handle and request id, and the starvation guard (Competes).
 #include "server/lease/wait_queue.h"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Waiting (docs/api.md, "Waiting"): a request that cannot be served now
 // and may wait is queued (FIFO, capped per tenant, bounded by its deadline)
 // and retried whenever memory comes back; an old waiter holds back younger

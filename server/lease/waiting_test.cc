@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Waiting (lease/waiting.h): requests queued (capped per tenant), retried
 // oldest first when memory comes back, answered at their deadline, on
 // cancel, at shutdown, or as soon as they can never be served; and each

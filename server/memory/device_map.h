@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Device domains as the pool sees them (docs/vfio.md, "Device domains"): a
 // tenant's devices reach its leases and nothing else. Leases are mapped at
 // grant (by the committing thread, with no lock held), unmapped before an

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The device map (memory/device_map.h) on a VfioSource over the fake
 // kernel with tenant devices: a lease is mapped into its tenant's domains
 // and nobody else's; an unmap that fails leaves the allocation stuck

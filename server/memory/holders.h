@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Who still reaches a file: what the quarantine of ended leases
 // (lease_views.h) asks about the leases' views. Two ways to know:
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Who holds a file (memory/holders.h), against this process and children
 // it forks, never other processes: the /proc scan names a child that holds
 // a descriptor of a memfd, or maps it, or both; it skips this process and

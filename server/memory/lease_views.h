@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The leases' CPU views (one descriptor per lease that maps exactly its
 // runs: MemorySource::CreateView) and the quarantine of ended leases.
 //

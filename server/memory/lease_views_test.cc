@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // LeaseViews (memory/lease_views.h): an ended view is quarantined (counted
 // per tenant, the daemon's descriptor closed unless the kernel counts its
 // references); a scan's evidence lets a view go only when nothing holds

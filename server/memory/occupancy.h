@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The occupancy map (Admin.GetOccupancy): each segment as runs of one state
 // each — free, used, preemptible, being zeroed — in address order, paged.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The occupancy map (memory/occupancy.h) over a real pool: each segment as
 // runs of one state each (free, used, preemptible, being zeroed) in address
 // order, neighbours of one state merged; paged by (segment, IOVA) so that

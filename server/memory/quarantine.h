@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The quarantine of ended leases' views (lease_views.h, holders.h): hands
 // out views, pins them while a descriptor is in flight, restores the views
 // a previous daemon made, and scans for holders of ended ones. Memory of an

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The quarantine (memory/quarantine.h) on a SimSource's views and the real
 // /proc scan, with child processes of this test as the tenants: a view is
 // made at the first hand-out and shared by later ones; a pin keeps an

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Memory on its way back to the pool: once no view of it is left (the
 // quarantine), it is zeroed by the scrub thread (with no lock held), the
 // end of its zeroing recorded, and only then freed — or, for a reclaim,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The recycler (memory/recycle.h) over a SimSource and a real LeaseStore:
 // freed memory waits for its views to go, is zeroed by the scrub thread,
 // its scrub rows deleted durably, and only then freed, with one "memory

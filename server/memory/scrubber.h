@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Memory on its way back: jobs of runs to zero before anyone else may get
 // them. The manager's scrub thread takes a job (Next), zeroes it without
 // the lock, and reports back: Done runs the job's continuation; Failed

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The Scrubber (memory/scrubber.h): jobs are offered in the order pushed,
 // queued ones before failed ones; a failed job is kept (its pages counted
 // as failed and in the backlog) and offered again only from `retry` after

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The pool's segments as the daemon keeps them beside the core: each one's
 // backing (file or memfd, offset) for the runs tenants and admins see,
 // whether it came from the configuration or was added at run time, and the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Segments (memory/segments.h) on a SimSource and a real LeaseStore: the
 // source's segments restored into the pool; a run shown with its IOVA,
 // backing file and offset; drain and undrain; a hot add recorded before it

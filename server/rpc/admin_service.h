@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // physpool.v1.Admin, the admins' service (docs/api.md, "Admin"): every
 // handler requires the admin role, then calls the PoolManager or the
 // tenant registry.

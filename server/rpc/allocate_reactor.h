@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The reactor of one Allocate call (gRPC's callback API): the request may
 // wait, so the reactor cancels the wait if the client goes away, and
 // releases a lease granted to a caller that is gone (unless the request has

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Who is calling: a bearer token ("authorization: Bearer <token>"), else an
 // mTLS client certificate's common name, else (embedded default,
 // implicit_tenant: true) the implicit tenant, but only for a call that came

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Between the API and the daemon: Lease, SegmentInfo, TenantInfo and
 // LeaseEvent messages from the daemon's types, an AllocateRequest checked
 // and made AllocateParams, absl::Status as grpc::Status (same code and

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Who may use the fd socket (fd_server.h): the peer's credentials against
 // listen.fd_socket_access (the allow lists, connections per uid); a
 // refusal is answered on the socket and logged at most once a second.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The fd socket's protocol (fd_server.h): what a request line asks for and
 // the answer line and descriptors it gets. No socket here.
 #include <unistd.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The fd socket: gRPC cannot carry file descriptors, so physpoold also
 // listens on a second unix socket and hands out, over SCM_RIGHTS, after
 // the same authentication as the gRPC API:

@@ -1,9 +1,11 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "server/rpc/metrics.h"
 
 #include <string>
 
 #include "absl/strings/str_cat.h"
 #include "prometheus/client_metric.h"
+#include "util/build_info.h"
 
 namespace physpool::server {
 namespace {
@@ -325,6 +327,15 @@ void AddDevices(const ManagerStats& st, std::vector<MetricFamily>* out) {
 std::vector<MetricFamily> PoolCollector::Collect() const {
   const ManagerStats st = manager_->Stats();
   std::vector<MetricFamily> out;
+  // Always 1: the labels say what runs (`physpoold --version`).
+  MetricFamily build = Family(
+      "physpool_build_info",
+      "The version and git revision of the running physpoold (always 1).",
+      MetricType::Gauge);
+  build.metric.push_back(Value(MetricType::Gauge, 1,
+                               {{"version", std::string(BuildVersion())},
+                                {"revision", std::string(BuildRevision())}}));
+  out.push_back(std::move(build));
   AddPages(st, &out);
   AddAllocation(st, &out);
   AddLeases(st, &out);

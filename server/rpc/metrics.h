@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Prometheus metrics: one Collectable, registered once at start-up, that
 // reads the pool's state at scrape time (no metric is touched on the
 // request path). Names per DESIGN.md; they pass `promtool check metrics`.

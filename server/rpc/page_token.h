@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Page tokens of the list RPCs (AIP-158): opaque to clients, they carry the
 // list they belong to (and its filter) and where the next page starts. A
 // token for another list, another filter, or that was altered is

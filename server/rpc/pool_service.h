@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // physpool.v1.Pool, the tenants' service (docs/api.md): each handler
 // authenticates the caller, checks the request, calls the PoolManager and
 // answers with its status (same code and message). Allocate and Watch run

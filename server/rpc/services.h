@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The gRPC services: physpool.v1.Pool (tenants, pool_service.h) and
 // physpool.v1.Admin (admin_service.h), with who is calling
 // (authenticator.h) and the conversions between the API and the daemon

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // libFuzzer: arbitrary call sequences against the real services, in
 // process (an in-process gRPC channel to PoolService and AdminService over
 // a PoolManager and a sim source). Every answer must carry one of the

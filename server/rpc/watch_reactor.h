@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The reactor of one Watch stream (gRPC's callback API): the tenant's
 // lease events, queued per stream, until the client cancels, the daemon
 // shuts down or the tenant is removed, or the reader falls `max_queue`

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The lease store's writer: changes are queued by any thread and applied in
 // order by one thread at a time, many to a transaction (group commit), each
 // change in its own savepoint so that one that fails does not undo the

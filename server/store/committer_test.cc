@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The Committer: who applies a change (the submitting thread at the end of
 // its Scope, or the committer's thread), in what order completions run, and
 // what a failing change undoes (with a real SQLite store).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Changes that cannot be undone — an expiry's or a preemption's end, the
 // end of zeroing — written through the Committer. If such a write fails,
 // the change is kept and retried until the store takes it; meanwhile the

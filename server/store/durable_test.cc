@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The durable log (store/durable.h) over a real SQLite LeaseStore whose
 // writes are made to fail by a trigger (RAISE(ABORT)) added through a
 // connection of the test's own: a change that fails is held and the store

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The durable record of leases: an SQLite database (WAL mode) holding every
 // live lease, every range of memory waiting to be zeroed, the host's boot id
 // and the segment layout. Each change is committed before the RPC that made

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // LeaseStore::Open's reading of a checked store (lease_store.h): the meta
 // row that says whose memory the leases are on, every lease, scrub and
 // added segment (any damaged row refuses the whole store), then the

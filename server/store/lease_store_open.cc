@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // LeaseStore::Open: creating a store, checking that an existing file is a
 // whole, valid one, and loading it (lease_store.h). Everything here fails
 // closed: a file that exists is either read whole or refused, never taken

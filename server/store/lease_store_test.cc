@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The lease store (store/lease_store.h) on a temporary file: leases,
 // scrub rows and added segments round-trip across a reopen; a new boot id
 // voids leases and scrubs (not segments); another layout with live leases,

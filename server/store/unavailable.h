@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The answer to a change the lease store did not take: UNAVAILABLE, with
 // the store's reason and what did (not) happen (docs/operations.md, "The
 // store").

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """The daemon's layers point one way (docs/architecture.md).
 
 server/ holds, from the bottom up: core/ <- store/ <- memory/ <- lease/ <-

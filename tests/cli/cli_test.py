@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """physpoolctl against the real daemon: each command's table and JSON output,
 the exit code of each error class, and the map of a known occupancy; and
 against a scripted fake daemon (fake_physpool.py): lists followed across

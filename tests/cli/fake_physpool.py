@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """A scripted physpool daemon (Python grpcio server on a unix socket) for
 testing what physpoolctl sends: lists that page, Allocate attempts answered
 from a script, and a record of every request.

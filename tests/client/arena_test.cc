@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // physpool::Arena against the real daemon: buffers in the arena's leased
 // memory, a lease revoked or preempted under live buffers, growth to a
 // second lease and its idle return, the daemon's refusals, destroying an

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The C API from a C program (compiled as C): NULL arguments, an
  * out-of-range run index, zero-initialised options meaning "any NUMA node",
  * an arena's zero-initialised options.

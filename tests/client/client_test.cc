@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The client library against the real daemon.
 #include "physpool/client.h"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A scripted physpool Pool service on a unix socket, for testing what the
 // client library sends and how it retries, without a daemon: Allocate
 // answers each attempt from a script and records what the attempt carried.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "tests/client/socket_proxy.h"
 
 #include <poll.h>

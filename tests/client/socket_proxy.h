@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A unix-socket proxy between a client and the daemon, for losing answers
 // on purpose: it forwards bytes both ways, or drops what the daemon sends
 // (the request arrives and is served, the answer never reaches the

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """physpoold --check-config FILE: a valid file prints the effective config
 (which is itself valid and prints the same again) and exits 0; an invalid
 one names FILE:LINE: key: reason and exits 2; nothing is started.

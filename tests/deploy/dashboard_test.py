@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """deploy/grafana: a lint of the dashboard JSON (current schemaVersion, a
 `datasource` variable, every panel's datasource templated, no hard-coded
 uid, a query and a unit on every panel, unique ids), and every panel's

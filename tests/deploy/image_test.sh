@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The container image, end to end: builds it (make image's script), runs it
 # on the embedded default with the socket directory bind-mounted, and from
 # outside the container checks health SERVING over the socket and over TCP,
@@ -36,6 +37,12 @@ entry=$(podman image inspect --format '{{json .Config.Entrypoint}}' "$image")
 [ "$entry" = '["/usr/local/bin/physpoold"]' ] || fail "entrypoint is $entry"
 podman run --rm --network none --entrypoint /usr/local/bin/physpoolctl "$image" --help > /dev/null \
   || fail "physpoolctl does not run in the image"
+# --version: the project's version and the checkout's revision (passed in
+# by build-image.sh: .git is not in the build context).
+want_rev=$(git -C "$src" rev-parse --short HEAD 2> /dev/null || echo unknown)
+out=$(podman run --rm --network none "$image" --version 2>&1) || fail "physpoold --version: $out"
+grep -Eq "^physpoold [0-9]+\.[0-9]+\.[0-9]+ \(revision $want_rev, built [0-9]{4}-[0-9]{2}-[0-9]{2}\)\$" <<< "$out" \
+  || fail "physpoold --version in the image: '$out' (want revision $want_rev)"
 # physpool-keeper (the vfio overlay's entrypoint) runs a child and stops
 # with it.
 out=$(podman run --rm --network none --entrypoint /usr/local/bin/physpool-keeper "$image" \

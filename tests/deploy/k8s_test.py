@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """deploy/k8s, offline: every overlay renders (kubectl kustomize), every
 rendered object validates against its kind's schema with no unknown field
 (validate.mjs), yamllint passes over deploy/, the ConfigMaps' YAML passes

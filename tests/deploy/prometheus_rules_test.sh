@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The alert rules: promtool check rules, promtool test rules (each alert
 # firing and not firing: physpool.rules.test.yml), and every rule has a
 # for:, a severity and summary/description annotations.

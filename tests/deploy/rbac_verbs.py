@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """How the API server authorizes a request: (API group, resource, verb).
 Shared by k8s_test.py (the overlay's ClusterRole against the driver's
 calls, as docs/kubernetes.md lists them) and tests/dra/dra_test.py (against

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """deploy/systemd: `systemd-analyze verify` passes on the unit (and fails on
 a broken copy); the sysusers and tmpfiles snippets apply to a scratch root;
 and the real daemon, given a NOTIFY_SOCKET datagram socket this test owns,

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """validate_cdi.mjs: a CDI spec shaped as physpool-dra writes it
 (dra-contract: cdiVersion 0.6.0, kind <driver>/claim, one device per claim
 with env and two mounts) is valid; broken ones are reported, one line per

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The tenant side of a DRA claim, as a pod's process runs it: started with
 // the environment and mounts of the claim's CDI spec (PHYSPOOL_ENDPOINT,
 // PHYSPOOL_TOKEN_FILE, PHYSPOOL_LEASE), it gets its memory with the client

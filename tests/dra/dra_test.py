@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """physpool-dra as kubelet drives it, against the real physpoold.
 
 A fake kubelet (fake_kubelet.py: the registration socket, GetInfo,

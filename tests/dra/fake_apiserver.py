@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """A loopback HTTPS stand-in for the Kubernetes API server, for the DRA
 plugin's tests (issue 15; the calls are those of /dra-contract: GET a
 ResourceClaim; list, create, update and delete ResourceSlices).

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """Checks tests/dra/fake_apiserver.py itself: TLS with its CA (curl, as
 libcurl would, and Python's ssl), the bearer token, the contract's calls and
 the real server's answers to them, and that a ResourceSlice shaped like the

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """A fake kubelet for DRA kubelet plugins (issue 15): drives a plugin as
 kubelet's plugin manager and DRA manager do.
 

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """Checks tests/dra/fake_kubelet.py itself against a toy DRA plugin written
 here in Python (generic grpc handlers): registration as kubelet does it,
 the wire names of both DRA service versions, kubelet's deadlines, a plugin

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # Builds the e2e guest: a Debian kernel (downloaded with apt-get download,
 # unpacked, never installed) and a busybox initramfs holding physpoold, the
 # e2e tenant and the shared libraries they need.

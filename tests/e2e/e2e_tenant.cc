@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // e2e_tenant: the end-to-end test of the vfio source, run as the tenant
 // inside a QEMU guest with an emulated IOMMU and QEMU's edu DMA device
 // (tests/e2e/run_e2e.sh builds and boots the guest).

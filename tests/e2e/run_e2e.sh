@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # The end-to-end test of the vfio source: builds the guest, boots it under
 # QEMU (TCG: no /dev/kvm needed) with an emulated Intel IOMMU and the edu
 # DMA device (three of them), and passes only if QEMU exited cleanly and the guest's tenant

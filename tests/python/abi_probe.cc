@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Prints the size and each field's offset and size of the structures of
 // physpool/physpool.h as the compiler lays them out, as JSON:
 //   {"physpool_run": {"size": 24, "fields": {"iova": [0, 8], ...}}, ...}
@@ -15,14 +16,15 @@ bool first_struct = true;
 bool first_field = true;
 
 void Begin(const char* name, size_t size) {
-  std::printf("%s\"%s\": {\"size\": %zu, \"fields\": {", first_struct ? "{" : ", ",
-              name, size);
+  std::printf("%s\"%s\": {\"size\": %zu, \"fields\": {",
+              first_struct ? "{" : ", ", name, size);
   first_struct = false;
   first_field = true;
 }
 
 void Field(const char* name, size_t offset, size_t size) {
-  std::printf("%s\"%s\": [%zu, %zu]", first_field ? "" : ", ", name, offset, size);
+  std::printf("%s\"%s\": [%zu, %zu]", first_field ? "" : ", ", name, offset,
+              size);
   first_field = false;
 }
 
@@ -31,7 +33,8 @@ void End() { std::printf("}}"); }
 }  // namespace
 
 #define STRUCT(S) Begin(#S, sizeof(S))
-#define FIELD(S, F) Field(#F, offsetof(S, F), sizeof(static_cast<S*>(nullptr)->F))
+#define FIELD(S, F) \
+  Field(#F, offsetof(S, F), sizeof(static_cast<S*>(nullptr)->F))
 
 int main() {
   STRUCT(physpool_run);

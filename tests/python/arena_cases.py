@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Arenas from Python against the real daemon: buffers (constraints, their
 bytes, freeing), growth and the idle release, the loss of a lease
 (on_lost, lost buffers), errors. Run by package_test.py."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """What the package's tests share: the driver's environment and a TestCase
 with a fresh daemon per test (python_package_test.sh sets the variables)."""
 

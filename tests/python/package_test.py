@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The physpool package against the real daemon, from the venv it was
 installed into (python_package_test.sh): the install itself, regions
 (allocate, write, read back through a second mapping, release), numpy

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """A real physpoold for the package's tests: token-authenticated tenants,
 sim memory, a lease store, all in one private temporary directory, and
 restartable on the same store (SIGTERM, then start again).

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The Python package, installed as the README says and tested for real:
 #  1. a FRESH venv (system site packages: Debian's numpy) in a private
 #     temporary directory, and `pip install --no-build-isolation --no-index`

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
 """A client that uses every public name of the package with types, for
 mypy --strict (python_package_test.sh) and run against the daemon
 (package_test.py; $PHYSPOOL_ENDPOINT and $PHYSPOOL_TOKEN)."""

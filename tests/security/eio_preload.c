@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* An LD_PRELOAD shim for the attack suite: reads of one file fail with EIO.
  *
  *   PHYSPOOL_EIO_PATH=/path/to/file PHYSPOOL_EIO_AFTER_BYTES=N

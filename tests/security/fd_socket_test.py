@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Boundary: the fd socket (docs/security.md, "The fd socket").
 
 Promise: no client keeps the other processes of its uid out for longer than

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Boundaries: the backing and view files, a crash, a full disk
 (docs/security.md, "Backing and view files", "A crash", "A full disk").
 

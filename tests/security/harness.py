@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The attack suite's harness: the real physpoold, started and restarted on
 one directory (its store, sim memory and sockets survive a stop), as root or
 as another uid, with calls over its unix socket, TCP and the fd socket.

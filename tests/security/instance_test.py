@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Boundary: a second daemon (docs/security.md, "A second daemon").
 
 Promise: exactly one daemon owns a store and its memory. A second physpoold

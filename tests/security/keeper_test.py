@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Boundaries: physpool-keeper's socket, and a daemon that hangs
 (docs/security.md, "The keeper", "A hung daemon").
 

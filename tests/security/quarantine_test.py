@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Boundary: the quarantine of ended leases (docs/security.md, "The
 quarantine").
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Boundary: the request path (docs/security.md, "Requests").
 
 Promises: a request id retried with different parameters is always

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Boundary: an operator's admin calls, then a restart (docs/security.md,
 "Segments and restarts").
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Boundary: signals (docs/security.md, "Signals and reloads").
 
 Promises: SIGHUP reloads the tenants section (tokens, roles, limits) at

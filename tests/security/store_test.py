@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Boundary: the store file (docs/security.md, "The store").
 
 Promise: the daemon never starts with fewer leases than the store holds and

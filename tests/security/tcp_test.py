@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Boundaries: loopback TCP and the unix socket (docs/security.md, "TCP",
 "The unix socket").
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """What a tenant or another local user does, as its own process (the attack
 suite runs it as other uids).
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Boundary: lease access tokens, the DRA driver's pods' credential
 (docs/security.md, "Lease access tokens").
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Durability: physpoold killed with SIGKILL at random moments under a load
 // of concurrent clients, restarted each time; every answered, unreleased
 // lease must come back with the same runs, and no page may be shared or lost.

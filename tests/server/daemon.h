@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Starts the real physpoold binary for a test: a private directory, a
 // config with four tenants, unix socket + TCP port 0 + metrics port 0, and
 // waits for its ready file. Stops it (SIGTERM) on destruction.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Device domains (docs/vfio.md, "Device domains") above the source: the
 // PoolManager and the fd socket on a VfioSource driving the fake kernel.
 // A grant maps the lease into its tenant's domains and nobody else's; an

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The fd socket against slow, silent and greedy peers (docs/vfio.md, "The fd
 // socket's trust model"), on the real physpoold: other tenants are answered
 // as on an idle socket, a request has one deadline for the whole line, a

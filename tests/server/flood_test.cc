@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // One tenant floods the daemon; another is served throughout.
 //
 // alice holds the whole first segment and keeps as many requests waiting for

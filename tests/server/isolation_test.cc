@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Tenant isolation, CPU side (issue 12), against the real daemon (sim
 // source): what a tenant is handed maps its own lease and nothing else,
 // and the memory of an ended lease its tenant still maps (or holds a

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // physpool-keeper, the real binary (docs/vfio.md, "Restart with isolation
 // on"): what a daemon puts there outlives the daemon's connection, bytes
 // and all; only its own uid is served; a second keeper on the socket is

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The lease lifecycle against the real daemon, one test per defect of issue
 // 11 that each failed on the daemon before the fix: restart after
 // preemption, quotas under reclaim, waiters that can never be served,

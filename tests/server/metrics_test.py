@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """/metrics of the real daemon: promtool's lint, values against the pool's
 state, and a real Prometheus on loopback that scrapes it and answers a query.
 
@@ -6,6 +7,7 @@ usage: metrics_test.py PHYSPOOLD GEN_DIR
 """
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -91,6 +93,17 @@ class MetricsTest(unittest.TestCase):
         self.assertEqual(total(m, "physpool_scrub_backlog_pages"), 0)
         self.assertIn(("physpool_alloc_fallbacks_total",
                        frozenset({("from", "any"), ("to", "wait")})), m)
+
+    def test_build_info(self):
+        """physpool_build_info{version,revision} 1, what --version says."""
+        line = subprocess.run([PHYSPOOLD, "--version"], capture_output=True,
+                              text=True, check=True).stdout
+        m = re.match(r"physpoold (\S+) \(revision (\S+), built ", line)
+        self.assertIsNotNone(m, line)
+        text = self.scrape()
+        self.assertIn("# TYPE physpool_build_info gauge", text)
+        self.assertEqual(parse(text).get(("physpool_build_info", frozenset(
+            {("version", m[1]), ("revision", m[2])}))), 1, text)
 
     def test_real_prometheus_scrapes_it(self):
         self.allocate(A, bytes=2 * lib.MIB)

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Starts the real physpoold for Python tests and gives typed gRPC calls.
 
 Uses Debian's /usr/bin/python3 with python3-grpcio and the message classes

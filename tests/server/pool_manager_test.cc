@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // PoolManager on an injected clock and a real sim source: expiry, warnings,
 // renewal and waiting deadlines follow the clock, not the wall.
 #include "server/pool_manager.h"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // physpoold's directories (docs/operations.md, "Directories"): it creates its
 // sim, runtime and store directories itself or refuses one it does not own,
 // that others can write or that is a symlink, and never follows a planted

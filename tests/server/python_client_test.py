@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """Every physpool RPC and the error path of each, from Python
 (Debian's python3-grpcio), against the real daemon.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // physpoold end to end: the real binary over its unix socket and TCP port,
 // driven through the generated C++ stubs.
 #include <fcntl.h>

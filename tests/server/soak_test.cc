@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Soak (make soak, not in make check): 64 concurrent clients allocate,
 // renew and release against the real daemon for PHYSPOOL_SOAK_SECONDS (60).
 // No answer may be an error other than RESOURCE_EXHAUSTED or

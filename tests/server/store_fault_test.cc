@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The lease store on a small tmpfs that fills up under load (needs root: it
 // mounts the tmpfs). What must hold (docs/operations.md, "The lease store";
 // server/pool_manager.h):

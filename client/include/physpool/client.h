@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // physpool-client: the library accelerator runtimes link to lease DMA
 // memory from physpoold.
 //

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* physpool-client C API: lease DMA memory from physpoold from C.
  *
  *   physpool_client* c;

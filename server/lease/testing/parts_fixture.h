@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Test-only: a real Parts (lease/parts.h) for the lease flows' unit tests,
 // built as PoolManager builds it — over a TurnTesting (its Coordinator and
 // TurnHost) and a FakeClock, a SimSource in a temporary directory, the

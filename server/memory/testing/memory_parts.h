@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Test-only: the memory components (memory/) wired as lease/parts.h wires
 // them — a pglist::Pool of the source's segments, a Scrubber, LeaseViews, a
 // Committer, a DurableLog, Segments, a DeviceMap, a Recycler and a

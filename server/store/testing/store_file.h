@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Test-only access to a lease store's SQLite file through a connection of
 // its own, as an operator's `sqlite3` or a second process would reach it:
 // reading what the LeaseStore wrote, and injecting write faults.
