@@ -1,6 +1,6 @@
 # physpool — the two commands of the README:
 #   make run     install what is missing, build, start physpoold on its
-#                embedded default (Ctrl-C stops it)
+#                embedded default in the background (make stop stops it)
 #   make check   install what is missing, build, run the whole test suite
 # Other targets: make build, make bench, make bench-rpc, make bench-dpdk,
 # make bench-arena, make python, make fuzz, make image,
@@ -17,7 +17,7 @@ PACKAGES := cmake ninja-build g++ clang libclang-rt-14-dev libabsl-dev \
             prometheus python3-grpcio python3-protobuf curl openssl \
             qemu-system-x86 busybox-static cpio kmod xz-utils \
             libsystemd-dev pkg-config podman runc debootstrap yamllint python3-yaml nodejs \
-            gnuplot-nox libcurl4-openssl-dev nlohmann-json3-dev \
+            gnuplot-nox libcurl4-openssl-dev nlohmann-json3-dev libcli11-dev \
             python3-venv python3-pip python3-setuptools python3-wheel python3-numpy mypy
 
 BUILD      ?= build
@@ -30,7 +30,7 @@ ASAN_PROPERTY_OPS ?= 500000
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: deps build build-asan check test test-asan fuzz-smoke fuzz run bench bench-renew bench-rpc bench-dpdk bench-arena soak clean image test-deploy python
+.PHONY: stop deps build build-asan check test test-asan fuzz-smoke fuzz run bench bench-renew bench-rpc bench-dpdk bench-arena soak clean image test-deploy python
 
 deps:
 	@missing=$$(for p in $(PACKAGES); do \
@@ -103,12 +103,37 @@ check: test test-asan fuzz-smoke
 fuzz:
 	$(MAKE) fuzz-smoke FUZZ_SECONDS=600
 
+# The daemon in the background on its embedded default: returns once it
+# serves (its ready file), so that the README's quick start runs in the same
+# terminal; its log in $(BUILD)/physpoold.log; `make stop` stops it.
+RUN_DIR := $(BUILD)/run
 run: build
-	@echo "physpoold: embedded default (1 GiB sim memory, one implicit admin tenant)."
+	@if [ -f $(RUN_DIR)/physpoold.pid ] && kill -0 "$$(cat $(RUN_DIR)/physpoold.pid)" 2>/dev/null; then \
+	  echo "physpoold is running already (pid $$(cat $(RUN_DIR)/physpoold.pid); make stop stops it)"; exit 0; fi; \
+	mkdir -p $(RUN_DIR); rm -f $(RUN_DIR)/ready.json; \
+	setsid $(BUILD)/server/physpoold --ready-file $(RUN_DIR)/ready.json \
+	  > $(BUILD)/physpoold.log 2>&1 < /dev/null & echo $$! > $(RUN_DIR)/physpoold.pid; \
+	for i in $$(seq 300); do [ -f $(RUN_DIR)/ready.json ] && break; \
+	  kill -0 "$$(cat $(RUN_DIR)/physpoold.pid)" 2>/dev/null || break; sleep 0.1; done; \
+	if [ ! -f $(RUN_DIR)/ready.json ]; then \
+	  echo "physpoold did not start; its log ($(BUILD)/physpoold.log):" >&2; \
+	  cat $(BUILD)/physpoold.log >&2; exit 1; fi
+	@echo "physpoold: serving on its embedded default (1 GiB sim memory, one implicit admin tenant):"
+	@echo "  $$(cat $(RUN_DIR)/ready.json)"
+	@echo "  status:   $(BUILD)/cli/physpoolctl pool status"
 	@echo "  metrics:  curl -s http://127.0.0.1:9464/metrics | grep ^physpool_"
 	@echo "  allocate: /usr/bin/python3 examples/allocate.py"
-	@echo "  stop:     Ctrl-C"
-	$(BUILD)/server/physpoold
+	@echo "  log:      $(BUILD)/physpoold.log"
+	@echo "  stop:     make stop"
+
+# Stops the daemon `make run` started (SIGTERM: it releases nothing, its
+# leases stay in its store for the next start).
+stop:
+	@if [ -f $(RUN_DIR)/physpoold.pid ] && kill -0 "$$(cat $(RUN_DIR)/physpoold.pid)" 2>/dev/null; then \
+	  pid=$$(cat $(RUN_DIR)/physpoold.pid); kill -TERM $$pid; \
+	  while kill -0 $$pid 2>/dev/null; do sleep 0.1; done; echo "physpoold (pid $$pid) stopped"; \
+	else echo "physpoold is not running (no live pid in $(RUN_DIR)/physpoold.pid)"; fi
+	@rm -f $(RUN_DIR)/physpoold.pid $(RUN_DIR)/ready.json
 
 bench: build
 	$(BUILD)/bench/pool_benchmark --benchmark_counters_tabular=true

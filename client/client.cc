@@ -566,6 +566,15 @@ bool Region::revoked() const {
   return shared_->revoked;
 }
 
+void Region::Detach() {
+  {
+    absl::MutexLock l(&shared_->impl->mu);
+    shared_->released = true;  // Release and ~Region: nothing left to do
+    if (!shared_->attached) shared_->impl->live.erase(lease_id_);
+  }
+  Unmap();
+}
+
 absl::Status Region::Release() {
   Client::Impl* impl = shared_->impl.get();
   {

@@ -21,6 +21,9 @@
 #include <cstdlib>
 #include <map>
 #include <thread>
+#include <variant>
+
+#include "CLI/CLI.hpp"
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
@@ -42,27 +45,76 @@ namespace drav1beta1 = k8s::io::kubelet::pkg::apis::dra::v1beta1;
 namespace reg = pluginregistration;
 using physpool::dra::Driver;
 
-constexpr char kUsage[] = R"(usage: physpool-dra [--flag=value ...]
-  --driver-name=NAME         DRA driver name (default dma.physpool.io)
-  --node-name=NAME           this node (default $NODE_NAME)
-  --physpool-endpoint=EP     physpoold (default unix:/run/physpool/physpool.sock)
-  --physpool-token-file=F    the driver's tenant token at physpoold
-  --socket-dir=DIR           physpoold's socket directory on the host, mounted
-                             into the claims' containers (default /run/physpool)
-  --registrar-dir=DIR        kubelet's plugin registry
-                             (default /var/lib/kubelet/plugins_registry)
-  --plugin-dir=DIR           dra.sock, state.json, claims/ (default
-                             /var/lib/kubelet/plugins/<driver-name>)
-  --cdi-dir=DIR              CDI spec directory (default /var/run/cdi)
-  --kube-api=URL             API server (default https://$KUBERNETES_SERVICE_HOST:
-                             $KUBERNETES_SERVICE_PORT)
-  --kube-token-file=F        (default /var/run/secrets/kubernetes.io/serviceaccount/token)
-  --kube-ca-file=F           (default /var/run/secrets/kubernetes.io/serviceaccount/ca.crt)
-  --publish-interval=S       seconds between ResourceSlice checks (default 10)
-  --cleanup-interval=S       seconds between cleanup passes (default 60)
-  --lease-ttl=S              TTL of the claims' leases, renewed at a third (default 300)
-  --version                  print the version and the git revision, and exit
-)";
+struct DraFlags {
+  std::string driver_name = "dma.physpool.io";
+  std::string node_name;  // or $NODE_NAME
+  std::string physpool_endpoint = "unix:/run/physpool/physpool.sock";
+  std::string physpool_token_file;
+  std::string socket_dir = "/run/physpool";
+  std::string registrar_dir = "/var/lib/kubelet/plugins_registry";
+  std::string plugin_dir;  // "": /var/lib/kubelet/plugins/<driver-name>
+  std::string cdi_dir = "/var/run/cdi";
+  std::string kube_api;
+  std::string kube_token_file =
+      "/var/run/secrets/kubernetes.io/serviceaccount/token";
+  std::string kube_ca_file =
+      "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt";
+  uint32_t publish_interval = 10, cleanup_interval = 60, lease_ttl = 300;
+};
+
+// The flags (--name=value or --name value), or the exit code: 0 after
+// --help, 2 with the reason said (the flag's name in it).
+std::variant<DraFlags, int> ParseFlags(int argc, char** argv) {
+  DraFlags f;
+  CLI::App app("physpool-dra - the Kubernetes DRA kubelet plugin of physpool",
+               "physpool-dra");
+  app.set_help_flag("-h,--help", "print this help and exit");
+  app.add_flag("--version", "print the version and the git revision, and exit");
+  app.footer("See docs/kubernetes.md. Exit codes: 0 stopped; 1 failed; 2 a "
+             "bad flag or a missing file.");
+  auto opt = [&](const char* name, std::string* v, const char* help) {
+    return app.add_option(name, *v, help)->capture_default_str();
+  };
+  opt("--driver-name", &f.driver_name, "DRA driver name");
+  opt("--node-name", &f.node_name, "this node")->envname("NODE_NAME");
+  opt("--physpool-endpoint", &f.physpool_endpoint, "physpoold");
+  opt("--physpool-token-file", &f.physpool_token_file,
+      "the driver's tenant token at physpoold");
+  opt("--socket-dir", &f.socket_dir,
+      "physpoold's socket directory on the host, mounted into the claims' "
+      "containers");
+  opt("--registrar-dir", &f.registrar_dir, "kubelet's plugin registry");
+  opt("--plugin-dir", &f.plugin_dir,
+      "dra.sock, state.json, claims/ (default "
+      "/var/lib/kubelet/plugins/<driver-name>)");
+  opt("--cdi-dir", &f.cdi_dir, "CDI spec directory");
+  opt("--kube-api", &f.kube_api,
+      "API server (default https://$KUBERNETES_SERVICE_HOST:"
+      "$KUBERNETES_SERVICE_PORT)");
+  opt("--kube-token-file", &f.kube_token_file, "service account token");
+  opt("--kube-ca-file", &f.kube_ca_file, "API server CA");
+  auto seconds = [&](const char* name, uint32_t* v, const char* help) {
+    app.add_option(name, *v, help)
+        ->capture_default_str()
+        ->check(CLI::Range(uint32_t{1}, UINT32_MAX));
+  };
+  seconds("--publish-interval", &f.publish_interval,
+          "seconds between ResourceSlice checks");
+  seconds("--cleanup-interval", &f.cleanup_interval,
+          "seconds between cleanup passes");
+  seconds("--lease-ttl", &f.lease_ttl,
+          "TTL of the claims' leases, renewed at a third");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp&) {
+    fputs(app.help().c_str(), stdout);
+    return 0;
+  } catch (const CLI::ParseError& e) {
+    fprintf(stderr, "physpool-dra: %s (see --help)\n", e.what());
+    return 2;
+  }
+  return f;
+}
 
 std::atomic<bool> g_stop{false};
 
@@ -218,88 +270,43 @@ int main(int argc, char** argv) {
     puts(physpool::VersionLine("physpool-dra").c_str());
     return 0;
   }
-  std::map<std::string, std::string> flags = {
-      {"driver-name", "dma.physpool.io"},
-      {"node-name", ""},
-      {"physpool-endpoint", "unix:/run/physpool/physpool.sock"},
-      {"physpool-token-file", ""},
-      {"socket-dir", "/run/physpool"},
-      {"registrar-dir", "/var/lib/kubelet/plugins_registry"},
-      {"plugin-dir", ""},
-      {"cdi-dir", "/var/run/cdi"},
-      {"kube-api", ""},
-      {"kube-token-file",
-       "/var/run/secrets/kubernetes.io/serviceaccount/token"},
-      {"kube-ca-file", "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"},
-      {"publish-interval", "10"},
-      {"cleanup-interval", "60"},
-      {"lease-ttl", "300"},
-  };
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (a == "--help" || a == "-h") {
-      fputs(kUsage, stdout);
-      return 0;
-    }
-    const size_t eq = a.find('=');
-    const std::string name =
-        a.substr(2, eq == std::string::npos ? a.npos : eq - 2);
-    if (a.rfind("--", 0) != 0 || eq == std::string::npos ||
-        flags.count(name) == 0) {
-      fprintf(stderr, "physpool-dra: unknown or malformed flag \"%s\"\n%s",
-              a.c_str(), kUsage);
-      return 2;
-    }
-    flags[name] = a.substr(eq + 1);
-  }
-  auto seconds = [&](const char* name) {
-    uint32_t v = 0;
-    if (!absl::SimpleAtoi(flags[name], &v) || v == 0) {
-      fprintf(stderr,
-              "physpool-dra: --%s must be a positive number of "
-              "seconds, not \"%s\"\n",
-              name, flags[name].c_str());
-      exit(2);
-    }
-    return v;
-  };
+  std::variant<DraFlags, int> parsed = ParseFlags(argc, argv);
+  if (const int* code = std::get_if<int>(&parsed)) return *code;
+  const DraFlags& f = std::get<DraFlags>(parsed);
   physpool::dra::DriverOptions o;
-  o.driver_name = flags["driver-name"];
-  o.node_name = flags["node-name"];
-  if (o.node_name.empty()) {
-    if (const char* n = std::getenv("NODE_NAME")) o.node_name = n;
-  }
+  o.driver_name = f.driver_name;
+  o.node_name = f.node_name;
   if (o.node_name.empty()) {
     fprintf(stderr,
             "physpool-dra: no node name: pass --node-name or set "
             "NODE_NAME (the downward API's spec.nodeName)\n");
     return 2;
   }
-  o.socket_dir = flags["socket-dir"];
-  o.plugin_dir = flags["plugin-dir"].empty()
+  o.socket_dir = f.socket_dir;
+  o.plugin_dir = f.plugin_dir.empty()
                      ? "/var/lib/kubelet/plugins/" + o.driver_name
-                     : flags["plugin-dir"];
-  o.cdi_dir = flags["cdi-dir"];
-  o.lease_ttl_seconds = seconds("lease-ttl");
-  const uint32_t publish_every = seconds("publish-interval");
-  const uint32_t cleanup_every = seconds("cleanup-interval");
-  if (!flags["physpool-token-file"].empty()) {
+                     : f.plugin_dir;
+  o.cdi_dir = f.cdi_dir;
+  o.lease_ttl_seconds = f.lease_ttl;
+  const uint32_t publish_every = f.publish_interval;
+  const uint32_t cleanup_every = f.cleanup_interval;
+  if (!f.physpool_token_file.empty()) {
     o.physpool_token =
-        ReadFileOrDie(flags["physpool-token-file"], "the physpool token");
+        ReadFileOrDie(f.physpool_token_file, "the physpool token");
   }
-  const std::string endpoint = flags["physpool-endpoint"];
+  const std::string endpoint = f.physpool_endpoint;
   if (endpoint.rfind("unix:", 0) == 0) {
     const std::string path = endpoint.substr(endpoint.find('/'));
     o.socket_name = path.substr(path.rfind('/') + 1);
   }
-  auto kube = physpool::dra::InClusterConfig(
-      flags["kube-api"], flags["kube-token-file"], flags["kube-ca-file"]);
+  auto kube = physpool::dra::InClusterConfig(f.kube_api, f.kube_token_file,
+                                             f.kube_ca_file);
   if (!kube.ok()) {
     fprintf(stderr, "physpool-dra: %s\n",
             std::string(kube.status().message()).c_str());
     return 2;
   }
-  for (const std::string& d : {o.plugin_dir, flags["registrar-dir"]}) {
+  for (const std::string& d : {o.plugin_dir, f.registrar_dir}) {
     if (absl::Status s = physpool::MakeDirs(d, 0755); !s.ok()) {
       fprintf(stderr, "physpool-dra: %s\n", std::string(s.message()).c_str());
       return 1;
@@ -343,7 +350,7 @@ int main(int argc, char** argv) {
   // The registration socket last: kubelet calls as soon as it appears.
   Registration registration(o.driver_name, dra_sock);
   const std::string reg_sock =
-      flags["registrar-dir"] + "/" + o.driver_name + "-reg.sock";
+      f.registrar_dir + "/" + o.driver_name + "-reg.sock";
   auto reg_server = Serve(reg_sock, &registration);
   fprintf(stderr, "physpool-dra: serving %s and %s for node %s\n",
           reg_sock.c_str(), dra_sock.c_str(), o.node_name.c_str());

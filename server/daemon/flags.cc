@@ -4,113 +4,96 @@
 #include <cstdio>
 #include <cstdlib>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "server/core/log.h"
 #include "util/file.h"
 
 namespace physpool::server {
 
-const char kUsage[] =
-    R"(physpoold - lease DMA memory to accelerator runtimes
+namespace {
 
-Usage: physpoold [flags]
+constexpr char kDescription[] =
+    "physpoold - lease DMA memory to accelerator runtimes\n"
+    "Without --config: the embedded default: 1 GiB of sim memory, one "
+    "implicit\nadmin tenant on the unix socket, TCP on 127.0.0.1 (health "
+    "only without a token).\n";
 
-  --config FILE      YAML configuration (docs/operations.md); without it the
-                     embedded default: 1 GiB of sim memory, one implicit admin
-                     tenant on the unix socket, TCP on 127.0.0.1 (health only
-                     without a token)
-  --unix PATH        unix socket ("" disables)
-  --fd-socket PATH   socket handing out device/backing fds (default: the
-                     unix socket's path + ".fds"; "" disables)
-  --tcp HOST:PORT    TCP listener ("" disables; port 0 picks one)
-  --insecure-tcp     allow TCP off loopback without TLS
-  --metrics HOST:PORT  Prometheus endpoint ("" disables; port 0 picks one)
-  --sim-dir DIR      directory of the sim backing files
-  --log-level LEVEL  debug, info, warn or error
-  --health-listen HOST:PORT  a second listener serving only grpc.health.v1,
-                     plaintext and without credentials (for Kubernetes' gRPC
-                     probes; "" = none, the default; port 0 picks one)
-  --ready-file FILE  write {"unix":..,"tcp_port":..,"metrics_port":..,
-                     "health_port":..,"pid":..} once serving
-  --check-config FILE  read FILE as --config (with the other flags applied),
-                     validate it, print the effective configuration as YAML
-                     and exit: 0 if valid, 2 with FILE:LINE: key: reason if
-                     not. Nothing is opened or started.
-  --version          print the version and the git revision it was built
-                     from, and exit
-  --help
-
-Under systemd (Type=notify) physpoold sends READY=1 once every listener is
+constexpr char kFooter[] =
+    R"(Under systemd (Type=notify) physpoold sends READY=1 once every listener is
 up and health is SERVING, STOPPING=1 on SIGTERM, and WATCHDOG=1 if
 WatchdogSec= is set (deploy/systemd/physpoold.service).
 Signals: SIGTERM/SIGINT stop it gracefully; SIGHUP reloads the tenants
 section of the config (tokens, roles, limits); SIGPIPE is ignored.
+Exit codes: 0 stopped cleanly; 1 failed while running; 2 a bad flag or
+configuration (the flag, or FILE:LINE: key: reason, on stderr).
 )";
+
+// An override: `*out` is set only when the flag was given ("" included).
+CLI::Option* Override(CLI::App* app, const std::string& name,
+                      std::optional<std::string>* out,
+                      const std::string& help) {
+  return app->add_option_function<std::string>(
+      name, [out](const std::string& v) { *out = v; }, help);
+}
+
+}  // namespace
+
+void AddFlags(CLI::App* app, Flags* f) {
+  app->description(kDescription);
+  app->footer(kFooter);
+  app->set_help_flag("-h,--help", "print this help and exit");
+  app->add_flag("--version",
+                "print the version and the git revision it was built from, "
+                "and exit");
+  CLI::Option* config = app->add_option("--config", f->config,
+                  "YAML configuration (docs/operations.md)");
+  Override(app, "--unix", &f->unix_socket, "unix socket (\"\" disables)");
+  Override(app, "--fd-socket", &f->fd_socket,
+           "socket handing out device/backing fds (default: the unix "
+           "socket's path + \".fds\"; \"\" disables)");
+  Override(app, "--tcp", &f->tcp,
+           "TCP listener HOST:PORT (\"\" disables; port 0 picks one)");
+  app->add_flag("--insecure-tcp", f->insecure_tcp,
+                "allow TCP off loopback without TLS");
+  Override(app, "--metrics", &f->metrics,
+           "Prometheus endpoint HOST:PORT (\"\" disables; port 0 picks one)");
+  Override(app, "--sim-dir", &f->sim_dir, "directory of the sim backing files");
+  Override(app, "--log-level", &f->log_level, "debug, info, warn or error")
+      ->check(CLI::IsMember({"debug", "info", "warn", "error"}));
+  app->add_option("--health-listen", f->health_listen,
+                  "a second listener HOST:PORT serving only grpc.health.v1, "
+                  "plaintext and without credentials (for Kubernetes' gRPC "
+                  "probes; \"\" = none, the default; port 0 picks one)");
+  app->add_option("--ready-file", f->ready_file,
+                  "write {\"unix\":..,\"tcp_port\":..,\"metrics_port\":..,"
+                  "\"health_port\":..,\"pid\":..} once serving");
+  app->add_option_function<std::string>(
+         "--check-config",
+         [f](const std::string& v) {
+           f->config = v;
+           f->check_config = true;
+         },
+         "read FILE as --config (with the other flags applied), validate it, "
+         "print the effective configuration as YAML and exit: 0 if valid, 2 "
+         "with FILE:LINE: key: reason if not. Nothing is opened or started.")
+      ->check(CLI::Validator(
+          [](std::string& v) { return v.empty() ? "takes a FILE" : ""; },
+          "FILE"))
+      ->excludes(config);
+}
 
 absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
   Flags f;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    std::string value;
-    const bool has_eq = absl::StrContains(a, "=");
-    if (has_eq) {
-      value = a.substr(a.find('=') + 1);
-      a = a.substr(0, a.find('='));
-    }
-    auto next = [&]() -> absl::StatusOr<std::string> {
-      if (has_eq) return value;
-      if (i + 1 >= argc)
-        return absl::InvalidArgumentError(absl::StrCat(a, " needs a value"));
-      return std::string(argv[++i]);
-    };
-    auto take = [&](std::optional<std::string>* out) -> absl::Status {
-      auto v = next();
-      if (!v.ok()) return v.status();
-      *out = *v;
-      return absl::OkStatus();
-    };
-    absl::Status s;
-    if (a == "--help" || a == "-h") {
-      std::fputs(kUsage, stdout);
-      std::exit(0);
-    } else if (a == "--config") {
-      auto v = next();
-      if (!v.ok()) return v.status();
-      f.config = *v;
-    } else if (a == "--ready-file") {
-      auto v = next();
-      if (!v.ok()) return v.status();
-      f.ready_file = *v;
-    } else if (a == "--check-config") {
-      auto v = next();
-      if (!v.ok()) return v.status();
-      if (v->empty()) return absl::InvalidArgumentError("--check-config FILE");
-      f.config = *v;
-      f.check_config = true;
-    } else if (a == "--health-listen") {
-      auto v = next();
-      if (!v.ok()) return v.status();
-      f.health_listen = *v;
-    } else if (a == "--unix") {
-      s = take(&f.unix_socket);
-    } else if (a == "--fd-socket") {
-      s = take(&f.fd_socket);
-    } else if (a == "--tcp") {
-      s = take(&f.tcp);
-    } else if (a == "--metrics") {
-      s = take(&f.metrics);
-    } else if (a == "--sim-dir") {
-      s = take(&f.sim_dir);
-    } else if (a == "--log-level") {
-      s = take(&f.log_level);
-    } else if (a == "--insecure-tcp") {
-      f.insecure_tcp = true;
-    } else {
-      return absl::InvalidArgumentError(
-          absl::StrCat("unknown flag ", a, " (see --help)"));
-    }
-    if (!s.ok()) return s;
+  CLI::App app("", "physpoold");
+  AddFlags(&app, &f);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp&) {
+    std::fputs(app.help().c_str(), stdout);
+    std::exit(0);
+  } catch (const CLI::ParseError& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(e.what(), " (see --help)"));
   }
   return f;
 }

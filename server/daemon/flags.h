@@ -14,14 +14,13 @@
 #include <optional>
 #include <string>
 
+#include "CLI/CLI.hpp"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "server/daemon/config.h"
 
 namespace physpool::server {
-
-extern const char kUsage[];
 
 struct Flags {
   std::string config;
@@ -34,8 +33,11 @@ struct Flags {
   bool insecure_tcp = false;
 };
 
-// The flags; INVALID_ARGUMENT naming a bad one. --help prints kUsage and
-// exits 0.
+// The flags on a CLI11 app (its --help text included), bound to `*f`.
+void AddFlags(CLI::App* app, Flags* f);
+
+// The flags; INVALID_ARGUMENT naming a bad one (CLI11's message: unknown
+// flags, a missing or bad value). --help prints the help and exits 0.
 absl::StatusOr<Flags> ParseFlags(int argc, char** argv);
 
 // The configuration start-up uses: the file (or the embedded default),

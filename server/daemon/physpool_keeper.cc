@@ -36,7 +36,10 @@
 #include <cstring>
 #include <optional>
 #include <string>
+#include <variant>
 #include <vector>
+
+#include "CLI/CLI.hpp"
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -132,53 +135,49 @@ pid_t Spawn(const std::vector<char*>& argv, const ChildWatchdog* watchdog) {
 
 struct KeeperFlags {
   std::string path;
-  std::vector<char*> command;  // null-terminated; {nullptr}: none
+  std::vector<std::string> args;  // the child's command line, if any
+  std::vector<char*> command;     // args, null-terminated; {nullptr}: none
   int64_t watchdog_sec = 30, start_timeout_sec = 300;
 };
 
-// The flags, or the exit code (2) with the reason said.
-std::optional<KeeperFlags> ParseFlags(int argc, char** argv) {
+constexpr char kFooter[] =
+    R"(With a COMMAND (after --) the keeper runs the daemon as its child and
+starts it again, after a second, whenever it dies of a signal or exits
+non-zero; SIGTERM/SIGINT go to the child. A child that is not READY within
+--start-timeout-sec or stops pinging for --watchdog-sec is killed and started
+again. Without one it runs until SIGTERM/SIGINT. Exit codes: the child's
+status; 1 the keeper failed; 2 a bad flag. See docs/vfio.md.
+)";
+
+// The flags, or the exit code (0 after --help, 2 with the reason said).
+std::variant<KeeperFlags, int> ParseFlags(int argc, char** argv) {
   KeeperFlags f;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    std::string value;
-    // "--name VALUE" or "--name=VALUE".
-    auto flag = [&](absl::string_view name) {
-      if (a == name && i + 1 < argc) {
-        value = argv[++i];
-        return true;
-      }
-      if (absl::StartsWith(a, absl::StrCat(name, "="))) {
-        value = a.substr(name.size() + 1);
-        return true;
-      }
-      return false;
-    };
-    if (flag("--socket")) {
-      f.path = value;
-    } else if (flag("--watchdog-sec")) {
-      if (!absl::SimpleAtoi(value, &f.watchdog_sec) || f.watchdog_sec < 0) {
-        Say("--watchdog-sec takes seconds (0: off)");
-        return std::nullopt;
-      }
-    } else if (flag("--start-timeout-sec")) {
-      if (!absl::SimpleAtoi(value, &f.start_timeout_sec) ||
-          f.start_timeout_sec <= 0) {
-        Say("--start-timeout-sec takes seconds (> 0)");
-        return std::nullopt;
-      }
-    } else if (a == "--") {
-      for (++i; i < argc; ++i) f.command.push_back(argv[i]);
-    } else {
-      Say("usage: physpool-keeper --socket PATH [--watchdog-sec N] "
-          "[--start-timeout-sec N] [-- COMMAND ARGS...] | --version");
-      return std::nullopt;
-    }
+  CLI::App app(
+      "physpool-keeper - holds physpoold's descriptors across a crash or "
+      "kill -9 of the daemon",
+      "physpool-keeper");
+  app.set_help_flag("-h,--help", "print this help and exit");
+  app.add_flag("--version", "print the version and exit");
+  app.footer(kFooter);
+  app.add_option("--socket", f.path, "the socket physpoold reaches it on")
+      ->required();
+  app.add_option("--watchdog-sec", f.watchdog_sec,
+                 "a child silent this long hangs (0: off; default 30)")
+      ->check(CLI::Range(int64_t{0}, int64_t{86400}));
+  app.add_option("--start-timeout-sec", f.start_timeout_sec,
+                 "a child not READY this long hangs (default 300)")
+      ->check(CLI::Range(int64_t{1}, int64_t{86400}));
+  app.add_option("COMMAND", f.args, "the daemon to run, after --");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp&) {
+    std::fputs(app.help().c_str(), stdout);
+    return 0;
+  } catch (const CLI::ParseError& e) {
+    Say(absl::StrCat(e.what(), " (see --help)"));
+    return 2;
   }
-  if (f.path.empty()) {
-    Say("--socket PATH is required");
-    return std::nullopt;
-  }
+  for (std::string& a : f.args) f.command.push_back(a.data());
   f.command.push_back(nullptr);
   return f;
 }
@@ -294,8 +293,9 @@ class Loop {
 };
 
 int Main(int argc, char** argv) {
-  const std::optional<KeeperFlags> flags = ParseFlags(argc, argv);
-  if (!flags) return 2;
+  std::variant<KeeperFlags, int> parsed = ParseFlags(argc, argv);
+  if (const int* code = std::get_if<int>(&parsed)) return *code;
+  const KeeperFlags* flags = &std::get<KeeperFlags>(parsed);
   const std::string& path = flags->path;
   if (absl::Status s = MakePrivateParentDir(path, 0700); !s.ok()) {
     Say(std::string(s.message()));

@@ -149,7 +149,7 @@ class CliTest(unittest.TestCase):
         self.ctl("pool", "status", token="wrong", code=4)
         self.ctl("lease", "get", code=2)
         self.ctl("pool", "status", "--bogus", code=2)
-        self.ctl("pool", "status", "-o", "yaml", code=2)
+        self.ctl("pool", "status", "-o", "xml", code=2)
         self.ctl("--endpoint", "unix:/nonexistent.sock", "health", code=3)
         self.ctl("alloc", "--bytes", "1TiB", code=6)
 
@@ -170,7 +170,7 @@ class CliTest(unittest.TestCase):
             self.env, PHYSPOOL_TOKEN=A), stdout=subprocess.PIPE, text=True)
         self.assertTrue(watch.stdout.readline().startswith("TIME"))
         alloc = subprocess.Popen([CTL, "alloc", "--bytes", "3MiB", "--alignment", "1MiB",
-                                  "--max-segments", "1"],
+                                  "--max-segments", "1", "--hold"],
                                  env=dict(self.env, PHYSPOOL_TOKEN=A),
                                  stdout=subprocess.PIPE, text=True)
         first = alloc.stdout.readline()
@@ -203,7 +203,7 @@ class CliTest(unittest.TestCase):
     def test_a_killed_tenant_gets_its_memory_back_within_ttl_plus_1s(self):
         ttl = 2
         events = self.d.watch(A, timeout=30)
-        holder = subprocess.Popen([CTL, "alloc", "--bytes", "4MiB", "--ttl", f"{ttl}s"],
+        holder = subprocess.Popen([CTL, "alloc", "--bytes", "4MiB", "--ttl", f"{ttl}s", "--hold"],
                                   env=dict(self.env, PHYSPOOL_TOKEN=A),
                                   stdout=subprocess.PIPE, text=True)
         lease_id = holder.stdout.readline().split()[1]
@@ -230,7 +230,7 @@ class CliTest(unittest.TestCase):
     def test_alloc_request_id_is_the_leases(self):
         """The id alloc prints is the one the daemon keeps on the lease;
         needs the daemon's request ids (issue 11 server side)."""
-        alloc = subprocess.Popen([CTL, "alloc", "--bytes", "4KiB"],
+        alloc = subprocess.Popen([CTL, "alloc", "--bytes", "4KiB", "--hold"],
                                  env=dict(self.env, PHYSPOOL_TOKEN=A),
                                  stdout=subprocess.PIPE, text=True)
         first = alloc.stdout.readline()
@@ -241,6 +241,36 @@ class CliTest(unittest.TestCase):
         self.assertEqual(alloc.wait(timeout=10), 0)
         alloc.stdout.close()
         self.assertEqual(kept["request_id"], request_id)
+
+    def test_alloc_returns_once_granted_and_the_lease_lives_on(self):
+        out, _ = self.ctl("alloc", "--bytes", "2MiB", "--ttl", "60s", token=A)
+        first = out.splitlines()[0]
+        self.assertTrue(first.startswith("lease l-"), out)
+        lease_id = first.split()[1]
+        self.assertIn("granted: it lives until its TTL runs out", out)
+        # The process is gone; the lease is not.
+        live = self.json("lease", "list", token=A)["leases"]
+        self.assertEqual([l["id"] for l in live], [lease_id])
+        self.assertEqual(live[0]["ttl_seconds"], 60)
+        self.assertEqual(live[0]["label"], "physpoolctl alloc")
+        got = self.json("alloc", "--bytes", "4KiB", "--label", "second", token=A)
+        self.assertEqual(got["label"], "second")
+        self.assertRegex(got["request_id"], REQUEST_ID)
+        out, _ = self.ctl("release", lease_id, token=A)
+        self.assertEqual(out, f"{lease_id} released\n")
+        self.ctl("release", got["id"], token=A)
+        self.assertEqual(self.json("lease", "list", token=A)["leases"], [])
+
+    def test_yaml_is_the_json_document(self):
+        yaml = __import__("yaml")
+        self.allocate(bytes=lib.MIB)
+        for cmd in [("pool", "status"), ("lease", "list", "--all"), ("tenant", "list"),
+                    ("segment", "list"), ("health",)]:
+            out, _ = self.ctl(*cmd, "-o", "yaml")
+            self.assertEqual(yaml.safe_load(out), self.json(*cmd), cmd)
+        # Strings that YAML would read as numbers or booleans stay strings.
+        status = yaml.safe_load(self.ctl("pool", "status", "-o", "yaml")[0])
+        self.assertIsInstance(status["free_bytes"], str)
 
     def test_help_everywhere(self):
         out, _ = self.ctl("--help")
@@ -342,7 +372,7 @@ class FakeDaemonTest(unittest.TestCase):
     def test_alloc_retries_with_one_request_id(self):
         # UNAVAILABLE, then no answer within --timeout, then a lease.
         self.fake.allocate_script = ["unavailable", "hang", "ok"]
-        alloc = subprocess.Popen([CTL, "--timeout", "1s", "alloc", "--bytes", "4KiB"],
+        alloc = subprocess.Popen([CTL, "--timeout", "1s", "alloc", "--bytes", "4KiB", "--hold"],
                                  env=self.env, stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, text=True)
         first = alloc.stdout.readline()
@@ -367,7 +397,7 @@ class FakeDaemonTest(unittest.TestCase):
         # Another invocation, another id.
         self.fake.attempts.clear()
         self.fake.allocate_script = ["ok"]
-        alloc = subprocess.Popen([CTL, "alloc", "--bytes", "4KiB"], env=self.env,
+        alloc = subprocess.Popen([CTL, "alloc", "--bytes", "4KiB", "--hold"], env=self.env,
                                  stdout=subprocess.PIPE, text=True)
         second = alloc.stdout.readline().split()[-1]
         alloc.send_signal(signal.SIGINT)

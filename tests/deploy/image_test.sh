@@ -99,7 +99,7 @@ grep -q '"unix":"/run/physpool/physpool.sock"' <<< "$ready" \
 
 # An allocation held by physpoolctl, seen in the daemon, released on SIGINT.
 "$ctl" --endpoint "unix:$dir/physpool.sock" alloc --bytes 4MiB --alignment 2MiB \
-  --max-segments 1 --label image-test > "$dir/alloc.out" 2>&1 &
+  --max-segments 1 --label image-test --hold > "$dir/alloc.out" 2>&1 &
 alloc_pid=$!
 for _ in $(seq 100); do grep -q '^lease l-' "$dir/alloc.out" && break; sleep 0.1; done
 grep -q '^lease l-' "$dir/alloc.out" || { cat "$dir/alloc.out" >&2; fail "physpoolctl alloc"; }

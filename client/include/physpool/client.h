@@ -161,6 +161,12 @@ class Region {
   // Unmapping first matters: memory of an ended lease that is still
   // mapped stays quarantined, out of the pool, until it is unmapped.
   absl::Status Release();
+  // Lets go of the lease without ending it: unmaps (runs() is empty after),
+  // stops renewing it and forgets it, so that neither Release nor the
+  // destructor releases it and its revocation callback no longer runs. The
+  // lease lives until its TTL runs out, unless renewed or released by id
+  // (`physpoolctl alloc` without --hold, as `etcdctl lease grant`).
+  void Detach();
 
  private:
   void Unmap();
