@@ -28,6 +28,7 @@ Usage: physpoold [flags]
   --metrics HOST:PORT  Prometheus endpoint ("" disables; port 0 picks one)
   --sim-dir DIR      directory of the sim backing files
   --log-level LEVEL  debug, info, warn or error
+  --log-format FORMAT  logfmt (the default) or json: one JSON object a line
   --health-listen HOST:PORT  a second listener serving only grpc.health.v1,
                      plaintext and without credentials (for Kubernetes' gRPC
                      probes; "" = none, the default; port 0 picks one)
@@ -104,6 +105,8 @@ absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
       s = take(&f.sim_dir);
     } else if (a == "--log-level") {
       s = take(&f.log_level);
+    } else if (a == "--log-format") {
+      s = take(&f.log_format);
     } else if (a == "--insecure-tcp") {
       f.insecure_tcp = true;
     } else {
@@ -145,6 +148,10 @@ absl::StatusOr<ServerConfig> EffectiveConfig(const Flags& flags) {
   if (flags.log_level && !ParseLogLevel(*flags.log_level, &cfg->log_level)) {
     return absl::InvalidArgumentError(
         "--log-level must be debug, info, warn or error");
+  }
+  if (flags.log_format &&
+      !ParseLogFormat(*flags.log_format, &cfg->log_format)) {
+    return absl::InvalidArgumentError("--log-format must be logfmt or json");
   }
   if (absl::Status s = CheckListeners(*cfg); !s.ok()) {
     return absl::InvalidArgumentError(
