@@ -54,6 +54,7 @@ struct ServerConfig {
   std::string store_path;        // the lease store; "" = nothing persists
   std::string boot_id_file = "/proc/sys/kernel/random/boot_id";
   LogLevel log_level = LogLevel::kInfo;
+  LogFormat log_format = LogFormat::kLogfmt;  // applies at start only
 };
 
 // host:port on 127.x, localhost or [::1].

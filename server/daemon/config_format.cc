@@ -190,6 +190,7 @@ std::string FormatConfig(const ServerConfig& c) {
   FormatTenants(out, c.tenants);
   Key(out, "implicit_tenant", c.implicit_tenant);
   Text(out, "log_level", LevelName(c.log_level));
+  Text(out, "log_format", LogFormatName(c.log_format));
   out << YAML::Key << "store" << YAML::Value << YAML::BeginMap;
   Text(out, "path", c.store_path);
   Text(out, "boot_id_file", c.boot_id_file);

@@ -248,7 +248,7 @@ absl::Status ParseWatch(const ConfigReader& r, const YAML::Node& w,
 }
 
 // The checks that span keys: the implicit tenant's name and reach, the
-// log level, the tenants devices name.
+// log level and format, the tenants devices name.
 absl::Status CheckAcrossKeys(const ConfigReader& r, const YAML::Node& root,
                              ServerConfig* c) {
   RETURN_IF_ERROR(r.Get(root, "implicit_tenant", "", &c->implicit_tenant));
@@ -257,6 +257,11 @@ absl::Status CheckAcrossKeys(const ConfigReader& r, const YAML::Node& root,
   if (!ParseLogLevel(level, &c->log_level)) {
     return r.Error(root["log_level"], "log_level",
                    "must be debug, info, warn or error");
+  }
+  std::string format = "logfmt";
+  RETURN_IF_ERROR(r.Get(root, "log_format", "", &format));
+  if (!ParseLogFormat(format, &c->log_format)) {
+    return r.Error(root["log_format"], "log_format", "must be logfmt or json");
   }
   if (c->implicit_tenant) {
     const YAML::Node ts = root["tenants"];
@@ -313,10 +318,11 @@ absl::StatusOr<ServerConfig> Parse(absl::string_view yaml,
                      ":1: tenants: the file is empty: no tenants and no "
                      "implicit_tenant, nobody could call"));
   }
-  RETURN_IF_ERROR(r.Keys(
-      root, "",
-      {"listen", "metrics", "source", "pool", "leases", "wait", "watch",
-       "isolation", "tenants", "implicit_tenant", "log_level", "store"}));
+  RETURN_IF_ERROR(
+      r.Keys(root, "",
+             {"listen", "metrics", "source", "pool", "leases", "wait", "watch",
+              "isolation", "tenants", "implicit_tenant", "log_level",
+              "log_format", "store"}));
   using Section =
       absl::Status (*)(const ConfigReader&, const YAML::Node&, ServerConfig*);
   for (auto [key, parse] :

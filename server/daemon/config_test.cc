@@ -368,5 +368,27 @@ TEST(ConfigTest, ChangedKeysLeaveTheTenantsOut) {
                                               "leases.default_ttl_seconds"));
 }
 
+TEST(ConfigTest, LogFormat) {
+  const std::string tenants =
+      "tenants: [{name: a, token_sha256: [" + std::string(64, 'a') + "]}]\n";
+  auto c = ParseConfig(tenants, "t.yaml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->log_format, LogFormat::kLogfmt);  // the default
+  EXPECT_THAT(FormatConfig(*c), HasSubstr("log_format: \"logfmt\"\n"));
+  auto j = ParseConfig(tenants + "log_format: json\n", "t.yaml");
+  ASSERT_TRUE(j.ok()) << j.status();
+  EXPECT_EQ(j->log_format, LogFormat::kJson);
+  auto again = ParseConfig(FormatConfig(*j), "again.yaml");  // --check-config
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->log_format, LogFormat::kJson);
+  // Not reloaded: a reload names it among the keys that need a restart.
+  EXPECT_THAT(ChangedKeysButTenants(*c, *j),
+              ::testing::ElementsAre("log_format"));
+  EXPECT_THAT(Error(tenants + "log_format: yaml\n"),
+              HasSubstr("t.yaml:2: log_format: must be logfmt or json"));
+  EXPECT_THAT(Error(tenants + "log_format: [json]\n"),
+              HasSubstr("t.yaml:2: log_format: must be a single value"));
+}
+
 }  // namespace
 }  // namespace physpool::server

@@ -55,6 +55,7 @@ Daemon::~Daemon() = default;
 
 int Daemon::Run() {
   SetLogLevel(cfg_.log_level);
+  SetLogFormat(cfg_.log_format);
   for (int (Daemon::*phase)() :
        {&Daemon::Take, &Daemon::OpenStore, &Daemon::StartMemory,
         &Daemon::Isolation, &Daemon::AnswerBound, &Daemon::StartPool,

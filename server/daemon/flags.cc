@@ -60,6 +60,8 @@ void AddFlags(CLI::App* app, Flags* f) {
   Override(app, "--sim-dir", &f->sim_dir, "directory of the sim backing files");
   Override(app, "--log-level", &f->log_level, "debug, info, warn or error")
       ->check(CLI::IsMember({"debug", "info", "warn", "error"}));
+  Override(app, "--log-format", &f->log_format,
+           "logfmt (the default) or json: one JSON object a line");
   app->add_option("--health-listen", f->health_listen,
                   "a second listener HOST:PORT serving only grpc.health.v1, "
                   "plaintext and without credentials (for Kubernetes' gRPC "
@@ -128,6 +130,10 @@ absl::StatusOr<ServerConfig> EffectiveConfig(const Flags& flags) {
   if (flags.log_level && !ParseLogLevel(*flags.log_level, &cfg->log_level)) {
     return absl::InvalidArgumentError(
         "--log-level must be debug, info, warn or error");
+  }
+  if (flags.log_format &&
+      !ParseLogFormat(*flags.log_format, &cfg->log_format)) {
+    return absl::InvalidArgumentError("--log-format must be logfmt or json");
   }
   if (absl::Status s = CheckListeners(*cfg); !s.ok()) {
     return absl::InvalidArgumentError(

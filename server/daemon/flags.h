@@ -29,7 +29,7 @@ struct Flags {
   bool check_config = false;  // --check-config FILE: config is FILE
   // Overrides: set only when the flag was given.
   std::optional<std::string> unix_socket, fd_socket, tcp, metrics, sim_dir,
-      log_level;
+      log_level, log_format;
   bool insecure_tcp = false;
 };
 

@@ -46,9 +46,10 @@ def _pb():
 
 
 class Daemon:
-    """physpoold on a unix socket, TCP port 0 and metrics port 0."""
+    """physpoold on a unix socket, TCP port 0 and metrics port 0; `args`
+    are more flags. stop() leaves its stderr, as bytes, in final_log."""
 
-    def __init__(self, physpoold, extra_yaml=""):
+    def __init__(self, physpoold, extra_yaml="", args=()):
         self.dir = tempfile.mkdtemp(prefix="physpool-py-")
         self.socket = os.path.join(self.dir, "physpool.sock")
         sha = {k: hashlib.sha256(v.encode()).hexdigest() for k, v in TOKENS.items()}
@@ -79,8 +80,8 @@ tenants:
             f.write(config)
         ready = os.path.join(self.dir, "ready.json")
         self.log = open(os.path.join(self.dir, "physpoold.log"), "w")
-        self.proc = subprocess.Popen([physpoold, "--config", path, "--ready-file", ready],
-                                     stderr=self.log)
+        self.proc = subprocess.Popen([physpoold, "--config", path, "--ready-file", ready,
+                                      *args], stderr=self.log)
         for _ in range(400):
             if os.path.exists(ready):
                 with open(ready) as f:
@@ -96,7 +97,7 @@ tenants:
         self.channel = channel("unix:" + self.socket)
 
     def read_log(self):
-        with open(os.path.join(self.dir, "physpoold.log")) as f:
+        with open(os.path.join(self.dir, "physpoold.log"), errors="replace") as f:
             return f.read()
 
     def _invoke(self, kind, service, method, request, response_type, token, timeout):
@@ -170,5 +171,7 @@ tenants:
             self.proc.kill()
             code = -1
         self.log.close()
+        with open(os.path.join(self.dir, "physpoold.log"), "rb") as f:
+            self.final_log = f.read()
         shutil.rmtree(self.dir, ignore_errors=True)
         return code
