@@ -6,6 +6,7 @@
 //   physpool-keeper --socket PATH [--watchdog-sec N] [--start-timeout-sec N]
 //                   [-- COMMAND ARGS...]
 //   physpool-keeper --version
+//   physpool-keeper --help
 //
 // With a COMMAND (the container's entrypoint: `-- physpoold --config ...`)
 // it also runs the daemon as its child and starts it again, after a second,
@@ -343,11 +344,32 @@ int Main(int argc, char** argv) {
 }  // namespace
 }  // namespace physpool::server
 
+constexpr char kKeeperUsage[] =
+    R"(Usage: physpool-keeper --socket PATH [--watchdog-sec N] [--start-timeout-sec N] [-- COMMAND ARGS...]
+  or:  physpool-keeper --version
+
+Options:
+  --socket PATH            the unix socket physpoold connects to (required)
+  --watchdog-sec N         restart a child that stops pinging for N seconds
+                           (default 30; 0: off)
+  --start-timeout-sec N    restart a child not READY within N seconds
+                           (default 300)
+  -- COMMAND ARGS...       run COMMAND (physpoold ...) as the child
+  -h, --help               print this help and exit
+  --version                print the version and exit
+)";
+
 int main(int argc, char** argv) {
   // Before anything else (only before "--": after it is the child's).
   if (physpool::WantsVersion(argc, argv)) {
     std::puts(physpool::VersionLine("physpool-keeper").c_str());
     return 0;
+  }
+  for (int i = 1; i < argc && std::strcmp(argv[i], "--") != 0; ++i) {
+    if (std::strcmp(argv[i], "--help") == 0 || std::strcmp(argv[i], "-h") == 0) {
+      std::fputs(kKeeperUsage, stdout);
+      return 0;
+    }
   }
   return physpool::server::Main(argc, argv);
 }
