@@ -4,7 +4,7 @@
 #   make check   install what is missing, build, run the whole test suite
 # Other targets: make build, make bench, make bench-rpc, make bench-dpdk,
 # make bench-arena, make python, make fuzz, make image,
-# make test-deploy, make clean.
+# make test-deploy, make deb (the Debian package, path printed), make clean.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -18,7 +18,8 @@ PACKAGES := cmake ninja-build g++ clang libclang-rt-14-dev libabsl-dev \
             qemu-system-x86 busybox-static cpio kmod xz-utils \
             libsystemd-dev pkg-config podman runc debootstrap yamllint python3-yaml nodejs \
             gnuplot-nox libcurl4-openssl-dev nlohmann-json3-dev libcli11-dev \
-            python3-venv python3-pip python3-setuptools python3-wheel python3-numpy mypy
+            python3-venv python3-pip python3-setuptools python3-wheel python3-numpy mypy \
+            help2man man-db groff-base gzip bash-completion zsh dpkg-dev lintian binutils systemd
 
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
@@ -30,7 +31,7 @@ ASAN_PROPERTY_OPS ?= 500000
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: stop deps build build-asan check test test-asan fuzz-smoke fuzz run bench bench-renew bench-rpc bench-dpdk bench-arena soak clean image test-deploy python
+.PHONY: stop deps build build-asan check test test-asan fuzz-smoke fuzz run bench bench-renew bench-rpc bench-dpdk bench-arena soak clean image test-deploy python deb
 
 deps:
 	@missing=$$(for p in $(PACKAGES); do \
@@ -73,6 +74,13 @@ build-asan: deps $(ASAN_BUILD)/build.ninja
 
 test: build
 	cd $(BUILD) && ctest -LE 'benchmark|soak' --output-on-failure
+
+# The Debian package (docs/deploy.md, "Debian package"): CPack's DEB
+# generator over the build tree (cmake/Packaging.cmake), into $(BUILD)/deb/.
+deb: build
+	rm -rf $(BUILD)/deb
+	cpack --config $(BUILD)/CPackConfig.cmake -B $(abspath $(BUILD))/deb
+	@echo "deb: $$(ls $(abspath $(BUILD))/deb/*.deb)"
 
 # The container image (deploy/container): a local Debian 12 base from
 # debootstrap, then the multi-stage Containerfile. IMAGE names the result.

@@ -5,7 +5,7 @@
 //
 //   physpool-keeper --socket PATH [--watchdog-sec N] [--start-timeout-sec N]
 //                   [-- COMMAND ARGS...]
-//   physpool-keeper --version
+//   physpool-keeper --version | --help
 //
 // With a COMMAND (the container's entrypoint: `-- physpoold --config ...`)
 // it also runs the daemon as its child and starts it again, after a second,
