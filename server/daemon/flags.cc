@@ -46,29 +46,39 @@ void AddFlags(CLI::App* app, Flags* f) {
                 "print the version and the git revision it was built from, "
                 "and exit");
   CLI::Option* config = app->add_option("--config", f->config,
-                  "YAML configuration (docs/operations.md)");
-  Override(app, "--unix", &f->unix_socket, "unix socket (\"\" disables)");
+                  "YAML configuration (docs/operations.md)")
+      ->type_name("FILE");
+  Override(app, "--unix", &f->unix_socket, "unix socket (\"\" disables)")
+      ->type_name("PATH");
   Override(app, "--fd-socket", &f->fd_socket,
            "socket handing out device/backing fds (default: the unix "
-           "socket's path + \".fds\"; \"\" disables)");
+           "socket's path + \".fds\"; \"\" disables)")
+      ->type_name("PATH");
   Override(app, "--tcp", &f->tcp,
-           "TCP listener HOST:PORT (\"\" disables; port 0 picks one)");
+           "TCP listener (\"\" disables; port 0 picks one)")
+      ->type_name("HOST:PORT");
   app->add_flag("--insecure-tcp", f->insecure_tcp,
                 "allow TCP off loopback without TLS");
   Override(app, "--metrics", &f->metrics,
-           "Prometheus endpoint HOST:PORT (\"\" disables; port 0 picks one)");
-  Override(app, "--sim-dir", &f->sim_dir, "directory of the sim backing files");
+           "Prometheus endpoint (\"\" disables; port 0 picks one)")
+      ->type_name("HOST:PORT");
+  Override(app, "--sim-dir", &f->sim_dir, "directory of the sim backing files")
+      ->type_name("DIR");
   Override(app, "--log-level", &f->log_level, "debug, info, warn or error")
-      ->check(CLI::IsMember({"debug", "info", "warn", "error"}));
+      ->check(CLI::IsMember({"debug", "info", "warn", "error"}))
+      ->type_name("LEVEL");
   Override(app, "--log-format", &f->log_format,
-           "logfmt (the default) or json: one JSON object a line");
+           "logfmt (the default) or json: one JSON object a line")
+      ->type_name("FORMAT");
   app->add_option("--health-listen", f->health_listen,
-                  "a second listener HOST:PORT serving only grpc.health.v1, "
+                  "a second listener serving only grpc.health.v1, "
                   "plaintext and without credentials (for Kubernetes' gRPC "
-                  "probes; \"\" = none, the default; port 0 picks one)");
+                  "probes; \"\" = none, the default; port 0 picks one)")
+      ->type_name("HOST:PORT");
   app->add_option("--ready-file", f->ready_file,
                   "write {\"unix\":..,\"tcp_port\":..,\"metrics_port\":..,"
-                  "\"health_port\":..,\"pid\":..} once serving");
+                  "\"health_port\":..,\"pid\":..} once serving")
+      ->type_name("FILE");
   app->add_option_function<std::string>(
          "--check-config",
          [f](const std::string& v) {
@@ -80,7 +90,8 @@ void AddFlags(CLI::App* app, Flags* f) {
          "with FILE:LINE: key: reason if not. Nothing is opened or started.")
       ->check(CLI::Validator(
           [](std::string& v) { return v.empty() ? "takes a FILE" : ""; },
-          "FILE"))
+          ""))
+      ->type_name("FILE")
       ->excludes(config);
 }
 

@@ -26,7 +26,7 @@ printf '%s\n' "$block" > "$out/block.sh"
 unshare --mount --net bash -euo pipefail -c '
   ip link set lo up
   mkdir -p /run/physpool
-  mount -t tmpfs tmpfs /run/physpool
+  mount -t tmpfs -o mode=0755 tmpfs /run/physpool
   mount -t tmpfs tmpfs /dev/shm
   cd "$1"
   n=0
