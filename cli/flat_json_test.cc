@@ -47,6 +47,7 @@ TEST(FlatJsonTest, RejectsWithTheColumn) {
       {"", "column 1: expected '{'"},
       {"[1]", "column 1: expected '{'"},
       {"  x", "column 3: expected '{'"},
+      {"\xef\xbb\xbf{\"a\":1}", "column 1: expected '{'"},  // a BOM, as before
       // Was "column 7: expected ',' or '}'": simdjson only tells that the
       // line's last token does not close the object.
       {"{\"a\":1", "column 6: expected '}' to end the line"},
