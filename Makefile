@@ -17,7 +17,7 @@ PACKAGES := cmake ninja-build g++ clang libclang-rt-14-dev libabsl-dev \
             prometheus python3-grpcio python3-protobuf curl openssl \
             qemu-system-x86 busybox-static cpio kmod xz-utils \
             libsystemd-dev pkg-config podman runc debootstrap yamllint python3-yaml nodejs \
-            gnuplot-nox libcurl4-openssl-dev nlohmann-json3-dev libcli11-dev \
+            gnuplot-nox libcurl4-openssl-dev nlohmann-json3-dev libcli11-dev libsimdjson-dev \
             python3-venv python3-pip python3-setuptools python3-wheel python3-numpy mypy \
             help2man man-db groff-base gzip bash-completion zsh dpkg-dev lintian binutils systemd
 

@@ -19,7 +19,9 @@ constexpr char kDetails[] =
     "output. '-' reads standard input. With --summary, counts per path and "
     "status and the final occupancy of each segment go to standard error.";
 
-constexpr char kFooter[] = R"(Trace lines (all fields but op, id, bytes, iova, pages are optional):
+constexpr char kFooter[] = R"(Each line is one JSON object in UTF-8 whose values are strings, unsigned
+integers (no sign, fraction or exponent) or true/false; no key twice.
+Trace lines (all fields but op, id, bytes, iova, pages are optional):
   {"op":"pool","page_size":4096,"strategy":"address","reserve_pages":0,
    "placement":"nextfit"}               (or "bestfit")
   {"op":"segment","iova":4294967296,"pages":262144,"freelist":0,"numa":0}

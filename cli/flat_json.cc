@@ -1,220 +1,203 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "cli/flat_json.h"
 
+#include <simdjson.h>
+
+#include <cstring>
+
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 
 namespace physpool::cli {
 namespace {
 
-class Parser {
- public:
-  explicit Parser(absl::string_view t) : t_(t) {}
+namespace od = simdjson::ondemand;
 
-  absl::StatusOr<std::vector<JsonField>> Object() {
-    std::vector<JsonField> fields;
-    Space();
-    if (!Eat('{')) return Error("expected '{'");
-    Space();
-    if (Eat('}')) return Finish(std::move(fields));
-    for (;;) {
-      Space();
-      JsonField f;
-      if (Peek() != '"') return Error("expected a key in double quotes");
-      if (auto s = String(&f.key); !s.ok()) return s;
-      for (const JsonField& other : fields) {
-        if (other.key == f.key)
-          return Error(absl::StrCat("duplicate key \"", f.key, "\""));
-      }
-      Space();
-      if (!Eat(':')) return Error("expected ':'");
-      Space();
-      if (auto s = Value(&f); !s.ok()) return s;
-      fields.push_back(std::move(f));
-      Space();
-      if (Eat('}')) return Finish(std::move(fields));
-      if (!Eat(',')) return Error("expected ',' or '}'");
+static_assert(FlatJsonReader::kPadding == simdjson::SIMDJSON_PADDING);
+
+constexpr char kExpectedValue[] =
+    "expected a string, an unsigned integer, true or false";
+
+// Debian's abseil has its own string_view (not std::string_view's alias).
+absl::string_view View(std::string_view s) { return {s.data(), s.size()}; }
+
+bool IsSpace(char c) {
+  return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
+absl::string_view TrimRight(absl::string_view s) {
+  while (!s.empty() && IsSpace(s.back())) s.remove_suffix(1);
+  return s;
+}
+
+// Why `token`, a number simdjson would not read as a uint64_t, is refused.
+const char* NumberError(absl::string_view token) {
+  if (!token.empty() && token[0] == '-')
+    return "negative numbers are not allowed";
+  if (token.find_first_of(".eE") != absl::string_view::npos)
+    return "expected an integer (no fraction or exponent)";
+  if (!token.empty() &&
+      token.find_first_not_of("0123456789") == absl::string_view::npos) {
+    return token.size() > 1 && token[0] == '0'
+               ? "numbers may not have leading zeros"
+               : "number above 2^64 - 1";
+  }
+  return "malformed number";
+}
+
+// Positions in the line being parsed, for the messages.
+class Line {
+ public:
+  Line(const char* base, size_t size) : base_(base), size_(size) {}
+
+  absl::Status Error(const char* at, absl::string_view what) const {
+    return absl::InvalidArgumentError(
+        absl::StrCat("column ", at - base_ + 1, ": ", what));
+  }
+  // An error simdjson found while indexing the line: it has no position.
+  absl::Status IndexError(simdjson::error_code e) const {
+    switch (e) {
+      case simdjson::EMPTY:
+        return Error(base_ + size_, "expected '{'");
+      case simdjson::UNCLOSED_STRING:
+        return absl::InvalidArgumentError("unterminated string");
+      case simdjson::UTF8_ERROR:
+        return absl::InvalidArgumentError("invalid UTF-8");
+      case simdjson::UNESCAPED_CHARS:
+        return absl::InvalidArgumentError("control character in string");
+      default:
+        return absl::InvalidArgumentError(simdjson::error_message(e));
     }
+  }
+  // The line is not one object: not an object at all, or (simdjson checks
+  // that the last token closes the first) not ending with its '}'.
+  absl::Status RootError(simdjson::error_code e, od::document& doc) const {
+    if (e == simdjson::INCOMPLETE_ARRAY_OR_OBJECT) {
+      const absl::string_view t = TrimRight(absl::string_view(base_, size_));
+      return Error(base_ + (t.empty() ? 0 : t.size() - 1),
+                   "expected '}' to end the line");
+    }
+    const char* at = nullptr;
+    if (doc.current_location().get(at) != simdjson::SUCCESS) at = base_;
+    if (e == simdjson::INCORRECT_TYPE) return Error(at, "expected '{'");
+    return Error(at, simdjson::error_message(e));
+  }
+  // Between fields: `value_end` is where the last value's token ended
+  // (simdjson's tokens run to the next structural character), or null.
+  absl::Status StructureError(simdjson::error_code e, od::document& doc,
+                              const char* value_end) const {
+    const char* at = nullptr;
+    if (doc.current_location().get(at) != simdjson::SUCCESS) {
+      return absl::InvalidArgumentError(simdjson::error_message(e));
+    }
+    if (e != simdjson::TAPE_ERROR)
+      return Error(at, simdjson::error_message(e));
+    if (at == value_end) return Error(at, "expected ',' or '}'");
+    const char* p = at;
+    while (p > base_ && IsSpace(p[-1])) --p;
+    if (p > base_ && (p[-1] == '{' || p[-1] == ','))
+      return Error(at, "expected a key in double quotes");
+    return Error(at, "expected ':'");
   }
 
  private:
-  absl::StatusOr<std::vector<JsonField>> Finish(std::vector<JsonField> fields) {
-    Space();
-    if (i_ != t_.size()) return Error("unexpected characters after the object");
-    return fields;
-  }
-  absl::Status Error(absl::string_view what) const {
-    return absl::InvalidArgumentError(
-        absl::StrCat("column ", i_ + 1, ": ", what));
-  }
-  char Peek() const { return i_ < t_.size() ? t_[i_] : '\0'; }
-  bool Eat(char c) {
-    if (Peek() != c || i_ >= t_.size()) return false;
-    ++i_;
-    return true;
-  }
-  void Space() {
-    while (i_ < t_.size() &&
-           (t_[i_] == ' ' || t_[i_] == '\t' || t_[i_] == '\r'))
-      ++i_;
-  }
-  bool Word(absl::string_view w) {
-    if (t_.substr(i_, w.size()) != w) return false;
-    i_ += w.size();
-    return true;
-  }
-
-  absl::Status Value(JsonField* f) {
-    const char c = Peek();
-    if (c == '"') {
-      f->type = JsonField::Type::kString;
-      return String(&f->str);
-    }
-    if (c >= '0' && c <= '9') {
-      f->type = JsonField::Type::kUint;
-      return Uint(&f->uint);
-    }
-    if (Word("true") || Word("false")) {
-      f->type = JsonField::Type::kBool;
-      f->boolean = t_[i_ - 1] == 'e' && t_[i_ - 4] == 't';  // "true"
-      return absl::OkStatus();
-    }
-    if (c == '-') return Error("negative numbers are not allowed");
-    if (c == '{' || c == '[')
-      return Error("nested objects and arrays are not allowed");
-    if (Word("null")) return Error("null is not allowed");
-    return Error("expected a string, an unsigned integer, true or false");
-  }
-
-  absl::Status Uint(uint64_t* out) {
-    const size_t start = i_;
-    uint64_t v = 0;
-    while (Peek() >= '0' && Peek() <= '9') {
-      const uint64_t d = static_cast<uint64_t>(t_[i_] - '0');
-      if (v > (~uint64_t{0} - d) / 10) return Error("number above 2^64 - 1");
-      v = v * 10 + d;
-      ++i_;
-    }
-    if (i_ - start > 1 && t_[start] == '0') {
-      i_ = start;
-      return Error("numbers may not have leading zeros");
-    }
-    if (Peek() == '.' || Peek() == 'e' || Peek() == 'E') {
-      return Error("expected an integer (no fraction or exponent)");
-    }
-    *out = v;
-    return absl::OkStatus();
-  }
-
-  absl::Status Hex4(uint32_t* out) {
-    uint32_t v = 0;
-    for (int k = 0; k < 4; ++k) {
-      const char c = Peek();
-      uint32_t d;
-      if (c >= '0' && c <= '9')
-        d = c - '0';
-      else if (c >= 'a' && c <= 'f')
-        d = c - 'a' + 10;
-      else if (c >= 'A' && c <= 'F')
-        d = c - 'A' + 10;
-      else
-        return Error("bad \\u escape");
-      v = v * 16 + d;
-      ++i_;
-    }
-    *out = v;
-    return absl::OkStatus();
-  }
-
-  static void Utf8(uint32_t cp, std::string* out) {
-    if (cp < 0x80) {
-      out->push_back(static_cast<char>(cp));
-    } else if (cp < 0x800) {
-      out->push_back(static_cast<char>(0xC0 | (cp >> 6)));
-      out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-    } else if (cp < 0x10000) {
-      out->push_back(static_cast<char>(0xE0 | (cp >> 12)));
-      out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-      out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-    } else {
-      out->push_back(static_cast<char>(0xF0 | (cp >> 18)));
-      out->push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
-      out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-      out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-    }
-  }
-
-  absl::Status String(std::string* out) {
-    ++i_;  // opening quote
-    for (;;) {
-      if (i_ >= t_.size()) return Error("unterminated string");
-      const char c = t_[i_++];
-      if (c == '"') return absl::OkStatus();
-      if (static_cast<unsigned char>(c) < 0x20) {
-        --i_;
-        return Error("control character in string");
-      }
-      if (c != '\\') {
-        out->push_back(c);
-        continue;
-      }
-      const char e = Peek();
-      ++i_;
-      switch (e) {
-        case '"':
-          out->push_back('"');
-          break;
-        case '\\':
-          out->push_back('\\');
-          break;
-        case '/':
-          out->push_back('/');
-          break;
-        case 'b':
-          out->push_back('\b');
-          break;
-        case 'f':
-          out->push_back('\f');
-          break;
-        case 'n':
-          out->push_back('\n');
-          break;
-        case 'r':
-          out->push_back('\r');
-          break;
-        case 't':
-          out->push_back('\t');
-          break;
-        case 'u': {
-          uint32_t cp = 0;
-          if (auto s = Hex4(&cp); !s.ok()) return s;
-          if (cp >= 0xD800 && cp < 0xDC00) {
-            uint32_t lo = 0;
-            if (!Word("\\u")) return Error("unpaired surrogate");
-            if (auto s = Hex4(&lo); !s.ok()) return s;
-            if (lo < 0xDC00 || lo >= 0xE000) return Error("unpaired surrogate");
-            cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-          } else if (cp >= 0xDC00 && cp < 0xE000) {
-            return Error("unpaired surrogate");
-          }
-          Utf8(cp, out);
-          break;
-        }
-        default:
-          --i_;
-          return Error("bad escape in string");
-      }
-    }
-  }
-
-  absl::string_view t_;
-  size_t i_ = 0;
+  const char* base_;
+  size_t size_;
 };
 
 }  // namespace
 
-absl::StatusOr<std::vector<JsonField>> ParseFlatObject(absl::string_view text) {
-  return Parser(text).Object();
+struct FlatJsonReader::Impl {
+  od::parser parser;
+  std::string padded;  // a copy of a line without padding after it
+  std::vector<JsonField> fields;
+
+  absl::Status Parse(const Line& line, od::document& doc);
+};
+
+FlatJsonReader::FlatJsonReader() : impl_(std::make_unique<Impl>()) {}
+FlatJsonReader::~FlatJsonReader() = default;
+
+absl::StatusOr<absl::Span<const JsonField>> FlatJsonReader::Parse(
+    absl::string_view text, size_t readable) {
+  Impl& m = *impl_;
+  m.fields.clear();
+  const char* base = text.data();
+  if (readable < text.size() + kPadding) {
+    m.padded.resize(text.size() + kPadding);
+    if (!text.empty()) std::memcpy(m.padded.data(), text.data(), text.size());
+    base = m.padded.data();
+    readable = m.padded.size();
+  }
+  const Line line(base, text.size());
+  od::document doc;
+  if (auto e = m.parser.iterate(base, text.size(), readable).get(doc))
+    return line.IndexError(e);
+  if (absl::Status s = m.Parse(line, doc); !s.ok()) return s;
+  return absl::Span<const JsonField>(m.fields);
+}
+
+absl::Status FlatJsonReader::Impl::Parse(const Line& line, od::document& doc) {
+  od::object obj;
+  if (auto e = doc.get_object().get(obj)) return line.RootError(e, doc);
+  const char* value_end = nullptr;
+  for (auto item : obj) {
+    if (item.error()) return line.StructureError(item.error(), doc, value_end);
+    od::raw_json_string raw_key;
+    if (auto e = item.key().get(raw_key))
+      return line.StructureError(e, doc, value_end);
+    const char* key_at = reinterpret_cast<const char*>(raw_key.raw()) - 1;
+    JsonField f;
+    std::string_view key;
+    if (item.unescaped_key().get(key))
+      return line.Error(key_at, "bad escape or unpaired surrogate in string");
+    f.key = View(key);
+    for (const JsonField& other : fields) {
+      if (other.key == f.key)
+        return line.Error(key_at, absl::StrCat("duplicate key \"", f.key, "\""));
+    }
+    od::value v;
+    if (auto e = item.value().get(v))
+      return line.StructureError(e, doc, value_end);
+    const std::string_view token = v.raw_json_token();
+    const char* at = token.data();
+    value_end = token.data() + token.size();
+    od::json_type type;
+    if (v.type().get(type)) return line.Error(at, kExpectedValue);
+    switch (type) {
+      case od::json_type::string: {
+        std::string_view s;
+        if (v.get_string().get(s))
+          return line.Error(at, "bad escape or unpaired surrogate in string");
+        f.type = JsonField::Type::kString;
+        f.str = View(s);
+        break;
+      }
+      case od::json_type::number:
+        if (v.get_uint64().get(f.uint))
+          return line.Error(at, NumberError(TrimRight(View(token))));
+        f.type = JsonField::Type::kUint;
+        break;
+      case od::json_type::boolean:
+        if (v.get_bool().get(f.boolean)) return line.Error(at, kExpectedValue);
+        f.type = JsonField::Type::kBool;
+        break;
+      case od::json_type::null: {
+        bool null = false;
+        if (v.is_null().get(null) || !null)
+          return line.Error(at, kExpectedValue);
+        return line.Error(at, "null is not allowed");
+      }
+      case od::json_type::object:
+      case od::json_type::array:
+        return line.Error(at, "nested objects and arrays are not allowed");
+    }
+    fields.push_back(f);
+  }
+  const char* after = nullptr;
+  if (doc.current_location().get(after) == simdjson::SUCCESS)
+    return line.Error(after, "unexpected characters after the object");
+  return absl::OkStatus();
 }
 
 void AppendJsonString(absl::string_view s, std::string* out) {

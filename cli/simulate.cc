@@ -181,8 +181,11 @@ std::string Simulator::Summary() const {
 
 absl::Status Simulate(std::FILE* in, std::FILE* out, Simulator* sim) {
   std::string buf;
-  char* line = nullptr;
-  size_t cap = 0;
+  TraceParser parser;
+  // getline's buffer, given room to spare so that most lines have the JSON
+  // parser's padding after them and are parsed where they lie.
+  size_t cap = 4096;
+  char* line = static_cast<char*>(std::malloc(cap));
   uint64_t lineno = 0;
   absl::Status status;
   for (ssize_t n; (n = getline(&line, &cap, in)) >= 0;) {
@@ -192,7 +195,7 @@ absl::Status Simulate(std::FILE* in, std::FILE* out, Simulator* sim) {
       text.remove_suffix(1);
     }
     if (text.find_first_not_of(" \t") == absl::string_view::npos) continue;
-    auto op = ParseTraceLine(text);
+    auto op = parser.Parse(text, cap);
     status = op.ok() ? sim->Apply(*op, &buf) : op.status();
     if (!status.ok()) {
       status = absl::InvalidArgumentError(

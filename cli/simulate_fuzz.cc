@@ -12,10 +12,11 @@
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   physpool::cli::Simulator sim;
+  physpool::cli::TraceParser parser;
   std::string out;
   const absl::string_view text(reinterpret_cast<const char*>(data), size);
   for (absl::string_view line : absl::StrSplit(text, '\n')) {
-    auto op = physpool::cli::ParseTraceLine(line);
+    auto op = parser.Parse(line);
     if (!op.ok()) continue;
     // Keep the fuzzer's memory bounded: segments of at most 2^20 pages.
     if (auto* seg = std::get_if<physpool::cli::SegmentLine>(&*op)) {

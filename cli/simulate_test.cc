@@ -3,8 +3,11 @@
 
 #include <cstdio>
 #include <string>
+#include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "pglist/testing/status_matchers.h"
@@ -159,6 +162,73 @@ TEST(SimulateTest, MalformedLinesStopWithTheirNumber) {
       "{\"op\":\"segment\",\"iova\":0,\"pages\":4}\n{\"op\":\"alloc\",\"id\":"
       "\"a\",\"bytes\":1}\nx\n");
   EXPECT_THAT(partial.out, HasSubstr("\"id\":\"a\",\"ok\":true"));
+}
+
+// Lines as long as the reader's buffer, or longer, whether or not the JSON
+// parser's padding fits after them in it (they are then copied), and CRLF
+// line ends.
+TEST(SimulateTest, LongLinesAndLineEnds) {
+  std::string trace = "{\"op\":\"segment\",\"iova\":0,\"pages\":1024}\r\n";
+  std::vector<std::string> ids;
+  const std::string head = "{\"op\":\"alloc\",\"id\":\"";
+  const std::string tail = "\",\"bytes\":4096}";
+  for (size_t len : {4000, 4030, 4090, 4095, 4096, 4097, 8200, 100000}) {
+    // A line of `len` bytes before its line end.
+    ids.push_back(std::string(len - head.size() - tail.size(),
+                              static_cast<char>('a' + ids.size())));
+    const char* end = ids.size() % 2 ? "\r\n" : "\n";
+    trace += head + ids.back() + tail + end;
+    trace += "{\"op\":\"free\",\"id\":\"" + ids.back() + "\"}" + end;
+  }
+  const Replay r = Simulated(trace);
+  ASSERT_OK(r.status);
+  const std::vector<absl::string_view> lines =
+      absl::StrSplit(r.out, '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), 2 * ids.size());
+  for (size_t i = 0; i < ids.size(); ++i) {
+    const std::string head = absl::StrCat(R"({"id":")", ids[i], R"(","ok":true)");
+    EXPECT_TRUE(absl::StartsWith(lines[2 * i], head + R"(,"path":"simple")"))
+        << "alloc " << i;
+    EXPECT_EQ(lines[2 * i + 1], head + "}") << "free " << i;
+  }
+}
+
+// What the JSON reader refuses at the edges, with the line number.
+TEST(SimulateTest, EdgesOfTheJson) {
+  const std::string seg = "{\"op\":\"segment\",\"iova\":0,\"pages\":4}\n";
+  struct Case {
+    std::string line;
+    std::string error;
+  } cases[] = {
+      {"{\"op\":\"alloc\",\"id\":\"\xff\",\"bytes\":1}", "line 2: invalid UTF-8"},
+      {std::string("{\"op\":\"alloc\",\"id\":\"a\0\",\"bytes\":1}", 35),
+       "line 2: control character in string"},
+      {std::string("{\"op\":\"free\",\"id\":\"a\"}\0", 24),
+       "line 2: column 24: expected '}' to end the line"},
+      {"{\"op\":\"alloc\",\"id\":\"a\",\"bytes\":1e3}",
+       "line 2: column 32: expected an integer (no fraction or exponent)"},
+      {"{\"op\":\"alloc\",\"id\":\"a\",\"bytes\":4096.0}",
+       "line 2: column 32: expected an integer (no fraction or exponent)"},
+      {"{\"op\":\"alloc\",\"id\":\"a\",\"bytes\":18446744073709551616}",
+       "line 2: column 32: number above 2^64 - 1"},
+      {"{\"op\":\"alloc\",\"id\":\"a\",\"bytes\":1,\"bytes\":2}",
+       "line 2: column 34: duplicate key \"bytes\""},
+      {"{\"op\":\"alloc\",\"id\":\"a\",\"bytes\":1} {}",
+       "line 2: column 35: unexpected characters after the object"},
+      {"{\"op\":\"alloc\",\"id\":\"a\",\"bytes\":1} x",
+       "line 2: column 35: expected '}' to end the line"},
+      {"{\"op\":\"free\",\"id\":7}", "line 2: field \"id\" must be a string"},
+      {"{\"op\":\"alloc\",\"id\":\"a\",\"bytes\":1,\"reclaim\":1}",
+       "line 2: field \"reclaim\" must be true or false"},
+      {"{\"op\":\"segment\",\"iova\":4096,\"pages\":1,\"numa\":65536}",
+       "line 2: field \"numa\" must be <= 65535"},
+  };
+  for (const Case& c : cases) {
+    const Replay r = Simulated(seg + c.line + "\n");
+    EXPECT_THAT(r.status, StatusIs(absl::StatusCode::kInvalidArgument))
+        << c.line;
+    EXPECT_EQ(std::string(r.status.message()), c.error) << c.line;
+  }
 }
 
 TEST(SimulateTest, DrainUndrainRemove) {

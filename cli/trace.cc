@@ -1,12 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "cli/trace.h"
 
-#include <vector>
-
+#include "absl/container/inlined_vector.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "cli/flat_json.h"
 #include "util/status_macros.h"
 
 namespace physpool::cli {
@@ -18,8 +16,7 @@ using Type = JsonField::Type;
 // that leftovers can be reported as unknown.
 class Fields {
  public:
-  explicit Fields(std::vector<JsonField> f)
-      : f_(std::move(f)), used_(f_.size()) {}
+  explicit Fields(absl::Span<const JsonField> f) : f_(f), used_(f.size()) {}
 
   absl::Status Uint(absl::string_view key, bool required, uint64_t* out) {
     return Get(key, Type::kUint, required,
@@ -31,10 +28,10 @@ class Fields {
   }
   absl::Status String(absl::string_view key, bool required, std::string* out) {
     return Get(key, Type::kString, required,
-               [&](const JsonField& f) { *out = f.str; });
+               [&](const JsonField& f) { out->assign(f.str.data(), f.str.size()); });
   }
   absl::Status NoneLeft(absl::string_view op) const {
-    std::vector<std::string> unknown;
+    absl::InlinedVector<std::string, 4> unknown;
     for (size_t i = 0; i < f_.size(); ++i) {
       if (!used_[i]) unknown.push_back(absl::StrCat("\"", f_[i].key, "\""));
     }
@@ -66,8 +63,8 @@ class Fields {
     return absl::OkStatus();
   }
 
-  std::vector<JsonField> f_;
-  std::vector<bool> used_;
+  absl::Span<const JsonField> f_;
+  absl::InlinedVector<bool, 16> used_;
 };
 
 absl::StatusOr<TraceOp> Pool(Fields& f) {
@@ -141,10 +138,11 @@ absl::StatusOr<TraceOp> Alloc(Fields& f) {
 
 }  // namespace
 
-absl::StatusOr<TraceOp> ParseTraceLine(absl::string_view line) {
-  auto parsed = ParseFlatObject(line);
+absl::StatusOr<TraceOp> TraceParser::Parse(absl::string_view line,
+                                           size_t readable) {
+  auto parsed = json_.Parse(line, readable);
   if (!parsed.ok()) return parsed.status();
-  Fields f(std::move(*parsed));
+  Fields f(*parsed);
   std::string op;
   RETURN_IF_ERROR(f.String("op", true, &op));
   if (op == "pool") return Pool(f);
