@@ -68,9 +68,6 @@ class FlatJsonReader {
   std::unique_ptr<Impl> impl_;
 };
 
-// Appends `s` as a JSON string literal (quoted, escaped) to *out.
-void AppendJsonString(absl::string_view s, std::string* out);
-
 }  // namespace physpool::cli
 
 #endif  // PHYSPOOL_CLI_FLAT_JSON_H_

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "cli/flat_json.h"
+#include "util/json_string.h"
 
 #include <string>
 

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "cli/flat_json.h"
+#include "util/json_string.h"
 #include "util/status_macros.h"
 
 namespace physpool::cli {

@@ -59,10 +59,6 @@ std::string FormatLogLine(LogFormat format, absl::string_view ts,
                           LogLevel level, absl::string_view msg,
                           const std::vector<LogField>& fields);
 
-// `s` as a JSON string, quotes included: escaped, not-UTF-8 bytes replaced
-// by U+FFFD (each maximal invalid subpart, as Unicode recommends).
-void AppendJsonString(absl::string_view s, std::string* out);
-
 }  // namespace physpool::server
 
 #endif  // PHYSPOOL_SERVER_LOG_H_
