@@ -28,6 +28,8 @@ struct ManagerStats {
   std::vector<SegmentView> segments;
   std::map<std::string, TenantUsage> tenants;
   uint64_t waits_started = 0;  // any -> wait fallbacks
+  // Grants served off their preferred NUMA node, by preferred node.
+  std::map<int32_t, uint64_t> numa_fallbacks;
   uint64_t lease_expirations = 0;
   std::map<std::string, uint64_t> revocations;  // by reason
   uint64_t reclaimed_bytes = 0;

@@ -18,6 +18,7 @@ ManagerStats PoolManager::Stats() {
       s.segments.push_back(p.segments.View(t, seg, p.recycler.scrubbing(t)));
     s.tenants = p.lessor.usage();
     s.waits_started = p.waiting.waits_started();
+    s.numa_fallbacks = p.placement.numa_fallbacks();
     const Ender::Counters& ends = p.ender.counters();
     s.lease_expirations = ends.lease_expirations;
     s.revocations = ends.revocations;

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
 #include <fstream>
 
 #include "absl/cleanup/cleanup.h"
@@ -19,6 +20,9 @@
 #endif
 #ifndef MFD_HUGE_SHIFT
 #define MFD_HUGE_SHIFT 26
+#endif
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
 #endif
 
 namespace physpool::vfio {
@@ -151,6 +155,31 @@ absl::StatusOr<Backing> CreatePosixBacking(BackingKind kind,
   std::move(unmap).Cancel();
   std::move(close_fd).Cancel();
   return b;
+}
+
+absl::Status PopulatePosixBacking(const Backing& b, uint64_t page_size,
+                                  int32_t numa) {
+  if (madvise(b.base, b.bytes, MADV_POPULATE_WRITE) == 0) return {};
+  int err = errno;
+  if (err == EINVAL) {  // before Linux 5.14: fault each page in by hand
+    for (uint64_t off = 0; off < b.bytes; off += page_size) {
+      *reinterpret_cast<volatile uint8_t*>(b.base + off) = 0;  // reads as 0
+    }
+    return {};
+  }
+  std::string free_pages = "?";
+  if (page_size > 4096) {
+    std::ifstream f(absl::StrCat("/sys/devices/system/node/node", numa,
+                                 "/hugepages/hugepages-", page_size / 1024,
+                                 "kB/free_hugepages"));
+    f >> free_pages;
+  }
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "populating ", b.path, " (", b.bytes, " bytes) on NUMA node ", numa, ": ",
+      std::strerror(err), " (errno ", err, "): node ", numa, " has ",
+      free_pages, " free ", page_size / 1024,
+      " kB pages (per node: /sys/devices/system/node/node", numa,
+      "/hugepages/)"));
 }
 
 absl::StatusOr<Backing> AdoptPosixBacking(int fd, const std::string& name,

@@ -237,7 +237,15 @@ class Linux final : public Kernel {
                                         const std::string& path, uint64_t bytes,
                                         uint64_t page_size, int32_t numa,
                                         bool reattach) override {
-    return CreatePosixBacking(kind, path, bytes, page_size, numa, reattach);
+    absl::StatusOr<Backing> b =
+        CreatePosixBacking(kind, path, bytes, page_size, numa, reattach);
+    if (!b.ok() || numa < 0 || reattach) return b;
+    // The fake kernel does not: its tests' pools are large and sparse.
+    if (absl::Status s = PopulatePosixBacking(*b, page_size, numa); !s.ok()) {
+      ReleasePosixBacking(*b, /*remove=*/true);
+      return s;
+    }
+    return b;
   }
   absl::StatusOr<Backing> AdoptBacking(int fd, const std::string& name,
                                        uint64_t bytes) override {

@@ -27,15 +27,23 @@ Placement::Outcome Placement::Serve(Turn& t, const Tenant& tenant,
   auto a = pool_->Allocate(p.req);
   pglist::Request any_node = p.req;
   any_node.numa = -1;
+  bool fell_back = false;
   if (!a.ok() && p.req.numa >= 0 && !p.numa_strict &&
       FailReasonOf(a.status()) != FailReason::kInvalid) {
     a = pool_->Allocate(any_node);
+    fell_back = a.ok();
   }
   times_->Observe(a.ok() ? std::string(pglist::PathName(a->path)) : "failed",
                   absl::ToDoubleSeconds(absl::Now() - t0));
   if (a.ok()) {
-    granter_->Grant(t, tenant, p, fp, *a, pglist::PathName(a->path),
-                    std::move(*done));
+    std::string path(pglist::PathName(a->path));
+    if (fell_back) {
+      // The preferred node had no room: served from any node, and said so
+      // in the lease's path and the physpool_numa_fallback_total counter.
+      ++numa_fallbacks_[p.req.numa];
+      path += kNumaFallbackSuffix;
+    }
+    granter_->Grant(t, tenant, p, fp, *a, path, std::move(*done));
     return {Verdict::kGranted, absl::OkStatus()};
   }
   if (FailReasonOf(a.status()) != FailReason::kNoSpace || !p.may_reclaim)

@@ -5,7 +5,7 @@
 // path, when the caller allows it and only preemptible leases stand in the
 // way), or why not (the caller may wait on some of those reasons).
 //
-// State: none.
+// State: the NUMA fallbacks counted so far (by preferred node).
 // Thread safety: not thread-safe; takes the Turn that proves the pool's
 // lock.
 // I/O: none of its own; a reclaim it starts ends its victims at once, and
@@ -15,6 +15,7 @@
 #define PHYSPOOL_SERVER_LEASE_PLACEMENT_H_
 
 #include <cstdint>
+#include <map>
 #include <string>
 
 #include "absl/status/status.h"
@@ -27,6 +28,10 @@
 #include "server/lease/reclaim.h"
 
 namespace physpool::server {
+
+// Appended to a lease's path ("simple+numa-fallback") when its preferred
+// NUMA node had no room and a non-strict request was served from any node.
+inline constexpr char kNumaFallbackSuffix[] = "+numa-fallback";
 
 class Placement {
  public:
@@ -54,12 +59,19 @@ class Placement {
                 const std::string& fp, uint64_t handle, absl::Time deadline,
                 absl::Time since, AllocDone* done);
 
+  // Grants served off their preferred NUMA node (non-strict requests whose
+  // node had no room), by the preferred node.
+  const std::map<int32_t, uint64_t>& numa_fallbacks() const {
+    return numa_fallbacks_;
+  }
+
  private:
   pglist::Pool* const pool_;
   Quota* const quota_;
   Granter* const granter_;
   Reclaim* const reclaim_;
   PathTimes* const times_;
+  std::map<int32_t, uint64_t> numa_fallbacks_;
 };
 
 }  // namespace physpool::server

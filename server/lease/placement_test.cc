@@ -5,6 +5,7 @@
 // or could never fit).
 #include "server/lease/placement.h"
 
+#include <map>
 #include <memory>
 #include <string>
 
@@ -127,11 +128,28 @@ TEST_F(PlacementTest, AFullPreferredNodeFallsBackToAnyUnlessStrict) {
   EXPECT_THAT(o.why, StatusIs(absl::StatusCode::kResourceExhausted));
   EXPECT_EQ(FailReasonOf(o.why), FailReason::kNoSpace);
   EXPECT_FALSE(taken_);
+  EXPECT_TRUE(h_->parts().placement.numa_fallbacks().empty());
   auto loose = std::make_shared<Reply>();
   EXPECT_EQ(Serve("a", On(0, kPage, false), loose).verdict, Verdict::kGranted);
   EXPECT_TRUE(taken_);
   ASSERT_OK(loose->value.status());
   EXPECT_EQ(NodeOf(*loose->value), 1);
+  // It says so: in the lease's path and in the counter, by preferred node.
+  EXPECT_EQ(loose->value->path, "simple+numa-fallback");
+  EXPECT_EQ(h_->parts().placement.numa_fallbacks(),
+            (std::map<int32_t, uint64_t>{{0, 1}}));
+}
+
+TEST_F(PlacementTest, ALeaseOnItsPreferredNodeIsNoFallback) {
+  auto r = std::make_shared<Reply>();
+  EXPECT_EQ(Serve("a", On(1, kPage, false), r).verdict, Verdict::kGranted);
+  ASSERT_OK(r->value.status());
+  EXPECT_EQ(r->value->path, "simple");
+  // Nor is a request without a preferred node, wherever it lands.
+  EXPECT_EQ(Serve("a", LeaseParts::Params(kPage), r).verdict,
+            Verdict::kGranted);
+  EXPECT_EQ(r->value->path, "simple");
+  EXPECT_TRUE(h_->parts().placement.numa_fallbacks().empty());
 }
 
 TEST_F(PlacementTest, NoSpaceIsRefusedWithoutReclaimUnlessTheCallerMayReclaim) {

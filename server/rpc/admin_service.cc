@@ -207,6 +207,9 @@ ServerUnaryReactor* AdminService::GetStats(CallbackServerContext* ctx,
     }
   }
   (*resp->mutable_fallbacks())["any->wait"] = st.waits_started;
+  uint64_t numa_fallbacks = 0;
+  for (const auto& [node, n] : st.numa_fallbacks) numa_fallbacks += n;
+  (*resp->mutable_fallbacks())["numa->any"] = numa_fallbacks;
   resp->set_lease_expirations(st.lease_expirations);
   for (const auto& [reason, n] : st.revocations)
     (*resp->mutable_lease_revocations())[reason] = n;

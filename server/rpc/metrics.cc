@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "server/rpc/metrics.h"
 
+#include <map>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -132,6 +133,20 @@ void AddAllocation(const ManagerStats& st, std::vector<MetricFamily>* out) {
                                    static_cast<double>(st.waits_started),
                                    {{"from", "any"}, {"to", "wait"}}));
   out->push_back(std::move(fallbacks));
+
+  // Every node of the pool, 0 until a fallback from it.
+  MetricFamily numa = Family(
+      "physpool_numa_fallback_total",
+      "Grants served off their preferred NUMA node (a non-strict request "
+      "whose node had no room), by the preferred node.",
+      MetricType::Counter);
+  std::map<int32_t, uint64_t> by_node = st.numa_fallbacks;
+  for (const SegmentView& s : st.segments) by_node.emplace(s.info.spec.numa, 0);
+  for (const auto& [node, n] : by_node) {
+    numa.metric.push_back(Value(MetricType::Counter, static_cast<double>(n),
+                                {{"numa", absl::StrCat(node)}}));
+  }
+  out->push_back(std::move(numa));
 
   MetricFamily duration =
       Family("physpool_alloc_duration_seconds",

@@ -49,7 +49,7 @@ install -m 755 "$BUILD/tests/e2e/e2e_tenant" "$R/bin/e2e_tenant"
 install -m 755 "$BUILD/cli/physpoolctl" "$R/bin/physpoolctl"
 install -m 755 "$BUILD/server/physpool-keeper" "$R/bin/physpool-keeper"
 sha() { printf %s "$1" | sha256sum | cut -d' ' -f1; }
-for conf in physpool physpool-memfd physpool-domains; do
+for conf in physpool physpool-memfd physpool-domains physpool-numa physpool-1g; do
   sed -e "s/@EDU_SHA@/$(sha edu-token)/" -e "s/@PLAIN_SHA@/$(sha plain-token)/" \
       -e "s/@A_SHA@/$(sha a-token)/" -e "s/@B_SHA@/$(sha b-token)/" \
       -e "s/@OPS_SHA@/$(sha ops-token)/" -e "s/@C_SHA@/$(sha c-token)/" \

@@ -11,7 +11,8 @@
 // with memfd backing, isolation required (a udmabuf per lease) and
 // physpool-keeper, with two tenants; then the device domains: two more edus,
 // one per tenant, each reaching only its tenant's leases (through a revoke
-// and a kill -9). Every verdict comes from bytes read back. It also
+// and a kill -9); then NUMA placement and a 1 GiB page on a fourth edu
+// (numa_phase.cc). Every verdict comes from bytes read back. It also
 // measures MAP_DMA/UNMAP_DMA ("PHYSPOOL-E2E-BENCH:" lines).
 //
 // Every check is recorded (Check); a check the rest of a phase depends on
@@ -19,7 +20,7 @@
 // that runs to its end prints "PHYSPOOL-E2E-PHASE: <name> complete". The
 // last line is "PHYSPOOL-E2E: PASS" only if no check failed and every phase
 // completed, else "PHYSPOOL-E2E: FAIL (...)"; the exit code is 0 only with
-// PASS. run_e2e.sh requires the PASS line, the three phase lines, no
+// PASS. run_e2e.sh requires the PASS line, the five phase lines, no
 // "FAIL:" line and exit code 0.
 //
 // A tenant drives its device itself, so this program (not physpool's
@@ -52,264 +53,12 @@
 #include <thread>
 #include <vector>
 
+#include "e2e_util.h"
 #include "physpool/client.h"
 
 namespace {
 
-int g_failures = 0;
-int g_checks = 0;
-
-// Records one verdict; returns `ok`.
-bool Check(bool ok, const std::string& what) {
-  ++g_checks;
-  std::printf("%s: %s\n", ok ? "PASS" : "FAIL", what.c_str());
-  std::fflush(stdout);
-  if (!ok) ++g_failures;
-  return ok;
-}
-
-// A check the rest of the phase needs: recorded, and on failure the phase
-// (a function returning bool: "ran to its end") returns false.
-#define REQUIRE(ok, what)             \
-  do {                                \
-    if (!Check((ok), (what))) {       \
-      std::printf("T: phase ends\n"); \
-      return false;                   \
-    }                                 \
-  } while (0)
-
-// Seconds since boot (CLOCK_BOOTTIME: /proc/uptime's clock, to the ns).
-double Uptime() {
-  timespec t{};
-  clock_gettime(CLOCK_BOOTTIME, &t);
-  return t.tv_sec + t.tv_nsec / 1e9;
-}
-
-struct Args {
-  std::string daemon = "/bin/physpoold";
-  std::string config = "/etc/physpool.yaml";
-  std::string log = "/tmp/physpoold.log";
-  std::string ready = "/run/physpoold.ready";
-  std::string endpoint = "unix:/run/physpool/physpool.sock";
-  std::string memfd_config = "/etc/physpool-memfd.yaml";
-  std::string domains_config = "/etc/physpool-domains.yaml";
-  std::string domains_log = "/tmp/physpoold-domains.log";
-  std::string ctl = "/bin/physpoolctl";
-  std::string bdf;           // the vfio and memfd phases' edu
-  std::string bdf_a, bdf_b;  // the domains phase's: tenant ta's, tb's
-};
-
-std::string Slurp(const std::string& path) {
-  std::ifstream f(path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
-pid_t StartDaemon(const Args& a) {
-  unlink(a.ready.c_str());
-  const pid_t pid = fork();
-  if (pid == 0) {
-    const int log = open(a.log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    dup2(log, 1);
-    dup2(log, 2);
-    execl(a.daemon.c_str(), a.daemon.c_str(), "--config", a.config.c_str(),
-          "--ready-file", a.ready.c_str(), static_cast<char*>(nullptr));
-    _exit(127);
-  }
-  return pid;
-}
-
-// Waits until `path` exists or the daemon exits; false on timeout or exit.
-bool WaitReady(const Args& a, pid_t daemon, double seconds) {
-  const double until = Uptime() + seconds;
-  while (Uptime() < until) {
-    if (access(a.ready.c_str(), F_OK) == 0) return true;
-    int status = 0;
-    if (waitpid(daemon, &status, WNOHANG) == daemon) {
-      std::printf("T: physpoold exited (status %d) before it was ready\n",
-                  status);
-      return false;
-    }
-    usleep(50 * 1000);
-  }
-  return false;
-}
-
-// Kills (SIGKILL) the daemon `*pid` names when the phase ends early, so
-// that the next phase starts on a free device; -1: nothing to do.
-class DaemonGuard {
- public:
-  explicit DaemonGuard(pid_t* pid) : pid_(pid) {}
-  ~DaemonGuard() {
-    if (*pid_ <= 0) return;
-    kill(*pid_, SIGKILL);
-    waitpid(*pid_, nullptr, 0);
-    std::printf("T: physpoold (pid %d) killed at the end of the phase\n",
-                static_cast<int>(*pid_));
-    *pid_ = -1;
-  }
-  DaemonGuard(const DaemonGuard&) = delete;
-  DaemonGuard& operator=(const DaemonGuard&) = delete;
-
- private:
-  pid_t* pid_;
-};
-
-// SIGTERM to the daemon `*pid` names; checks that it exits 0 (`what`).
-void StopDaemon(pid_t* pid, const std::string& what) {
-  kill(*pid, SIGTERM);
-  int status = 0;
-  waitpid(*pid, &status, 0);
-  *pid = -1;
-  Check(WIFEXITED(status) && WEXITSTATUS(status) == 0, what);
-}
-
-bool WaitLog(const Args& a, const std::string& needle, double seconds) {
-  const double until = Uptime() + seconds;
-  while (Uptime() < until) {
-    if (Slurp(a.log).find(needle) != std::string::npos) return true;
-    usleep(100 * 1000);
-  }
-  return false;
-}
-
-// The edu device (QEMU docs/specs/edu.rst) through a VFIO device fd.
-class Edu {
- public:
-  static std::unique_ptr<Edu> Open(int device_fd) {
-    vfio_region_info ri = {};
-    ri.argsz = sizeof(ri);
-    ri.index = VFIO_PCI_BAR0_REGION_INDEX;
-    if (ioctl(device_fd, VFIO_DEVICE_GET_REGION_INFO, &ri) != 0) return nullptr;
-    void* p = mmap(nullptr, ri.size, PROT_READ | PROT_WRITE, MAP_SHARED,
-                   device_fd, static_cast<off_t>(ri.offset));
-    if (p == MAP_FAILED) return nullptr;
-    auto e = std::unique_ptr<Edu>(new Edu);
-    e->fd_ = device_fd;
-    e->bar_ = static_cast<volatile uint8_t*>(p);
-    e->bar_size_ = ri.size;
-    return e;
-  }
-  ~Edu() {
-    munmap(const_cast<uint8_t*>(bar_), bar_size_);
-    close(fd_);
-  }
-  uint32_t Id() { return *reinterpret_cast<volatile uint32_t*>(bar_); }
-
-  // One DMA of `count` (<= 4095: QEMU 7.2's edu aborts on 4096) bytes;
-  // false if it does not complete within 5 s.
-  bool Dma(uint64_t src, uint64_t dst, uint64_t count, bool to_ram) {
-    Set(0x80, src);
-    Set(0x88, dst);
-    Set(0x90, count);
-    Set(0x98, 1 | (to_ram ? 2 : 0));
-    const double until = Uptime() + 5;
-    while (Get(0x98) & 1) {
-      if (Uptime() > until) return false;
-      usleep(1000);
-    }
-    return true;
-  }
-  // RAM at `src` -> edu's buffer; edu's buffer -> RAM at `dst`.
-  bool Load(uint64_t src, uint64_t count) {
-    return Dma(src, kBuffer, count, false);
-  }
-  bool Store(uint64_t dst, uint64_t count) {
-    return Dma(kBuffer, dst, count, true);
-  }
-  bool Copy(uint64_t src, uint64_t dst, uint64_t count) {
-    return Load(src, count) && Store(dst, count);
-  }
-
- private:
-  static constexpr uint64_t kBuffer = 0x40000;
-  void Set(uint64_t reg, uint64_t v) {
-    *reinterpret_cast<volatile uint64_t*>(bar_ + reg) = v;
-  }
-  uint64_t Get(uint64_t reg) {
-    return *reinterpret_cast<volatile uint64_t*>(bar_ + reg);
-  }
-  int fd_ = -1;
-  volatile uint8_t* bar_ = nullptr;
-  uint64_t bar_size_ = 0;
-};
-
-void Fill(uint8_t* p, size_t n, uint8_t seed) {
-  for (size_t i = 0; i < n; ++i)
-    p[i] = static_cast<uint8_t>(seed + i * 7 + (i >> 8));
-}
-// The first byte of p[0, n) that differs from Fill's pattern; n if none.
-size_t FirstMismatch(const uint8_t* p, size_t n, uint8_t seed) {
-  for (size_t i = 0; i < n; ++i) {
-    if (p[i] != static_cast<uint8_t>(seed + i * 7 + (i >> 8))) return i;
-  }
-  return n;
-}
-bool Matches(const uint8_t* p, size_t n, uint8_t seed) {
-  const size_t i = FirstMismatch(p, n, seed);
-  if (i < n) std::printf("T:   mismatch at %zu: %#x\n", i, p[i]);
-  return i == n;
-}
-bool AllZero(const uint8_t* p, size_t n) {
-  for (size_t i = 0; i < n; ++i) {
-    if (p[i] != 0) return false;
-  }
-  return true;
-}
-
-// Runs physpoolctl with `token` (by default tenant "edu", an admin too);
-// its exit code and standard output.
-std::pair<int, std::string> Ctl(const Args& a, std::vector<std::string> args,
-                                const char* token = "edu-token") {
-  int out[2];
-  if (pipe(out) != 0) return {-1, ""};
-  const pid_t pid = fork();
-  if (pid == 0) {
-    dup2(out[1], 1);
-    close(out[0]);
-    setenv("PHYSPOOL_ENDPOINT", a.endpoint.c_str(), 1);
-    setenv("PHYSPOOL_TOKEN", token, 1);
-    std::vector<char*> argv = {const_cast<char*>(a.ctl.c_str())};
-    for (std::string& s : args) argv.push_back(s.data());
-    argv.push_back(nullptr);
-    execv(a.ctl.c_str(), argv.data());
-    _exit(127);
-  }
-  close(out[1]);
-  std::string text;
-  char buf[4096];
-  for (ssize_t n; (n = read(out[0], buf, sizeof(buf))) > 0;)
-    text.append(buf, n);
-  close(out[0]);
-  int status = 0;
-  waitpid(pid, &status, 0);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, text};
-}
-
-// The number after `"key": ` (quoted or not) in physpoolctl's JSON.
-uint64_t JsonNumber(const std::string& json, const std::string& key) {
-  const size_t at = json.find("\"" + key + "\":");
-  if (at == std::string::npos) return 0;
-  size_t i = at + key.size() + 3;
-  while (i < json.size() && (json[i] == ' ' || json[i] == '"')) ++i;
-  return std::strtoull(json.c_str() + i, nullptr, 10);
-}
-
-std::unique_ptr<physpool::Client> Connect(const Args& a,
-                                          const std::string& token) {
-  physpool::ClientOptions o;
-  o.endpoint = a.endpoint;
-  o.token = token;
-  o.timeout = std::chrono::seconds(30);
-  auto c = physpool::Client::Connect(o);
-  if (!c.ok()) {
-    std::printf("T: connect as %s: %s\n", token.c_str(),
-                c.status().ToString().c_str());
-    return nullptr;
-  }
-  return *std::move(c);
-}
+using namespace physpool_e2e;  // NOLINT: the phases' shared helpers
 
 // The first descriptor of one message (SCM_RIGHTS); -1 if none.
 int RecvFd(int sock) {
@@ -366,24 +115,6 @@ bool SendFd(int sock, int fd) {
   c->cmsg_len = CMSG_LEN(sizeof(int));
   std::memcpy(CMSG_DATA(c), &fd, sizeof(int));
   return sendmsg(sock, &m, MSG_NOSIGNAL) == 1;
-}
-
-std::string Runs(const std::vector<std::pair<uint64_t, uint64_t>>& runs) {
-  std::string s;
-  for (const auto& [iova, bytes] : runs) {
-    char buf[64];
-    std::snprintf(buf, sizeof(buf), "[%#llx +%#llx]",
-                  static_cast<unsigned long long>(iova),
-                  static_cast<unsigned long long>(bytes));
-    s += buf;
-  }
-  return s;
-}
-
-std::vector<std::pair<uint64_t, uint64_t>> RunsOf(const physpool::Region& r) {
-  std::vector<std::pair<uint64_t, uint64_t>> out;
-  for (const auto& run : r.runs()) out.push_back({run.iova, run.bytes});
-  return out;
 }
 
 // The vfio source with hugetlbfs files; true if it ran to its end.
@@ -1250,6 +981,8 @@ int main(int argc, char** argv) {
       a.bdf_a = v;
     else if (k == "--bdf-b")
       a.bdf_b = v;
+    else if (k == "--bdf-n")
+      a.bdf_n = v;
     else if (k == "--daemon")
       a.daemon = v;
     else if (k == "--config")
@@ -1271,16 +1004,23 @@ int main(int argc, char** argv) {
   // Before the domains phase: its daemon holds tb's group from then on.
   if (two) MeasureMapUnmap(a.bdf_b);
   const bool domains = two && Phase("domains", [&] { return RunDomains(a); });
-  const bool pass = g_failures == 0 && vfio && memfd && domains && g_checks > 0;
+  // The fourth edu, on a NUMA guest (tests/e2e/numa_phase.cc).
+  if (a.bdf_n.empty()) Check(false, "--bdf-n names the NUMA phases' edu");
+  const bool numa =
+      !a.bdf_n.empty() && Phase("numa", [&] { return RunNuma(a); });
+  const bool gigantic =
+      !a.bdf_n.empty() && Phase("1g", [&] { return RunGigantic(a); });
+  const bool pass = g_failures == 0 && vfio && memfd && domains && numa &&
+                    gigantic && g_checks > 0;
+  auto done = [](bool b) { return b ? "complete" : "NOT COMPLETE"; };
   if (pass) {
     std::printf("PHYSPOOL-E2E: PASS (%d checks)\n", g_checks);
   } else {
     std::printf(
         "PHYSPOOL-E2E: FAIL (%d of %d checks failed; phases: vfio %s, "
-        "memfd %s, domains %s)\n",
-        g_failures, g_checks, vfio ? "complete" : "NOT COMPLETE",
-        memfd ? "complete" : "NOT COMPLETE",
-        domains ? "complete" : "NOT COMPLETE");
+        "memfd %s, domains %s, numa %s, 1g %s)\n",
+        g_failures, g_checks, done(vfio), done(memfd), done(domains),
+        done(numa), done(gigantic));
   }
   std::fflush(stdout);
   _exit(pass ? 0 : 1);

@@ -94,6 +94,30 @@ class MetricsTest(unittest.TestCase):
         self.assertIn(("physpool_alloc_fallbacks_total",
                        frozenset({("from", "any"), ("to", "wait")})), m)
 
+    def test_numa_fallback(self):
+        """A non-strict request whose node is full lands on another node,
+        says so in its path and counts in physpool_numa_fallback_total;
+        a strict one is refused and counts nothing."""
+        m = parse(self.scrape())
+        for node in ("0", "1"):  # every node of the pool, from 0
+            self.assertEqual(m.get(("physpool_numa_fallback_total",
+                                    frozenset({("numa", node)}))), 0, node)
+        full = self.allocate(A, bytes=8 * lib.MIB, numa_node=1, numa_strict=True)
+        self.assertEqual(full.path, "simple")
+        with self.assertRaises(Exception) as e:
+            self.allocate(A, bytes=lib.MIB, numa_node=1, numa_strict=True)
+        self.assertIn("RESOURCE_EXHAUSTED", str(e.exception))
+        moved = self.allocate(A, bytes=lib.MIB, numa_node=1)
+        self.assertEqual(moved.path, "simple+numa-fallback")
+        m = parse(self.scrape())
+        self.assertEqual(m[("physpool_numa_fallback_total",
+                            frozenset({("numa", "1")}))], 1)
+        self.assertEqual(m[("physpool_numa_fallback_total",
+                            frozenset({("numa", "0")}))], 0)
+        stats = self.d.call("Admin", "GetStats", pb.GetStatsRequest(),
+                            pb.GetStatsResponse, ROOT)
+        self.assertEqual(stats.fallbacks["numa->any"], 1)
+
     def test_build_info(self):
         """physpool_build_info{version,revision} 1, what --version says."""
         line = subprocess.run([PHYSPOOLD, "--version"], capture_output=True,
