@@ -221,7 +221,8 @@ absl::Status Driver::CheckServing() {
   // empty HealthCheckRequest; the answer's field 1 is the status
   // (1 SERVING, 2 NOT_SERVING), sent as bytes 0x08 <status>.
   auto ctx = Context(/*wait=*/false);
-  grpc::ByteBuffer req, resp;
+  grpc::Slice empty;  // the empty message
+  grpc::ByteBuffer req(&empty, 1), resp;
   const grpc::Status s = grpc::internal::BlockingUnaryCall(
       channel_.get(),
       grpc::internal::RpcMethod("/grpc.health.v1.Health/Check",
@@ -270,9 +271,9 @@ json Driver::DevicesForTest() {
 absl::Status Driver::Publish(bool force) {
   absl::MutexLock l(&mu_);
   // Not waiting for physpoold: one that is away is published as such now.
-  absl::Status serving = CheckServing();
+  const absl::Status health = CheckServing();
   absl::StatusOr<PoolFacts> f =
-      serving.ok() ? ReadPool(/*wait=*/false) : serving;
+      health.ok() ? ReadPool(/*wait=*/false) : absl::StatusOr<PoolFacts>(health);
   if (!f.ok() && !absl::IsUnavailable(f.status()) &&
       !absl::IsDeadlineExceeded(f.status())) {
     return f.status();  // e.g. PERMISSION_DENIED: the slice stays
