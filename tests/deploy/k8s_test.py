@@ -27,7 +27,8 @@ from rbac_verbs import rbac_verb
 
 PHYSPOOLD, SRC, NPM_DIR = sys.argv[1], sys.argv[2], sys.argv[3]
 K8S = os.path.join(SRC, "deploy", "k8s")
-RENDERS = ["overlays/sim", "overlays/vfio", "overlays/dra", "examples/tenant", "examples/dra"]
+RENDERS = ["overlays/sim", "overlays/vfio", "overlays/dra", "examples/tenant", "examples/dra",
+           "examples/numa"]
 DAEMON_OVERLAYS = {"overlays/sim": "sim", "overlays/vfio": "vfio", "overlays/dra": "sim"}
 DRIVER = "dma.physpool.io"
 # What physpool-dra calls at the API server (docs/kubernetes.md, the
@@ -99,6 +100,8 @@ class K8sTest(unittest.TestCase):
                          {"Namespace", "Secret", "Pod"})
         self.assertEqual({o["kind"] for o in self.rendered["examples/dra"]},
                          {"Namespace", "ResourceClaimTemplate", "Pod"})
+        self.assertEqual({o["kind"] for o in self.rendered["examples/numa"]},
+                         {"Namespace", "ResourceClaimTemplate", "Pod"})
 
     def test_every_object_validates_with_no_unknown_field(self):
         for rel, objects in self.rendered.items():
@@ -130,6 +133,12 @@ class K8sTest(unittest.TestCase):
         tmpl = copy.deepcopy(one(self.rendered["examples/dra"], "ResourceClaimTemplate"))
         tmpl["spec"]["spec"]["devices"]["requests"][0]["exactly"]["capacity"]["request"] = {}
         cases.append((tmpl, "unknown field spec.spec.devices.requests[0].exactly.capacity.request"))
+        tmpl = copy.deepcopy(one(self.rendered["examples/numa"], "ResourceClaimTemplate"))
+        tmpl["spec"]["spec"]["devices"]["constraints"][0]["matchAttributes"] = "x"
+        cases.append((tmpl, "unknown field spec.spec.devices.constraints[0].matchAttributes"))
+        tmpl = copy.deepcopy(one(self.rendered["examples/numa"], "ResourceClaimTemplate"))
+        tmpl["spec"]["spec"]["devices"]["constraints"][0]["requests"] = "gpu"
+        cases.append((tmpl, "requests must be array"))
         dc = copy.deepcopy(one(self.rendered["overlays/dra"], "DeviceClass"))
         dc["spec"]["selectors"][0]["cel"] = {}
         cases.append((dc, "cel must have required property expression"))
@@ -426,6 +435,41 @@ class K8sTest(unittest.TestCase):
         self.assertNotIn("volumes", pod["spec"])
         self.assertNotIn("env", c)
         self.assertIn("$PHYSPOOL_LEASE", " ".join(c["command"] + c.get("args", [])))
+
+
+    def test_numa_example(self):
+        # An accelerator of another driver and physpool's memory on the same
+        # NUMA node: one claim, two requests, matchAttribute over both on
+        # the standard attribute the driver publishes.
+        objects = self.rendered["examples/numa"]
+        tmpl = one(objects, "ResourceClaimTemplate")
+        pod = one(objects, "Pod")
+        devices = tmpl["spec"]["spec"]["devices"]
+        reqs = {r["name"]: r["exactly"] for r in devices["requests"]}
+        self.assertEqual(set(reqs), {"gpu", "mem"})
+        ours = one(self.rendered["overlays/dra"], "DeviceClass")["metadata"]["name"]
+        self.assertEqual(reqs["mem"]["deviceClassName"], ours)
+        self.assertNotEqual(reqs["gpu"]["deviceClassName"], ours)
+        self.assertNotIn(DRIVER, reqs["gpu"]["deviceClassName"])
+        self.assertIn("memory", reqs["mem"]["capacity"]["requests"])
+        # The attribute's name is the one physpool-dra publishes.
+        with open(os.path.join(SRC, "dra", "slice_publisher.h")) as f:
+            published = re.search(r'kStandardNumaAttribute\[\] =\s*"([^"]+)"', f.read())
+        self.assertIsNotNone(published)
+        self.assertEqual(published.group(1), "resource.kubernetes.io/numaNode")
+        self.assertEqual(devices["constraints"],
+                         [{"requests": ["gpu", "mem"], "matchAttribute": published.group(1)}])
+        opaque = devices["config"][0]["opaque"]
+        self.assertEqual(devices["config"][0]["requests"], ["mem"])
+        self.assertEqual(opaque["driver"], DRIVER)
+        self.assertLessEqual(set(opaque["parameters"]) - {"apiVersion", "kind"},
+                             {"alignment", "boundary", "maxSegments", "numaStrict"})
+        self.assertEqual(pod["spec"]["resourceClaims"],
+                         [{"name": "accel", "resourceClaimTemplateName": tmpl["metadata"]["name"]}])
+        c = pod["spec"]["containers"][0]
+        self.assertEqual(c["resources"]["claims"], [{"name": "accel"}])
+        self.assertNotIn("volumes", pod["spec"])
+        self.assertNotEqual(c["securityContext"]["runAsUser"], 10001)
 
 
 if __name__ == "__main__":

@@ -374,6 +374,14 @@ class DraTest(unittest.TestCase):
             self.assertEqual(d["capacity"]["memory"]["value"], "64Mi")
             self.assertEqual(d["capacity"]["memory"]["requestPolicy"]["validRange"]["step"], "4096")
             self.assertEqual(d["attributes"]["numaNode"]["int"], int(n[-1]))
+            # The standard attribute (k8s.io/dynamic-resource-allocation/
+            # deviceattribute): an int, the segments' node, for a claim's
+            # matchAttribute across drivers.
+            std = d["attributes"]["resource.kubernetes.io/numaNode"]
+            self.assertEqual(std, {"int": int(n[-1])})
+            self.assertIs(type(std["int"]), int)
+            self.assertEqual(d["attributes"]["schedulable"], {"bool": True})
+            self.assertEqual(d["attributes"]["state"], {"string": "Serving"})
             self.assertEqual(d["attributes"]["pageSize"]["int"], 4096)
             self.assertEqual(d["attributes"]["largestFreeRun"]["int"], SEG)
         # Kept up to date: a drained segment leaves the capacity; another
@@ -392,12 +400,23 @@ class DraTest(unittest.TestCase):
         wait_for(updated, what="the slice to follow the drain and the other tenant's lease")
         s2 = next(iter(e.api.slices().values()))
         self.assertGreater(s2["spec"]["pool"]["generation"], gen)
+        # Every segment of node 1 drains: its device says so and cannot be
+        # allocated (capacity 0); node 0 is as it was.
+        d2 = {x["name"]: x for x in s2["spec"]["devices"]}
+        self.assertEqual(d2["numa1"]["attributes"]["schedulable"], {"bool": False})
+        self.assertEqual(d2["numa1"]["attributes"]["state"], {"string": "Draining"})
+        self.assertEqual(d2["numa1"]["attributes"]["resource.kubernetes.io/numaNode"],
+                         {"int": 1})
+        self.assertEqual(d2["numa0"]["attributes"]["schedulable"], {"bool": True})
+        self.assertEqual(d2["numa0"]["attributes"]["state"], {"string": "Serving"})
         e.call("Pool", "Release", e.pb.ReleaseRequest(lease_id=other.id), token="other")
         e.call("Admin", "UndrainSegment", e.pb.SegmentRequest(segment_id=1),
                resp=e.pb.SegmentResponse)
-        wait_for(lambda: all(x["capacity"]["memory"]["value"] == "64Mi" for x in
+        wait_for(lambda: all(x["capacity"]["memory"]["value"] == "64Mi" and
+                             x["attributes"]["schedulable"] == {"bool": True} and
+                             x["attributes"]["state"] == {"string": "Serving"} for x in
                              next(iter(e.api.slices().values()))["spec"]["devices"]),
-                 what="the capacity back")
+                 what="the capacity back, schedulable again")
         # A segment added at run time, then removed.
         added = e.call("Admin", "AddSegment",
                        e.pb.AddSegmentRequest(bytes=16 * MIB, freelist=2, numa_node=1),
@@ -409,6 +428,12 @@ class DraTest(unittest.TestCase):
         wait_for(lambda: numa1("80Mi"), what="the added segment in the slice")
         e.call("Admin", "DrainSegment", e.pb.SegmentRequest(segment_id=added.id),
                resp=e.pb.SegmentResponse)
+        # One of node 1's two segments draining: the device stays
+        # schedulable, without that segment's bytes.
+        wait_for(lambda: numa1("64Mi"), what="the draining segment out of the capacity")
+        d = {x["name"]: x for x in next(iter(e.api.slices().values()))["spec"]["devices"]}
+        self.assertEqual(d["numa1"]["attributes"]["schedulable"], {"bool": True})
+        self.assertEqual(d["numa1"]["attributes"]["state"], {"string": "Serving"})
         e.call("Admin", "RemoveSegment", e.pb.SegmentRequest(segment_id=added.id),
                resp=e.pb.RemoveSegmentResponse)
         wait_for(lambda: numa1("64Mi"), what="the removed segment gone from the slice")
@@ -425,6 +450,41 @@ class DraTest(unittest.TestCase):
         time.sleep(1.5)
         self.assertEqual(len(e.api.slices()), 1)
         self.assertTrue(e.api.slice_writes("PUT"))
+
+    def test_a_daemon_not_serving_is_published_as_unschedulable(self):
+        e = self.env
+        e.start_plugin()
+
+        def devices():
+            slices = e.api.slices()
+            if len(slices) != 1:
+                return {}
+            return {x["name"]: x for x in next(iter(slices.values()))["spec"]["devices"]}
+
+        def all_are(capacity, schedulable, state):
+            d = devices()
+            return set(d) == {"numa0", "numa1"} and all(
+                x["capacity"]["memory"]["value"] == capacity and
+                x["attributes"]["schedulable"] == {"bool": schedulable} and
+                x["attributes"]["state"] == {"string": state} for x in d.values())
+        wait_for(lambda: all_are("64Mi", True, "Serving"), what="the slice, serving")
+        gen = next(iter(e.api.slices().values()))["spec"]["pool"]["generation"]
+        # physpoold gone: the devices stay in the slice (the scheduler keeps
+        # seeing them, with their NUMA node) but cannot be allocated.
+        e.kill_daemon()
+        wait_for(lambda: all_are("0", False, "NotServing"), timeout=30,
+                 what="the slice to say physpoold is not serving")
+        d = devices()
+        for n, x in d.items():
+            self.assertEqual(x["attributes"]["resource.kubernetes.io/numaNode"],
+                             {"int": int(n[-1])})
+        self.assertGreater(next(iter(e.api.slices().values()))["spec"]["pool"]["generation"],
+                           gen)
+        self.assertIn("physpoold is not serving", e.plugin_log())
+        # Back: the capacity and the attributes as before.
+        e.start_daemon()
+        wait_for(lambda: all_are("64Mi", True, "Serving"), timeout=60,
+                 what="the slice, serving again")
 
     def test_prepare_gives_the_pod_its_memory_and_unprepare_zeroes_it(self):
         e = self.env

@@ -290,6 +290,15 @@ def slice_problems(obj):
             if len(local) > 32 or not _CIDENT.fullmatch(local):
                 errs.append(f"{p}.attributes[{k}]: Invalid value: a C identifier of at most "
                             "32 characters")
+            if "/" in k:
+                domain = k.split("/", 1)[0]
+                if len(domain) > 63 or not _NAME.fullmatch(domain):
+                    errs.append(f"{p}.attributes[{k}]: Invalid value: the domain must be a "
+                                "DNS subdomain of at most 63 characters")
+            if isinstance(v, dict) and isinstance(v.get("string"), str) and \
+                    len(v["string"]) > 64:
+                errs.append(f"{p}.attributes[{k}].string: Too long: may not be more than 64 "
+                            "bytes")
             if not isinstance(v, dict) or len([x for x in v if v[x] is not None]) != 1:
                 errs.append(f"{p}.attributes[{k}]: Invalid value: exactly one value must be "
                             "specified")

@@ -191,10 +191,20 @@ class FakeApiServerTest(unittest.TestCase):
         s = contract_slice(node="inv")
         s["spec"]["devices"][1]["name"] = "numa0"
         s["spec"]["pool"]["resourceSliceCount"] = 0
+        s["spec"]["devices"][0].setdefault("attributes", {}).update(
+            {"Resource_Kubernetes.io/numaNode": {"int": 0}, "state": {"string": "x" * 65}})
         code, st = self.call("POST", SLICES, s)
         self.assertEqual((code, st["reason"]), (422, "Invalid"))
         self.assertIn("Duplicate value", st["message"])
         self.assertIn("resourceSliceCount", st["message"])
+        self.assertIn("the domain must be a DNS subdomain", st["message"])
+        self.assertIn("may not be more than 64 bytes", st["message"])
+        # A qualified standard attribute is fine.
+        s = contract_slice(node="inv2")
+        s["spec"]["devices"][0].setdefault("attributes", {})[
+            "resource.kubernetes.io/numaNode"] = {"int": 0}
+        code, st = self.call("POST", SLICES, s)
+        self.assertEqual(code, 201, st)
 
     def test_list_field_selector(self):
         for node in ["fa", "fb"]:
