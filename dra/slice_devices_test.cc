@@ -29,16 +29,17 @@ v1::GetPoolInfoResponse TwoNodes() {
 
 std::map<std::string, json> ByName(const json& devices) {
   std::map<std::string, json> out;
-  for (const json& d : devices) out[d["name"]] = d;
+  for (const json& d : devices) out[d.at("name").get<std::string>()] = d;
   return out;
 }
 
 TEST(SliceDevices, PublishesTheStandardNumaAttributeBesideTheOwn) {
   auto d = ByName(SliceDevices(PoolFactsFrom(TwoNodes(), {}), true));
   ASSERT_EQ(d.size(), 2u);
-  for (const auto& [name, dev] : d) {
+  for (auto& [name, dev] : d) {
     const int node = name == "numa0" ? 0 : 1;
-    const json& a = dev["attributes"];
+    // Not const: a missing key reads as null (a failed EXPECT), not UB.
+    json a = dev["attributes"];
     EXPECT_EQ(a["resource.kubernetes.io/numaNode"], json({{"int", node}}));
     EXPECT_TRUE(a["resource.kubernetes.io/numaNode"]["int"].is_number_integer());
     EXPECT_EQ(a["numaNode"], json({{"int", node}}));
