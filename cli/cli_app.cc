@@ -17,7 +17,8 @@ std::string Wrap(const std::string& text) {
   std::string out;
   for (absl::string_view para : absl::StrSplit(text, '\n')) {
     std::string line = " ";
-    for (absl::string_view word : absl::StrSplit(para, ' ', absl::SkipEmpty())) {
+    for (absl::string_view word :
+         absl::StrSplit(para, ' ', absl::SkipEmpty())) {
       if (line.size() + 1 + word.size() > 78 && line.size() > 1) {
         out += line + "\n";
         line = " ";
@@ -49,8 +50,8 @@ class Formatter final : public CLI::Formatter {
 
 // "unknown command" for a word that is no subcommand where one is due:
 // CLI11 itself would only say that a subcommand is required.
-std::optional<std::string> UnknownCommand(CLI::App* root,
-                                          const std::vector<std::string>& args) {
+std::optional<std::string> UnknownCommand(
+    CLI::App* root, const std::vector<std::string>& args) {
   CLI::App* at = root;
   std::string words;
   for (size_t i = 0; i < args.size() && !at->get_subcommands({}).empty(); ++i) {

@@ -132,8 +132,8 @@ void AddAllocCommand(CLI::App* root, Commands* out) {
       ->check(SizeCheck());
   alloc->add_option("--alignment", f->alignment, "IOVA alignment of each run")
       ->check(SizeCheck());
-  alloc->add_option("--boundary", f->boundary,
-                    "no run crosses a multiple of it")
+  alloc
+      ->add_option("--boundary", f->boundary, "no run crosses a multiple of it")
       ->check(SizeCheck());
   alloc->add_option("--max-segments", f->max_segments,
                     "at most N runs (0: see above)");

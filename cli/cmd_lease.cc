@@ -115,12 +115,12 @@ std::shared_ptr<OneLease> LeaseLeaf(CLI::App* leaf) {
 void AddLeaseCommands(CLI::App* root, Commands* out) {
   CLI::App* lease = Noun(root, "lease", "leases: yours, or anyone's (admin)");
   auto lf = std::make_shared<ListFlags>();
-  CLI::App* list = Leaf(
-      lease, "list",
-      "physpoolctl lease list [--all | --tenant NAME] [--page-size N]",
-      "Your leases; --all or --tenant (admin) for everyone's or one "
-      "tenant's. Reads every page.",
-      "physpoolctl lease list --tenant trainer -o json");
+  CLI::App* list =
+      Leaf(lease, "list",
+           "physpoolctl lease list [--all | --tenant NAME] [--page-size N]",
+           "Your leases; --all or --tenant (admin) for everyone's or one "
+           "tenant's. Reads every page.",
+           "physpoolctl lease list --tenant trainer -o json");
   CLI::Option* all = list->add_flag("--all", lf->all, "every tenant's (admin)");
   list->add_option("--tenant", lf->tenant, "one tenant's (admin)")
       ->excludes(all);
@@ -136,9 +136,10 @@ void AddLeaseCommands(CLI::App* root, Commands* out) {
   auto g = LeaseLeaf(get);
   out->push_back({get, [g](const Ctx& c) { return LeaseGet(c, g->id); }});
 
-  CLI::App* renew = Leaf(lease, "renew", "physpoolctl lease renew ID [--ttl 60s]",
-                         "Renews one of your leases: its TTL starts again.",
-                         "physpoolctl lease renew l-2989f08544ac69d2 --ttl 5m");
+  CLI::App* renew =
+      Leaf(lease, "renew", "physpoolctl lease renew ID [--ttl 60s]",
+           "Renews one of your leases: its TTL starts again.",
+           "physpoolctl lease renew l-2989f08544ac69d2 --ttl 5m");
   auto r = LeaseLeaf(renew);
   renew->add_option("--ttl", r->value, "the new TTL (default: the lease's)")
       ->check(DurationCheck());
@@ -154,10 +155,9 @@ void AddLeaseCommands(CLI::App* root, Commands* out) {
   out->push_back(
       {revoke, [v](const Ctx& c) { return LeaseRevoke(c, v->id, v->value); }});
 
-  CLI::App* release =
-      Leaf(root, "release", "physpoolctl release ID",
-           "Releases one of your leases (idempotent).",
-           "physpoolctl release l-2989f08544ac69d2");
+  CLI::App* release = Leaf(root, "release", "physpoolctl release ID",
+                           "Releases one of your leases (idempotent).",
+                           "physpoolctl release l-2989f08544ac69d2");
   auto e = LeaseLeaf(release);
   out->push_back({release, [e](const Ctx& c) { return Release(c, e->id); }});
 }

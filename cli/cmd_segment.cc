@@ -70,9 +70,9 @@ void AddChange(CLI::App* segment, Commands* out, Change what,
                const std::string& verb, const std::string& details,
                const std::string& example) {
   auto id = std::make_shared<uint32_t>(0);
-  CLI::App* leaf = Leaf(segment, verb,
-                        "physpoolctl segment " + verb + " ID   (admin)",
-                        details, example);
+  CLI::App* leaf =
+      Leaf(segment, verb, "physpoolctl segment " + verb + " ID   (admin)",
+           details, example);
   leaf->add_option("ID", *id, "the segment's id (segment list)")->required();
   out->push_back(
       {leaf, [what, id](const Ctx& c) { return SegmentChange(c, what, *id); }});
@@ -83,10 +83,9 @@ void AddChange(CLI::App* segment, Commands* out, Change what,
 void AddSegmentCommands(CLI::App* root, Commands* out) {
   CLI::App* segment = Noun(root, "segment", "the pool's segments (admin)");
   auto page_size = std::make_shared<int32_t>(0);
-  CLI::App* list = Leaf(segment, "list",
-                        "physpoolctl segment list [--page-size N]   (admin)",
-                        "Every segment (all pages).",
-                        "physpoolctl segment list -o json");
+  CLI::App* list = Leaf(
+      segment, "list", "physpoolctl segment list [--page-size N]   (admin)",
+      "Every segment (all pages).", "physpoolctl segment list -o json");
   AddPageSize(list, page_size.get(), "segments");
   out->push_back(
       {list, [page_size](const Ctx& c) { return SegmentList(c, *page_size); }});
@@ -99,12 +98,12 @@ void AddSegmentCommands(CLI::App* root, Commands* out) {
             "physpoolctl segment undrain 2");
 
   auto f = std::make_shared<AddFlags>();
-  CLI::App* add = Leaf(
-      segment, "add",
-      "physpoolctl segment add --bytes SIZE [--freelist N] [--numa N]   "
-      "(admin)",
-      "Adds a segment of the sim source's memory.",
-      "physpoolctl segment add --bytes 256MiB --freelist 1");
+  CLI::App* add =
+      Leaf(segment, "add",
+           "physpoolctl segment add --bytes SIZE [--freelist N] [--numa N]   "
+           "(admin)",
+           "Adds a segment of the sim source's memory.",
+           "physpoolctl segment add --bytes 256MiB --freelist 1");
   add->add_option("--bytes", f->bytes, "its size")
       ->required()
       ->check(SizeCheck());

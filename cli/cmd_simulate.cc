@@ -19,7 +19,8 @@ constexpr char kDetails[] =
     "output. '-' reads standard input. With --summary, counts per path and "
     "status and the final occupancy of each segment go to standard error.";
 
-constexpr char kFooter[] = R"(Each line is one JSON object in UTF-8 whose values are strings, unsigned
+constexpr char kFooter[] =
+    R"(Each line is one JSON object in UTF-8 whose values are strings, unsigned
 integers (no sign, fraction or exponent) or true/false; no key twice.
 Trace lines (all fields but op, id, bytes, iova, pages are optional):
   {"op":"pool","page_size":4096,"strategy":"address","reserve_pages":0,
@@ -75,9 +76,9 @@ int Run(const Flags& f) {
 
 SimulateCommand AddSimulateCommand(CLI::App* root) {
   auto f = std::make_shared<Flags>();
-  CLI::App* app = AddLeaf(root, "simulate",
-                          "physpoolctl simulate [--summary] FILE|-", kDetails,
-                          kFooter);
+  CLI::App* app =
+      AddLeaf(root, "simulate", "physpoolctl simulate [--summary] FILE|-",
+              kDetails, kFooter);
   app->add_flag("--summary", f->summary,
                 "counts and final occupancy on stderr");
   app->add_option("FILE", f->path, "the trace, or - for standard input")

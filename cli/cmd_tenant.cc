@@ -50,10 +50,9 @@ int TenantSetLimits(const Ctx& c, const LimitFlags& f) {
 void AddTenantCommands(CLI::App* root, Commands* out) {
   CLI::App* tenant = Noun(root, "tenant", "tenants and their limits (admin)");
   auto page_size = std::make_shared<int32_t>(0);
-  CLI::App* list = Leaf(tenant, "list",
-                        "physpoolctl tenant list [--page-size N]   (admin)",
-                        "Every tenant (all pages).",
-                        "physpoolctl tenant list -o json");
+  CLI::App* list =
+      Leaf(tenant, "list", "physpoolctl tenant list [--page-size N]   (admin)",
+           "Every tenant (all pages).", "physpoolctl tenant list -o json");
   AddPageSize(list, page_size.get(), "tenants");
   out->push_back(
       {list, [page_size](const Ctx& c) { return TenantList(c, *page_size); }});

@@ -64,10 +64,9 @@ void AddWatchCommands(CLI::App* root, Commands* out) {
       "object a line, -o yaml one document each.",
       "physpoolctl watch -o json");
   out->push_back({watch, Watch, [] { return true; }});
-  CLI::App* health =
-      Leaf(root, "health", "physpoolctl health",
-           "SERVING (exit 0) or NOT_SERVING (exit 1).",
-           "physpoolctl --endpoint 127.0.0.1:7600 health");
+  CLI::App* health = Leaf(root, "health", "physpoolctl health",
+                          "SERVING (exit 0) or NOT_SERVING (exit 1).",
+                          "physpoolctl --endpoint 127.0.0.1:7600 health");
   out->push_back({health, Health});
 }
 

@@ -84,9 +84,9 @@ template <typename Resp, typename Req, typename Call>
 grpc::Status ListAll(const Ctx& c, int32_t page_size, Req req, Call call,
                      Resp* all) {
   all->Clear();
-  grpc::Status s = FollowPages<Resp>(
-      c, page_size, std::move(req), call,
-      [all](Resp page) { all->MergeFrom(page); });
+  grpc::Status s =
+      FollowPages<Resp>(c, page_size, std::move(req), call,
+                        [all](Resp page) { all->MergeFrom(page); });
   all->clear_next_page_token();
   return s;
 }

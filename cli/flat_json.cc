@@ -21,9 +21,7 @@ constexpr char kExpectedValue[] =
 // Debian's abseil has its own string_view (not std::string_view's alias).
 absl::string_view View(std::string_view s) { return {s.data(), s.size()}; }
 
-bool IsSpace(char c) {
-  return c == ' ' || c == '\t' || c == '\r' || c == '\n';
-}
+bool IsSpace(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
 
 absl::string_view TrimRight(absl::string_view s) {
   while (!s.empty() && IsSpace(s.back())) s.remove_suffix(1);
@@ -90,8 +88,7 @@ class Line {
     if (doc.current_location().get(at) != simdjson::SUCCESS) {
       return absl::InvalidArgumentError(simdjson::error_message(e));
     }
-    if (e != simdjson::TAPE_ERROR)
-      return Error(at, simdjson::error_message(e));
+    if (e != simdjson::TAPE_ERROR) return Error(at, simdjson::error_message(e));
     if (at == value_end) return Error(at, "expected ',' or '}'");
     const char* p = at;
     while (p > base_ && IsSpace(p[-1])) --p;
@@ -154,7 +151,8 @@ absl::Status FlatJsonReader::Impl::Parse(const Line& line, od::document& doc) {
     f.key = View(key);
     for (const JsonField& other : fields) {
       if (other.key == f.key)
-        return line.Error(key_at, absl::StrCat("duplicate key \"", f.key, "\""));
+        return line.Error(key_at,
+                          absl::StrCat("duplicate key \"", f.key, "\""));
     }
     od::value v;
     if (auto e = item.value().get(v))
@@ -199,6 +197,5 @@ absl::Status FlatJsonReader::Impl::Parse(const Line& line, od::document& doc) {
     return line.Error(after, "unexpected characters after the object");
   return absl::OkStatus();
 }
-
 
 }  // namespace physpool::cli

@@ -1,12 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "cli/flat_json.h"
-#include "util/json_string.h"
 
 #include <string>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "pglist/testing/status_matchers.h"
+#include "util/json_string.h"
 
 namespace physpool::cli {
 namespace {
@@ -60,10 +60,14 @@ TEST(FlatJsonTest, RejectsWithTheColumn) {
       {"{\"a\":-0}", "column 6: negative numbers are not allowed"},
       {"{\"a\":-}", "column 6: negative numbers are not allowed"},
       // Was column 7 (at the '.' or 'e').
-      {"{\"a\":1.5}", "column 6: expected an integer (no fraction or exponent)"},
-      {"{\"a\":1.0}", "column 6: expected an integer (no fraction or exponent)"},
-      {"{\"a\":1e3}", "column 6: expected an integer (no fraction or exponent)"},
-      {"{\"a\":1E3}", "column 6: expected an integer (no fraction or exponent)"},
+      {"{\"a\":1.5}",
+       "column 6: expected an integer (no fraction or exponent)"},
+      {"{\"a\":1.0}",
+       "column 6: expected an integer (no fraction or exponent)"},
+      {"{\"a\":1e3}",
+       "column 6: expected an integer (no fraction or exponent)"},
+      {"{\"a\":1E3}",
+       "column 6: expected an integer (no fraction or exponent)"},
       {"{\"a\":18446744073709551616}", "column 6: number above 2^64 - 1"},
       {"{\"a\":99999999999999999999999}", "column 6: number above 2^64 - 1"},
       {"{\"a\":01}", "column 6: numbers may not have leading zeros"},
@@ -142,9 +146,9 @@ TEST(FlatJsonTest, ParsesInPlaceOnlyTheLine) {
                        FlatJsonReader::kPadding, size_t{200}}) {
     const std::string buf = line + std::string(after, '"');
     FlatJsonReader reader;
-    ASSERT_OK_AND_ASSIGN(auto f, reader.Parse(absl::string_view(buf).substr(
-                                                  0, line.size()),
-                                              buf.size()));
+    ASSERT_OK_AND_ASSIGN(
+        auto f, reader.Parse(absl::string_view(buf).substr(0, line.size()),
+                             buf.size()));
     ASSERT_EQ(f.size(), 2u) << after;
     EXPECT_EQ(f[0].str, "v") << after;
     EXPECT_EQ(f[1].uint, 7u) << after;

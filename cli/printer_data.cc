@@ -69,13 +69,9 @@ class DataPrinter final : public Printer {
  public:
   explicit DataPrinter(bool yaml) : yaml_(yaml) {}
 
-  void PoolStatus(const v1::GetPoolInfoResponse& m) const override {
-    Print(m);
-  }
+  void PoolStatus(const v1::GetPoolInfoResponse& m) const override { Print(m); }
   void PoolMap(const MapView& m) const override { Print(*m.occupancy); }
-  void Segments(const v1::ListSegmentsResponse& m) const override {
-    Print(m);
-  }
+  void Segments(const v1::ListSegmentsResponse& m) const override { Print(m); }
   void Segment(const v1::SegmentResponse& m) const override { Print(m); }
   void SegmentRemoved(uint32_t,
                       const v1::RemoveSegmentResponse& m) const override {
@@ -134,8 +130,8 @@ absl::StatusOr<std::unique_ptr<Printer>> NewPrinter(absl::string_view format) {
   if (format == "table") return NewTablePrinter();
   if (format == "json") return NewJsonPrinter();
   if (format == "yaml") return NewYamlPrinter();
-  return absl::InvalidArgumentError(
-      "-o takes table, json or yaml, not \"" + std::string(format) + "\"");
+  return absl::InvalidArgumentError("-o takes table, json or yaml, not \"" +
+                                    std::string(format) + "\"");
 }
 
 }  // namespace physpool::cli

@@ -87,13 +87,13 @@ class TablePrinter final : public Printer {
     Table t({"SEGMENT", "IOVA", "SIZE", "FL", "NUMA", "USAGE", "USED",
              "SCRUBBING", "FREE", "LARGEST FREE"});
     for (const auto& s : info.segments()) {
-      t.Add(
-          {absl::StrCat(s.id(), s.draining() ? " (draining)" : ""),
-           Hex(s.iova()), HumanBytes(s.bytes()), absl::StrCat(s.freelist()),
-           absl::StrCat(s.numa_node()),
-           UsageBar(s.used_bytes(), s.scrubbing_bytes(), s.bytes(), 30),
-           HumanBytes(s.used_bytes()), HumanBytes(s.scrubbing_bytes()),
-           HumanBytes(s.free_bytes()), HumanBytes(s.largest_free_run_bytes())});
+      t.Add({absl::StrCat(s.id(), s.draining() ? " (draining)" : ""),
+             Hex(s.iova()), HumanBytes(s.bytes()), absl::StrCat(s.freelist()),
+             absl::StrCat(s.numa_node()),
+             UsageBar(s.used_bytes(), s.scrubbing_bytes(), s.bytes(), 30),
+             HumanBytes(s.used_bytes()), HumanBytes(s.scrubbing_bytes()),
+             HumanBytes(s.free_bytes()),
+             HumanBytes(s.largest_free_run_bytes())});
     }
     std::fputs(t.Render().c_str(), stdout);
     const uint64_t total =
@@ -146,8 +146,8 @@ class TablePrinter final : public Printer {
           std::max<uint64_t>(1, (pages + 4 * m.width - 1) / (4 * m.width));
       std::vector<StateRun> runs;
       for (const auto& r : so.runs()) {
-        runs.push_back({State(r.state()), (r.iova() - seg.iova()) / ps,
-                        r.length() / ps});
+        runs.push_back(
+            {State(r.state()), (r.iova() - seg.iova()) / ps, r.length() / ps});
       }
       std::printf("segment %u  %s  %s  freelist %u  numa %d%s  (1 cell = %s)\n",
                   seg.id(), Hex(seg.iova()).c_str(),
@@ -177,8 +177,8 @@ class TablePrinter final : public Printer {
   }
 
   void Leases(const v1::ListLeasesResponse& list) const override {
-    Table t({"ID", "TENANT", "SIZE", "RUNS", "FIRST IOVA", "EXPIRES IN",
-             "PATH", "PREEMPTIBLE", "LABEL"});
+    Table t({"ID", "TENANT", "SIZE", "RUNS", "FIRST IOVA", "EXPIRES IN", "PATH",
+             "PREEMPTIBLE", "LABEL"});
     for (const auto& l : list.leases()) {
       t.Add({l.id(), l.tenant(), HumanBytes(l.bytes()),
              absl::StrCat(l.runs_size()),
@@ -227,8 +227,8 @@ class TablePrinter final : public Printer {
 
   void Released(const std::string& id,
                 const v1::ReleaseResponse& r) const override {
-    Out(absl::StrCat(id, r.released() ? " released\n"
-                                      : " was already released\n"));
+    Out(absl::StrCat(id,
+                     r.released() ? " released\n" : " was already released\n"));
   }
 
   void Tenants(const v1::ListTenantsResponse& list) const override {

@@ -186,7 +186,8 @@ TEST(SimulateTest, LongLinesAndLineEnds) {
       absl::StrSplit(r.out, '\n', absl::SkipEmpty());
   ASSERT_EQ(lines.size(), 2 * ids.size());
   for (size_t i = 0; i < ids.size(); ++i) {
-    const std::string head = absl::StrCat(R"({"id":")", ids[i], R"(","ok":true)");
+    const std::string head =
+        absl::StrCat(R"({"id":")", ids[i], R"(","ok":true)");
     EXPECT_TRUE(absl::StartsWith(lines[2 * i], head + R"(,"path":"simple")"))
         << "alloc " << i;
     EXPECT_EQ(lines[2 * i + 1], head + "}") << "free " << i;
@@ -200,7 +201,8 @@ TEST(SimulateTest, EdgesOfTheJson) {
     std::string line;
     std::string error;
   } cases[] = {
-      {"{\"op\":\"alloc\",\"id\":\"\xff\",\"bytes\":1}", "line 2: invalid UTF-8"},
+      {"{\"op\":\"alloc\",\"id\":\"\xff\",\"bytes\":1}",
+       "line 2: invalid UTF-8"},
       {std::string("{\"op\":\"alloc\",\"id\":\"a\0\",\"bytes\":1}", 35),
        "line 2: control character in string"},
       {std::string("{\"op\":\"free\",\"id\":\"a\"}\0", 24),

@@ -27,8 +27,9 @@ class Fields {
                [&](const JsonField& f) { *out = f.boolean; });
   }
   absl::Status String(absl::string_view key, bool required, std::string* out) {
-    return Get(key, Type::kString, required,
-               [&](const JsonField& f) { out->assign(f.str.data(), f.str.size()); });
+    return Get(key, Type::kString, required, [&](const JsonField& f) {
+      out->assign(f.str.data(), f.str.size());
+    });
   }
   absl::Status NoneLeft(absl::string_view op) const {
     absl::InlinedVector<std::string, 4> unknown;

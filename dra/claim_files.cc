@@ -32,8 +32,7 @@ absl::Status WriteClaimFiles(const DriverOptions& o, const ClaimRecord& r) {
   for (const ClaimResult& x : r.results)
     leases.push_back(absl::StrCat(x.request, "=", x.lease));
   json env = json::array({
-      absl::StrCat("PHYSPOOL_ENDPOINT=unix:", o.socket_dir, "/",
-                   o.socket_name),
+      absl::StrCat("PHYSPOOL_ENDPOINT=unix:", o.socket_dir, "/", o.socket_name),
       absl::StrCat("PHYSPOOL_TOKEN_FILE=", o.container_claim_dir, "/token"),
       absl::StrCat("PHYSPOOL_LEASE=",
                    r.results.empty() ? "" : r.results[0].lease),

@@ -198,20 +198,17 @@ absl::Status Driver::Cleanup() {
   absl::MutexLock l(&mu_);
   CleanupPass::Ops ops;
   // Called by the pass under mu_, which this thread holds.
-  ops.list_leases = [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
-    return ListLeases();
-  };
+  ops.list_leases = [this]()
+                        ABSL_NO_THREAD_SAFETY_ANALYSIS { return ListLeases(); };
   ops.get_claim = [this](const std::string& ns, const std::string& name) {
     return GetClaim(ns, name);
   };
-  ops.unprepare = [this](const std::string& uid)
-                      ABSL_NO_THREAD_SAFETY_ANALYSIS {
-                        return UnprepareLocked(uid);
-                      };
-  ops.release_lease = [this](const std::string& id)
-                          ABSL_NO_THREAD_SAFETY_ANALYSIS {
-                            return ReleaseLease(id);
-                          };
+  ops.unprepare =
+      [this](const std::string& uid)
+          ABSL_NO_THREAD_SAFETY_ANALYSIS { return UnprepareLocked(uid); };
+  ops.release_lease =
+      [this](const std::string& id)
+          ABSL_NO_THREAD_SAFETY_ANALYSIS { return ReleaseLease(id); };
   return CleanupPass(opts_.driver_name, opts_.node_name, std::move(ops))
       .Run(&state_);
 }
@@ -272,8 +269,8 @@ absl::Status Driver::Publish(bool force) {
   absl::MutexLock l(&mu_);
   // Not waiting for physpoold: one that is away is published as such now.
   const absl::Status health = CheckServing();
-  absl::StatusOr<PoolFacts> f =
-      health.ok() ? ReadPool(/*wait=*/false) : absl::StatusOr<PoolFacts>(health);
+  absl::StatusOr<PoolFacts> f = health.ok() ? ReadPool(/*wait=*/false)
+                                            : absl::StatusOr<PoolFacts>(health);
   if (!f.ok() && !absl::IsUnavailable(f.status()) &&
       !absl::IsDeadlineExceeded(f.status())) {
     return f.status();  // e.g. PERMISSION_DENIED: the slice stays
@@ -285,8 +282,7 @@ absl::Status Driver::Publish(bool force) {
   }
   if (f.ok() != serving_) {
     fprintf(stderr, "physpool-dra: physpoold %s: the slice says so%s%s\n",
-            f.ok() ? "is serving again" : "is not serving",
-            f.ok() ? "" : ": ",
+            f.ok() ? "is serving again" : "is not serving", f.ok() ? "" : ": ",
             f.ok() ? "" : std::string(f.status().message()).c_str());
     serving_ = f.ok();
   }

@@ -103,8 +103,7 @@ class Driver {
   // 3. The record (kPreparing) with request ids and the token, before the
   //    first Allocate.
   absl::Status RecordPreparing(const std::string& ns, const std::string& uid,
-                               const std::string& name,
-                               const Allocation& alloc,
+                               const std::string& name, const Allocation& alloc,
                                std::optional<ClaimRecord>* rec)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // 4. A lease per result (a retry gets the same lease by request id).

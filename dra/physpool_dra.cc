@@ -24,7 +24,6 @@
 #include <variant>
 
 #include "CLI/CLI.hpp"
-
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -70,8 +69,9 @@ std::variant<DraFlags, int> ParseFlags(int argc, char** argv) {
                "physpool-dra");
   app.set_help_flag("-h,--help", "print this help and exit");
   app.add_flag("--version", "print the version and the git revision, and exit");
-  app.footer("See docs/kubernetes.md. Exit codes: 0 stopped; 1 failed; 2 a "
-             "bad flag or a missing file.");
+  app.footer(
+      "See docs/kubernetes.md. Exit codes: 0 stopped; 1 failed; 2 a "
+      "bad flag or a missing file.");
   auto opt = [&](const char* name, std::string* v, const char* help) {
     return app.add_option(name, *v, help)->capture_default_str();
   };

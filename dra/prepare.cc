@@ -38,8 +38,8 @@ absl::StatusOr<std::vector<PreparedDevice>> Driver::Prepare(
   return CommitPrepared(&*rec);
 }
 
-absl::StatusOr<std::optional<std::vector<PreparedDevice>>>
-Driver::ResumeRecord(const std::string& uid, std::optional<ClaimRecord>* rec) {
+absl::StatusOr<std::optional<std::vector<PreparedDevice>>> Driver::ResumeRecord(
+    const std::string& uid, std::optional<ClaimRecord>* rec) {
   if (*rec && (*rec)->phase == ClaimRecord::Phase::kUnpreparing) {
     // Its Unprepare was interrupted: finish it, then prepare afresh.
     if (absl::Status s = UnprepareLocked(uid); !s.ok()) return s;
@@ -179,8 +179,7 @@ absl::Status Driver::RecordPreparing(const std::string& ns,
 absl::Status Driver::AllocateLeases(const std::string& ns,
                                     const std::string& uid,
                                     const std::string& name,
-                                    const Allocation& alloc,
-                                    ClaimRecord* rec) {
+                                    const Allocation& alloc, ClaimRecord* rec) {
   const std::string sha = Sha256Hex(rec->token);
   for (size_t i = 0; i < rec->results.size(); ++i) {
     ClaimResult& x = rec->results[i];

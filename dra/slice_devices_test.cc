@@ -41,7 +41,8 @@ TEST(SliceDevices, PublishesTheStandardNumaAttributeBesideTheOwn) {
     // Not const: a missing key reads as null (a failed EXPECT), not UB.
     json a = dev["attributes"];
     EXPECT_EQ(a["resource.kubernetes.io/numaNode"], json({{"int", node}}));
-    EXPECT_TRUE(a["resource.kubernetes.io/numaNode"]["int"].is_number_integer());
+    EXPECT_TRUE(
+        a["resource.kubernetes.io/numaNode"]["int"].is_number_integer());
     EXPECT_EQ(a["numaNode"], json({{"int", node}}));
     EXPECT_EQ(a["schedulable"], json({{"bool", true}}));
     EXPECT_EQ(a["state"], json({{"string", "Serving"}}));
